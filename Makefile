@@ -1,0 +1,45 @@
+# servewatch: `make run` trains the demo model (when the registry has none) and serves it;
+# `make test` runs the whole suite. Both create and reuse .venv in the repo root.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REGISTRY ?= registry
+STAMP := $(VENV)/.installed
+
+.PHONY: install run train-demo serve test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train-demo: install
+	@if [ -z "$$(ls -d $(REGISTRY)/flights/[0-9]* 2>/dev/null)" ]; then \
+		$(BIN)/servewatch train --config training/configs/flights.yaml --registry $(REGISTRY); \
+	else echo "registry $(REGISTRY) already holds the flights model; skipping training"; fi
+
+run: train-demo
+	$(BIN)/servewatch serve --registry $(REGISTRY)
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check training service monitoring servewatch
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format training service monitoring servewatch tests bench
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/serving.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

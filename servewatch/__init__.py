@@ -1,0 +1,1 @@
+"""The composition root: the `servewatch` command wires training, service and monitoring."""

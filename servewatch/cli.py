@@ -1,0 +1,17 @@
+"""The `servewatch` command: one Typer app whose subcommands come from each package."""
+
+from __future__ import annotations
+
+import typer
+
+from servewatch.serve import serve
+from training.cli import models_app, train
+
+app = typer.Typer(
+    help="servewatch: train scikit-learn models, serve them, and watch them in production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("train")(train)
+app.add_typer(models_app, name="models")
+app.command("serve")(serve)

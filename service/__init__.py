@@ -1,0 +1,1 @@
+"""Online half of servewatch: schema-checked, micro-batched predictions, all of them logged."""

@@ -1,0 +1,100 @@
+"""MicroBatcher: gathers concurrent requests into one model call, off the event loop.
+
+While the model is busy, new requests queue up; when it is free, everything queued (up to
+`max_rows`) goes into the next call. A short extra wait is taken only under concurrency, so a
+lone request never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from service import metrics
+from service.model import LoadedModel, Outputs
+
+
+@dataclass
+class _Job:
+    columns: dict[str, list[Any]]
+    rows: int
+    future: asyncio.Future[Outputs]
+
+
+class MicroBatcher:
+    def __init__(self, model: LoadedModel, executor: Executor, *, max_rows: int,
+                 max_wait_s: float) -> None:  # fmt: skip
+        self.model = model
+        self._executor = executor
+        self._max_rows = max_rows
+        self._max_wait_s = max_wait_s
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._batch_hist = metrics.BATCH_ROWS.labels(model.name)
+        self._call_hist = metrics.MODEL_CALL_SECONDS.labels(model.name, str(model.version))
+        self._inflight = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.model.name}")
+
+    async def predict(self, columns: dict[str, list[Any]], rows: int) -> Outputs:
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        self._inflight += 1
+        try:
+            self._queue.put_nowait(_Job(columns, rows, future))
+            return await future
+        finally:
+            self._inflight -= 1
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_jobs = 1
+        while True:
+            first = await self._queue.get()
+            jobs, rows = [first], first.rows
+            if last_jobs > 1 and self._max_wait_s > 0 and rows < self._max_rows:
+                await asyncio.sleep(self._max_wait_s)
+            while rows < self._max_rows and not self._queue.empty():
+                job = self._queue.get_nowait()
+                jobs.append(job)
+                rows += job.rows
+            last_jobs = len(jobs)
+            merged = _merge(jobs) if len(jobs) > 1 else first.columns
+            start = time.perf_counter()
+            try:
+                out = await loop.run_in_executor(self._executor, self.model.predict_columns, merged)
+            except Exception as exc:  # the callers get the error; the loop goes on
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self._call_hist.observe(time.perf_counter() - start)
+            self._batch_hist.observe(rows)
+            offset = 0
+            for job in jobs:
+                end = offset + job.rows
+                part = Outputs(out.predictions[offset:end],
+                               out.probabilities[offset:end] if out.probabilities is not None else None)  # fmt: skip
+                if not job.future.done():
+                    job.future.set_result(part)
+                offset = end
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Let queued and running calls finish (in-flight requests complete), then stop."""
+        deadline = time.monotonic() + timeout_s
+        while (self._inflight or not self._queue.empty()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+def _merge(jobs: list[_Job]) -> dict[str, list[Any]]:
+    names = jobs[0].columns.keys()
+    return {n: [v for job in jobs for v in job.columns[n]] for n in names}

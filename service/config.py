@@ -1,0 +1,66 @@
+"""Settings: every knob of the service, from SERVEWATCH_ environment variables or flags."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVEWATCH_", extra="ignore")
+
+    registry: Path = Path("registry")
+    """Registry root; read-only for the service."""
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """What to serve: NAME, NAME:VERSION or NAME@ALIAS, comma-separated. Empty: every model at
+    its production alias, else its newest version."""
+    database_url: str = "sqlite:///var/servewatch.db"
+    """Prediction log: a SQLite file on one machine, postgresql://... for several replicas."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1)
+    admin_token: str | None = None
+    """Bearer token for admin routes (reload). Unset: admin routes are off."""
+    feedback_token: str | None = None
+    """Bearer token for feedback. Unset: feedback is open."""
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_instances: int = Field(1000, ge=1)
+    batch_max_rows: int = Field(256, ge=1)
+    """Micro-batching: most rows gathered into one model call."""
+    batch_max_wait_ms: float = Field(1.0, ge=0)
+    """Micro-batching: how long a batch may wait for more rows once the model is free."""
+    log_batch_rows: int = Field(500, ge=1)
+    log_flush_ms: float = Field(200, gt=0)
+    log_queue_rows: int = Field(50_000, ge=100)
+    """Rows waiting in memory for the log writer; a full queue pushes back on requests."""
+    spool_dir: Path = Path("var/spool")
+    """Where log rows wait on disk while the log store is unreachable."""
+    spool_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    reload_interval_s: float = Field(5.0, ge=0)
+    """How often to check the registry's aliases for a new version (0: never)."""
+    model_threads: int = Field(1, ge=1)
+    """OpenMP/BLAS threads for the model call (one per worker avoids over-subscription)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_models(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("models"), str):
+            data["models"] = [m.strip() for m in data["models"].split(",") if m.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _check_tokens(self) -> Settings:
+        for name in ("admin_token", "feedback_token"):
+            token = getattr(self, name)
+            if token is not None and len(token) < 16:
+                raise ValueError(f"SERVEWATCH_{name.upper()} must be at least 16 characters")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,99 @@
+"""Domain errors, each with its HTTP status, rendered by one handler.
+
+ServiceError
+ ├── BadRequest (400)          malformed JSON, wrong content type
+ ├── Unauthorized (401)        missing or wrong bearer token
+ ├── NotFound (404)            unknown model or route resource
+ ├── PayloadTooLarge (413)     body over the byte limit or too many instances
+ ├── InvalidInstances (422)    instances that break the model's schema (one entry per problem)
+ └── Unavailable (503)         no model loaded, log store and spool both full
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+
+class ServiceError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(ServiceError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InvalidInstances(ServiceError):
+    status_code = 422
+    code = "invalid_instances"
+
+
+class Unavailable(ServiceError):
+    status_code = 503
+    code = "unavailable"
+
+
+def error_response(status: int, code: str, message: str,
+                   details: list[dict[str, Any]] | None = None) -> Response:  # fmt: skip
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if details is not None:
+        body["error"]["details"] = details
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)  # fmt: skip
+
+
+async def _service_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    details = [{"field": ".".join(str(p) for p in e["loc"]), "rule": e["type"], "message": e["msg"]}
+               for e in exc.errors()]  # fmt: skip
+    return error_response(422, "invalid_request", "the request body breaks the schema", details)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, "http_error", str(exc.detail))
+
+
+async def _unhandled(_request: Request, _exc: Exception) -> Response:
+    # Never a stack trace or an internal path in a response; the log has the details.
+    return error_response(500, "internal_error", "internal error; the service log has details")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

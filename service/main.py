@@ -1,0 +1,106 @@
+"""create_app(): the FastAPI app, built from Settings and handed anything extra it should run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service import errors, metrics
+from service.config import Settings
+from service.deps import AppState
+from service.logwriter import LogWriter, Spool
+from service.models import ModelManager
+from service.routes import health, models, predict
+from service.store import PredictionStore
+from training.registry import Registry
+
+log = logging.getLogger("servewatch.service")
+
+BackgroundTask = Callable[[], Awaitable[None]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    extra_collectors: Iterable[Any] = (),
+    background: Iterable[BackgroundTask] = (),
+) -> FastAPI:
+    """Build the app. Models load in the lifespan, never at import time.
+
+    `extra_collectors` are Prometheus collectors added to /metrics (the monitoring gauges);
+    `background` are coroutines run for the app's lifetime (the monitoring loop). The service
+    does not import monitoring: the composition root hands them in.
+    """
+    collectors = list(extra_collectors)
+    tasks_to_run = list(background)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(settings.model_threads)
+        registry = Registry(settings.registry)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        manager = ModelManager(registry, ModelManager.default_refs(registry, settings.models),
+                               executor, max_rows=settings.batch_max_rows,
+                               max_wait_s=settings.batch_max_wait_ms / 1000)  # fmt: skip
+        store = PredictionStore(settings.database_url)
+        try:
+            await run_in_threadpool(store.create_schema)
+        except Exception as exc:  # the service still answers; rows wait in the spool
+            log.error("prediction log store unreachable at start: %s", str(exc).splitlines()[0])
+        writer = LogWriter(store, Spool(settings.spool_dir, settings.spool_max_bytes),
+                           batch_rows=settings.log_batch_rows,
+                           flush_s=settings.log_flush_ms / 1000,
+                           max_rows=settings.log_queue_rows)  # fmt: skip
+        writer.start()
+        problems = await manager.load_all()
+        if not manager.refs:
+            problems.append(f"the registry {settings.registry} holds no model")
+        app.state.sw = AppState(settings, manager, store, writer, collectors, problems)
+        running = []
+        if settings.reload_interval_s > 0:
+            running.append(asyncio.create_task(manager.watch(settings.reload_interval_s)))
+        running += [asyncio.create_task(task()) for task in tasks_to_run]
+        try:
+            yield
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            await manager.close()  # in-flight predictions finish and reach the queue
+            await run_in_threadpool(writer.close)  # the queue drains before exit
+            executor.shutdown(wait=True)
+            store.dispose()
+            metrics.mark_process_dead()
+
+    app = FastAPI(
+        title="servewatch",
+        version="0.1.0",
+        summary="Schema-checked, micro-batched predictions from scikit-learn models, all logged.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    app.include_router(models.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        body, ctype = await run_in_threadpool(metrics.exposition, collectors)
+        return Response(body, media_type=ctype)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` (each worker process builds its app from the env)."""
+    return create_app(Settings())

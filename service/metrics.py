@@ -1,0 +1,94 @@
+"""Every Prometheus metric of the service, declared once, and the /metrics exposition.
+
+Works with several worker processes: when PROMETHEUS_MULTIPROC_DIR is set (by `servewatch
+serve`) the values live in files that the /metrics handler aggregates across workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+REQUESTS = Counter("servewatch_requests_total", "HTTP requests by model, endpoint and status.",
+                   ["model", "endpoint", "status"])  # fmt: skip
+REQUEST_SECONDS = Histogram("servewatch_request_duration_seconds",
+                            "Time to answer a request, by model and endpoint.",
+                            ["model", "endpoint"], buckets=LATENCY_BUCKETS)  # fmt: skip
+MODEL_CALL_SECONDS = Histogram("servewatch_model_call_duration_seconds",
+                               "Time of one model call (a whole micro-batch).",
+                               ["model", "version"], buckets=LATENCY_BUCKETS)  # fmt: skip
+BATCH_ROWS = Histogram("servewatch_batch_rows", "Rows per model call after micro-batching.",
+                       ["model"], buckets=BATCH_BUCKETS)  # fmt: skip
+PREDICTIONS = Counter("servewatch_predictions_total", "Predictions answered, by predicted class.",
+                      ["model", "version", "class"])  # fmt: skip
+PREDICTION_VALUES = Histogram("servewatch_prediction_value", "Predicted values of regressors.",
+                              ["model", "version"],
+                              buckets=(-1e3, -100, -10, -1, 0, 1, 10, 100, 1e3, 1e4))  # fmt: skip
+VALIDATION_ERRORS = Counter("servewatch_validation_errors_total",
+                            "Rejected instance values, by feature and rule.",
+                            ["model", "feature", "rule"])  # fmt: skip
+OUT_OF_RANGE = Counter("servewatch_out_of_range_values_total",
+                       "Accepted numeric values outside the training range, by feature.",
+                       ["model", "feature"])  # fmt: skip
+UNSEEN_CATEGORIES = Counter("servewatch_unseen_categories_total",
+                            "Accepted categorical values never seen in training, by feature.",
+                            ["model", "feature"])  # fmt: skip
+LOG_QUEUE_ROWS = Gauge("servewatch_log_queue_rows", "Rows waiting in memory for the log store.",
+                       multiprocess_mode="livesum")  # fmt: skip
+LOG_SPOOL_ROWS = Gauge("servewatch_log_spool_rows",
+                       "Rows waiting on local disk while the log store is unreachable.",
+                       multiprocess_mode="livesum")  # fmt: skip
+LOG_ROWS_WRITTEN = Counter("servewatch_log_rows_written_total", "Rows written to the log store.")
+LOG_WRITE_FAILURES = Counter("servewatch_log_write_failures_total",
+                             "Failed batch writes to the log store (rows went to the spool).")  # fmt: skip
+LOG_STORE_UP = Gauge("servewatch_log_store_up", "1 when the last write to the log store worked.",
+                     multiprocess_mode="livemin")  # fmt: skip
+FEEDBACK = Counter("servewatch_feedback_total", "Labels received, by result.",
+                   ["model", "result"])  # fmt: skip
+MODEL_INFO = Gauge("servewatch_model_info", "1 for each model version a worker serves.",
+                   ["model", "version"], multiprocess_mode="livemax")  # fmt: skip
+MODEL_RELOADS = Counter("servewatch_model_reloads_total", "Version swaps, by result.",
+                        ["model", "result"])  # fmt: skip
+
+
+def exposition(extra: Iterable[Collector] = ()) -> tuple[bytes, str]:
+    """The text for /metrics: all workers' values, plus any extra collectors (monitoring)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = CollectorRegistry()
+        registry.register(_Default())
+    for collector in extra:
+        registry.register(collector)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Default(Collector):
+    """The process-global registry's metrics, re-exposed inside a per-scrape registry."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield from REGISTRY.collect()
+
+
+def mark_process_dead() -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())

@@ -1,0 +1,108 @@
+"""LoadedModel: one verified registry version, ready to predict on validated columns."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from service.validation import Validator
+from training.registry import MODEL_FILE, Manifest, Registry, verify_files
+
+log = logging.getLogger("servewatch.model")
+
+
+class ModelLoadError(Exception):
+    """The version's files failed the hash check or did not load; the old version keeps serving."""
+
+
+@dataclass
+class Outputs:
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None
+
+
+class LoadedModel:
+    """A version's pipeline, manifest and validator; `predict` runs on column lists."""
+
+    def __init__(self, manifest: Manifest, pipeline: Any, path: Path) -> None:
+        self.manifest = manifest
+        self.pipeline = pipeline
+        self.path = path
+        self.name = manifest.name
+        self.version = manifest.version
+        self.validator = Validator(manifest.features)
+        self.classes: list[str] | None = (
+            [str(c) for c in pipeline.classes_] if manifest.task == "classification" else None
+        )
+        self._columns = [f.name for f in manifest.features]
+        self._datetime = [f.name for f in manifest.features if f.kind == "datetime"]
+        self._numeric = [f.name for f in manifest.features if f.kind == "numeric"]
+
+    @classmethod
+    def load(cls, registry: Registry, name: str, version: int) -> LoadedModel:
+        """Verify every file's SHA-256 against the manifest, then unpickle and warm up.
+
+        Pickles run code when loaded: nothing is unpickled before the hashes match.
+        """
+        path = registry.path(name, version)
+        try:
+            manifest = registry.manifest(name, version)
+        except Exception as exc:
+            raise ModelLoadError(f"{name} v{version}: unreadable manifest ({exc})") from None
+        problems = verify_files(path, manifest)
+        if problems:
+            raise ModelLoadError(f"{name} v{version}: refused, " + "; ".join(problems))
+        try:
+            pipeline = joblib.load(path / MODEL_FILE)
+        except Exception as exc:
+            raise ModelLoadError(f"{name} v{version}: model file failed to load ({exc})") from None
+        model = cls(manifest, pipeline, path)
+        try:
+            model.predict_columns(model.example_columns())
+        except Exception as exc:
+            raise ModelLoadError(f"{name} v{version}: warm-up prediction failed ({exc})") from None
+        return model
+
+    def example_instance(self) -> dict[str, Any]:
+        """A valid instance built from the schema (used for warm-up and the OpenAPI example)."""
+        inst: dict[str, Any] = {}
+        for f in self.manifest.features:
+            if f.kind == "numeric":
+                lo, hi = f.min if f.min is not None else 0.0, f.max if f.max is not None else 0.0
+                inst[f.name] = round((lo + hi) / 2, 3)
+            elif f.kind == "categorical":
+                inst[f.name] = f.categories[0] if f.categories else "a"
+            else:
+                inst[f.name] = "2024-01-01T12:00:00"
+        return inst
+
+    def example_columns(self) -> dict[str, list[Any]]:
+        return {k: [v] for k, v in self.example_instance().items()}
+
+    def frame(self, columns: dict[str, list[Any]]) -> pd.DataFrame:
+        frame = pd.DataFrame(columns, columns=self._columns)
+        for col in self._numeric:
+            frame[col] = frame[col].astype("float64")
+        for col in self._datetime:
+            frame[col] = pd.to_datetime(frame[col], errors="coerce", utc=True).dt.tz_localize(None)
+        return frame
+
+    def predict_columns(self, columns: dict[str, list[Any]]) -> Outputs:
+        """One model call for all rows (a whole micro-batch)."""
+        frame = self.frame(columns)
+        if self.classes is not None:
+            proba = np.asarray(self.pipeline.predict_proba(frame), dtype=float)
+            idx = proba.argmax(axis=1)
+            classes = self.classes
+            preds = [classes[i] for i in idx]
+            rounded = np.round(proba, 6).tolist()
+            probs = [dict(zip(classes, row, strict=True)) for row in rounded]
+            return Outputs(preds, probs)
+        values = np.asarray(self.pipeline.predict(frame), dtype=float).tolist()
+        return Outputs(values, None)

@@ -1,0 +1,33 @@
+"""Liveness (/healthz: the process answers) and readiness (/readyz: models and log store)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service.deps import StateDep
+from service.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    return Health(status="alive")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+async def readyz(state: StateDep) -> Response | Health:
+    problems = list(state.load_problems)
+    models = {name: slot.model.version for name, slot in state.manager.slots.items()}
+    if not models:
+        problems.append("no model is loaded")
+    try:
+        await run_in_threadpool(state.store.ping)
+    except Exception as exc:
+        problems.append(f"prediction log store unreachable: {type(exc).__name__}")
+    body = Health(status="ready" if not problems else "not_ready", models=models, problems=problems)
+    if problems and (not models or not state.writer.store_up):
+        return Response(body.model_dump_json(), status_code=503, media_type="application/json")
+    return body

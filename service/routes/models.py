@@ -1,0 +1,49 @@
+"""Model metadata (GET /v1/models, /v1/models/{name}) and the admin reload."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import AdminDep, StateDep
+from service.errors import Unavailable
+from service.model import ModelLoadError
+from service.routes.predict import ERRORS
+from service.schemas import ModelDetail, ModelSummary, ReloadResponse
+from training.errors import TrainingError
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _aliases(state: StateDep, name: str) -> dict[str, int]:
+    try:
+        return {a: int(e["version"]) for a, e in state.manager.registry.aliases(name).items()}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+@router.get("", response_model=list[ModelSummary])
+async def list_models(state: StateDep) -> list[ModelSummary]:
+    return [ModelSummary(name=n, version=s.model.version, task=s.model.manifest.task,
+                         aliases=_aliases(state, n))
+            for n, s in sorted(state.manager.slots.items())]  # fmt: skip
+
+
+@router.get("/{name}", response_model=ModelDetail, responses=ERRORS)
+async def get_model(name: str, state: StateDep) -> ModelDetail:
+    m = state.manager.get(name).model.manifest
+    return ModelDetail(
+        name=name, version=m.version, task=m.task, aliases=_aliases(state, name), target=m.target,
+        classes=m.classes, features=[f.model_dump(exclude_none=True) for f in m.features],
+        metrics=m.metrics, created_at=m.created_at,
+    )  # fmt: skip
+
+
+@router.post("/{name}/reload", response_model=ReloadResponse, responses=ERRORS,
+             summary="Re-resolve the alias and swap versions (admin)")  # fmt: skip
+async def reload(name: str, state: StateDep, _admin: AdminDep) -> ReloadResponse:
+    state.manager.get(name)
+    try:
+        old, new = await state.manager.reload(name)
+    except (ModelLoadError, TrainingError) as exc:
+        raise Unavailable(f"reload refused, the old version keeps serving: {exc}") from None
+    return ReloadResponse(model=name, previous_version=old, version=new)

@@ -1,0 +1,174 @@
+"""POST /v1/models/{name}/predict and /feedback: thin HTTP handling over the model and the log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service import metrics
+from service.deps import FeedbackAuthDep, StateDep
+from service.errors import BadRequest, InvalidInstances, PayloadTooLarge, Unavailable
+from service.ids import issued_at, new_ids
+from service.logwriter import LogFull
+from service.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse, PredictResponse
+from service.store import encode
+
+router = APIRouter(prefix="/v1/models", tags=["predict"])
+
+# A label may arrive before its prediction row is flushed (or from another replica's queue):
+# ids issued this recently are accepted and join once the row lands.
+FEEDBACK_GRACE_S = 120.0
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 503)
+}
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, after the content type and size checks."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("application/json"):
+        raise BadRequest(f"content-type must be application/json, got {ctype or 'none'!r}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+    if not body:
+        raise BadRequest("empty body; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+@router.post(
+    "/{name}/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    summary="Predict for one or more instances",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}},  # fmt: skip
+)
+async def predict(name: str, request: Request, state: StateDep) -> Response:
+    start = time.perf_counter()
+    status = "200"
+    try:
+        return await _predict(name, request, state, start)
+    except Exception as exc:
+        status = str(getattr(exc, "status_code", 500))
+        raise
+    finally:
+        known = name if name in state.manager.slots else "_unknown"
+        metrics.REQUESTS.labels(known, "predict", status).inc()
+        metrics.REQUEST_SECONDS.labels(known, "predict").observe(time.perf_counter() - start)
+
+
+async def _predict(name: str, request: Request, state: StateDep, start: float) -> Response:
+    slot = state.manager.get(name)
+    settings = state.settings
+    body = await read_json(request, settings.max_body_bytes)
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        raise InvalidInstances('body must be {"instances": [{feature: value, ...}, ...]}', [
+            {"instance": None, "feature": "instances", "rule": "required",
+             "message": "a list of instances is required"}])  # fmt: skip
+    extra = sorted(k for k in body if k != "instances")
+    if extra:
+        raise InvalidInstances(f"unknown top-level field(s): {extra}", [
+            {"instance": None, "feature": k, "rule": "unknown", "message": "unknown field"}
+            for k in extra])  # fmt: skip
+    instances = body["instances"]
+    if not instances:
+        raise InvalidInstances("instances is empty", [{"instance": None, "feature": "instances",
+                               "rule": "min_items", "message": "at least one instance"}])  # fmt: skip
+    if len(instances) > settings.max_instances:
+        raise PayloadTooLarge(f"{len(instances)} instances; the limit is {settings.max_instances}")
+    model = slot.model
+    checked = model.validator.check(instances)
+    if isinstance(checked, list):
+        for p in checked:
+            metrics.VALIDATION_ERRORS.labels(name, p.feature or "_instance", p.rule).inc()
+        shown = checked[:100]
+        raise InvalidInstances(f"{len(checked)} problem(s) in the instances",
+                               [p.as_dict() for p in shown])  # fmt: skip
+    for feat, n in checked.out_of_range.items():
+        metrics.OUT_OF_RANGE.labels(name, feat).inc(n)
+    for feat, n in checked.unseen.items():
+        metrics.UNSEEN_CATEGORIES.labels(name, feat).inc(n)
+    out = await slot.batcher.predict(checked.columns, len(instances))
+    ids = new_ids(len(instances))
+    latency_ms = (time.perf_counter() - start) * 1000
+    now = time.time()
+    version = model.version
+    rows = []
+    preds = []
+    for i, inst in enumerate(instances):
+        proba = out.probabilities[i] if out.probabilities is not None else None
+        rows.append({"id": ids[i], "model": name, "version": version, "created_at": now,
+                     "inputs": encode(inst), "prediction": encode(out.predictions[i]),
+                     "probabilities": encode(proba) if proba is not None else None,
+                     "latency_ms": latency_ms, "shadow": False})  # fmt: skip
+        item: dict[str, Any] = {"prediction_id": ids[i], "prediction": out.predictions[i]}
+        if proba is not None:
+            item["probabilities"] = proba
+        preds.append(item)
+    try:
+        await state.writer.put(rows)  # answered only once the row is on its way to the log
+    except LogFull as exc:
+        raise Unavailable(str(exc)) from None
+    vs = str(version)
+    if out.probabilities is not None:
+        counts: dict[str, int] = {}
+        for p in out.predictions:
+            counts[p] = counts.get(p, 0) + 1
+        for cls, n in counts.items():
+            metrics.PREDICTIONS.labels(name, vs, cls).inc(n)
+    else:
+        metrics.PREDICTIONS.labels(name, vs, "").inc(len(preds))
+        hist = metrics.PREDICTION_VALUES.labels(name, vs)
+        for v in out.predictions:
+            hist.observe(v)
+    payload = {"model": name, "version": version, "predictions": preds}
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+@router.post("/{name}/feedback", response_model=FeedbackResponse, responses=ERRORS,
+             summary="Send ground-truth labels for earlier predictions")  # fmt: skip
+async def feedback(name: str, body: FeedbackRequest, state: StateDep,
+                   _auth: FeedbackAuthDep) -> FeedbackResponse:  # fmt: skip
+    state.manager.get(name)
+    writer = state.writer
+    ids = [lab.prediction_id for lab in body.labels]
+    try:
+        in_db = await run_in_threadpool(state.store.existing_ids, ids)
+    except Exception:
+        metrics.FEEDBACK.labels(name, "store_down").inc(len(ids))
+        raise Unavailable("the prediction log store is unreachable; retry later") from None
+    now = time.time()
+    rows, items = [], []
+    for lab in body.labels:
+        pid = lab.prediction_id
+        issued = issued_at(pid)
+        known = pid in in_db or pid in writer.recent or (
+            issued is not None and now - issued <= FEEDBACK_GRACE_S)  # fmt: skip
+        if known:
+            rows.append({"prediction_id": pid, "model": name, "label": encode(lab.label),
+                         "received_at": now})  # fmt: skip
+        items.append({"prediction_id": pid, "status": "stored" if known else "unknown_prediction"})
+    try:
+        await run_in_threadpool(state.store.write_labels, rows)
+    except Exception:
+        metrics.FEEDBACK.labels(name, "store_down").inc(len(ids))
+        raise Unavailable("the prediction log store is unreachable; retry later") from None
+    metrics.FEEDBACK.labels(name, "stored").inc(len(rows))
+    metrics.FEEDBACK.labels(name, "unknown").inc(len(ids) - len(rows))
+    return FeedbackResponse(stored=len(rows), unknown=len(ids) - len(rows),
+                            items=items)  # type: ignore[arg-type]

@@ -1,0 +1,85 @@
+"""Request and response bodies, as documented in OpenAPI (parsing itself is done with orjson)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+# Properties received on /predict (the instances are checked against the model's own schema).
+
+
+class PredictRequest(BaseModel):
+    instances: list[dict[str, Any]] = Field(min_length=1)
+
+
+# Properties returned by /predict; prediction_id joins later feedback to this prediction.
+
+
+class Prediction(BaseModel):
+    prediction_id: str
+    prediction: Any
+    probabilities: dict[str, float] | None = None
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[Prediction]
+
+
+class Label(BaseModel):
+    prediction_id: str = Field(min_length=1, max_length=64)
+    label: str | int | float | bool
+
+
+class FeedbackRequest(BaseModel):
+    labels: list[Label] = Field(min_length=1, max_length=10_000)
+
+
+class FeedbackItem(BaseModel):
+    prediction_id: str
+    status: str  # "stored" or "unknown_prediction"
+
+
+class FeedbackResponse(BaseModel):
+    stored: int
+    unknown: int
+    items: list[FeedbackItem]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: int
+    task: str
+    aliases: dict[str, int]
+
+
+class ModelDetail(ModelSummary):
+    target: str
+    classes: list[Any] | None
+    features: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    created_at: str
+
+
+class ReloadResponse(BaseModel):
+    model: str
+    previous_version: int | None
+    version: int
+
+
+class Health(BaseModel):
+    status: str
+    models: dict[str, int] = {}
+    problems: list[str] = []
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

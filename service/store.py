@@ -1,0 +1,163 @@
+"""The prediction log: tables, and the store that reads and writes them (SQLite or PostgreSQL).
+
+The service owns these tables; monitoring reads them through `PredictionStore`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+predictions = sa.Table(
+    "sw_predictions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),  # Unix seconds, UTC
+    sa.Column("inputs", sa.Text, nullable=False),  # JSON object of the features
+    sa.Column("prediction", sa.Text, nullable=False),  # JSON value
+    sa.Column("probabilities", sa.Text, nullable=True),  # JSON object class -> p
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("shadow", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_sw_predictions_model_time", "model", "version", "created_at"),
+)
+
+feedback = sa.Table(
+    "sw_feedback",
+    metadata,
+    sa.Column("prediction_id", sa.String(32), primary_key=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("label", sa.Text, nullable=False),  # JSON value
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Index("ix_sw_feedback_model_time", "model", "received_at"),
+)
+
+
+def normalise_url(url: str) -> str:
+    """postgresql:// URLs use psycopg 3; SQLite files get their folder created."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                            connect_args={"connect_timeout": 5})  # fmt: skip
+
+
+def _insert_ignore(engine: Engine, table: sa.Table) -> Any:
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def _upsert_label(engine: Engine) -> Any:
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(feedback)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(feedback)
+    return stmt.on_conflict_do_update(
+        index_elements=["prediction_id"],
+        set_={"label": stmt.excluded.label, "received_at": stmt.excluded.received_at},
+    )
+
+
+class PredictionStore:
+    """Reads and writes the log tables; every write is idempotent (ids are primary keys)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def write_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows; rows already present (a retried batch) are skipped, never doubled."""
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(_insert_ignore(self.engine, predictions), list(rows))
+
+    def write_labels(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(_upsert_label(self.engine), list(rows))
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(ids)
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                res = conn.execute(sa.select(predictions.c.id).where(predictions.c.id.in_(chunk)))
+                found.update(r[0] for r in res)
+        return found
+
+    def count_predictions(self, model: str | None = None) -> int:
+        stmt = sa.select(sa.func.count()).select_from(predictions)
+        if model:
+            stmt = stmt.where(predictions.c.model == model)
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def read_window(self, model: str, *, version: int | None = None, since: float | None = None,
+                    limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Logged predictions (newest first) with their label joined where feedback has one."""
+        j = predictions.outerjoin(feedback, feedback.c.prediction_id == predictions.c.id)
+        stmt = sa.select(predictions, feedback.c.label).select_from(j).where(
+            predictions.c.model == model)  # fmt: skip
+        if version is not None:
+            stmt = stmt.where(predictions.c.version == version)
+        if since is not None:
+            stmt = stmt.where(predictions.c.created_at >= since)
+        stmt = stmt.order_by(predictions.c.created_at.desc())
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def encode(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def now() -> float:
+    return time.time()

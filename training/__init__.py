@@ -1,0 +1,1 @@
+"""Offline half of servewatch: data set + YAML config -> a versioned, self-describing model."""

@@ -1,0 +1,145 @@
+"""The model families compared on equal terms, and the search space of each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import ElasticNet, SGDClassifier
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.svm import SVC, SVR
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from training.config import TrainConfig
+from training.pipeline import TREE_FAMILIES
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = True
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int
+    log: bool = False
+
+
+Dimension = Choice | FloatRange | IntRange
+Space = dict[str, Dimension]
+
+
+def sample(space: Space, rng: np.random.Generator) -> dict[str, Any]:
+    """One random point of the space (log-uniform for log ranges)."""
+    out: dict[str, Any] = {}
+    for name, dim in space.items():
+        if isinstance(dim, Choice):
+            out[name] = dim.values[int(rng.integers(len(dim.values)))]
+        elif isinstance(dim, FloatRange):
+            if dim.log:
+                out[name] = float(np.exp(rng.uniform(np.log(dim.low), np.log(dim.high))))
+            else:
+                out[name] = float(rng.uniform(dim.low, dim.high))
+        else:
+            out[name] = int(rng.integers(dim.low, dim.high + 1))
+    return out
+
+
+def grid_values(dim: Dimension) -> list[Any]:
+    """Three points of a range (ends and middle, geometric for log ranges); all choices."""
+    if isinstance(dim, Choice):
+        return list(dim.values)
+    if isinstance(dim, FloatRange):
+        pts = np.geomspace(dim.low, dim.high, 3) if dim.log else np.linspace(dim.low, dim.high, 3)
+        return [float(p) for p in pts]
+    return sorted({int(round(p)) for p in np.linspace(dim.low, dim.high, 3)})
+
+
+def preprocessing_space(family: str, config: TrainConfig) -> Space:
+    """Feature-engineering options judged by cross-validation like any hyperparameter."""
+    fe = config.feature_engineering
+    space: Space = {}
+    if family not in TREE_FAMILIES:
+        space["pre_scaler"] = Choice(tuple(fe.scalers))
+        if fe.interactions:
+            space["pre_interactions"] = Choice((False, True))
+    if fe.pca:
+        space["pre_pca"] = Choice((None, fe.pca))
+    return space
+
+
+def model_space(family: str, task: str) -> Space:
+    """Hyperparameters searched for one family; regularisation is part of every space."""
+    clf = task == "classification"
+    if family == "linear":
+        return {
+            "alpha": FloatRange(1e-6, 1e-1) if clf else FloatRange(1e-4, 1e1),
+            "l1_ratio": Choice((0.0, 0.5, 1.0) if clf else (0.1, 0.5, 0.9)),
+        }
+    if family == "tree":
+        return {"max_depth": IntRange(2, 16), "min_samples_leaf": IntRange(1, 100, log=True)}
+    if family == "svm":
+        return {"C": FloatRange(1e-2, 1e2), "gamma": Choice(("scale", 0.01, 0.1))}
+    if family == "forest":
+        return {
+            "n_estimators": IntRange(50, 200),
+            "max_depth": Choice((6, 12, None)),
+            "min_samples_leaf": IntRange(1, 20, log=True),
+            "max_features": Choice(("sqrt", 0.5)),
+        }
+    if family == "hgb":
+        return {
+            "learning_rate": FloatRange(0.03, 0.3),
+            "max_leaf_nodes": IntRange(15, 63),
+            "l2_regularization": FloatRange(1e-6, 1.0),
+            "max_iter": IntRange(100, 300),
+        }
+    if family == "mlp":
+        return {
+            "hidden_layer_sizes": Choice(((32,), (64,), (64, 32))),
+            "alpha": FloatRange(1e-5, 1e-1),
+            "learning_rate_init": FloatRange(1e-3, 1e-2),
+        }
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) -> Any:
+    """An unfitted estimator of the family with the given hyperparameters."""
+    clf = task == "classification"
+    p = dict(params)
+    if family == "linear":
+        if clf:
+            # Logistic loss by SGD: L1, L2 and elastic net at linear cost, and partial_fit later.
+            return SGDClassifier(loss="log_loss", penalty="elasticnet", max_iter=50, tol=1e-3,
+                                 random_state=seed, **p)  # fmt: skip
+        return ElasticNet(max_iter=5000, random_state=seed, **p)
+    if family == "tree":
+        cls = DecisionTreeClassifier if clf else DecisionTreeRegressor
+        return cls(random_state=seed, **p)
+    if family == "svm":
+        return SVC(probability=True, random_state=seed, **p) if clf else SVR(**p)
+    if family == "forest":
+        cls_f = RandomForestClassifier if clf else RandomForestRegressor
+        return cls_f(n_jobs=-1, random_state=seed, **p)
+    if family == "hgb":
+        cls_h = HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor
+        return cls_h(early_stopping=True, random_state=seed, **p)
+    if family == "mlp":
+        cls_m = MLPClassifier if clf else MLPRegressor
+        return cls_m(early_stopping=True, max_iter=300, random_state=seed, **p)
+    raise ValueError(f"unknown model family {family!r}")

@@ -1,0 +1,67 @@
+"""The model card: a markdown page for people deciding whether to use a version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def render(manifest: dict[str, Any]) -> str:
+    m = manifest
+    lines = [
+        f"# Model card: {m['name']} v{m['version'] if 'version' in m else '(new)'}",
+        "",
+        "## Intended use",
+        m["config"].get("intended_use")
+        or f"Predict `{m['target']}` ({m['task']}) from the {len(m['features'])} input features "
+        "below, for the population the training data describes. Not validated for other data.",
+        "",
+        "## Data",
+        f"- Source: `{m['data']['source']}` ({m['data']['rows']} rows, fingerprint "
+        f"`{m['data']['fingerprint'][:16]}…`)",
+        f"- Split: {m['data']['split']}",
+        f"- Features: {', '.join(f['name'] for f in m['features'])}",
+        "",
+        "## Model",
+        f"- Family: **{m['model']['family']}**, chosen by {m['config']['split']['cv_folds']}-fold "
+        f"cross-validation on `{m['objective']['metric']}` among: "
+        + ", ".join(f"{r['family']} ({_fmt(r['cv_score'])})" for r in m["model"]["candidates"]),
+        f"- Hyperparameters: `{m['model']['params']}`",
+        f"- Calibration: {m['model']['calibration']}",
+        "",
+        "## Metrics (held-out test set)",
+        "| metric | model | trivial baseline |",
+        "| --- | --- | --- |",
+    ]
+    for k, v in m["metrics"]["test"].items():
+        lines.append(f"| {k} | {_fmt(v)} | {_fmt(m['metrics']['baseline'].get(k, ''))} |")
+    lines += ["", f"Objective: `{m['objective']['metric']}` >= {m['objective']['min_test_score']}"
+              f" (passed: {m['objective']['passed']})", ""]  # fmt: skip
+    if m.get("champion"):
+        lines += ["## Champion comparison", f"```\n{m['champion']}\n```", ""]
+    lines += ["## Fairness"]
+    if m["fairness"]:
+        for attr, rep in m["fairness"].items():
+            gaps = {k: v for k, v in rep.items() if k != "by_group"}
+            lines.append(f"- `{attr}`: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in gaps.items()))
+    else:
+        lines.append("No sensitive attributes were named; fairness was not measured.")
+    lines += ["", "## Most important features (permutation importance, test set)"]
+    for k, v in list(m["explanations"]["permutation_importance"].items())[:10]:
+        lines.append(f"- {k}: {_fmt(v)}")
+    lines += ["", "## Worst slices (test set)"]
+    for s in m["error_analysis"]["worst_slices"][:5]:
+        lines.append(f"- {s['feature']} = {s['slice']}: error {_fmt(s['error'])} on {s['rows']} rows "
+                     f"(overall {_fmt(s['overall_error'])})")  # fmt: skip
+    lines += [
+        "",
+        "## Limitations",
+        "- Scores hold for data like the training data; the monitoring run watches for drift.",
+        "- Data-quality warnings at training time: "
+        + (", ".join(f"{f['rule']}({f['column']})" for f in m["data_quality"]["findings"]) or "none"),
+        "",
+    ]
+    return "\n".join(lines)

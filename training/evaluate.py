@@ -1,0 +1,162 @@
+"""Test-set evaluation: metrics, trivial baseline, worst slices, plots and permutation importance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    precision_score,
+    r2_score,
+    recall_score,
+    roc_auc_score,
+    root_mean_squared_error,
+)
+
+
+def classification_metrics(y: Any, proba: np.ndarray[Any, Any], classes: list[Any]) -> dict[str, float]:
+    """All classification metrics from probabilities (columns in `classes` order)."""
+    pred = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
+    y_arr = np.asarray(y, dtype=object)
+    binary = len(classes) == 2
+    avg = "binary" if binary else "macro"
+    pos = classes[1] if binary else None
+    out = {
+        "accuracy": float(accuracy_score(y_arr, pred)),
+        "precision": float(precision_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)),
+        "recall": float(recall_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)),
+        "f1": float(f1_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)),
+        "log_loss": float(log_loss(y_arr, proba, labels=classes)),
+    }
+    present = set(y_arr.tolist())
+    if binary:
+        y01 = (y_arr == classes[1]).astype(int)
+        out["brier"] = float(brier_score_loss(y01, proba[:, 1]))
+        out["roc_auc"] = float(roc_auc_score(y01, proba[:, 1])) if len(present) == 2 else float("nan")
+    else:
+        onehot = (y_arr[:, None] == np.asarray(classes, dtype=object)[None, :]).astype(float)
+        out["brier"] = float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+        try:
+            out["roc_auc"] = float(roc_auc_score(y_arr, proba, multi_class="ovr", labels=classes))
+        except ValueError:
+            out["roc_auc"] = float("nan")
+    return out
+
+
+def regression_metrics(y: Any, pred: np.ndarray[Any, Any]) -> dict[str, float]:
+    return {
+        "mae": float(mean_absolute_error(y, pred)),
+        "rmse": float(root_mean_squared_error(y, pred)),
+        "r2": float(r2_score(y, pred)),
+    }
+
+
+def score_model(model: Any, x: pd.DataFrame, y: pd.Series, task: str) -> dict[str, float]:
+    """Every metric of the task for a fitted model on (x, y)."""
+    if task == "classification":
+        classes = list(model.classes_)
+        return classification_metrics(y, model.predict_proba(x), classes)
+    return regression_metrics(y, model.predict(x))
+
+
+def baseline_metrics(x_train: pd.DataFrame, y_train: pd.Series, x_test: pd.DataFrame,
+                     y_test: pd.Series, task: str) -> dict[str, float]:  # fmt: skip
+    """The trivial model to beat: the majority class (prior probabilities) or the mean."""
+    dummy = DummyClassifier(strategy="prior") if task == "classification" else DummyRegressor()
+    dummy.fit(x_train, y_train)
+    return score_model(dummy, x_test, y_test, task)
+
+
+def worst_slices(x: pd.DataFrame, y: pd.Series, pred: np.ndarray[Any, Any], task: str,
+                 columns: list[str], *, min_rows: int = 30, top: int = 10) -> list[dict[str, Any]]:  # fmt: skip
+    """Slices (one value of a categorical, one quartile of a numeric) ranked by their error."""
+    err = (np.asarray(y, dtype=object) != np.asarray(pred, dtype=object)).astype(float) \
+        if task == "classification" else np.abs(np.asarray(y, dtype=float) - np.asarray(pred, dtype=float))  # fmt: skip
+    overall = float(err.mean())
+    rows: list[dict[str, Any]] = []
+    for col in columns:
+        s = x[col]
+        if pd.api.types.is_numeric_dtype(s) and s.nunique() > 10:
+            groups = pd.qcut(s, 4, duplicates="drop").astype(str)
+        else:
+            groups = s.astype(str)
+        frame = pd.DataFrame({"g": groups.to_numpy(), "e": err})
+        for value, part in frame.groupby("g", observed=True):
+            if len(part) >= min_rows:
+                rows.append({"feature": col, "slice": str(value), "rows": int(len(part)),
+                             "error": float(part["e"].mean()), "overall_error": overall})  # fmt: skip
+    rows.sort(key=lambda r: r["error"], reverse=True)
+    return rows[:top]
+
+
+def importance(model: Any, x: pd.DataFrame, y: pd.Series, scoring: str, seed: int,
+               *, max_rows: int = 2000) -> dict[str, float]:  # fmt: skip
+    """Permutation importance of each raw input feature on (a sample of) the test set."""
+    if len(x) > max_rows:
+        idx = np.random.default_rng(seed).choice(len(x), max_rows, replace=False)
+        x, y = x.iloc[idx], y.iloc[idx]
+    res = permutation_importance(model, x, y, scoring=scoring, n_repeats=5, random_state=seed)
+    pairs = sorted(zip(x.columns, res.importances_mean, strict=True), key=lambda p: -p[1])
+    return {str(k): float(v) for k, v in pairs}
+
+
+def save_plots(out: Path, task: str, y: pd.Series, pred: np.ndarray[Any, Any],
+               classes: list[Any] | None, importances: dict[str, float]) -> list[str]:  # fmt: skip
+    """Confusion matrix or residual plots, and an importance bar chart, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if task == "classification" and classes is not None:
+        cm = confusion_matrix(np.asarray(y, dtype=object), np.asarray(pred, dtype=object),
+                              labels=classes)  # fmt: skip
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.imshow(cm, cmap="Blues")
+        ax.set_xticks(range(len(classes)), [str(c) for c in classes])
+        ax.set_yticks(range(len(classes)), [str(c) for c in classes])
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title("Confusion matrix (test set)")
+        fig.tight_layout()
+        fig.savefig(out / "confusion_matrix.png", dpi=100)
+        plt.close(fig)
+        written.append("confusion_matrix.png")
+    elif task == "regression":
+        yv = np.asarray(y, dtype=float)
+        res = yv - np.asarray(pred, dtype=float)
+        fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+        axes[0].scatter(pred, res, s=4, alpha=0.4)
+        axes[0].axhline(0, color="k", lw=1)
+        axes[0].set_xlabel("predicted")
+        axes[0].set_ylabel("residual")
+        axes[1].hist(res, bins=40)
+        axes[1].set_xlabel("residual")
+        fig.suptitle("Residuals (test set)")
+        fig.tight_layout()
+        fig.savefig(out / "residuals.png", dpi=100)
+        plt.close(fig)
+        written.append("residuals.png")
+    if importances:
+        items = list(importances.items())[:20][::-1]
+        fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
+        ax.barh([k for k, _ in items], [v for _, v in items])
+        ax.set_title("Permutation importance (test set)")
+        fig.tight_layout()
+        fig.savefig(out / "permutation_importance.png", dpi=100)
+        plt.close(fig)
+        written.append("permutation_importance.png")
+    return written

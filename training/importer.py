@@ -1,0 +1,71 @@
+"""import_pipeline(): a user's already-fitted scikit-learn pipeline becomes a registry version."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+
+from training import data, evaluate
+from training.config import TrainConfig
+from training.errors import TrainingError
+from training.registry import MODEL_FILE, REFERENCE_FILE, Registry
+from training.schema import infer_schema
+from training.train import _library_versions, _reference_frame
+
+
+def import_pipeline(pipeline_path: Path, *, name: str, sample: str, target: str,
+                    registry: Registry, reference_rows: int = 5000) -> int:  # fmt: skip
+    """Load, check against the sample, compute schema/metrics/reference, publish. Returns version."""
+    try:
+        model = joblib.load(pipeline_path)
+    except FileNotFoundError:
+        raise TrainingError(f"pipeline {pipeline_path}: no such file") from None
+    except Exception as exc:
+        raise TrainingError(f"pipeline {pipeline_path}: cannot load ({type(exc).__name__})") from None
+    if not hasattr(model, "predict"):
+        raise TrainingError(f"pipeline {pipeline_path}: the object has no predict()")
+    frame = data.load_dataset(sample)
+    data.require_columns(frame, [target], "target")
+    names = getattr(model, "feature_names_in_", None)
+    features = [str(c) for c in names] if names is not None else \
+        [c for c in frame.columns if c != target]  # fmt: skip
+    data.require_columns(frame, features, "feature")
+    task = "classification" if hasattr(model, "predict_proba") and hasattr(model, "classes_") \
+        else "regression"  # fmt: skip
+    config = TrainConfig(name=name, data=sample, target=target, task=task)  # type: ignore[arg-type]
+    kinds = data.infer_feature_kinds(frame[features], config, excluded=set())
+    x = data.coerce_types(frame[features], kinds)
+    y = frame[target]
+    if task == "classification":
+        y = y.astype(type(model.classes_[0]) if len(model.classes_) else str)
+    try:
+        metrics = evaluate.score_model(model, x, y, task)
+    except Exception as exc:
+        raise TrainingError(f"the pipeline fails on the sample: {type(exc).__name__}: {exc}") from None
+    if task == "classification":
+        model_classes = [str(c) for c in model.classes_]
+    reference = _reference_frame(model, x, y, task, reference_rows, seed=0)
+    manifest: dict[str, Any] = {
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "task": task,
+        "target": target,
+        "classes": model_classes if task == "classification" else None,
+        "features": [f.model_dump(exclude_none=True) for f in infer_schema(x, kinds)],
+        "metrics": {"sample": metrics},
+        "model": {"family": type(model).__name__, "imported_from": str(pipeline_path)},
+        "data": {"source": sample, "rows": len(frame), "fingerprint": data.fingerprint(frame)},
+        "config": json.loads(config.model_dump_json()),
+        "libraries": _library_versions(),
+    }
+
+    def stage(folder: Path) -> dict[str, Any]:
+        joblib.dump(model, folder / MODEL_FILE, compress=3)
+        reference.to_parquet(folder / REFERENCE_FILE, index=False)
+        return manifest
+
+    return registry.publish(name, stage)

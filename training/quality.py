@@ -1,0 +1,153 @@
+"""The data-quality gate: findings per column and rule, checked before anything is fitted."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import r2_score, roc_auc_score
+from sklearn.model_selection import cross_val_predict
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from training.config import Quality
+from training.data import FeatureKinds
+from training.errors import TrainingError
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    column: str | None
+    value: float
+    threshold: float
+    message: str
+    fails: bool
+
+
+@dataclass
+class QualityReport:
+    rows: int
+    findings: list[Finding]
+    dropped_columns: list[str]
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if f.fails]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "rows": self.rows,
+            "passed": not self.failures,
+            "dropped_columns": self.dropped_columns,
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+    def raise_if_failed(self) -> None:
+        if self.failures:
+            first = self.failures[0]
+            more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+            raise TrainingError(f"data-quality gate failed: {first.message}{more}")
+
+
+def _single_feature_score(x: pd.Series, y: pd.Series, task: str, seed: int) -> float:
+    """How well one feature alone predicts the target (ROC AUC or R², cross-validated)."""
+    if x.dtype == object:
+        values = x.astype("category").cat.codes.to_numpy().reshape(-1, 1).astype(float)
+    else:
+        values = x.to_numpy(dtype=float, na_value=np.nan).reshape(-1, 1)
+        values = np.nan_to_num(values, nan=np.nanmin(values) - 1 if np.isfinite(values).any() else 0)
+    if task == "classification":
+        if y.nunique() != 2:
+            return float("nan")
+        tree = DecisionTreeClassifier(max_depth=4, random_state=seed)
+        proba = cross_val_predict(tree, values, y, cv=3, method="predict_proba")[:, 1]
+        auc = roc_auc_score(y, proba)
+        return float(max(auc, 1 - auc))
+    reg = DecisionTreeRegressor(max_depth=6, random_state=seed)
+    return float(r2_score(y, cross_val_predict(reg, values, y, cv=3)))
+
+
+def check(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    task: str,
+    kinds: FeatureKinds,
+    declared: set[str],
+    rules: Quality,
+    seed: int,
+) -> QualityReport:
+    """Run every check; inferred id-like or constant columns are dropped, declared ones fail."""
+    findings: list[Finding] = []
+    dropped: list[str] = []
+    n = len(frame)
+
+    def add(rule: str, column: str | None, value: float, threshold: float, message: str,
+            force_fail: bool = False) -> None:  # fmt: skip
+        findings.append(Finding(rule, column, float(value), float(threshold), message,
+                                force_fail or rule in rules.fail_on))  # fmt: skip
+
+    if n < rules.min_rows:
+        add("min_rows", None, n, rules.min_rows, f"only {n} rows; at least {rules.min_rows} needed")
+    y = frame[target]
+    if y.isna().any():
+        add("target_missing", target, int(y.isna().sum()), 0,
+            f"target {target!r} is missing in {int(y.isna().sum())} rows")  # fmt: skip
+    if task == "classification":
+        counts = y.value_counts(normalize=True)
+        if len(counts) < 2:
+            add("single_class", target, len(counts), 2,
+                f"target {target!r} has a single class ({counts.index[0]!r}); nothing to learn",
+                force_fail=True)  # fmt: skip
+        elif counts.min() < rules.min_class_share:
+            add("class_imbalance", target, counts.min(), rules.min_class_share,
+                f"class {counts.idxmin()!r} of {target!r} is only {counts.min():.2%} of rows")  # fmt: skip
+    dup = float(frame.duplicated().mean()) if n else 0.0
+    if dup > rules.max_duplicate_share:
+        add("duplicates", None, dup, rules.max_duplicate_share, f"{dup:.1%} of rows are duplicates")
+
+    for col in kinds.all:
+        s = frame[col]
+        miss = float(s.isna().mean())
+        if miss > rules.max_missing_share:
+            add("missing", col, miss, rules.max_missing_share,
+                f"column {col!r} is missing in {miss:.1%} of rows (limit {rules.max_missing_share:.0%})")  # fmt: skip
+        if s.nunique(dropna=True) <= 1:
+            if col in declared:
+                add("constant", col, 1, 1, f"column {col!r} is constant", force_fail=True)
+            else:
+                dropped.append(col)
+                add("constant", col, 1, 1, f"column {col!r} is constant; dropped from the features")
+            continue
+        if col in kinds.categorical or pd.api.types.is_integer_dtype(s):
+            uniq = s.nunique(dropna=True) / max(1, s.notna().sum())
+            if uniq >= rules.id_unique_share and n >= 20:
+                if col in declared:
+                    add("identifier", col, uniq, rules.id_unique_share,
+                        f"column {col!r} looks like an identifier ({uniq:.0%} unique values)")  # fmt: skip
+                else:
+                    dropped.append(col)
+                    add("identifier", col, uniq, rules.id_unique_share,
+                        f"column {col!r} looks like an identifier ({uniq:.0%} unique); dropped")  # fmt: skip
+                continue
+        if col in kinds.numeric:
+            vals = s.dropna().to_numpy(dtype=float)
+            q1, q3 = np.percentile(vals, [25, 75])
+            iqr = q3 - q1
+            if iqr > 0:
+                share = float(np.mean((vals < q1 - 3 * iqr) | (vals > q3 + 3 * iqr)))
+                if share > rules.max_outlier_share:
+                    add("outliers", col, share, rules.max_outlier_share,
+                        f"column {col!r} has {share:.1%} outliers beyond 3 IQR")  # fmt: skip
+    if y.notna().all() and y.nunique() >= 2:
+        sample = frame.sample(min(n, 20_000), random_state=seed) if n > 20_000 else frame
+        for col in kinds.all:
+            if col in dropped or col in kinds.datetime:
+                continue
+            score = _single_feature_score(sample[col], sample[target], task, seed)
+            if score >= rules.leakage_score:
+                add("leakage", col, score, rules.leakage_score,
+                    f"column {col!r} alone predicts {target!r} almost perfectly "
+                    f"(score {score:.3f}); suspected target leakage")  # fmt: skip
+    return QualityReport(rows=n, findings=findings, dropped_columns=dropped)

@@ -1,0 +1,248 @@
+"""The model registry on disk: atomic versions that only grow, hashed files and movable aliases.
+
+Layout::
+
+    <root>/<name>/<version>/model.joblib, manifest.json, reference.parquet, reports ...
+    <root>/<name>/aliases.json      {"production": {"version": 3, "history": [1, 2]}, ...}
+
+A version is staged in a hidden folder and renamed into place in one step, so readers never see
+half a version. This module is light (no scikit-learn) because the service imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from training.errors import TrainingError
+
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.joblib"
+REFERENCE_FILE = "reference.parquet"
+ALIASES_FILE = "aliases.json"
+ALIASES = ("production", "staging")
+STAGING_PREFIX = ".staging-"
+
+# Columns the reference sample adds beside the input features.
+PREDICTION_COL = "sw_prediction"
+LABEL_COL = "sw_label"
+PROBA_PREFIX = "sw_proba__"
+
+
+class FeatureSchema(BaseModel):
+    """One input feature as the model expects it at serving time."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    kind: Literal["numeric", "categorical", "datetime"]
+    dtype: str
+    nullable: bool
+    categories: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class Manifest(BaseModel):
+    """What the service and monitoring read from manifest.json; the file holds more."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    version: int
+    created_at: str
+    task: Literal["classification", "regression"]
+    target: str
+    classes: list[Any] | None = None
+    features: list[FeatureSchema]
+    metrics: dict[str, Any] = {}
+    files: dict[str, str] = {}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
+    """Problems found when comparing the folder with the manifest's SHA-256 list (empty: all good)."""
+    problems = []
+    if not manifest.files:
+        problems.append("manifest lists no files")
+    for rel, expected in manifest.files.items():
+        path = version_dir / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif sha256_file(path) != expected:
+            problems.append(f"{rel}: SHA-256 does not match the manifest")
+    return problems
+
+
+class Registry:
+    """Read and write access to one registry root."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # -- reading -------------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in model_dir.iterdir()
+            if p.name.isdigit() and (p / MANIFEST).is_file()
+        )  # fmt: skip
+
+    def path(self, name: str, version: int) -> Path:
+        return self.root / name / str(version)
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        path = self.path(name, version) / MANIFEST
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise TrainingError(f"model {name} has no version {version}") from None
+
+    def raw_manifest(self, name: str, version: int) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.path(name, version) / MANIFEST).read_text())
+        return data
+
+    def aliases(self, name: str) -> dict[str, dict[str, Any]]:
+        path = self.root / name / ALIASES_FILE
+        if not path.is_file():
+            return {}
+        data: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        return data
+
+    def alias_version(self, name: str, alias: str) -> int | None:
+        entry = self.aliases(name).get(alias)
+        return int(entry["version"]) if entry else None
+
+    def resolve(self, name: str, ref: str | None = None) -> int:
+        """`3` -> 3, `@staging` -> its version; None -> production if set, else the newest."""
+        versions = self.versions(name)
+        if not versions:
+            known = ", ".join(self.models()) or "none"
+            raise TrainingError(f"no model named {name!r} in {self.root} (models: {known})")
+        if ref is None:
+            prod = self.alias_version(name, "production")
+            return prod if prod is not None else versions[-1]
+        if ref.startswith("@"):
+            found = self.alias_version(name, ref[1:])
+            if found is None:
+                raise TrainingError(f"model {name} has no alias {ref[1:]!r}")
+            return found
+        if not ref.isdigit() or int(ref) not in versions:
+            raise TrainingError(f"model {name} has no version {ref!r} (versions: {versions})")
+        return int(ref)
+
+    # -- writing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with (model_dir / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def publish(self, name: str, stage: Callable[[Path], dict[str, Any]]) -> int:
+        """Stage a version with `stage(folder) -> manifest`, hash its files, rename it into place.
+
+        The version number is taken at the rename: two concurrent runs never share one, and a
+        crash leaves only a hidden staging folder that the next publish removes.
+        """
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        self._prune_stale_staging(model_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+        try:
+            manifest = stage(tmp)
+            files = {
+                str(p.relative_to(tmp)): sha256_file(p)
+                for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST
+            }  # fmt: skip
+            for _attempt in range(1000):
+                version = (max(self.versions(name), default=0)) + 1
+                manifest.update(name=name, version=version, files=files)
+                Manifest.model_validate(manifest)  # the contract holds before anyone reads it
+                _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=2, default=str))
+                try:
+                    os.rename(tmp, model_dir / str(version))
+                except OSError as exc:
+                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                        continue
+                    raise
+                return version
+            raise TrainingError(f"could not find a free version number for {name}")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @staticmethod
+    def _prune_stale_staging(model_dir: Path, older_than_s: float = 6 * 3600) -> None:
+        now = time.time()
+        for p in model_dir.glob(f"{STAGING_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                if now - p.stat().st_mtime > older_than_s:
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def set_alias(self, name: str, alias: str, version: int) -> int | None:
+        """Point `alias` at `version`; returns the version it pointed to before."""
+        if alias not in ALIASES:
+            raise TrainingError(f"alias must be one of {ALIASES}, not {alias!r}")
+        if version not in self.versions(name):
+            raise TrainingError(f"model {name} has no version {version}")
+        with self._locked(name):
+            data = self.aliases(name)
+            entry = data.get(alias, {"version": None, "history": []})
+            previous = entry["version"]
+            if previous is not None and previous != version:
+                entry["history"] = [*entry["history"], previous]
+            entry["version"] = version
+            entry["changed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            data[alias] = entry
+            _fsync_write(self.root / name / ALIASES_FILE, json.dumps(data, indent=2))
+        return int(previous) if previous is not None else None
+
+    def rollback(self, name: str, alias: str = "production") -> int:
+        """Move `alias` back to the version it pointed to before; returns that version."""
+        with self._locked(name):
+            data = self.aliases(name)
+            entry = data.get(alias)
+            if not entry or not entry.get("history"):
+                raise TrainingError(f"model {name}: alias {alias!r} has no earlier version")
+            entry["version"] = entry["history"].pop()
+            entry["changed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            _fsync_write(self.root / name / ALIASES_FILE, json.dumps(data, indent=2))
+            return int(entry["version"])
