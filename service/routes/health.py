@@ -18,16 +18,22 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-async def readyz(state: StateDep) -> Response | Health:
+async def readyz(state: StateDep, store: bool = True) -> Response | Health:
+    """Ready when every requested model is loaded and the log store answers.
+
+    `?store=false` leaves the store out: a Kubernetes readiness probe uses it so that a store
+    outage, which the disk spool absorbs, does not take every replica out of the Service.
+    """
     problems = list(state.load_problems)
     models = {name: slot.model.version for name, slot in state.manager.slots.items()}
     if not models:
         problems.append("no model is loaded")
-    try:
-        await run_in_threadpool(state.store.ping)
-    except Exception as exc:
-        problems.append(f"prediction log store unreachable: {type(exc).__name__}")
+    if store:
+        try:
+            await run_in_threadpool(state.store.ping)
+        except Exception as exc:
+            problems.append(f"prediction log store unreachable: {type(exc).__name__}")
     body = Health(status="ready" if not problems else "not_ready", models=models, problems=problems)
-    if problems and (not models or not state.writer.store_up):
+    if problems:
         return Response(body.model_dump_json(), status_code=503, media_type="application/json")
     return body

@@ -1,0 +1,138 @@
+"""Service fixtures: an app on a private registry copy and SQLite log, and a real uvicorn server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.main import create_app
+from training.registry import Registry
+
+ADMIN = "admin-token-0123456789"
+
+
+def example(registry: Path, name: str = "demo") -> dict[str, Any]:
+    """A valid instance for the demo model."""
+    return {"x1": 0.5, "x2": 3.0, "color": "red", "group": "a", "when": "2024-02-01T10:00:00"}
+
+
+@pytest.fixture
+def settings(registry_copy: Path, tmp_path: Path) -> Settings:
+    return Settings(registry=registry_copy, database_url=f"sqlite:///{tmp_path}/log.db",
+                    spool_dir=tmp_path / "spool", admin_token=ADMIN, reload_interval_s=0,
+                    log_flush_ms=20)  # fmt: skip
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`servewatch serve` in a subprocess on 127.0.0.1 (real HTTP through uvicorn)."""
+
+    def __init__(self, env: dict[str, str], workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "servewatch", "serve", "--port", str(self.port),
+             "--workers", str(workers)],
+            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stdout.read() if self.proc.stdout else ''}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("server did not become ready in 60 s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.stdout.read() if self.proc.stdout else ""
+
+
+@pytest.fixture
+def server_env(registry_copy: Path, tmp_path: Path) -> dict[str, str]:
+    return {"SERVEWATCH_REGISTRY": str(registry_copy),
+            "SERVEWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/log.db",
+            "SERVEWATCH_SPOOL_DIR": str(tmp_path / "spool"),
+            "SERVEWATCH_ADMIN_TOKEN": ADMIN, "SERVEWATCH_RELOAD_INTERVAL_S": "0.5"}  # fmt: skip
+
+
+def postgres_url() -> str | None:
+    """The test PostgreSQL URL, or None (skip) when unreachable and not required."""
+    url = os.environ.get("SERVEWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import sqlalchemy as sa
+
+        from service.store import normalise_url
+
+        engine = sa.create_engine(normalise_url(url), connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return url
+    except Exception as exc:
+        if os.environ.get("SERVEWATCH_REQUIRE_POSTGRES"):
+            raise RuntimeError(f"PostgreSQL required but unreachable at {url}: {exc}") from exc
+        return None
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    url = postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL server reachable at SERVEWATCH_TEST_POSTGRES_URL "
+                    "(default 127.0.0.1:5432/test); CI requires it")  # fmt: skip
+    import uuid
+
+    import sqlalchemy as sa
+
+    from service.store import normalise_url
+
+    schema = f"sw_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(normalise_url(url))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in url else "?"
+    yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def registry_of(path: Path) -> Registry:
+    return Registry(path)

@@ -1,0 +1,112 @@
+"""Through real HTTP (uvicorn on 127.0.0.1): SIGTERM under load, several workers, PostgreSQL."""
+
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.store import PredictionStore
+from tests.service.conftest import Server, example
+
+
+def hammer(url: str, registry: Path, stop: threading.Event, answered: list[str],
+           errors: list[str], batch: int = 8) -> None:  # fmt: skip
+    with httpx.Client(base_url=url, timeout=30) as c:
+        while not stop.is_set():
+            try:
+                r = c.post("/v1/models/demo/predict", json={"instances": [example(registry)] * batch})
+            except httpx.HTTPError as exc:  # the server went away mid-request: not answered
+                errors.append(type(exc).__name__)
+                return
+            if r.status_code == 200:
+                answered.extend(p["prediction_id"] for p in r.json()["predictions"])
+            else:
+                errors.append(r.text)
+
+
+def run_load(server: Server, registry: Path, seconds: float, clients: int = 8,
+             sigterm: bool = False) -> tuple[list[str], list[str], str]:  # fmt: skip
+    answered: list[str] = []
+    errors: list[str] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=hammer, args=(server.url, registry, stop, answered, errors))
+               for _ in range(clients)]  # fmt: skip
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    output = server.stop() if sigterm else ""
+    stop.set()
+    for t in threads:
+        t.join()
+    if not sigterm:
+        output = server.stop()
+    return answered, errors, output
+
+
+def test_sigterm_under_load_drains_the_queue_and_loses_nothing(server_env: dict[str, str],
+                                                               registry_copy: Path) -> None:  # fmt: skip
+    # A slow flush keeps thousands of rows queued at the moment SIGTERM arrives.
+    env = {**server_env, "SERVEWATCH_LOG_FLUSH_MS": "5000", "SERVEWATCH_LOG_BATCH_ROWS": "100000"}
+    server = Server(env)
+    answered, _errors, output = run_load(server, registry_copy, 3.0, sigterm=True)
+    assert len(answered) > 100
+    store = PredictionStore(env["SERVEWATCH_DATABASE_URL"])
+    logged = {r["id"] for r in store.read_window("demo")}
+    assert set(answered) <= logged, output[-2000:]
+    assert len(logged) == len(answered)
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_count_correctly_across_two_workers(server_env: dict[str, str],
+                                                    registry_copy: Path) -> None:  # fmt: skip
+    server = Server(server_env, workers=2)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            for _ in range(60):
+                r = c.post("/v1/models/demo/predict", json={"instances": [example(registry_copy)]},
+                           headers={"connection": "close"})  # fmt: skip
+                assert r.status_code == 200
+            text = c.get("/metrics").text
+        assert metric_total(text, "servewatch_requests_total", model="demo", status="200") == 60
+        assert metric_total(text, "servewatch_predictions_total", model="demo") == 60
+        assert metric_total(text, "servewatch_model_info", model="demo", version="1") == 1
+    finally:
+        out = server.stop()
+    assert len(set(re.findall(r"Started server process \[(\d+)\]", out))) == 2
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (.ci/run installs it)")
+def test_promtool_finds_no_problems_in_the_metrics(server_env: dict[str, str], registry_copy: Path) -> None:
+    server = Server(server_env)
+    try:
+        with httpx.Client(base_url=server.url) as c:
+            c.post("/v1/models/demo/predict", json={"instances": [example(registry_copy)]})
+            c.post("/v1/models/demo/predict", json={"instances": [{"x1": "bad"}]})
+            text = c.get("/metrics").text
+    finally:
+        server.stop()
+    res = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == "" and res.stderr.strip() == ""
+
+
+def test_prediction_log_in_postgresql(server_env: dict[str, str], registry_copy: Path,
+                                      pg_url: str) -> None:  # fmt: skip
+    env = {**server_env, "SERVEWATCH_DATABASE_URL": pg_url}
+    server = Server(env)
+    answered, errors, _ = run_load(server, registry_copy, 1.5, clients=4)
+    assert errors == [] and answered
+    store = PredictionStore(pg_url)
+    assert {r["id"] for r in store.read_window("demo")} == set(answered)
+    store.dispose()

@@ -1,0 +1,115 @@
+"""The log writer loses nothing: store outages go to the disk spool and come back once."""
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.logwriter import LogFull, LogWriter, Spool
+from service.store import PredictionStore
+
+
+class FlakyStore(PredictionStore):
+    """A real SQLite store whose writes fail while `down` is set (an injected outage)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.down = threading.Event()
+        self.calls = 0
+
+    def write_predictions(self, rows: Any) -> None:
+        self.calls += 1
+        if self.down.is_set():
+            raise ConnectionError("store is down")
+        super().write_predictions(rows)
+
+
+def rows(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"id": f"{i:032x}", "model": "m", "version": 1, "created_at": time.time(),
+             "inputs": "{}", "prediction": "1", "probabilities": None, "latency_ms": 1.0,
+             "shadow": False} for i in range(start, start + n)]  # fmt: skip
+
+
+def wait_for(cond: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cond()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FlakyStore:
+    s = FlakyStore(f"sqlite:///{tmp_path}/log.db")
+    s.create_schema()
+    return s
+
+
+def test_rows_wait_on_disk_during_an_outage_and_arrive_once(store: FlakyStore, tmp_path: Path) -> None:
+    writer = LogWriter(store, Spool(tmp_path / "spool", 10_000_000), batch_rows=50,
+                       flush_s=0.02, max_rows=1000, retry_s=0.1)  # fmt: skip
+    writer.start()
+    assert writer.try_put(rows(100, 0))
+    wait_for(lambda: store.count_predictions() == 100)
+    store.down.set()
+    for k in range(5):
+        assert writer.try_put(rows(100, 100 + 100 * k))
+    wait_for(lambda: writer.spool.rows == 500)
+    assert store.count_predictions() == 100
+    assert not writer.store_up
+    store.down.clear()
+    wait_for(lambda: store.count_predictions() == 600)
+    writer.close()
+    assert writer.spool.rows == 0 and writer.spool.files() == []
+    assert store.count_predictions() == 600  # replayed, none twice
+
+
+def test_close_drains_the_queue(store: FlakyStore, tmp_path: Path) -> None:
+    writer = LogWriter(store, Spool(tmp_path / "spool", 10_000_000), batch_rows=10_000,
+                       flush_s=60, max_rows=10_000)  # fmt: skip
+    writer.start()
+    assert writer.try_put(rows(777))
+    writer.close()
+    assert store.count_predictions() == 777
+
+
+def test_close_during_an_outage_leaves_rows_in_the_spool_for_the_next_start(
+    store: FlakyStore, tmp_path: Path
+) -> None:
+    spool_dir = tmp_path / "spool"
+    store.down.set()
+    writer = LogWriter(store, Spool(spool_dir, 10_000_000), batch_rows=10, flush_s=0.01,
+                       max_rows=1000, retry_s=0.05)  # fmt: skip
+    writer.start()
+    writer.try_put(rows(95))
+    writer.close()
+    assert store.count_predictions() == 0
+    store.down.clear()
+    again = LogWriter(store, Spool(spool_dir, 10_000_000), batch_rows=10, flush_s=0.01,
+                      max_rows=1000)  # fmt: skip
+    assert again.spool.rows == 95
+    again.start()
+    wait_for(lambda: store.count_predictions() == 95)
+    again.close()
+
+
+def test_a_full_queue_pushes_back_then_spools_then_refuses(store: FlakyStore, tmp_path: Path) -> None:
+    store.down.set()
+    writer = LogWriter(store, Spool(tmp_path / "spool", 3000), batch_rows=10_000, flush_s=60,
+                       max_rows=10)  # fmt: skip  (thread not started: nothing drains the queue)
+    assert writer.try_put(rows(10))
+    assert not writer.try_put(rows(1, 10))
+    asyncio.run(writer.put(rows(5, 20), wait_s=0.05))  # spooled directly
+    assert writer.spool.rows == 5
+    with pytest.raises(LogFull):
+        asyncio.run(writer.put(rows(50, 40), wait_s=0.05))
+
+
+def test_spool_files_are_whole_or_absent(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1_000_000)
+    spool.append(rows(3))
+    (tmp_path / ".half.jsonl.tmp").write_bytes(b'{"id": "trunc')  # a crash mid-write
+    assert len(spool.files()) == 1
+    assert [r["id"] for r in Spool.read(spool.files()[0])] == [f"{i:032x}" for i in range(3)]

@@ -1,0 +1,65 @@
+import joblib
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.main import create_app
+from service.store import PredictionStore
+from tests.service.conftest import example
+
+
+def test_predict_answers_like_the_model_in_process(client: TestClient, settings: Settings) -> None:
+    inst = example(settings.registry)
+    res = client.post("/v1/models/demo/predict", json={"instances": [inst, {**inst, "x1": -2}]})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["model"] == "demo" and body["version"] == 1
+    preds = body["predictions"]
+    assert len({p["prediction_id"] for p in preds}) == 2
+    model = joblib.load(settings.registry / "demo" / "1" / "model.joblib")
+    frame = pd.DataFrame([inst, {**inst, "x1": -2}])
+    frame["when"] = pd.to_datetime(frame["when"])
+    expected = model.predict_proba(frame)
+    for p, row in zip(preds, expected, strict=True):
+        assert p["probabilities"]["yes"] == pytest.approx(row[1], abs=1e-6)
+        assert p["prediction"] == ("yes" if row[1] > 0.5 else "no")
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_every_answered_prediction_is_in_the_log(settings: Settings) -> None:
+    inst = example(settings.registry)
+    answered = []
+    with TestClient(create_app(settings)) as c:
+        for n in (1, 5, 32):
+            res = c.post("/v1/models/demo/predict", json={"instances": [inst] * n})
+            answered += [p["prediction_id"] for p in res.json()["predictions"]]
+    store = PredictionStore(settings.database_url)
+    rows = store.read_window("demo")
+    assert sorted(r["id"] for r in rows) == sorted(answered)
+    assert all(r["version"] == 1 and r["latency_ms"] > 0 for r in rows)
+    assert '"color":"red"' in rows[0]["inputs"]
+
+
+def test_unknown_model_is_404_naming_the_models(client: TestClient) -> None:
+    for res in (client.post("/v1/models/nope/predict", json={"instances": [{}]}),
+                client.get("/v1/models/nope")):  # fmt: skip
+        assert res.status_code == 404
+        assert "no model named 'nope'" in res.json()["error"]["message"]
+        assert "models: demo" in res.json()["error"]["message"]
+
+
+def test_model_metadata_routes(client: TestClient) -> None:
+    listed = client.get("/v1/models").json()
+    assert listed == [{"name": "demo", "version": 1, "task": "classification",
+                       "aliases": {"production": 1}}]  # fmt: skip
+    detail = client.get("/v1/models/demo").json()
+    assert {f["name"] for f in detail["features"]} == {"x1", "x2", "color", "group", "when"}
+    assert "test" in detail["metrics"]
+
+
+def test_openapi_documents_the_routes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/v1/models/{name}/predict" in spec["paths"]
+    assert "/v1/models/{name}/feedback" in spec["paths"]
+    assert client.get("/docs").status_code == 200
