@@ -26,7 +26,7 @@ train-demo: install
 run: train-demo
 	$(BIN)/servewatch serve --registry $(REGISTRY)
 
-test: install
+test: lint
 	$(BIN)/pytest
 
 lint: install

@@ -14,18 +14,36 @@ from service.config import Settings
 
 
 def serve(
-    registry: Annotated[Path | None, typer.Option(help="Registry root. [env SERVEWATCH_REGISTRY]")] = None,
-    model: Annotated[list[str] | None, typer.Option(
-        help="NAME, NAME:VERSION or NAME@ALIAS; repeat for several. [env SERVEWATCH_MODELS]")] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry root. [env SERVEWATCH_REGISTRY]")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME, NAME:VERSION or NAME@ALIAS; repeat for several. [env SERVEWATCH_MODELS]"
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="[env SERVEWATCH_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="[env SERVEWATCH_PORT]")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes. [env SERVEWATCH_WORKERS]")] = None,
-    database_url: Annotated[str | None, typer.Option(
-        help="Prediction log: sqlite:///FILE or postgresql://... [env SERVEWATCH_DATABASE_URL]")] = None,
-) -> None:  # fmt: skip
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes. [env SERVEWATCH_WORKERS]")
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Prediction log: sqlite:///FILE or postgresql://... [env SERVEWATCH_DATABASE_URL]"
+        ),
+    ] = None,
+) -> None:
     """Serve models over HTTP, log every prediction, expose /metrics."""
-    flags = {"registry": registry, "models": ",".join(model) if model else None, "host": host,
-             "port": port, "workers": workers, "database_url": database_url}  # fmt: skip
+    flags = {
+        "registry": registry,
+        "models": ",".join(model) if model else None,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "database_url": database_url,
+    }
     for key, value in flags.items():
         if value is not None:
             os.environ[f"SERVEWATCH_{key.upper()}"] = str(value)
@@ -55,10 +73,17 @@ def run(settings: Settings) -> None:
             stale.unlink()
     try:
         uvicorn.run(
-            "servewatch.app:build", factory=True, host=settings.host, port=settings.port,
-            workers=settings.workers, log_level="info", access_log=False,
-            timeout_graceful_shutdown=30, limit_concurrency=2048, h11_max_incomplete_event_size=65536,
-        )  # fmt: skip
+            "servewatch.app:build",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level="info",
+            access_log=False,
+            timeout_graceful_shutdown=30,
+            limit_concurrency=2048,
+            h11_max_incomplete_event_size=65536,
+        )
     finally:
         if multiproc_dir:
             shutil.rmtree(multiproc_dir, ignore_errors=True)

@@ -25,8 +25,9 @@ class _Job:
 
 
 class MicroBatcher:
-    def __init__(self, model: LoadedModel, executor: Executor, *, max_rows: int,
-                 max_wait_s: float) -> None:  # fmt: skip
+    def __init__(
+        self, model: LoadedModel, executor: Executor, *, max_rows: int, max_wait_s: float
+    ) -> None:
         self.model = model
         self._executor = executor
         self._max_rows = max_rows
@@ -38,7 +39,9 @@ class MicroBatcher:
         self._inflight = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.model.name}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"batcher-{self.model.name}"
+        )
 
     async def predict(self, columns: dict[str, list[Any]], rows: int) -> Outputs:
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
@@ -76,8 +79,10 @@ class MicroBatcher:
             offset = 0
             for job in jobs:
                 end = offset + job.rows
-                part = Outputs(out.predictions[offset:end],
-                               out.probabilities[offset:end] if out.probabilities is not None else None)  # fmt: skip
+                part = Outputs(
+                    out.predictions[offset:end],
+                    out.probabilities[offset:end] if out.probabilities is not None else None,
+                )
                 if not job.future.done():
                     job.future.set_result(part)
                 offset = end

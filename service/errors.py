@@ -60,14 +60,16 @@ class Unavailable(ServiceError):
     code = "unavailable"
 
 
-def error_response(status: int, code: str, message: str,
-                   details: list[dict[str, Any]] | None = None) -> Response:  # fmt: skip
+def error_response(
+    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> Response:
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if details is not None:
         body["error"]["details"] = details
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
-                    headers=headers)  # fmt: skip
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 async def _service_error(_request: Request, exc: Exception) -> Response:
@@ -77,8 +79,10 @@ async def _service_error(_request: Request, exc: Exception) -> Response:
 
 async def _validation_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    details = [{"field": ".".join(str(p) for p in e["loc"]), "rule": e["type"], "message": e["msg"]}
-               for e in exc.errors()]  # fmt: skip
+    details = [
+        {"field": ".".join(str(p) for p in e["loc"]), "rule": e["type"], "message": e["msg"]}
+        for e in exc.errors()
+    ]
     return error_response(422, "invalid_request", "the request body breaks the schema", details)
 
 

@@ -11,7 +11,7 @@ ID_LENGTH = 32
 def new_ids(n: int) -> list[str]:
     ms = f"{int(time.time() * 1000):012x}"
     rand = os.urandom(10 * n).hex()
-    return [ms + rand[i * 20:(i + 1) * 20] for i in range(n)]
+    return [ms + rand[i * 20 : (i + 1) * 20] for i in range(n)]
 
 
 def issued_at(pid: str) -> float | None:

@@ -96,8 +96,16 @@ class RecentIds:
 
 
 class LogWriter:
-    def __init__(self, store: PredictionStore, spool: Spool, *, batch_rows: int, flush_s: float,
-                 max_rows: int, retry_s: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: PredictionStore,
+        spool: Spool,
+        *,
+        batch_rows: int,
+        flush_s: float,
+        max_rows: int,
+        retry_s: float = 1.0,
+    ) -> None:
         self.store = store
         self.spool = spool
         self.batch_rows = batch_rows
@@ -194,8 +202,9 @@ class LogWriter:
         metrics.LOG_SPOOL_ROWS.set(self.spool.rows)
 
     def _replay_spool(self) -> None:
-        if not self.spool.rows or (not self.store_up and
-                                   time.monotonic() - self._last_failure < self.retry_s):  # fmt: skip
+        if not self.spool.rows or (
+            not self.store_up and time.monotonic() - self._last_failure < self.retry_s
+        ):
             return
         for path in self.spool.files()[:20]:
             try:
@@ -213,8 +222,11 @@ class LogWriter:
 
     def _mark_down(self, exc: Exception) -> None:
         if self.store_up:
-            log.warning("prediction log store unreachable, spooling to %s: %s",
-                        self.spool.folder, str(exc).splitlines()[0][:200])  # fmt: skip
+            log.warning(
+                "prediction log store unreachable, spooling to %s: %s",
+                self.spool.folder,
+                str(exc).splitlines()[0][:200],
+            )
         self.store_up = False
         self._last_failure = time.monotonic()
         metrics.LOG_WRITE_FAILURES.inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +24,7 @@ from training.registry import Registry
 
 log = logging.getLogger("servewatch.service")
 
-BackgroundTask = Callable[[], Awaitable[None]]
+BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
 
 
 def create_app(
@@ -49,18 +49,25 @@ def create_app(
         threadpool_limits(settings.model_threads)
         registry = Registry(settings.registry)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        manager = ModelManager(registry, ModelManager.default_refs(registry, settings.models),
-                               executor, max_rows=settings.batch_max_rows,
-                               max_wait_s=settings.batch_max_wait_ms / 1000)  # fmt: skip
+        manager = ModelManager(
+            registry,
+            ModelManager.default_refs(registry, settings.models),
+            executor,
+            max_rows=settings.batch_max_rows,
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+        )
         store = PredictionStore(settings.database_url)
         try:
             await run_in_threadpool(store.create_schema)
         except Exception as exc:  # the service still answers; rows wait in the spool
             log.error("prediction log store unreachable at start: %s", str(exc).splitlines()[0])
-        writer = LogWriter(store, Spool(settings.spool_dir, settings.spool_max_bytes),
-                           batch_rows=settings.log_batch_rows,
-                           flush_s=settings.log_flush_ms / 1000,
-                           max_rows=settings.log_queue_rows)  # fmt: skip
+        writer = LogWriter(
+            store,
+            Spool(settings.spool_dir, settings.spool_max_bytes),
+            batch_rows=settings.log_batch_rows,
+            flush_s=settings.log_flush_ms / 1000,
+            max_rows=settings.log_queue_rows,
+        )
         writer.start()
         problems = await manager.load_all()
         if not manager.refs:

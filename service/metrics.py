@@ -23,46 +23,85 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
-REQUESTS = Counter("servewatch_requests_total", "HTTP requests by model, endpoint and status.",
-                   ["model", "endpoint", "status"])  # fmt: skip
-REQUEST_SECONDS = Histogram("servewatch_request_duration_seconds",
-                            "Time to answer a request, by model and endpoint.",
-                            ["model", "endpoint"], buckets=LATENCY_BUCKETS)  # fmt: skip
-MODEL_CALL_SECONDS = Histogram("servewatch_model_call_duration_seconds",
-                               "Time of one model call (a whole micro-batch).",
-                               ["model", "version"], buckets=LATENCY_BUCKETS)  # fmt: skip
-BATCH_ROWS = Histogram("servewatch_batch_rows", "Rows per model call after micro-batching.",
-                       ["model"], buckets=BATCH_BUCKETS)  # fmt: skip
-PREDICTIONS = Counter("servewatch_predictions_total", "Predictions answered, by predicted class.",
-                      ["model", "version", "class"])  # fmt: skip
-PREDICTION_VALUES = Histogram("servewatch_prediction_value", "Predicted values of regressors.",
-                              ["model", "version"],
-                              buckets=(-1e3, -100, -10, -1, 0, 1, 10, 100, 1e3, 1e4))  # fmt: skip
-VALIDATION_ERRORS = Counter("servewatch_validation_errors_total",
-                            "Rejected instance values, by feature and rule.",
-                            ["model", "feature", "rule"])  # fmt: skip
-OUT_OF_RANGE = Counter("servewatch_out_of_range_values_total",
-                       "Accepted numeric values outside the training range, by feature.",
-                       ["model", "feature"])  # fmt: skip
-UNSEEN_CATEGORIES = Counter("servewatch_unseen_categories_total",
-                            "Accepted categorical values never seen in training, by feature.",
-                            ["model", "feature"])  # fmt: skip
-LOG_QUEUE_ROWS = Gauge("servewatch_log_queue_rows", "Rows waiting in memory for the log store.",
-                       multiprocess_mode="livesum")  # fmt: skip
-LOG_SPOOL_ROWS = Gauge("servewatch_log_spool_rows",
-                       "Rows waiting on local disk while the log store is unreachable.",
-                       multiprocess_mode="livesum")  # fmt: skip
+REQUESTS = Counter(
+    "servewatch_requests_total",
+    "HTTP requests by model, endpoint and status.",
+    ["model", "endpoint", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "servewatch_request_duration_seconds",
+    "Time to answer a request, by model and endpoint.",
+    ["model", "endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_CALL_SECONDS = Histogram(
+    "servewatch_model_call_duration_seconds",
+    "Time of one model call (a whole micro-batch).",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_ROWS = Histogram(
+    "servewatch_batch_rows",
+    "Rows per model call after micro-batching.",
+    ["model"],
+    buckets=BATCH_BUCKETS,
+)
+PREDICTIONS = Counter(
+    "servewatch_predictions_total",
+    "Predictions answered, by predicted class.",
+    ["model", "version", "class"],
+)
+PREDICTION_VALUES = Histogram(
+    "servewatch_prediction_value",
+    "Predicted values of regressors.",
+    ["model", "version"],
+    buckets=(-1e3, -100, -10, -1, 0, 1, 10, 100, 1e3, 1e4),
+)
+VALIDATION_ERRORS = Counter(
+    "servewatch_validation_errors_total",
+    "Rejected instance values, by feature and rule.",
+    ["model", "feature", "rule"],
+)
+OUT_OF_RANGE = Counter(
+    "servewatch_out_of_range_values_total",
+    "Accepted numeric values outside the training range, by feature.",
+    ["model", "feature"],
+)
+UNSEEN_CATEGORIES = Counter(
+    "servewatch_unseen_categories_total",
+    "Accepted categorical values never seen in training, by feature.",
+    ["model", "feature"],
+)
+LOG_QUEUE_ROWS = Gauge(
+    "servewatch_log_queue_rows",
+    "Rows waiting in memory for the log store.",
+    multiprocess_mode="livesum",
+)
+LOG_SPOOL_ROWS = Gauge(
+    "servewatch_log_spool_rows",
+    "Rows waiting on local disk while the log store is unreachable.",
+    multiprocess_mode="livesum",
+)
 LOG_ROWS_WRITTEN = Counter("servewatch_log_rows_written_total", "Rows written to the log store.")
-LOG_WRITE_FAILURES = Counter("servewatch_log_write_failures_total",
-                             "Failed batch writes to the log store (rows went to the spool).")  # fmt: skip
-LOG_STORE_UP = Gauge("servewatch_log_store_up", "1 when the last write to the log store worked.",
-                     multiprocess_mode="livemin")  # fmt: skip
-FEEDBACK = Counter("servewatch_feedback_total", "Labels received, by result.",
-                   ["model", "result"])  # fmt: skip
-MODEL_INFO = Gauge("servewatch_model_info", "1 for each model version a worker serves.",
-                   ["model", "version"], multiprocess_mode="livemax")  # fmt: skip
-MODEL_RELOADS = Counter("servewatch_model_reloads_total", "Version swaps, by result.",
-                        ["model", "result"])  # fmt: skip
+LOG_WRITE_FAILURES = Counter(
+    "servewatch_log_write_failures_total",
+    "Failed batch writes to the log store (rows went to the spool).",
+)
+LOG_STORE_UP = Gauge(
+    "servewatch_log_store_up",
+    "1 when the last write to the log store worked.",
+    multiprocess_mode="livemin",
+)
+FEEDBACK = Counter("servewatch_feedback_total", "Labels received, by result.", ["model", "result"])
+MODEL_INFO = Gauge(
+    "servewatch_model_info",
+    "1 for each model version a worker serves.",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+MODEL_RELOADS = Counter(
+    "servewatch_model_reloads_total", "Version swaps, by result.", ["model", "result"]
+)
 
 
 def exposition(extra: Iterable[Collector] = ()) -> tuple[bytes, str]:
@@ -71,7 +110,7 @@ def exposition(extra: Iterable[Collector] = ()) -> tuple[bytes, str]:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = CollectorRegistry()
         registry.register(_Default())
@@ -91,4 +130,4 @@ def mark_process_dead() -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -19,7 +19,7 @@ log = logging.getLogger("servewatch.models")
 
 @dataclass(frozen=True)
 class ServedRef:
-    """What the operator asked for: a fixed version, an alias, or the default (production/newest)."""
+    """What the operator asked for: a version, an alias, or the default (production/newest)."""
 
     name: str
     ref: str | None  # "3", "@staging" or None
@@ -47,8 +47,15 @@ class Slot:
 
 
 class ModelManager:
-    def __init__(self, registry: Registry, refs: list[ServedRef], executor: Executor, *,
-                 max_rows: int, max_wait_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        registry: Registry,
+        refs: list[ServedRef],
+        executor: Executor,
+        *,
+        max_rows: int,
+        max_wait_s: float,
+    ) -> None:
         self.registry = registry
         self.refs = refs
         self.executor = executor
@@ -96,8 +103,9 @@ class ModelManager:
             except ModelLoadError:
                 metrics.MODEL_RELOADS.labels(ref.name, "refused").inc()
                 raise
-            batcher = MicroBatcher(model, self.executor, max_rows=self.max_rows,
-                                   max_wait_s=self.max_wait_s)  # fmt: skip
+            batcher = MicroBatcher(
+                model, self.executor, max_rows=self.max_rows, max_wait_s=self.max_wait_s
+            )
             batcher.start()
             self.slots[ref.name] = Slot(ref, model, batcher)
             metrics.MODEL_INFO.labels(ref.name, str(version)).set(1)
@@ -123,8 +131,9 @@ class ModelManager:
                 try:
                     await self.swap(slot.ref)
                 except (ModelLoadError, TrainingError, OSError, ValueError) as exc:
-                    log.error("reload of %s refused, old version keeps serving: %s",
-                              slot.ref.name, exc)  # fmt: skip
+                    log.error(
+                        "reload of %s refused, old version keeps serving: %s", slot.ref.name, exc
+                    )
 
     async def close(self) -> None:
         for slot in self.slots.values():

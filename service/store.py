@@ -64,8 +64,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                            connect_args={"connect_timeout": 5})  # fmt: skip
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5}
+    )
 
 
 def _insert_ignore(engine: Engine, table: sa.Table) -> Any:
@@ -79,6 +80,7 @@ def _insert_ignore(engine: Engine, table: sa.Table) -> Any:
 
 
 def _upsert_label(engine: Engine) -> Any:
+    stmt: Any
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -123,7 +125,7 @@ class PredictionStore:
         found: set[str] = set()
         with self.engine.connect() as conn:
             for start in range(0, len(wanted), 500):
-                chunk = wanted[start:start + 500]
+                chunk = wanted[start : start + 500]
                 res = conn.execute(sa.select(predictions.c.id).where(predictions.c.id.in_(chunk)))
                 found.update(r[0] for r in res)
         return found
@@ -135,12 +137,21 @@ class PredictionStore:
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
-    def read_window(self, model: str, *, version: int | None = None, since: float | None = None,
-                    limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def read_window(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Logged predictions (newest first) with their label joined where feedback has one."""
         j = predictions.outerjoin(feedback, feedback.c.prediction_id == predictions.c.id)
-        stmt = sa.select(predictions, feedback.c.label).select_from(j).where(
-            predictions.c.model == model)  # fmt: skip
+        stmt = (
+            sa.select(predictions, feedback.c.label)
+            .select_from(j)
+            .where(predictions.c.model == model)
+        )
         if version is not None:
             stmt = stmt.where(predictions.c.version == version)
         if since is not None:

@@ -22,8 +22,12 @@ class Problem:
     message: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"instance": self.instance, "feature": self.feature, "rule": self.rule,
-                "message": self.message}  # fmt: skip
+        return {
+            "instance": self.instance,
+            "feature": self.feature,
+            "rule": self.rule,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -53,8 +57,9 @@ class Validator:
                 continue
             for key in inst:
                 if key not in self._known:
-                    problems.append(Problem(i, str(key), "unknown",
-                                            f"{key!r} is not a feature of this model"))  # fmt: skip
+                    problems.append(
+                        Problem(i, str(key), "unknown", f"{key!r} is not a feature of this model")
+                    )
             for f in self.features:
                 name = f.name
                 if name not in inst:
@@ -63,28 +68,36 @@ class Validator:
                 value = inst[name]
                 if value is None:
                     if not f.nullable:
-                        problems.append(Problem(i, name, "not_null",
-                                                f"{name!r} may not be null"))  # fmt: skip
+                        problems.append(Problem(i, name, "not_null", f"{name!r} may not be null"))
                     columns[name].append(None)
                     continue
                 if f.kind == "numeric":
                     num = _as_number(value)
                     if num is None:
-                        problems.append(Problem(i, name, "type",
-                                                f"{name!r} must be a number, got {_short(value)}"))  # fmt: skip
+                        problems.append(
+                            Problem(
+                                i, name, "type", f"{name!r} must be a number, got {_short(value)}"
+                            )
+                        )
                         continue
                     if (f.min is not None and num < f.min) or (f.max is not None and num > f.max):
                         out_of_range[name] = out_of_range.get(name, 0) + 1
                     columns[name].append(num)
                 elif f.kind == "categorical":
                     if isinstance(value, bool) or not isinstance(value, str | int | float):
-                        problems.append(Problem(i, name, "type",
-                                                f"{name!r} must be a string, got {_short(value)}"))  # fmt: skip
+                        problems.append(
+                            Problem(
+                                i, name, "type", f"{name!r} must be a string, got {_short(value)}"
+                            )
+                        )
                         continue
                     text = value if isinstance(value, str) else _num_to_str(value)
                     if len(text) > 1000:
-                        problems.append(Problem(i, name, "max_length",
-                                                f"{name!r} is longer than 1000 characters"))  # fmt: skip
+                        problems.append(
+                            Problem(
+                                i, name, "max_length", f"{name!r} is longer than 1000 characters"
+                            )
+                        )
                         continue
                     cats = self._cats.get(name)
                     if cats is not None and text not in cats:
@@ -92,8 +105,9 @@ class Validator:
                     columns[name].append(text)
                 else:
                     if not isinstance(value, str) or _as_datetime(value) is None:
-                        problems.append(Problem(i, name, "type",
-                                                f"{name!r} must be an ISO 8601 timestamp"))  # fmt: skip
+                        problems.append(
+                            Problem(i, name, "type", f"{name!r} must be an ISO 8601 timestamp")
+                        )
                         continue
                     columns[name].append(value)
         if problems:

@@ -36,9 +36,13 @@ def clf_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_registry(tmp_path_factory: pytest.TempPathFactory, clf_csv: Path) -> Path:
     """A registry with model `demo` v1 (production), trained once per test session."""
     root = tmp_path_factory.mktemp("registry")
-    cfg = fast_config(name="demo", data=str(clf_csv), target="label",
-                      fairness={"sensitive": ["group"]},
-                      features={"datetime": ["when"]})  # fmt: skip
+    cfg = fast_config(
+        name="demo",
+        data=str(clf_csv),
+        target="label",
+        fairness={"sensitive": ["group"]},
+        features={"datetime": ["when"]},
+    )
     run_training(cfg, Registry(root))
     return root
 

@@ -17,8 +17,16 @@ def classification_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
     y = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), "yes", "no")
     x2_missing = x2.copy()
     x2_missing[rng.uniform(size=n) < 0.05] = np.nan
-    return pd.DataFrame({"x1": x1, "x2": x2_missing, "color": color, "group": group,
-                         "when": pd.date_range("2024-01-01", periods=n, freq="h"), "label": y})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "x1": x1,
+            "x2": x2_missing,
+            "color": color,
+            "group": group,
+            "when": pd.date_range("2024-01-01", periods=n, freq="h"),
+            "label": y,
+        }
+    )
 
 
 def regression_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:

@@ -125,8 +125,9 @@ def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) ->
     if family == "linear":
         if clf:
             # Logistic loss by SGD: L1, L2 and elastic net at linear cost, and partial_fit later.
-            return SGDClassifier(loss="log_loss", penalty="elasticnet", max_iter=50, tol=1e-3,
-                                 random_state=seed, **p)  # fmt: skip
+            return SGDClassifier(
+                loss="log_loss", penalty="elasticnet", max_iter=50, tol=1e-3, random_state=seed, **p
+            )
         return ElasticNet(max_iter=5000, random_state=seed, **p)
     if family == "tree":
         cls = DecisionTreeClassifier if clf else DecisionTreeRegressor

@@ -38,8 +38,12 @@ def render(manifest: dict[str, Any]) -> str:
     ]
     for k, v in m["metrics"]["test"].items():
         lines.append(f"| {k} | {_fmt(v)} | {_fmt(m['metrics']['baseline'].get(k, ''))} |")
-    lines += ["", f"Objective: `{m['objective']['metric']}` >= {m['objective']['min_test_score']}"
-              f" (passed: {m['objective']['passed']})", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Objective: `{m['objective']['metric']}` >= {m['objective']['min_test_score']}"
+        f" (passed: {m['objective']['passed']})",
+        "",
+    ]
     if m.get("champion"):
         lines += ["## Champion comparison", f"```\n{m['champion']}\n```", ""]
     lines += ["## Fairness"]
@@ -54,14 +58,19 @@ def render(manifest: dict[str, Any]) -> str:
         lines.append(f"- {k}: {_fmt(v)}")
     lines += ["", "## Worst slices (test set)"]
     for s in m["error_analysis"]["worst_slices"][:5]:
-        lines.append(f"- {s['feature']} = {s['slice']}: error {_fmt(s['error'])} on {s['rows']} rows "
-                     f"(overall {_fmt(s['overall_error'])})")  # fmt: skip
+        lines.append(
+            f"- {s['feature']} = {s['slice']}: error {_fmt(s['error'])} on {s['rows']} rows "
+            f"(overall {_fmt(s['overall_error'])})"
+        )
     lines += [
         "",
         "## Limitations",
         "- Scores hold for data like the training data; the monitoring run watches for drift.",
         "- Data-quality warnings at training time: "
-        + (", ".join(f"{f['rule']}({f['column']})" for f in m["data_quality"]["findings"]) or "none"),
+        + (
+            ", ".join(f"{f['rule']}({f['column']})" for f in m["data_quality"]["findings"])
+            or "none"
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -31,12 +31,18 @@ def _fail(exc: Exception) -> typer.Exit:
 def train(
     data: Annotated[str | None, typer.Option(help="CSV or Parquet file, or demo:flights.")] = None,
     target: Annotated[str | None, typer.Option(help="Target column.")] = None,
-    task: Annotated[str | None, typer.Option(help="classification or regression (inferred).")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="classification or regression (inferred).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Model name in the registry.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
     registry: RegistryOpt = Path("registry"),
-    sensitive: Annotated[str | None, typer.Option(help="Comma-separated sensitive columns.")] = None,
-    time_column: Annotated[str | None, typer.Option(help="Order every split by this column.")] = None,
+    sensitive: Annotated[
+        str | None, typer.Option(help="Comma-separated sensitive columns.")
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option(help="Order every split by this column.")
+    ] = None,
     search: Annotated[str | None, typer.Option(help="grid, random or bayes.")] = None,
     budget_seconds: Annotated[float | None, typer.Option(help="Search time budget.")] = None,
     trials: Annotated[int | None, typer.Option(help="Search trials per model family.")] = None,
@@ -52,22 +58,36 @@ def train(
     from training.train import run_training
 
     overrides = {
-        "data": data, "target": target, "task": task, "name": name, "time_column": time_column,
-        "seed": seed, "search.method": search, "search.budget_seconds": budget_seconds,
+        "data": data,
+        "target": target,
+        "task": task,
+        "name": name,
+        "time_column": time_column,
+        "seed": seed,
+        "search.method": search,
+        "search.budget_seconds": budget_seconds,
         "search.trials": trials,
         "fairness.sensitive": sensitive.split(",") if sensitive else None,
         "models": models.split(",") if models else None,
-    }  # fmt: skip
+    }
     if promote not in {"auto", "always", "never"}:
         raise _fail(TrainingError(f"--promote must be auto, always or never, not {promote!r}"))
     try:
         cfg = load_config(config, overrides)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:  # fmt: skip
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
             job = bar.add_task("starting", total=None)
-            result = run_training(cfg, Registry(registry),
-                                  progress=lambda m: bar.update(job, description=m),
-                                  promote=promote)  # fmt: skip
+            result = run_training(
+                cfg,
+                Registry(registry),
+                progress=lambda m: bar.update(job, description=m),
+                promote=promote,
+            )
     except TrainingError as exc:
         raise _fail(exc) from None
     m = result.manifest
@@ -85,8 +105,9 @@ def train(
     )
 
 
-models_app = typer.Typer(help="List, inspect, promote, roll back and import model versions.",
-                         no_args_is_help=True)  # fmt: skip
+models_app = typer.Typer(
+    help="List, inspect, promote, roll back and import model versions.", no_args_is_help=True
+)
 
 
 @models_app.command("list")
@@ -101,9 +122,14 @@ def list_models(registry: RegistryOpt = Path("registry")) -> None:
             tags = ", ".join(a for a, e in aliases.items() if e.get("version") == v)
             score = raw.get("objective", {}).get("test_score")
             metric = raw.get("objective", {}).get("metric", "")
-            table.add_row(name, str(v), raw.get("created_at", ""),
-                          str(raw.get("model", {}).get("family", "")),
-                          f"{metric} {score:.4f}" if isinstance(score, float) else "-", tags)  # fmt: skip
+            table.add_row(
+                name,
+                str(v),
+                raw.get("created_at", ""),
+                str(raw.get("model", {}).get("family", "")),
+                f"{metric} {score:.4f}" if isinstance(score, float) else "-",
+                tags,
+            )
     if not table.row_count:
         console.print(f"no models in {registry}")
         return
@@ -121,8 +147,10 @@ def _split_ref(ref: str) -> tuple[str, str | None]:
 
 
 @models_app.command("show")
-def show(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
-         registry: RegistryOpt = Path("registry")) -> None:  # fmt: skip
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
+    registry: RegistryOpt = Path("registry"),
+) -> None:
     """Print a version's manifest."""
     reg = Registry(registry)
     name, vref = _split_ref(ref)
@@ -134,9 +162,12 @@ def show(ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALI
 
 
 @models_app.command("promote")
-def promote_cmd(name: str, version: int,
-                alias: Annotated[str, typer.Option(help="production or staging")] = "production",
-                registry: RegistryOpt = Path("registry")) -> None:  # fmt: skip
+def promote_cmd(
+    name: str,
+    version: int,
+    alias: Annotated[str, typer.Option(help="production or staging")] = "production",
+    registry: RegistryOpt = Path("registry"),
+) -> None:
     """Point an alias at a version (atomically)."""
     try:
         before = Registry(registry).set_alias(name, alias, version)
@@ -146,9 +177,11 @@ def promote_cmd(name: str, version: int,
 
 
 @models_app.command("rollback")
-def rollback_cmd(name: str,
-                 alias: Annotated[str, typer.Option(help="production or staging")] = "production",
-                 registry: RegistryOpt = Path("registry")) -> None:  # fmt: skip
+def rollback_cmd(
+    name: str,
+    alias: Annotated[str, typer.Option(help="production or staging")] = "production",
+    registry: RegistryOpt = Path("registry"),
+) -> None:
     """Move an alias back to the version it pointed to before."""
     try:
         version = Registry(registry).rollback(name, alias)
@@ -165,12 +198,13 @@ def import_cmd(
     target: Annotated[str, typer.Option(help="Target column in the sample.")],
     registry: RegistryOpt = Path("registry"),
 ) -> None:
-    """Register a pipeline you fitted elsewhere, with schema, reference and metrics from a sample."""
+    """Register a pipeline fitted elsewhere; schema, reference and metrics come from a sample."""
     from training.importer import import_pipeline
 
     try:
-        version = import_pipeline(pipeline, name=name, sample=data, target=target,
-                                  registry=Registry(registry))  # fmt: skip
+        version = import_pipeline(
+            pipeline, name=name, sample=data, target=target, registry=Registry(registry)
+        )
     except TrainingError as exc:
         raise _fail(exc) from None
     console.print(f"imported {name} v{version} into {registry}")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from training.errors import TrainingError
 
 Task = Literal["classification", "regression"]
+Scaler = Literal["standard", "robust", "minmax", "none"]
 Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp"]
 ALL_FAMILIES: tuple[Family, ...] = ("linear", "tree", "svm", "forest", "hgb", "mlp")
 
@@ -78,9 +79,7 @@ class Preprocessing(_Strict):
 class FeatureEngineering(_Strict):
     """Options the search may choose between; cross-validation decides."""
 
-    scalers: list[Literal["standard", "robust", "minmax", "none"]] = Field(
-        default_factory=lambda: ["standard", "robust"]
-    )
+    scalers: list[Scaler] = Field(default_factory=lambda: list[Scaler](["standard", "robust"]))
     interactions: bool = False
     """Also try pairwise interaction terms of the numeric features."""
     pca: int | None = None
@@ -120,7 +119,9 @@ class TrainConfig(_Strict):
     quality: Quality = Field(default_factory=Quality)
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     feature_engineering: FeatureEngineering = Field(default_factory=FeatureEngineering)
-    models: list[Family] = Field(default_factory=lambda: ["linear", "tree", "forest", "hgb", "mlp"])
+    models: list[Family] = Field(
+        default_factory=lambda: list[Family](["linear", "tree", "forest", "hgb", "mlp"])
+    )
     search: Search = Field(default_factory=Search)
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"
     fairness: Fairness = Field(default_factory=Fairness)

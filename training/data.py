@@ -36,7 +36,9 @@ def load_dataset(source: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise TrainingError(f"data {source}: the file is empty") from None
     except Exception as exc:  # parsers raise many types; the user needs one line
-        raise TrainingError(f"data {source}: cannot read it ({type(exc).__name__}: {exc})") from None
+        raise TrainingError(
+            f"data {source}: cannot read it ({type(exc).__name__}: {exc})"
+        ) from None
     if frame.empty:
         raise TrainingError(f"data {source}: no rows")
     return frame
@@ -54,7 +56,11 @@ def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
 def infer_task(target: pd.Series) -> str:
     """Classification for strings, booleans and integers with few values; regression otherwise."""
     values = target.dropna()
-    if values.dtype == object or values.dtype == bool or isinstance(values.dtype, pd.CategoricalDtype):
+    if (
+        values.dtype == object
+        or values.dtype == bool
+        or isinstance(values.dtype, pd.CategoricalDtype)
+    ):
         return "classification"
     if pd.api.types.is_integer_dtype(values) or np.all(np.mod(values, 1) == 0):
         return "classification" if values.nunique() <= 20 else "regression"
@@ -72,7 +78,9 @@ class FeatureKinds:
         return [*self.numeric, *self.categorical, *self.datetime]
 
 
-def infer_feature_kinds(frame: pd.DataFrame, config: TrainConfig, excluded: set[str]) -> FeatureKinds:
+def infer_feature_kinds(
+    frame: pd.DataFrame, config: TrainConfig, excluded: set[str]
+) -> FeatureKinds:
     """Use the declared kinds where given; infer the rest from dtypes."""
     feats = config.features
     candidates = [c for c in frame.columns if c not in excluded]
@@ -82,10 +90,13 @@ def infer_feature_kinds(frame: pd.DataFrame, config: TrainConfig, excluded: set[
     if numeric is None:
         declared_cat = set(categorical or [])
         numeric = [
-            c for c in candidates
-            if c not in dt and c not in declared_cat
-            and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-        ]  # fmt: skip
+            c
+            for c in candidates
+            if c not in dt
+            and c not in declared_cat
+            and pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c])
+        ]
     if categorical is None:
         categorical = [c for c in candidates if c not in dt and c not in numeric]
         for col in list(categorical):
@@ -144,9 +155,13 @@ def split(frame: pd.DataFrame, target: str, task: str, config: TrainConfig) -> S
         rest_x, rest_y = x.iloc[:-n_test], y.iloc[:-n_test]
         n_val = max(1, int(round(len(rest_x) * s.validation_size)))
         return Splits(
-            rest_x.iloc[:-n_val], rest_y.iloc[:-n_val], rest_x.iloc[-n_val:], rest_y.iloc[-n_val:],
-            x.iloc[-n_test:], y.iloc[-n_test:],
-        )  # fmt: skip
+            rest_x.iloc[:-n_val],
+            rest_y.iloc[:-n_val],
+            rest_x.iloc[-n_val:],
+            rest_y.iloc[-n_val:],
+            x.iloc[-n_test:],
+            y.iloc[-n_test:],
+        )
     strat = y if task == "classification" else None
     try:
         rest_x, x_test, rest_y, y_test = train_test_split(
@@ -154,9 +169,12 @@ def split(frame: pd.DataFrame, target: str, task: str, config: TrainConfig) -> S
         )
         strat_rest = rest_y if task == "classification" else None
         x_tr, x_val, y_tr, y_val = train_test_split(
-            rest_x, rest_y, test_size=s.validation_size, random_state=config.seed,
+            rest_x,
+            rest_y,
+            test_size=s.validation_size,
+            random_state=config.seed,
             stratify=strat_rest,
-        )  # fmt: skip
+        )
     except ValueError as exc:
         raise TrainingError(f"cannot split the data: {exc}") from None
     return Splits(x_tr, y_tr, x_val, y_val, x_test, y_test)

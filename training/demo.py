@@ -13,10 +13,24 @@ from training.errors import TrainingError
 TARGET = "arr_delayed"
 TIME_COLUMN = "time_hour"
 FEATURES = [
-    "month", "day_of_week", "sched_dep_time", "sched_arr_time", "carrier", "origin", "dest",
-    "distance", "temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip",
-    "pressure", "visib",
-]  # fmt: skip
+    "month",
+    "day_of_week",
+    "sched_dep_time",
+    "sched_arr_time",
+    "carrier",
+    "origin",
+    "dest",
+    "distance",
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+]
 
 
 def _data_dir() -> Path:

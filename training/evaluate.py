@@ -1,4 +1,4 @@
-"""Test-set evaluation: metrics, trivial baseline, worst slices, plots and permutation importance."""
+"""Test-set evaluation: metrics, baseline, worst slices, plots and permutation importance."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ from sklearn.metrics import (
 )
 
 
-def classification_metrics(y: Any, proba: np.ndarray[Any, Any], classes: list[Any]) -> dict[str, float]:
+def classification_metrics(
+    y: Any, proba: np.ndarray[Any, Any], classes: list[Any]
+) -> dict[str, float]:
     """All classification metrics from probabilities (columns in `classes` order)."""
     pred = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
     y_arr = np.asarray(y, dtype=object)
@@ -33,7 +35,9 @@ def classification_metrics(y: Any, proba: np.ndarray[Any, Any], classes: list[An
     pos = classes[1] if binary else None
     out = {
         "accuracy": float(accuracy_score(y_arr, pred)),
-        "precision": float(precision_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)),
+        "precision": float(
+            precision_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)
+        ),
         "recall": float(recall_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)),
         "f1": float(f1_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)),
         "log_loss": float(log_loss(y_arr, proba, labels=classes)),
@@ -42,7 +46,9 @@ def classification_metrics(y: Any, proba: np.ndarray[Any, Any], classes: list[An
     if binary:
         y01 = (y_arr == classes[1]).astype(int)
         out["brier"] = float(brier_score_loss(y01, proba[:, 1]))
-        out["roc_auc"] = float(roc_auc_score(y01, proba[:, 1])) if len(present) == 2 else float("nan")
+        out["roc_auc"] = (
+            float(roc_auc_score(y01, proba[:, 1])) if len(present) == 2 else float("nan")
+        )
     else:
         onehot = (y_arr[:, None] == np.asarray(classes, dtype=object)[None, :]).astype(float)
         out["brier"] = float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
@@ -69,19 +75,31 @@ def score_model(model: Any, x: pd.DataFrame, y: pd.Series, task: str) -> dict[st
     return regression_metrics(y, model.predict(x))
 
 
-def baseline_metrics(x_train: pd.DataFrame, y_train: pd.Series, x_test: pd.DataFrame,
-                     y_test: pd.Series, task: str) -> dict[str, float]:  # fmt: skip
+def baseline_metrics(
+    x_train: pd.DataFrame, y_train: pd.Series, x_test: pd.DataFrame, y_test: pd.Series, task: str
+) -> dict[str, float]:
     """The trivial model to beat: the majority class (prior probabilities) or the mean."""
     dummy = DummyClassifier(strategy="prior") if task == "classification" else DummyRegressor()
     dummy.fit(x_train, y_train)
     return score_model(dummy, x_test, y_test, task)
 
 
-def worst_slices(x: pd.DataFrame, y: pd.Series, pred: np.ndarray[Any, Any], task: str,
-                 columns: list[str], *, min_rows: int = 30, top: int = 10) -> list[dict[str, Any]]:  # fmt: skip
+def worst_slices(
+    x: pd.DataFrame,
+    y: pd.Series,
+    pred: np.ndarray[Any, Any],
+    task: str,
+    columns: list[str],
+    *,
+    min_rows: int = 30,
+    top: int = 10,
+) -> list[dict[str, Any]]:
     """Slices (one value of a categorical, one quartile of a numeric) ranked by their error."""
-    err = (np.asarray(y, dtype=object) != np.asarray(pred, dtype=object)).astype(float) \
-        if task == "classification" else np.abs(np.asarray(y, dtype=float) - np.asarray(pred, dtype=float))  # fmt: skip
+    err = (
+        (np.asarray(y, dtype=object) != np.asarray(pred, dtype=object)).astype(float)
+        if task == "classification"
+        else np.abs(np.asarray(y, dtype=float) - np.asarray(pred, dtype=float))
+    )
     overall = float(err.mean())
     rows: list[dict[str, Any]] = []
     for col in columns:
@@ -93,14 +111,22 @@ def worst_slices(x: pd.DataFrame, y: pd.Series, pred: np.ndarray[Any, Any], task
         frame = pd.DataFrame({"g": groups.to_numpy(), "e": err})
         for value, part in frame.groupby("g", observed=True):
             if len(part) >= min_rows:
-                rows.append({"feature": col, "slice": str(value), "rows": int(len(part)),
-                             "error": float(part["e"].mean()), "overall_error": overall})  # fmt: skip
+                rows.append(
+                    {
+                        "feature": col,
+                        "slice": str(value),
+                        "rows": int(len(part)),
+                        "error": float(part["e"].mean()),
+                        "overall_error": overall,
+                    }
+                )
     rows.sort(key=lambda r: r["error"], reverse=True)
     return rows[:top]
 
 
-def importance(model: Any, x: pd.DataFrame, y: pd.Series, scoring: str, seed: int,
-               *, max_rows: int = 2000) -> dict[str, float]:  # fmt: skip
+def importance(
+    model: Any, x: pd.DataFrame, y: pd.Series, scoring: str, seed: int, *, max_rows: int = 2000
+) -> dict[str, float]:
     """Permutation importance of each raw input feature on (a sample of) the test set."""
     if len(x) > max_rows:
         idx = np.random.default_rng(seed).choice(len(x), max_rows, replace=False)
@@ -110,8 +136,14 @@ def importance(model: Any, x: pd.DataFrame, y: pd.Series, scoring: str, seed: in
     return {str(k): float(v) for k, v in pairs}
 
 
-def save_plots(out: Path, task: str, y: pd.Series, pred: np.ndarray[Any, Any],
-               classes: list[Any] | None, importances: dict[str, float]) -> list[str]:  # fmt: skip
+def save_plots(
+    out: Path,
+    task: str,
+    y: pd.Series,
+    pred: np.ndarray[Any, Any],
+    classes: list[Any] | None,
+    importances: dict[str, float],
+) -> list[str]:
     """Confusion matrix or residual plots, and an importance bar chart, as PNG files."""
     import matplotlib
 
@@ -120,8 +152,9 @@ def save_plots(out: Path, task: str, y: pd.Series, pred: np.ndarray[Any, Any],
 
     written = []
     if task == "classification" and classes is not None:
-        cm = confusion_matrix(np.asarray(y, dtype=object), np.asarray(pred, dtype=object),
-                              labels=classes)  # fmt: skip
+        cm = confusion_matrix(
+            np.asarray(y, dtype=object), np.asarray(pred, dtype=object), labels=classes
+        )
         fig, ax = plt.subplots(figsize=(4.5, 4))
         ax.imshow(cm, cmap="Blues")
         ax.set_xticks(range(len(classes)), [str(c) for c in classes])

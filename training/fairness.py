@@ -9,7 +9,7 @@ import pandas as pd
 
 
 def reweighting(groups: pd.Series, y: pd.Series) -> np.ndarray[Any, Any]:
-    """Kamiran-Calders weights: each (group, label) cell weighs as if group and label were independent."""
+    """Kamiran-Calders weights: (group, label) cells weigh as if the two were independent."""
     g = groups.astype(str).fillna("__missing__").to_numpy()
     yv = y.astype(str).to_numpy()
     frame = pd.DataFrame({"g": g, "y": yv})
@@ -20,8 +20,13 @@ def reweighting(groups: pd.Series, y: pd.Series) -> np.ndarray[Any, Any]:
     return (p_g * p_y / p_gy).to_numpy(dtype=float)
 
 
-def fairness_report(sensitive: pd.DataFrame, y_true: pd.Series, y_pred: np.ndarray[Any, Any],
-                    task: str, positive: Any = None) -> dict[str, Any]:  # fmt: skip
+def fairness_report(
+    sensitive: pd.DataFrame,
+    y_true: pd.Series,
+    y_pred: np.ndarray[Any, Any],
+    task: str,
+    positive: Any = None,
+) -> dict[str, Any]:
     """Per attribute: metrics per group and the largest gaps between groups."""
     from fairlearn.metrics import (
         MetricFrame,
@@ -39,10 +44,15 @@ def fairness_report(sensitive: pd.DataFrame, y_true: pd.Series, y_pred: np.ndarr
             yt = (np.asarray(y_true, dtype=object) == positive).astype(int)
             yp = (np.asarray(y_pred, dtype=object) == positive).astype(int)
             frame = MetricFrame(
-                metrics={"selection_rate": selection_rate, "true_positive_rate": true_positive_rate,
-                         "count": lambda a, _b: len(a)},
-                y_true=yt, y_pred=yp, sensitive_features=groups,
-            )  # fmt: skip
+                metrics={
+                    "selection_rate": selection_rate,
+                    "true_positive_rate": true_positive_rate,
+                    "count": lambda a, _b: len(a),
+                },
+                y_true=yt,
+                y_pred=yp,
+                sensitive_features=groups,
+            )
             out[col] = {
                 "by_group": frame.by_group.to_dict(orient="index"),
                 "demographic_parity_difference": float(
@@ -53,8 +63,12 @@ def fairness_report(sensitive: pd.DataFrame, y_true: pd.Series, y_pred: np.ndarr
                 ),
             }
         else:
-            frame = MetricFrame(metrics={"mae": mean_absolute_error}, y_true=y_true,
-                                y_pred=y_pred, sensitive_features=groups)  # fmt: skip
+            frame = MetricFrame(
+                metrics={"mae": mean_absolute_error},
+                y_true=y_true,
+                y_pred=y_pred,
+                sensitive_features=groups,
+            )
             out[col] = {
                 "by_group": frame.by_group.to_dict(orient="index"),
                 "mae_difference": float(frame.difference()["mae"]),

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import pandas as pd
 
 from training import data, evaluate
 from training.config import TrainConfig
@@ -18,26 +17,41 @@ from training.schema import infer_schema
 from training.train import _library_versions, _reference_frame
 
 
-def import_pipeline(pipeline_path: Path, *, name: str, sample: str, target: str,
-                    registry: Registry, reference_rows: int = 5000) -> int:  # fmt: skip
-    """Load, check against the sample, compute schema/metrics/reference, publish. Returns version."""
+def import_pipeline(
+    pipeline_path: Path,
+    *,
+    name: str,
+    sample: str,
+    target: str,
+    registry: Registry,
+    reference_rows: int = 5000,
+) -> int:
+    """Load, check on the sample, derive schema/metrics/reference, publish; returns the version."""
     try:
         model = joblib.load(pipeline_path)
     except FileNotFoundError:
         raise TrainingError(f"pipeline {pipeline_path}: no such file") from None
     except Exception as exc:
-        raise TrainingError(f"pipeline {pipeline_path}: cannot load ({type(exc).__name__})") from None
+        raise TrainingError(
+            f"pipeline {pipeline_path}: cannot load ({type(exc).__name__})"
+        ) from None
     if not hasattr(model, "predict"):
         raise TrainingError(f"pipeline {pipeline_path}: the object has no predict()")
     frame = data.load_dataset(sample)
     data.require_columns(frame, [target], "target")
     names = getattr(model, "feature_names_in_", None)
-    features = [str(c) for c in names] if names is not None else \
-        [c for c in frame.columns if c != target]  # fmt: skip
+    features = (
+        [str(c) for c in names] if names is not None else [c for c in frame.columns if c != target]
+    )
     data.require_columns(frame, features, "feature")
-    task = "classification" if hasattr(model, "predict_proba") and hasattr(model, "classes_") \
-        else "regression"  # fmt: skip
-    config = TrainConfig(name=name, data=sample, target=target, task=task)  # type: ignore[arg-type]
+    task = (
+        "classification"
+        if hasattr(model, "predict_proba") and hasattr(model, "classes_")
+        else "regression"
+    )
+    config = TrainConfig.model_validate(
+        {"name": name, "data": sample, "target": target, "task": task}
+    )
     kinds = data.infer_feature_kinds(frame[features], config, excluded=set())
     x = data.coerce_types(frame[features], kinds)
     y = frame[target]
@@ -46,7 +60,9 @@ def import_pipeline(pipeline_path: Path, *, name: str, sample: str, target: str,
     try:
         metrics = evaluate.score_model(model, x, y, task)
     except Exception as exc:
-        raise TrainingError(f"the pipeline fails on the sample: {type(exc).__name__}: {exc}") from None
+        raise TrainingError(
+            f"the pipeline fails on the sample: {type(exc).__name__}: {exc}"
+        ) from None
     if task == "classification":
         model_classes = [str(c) for c in model.classes_]
     reference = _reference_frame(model, x, y, task, reference_rows, seed=0)

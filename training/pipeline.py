@@ -1,4 +1,4 @@
-"""build_pipeline(): preprocessing + feature engineering + one estimator, as one sklearn Pipeline."""
+"""build_pipeline(): preprocessing, feature engineering and one estimator in one Pipeline."""
 
 from __future__ import annotations
 
@@ -52,7 +52,10 @@ def build_preprocessor(
         numeric_steps.append(("scale", _scaler(scaler)))
         if interactions:
             numeric_steps.append(
-                ("interact", PolynomialFeatures(degree=2, interaction_only=True, include_bias=False))
+                (
+                    "interact",
+                    PolynomialFeatures(degree=2, interaction_only=True, include_bias=False),
+                )
             )
     encoding = prep.encoding
     if encoding == "auto":

@@ -56,7 +56,9 @@ def _single_feature_score(x: pd.Series, y: pd.Series, task: str, seed: int) -> f
         values = x.astype("category").cat.codes.to_numpy().reshape(-1, 1).astype(float)
     else:
         values = x.to_numpy(dtype=float, na_value=np.nan).reshape(-1, 1)
-        values = np.nan_to_num(values, nan=np.nanmin(values) - 1 if np.isfinite(values).any() else 0)
+        values = np.nan_to_num(
+            values, nan=np.nanmin(values) - 1 if np.isfinite(values).any() else 0
+        )
     if task == "classification":
         if y.nunique() != 2:
             return float("nan")
@@ -83,26 +85,55 @@ def check(
     dropped: list[str] = []
     n = len(frame)
 
-    def add(rule: str, column: str | None, value: float, threshold: float, message: str,
-            force_fail: bool = False) -> None:  # fmt: skip
-        findings.append(Finding(rule, column, float(value), float(threshold), message,
-                                force_fail or rule in rules.fail_on))  # fmt: skip
+    def add(
+        rule: str,
+        column: str | None,
+        value: float,
+        threshold: float,
+        message: str,
+        force_fail: bool = False,
+    ) -> None:
+        findings.append(
+            Finding(
+                rule,
+                column,
+                float(value),
+                float(threshold),
+                message,
+                force_fail or rule in rules.fail_on,
+            )
+        )
 
     if n < rules.min_rows:
         add("min_rows", None, n, rules.min_rows, f"only {n} rows; at least {rules.min_rows} needed")
     y = frame[target]
     if y.isna().any():
-        add("target_missing", target, int(y.isna().sum()), 0,
-            f"target {target!r} is missing in {int(y.isna().sum())} rows")  # fmt: skip
+        add(
+            "target_missing",
+            target,
+            int(y.isna().sum()),
+            0,
+            f"target {target!r} is missing in {int(y.isna().sum())} rows",
+        )
     if task == "classification":
         counts = y.value_counts(normalize=True)
         if len(counts) < 2:
-            add("single_class", target, len(counts), 2,
+            add(
+                "single_class",
+                target,
+                len(counts),
+                2,
                 f"target {target!r} has a single class ({counts.index[0]!r}); nothing to learn",
-                force_fail=True)  # fmt: skip
+                force_fail=True,
+            )
         elif counts.min() < rules.min_class_share:
-            add("class_imbalance", target, counts.min(), rules.min_class_share,
-                f"class {counts.idxmin()!r} of {target!r} is only {counts.min():.2%} of rows")  # fmt: skip
+            add(
+                "class_imbalance",
+                target,
+                counts.min(),
+                rules.min_class_share,
+                f"class {counts.idxmin()!r} of {target!r} is only {counts.min():.2%} of rows",
+            )
     dup = float(frame.duplicated().mean()) if n else 0.0
     if dup > rules.max_duplicate_share:
         add("duplicates", None, dup, rules.max_duplicate_share, f"{dup:.1%} of rows are duplicates")
@@ -111,8 +142,14 @@ def check(
         s = frame[col]
         miss = float(s.isna().mean())
         if miss > rules.max_missing_share:
-            add("missing", col, miss, rules.max_missing_share,
-                f"column {col!r} is missing in {miss:.1%} of rows (limit {rules.max_missing_share:.0%})")  # fmt: skip
+            add(
+                "missing",
+                col,
+                miss,
+                rules.max_missing_share,
+                f"column {col!r} is missing in {miss:.1%} of rows "
+                f"(limit {rules.max_missing_share:.0%})",
+            )
         if s.nunique(dropna=True) <= 1:
             if col in declared:
                 add("constant", col, 1, 1, f"column {col!r} is constant", force_fail=True)
@@ -124,12 +161,22 @@ def check(
             uniq = s.nunique(dropna=True) / max(1, s.notna().sum())
             if uniq >= rules.id_unique_share and n >= 20:
                 if col in declared:
-                    add("identifier", col, uniq, rules.id_unique_share,
-                        f"column {col!r} looks like an identifier ({uniq:.0%} unique values)")  # fmt: skip
+                    add(
+                        "identifier",
+                        col,
+                        uniq,
+                        rules.id_unique_share,
+                        f"column {col!r} looks like an identifier ({uniq:.0%} unique values)",
+                    )
                 else:
                     dropped.append(col)
-                    add("identifier", col, uniq, rules.id_unique_share,
-                        f"column {col!r} looks like an identifier ({uniq:.0%} unique); dropped")  # fmt: skip
+                    add(
+                        "identifier",
+                        col,
+                        uniq,
+                        rules.id_unique_share,
+                        f"column {col!r} looks like an identifier ({uniq:.0%} unique); dropped",
+                    )
                 continue
         if col in kinds.numeric:
             vals = s.dropna().to_numpy(dtype=float)
@@ -138,8 +185,13 @@ def check(
             if iqr > 0:
                 share = float(np.mean((vals < q1 - 3 * iqr) | (vals > q3 + 3 * iqr)))
                 if share > rules.max_outlier_share:
-                    add("outliers", col, share, rules.max_outlier_share,
-                        f"column {col!r} has {share:.1%} outliers beyond 3 IQR")  # fmt: skip
+                    add(
+                        "outliers",
+                        col,
+                        share,
+                        rules.max_outlier_share,
+                        f"column {col!r} has {share:.1%} outliers beyond 3 IQR",
+                    )
     if y.notna().all() and y.nunique() >= 2:
         sample = frame.sample(min(n, 20_000), random_state=seed) if n > 20_000 else frame
         for col in kinds.all:
@@ -147,7 +199,12 @@ def check(
                 continue
             score = _single_feature_score(sample[col], sample[target], task, seed)
             if score >= rules.leakage_score:
-                add("leakage", col, score, rules.leakage_score,
+                add(
+                    "leakage",
+                    col,
+                    score,
+                    rules.leakage_score,
                     f"column {col!r} alone predicts {target!r} almost perfectly "
-                    f"(score {score:.3f}); suspected target leakage")  # fmt: skip
+                    f"(score {score:.3f}); suspected target leakage",
+                )
     return QualityReport(rows=n, findings=findings, dropped_columns=dropped)

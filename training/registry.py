@@ -87,7 +87,7 @@ def _fsync_write(path: Path, text: str) -> None:
 
 
 def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
-    """Problems found when comparing the folder with the manifest's SHA-256 list (empty: all good)."""
+    """Differences between the folder and the manifest's SHA-256 list (empty: all good)."""
     problems = []
     if not manifest.files:
         problems.append("manifest lists no files")
@@ -117,9 +117,10 @@ class Registry:
         if not model_dir.is_dir():
             return []
         return sorted(
-            int(p.name) for p in model_dir.iterdir()
+            int(p.name)
+            for p in model_dir.iterdir()
             if p.name.isdigit() and (p / MANIFEST).is_file()
-        )  # fmt: skip
+        )
 
     def path(self, name: str, version: int) -> Path:
         return self.root / name / str(version)
@@ -190,8 +191,9 @@ class Registry:
             manifest = stage(tmp)
             files = {
                 str(p.relative_to(tmp)): sha256_file(p)
-                for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST
-            }  # fmt: skip
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file() and p.name != MANIFEST
+            }
             for _attempt in range(1000):
                 version = (max(self.versions(name), default=0)) + 1
                 manifest.update(name=name, version=version, files=files)

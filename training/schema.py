@@ -18,17 +18,29 @@ def infer_schema(x: pd.DataFrame, kinds: FeatureKinds) -> list[FeatureSchema]:
         nullable = bool(s.isna().any())
         if col in kinds.numeric:
             vals = s.dropna()
-            out.append(FeatureSchema(
-                name=col, kind="numeric", dtype="float", nullable=nullable,
-                min=float(vals.min()) if len(vals) else None,
-                max=float(vals.max()) if len(vals) else None,
-            ))  # fmt: skip
+            out.append(
+                FeatureSchema(
+                    name=col,
+                    kind="numeric",
+                    dtype="float",
+                    nullable=nullable,
+                    min=float(vals.min()) if len(vals) else None,
+                    max=float(vals.max()) if len(vals) else None,
+                )
+            )
         elif col in kinds.categorical:
             cats = sorted(map(str, s.dropna().unique()))
-            out.append(FeatureSchema(
-                name=col, kind="categorical", dtype="string", nullable=nullable,
-                categories=cats if len(cats) <= MAX_CATEGORIES_LISTED else None,
-            ))  # fmt: skip
+            out.append(
+                FeatureSchema(
+                    name=col,
+                    kind="categorical",
+                    dtype="string",
+                    nullable=nullable,
+                    categories=cats if len(cats) <= MAX_CATEGORIES_LISTED else None,
+                )
+            )
         else:
-            out.append(FeatureSchema(name=col, kind="datetime", dtype="datetime", nullable=nullable))
+            out.append(
+                FeatureSchema(name=col, kind="datetime", dtype="datetime", nullable=nullable)
+            )
     return out

@@ -68,8 +68,10 @@ class FamilyResult:
 def _proposals(method: str, space: Space, trials: int, seed: int) -> list[dict[str, Any]]:
     if method == "grid":
         names = list(space)
-        grid = [dict(zip(names, combo, strict=True))
-                for combo in itertools.product(*(grid_values(space[n]) for n in names))]  # fmt: skip
+        grid = [
+            dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*(grid_values(space[n]) for n in names))
+        ]
         order = np.random.default_rng(seed).permutation(len(grid))
         return [grid[i] for i in order[:trials]]
     rng = np.random.default_rng(seed)
@@ -105,9 +107,14 @@ def search_family(
             warnings.filterwarnings("ignore", message=".*number of unique classes.*")
             try:
                 scores = cross_val_score(
-                    build(params), x, y, cv=cv, scoring=scoring, params=fit_params,
+                    build(params),
+                    x,
+                    y,
+                    cv=cv,
+                    scoring=scoring,
+                    params=fit_params,
                     error_score="raise",
-                )  # fmt: skip
+                )
                 score, std = float(np.mean(scores)), float(np.std(scores))
             except (ValueError, ArithmeticError):
                 score, std = float("-inf"), float("nan")

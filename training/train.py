@@ -62,8 +62,9 @@ def _library_versions() -> dict[str, str]:
 
 def _git_commit() -> str | None:
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=False)  # fmt: skip
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() or None
@@ -89,8 +90,9 @@ def _better(a: float, b: float, metric: str) -> bool:
     return a < b if metric in LOWER_IS_BETTER else a > b
 
 
-def _reference_frame(model: Any, x: pd.DataFrame, y: pd.Series, task: str,
-                     rows: int, seed: int) -> pd.DataFrame:  # fmt: skip
+def _reference_frame(
+    model: Any, x: pd.DataFrame, y: pd.Series, task: str, rows: int, seed: int
+) -> pd.DataFrame:
     if len(x) > rows:
         idx = np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))
         x, y = x.iloc[idx], y.iloc[idx]
@@ -109,8 +111,13 @@ def _reference_frame(model: Any, x: pd.DataFrame, y: pd.Series, task: str,
     return ref
 
 
-def run_training(config: TrainConfig, registry: Registry, *, progress: Progress | None = None,
-                 promote: str = "auto") -> TrainResult:  # fmt: skip
+def run_training(
+    config: TrainConfig,
+    registry: Registry,
+    *,
+    progress: Progress | None = None,
+    promote: str = "auto",
+) -> TrainResult:
     """Train, evaluate and publish one version. Raises TrainingError; writes nothing on failure."""
     say = progress or (lambda _msg: None)
     started = time.monotonic()
@@ -147,8 +154,15 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
         frame[config.time_column] = pd.to_datetime(frame[config.time_column], errors="coerce")
 
     say("data-quality gate")
-    report = quality.check(frame, target=target, task=task, kinds=kinds, declared=set(declared),
-                           rules=config.quality, seed=config.seed)  # fmt: skip
+    report = quality.check(
+        frame,
+        target=target,
+        task=task,
+        kinds=kinds,
+        declared=set(declared),
+        rules=config.quality,
+        seed=config.seed,
+    )
     report.raise_if_failed()
     kinds = data.FeatureKinds(
         numeric=[c for c in kinds.numeric if c not in report.dropped_columns],
@@ -159,8 +173,9 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
     n_classes = len(classes) if classes else 0
     metric = config.objective.metric or default_metric(task, n_classes)
     if config.objective.metric is None:
-        config = config.model_copy(update={"objective": config.objective.model_copy(
-            update={"metric": metric})})  # fmt: skip
+        config = config.model_copy(
+            update={"objective": config.objective.model_copy(update={"metric": metric})}
+        )
     TrainConfig.model_validate({**config.model_dump(), "task": task})  # metric fits the task
 
     keep = [*kinds.all, target, *[c for c in config.fairness.sensitive if c not in kinds.all]]
@@ -173,15 +188,20 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
     x_search, y_search = splits.x_train, splits.y_train
     if len(x_search) > config.search.max_rows:
         if config.time_column:
-            x_search, y_search = x_search.iloc[-config.search.max_rows:], y_search.iloc[-config.search.max_rows:]
+            x_search, y_search = (
+                x_search.iloc[-config.search.max_rows :],
+                y_search.iloc[-config.search.max_rows :],
+            )
         else:
-            idx = np.random.default_rng(config.seed).choice(len(x_search), config.search.max_rows,
-                                                            replace=False)  # fmt: skip
+            idx = np.random.default_rng(config.seed).choice(
+                len(x_search), config.search.max_rows, replace=False
+            )
             x_search, y_search = x_search.iloc[np.sort(idx)], y_search.iloc[np.sort(idx)]
     cv = make_cv(task, config.split.cv_folds, bool(config.time_column), config.seed)
     scoring = scorer_name(metric, n_classes)
-    families = [f for f in config.models
-                if not (f == "svm" and len(splits.x_train) > config.svm_max_rows)]  # fmt: skip
+    families = [
+        f for f in config.models if not (f == "svm" and len(splits.x_train) > config.svm_max_rows)
+    ]
     skipped = sorted(set(config.models) - set(families))
     if not families:
         raise TrainingError("no model family left to try (svm is skipped on large data)")
@@ -202,16 +222,27 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
             return _pipeline(kinds, family, params, task, config)
 
         fit_params = None
-        if weights_search is not None and has_fit_parameter(make_estimator(family, task, {}, 0),
-                                                            "sample_weight"):  # fmt: skip
+        if weights_search is not None and has_fit_parameter(
+            make_estimator(family, task, {}, 0), "sample_weight"
+        ):
             fit_params = {"model__sample_weight": weights_search}
         res = search_family(
-            family, space, build, x_search[feature_cols], y_search,
-            method=config.search.method, trials=config.search.trials, deadline=family_deadline,
-            cv=cv, scoring=scoring, seed=config.seed, fit_params=fit_params,
-            on_trial=lambda fam, n, s: say(f"search {fam}: trial {n}/{config.search.trials} "
-                                           f"cv {scoring}={s:.4f}"),
-        )  # fmt: skip
+            family,
+            space,
+            build,
+            x_search[feature_cols],
+            y_search,
+            method=config.search.method,
+            trials=config.search.trials,
+            deadline=family_deadline,
+            cv=cv,
+            scoring=scoring,
+            seed=config.seed,
+            fit_params=fit_params,
+            on_trial=lambda fam, n, s: say(
+                f"search {fam}: trial {n}/{config.search.trials} cv {scoring}={s:.4f}"
+            ),
+        )
         results.append(res)
     ranked = sorted((r for r in results if r.best), key=lambda r: -r.best.score)  # type: ignore[union-attr]
     if not ranked:
@@ -223,19 +254,34 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
     # ---- fit on train, decide calibration on validation, refit on train+validation -----------
     x_tr, y_tr = splits.x_train[feature_cols], splits.y_train
     x_val, y_val = splits.x_val[feature_cols], splits.y_val
-    weights_tr = fairness.reweighting(splits.x_train[sens[0]], y_tr) \
-        if config.fairness.mitigation == "reweight" else None  # fmt: skip
+    weights_tr = (
+        fairness.reweighting(splits.x_train[sens[0]], y_tr)
+        if config.fairness.mitigation == "reweight"
+        else None
+    )
     calibration = "none"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fitted = {"none": _fit(_pipeline(kinds, best.family, best.best.params, task, config),
-                               x_tr, y_tr, weights_tr)}  # fmt: skip
+        fitted = {
+            "none": _fit(
+                _pipeline(kinds, best.family, best.best.params, task, config),
+                x_tr,
+                y_tr,
+                weights_tr,
+            )
+        }
         if task == "classification" and config.calibration != "none":
-            options = ["sigmoid", "isotonic"] if config.calibration == "auto" else [config.calibration]
+            options = (
+                ["sigmoid", "isotonic"] if config.calibration == "auto" else [config.calibration]
+            )
             briers = {"none": _brier(fitted["none"], x_val, y_val)}
             for method in options:
-                fitted[method] = _fit(_pipeline(kinds, best.family, best.best.params, task, config,
-                                                calibrate=method), x_tr, y_tr, weights_tr)  # fmt: skip
+                fitted[method] = _fit(
+                    _pipeline(kinds, best.family, best.best.params, task, config, calibrate=method),
+                    x_tr,
+                    y_tr,
+                    weights_tr,
+                )
                 briers[method] = _brier(fitted[method], x_val, y_val)
             if config.calibration == "auto":
                 calibration = min(briers, key=lambda k: (briers[k], k != "none"))
@@ -247,11 +293,23 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
         y_full = pd.concat([y_tr, y_val])
         w_full = None
         if config.fairness.mitigation == "reweight":
-            w_full = fairness.reweighting(pd.concat([splits.x_train, splits.x_val])[sens[0]], y_full)
+            w_full = fairness.reweighting(
+                pd.concat([splits.x_train, splits.x_val])[sens[0]], y_full
+            )
         say("final fit on train + validation")
-        model = _fit(_pipeline(kinds, best.family, best.best.params, task, config,
-                               calibrate=None if calibration == "none" else calibration),
-                     x_full, y_full, w_full)  # fmt: skip
+        model = _fit(
+            _pipeline(
+                kinds,
+                best.family,
+                best.best.params,
+                task,
+                config,
+                calibrate=None if calibration == "none" else calibration,
+            ),
+            x_full,
+            y_full,
+            w_full,
+        )
 
     # ---- the held-out test set, touched once ------------------------------------------------
     say("evaluating on the held-out test set")
@@ -276,11 +334,15 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
 
     # ---- champion / challenger ----------------------------------------------------------------
     champion = None
-    prod_version = registry.alias_version(config.name, "production") \
-        if registry.versions(config.name) else None  # fmt: skip
+    prod_version = (
+        registry.alias_version(config.name, "production")
+        if registry.versions(config.name)
+        else None
+    )
     if prod_version is not None:
-        champion = _score_champion(registry, config.name, prod_version, frame.loc[x_test.index],
-                                   y_test, task, metric)  # fmt: skip
+        champion = _score_champion(
+            registry, config.name, prod_version, frame.loc[x_test.index], y_test, task, metric
+        )
         champion["challenger_score"] = test_score
 
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -292,21 +354,39 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
         "target": target,
         "classes": classes,
         "features": [f.model_dump(exclude_none=True) for f in schema],
-        "objective": {"metric": metric, "min_test_score": config.objective.min_test_score,
-                      "test_score": test_score, "passed": passed},  # fmt: skip
+        "objective": {
+            "metric": metric,
+            "min_test_score": config.objective.min_test_score,
+            "test_score": test_score,
+            "passed": passed,
+        },
         "model": {
             "family": best.family,
             "params": best.best.params,
             "calibration": calibration,
-            "candidates": [{"family": r.family, "cv_score": r.best.score if r.best else None,
-                            "cv_std": r.best.std if r.best else None, "trials": len(r.trials)}
-                           for r in results],  # fmt: skip
+            "candidates": [
+                {
+                    "family": r.family,
+                    "cv_score": r.best.score if r.best else None,
+                    "cv_std": r.best.std if r.best else None,
+                    "trials": len(r.trials),
+                }
+                for r in results
+            ],
             "skipped_families": skipped,
-            "search": {"method": config.search.method, "scoring": scoring,
-                       "rows": len(x_search), "folds": config.split.cv_folds},  # fmt: skip
+            "search": {
+                "method": config.search.method,
+                "scoring": scoring,
+                "rows": len(x_search),
+                "folds": config.split.cv_folds,
+            },
         },
-        "metrics": {"cv": {"score": best.best.score, "std": best.best.std, "scoring": scoring},
-                    "validation": val_metrics, "test": test_metrics, "baseline": baseline},  # fmt: skip
+        "metrics": {
+            "cv": {"score": best.best.score, "std": best.best.std, "scoring": scoring},
+            "validation": val_metrics,
+            "test": test_metrics,
+            "baseline": baseline,
+        },
         "fairness": fair,
         "champion": champion,
         "error_analysis": {"worst_slices": slices},
@@ -316,8 +396,12 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
             "source": config.data,
             "rows": len(frame),
             "fingerprint": data.fingerprint(frame[keep]),
-            "split": {"train": len(splits.x_train), "validation": len(splits.x_val),
-                      "test": len(splits.x_test), "ordered_by": config.time_column},  # fmt: skip
+            "split": {
+                "train": len(splits.x_train),
+                "validation": len(splits.x_val),
+                "test": len(splits.x_test),
+                "ordered_by": config.time_column,
+            },
             "time_range": _time_range(splits, config.time_column),
         },
         "personal_data": config.features.personal,
@@ -344,18 +428,28 @@ def run_training(config: TrainConfig, registry: Registry, *, progress: Progress 
     return TrainResult(config.name, version, manifest, promoted)
 
 
-def _pipeline(kinds: data.FeatureKinds, family: str, params: dict[str, Any], task: str,
-              config: TrainConfig, calibrate: str | None = None) -> Pipeline:  # fmt: skip
+def _pipeline(
+    kinds: data.FeatureKinds,
+    family: str,
+    params: dict[str, Any],
+    task: str,
+    config: TrainConfig,
+    calibrate: str | None = None,
+) -> Pipeline:
     pre = {k[4:]: v for k, v in params.items() if k.startswith("pre_")}
     model_params = {k: v for k, v in params.items() if not k.startswith("pre_")}
     est = make_estimator(family, task, model_params, config.seed)
     if calibrate:
         est = CalibratedClassifierCV(est, method=calibrate, cv=3)
     return build_pipeline(
-        kinds, est, family=family, prep=config.preprocessing,
-        scaler=pre.get("scaler", "standard"), interactions=bool(pre.get("interactions", False)),
+        kinds,
+        est,
+        family=family,
+        prep=config.preprocessing,
+        scaler=pre.get("scaler", "standard"),
+        interactions=bool(pre.get("interactions", False)),
         pca=pre.get("pca"),
-    )  # fmt: skip
+    )
 
 
 def _fit(pipe: Pipeline, x: pd.DataFrame, y: pd.Series, weights: Any) -> Pipeline:
@@ -383,8 +477,15 @@ def _time_range(splits: data.Splits, column: str | None) -> dict[str, str] | Non
     return {"start": str(t.min()), "end": str(t.max())}
 
 
-def _score_champion(registry: Registry, name: str, version: int, x: pd.DataFrame, y: pd.Series,
-                    task: str, metric: str) -> dict[str, Any]:  # fmt: skip
+def _score_champion(
+    registry: Registry,
+    name: str,
+    version: int,
+    x: pd.DataFrame,
+    y: pd.Series,
+    task: str,
+    metric: str,
+) -> dict[str, Any]:
     """Score the production version on the challenger's test rows, with its own feature schema."""
     try:
         champ = registry.manifest(name, version)
@@ -400,20 +501,31 @@ def _score_champion(registry: Registry, name: str, version: int, x: pd.DataFrame
         metrics = evaluate.score_model(old, x, y, task)
     except Exception as exc:  # an incompatible champion is reported, never fatal
         return {"version": version, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    return {"version": version, "metrics": metrics, "champion_score": metrics[metric],
-            "metric": metric}  # fmt: skip
+    return {
+        "version": version,
+        "metrics": metrics,
+        "champion_score": metrics[metric],
+        "metric": metric,
+    }
 
 
-def _promote(registry: Registry, name: str, version: int, mode: str,
-             champion: dict[str, Any] | None, metric: str) -> str | None:  # fmt: skip
+def _promote(
+    registry: Registry,
+    name: str,
+    version: int,
+    mode: str,
+    champion: dict[str, Any] | None,
+    metric: str,
+) -> str | None:
     """auto: production when there is none or the challenger beats the champion, else staging."""
     if mode == "never":
         return None
     if mode == "always" or champion is None:
         registry.set_alias(name, "production", version)
         return "production"
-    if "champion_score" in champion and _better(champion["challenger_score"],
-                                                 champion["champion_score"], metric):  # fmt: skip
+    if "champion_score" in champion and _better(
+        champion["challenger_score"], champion["champion_score"], metric
+    ):
         registry.set_alias(name, "production", version)
         return "production"
     registry.set_alias(name, "staging", version)

@@ -46,7 +46,8 @@ class QuantileClipper(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     def transform(self, X: Any) -> np.ndarray[Any, Any]:
         check_is_fitted(self)
         arr = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64, reset=False)
-        return np.clip(arr, self.lower_bounds_, self.upper_bounds_)
+        clipped: np.ndarray[Any, Any] = np.clip(arr, self.lower_bounds_, self.upper_bounds_)
+        return clipped
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray[Any, Any]:
         check_is_fitted(self)
@@ -84,13 +85,11 @@ class DatetimeFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         frame = pd.DataFrame(X)
         if frame.shape[1] != self.n_features_in_:
             raise ValueError(f"expected {self.n_features_in_} columns, got {frame.shape[1]}")
-        out = []
+        out: list[pd.Series] = []
         for i in range(frame.shape[1]):
             ts = pd.to_datetime(frame.iloc[:, i], errors="coerce", utc=True)
             ts = ts.dt.tz_localize(None)
-            out.extend(
-                [ts.dt.month, ts.dt.dayofweek, ts.dt.hour + ts.dt.minute / 60.0]
-            )
+            out.extend([ts.dt.month, ts.dt.dayofweek, ts.dt.hour + ts.dt.minute / 60.0])
         return np.column_stack([s.to_numpy(dtype=float, na_value=np.nan) for s in out])
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray[Any, Any]:  # noqa: ARG002

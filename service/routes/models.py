@@ -23,23 +23,36 @@ def _aliases(state: StateDep, name: str) -> dict[str, int]:
 
 @router.get("", response_model=list[ModelSummary])
 async def list_models(state: StateDep) -> list[ModelSummary]:
-    return [ModelSummary(name=n, version=s.model.version, task=s.model.manifest.task,
-                         aliases=_aliases(state, n))
-            for n, s in sorted(state.manager.slots.items())]  # fmt: skip
+    return [
+        ModelSummary(
+            name=n, version=s.model.version, task=s.model.manifest.task, aliases=_aliases(state, n)
+        )
+        for n, s in sorted(state.manager.slots.items())
+    ]
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=ERRORS)
 async def get_model(name: str, state: StateDep) -> ModelDetail:
     m = state.manager.get(name).model.manifest
     return ModelDetail(
-        name=name, version=m.version, task=m.task, aliases=_aliases(state, name), target=m.target,
-        classes=m.classes, features=[f.model_dump(exclude_none=True) for f in m.features],
-        metrics=m.metrics, created_at=m.created_at,
-    )  # fmt: skip
+        name=name,
+        version=m.version,
+        task=m.task,
+        aliases=_aliases(state, name),
+        target=m.target,
+        classes=m.classes,
+        features=[f.model_dump(exclude_none=True) for f in m.features],
+        metrics=m.metrics,
+        created_at=m.created_at,
+    )
 
 
-@router.post("/{name}/reload", response_model=ReloadResponse, responses=ERRORS,
-             summary="Re-resolve the alias and swap versions (admin)")  # fmt: skip
+@router.post(
+    "/{name}/reload",
+    response_model=ReloadResponse,
+    responses=ERRORS,
+    summary="Re-resolve the alias and swap versions (admin)",
+)
 async def reload(name: str, state: StateDep, _admin: AdminDep) -> ReloadResponse:
     state.manager.get(name)
     try:

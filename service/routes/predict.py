@@ -55,8 +55,14 @@ async def read_json(request: Request, limit: int) -> Any:
     response_model=PredictResponse,
     responses=ERRORS,
     summary="Predict for one or more instances",
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}},  # fmt: skip
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+            },
+        }
+    },
 )
 async def predict(name: str, request: Request, state: StateDep) -> Response:
     start = time.perf_counter()
@@ -77,18 +83,39 @@ async def _predict(name: str, request: Request, state: StateDep, start: float) -
     settings = state.settings
     body = await read_json(request, settings.max_body_bytes)
     if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
-        raise InvalidInstances('body must be {"instances": [{feature: value, ...}, ...]}', [
-            {"instance": None, "feature": "instances", "rule": "required",
-             "message": "a list of instances is required"}])  # fmt: skip
+        raise InvalidInstances(
+            'body must be {"instances": [{feature: value, ...}, ...]}',
+            [
+                {
+                    "instance": None,
+                    "feature": "instances",
+                    "rule": "required",
+                    "message": "a list of instances is required",
+                }
+            ],
+        )
     extra = sorted(k for k in body if k != "instances")
     if extra:
-        raise InvalidInstances(f"unknown top-level field(s): {extra}", [
-            {"instance": None, "feature": k, "rule": "unknown", "message": "unknown field"}
-            for k in extra])  # fmt: skip
+        raise InvalidInstances(
+            f"unknown top-level field(s): {extra}",
+            [
+                {"instance": None, "feature": k, "rule": "unknown", "message": "unknown field"}
+                for k in extra
+            ],
+        )
     instances = body["instances"]
     if not instances:
-        raise InvalidInstances("instances is empty", [{"instance": None, "feature": "instances",
-                               "rule": "min_items", "message": "at least one instance"}])  # fmt: skip
+        raise InvalidInstances(
+            "instances is empty",
+            [
+                {
+                    "instance": None,
+                    "feature": "instances",
+                    "rule": "min_items",
+                    "message": "at least one instance",
+                }
+            ],
+        )
     if len(instances) > settings.max_instances:
         raise PayloadTooLarge(f"{len(instances)} instances; the limit is {settings.max_instances}")
     model = slot.model
@@ -97,8 +124,9 @@ async def _predict(name: str, request: Request, state: StateDep, start: float) -
         for p in checked:
             metrics.VALIDATION_ERRORS.labels(name, p.feature or "_instance", p.rule).inc()
         shown = checked[:100]
-        raise InvalidInstances(f"{len(checked)} problem(s) in the instances",
-                               [p.as_dict() for p in shown])  # fmt: skip
+        raise InvalidInstances(
+            f"{len(checked)} problem(s) in the instances", [p.as_dict() for p in shown]
+        )
     for feat, n in checked.out_of_range.items():
         metrics.OUT_OF_RANGE.labels(name, feat).inc(n)
     for feat, n in checked.unseen.items():
@@ -112,10 +140,19 @@ async def _predict(name: str, request: Request, state: StateDep, start: float) -
     preds = []
     for i, inst in enumerate(instances):
         proba = out.probabilities[i] if out.probabilities is not None else None
-        rows.append({"id": ids[i], "model": name, "version": version, "created_at": now,
-                     "inputs": encode(inst), "prediction": encode(out.predictions[i]),
-                     "probabilities": encode(proba) if proba is not None else None,
-                     "latency_ms": latency_ms, "shadow": False})  # fmt: skip
+        rows.append(
+            {
+                "id": ids[i],
+                "model": name,
+                "version": version,
+                "created_at": now,
+                "inputs": encode(inst),
+                "prediction": encode(out.predictions[i]),
+                "probabilities": encode(proba) if proba is not None else None,
+                "latency_ms": latency_ms,
+                "shadow": False,
+            }
+        )
         item: dict[str, Any] = {"prediction_id": ids[i], "prediction": out.predictions[i]}
         if proba is not None:
             item["probabilities"] = proba
@@ -140,10 +177,15 @@ async def _predict(name: str, request: Request, state: StateDep, start: float) -
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-@router.post("/{name}/feedback", response_model=FeedbackResponse, responses=ERRORS,
-             summary="Send ground-truth labels for earlier predictions")  # fmt: skip
-async def feedback(name: str, body: FeedbackRequest, state: StateDep,
-                   _auth: FeedbackAuthDep) -> FeedbackResponse:  # fmt: skip
+@router.post(
+    "/{name}/feedback",
+    response_model=FeedbackResponse,
+    responses=ERRORS,
+    summary="Send ground-truth labels for earlier predictions",
+)
+async def feedback(
+    name: str, body: FeedbackRequest, state: StateDep, _auth: FeedbackAuthDep
+) -> FeedbackResponse:
     state.manager.get(name)
     writer = state.writer
     ids = [lab.prediction_id for lab in body.labels]
@@ -157,11 +199,20 @@ async def feedback(name: str, body: FeedbackRequest, state: StateDep,
     for lab in body.labels:
         pid = lab.prediction_id
         issued = issued_at(pid)
-        known = pid in in_db or pid in writer.recent or (
-            issued is not None and now - issued <= FEEDBACK_GRACE_S)  # fmt: skip
+        known = (
+            pid in in_db
+            or pid in writer.recent
+            or (issued is not None and now - issued <= FEEDBACK_GRACE_S)
+        )
         if known:
-            rows.append({"prediction_id": pid, "model": name, "label": encode(lab.label),
-                         "received_at": now})  # fmt: skip
+            rows.append(
+                {
+                    "prediction_id": pid,
+                    "model": name,
+                    "label": encode(lab.label),
+                    "received_at": now,
+                }
+            )
         items.append({"prediction_id": pid, "status": "stored" if known else "unknown_prediction"})
     try:
         await run_in_threadpool(state.store.write_labels, rows)
@@ -170,5 +221,6 @@ async def feedback(name: str, body: FeedbackRequest, state: StateDep,
         raise Unavailable("the prediction log store is unreachable; retry later") from None
     metrics.FEEDBACK.labels(name, "stored").inc(len(rows))
     metrics.FEEDBACK.labels(name, "unknown").inc(len(ids) - len(rows))
-    return FeedbackResponse(stored=len(rows), unknown=len(ids) - len(rows),
-                            items=items)  # type: ignore[arg-type]
+    return FeedbackResponse.model_validate(
+        {"stored": len(rows), "unknown": len(ids) - len(rows), "items": items}
+    )

@@ -23,16 +23,21 @@ from training.registry import Registry
 ADMIN = "admin-token-0123456789"
 
 
-def example(registry: Path, name: str = "demo") -> dict[str, Any]:
+def example(_registry: Path | None = None) -> dict[str, Any]:
     """A valid instance for the demo model."""
     return {"x1": 0.5, "x2": 3.0, "color": "red", "group": "a", "when": "2024-02-01T10:00:00"}
 
 
 @pytest.fixture
 def settings(registry_copy: Path, tmp_path: Path) -> Settings:
-    return Settings(registry=registry_copy, database_url=f"sqlite:///{tmp_path}/log.db",
-                    spool_dir=tmp_path / "spool", admin_token=ADMIN, reload_interval_s=0,
-                    log_flush_ms=20)  # fmt: skip
+    return Settings(
+        registry=registry_copy,
+        database_url=f"sqlite:///{tmp_path}/log.db",
+        spool_dir=tmp_path / "spool",
+        admin_token=ADMIN,
+        reload_interval_s=0,
+        log_flush_ms=20,
+    )
 
 
 @pytest.fixture
@@ -55,14 +60,27 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "servewatch", "serve", "--port", str(self.port),
-             "--workers", str(workers)],
-            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "servewatch",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read() if self.proc.stdout else ''}")
+                raise RuntimeError(
+                    f"server exited: {self.proc.stdout.read() if self.proc.stdout else ''}"
+                )
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return
@@ -85,15 +103,20 @@ class Server:
 
 @pytest.fixture
 def server_env(registry_copy: Path, tmp_path: Path) -> dict[str, str]:
-    return {"SERVEWATCH_REGISTRY": str(registry_copy),
-            "SERVEWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/log.db",
-            "SERVEWATCH_SPOOL_DIR": str(tmp_path / "spool"),
-            "SERVEWATCH_ADMIN_TOKEN": ADMIN, "SERVEWATCH_RELOAD_INTERVAL_S": "0.5"}  # fmt: skip
+    return {
+        "SERVEWATCH_REGISTRY": str(registry_copy),
+        "SERVEWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/log.db",
+        "SERVEWATCH_SPOOL_DIR": str(tmp_path / "spool"),
+        "SERVEWATCH_ADMIN_TOKEN": ADMIN,
+        "SERVEWATCH_RELOAD_INTERVAL_S": "0.5",
+    }
 
 
 def postgres_url() -> str | None:
     """The test PostgreSQL URL, or None (skip) when unreachable and not required."""
-    url = os.environ.get("SERVEWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    url = os.environ.get(
+        "SERVEWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+    )
     try:
         import sqlalchemy as sa
 
@@ -115,8 +138,10 @@ def pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
     url = postgres_url()
     if url is None:
-        pytest.skip("no PostgreSQL server reachable at SERVEWATCH_TEST_POSTGRES_URL "
-                    "(default 127.0.0.1:5432/test); CI requires it")  # fmt: skip
+        pytest.skip(
+            "no PostgreSQL server reachable at SERVEWATCH_TEST_POSTGRES_URL "
+            "(default 127.0.0.1:5432/test); CI requires it"
+        )
     import uuid
 
     import sqlalchemy as sa

@@ -1,5 +1,4 @@
 import time
-from pathlib import Path
 
 from fastapi.testclient import TestClient
 
@@ -19,15 +18,26 @@ def test_labels_join_their_predictions_and_unknown_ids_are_reported(settings: Se
     with TestClient(create_app(settings)) as c:
         ids = predict_ids(c, settings)
         old_unknown = "0000000000aa" + "b" * 20  # well-formed, issued in 1970
-        res = c.post("/v1/models/demo/feedback", json={"labels": [
-            {"prediction_id": ids[0], "label": "yes"}, {"prediction_id": ids[1], "label": "no"},
-            {"prediction_id": old_unknown, "label": "yes"},
-            {"prediction_id": "not-an-id", "label": "yes"}]})  # fmt: skip
+        res = c.post(
+            "/v1/models/demo/feedback",
+            json={
+                "labels": [
+                    {"prediction_id": ids[0], "label": "yes"},
+                    {"prediction_id": ids[1], "label": "no"},
+                    {"prediction_id": old_unknown, "label": "yes"},
+                    {"prediction_id": "not-an-id", "label": "yes"},
+                ]
+            },
+        )
         assert res.status_code == 200, res.text
         body = res.json()
         assert body["stored"] == 2 and body["unknown"] == 2
-        assert [i["status"] for i in body["items"]] == ["stored", "stored", "unknown_prediction",
-                                                        "unknown_prediction"]  # fmt: skip
+        assert [i["status"] for i in body["items"]] == [
+            "stored",
+            "stored",
+            "unknown_prediction",
+            "unknown_prediction",
+        ]
     rows = {r["id"]: r["label"] for r in PredictionStore(settings.database_url).read_window("demo")}
     assert rows[ids[0]] == '"yes"' and rows[ids[1]] == '"no"'
 
@@ -38,7 +48,9 @@ def test_a_label_that_arrives_before_its_row_is_flushed_still_joins(settings: Se
     with TestClient(create_app(slow)) as c:
         ids = predict_ids(c, slow, 1)
         assert store.count_predictions() == 0  # not flushed yet
-        res = c.post("/v1/models/demo/feedback", json={"labels": [{"prediction_id": ids[0], "label": 1}]})
+        res = c.post(
+            "/v1/models/demo/feedback", json={"labels": [{"prediction_id": ids[0], "label": 1}]}
+        )
         assert res.json()["stored"] == 1
     rows = store.read_window("demo")
     assert rows[0]["id"] == ids[0] and rows[0]["label"] == "1"
@@ -56,8 +68,12 @@ def test_bad_feedback_bodies(client: TestClient) -> None:
     assert client.post("/v1/models/demo/feedback", json={"labels": []}).status_code == 422
     res = client.post("/v1/models/demo/feedback", json={"labels": [{"label": "x"}]})
     assert res.status_code == 422 and "prediction_id" in res.text
-    assert client.post("/v1/models/ghost/feedback",
-                       json={"labels": [{"prediction_id": "a", "label": 1}]}).status_code == 404  # fmt: skip
+    assert (
+        client.post(
+            "/v1/models/ghost/feedback", json={"labels": [{"prediction_id": "a", "label": 1}]}
+        ).status_code
+        == 404
+    )
 
 
 def test_feedback_token(settings: Settings) -> None:
@@ -65,14 +81,18 @@ def test_feedback_token(settings: Settings) -> None:
     body = {"labels": [{"prediction_id": "a" * 32, "label": 1}]}
     with TestClient(create_app(guarded)) as c:
         assert c.post("/v1/models/demo/feedback", json=body).status_code == 401
-        ok = c.post("/v1/models/demo/feedback", json=body,
-                    headers={"authorization": "Bearer feedback-token-0123456789"})  # fmt: skip
+        ok = c.post(
+            "/v1/models/demo/feedback",
+            json=body,
+            headers={"authorization": "Bearer feedback-token-0123456789"},
+        )
         assert ok.status_code == 200
 
 
-def test_feedback_when_the_store_is_down_is_503_not_500(settings: Settings, tmp_path: Path) -> None:
+def test_feedback_when_the_store_is_down_is_503_not_500(settings: Settings) -> None:
     down = settings.model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"})
     with TestClient(create_app(down)) as c:
-        res = c.post("/v1/models/demo/feedback",
-                     json={"labels": [{"prediction_id": "a" * 32, "label": 1}]})  # fmt: skip
+        res = c.post(
+            "/v1/models/demo/feedback", json={"labels": [{"prediction_id": "a" * 32, "label": 1}]}
+        )
         assert res.status_code == 503 and "unreachable" in res.json()["error"]["message"]

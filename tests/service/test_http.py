@@ -13,12 +13,20 @@ from service.store import PredictionStore
 from tests.service.conftest import Server, example
 
 
-def hammer(url: str, registry: Path, stop: threading.Event, answered: list[str],
-           errors: list[str], batch: int = 8) -> None:  # fmt: skip
+def hammer(
+    url: str,
+    registry: Path,
+    stop: threading.Event,
+    answered: list[str],
+    errors: list[str],
+    batch: int = 8,
+) -> None:
     with httpx.Client(base_url=url, timeout=30) as c:
         while not stop.is_set():
             try:
-                r = c.post("/v1/models/demo/predict", json={"instances": [example(registry)] * batch})
+                r = c.post(
+                    "/v1/models/demo/predict", json={"instances": [example(registry)] * batch}
+                )
             except httpx.HTTPError as exc:  # the server went away mid-request: not answered
                 errors.append(type(exc).__name__)
                 return
@@ -28,13 +36,16 @@ def hammer(url: str, registry: Path, stop: threading.Event, answered: list[str],
                 errors.append(r.text)
 
 
-def run_load(server: Server, registry: Path, seconds: float, clients: int = 8,
-             sigterm: bool = False) -> tuple[list[str], list[str], str]:  # fmt: skip
+def run_load(
+    server: Server, registry: Path, seconds: float, clients: int = 8, sigterm: bool = False
+) -> tuple[list[str], list[str], str]:
     answered: list[str] = []
     errors: list[str] = []
     stop = threading.Event()
-    threads = [threading.Thread(target=hammer, args=(server.url, registry, stop, answered, errors))
-               for _ in range(clients)]  # fmt: skip
+    threads = [
+        threading.Thread(target=hammer, args=(server.url, registry, stop, answered, errors))
+        for _ in range(clients)
+    ]
     for t in threads:
         t.start()
     stop.wait(seconds)
@@ -47,8 +58,9 @@ def run_load(server: Server, registry: Path, seconds: float, clients: int = 8,
     return answered, errors, output
 
 
-def test_sigterm_under_load_drains_the_queue_and_loses_nothing(server_env: dict[str, str],
-                                                               registry_copy: Path) -> None:  # fmt: skip
+def test_sigterm_under_load_drains_the_queue_and_loses_nothing(
+    server_env: dict[str, str], registry_copy: Path
+) -> None:
     # A slow flush keeps thousands of rows queued at the moment SIGTERM arrives.
     env = {**server_env, "SERVEWATCH_LOG_FLUSH_MS": "5000", "SERVEWATCH_LOG_BATCH_ROWS": "100000"}
     server = Server(env)
@@ -68,14 +80,18 @@ def metric_total(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def test_metrics_count_correctly_across_two_workers(server_env: dict[str, str],
-                                                    registry_copy: Path) -> None:  # fmt: skip
+def test_metrics_count_correctly_across_two_workers(
+    server_env: dict[str, str], registry_copy: Path
+) -> None:
     server = Server(server_env, workers=2)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as c:
             for _ in range(60):
-                r = c.post("/v1/models/demo/predict", json={"instances": [example(registry_copy)]},
-                           headers={"connection": "close"})  # fmt: skip
+                r = c.post(
+                    "/v1/models/demo/predict",
+                    json={"instances": [example(registry_copy)]},
+                    headers={"connection": "close"},
+                )
                 assert r.status_code == 200
             text = c.get("/metrics").text
         assert metric_total(text, "servewatch_requests_total", model="demo", status="200") == 60
@@ -86,8 +102,12 @@ def test_metrics_count_correctly_across_two_workers(server_env: dict[str, str],
     assert len(set(re.findall(r"Started server process \[(\d+)\]", out))) == 2
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (.ci/run installs it)")
-def test_promtool_finds_no_problems_in_the_metrics(server_env: dict[str, str], registry_copy: Path) -> None:
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (.ci/run installs it)"
+)
+def test_promtool_finds_no_problems_in_the_metrics(
+    server_env: dict[str, str], registry_copy: Path
+) -> None:
     server = Server(server_env)
     try:
         with httpx.Client(base_url=server.url) as c:
@@ -96,13 +116,16 @@ def test_promtool_finds_no_problems_in_the_metrics(server_env: dict[str, str], r
             text = c.get("/metrics").text
     finally:
         server.stop()
-    res = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    res = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip() == "" and res.stderr.strip() == ""
 
 
-def test_prediction_log_in_postgresql(server_env: dict[str, str], registry_copy: Path,
-                                      pg_url: str) -> None:  # fmt: skip
+def test_prediction_log_in_postgresql(
+    server_env: dict[str, str], registry_copy: Path, pg_url: str
+) -> None:
     env = {**server_env, "SERVEWATCH_DATABASE_URL": pg_url}
     server = Server(env)
     answered, errors, _ = run_load(server, registry_copy, 1.5, clients=4)
@@ -110,3 +133,68 @@ def test_prediction_log_in_postgresql(server_env: dict[str, str], registry_copy:
     store = PredictionStore(pg_url)
     assert {r["id"] for r in store.read_window("demo")} == set(answered)
     store.dispose()
+
+
+def test_postgresql_outage_during_load_loses_nothing_and_doubles_nothing(
+    server_env: dict[str, str], registry_copy: Path, pg_url: str
+) -> None:
+    """A real outage: the service's role is locked out and its connections killed, then let back."""
+    import time
+    import uuid
+
+    import sqlalchemy as sa
+
+    from service.store import normalise_url
+
+    admin = sa.create_engine(normalise_url(pg_url))
+    role = f"sw_outage_{uuid.uuid4().hex[:8]}"
+    schema = pg_url.rsplit("%3D", 1)[1]
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(sa.text(f"GRANT ALL ON SCHEMA {schema} TO {role}"))
+    base = pg_url.split("://", 1)[1].split("@", 1)[1]
+    url = f"postgresql://{role}@{base}"
+    env = {**server_env, "SERVEWATCH_DATABASE_URL": url, "SERVEWATCH_LOG_FLUSH_MS": "50"}
+    server = Server(env)
+    answered: list[str] = []
+    errors: list[str] = []
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=hammer, args=(server.url, registry_copy, stop, answered, errors))
+        for _ in range(4)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"ALTER ROLE {role} NOLOGIN"))
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE usename = '{role}'"
+                )
+            )
+        time.sleep(2.5)
+        during_outage = len(answered)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"ALTER ROLE {role} LOGIN"))
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        output = server.stop()
+    try:
+        assert errors == []
+        assert during_outage > 0
+        assert "unreachable, spooling" in output
+        with admin.connect() as conn:
+            ids = [r[0] for r in conn.execute(sa.text(f"SELECT id FROM {schema}.sw_predictions"))]
+        assert len(ids) == len(set(ids))  # none twice
+        assert set(ids) == set(answered)  # none lost
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+        admin.dispose()

@@ -28,9 +28,20 @@ class FlakyStore(PredictionStore):
 
 
 def rows(n: int, start: int = 0) -> list[dict[str, Any]]:
-    return [{"id": f"{i:032x}", "model": "m", "version": 1, "created_at": time.time(),
-             "inputs": "{}", "prediction": "1", "probabilities": None, "latency_ms": 1.0,
-             "shadow": False} for i in range(start, start + n)]  # fmt: skip
+    return [
+        {
+            "id": f"{i:032x}",
+            "model": "m",
+            "version": 1,
+            "created_at": time.time(),
+            "inputs": "{}",
+            "prediction": "1",
+            "probabilities": None,
+            "latency_ms": 1.0,
+            "shadow": False,
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def wait_for(cond: Any, timeout: float = 10) -> None:
@@ -47,9 +58,17 @@ def store(tmp_path: Path) -> FlakyStore:
     return s
 
 
-def test_rows_wait_on_disk_during_an_outage_and_arrive_once(store: FlakyStore, tmp_path: Path) -> None:
-    writer = LogWriter(store, Spool(tmp_path / "spool", 10_000_000), batch_rows=50,
-                       flush_s=0.02, max_rows=1000, retry_s=0.1)  # fmt: skip
+def test_rows_wait_on_disk_during_an_outage_and_arrive_once(
+    store: FlakyStore, tmp_path: Path
+) -> None:
+    writer = LogWriter(
+        store,
+        Spool(tmp_path / "spool", 10_000_000),
+        batch_rows=50,
+        flush_s=0.02,
+        max_rows=1000,
+        retry_s=0.1,
+    )
     writer.start()
     assert writer.try_put(rows(100, 0))
     wait_for(lambda: store.count_predictions() == 100)
@@ -67,8 +86,9 @@ def test_rows_wait_on_disk_during_an_outage_and_arrive_once(store: FlakyStore, t
 
 
 def test_close_drains_the_queue(store: FlakyStore, tmp_path: Path) -> None:
-    writer = LogWriter(store, Spool(tmp_path / "spool", 10_000_000), batch_rows=10_000,
-                       flush_s=60, max_rows=10_000)  # fmt: skip
+    writer = LogWriter(
+        store, Spool(tmp_path / "spool", 10_000_000), batch_rows=10_000, flush_s=60, max_rows=10_000
+    )
     writer.start()
     assert writer.try_put(rows(777))
     writer.close()
@@ -80,25 +100,35 @@ def test_close_during_an_outage_leaves_rows_in_the_spool_for_the_next_start(
 ) -> None:
     spool_dir = tmp_path / "spool"
     store.down.set()
-    writer = LogWriter(store, Spool(spool_dir, 10_000_000), batch_rows=10, flush_s=0.01,
-                       max_rows=1000, retry_s=0.05)  # fmt: skip
+    writer = LogWriter(
+        store,
+        Spool(spool_dir, 10_000_000),
+        batch_rows=10,
+        flush_s=0.01,
+        max_rows=1000,
+        retry_s=0.05,
+    )
     writer.start()
     writer.try_put(rows(95))
     writer.close()
     assert store.count_predictions() == 0
     store.down.clear()
-    again = LogWriter(store, Spool(spool_dir, 10_000_000), batch_rows=10, flush_s=0.01,
-                      max_rows=1000)  # fmt: skip
+    again = LogWriter(
+        store, Spool(spool_dir, 10_000_000), batch_rows=10, flush_s=0.01, max_rows=1000
+    )
     assert again.spool.rows == 95
     again.start()
     wait_for(lambda: store.count_predictions() == 95)
     again.close()
 
 
-def test_a_full_queue_pushes_back_then_spools_then_refuses(store: FlakyStore, tmp_path: Path) -> None:
+def test_a_full_queue_pushes_back_then_spools_then_refuses(
+    store: FlakyStore, tmp_path: Path
+) -> None:
     store.down.set()
-    writer = LogWriter(store, Spool(tmp_path / "spool", 3000), batch_rows=10_000, flush_s=60,
-                       max_rows=10)  # fmt: skip  (thread not started: nothing drains the queue)
+    writer = LogWriter(
+        store, Spool(tmp_path / "spool", 3000), batch_rows=10_000, flush_s=60, max_rows=10
+    )  # thread not started: nothing drains the queue
     assert writer.try_put(rows(10))
     assert not writer.try_put(rows(1, 10))
     asyncio.run(writer.put(rows(5, 20), wait_s=0.05))  # spooled directly

@@ -42,8 +42,10 @@ def test_every_answered_prediction_is_in_the_log(settings: Settings) -> None:
 
 
 def test_unknown_model_is_404_naming_the_models(client: TestClient) -> None:
-    for res in (client.post("/v1/models/nope/predict", json={"instances": [{}]}),
-                client.get("/v1/models/nope")):  # fmt: skip
+    for res in (
+        client.post("/v1/models/nope/predict", json={"instances": [{}]}),
+        client.get("/v1/models/nope"),
+    ):
         assert res.status_code == 404
         assert "no model named 'nope'" in res.json()["error"]["message"]
         assert "models: demo" in res.json()["error"]["message"]
@@ -51,8 +53,9 @@ def test_unknown_model_is_404_naming_the_models(client: TestClient) -> None:
 
 def test_model_metadata_routes(client: TestClient) -> None:
     listed = client.get("/v1/models").json()
-    assert listed == [{"name": "demo", "version": 1, "task": "classification",
-                       "aliases": {"production": 1}}]  # fmt: skip
+    assert listed == [
+        {"name": "demo", "version": 1, "task": "classification", "aliases": {"production": 1}}
+    ]
     detail = client.get("/v1/models/demo").json()
     assert {f["name"] for f in detail["features"]} == {"x1", "x2", "color", "group", "when"}
     assert "test" in detail["metrics"]

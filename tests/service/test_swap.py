@@ -41,7 +41,10 @@ def test_admin_reload_follows_the_alias(client: TestClient, settings: Settings) 
 def test_admin_routes_need_the_token_and_are_off_without_one(settings: Settings) -> None:
     with TestClient(create_app(settings)) as c:
         assert c.post("/v1/models/demo/reload").status_code == 401
-        assert c.post("/v1/models/demo/reload", headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            c.post("/v1/models/demo/reload", headers={"authorization": "Bearer wrong"}).status_code
+            == 401
+        )
         assert c.post("/v1/models/demo/reload", headers=AUTH).status_code == 200
     with TestClient(create_app(settings.model_copy(update={"admin_token": None}))) as c:
         res = c.post("/v1/models/demo/reload", headers=AUTH)
@@ -89,7 +92,9 @@ def test_the_service_notices_a_promotion_by_itself(settings: Settings) -> None:
         assert c.get("/v1/models/demo").json()["version"] == v2
 
 
-def test_no_request_fails_during_swaps_under_load(server_env: dict[str, str], registry_copy: Path) -> None:
+def test_no_request_fails_during_swaps_under_load(
+    server_env: dict[str, str], registry_copy: Path
+) -> None:
     """Real HTTP: clients hammer predict while the alias flips between versions."""
     server = Server(server_env)
     failures: list[str] = []
@@ -99,7 +104,9 @@ def test_no_request_fails_during_swaps_under_load(server_env: dict[str, str], re
     def load() -> None:
         with httpx.Client(base_url=server.url, timeout=10) as c:
             while not stop.is_set():
-                r = c.post("/v1/models/demo/predict", json={"instances": [example(registry_copy)] * 4})
+                r = c.post(
+                    "/v1/models/demo/predict", json={"instances": [example(registry_copy)] * 4}
+                )
                 if r.status_code != 200:
                     failures.append(r.text)
                 else:

@@ -34,8 +34,12 @@ def problems(res: Any) -> set[tuple[Any, str, str]]:
 def test_bad_instance_gets_422_naming_instance_feature_and_rule(
     client: TestClient, instance: Any, expected: tuple[Any, str, str]
 ) -> None:
-    res = client.post("/v1/models/demo/predict", json={"instances": [GOOD, instance]} if
-                      instance != "not an object" else {"instances": [instance]})  # fmt: skip
+    res = client.post(
+        "/v1/models/demo/predict",
+        json={"instances": [GOOD, instance]}
+        if instance != "not an object"
+        else {"instances": [instance]},
+    )
     assert res.status_code == 422, res.text
     got = problems(res)
     inst, feat, rule = expected
@@ -43,13 +47,18 @@ def test_bad_instance_gets_422_naming_instance_feature_and_rule(
 
 
 def test_coercions_that_are_accepted(client: TestClient) -> None:
-    res = client.post("/v1/models/demo/predict",
-                      json={"instances": [{**GOOD, "x1": "0.5", "x2": None, "color": 7}]})  # fmt: skip
+    res = client.post(
+        "/v1/models/demo/predict",
+        json={"instances": [{**GOOD, "x1": "0.5", "x2": None, "color": 7}]},
+    )
     assert res.status_code == 200, res.text  # numeric string, nullable x2, number as category
-    huge = b'{"instances": [{"x1": 123456789012345678901234567890, "x2": 1, "color": "red", ' \
+    huge = (
+        b'{"instances": [{"x1": 123456789012345678901234567890, "x2": 1, "color": "red", '
         b'"group": "a", "when": "2024-01-01"}]}'
-    res = client.post("/v1/models/demo/predict", content=huge,
-                      headers={"content-type": "application/json"})  # fmt: skip
+    )
+    res = client.post(
+        "/v1/models/demo/predict", content=huge, headers={"content-type": "application/json"}
+    )
     assert res.status_code == 200, res.text  # a huge number is a number: out of range, counted
 
 
@@ -63,12 +72,13 @@ def test_coercions_that_are_accepted(client: TestClient) -> None:
         (b'{"instances": [{"x1": 1e999}]}', "application/json", 400, "malformed JSON"),
         (b'{"instances": []}', "application/json", 422, "instances is empty"),
         (b'{"rows": []}', "application/json", 422, "body must be"),
-        (b'[1, 2]', "application/json", 422, "body must be"),
+        (b"[1, 2]", "application/json", 422, "body must be"),
         (b'{"instances": [], "extra": 1}', "application/json", 422, "unknown top-level"),
     ],
 )
-def test_malformed_bodies(client: TestClient, content: bytes, ctype: str, status: int,
-                          fragment: str) -> None:  # fmt: skip
+def test_malformed_bodies(
+    client: TestClient, content: bytes, ctype: str, status: int, fragment: str
+) -> None:
     res = client.post("/v1/models/demo/predict", content=content, headers={"content-type": ctype})
     assert res.status_code == status, res.text
     assert fragment in res.json()["error"]["message"]
@@ -80,8 +90,7 @@ def test_limits_on_instances_and_bytes(settings: Settings) -> None:
         assert c.post("/v1/models/demo/predict", json={"instances": [GOOD] * 3}).status_code == 200
         over = c.post("/v1/models/demo/predict", json={"instances": [GOOD] * 4})
         assert over.status_code == 413 and "limit is 3" in over.json()["error"]["message"]
-        big = c.post("/v1/models/demo/predict",
-                     json={"instances": [{**GOOD, "color": "y" * 3000}]})  # fmt: skip
+        big = c.post("/v1/models/demo/predict", json={"instances": [{**GOOD, "color": "y" * 3000}]})
         assert big.status_code == 413 and "2048 bytes" in big.json()["error"]["message"]
 
 
@@ -92,8 +101,9 @@ def value(name: str, **labels: str) -> float:
 def test_out_of_range_and_unseen_values_are_accepted_and_counted(client: TestClient) -> None:
     oor = value("servewatch_out_of_range_values_total", model="demo", feature="x1")
     unseen = value("servewatch_unseen_categories_total", model="demo", feature="color")
-    res = client.post("/v1/models/demo/predict",
-                      json={"instances": [{**GOOD, "x1": 1e6, "color": "purple"}] * 2})  # fmt: skip
+    res = client.post(
+        "/v1/models/demo/predict", json={"instances": [{**GOOD, "x1": 1e6, "color": "purple"}] * 2}
+    )
     assert res.status_code == 200
     assert value("servewatch_out_of_range_values_total", model="demo", feature="x1") == oor + 2
     assert value("servewatch_unseen_categories_total", model="demo", feature="color") == unseen + 2
@@ -107,10 +117,12 @@ def test_validation_errors_are_counted_by_feature_and_rule(client: TestClient) -
     assert after == before + 1
 
 
-def test_no_stack_trace_on_an_internal_error(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_stack_trace_on_an_internal_error(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from service.model import LoadedModel
 
-    def boom(self: LoadedModel, columns: dict[str, list[Any]]) -> Any:
+    def boom(_self: LoadedModel, _columns: dict[str, list[Any]]) -> Any:
         raise RuntimeError("/secret/path exploded")
 
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:

@@ -15,22 +15,45 @@ runner = CliRunner()
 FAST = ["--models", "linear", "--trials", "1", "--budget-seconds", "5"]
 
 
-def test_train_from_flags_alone_then_list_show_promote_rollback(tmp_path: Path, clf_csv: Path) -> None:
+def test_train_from_flags_alone_then_list_show_promote_rollback(
+    tmp_path: Path, clf_csv: Path
+) -> None:
     reg = str(tmp_path / "reg")
     for _ in range(2):
-        res = runner.invoke(app, ["train", "--data", str(clf_csv), "--target", "label", "--name",
-                                  "m", "--registry", reg, "--promote", "always", *FAST])  # fmt: skip
+        res = runner.invoke(
+            app,
+            [
+                "train",
+                "--data",
+                str(clf_csv),
+                "--target",
+                "label",
+                "--name",
+                "m",
+                "--registry",
+                reg,
+                "--promote",
+                "always",
+                *FAST,
+            ],
+        )
         assert res.exit_code == 0, res.output
     listed = runner.invoke(app, ["models", "list", "--registry", reg])
     assert listed.exit_code == 0 and "m" in listed.stdout and "production" in listed.stdout
     shown = runner.invoke(app, ["models", "show", "m:1", "--registry", reg])
     assert '"version": 1' in shown.stdout
-    assert runner.invoke(app, ["models", "promote", "m", "1", "--alias", "staging",
-                               "--registry", reg]).exit_code == 0  # fmt: skip
+    assert (
+        runner.invoke(
+            app, ["models", "promote", "m", "1", "--alias", "staging", "--registry", reg]
+        ).exit_code
+        == 0
+    )
     rolled = runner.invoke(app, ["models", "rollback", "m", "--registry", reg])
     assert rolled.exit_code == 0 and "m@production -> 1" in rolled.output
-    assert '"version": 1' in runner.invoke(app, ["models", "show", "m@production",
-                                                 "--registry", reg]).stdout  # fmt: skip
+    assert (
+        '"version": 1'
+        in runner.invoke(app, ["models", "show", "m@production", "--registry", reg]).stdout
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,10 +65,13 @@ def test_train_from_flags_alone_then_list_show_promote_rollback(tmp_path: Path, 
         (["--target", "label", "--promote", "maybe"], "--promote must be"),
     ],
 )
-def test_train_errors_are_one_line_with_nonzero_exit(tmp_path: Path, clf_csv: Path,
-                                                     args: list[str], message: str) -> None:  # fmt: skip
+def test_train_errors_are_one_line_with_nonzero_exit(
+    tmp_path: Path, clf_csv: Path, args: list[str], message: str
+) -> None:
     reg = tmp_path / "reg"
-    res = runner.invoke(app, ["train", "--data", str(clf_csv), "--registry", str(reg), *args, *FAST])
+    res = runner.invoke(
+        app, ["train", "--data", str(clf_csv), "--registry", str(reg), *args, *FAST]
+    )
     assert res.exit_code == 2
     assert message in " ".join(res.output.split())
     assert "Traceback" not in res.output
@@ -63,23 +89,50 @@ def test_import_an_existing_pipeline(tmp_path: Path) -> None:
     frame = classification_frame(200)
     x, y = frame[["x1", "color"]], frame["label"]
     pipe = make_pipeline(
-        ColumnTransformer([("c", OneHotEncoder(handle_unknown="ignore"), ["color"])],
-                          remainder="passthrough"),
+        ColumnTransformer(
+            [("c", OneHotEncoder(handle_unknown="ignore"), ["color"])], remainder="passthrough"
+        ),
         LogisticRegression(),
-    ).fit(x, y)  # fmt: skip
+    ).fit(x, y)
     joblib.dump(pipe, tmp_path / "p.joblib")
     frame.to_csv(tmp_path / "sample.csv", index=False)
     reg = tmp_path / "reg"
-    res = runner.invoke(app, ["models", "import", str(tmp_path / "p.joblib"), "--name", "imp",
-                              "--data", str(tmp_path / "sample.csv"), "--target", "label",
-                              "--registry", str(reg)])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "models",
+            "import",
+            str(tmp_path / "p.joblib"),
+            "--name",
+            "imp",
+            "--data",
+            str(tmp_path / "sample.csv"),
+            "--target",
+            "label",
+            "--registry",
+            str(reg),
+        ],
+    )
     assert res.exit_code == 0, res.output
     from training.registry import Registry
 
     m = Registry(reg).manifest("imp", 1)
     assert [f.name for f in m.features] == ["x1", "color"]
     assert m.task == "classification" and m.metrics["sample"]["accuracy"] > 0.6
-    bad = runner.invoke(app, ["models", "import", str(tmp_path / "none.joblib"), "--name", "x",
-                              "--data", str(tmp_path / "sample.csv"), "--target", "label",
-                              "--registry", str(reg)])  # fmt: skip
+    bad = runner.invoke(
+        app,
+        [
+            "models",
+            "import",
+            str(tmp_path / "none.joblib"),
+            "--name",
+            "x",
+            "--data",
+            str(tmp_path / "sample.csv"),
+            "--target",
+            "label",
+            "--registry",
+            str(reg),
+        ],
+    )
     assert bad.exit_code == 2 and "no such file" in bad.output

@@ -26,7 +26,9 @@ def test_flags_override_the_yaml(tmp_path: Path) -> None:
         ("name: Bad Name\n", "name"),
     ],
 )
-def test_bad_config_gives_one_line_naming_the_field(tmp_path: Path, text: str, message: str) -> None:
+def test_bad_config_gives_one_line_naming_the_field(
+    tmp_path: Path, text: str, message: str
+) -> None:
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(text)
     with pytest.raises(TrainingError, match=message) as info:

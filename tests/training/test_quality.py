@@ -9,10 +9,18 @@ from training.errors import TrainingError
 from training.quality import check
 
 
-def run(frame: pd.DataFrame, kinds: FeatureKinds, declared: set[str] | None = None,
-        **rules: object):  # type: ignore[no-untyped-def]
-    return check(frame, target="label", task="classification", kinds=kinds,
-                 declared=declared or set(), rules=Quality(**rules), seed=0)  # type: ignore[arg-type]
+def run(
+    frame: pd.DataFrame, kinds: FeatureKinds, declared: set[str] | None = None, **rules: object
+):  # type: ignore[no-untyped-def]
+    return check(
+        frame,
+        target="label",
+        task="classification",
+        kinds=kinds,
+        declared=declared or set(),
+        rules=Quality(**rules),
+        seed=0,
+    )  # type: ignore[arg-type]
 
 
 def kinds(numeric: list[str], categorical: list[str] | None = None) -> FeatureKinds:
@@ -31,7 +39,9 @@ def test_clean_data_passes() -> None:
 
 def test_leaking_feature_fails_the_gate_naming_the_column() -> None:
     frame = classification_frame()
-    frame["leak"] = (frame["label"] == "yes").astype(float) + np.random.default_rng(0).normal(0, 0.01, len(frame))
+    frame["leak"] = (frame["label"] == "yes").astype(float) + np.random.default_rng(0).normal(
+        0, 0.01, len(frame)
+    )
     report = run(frame, kinds(["x1", "leak"]))
     assert ("leakage", "leak") in rules_of(report)
     with pytest.raises(TrainingError, match="'leak' alone predicts 'label'"):
@@ -73,8 +83,14 @@ def test_duplicates_outliers_and_imbalance_are_reported() -> None:
     frame = pd.concat([frame, frame.iloc[:200]], ignore_index=True)
     frame.loc[:60, "x1"] = 1e6
     frame.loc[:5, "label"] = "rare"
-    report = run(frame, kinds(["x1"]), max_duplicate_share=0.1, max_outlier_share=0.05,
-                 min_class_share=0.02, fail_on=[])  # fmt: skip
+    report = run(
+        frame,
+        kinds(["x1"]),
+        max_duplicate_share=0.1,
+        max_outlier_share=0.05,
+        min_class_share=0.02,
+        fail_on=[],
+    )
     found = rules_of(report)
     assert ("duplicates", None) in found
     assert ("outliers", "x1") in found

@@ -10,8 +10,12 @@ from training.registry import Manifest, Registry, verify_files
 
 
 def minimal_manifest() -> dict[str, Any]:
-    return {"created_at": "2026-01-01T00:00:00Z", "task": "regression", "target": "y",
-            "features": [{"name": "a", "kind": "numeric", "dtype": "float", "nullable": False}]}  # fmt: skip
+    return {
+        "created_at": "2026-01-01T00:00:00Z",
+        "task": "regression",
+        "target": "y",
+        "features": [{"name": "a", "kind": "numeric", "dtype": "float", "nullable": False}],
+    }
 
 
 def stage_ok(folder: Path) -> dict[str, Any]:
@@ -71,7 +75,9 @@ def test_tampered_or_missing_files_are_detected(tmp_path: Path) -> None:
     reg.publish("m", stage_ok)
     folder = reg.path("m", 1)
     (folder / "model.joblib").write_bytes(b"evil")
-    assert verify_files(folder, reg.manifest("m", 1)) == ["model.joblib: SHA-256 does not match the manifest"]
+    assert verify_files(folder, reg.manifest("m", 1)) == [
+        "model.joblib: SHA-256 does not match the manifest"
+    ]
     (folder / "model.joblib").unlink()
     assert verify_files(folder, reg.manifest("m", 1)) == ["model.joblib: missing"]
 

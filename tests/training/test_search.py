@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 
 from tests.data import classification_frame
-from training.candidates import Choice, FloatRange, IntRange, grid_values, sample
+from training.candidates import Choice, FloatRange, IntRange, grid_values, make_estimator, sample
 from training.config import Preprocessing
 from training.data import FeatureKinds
 from training.pipeline import build_pipeline
-from training.candidates import make_estimator
 from training.search import make_cv, search_family
 
 SPACE = {"alpha": FloatRange(1e-5, 1e-1), "l1_ratio": Choice((0.0, 0.5, 1.0))}
@@ -25,9 +24,22 @@ def test_search_is_reproducible_with_a_seed(method: str) -> None:
     frame = classification_frame(200)
     x, y = frame[["x1", "x2", "color"]], frame["label"]
     cv = make_cv("classification", 2, False, 0)
-    runs = [search_family("linear", SPACE, build, x, y, method=method, trials=3,
-                          deadline=time.monotonic() + 60, cv=cv, scoring="roc_auc", seed=7)
-            for _ in range(2)]  # fmt: skip
+    runs = [
+        search_family(
+            "linear",
+            SPACE,
+            build,
+            x,
+            y,
+            method=method,
+            trials=3,
+            deadline=time.monotonic() + 60,
+            cv=cv,
+            scoring="roc_auc",
+            seed=7,
+        )
+        for _ in range(2)
+    ]
     assert [t.params for t in runs[0].trials] == [t.params for t in runs[1].trials]
     assert len(runs[0].trials) == 3
     assert runs[0].best is not None and runs[0].best.score > 0.6
@@ -35,9 +47,19 @@ def test_search_is_reproducible_with_a_seed(method: str) -> None:
 
 def test_time_budget_stops_the_search_after_the_first_trial() -> None:
     frame = classification_frame(200)
-    res = search_family("linear", SPACE, build, frame[["x1", "x2", "color"]], frame["label"],
-                        method="random", trials=50, deadline=time.monotonic() - 1,
-                        cv=make_cv("classification", 2, False, 0), scoring="roc_auc", seed=0)  # fmt: skip
+    res = search_family(
+        "linear",
+        SPACE,
+        build,
+        frame[["x1", "x2", "color"]],
+        frame["label"],
+        method="random",
+        trials=50,
+        deadline=time.monotonic() - 1,
+        cv=make_cv("classification", 2, False, 0),
+        scoring="roc_auc",
+        seed=0,
+    )
     assert len(res.trials) == 1
 
 

@@ -13,22 +13,35 @@ from training.registry import LABEL_COL, PREDICTION_COL, PROBA_PREFIX, Registry,
 from training.train import run_training
 
 
-def test_the_published_version_describes_itself(trained_registry: Path, clf_csv: Path) -> None:
+def test_the_published_version_describes_itself(trained_registry: Path) -> None:
     reg = Registry(trained_registry)
     assert reg.versions("demo") == [1]
     folder = reg.path("demo", 1)
     m = reg.raw_manifest("demo", 1)
     assert verify_files(folder, reg.manifest("demo", 1)) == []
-    assert {"model.joblib", "reference.parquet", "model_card.md", "data_quality.json",
-            "confusion_matrix.png", "permutation_importance.png"} <= set(m["files"])  # fmt: skip
+    assert {
+        "model.joblib",
+        "reference.parquet",
+        "model_card.md",
+        "data_quality.json",
+        "confusion_matrix.png",
+        "permutation_importance.png",
+    } <= set(m["files"])
     assert m["task"] == "classification" and m["classes"] == ["no", "yes"]
     schema = {f["name"]: f for f in m["features"]}
     assert schema["color"]["categories"] == ["blue", "green", "red"]
     assert schema["x2"]["nullable"] is True and schema["x1"]["nullable"] is False
     assert schema["when"]["kind"] == "datetime"
     assert schema["x1"]["min"] < 0 < schema["x1"]["max"]
-    assert set(m["metrics"]["test"]) == {"accuracy", "precision", "recall", "f1", "roc_auc",
-                                         "log_loss", "brier"}  # fmt: skip
+    assert set(m["metrics"]["test"]) == {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "log_loss",
+        "brier",
+    }
     assert m["metrics"]["test"]["roc_auc"] > m["metrics"]["baseline"]["roc_auc"]
     assert {c["family"] for c in m["model"]["candidates"]} == {"linear", "hgb"}
     assert m["fairness"]["group"]["demographic_parity_difference"] >= 0
@@ -55,8 +68,12 @@ def test_exported_pipeline_scores_raw_rows_like_the_reference(trained_registry: 
 
 
 def test_missed_objective_publishes_nothing(tmp_path: Path, clf_csv: Path) -> None:
-    cfg = fast_config(name="m", data=str(clf_csv), target="label",
-                      objective={"metric": "roc_auc", "min_test_score": 0.999})  # fmt: skip
+    cfg = fast_config(
+        name="m",
+        data=str(clf_csv),
+        target="label",
+        objective={"metric": "roc_auc", "min_test_score": 0.999},
+    )
     with pytest.raises(TrainingError, match="objective not met: test roc_auc"):
         run_training(cfg, Registry(tmp_path))
     assert Registry(tmp_path).versions("m") == []
@@ -65,8 +82,13 @@ def test_missed_objective_publishes_nothing(tmp_path: Path, clf_csv: Path) -> No
 def test_regression_with_reweighting_refused_and_sensitive_kept_out(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
     regression_frame().to_csv(path, index=False)
-    cfg = fast_config(name="r", data=str(path), target="y", models=["linear", "tree"],
-                      fairness={"sensitive": ["kind"], "include_in_model": False})  # fmt: skip
+    cfg = fast_config(
+        name="r",
+        data=str(path),
+        target="y",
+        models=["linear", "tree"],
+        fairness={"sensitive": ["kind"], "include_in_model": False},
+    )
     result = run_training(cfg, Registry(tmp_path / "reg"))
     m = result.manifest
     assert m["task"] == "regression" and m["objective"]["metric"] == "rmse"
@@ -77,19 +99,30 @@ def test_regression_with_reweighting_refused_and_sensitive_kept_out(tmp_path: Pa
 
 
 def test_reweighting_and_bayes_search_run(tmp_path: Path, clf_csv: Path) -> None:
-    cfg = fast_config(name="w", data=str(clf_csv), target="label", models=["linear"],
-                      search={"method": "bayes", "trials": 3, "budget_seconds": 20},
-                      fairness={"sensitive": ["group"], "mitigation": "reweight"})  # fmt: skip
+    cfg = fast_config(
+        name="w",
+        data=str(clf_csv),
+        target="label",
+        models=["linear"],
+        search={"method": "bayes", "trials": 3, "budget_seconds": 20},
+        fairness={"sensitive": ["group"], "mitigation": "reweight"},
+    )
     result = run_training(cfg, Registry(tmp_path))
     assert result.manifest["model"]["candidates"][0]["trials"] == 3
     assert "group" in result.manifest["fairness"]
 
 
-def test_champion_is_scored_and_a_worse_challenger_goes_to_staging(registry_copy: Path,
-                                                                   clf_csv: Path) -> None:  # fmt: skip
-    worse = fast_config(name="demo", data=str(clf_csv), target="label", models=["tree"],
-                        search={"trials": 1, "budget_seconds": 5, "method": "grid"},
-                        features={"datetime": ["when"], "drop": ["x1"]})  # fmt: skip
+def test_champion_is_scored_and_a_worse_challenger_goes_to_staging(
+    registry_copy: Path, clf_csv: Path
+) -> None:
+    worse = fast_config(
+        name="demo",
+        data=str(clf_csv),
+        target="label",
+        models=["tree"],
+        search={"trials": 1, "budget_seconds": 5, "method": "grid"},
+        features={"datetime": ["when"], "drop": ["x1"]},
+    )
     reg = Registry(registry_copy)
     result = run_training(worse, reg)
     champ = result.manifest["champion"]
@@ -110,8 +143,9 @@ def test_champion_is_scored_and_a_worse_challenger_goes_to_staging(registry_copy
         ({"target": None}, "no target"),
     ],
 )
-def test_bad_input_fails_before_anything_is_written(tmp_path: Path, clf_csv: Path,
-                                                    overrides: dict, message: str) -> None:  # type: ignore[type-arg]  # fmt: skip
+def test_bad_input_fails_before_anything_is_written(
+    tmp_path: Path, clf_csv: Path, overrides: dict, message: str
+) -> None:  # type: ignore[type-arg]
     raw = {"name": "bad", "data": str(clf_csv), "target": "label", **overrides}
     with pytest.raises(TrainingError, match=message):
         run_training(fast_config(**raw), Registry(tmp_path))
