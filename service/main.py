@@ -100,6 +100,32 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(models.router)
 
+    def openapi() -> dict[str, Any]:
+        """The OpenAPI document, with a predict example built from each served model's schema."""
+        from fastapi.openapi.utils import get_openapi
+
+        from service.schemas import PredictRequest
+
+        doc = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        doc.setdefault("components", {}).setdefault("schemas", {})["PredictRequest"] = (
+            PredictRequest.model_json_schema()
+        )
+        state: AppState | None = getattr(app.state, "sw", None)
+        if state is not None:
+            body = doc["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]
+            body["content"]["application/json"]["examples"] = {
+                name: {
+                    "summary": f"{name} v{slot.model.version}",
+                    "value": {"instances": [slot.model.example_instance()]},
+                }
+                for name, slot in sorted(state.manager.slots.items())
+            }
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
         body, ctype = await run_in_threadpool(metrics.exposition, collectors)

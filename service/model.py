@@ -41,8 +41,8 @@ class LoadedModel:
             [str(c) for c in pipeline.classes_] if manifest.task == "classification" else None
         )
         self._columns = [f.name for f in manifest.features]
-        self._datetime = [f.name for f in manifest.features if f.kind == "datetime"]
-        self._numeric = [f.name for f in manifest.features if f.kind == "numeric"]
+        self._numeric_set = {f.name for f in manifest.features if f.kind == "numeric"}
+        self._datetime_set = {f.name for f in manifest.features if f.kind == "datetime"}
 
     @classmethod
     def load(cls, registry: Registry, name: str, version: int) -> LoadedModel:
@@ -86,12 +86,19 @@ class LoadedModel:
         return {k: [v] for k, v in self.example_instance().items()}
 
     def frame(self, columns: dict[str, list[Any]]) -> pd.DataFrame:
-        frame = pd.DataFrame(columns, columns=self._columns)
-        for col in self._numeric:
-            frame[col] = frame[col].astype("float64")
-        for col in self._datetime:
-            frame[col] = pd.to_datetime(frame[col], errors="coerce", utc=True).dt.tz_localize(None)
-        return frame
+        """Typed columns straight into one DataFrame (no per-column casts afterwards)."""
+        data: dict[str, Any] = {}
+        numeric, dates = self._numeric_set, self._datetime_set
+        for col in self._columns:
+            values = columns[col]
+            if col in numeric:
+                data[col] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            elif col in dates:
+                parsed = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", utc=True)
+                data[col] = parsed.dt.tz_localize(None)
+            else:
+                data[col] = np.array(values, dtype=object)
+        return pd.DataFrame(data, copy=False)
 
     def predict_columns(self, columns: dict[str, list[Any]]) -> Outputs:
         """One model call for all rows (a whole micro-batch)."""

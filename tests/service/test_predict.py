@@ -66,3 +66,9 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     assert "/v1/models/{name}/predict" in spec["paths"]
     assert "/v1/models/{name}/feedback" in spec["paths"]
     assert client.get("/docs").status_code == 200
+    body = spec["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]
+    example = body["content"]["application/json"]["examples"]["demo"]["value"]
+    assert set(example["instances"][0]) == {"x1", "x2", "color", "group", "when"}
+    assert "PredictRequest" in spec["components"]["schemas"]
+    # the example is a valid request
+    assert client.post("/v1/models/demo/predict", json=example).status_code == 200
