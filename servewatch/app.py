@@ -1,13 +1,37 @@
-"""The ASGI app factory that `servewatch serve` runs in each worker: the service, composed."""
+"""The ASGI app factory that `servewatch serve` runs in each worker: service + monitoring."""
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import FastAPI
 
+from monitoring.collector import MonitoringCollector
+from monitoring.config import MonitorSettings
+from monitoring.loop import monitor_loop
+from monitoring.routes import make_router
+from monitoring.store import MonitorStore
 from service.config import Settings
 from service.main import create_app
+from service.store import PredictionStore
 
 
 def build() -> FastAPI:
-    """Build the service from SERVEWATCH_ settings (called once per worker process)."""
-    return create_app(Settings())
+    """Build the service from SERVEWATCH_ settings and hand it the monitoring parts.
+
+    Evidently is imported only inside a monitoring run, never at start-up.
+    """
+    settings = Settings()
+    msettings = MonitorSettings()
+    mstore = MonitorStore(PredictionStore(settings.database_url))
+    with contextlib.suppress(Exception):
+        mstore.create_schema()  # the store may be down at start; runs create it later
+    background = []
+    if msettings.monitor_interval > 0:
+        background.append(lambda: monitor_loop(msettings, mstore.store))
+    return create_app(
+        settings,
+        extra_collectors=[MonitoringCollector(mstore)],
+        extra_routers=[make_router(mstore)],
+        background=background,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from monitoring.cli import monitor_app
 from servewatch.serve import serve
 from training.cli import models_app, train
 
@@ -15,3 +16,4 @@ app = typer.Typer(
 app.command("train")(train)
 app.add_typer(models_app, name="models")
 app.command("serve")(serve)
+app.add_typer(monitor_app, name="monitor")

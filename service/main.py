@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -31,13 +31,15 @@ def create_app(
     settings: Settings,
     *,
     extra_collectors: Iterable[Any] = (),
+    extra_routers: Iterable[APIRouter] = (),
     background: Iterable[BackgroundTask] = (),
 ) -> FastAPI:
     """Build the app. Models load in the lifespan, never at import time.
 
     `extra_collectors` are Prometheus collectors added to /metrics (the monitoring gauges);
-    `background` are coroutines run for the app's lifetime (the monitoring loop). The service
-    does not import monitoring: the composition root hands them in.
+    `extra_routers` add routes (monitoring results); `background` are coroutines run for the
+    app's lifetime (the monitoring loop). The service does not import monitoring: the
+    composition root hands them in.
     """
     collectors = list(extra_collectors)
     tasks_to_run = list(background)
@@ -99,6 +101,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(models.router)
+    for router in extra_routers:
+        app.include_router(router)
 
     def openapi() -> dict[str, Any]:
         """The OpenAPI document, with a predict example built from each served model's schema."""

@@ -1,0 +1,1 @@
+"""Watching served models: drift and performance over the prediction log, estimates and alerts."""

@@ -1,0 +1,253 @@
+"""Alert rules as pure functions over a run summary, with hysteresis; notifiers behind a protocol."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger("servewatch.alerts")
+
+
+class AlertRules(BaseModel):
+    """Thresholds; every rule can be changed in the rules file (SERVEWATCH_ALERT_RULES)."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_rows: int = Field(200, ge=1)
+    """Fewer logged rows in the window: the run reports `insufficient_data`, never a silent pass."""
+    drift_share: float = 0.5
+    """Dataset drift: share of drifted features above this."""
+    important_features: list[str] = Field(default_factory=list)
+    """Any of these drifting fires `feature_drift`."""
+    metric: str | None = None
+    """Performance metric watched (default: the version's objective metric)."""
+    performance_floor: float | None = None
+    """Absolute floor for realised and estimated performance."""
+    max_drop: float = 0.05
+    """Largest allowed drop below the version's test score."""
+    min_labelled_rows: int = Field(100, ge=1)
+    missing_share_increase: float = 0.1
+    """Missing share of a feature above its reference share by more than this."""
+    out_of_range_share: float = 0.1
+    """Share of numeric values outside the training range (any feature) above this."""
+    fire_after: int = Field(1, ge=1)
+    """Consecutive breaching runs before an alert fires."""
+    resolve_after: int = Field(2, ge=1)
+    """Consecutive clear runs before a firing alert resolves (no flapping)."""
+
+
+def load_rules(path: Path | None) -> AlertRules:
+    if path is None:
+        return AlertRules()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return AlertRules.model_validate(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"alert rules {path}: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(
+            f"alert rules {path}: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Condition:
+    rule: str
+    breached: bool | None  # None: cannot judge this run (e.g. no labels yet)
+    value: float | None
+    threshold: float | None
+    message: str
+    severity: str = "warning"
+
+
+@dataclass(frozen=True)
+class Alert:
+    model: str
+    version: int
+    rule: str
+    status: str  # "firing" or "resolved"
+    severity: str
+    value: float | None
+    threshold: float | None
+    message: str
+    since: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
+    """Every rule's verdict on one run summary."""
+    out: list[Condition] = []
+    rows = summary["rows"]
+    enough = rows >= rules.min_rows
+    out.append(
+        Condition(
+            "insufficient_data",
+            not enough,
+            rows,
+            rules.min_rows,
+            f"only {rows} predictions in the window; at least {rules.min_rows} needed "
+            "to judge drift",
+            "info",
+        )
+    )
+    drift = summary.get("drift") or {}
+    if enough and drift:
+        share = drift["drifted_share"]
+        out.append(
+            Condition(
+                "dataset_drift",
+                share > rules.drift_share,
+                share,
+                rules.drift_share,
+                f"{share:.0%} of features drifted (limit {rules.drift_share:.0%}): "
+                + ", ".join(c for c, d in drift["columns"].items() if d["drifted"]),
+            )
+        )
+        drifted = [
+            f for f in rules.important_features if drift["columns"].get(f, {}).get("drifted")
+        ]
+        if rules.important_features:
+            out.append(
+                Condition(
+                    "feature_drift",
+                    bool(drifted),
+                    len(drifted),
+                    0,
+                    f"important feature(s) drifted: {', '.join(drifted) or 'none'}",
+                    "critical",
+                )
+            )
+    quality = summary.get("quality") or {}
+    if enough and quality:
+        worst_missing = max(
+            quality["missing_increase"].items(), key=lambda kv: kv[1], default=(None, 0.0)
+        )
+        out.append(
+            Condition(
+                "missing_values",
+                worst_missing[1] > rules.missing_share_increase,
+                worst_missing[1],
+                rules.missing_share_increase,
+                f"missing share of {worst_missing[0]!r} up by {worst_missing[1]:.0%}",
+            )
+        )
+        worst_oor = max(
+            quality["out_of_range_share"].items(), key=lambda kv: kv[1], default=(None, 0.0)
+        )
+        out.append(
+            Condition(
+                "out_of_range",
+                worst_oor[1] > rules.out_of_range_share,
+                worst_oor[1],
+                rules.out_of_range_share,
+                f"{worst_oor[1]:.0%} of {worst_oor[0]!r} outside the training range",
+            )
+        )
+    metric = rules.metric or summary.get("metric")
+    test_score = summary.get("test_score")
+    for kind in ("realised", "estimated"):
+        perf = (summary.get("performance") or {}).get(kind) or {}
+        value = perf.get(metric) if metric else None
+        rule = f"{kind}_performance"
+        if kind == "realised" and summary.get("labelled_rows", 0) < rules.min_labelled_rows:
+            value = None
+        if value is None or value != value:  # missing or NaN
+            out.append(Condition(rule, None, None, None, f"no {kind} {metric} this run"))
+            continue
+        limits = []
+        if rules.performance_floor is not None:
+            limits.append(rules.performance_floor)
+        if test_score is not None:
+            limits.append(test_score - rules.max_drop)
+        threshold = max(limits) if limits else None
+        breached = threshold is not None and value < threshold
+        out.append(
+            Condition(
+                rule,
+                breached,
+                value,
+                threshold,
+                f"{kind} {metric} {value:.3f} below {threshold:.3f} (test score "
+                f"{test_score if test_score is not None else float('nan'):.3f})"
+                if breached
+                else f"{kind} {metric} {value:.3f}",
+                "critical",
+            )
+        )
+    return out
+
+
+def evaluate(
+    summary: dict[str, Any],
+    rules: AlertRules,
+    states: dict[str, dict[str, Any]],
+    now: float | None = None,
+) -> tuple[list[Alert], list[Alert], dict[str, dict[str, Any]]]:
+    """Apply hysteresis. Returns (active alerts, transitions to notify, new states).
+
+    A rule fires after `fire_after` breaching runs in a row and resolves after `resolve_after`
+    clear runs in a row; a transition (fired or resolved) is notified once per episode.
+    """
+    now = time.time() if now is None else now
+    active: list[Alert] = []
+    changed: list[Alert] = []
+    new_states: dict[str, dict[str, Any]] = {}
+    for c in conditions(summary, rules):
+        st = dict(states.get(c.rule, {"active": False, "streak": 0, "since": None}))
+        if c.breached is not None:
+            if c.breached != st["active"]:
+                st["streak"] += 1
+                needed = rules.fire_after if c.breached else rules.resolve_after
+                if st["streak"] >= needed:
+                    st["active"], st["streak"] = c.breached, 0
+                    st["since"] = now if c.breached else None
+                    changed.append(_alert(summary, c, "firing" if c.breached else "resolved", st))
+            else:
+                st["streak"] = 0
+        new_states[c.rule] = st
+        if st["active"]:
+            active.append(_alert(summary, c, "firing", st))
+    return active, changed, new_states
+
+
+def _alert(summary: dict[str, Any], c: Condition, status: str, st: dict[str, Any]) -> Alert:
+    return Alert(
+        summary["model"],
+        summary["version"],
+        c.rule,
+        status,
+        c.severity,
+        c.value,
+        c.threshold,
+        c.message,
+        st.get("since"),
+    )
+
+
+class Notifier(Protocol):
+    def send(self, alerts: list[Alert], context: dict[str, Any]) -> None: ...
+
+
+def notify_all(
+    notifiers: list[Notifier], alerts: list[Alert], context: dict[str, Any]
+) -> list[str]:
+    """Send to every notifier; failures are logged and returned, never raised."""
+    problems = []
+    if not alerts:
+        return problems
+    for n in notifiers:
+        try:
+            n.send(alerts, context)
+        except Exception as exc:
+            msg = f"{type(n).__name__}: {type(exc).__name__}: {exc}"[:300]
+            log.error("notifier failed, the run goes on: %s", msg)
+            problems.append(msg)
+    return problems

@@ -1,0 +1,143 @@
+"""`servewatch monitor run|export`: a monitoring run from the command line (or a CronJob)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from monitoring.config import MonitorSettings
+
+console = Console(stderr=True, soft_wrap=True)
+monitor_app = typer.Typer(
+    help="Drift and performance over the prediction log; alerts.", no_args_is_help=True
+)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `15m`, `6h`, `7d` -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30m, 6h or 7d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _settings(registry: Path | None, database_url: str | None) -> MonitorSettings:
+    overrides = {
+        k: v
+        for k, v in {"registry": registry, "database_url": database_url}.items()
+        if v is not None
+    }
+    return MonitorSettings(**overrides)  # type: ignore[arg-type]
+
+
+RegistryOpt = Annotated[Path | None, typer.Option(help="Registry root [env SERVEWATCH_REGISTRY].")]
+DbOpt = Annotated[
+    str | None, typer.Option(help="Prediction log URL [env SERVEWATCH_DATABASE_URL].")
+]
+
+
+@monitor_app.command("run")
+def run(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    version: Annotated[
+        int | None, typer.Option(help="Version (default: production/newest).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="Window: the last 30m, 6h, 7d ...")] = None,
+    last: Annotated[int | None, typer.Option(help="Window: the newest N predictions.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    registry: RegistryOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """One monitoring run. Exit code 0 whether or not alerts fire; 2 when the run cannot happen."""
+    from monitoring.runner import MonitorError, run_monitoring
+    from service.store import PredictionStore
+
+    settings = _settings(registry, database_url)
+    since_ts = time.time() - parse_duration(since) if since else None
+    try:
+        summary = run_monitoring(
+            settings=settings,
+            store=PredictionStore(settings.database_url),
+            model=model,
+            version=version,
+            since=since_ts,
+            last=last,
+        )
+    except MonitorError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(json.dumps(summary, default=str))
+        return
+    drift = summary.get("drift")
+    perf = summary["performance"]
+    console.print(
+        f"{model} v{summary['version']}: {summary['rows']} rows "
+        f"({summary['labelled_rows']} labelled); drift share "
+        f"{drift['drifted_share']:.0%}"
+        if drift
+        else "drift not judged (too few rows)",
+        highlight=False,
+    )
+    console.print(
+        f"estimated {perf.get('estimated')}; realised {perf.get('realised')}", highlight=False
+    )
+    for a in summary["alerts"]:
+        console.print(
+            f"[yellow]ALERT[/yellow] {a['rule']} ({a['severity']}): {a['message']}", highlight=False
+        )
+    console.print(f"report: {summary['report_dir']}/drift.html", highlight=False)
+
+
+@monitor_app.command("export")
+def export(
+    model: Annotated[str, typer.Option(help="Model name.")],
+    out: Annotated[Path, typer.Option(help="CSV or Parquet file to write.")],
+    labelled: Annotated[bool, typer.Option(help="Only rows with feedback labels.")] = True,
+    version: Annotated[int | None, typer.Option(help="Only this version.")] = None,
+    registry: RegistryOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Write logged inputs with their labels: a file `servewatch train --data` accepts."""
+    import orjson
+    import pandas as pd
+
+    from service.store import PredictionStore
+    from training.registry import Registry
+
+    settings = _settings(registry, database_url)
+    try:
+        target = (
+            Registry(settings.registry)
+            .manifest(model, Registry(settings.registry).resolve(model))
+            .target
+        )
+    except Exception as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    rows = PredictionStore(settings.database_url).read_window(model, version=version)
+    records = []
+    for r in rows:
+        if labelled and r["label"] is None:
+            continue
+        rec = orjson.loads(r["inputs"])
+        rec[target] = orjson.loads(r["label"]) if r["label"] is not None else None
+        rec["logged_at"] = pd.Timestamp(r["created_at"], unit="s")
+        records.append(rec)
+    if not records:
+        console.print(f"[red]error:[/red] no {'labelled ' if labelled else ''}rows for {model}")
+        raise typer.Exit(2)
+    frame = pd.DataFrame.from_records(records).sort_values("logged_at")
+    if out.suffix.lower() in {".parquet", ".pq"}:
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_csv(out, index=False)
+    console.print(f"wrote {len(frame)} rows to {out} (target column {target!r})")

@@ -1,0 +1,96 @@
+"""MonitoringCollector: the latest stored run per model as Prometheus gauges, read at scrape time.
+
+Works the same whether the run happened in this process, in a CronJob on another pod or in a
+command-line run: the database is the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from monitoring.store import MonitorStore
+
+log = logging.getLogger("servewatch.monitor")
+
+
+class MonitoringCollector(Collector):
+    def __init__(self, store: MonitorStore, *, cache_s: float = 5.0) -> None:
+        self.store = store
+        self.cache_s = cache_s
+        self._cached: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._lock = threading.Lock()
+
+    def _latest_runs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            at, runs = self._cached
+            if time.monotonic() - at < self.cache_s:
+                return runs
+            try:
+                runs = [r for m in self.store.models() for r in self.store.latest(m)]
+            except Exception as exc:  # a scrape never fails because the store is away
+                log.warning("monitoring results unavailable: %s", str(exc).splitlines()[0][:200])
+                runs = []
+            self._cached = (time.monotonic(), runs)
+            return runs
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        runs = self._latest_runs()
+        share = GaugeMetricFamily(
+            "servewatch_drift_share",
+            "Share of features drifted in the latest monitoring run.",
+            labels=["model", "version"],
+        )
+        score = GaugeMetricFamily(
+            "servewatch_feature_drift_score",
+            "Drift score per feature (Evidently's method; see docs).",
+            labels=["model", "version", "feature", "method"],
+        )
+        drifted = GaugeMetricFamily(
+            "servewatch_feature_drifted",
+            "1 when the feature drifted in the latest run.",
+            labels=["model", "version", "feature"],
+        )
+        perf = GaugeMetricFamily(
+            "servewatch_model_performance",
+            "Realised (labelled) and estimated (label-free) performance.",
+            labels=["model", "version", "metric", "kind"],
+        )
+        alerts = GaugeMetricFamily(
+            "servewatch_alert_active",
+            "1 for each alert firing after the latest run.",
+            labels=["model", "version", "rule", "severity"],
+        )
+        last = GaugeMetricFamily(
+            "servewatch_monitor_last_run_timestamp_seconds",
+            "Unix time the latest monitoring run finished.",
+            labels=["model"],
+        )
+        rows = GaugeMetricFamily(
+            "servewatch_monitor_rows",
+            "Predictions in the latest monitoring run's window.",
+            labels=["model", "version"],
+        )
+        for run in runs:
+            s = run["summary"]
+            model, version = s["model"], str(s["version"])
+            last.add_metric([model], run["finished_at"])
+            rows.add_metric([model, version], s["rows"])
+            if s.get("drift"):
+                share.add_metric([model, version], s["drift"]["drifted_share"])
+                for feat, d in s["drift"]["columns"].items():
+                    score.add_metric([model, version, feat, d["method"]], d["score"])
+                    drifted.add_metric([model, version, feat], 1.0 if d["drifted"] else 0.0)
+            for kind in ("realised", "estimated"):
+                for metric, value in ((s.get("performance") or {}).get(kind) or {}).items():
+                    if value == value:  # skip NaN
+                        perf.add_metric([model, version, metric, kind], value)
+            for a in s.get("alerts", []):
+                alerts.add_metric([model, version, a["rule"], a["severity"]], 1.0)
+        yield from (share, score, drifted, perf, alerts, last, rows)

@@ -1,0 +1,31 @@
+"""MonitorSettings: the monitoring run's knobs, from SERVEWATCH_ environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MonitorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVEWATCH_", extra="ignore")
+
+    registry: Path = Path("registry")
+    database_url: str = "sqlite:///var/servewatch.db"
+    monitor_interval: float = Field(300, ge=0)
+    """Seconds between runs inside `servewatch serve`; 0 turns the loop off (use a CronJob)."""
+    monitor_max_rows: int = Field(50_000, ge=100)
+    """Cap on the window; larger windows are sampled down in the database with a fixed rule."""
+    monitor_reports_dir: Path = Path("var/reports")
+    monitor_keep_runs: int = Field(100, ge=1)
+    """Runs (and their reports) kept per model; older ones are pruned."""
+    monitor_drift_method: str | None = None
+    """Evidently stat test for every column (psi, ks, wasserstein, ...); unset: Evidently picks."""
+    alert_rules: Path | None = None
+    """YAML file of alert thresholds (see docs/monitoring.md); unset: the defaults."""
+    alert_webhook_url: str | None = None
+    alertmanager_url: str | None = None
+    """Base URL of Alertmanager; alerts go to <url>/api/v2/alerts."""
+    public_url: str | None = None
+    """Where people reach the service; used for report links in alerts."""

@@ -1,0 +1,53 @@
+"""The monitoring loop that `servewatch serve` runs on one machine (a CronJob does it at scale)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+from pathlib import Path
+
+from monitoring.config import MonitorSettings
+from monitoring.runner import MonitorError, run_monitoring
+from service.store import PredictionStore
+from training.registry import Registry
+
+log = logging.getLogger("servewatch.monitor")
+
+
+def run_all(settings: MonitorSettings, store: PredictionStore) -> None:
+    """One run per model in the registry, under a file lock so one worker of N does the work."""
+    lock_path = settings.monitor_reports_dir / ".loop.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with Path(lock_path).open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another worker is running this round
+        try:
+            for model in Registry(settings.registry).models():
+                try:
+                    s = run_monitoring(settings=settings, store=store, model=model)
+                    log.info(
+                        "monitoring %s v%s: %d rows, drift share %s, alerts %s",
+                        model,
+                        s["version"],
+                        s["rows"],
+                        (s.get("drift") or {}).get("drifted_share"),
+                        [a["rule"] for a in s["alerts"]],
+                    )
+                except MonitorError as exc:
+                    log.info("monitoring %s skipped: %s", model, exc)
+                except Exception:
+                    log.exception("monitoring run for %s failed; the loop goes on", model)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+async def monitor_loop(settings: MonitorSettings, store: PredictionStore) -> None:
+    """Every `monitor_interval` seconds, off the event loop (Evidently is CPU-bound)."""
+    while True:
+        await asyncio.sleep(settings.monitor_interval)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(run_all, settings, store)

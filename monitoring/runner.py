@@ -1,0 +1,272 @@
+"""run_monitoring(): one monitoring run for one model, from the log window to stored alerts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitoring import alerts as alerting
+from monitoring.config import MonitorSettings
+from monitoring.estimate import estimate
+from monitoring.notifiers import AlertmanagerNotifier, WebhookNotifier
+from monitoring.store import MonitorStore
+from monitoring.window import Window, read_window
+from service.store import PredictionStore
+from training.evaluate import classification_metrics, regression_metrics
+from training.registry import PREDICTION_COL, PROBA_PREFIX, REFERENCE_FILE, Manifest, Registry
+
+log = logging.getLogger("servewatch.monitor")
+
+
+class MonitorError(Exception):
+    """The run itself cannot happen (unknown model, no data); worded for the user."""
+
+
+def notifiers_from(settings: MonitorSettings) -> list[alerting.Notifier]:
+    out: list[alerting.Notifier] = []
+    if settings.alert_webhook_url:
+        out.append(WebhookNotifier(settings.alert_webhook_url))
+    if settings.alertmanager_url:
+        out.append(AlertmanagerNotifier(settings.alertmanager_url))
+    return out
+
+
+def run_monitoring(
+    *,
+    settings: MonitorSettings,
+    store: PredictionStore,
+    model: str,
+    version: int | None = None,
+    since: float | None = None,
+    last: int | None = None,
+    notifiers: list[alerting.Notifier] | None = None,
+    rules: alerting.AlertRules | None = None,
+) -> dict[str, Any]:
+    """Drift, data quality, realised and estimated performance, alerts; stored and returned."""
+    started = time.time()
+    registry = Registry(settings.registry)
+    try:
+        version = version if version is not None else registry.resolve(model)
+        manifest = registry.manifest(model, version)
+    except Exception as exc:
+        raise MonitorError(str(exc)) from None
+    rules = rules or alerting.load_rules(settings.alert_rules)
+    mstore = MonitorStore(store)
+    mstore.create_schema()
+    if since is None and last is None:
+        prev = mstore.latest(model)
+        if prev and prev[0]["version"] == version:
+            since = prev[0]["window_end"]
+    classes = [str(c) for c in manifest.classes] if manifest.task == "classification" else None
+    window = read_window(
+        store,
+        model=model,
+        version=version,
+        since=since,
+        last=last,
+        cap=settings.monitor_max_rows,
+        classes=classes,
+    )
+    if window.rows < rules.min_rows and last is None:
+        # Too little since the last run: look at the newest rows instead, up to the minimum.
+        window = read_window(
+            store,
+            model=model,
+            version=version,
+            since=None,
+            last=rules.min_rows,
+            cap=settings.monitor_max_rows,
+            classes=classes,
+        )
+    if window.rows == 0:
+        raise MonitorError(f"no logged predictions for {model} v{version}; nothing to monitor")
+
+    reference = pd.read_parquet(registry.path(model, version) / REFERENCE_FILE)
+    summary: dict[str, Any] = {
+        "model": model,
+        "version": version,
+        "started_at": started,
+        "window": {"start": window.start, "end": window.end, "since": since},
+        "rows": window.rows,
+        "rows_in_window": window.total_rows,
+        "labelled_rows": sum(lab is not None for lab in window.labels),
+        "metric": manifest.model_extra.get("objective", {}).get("metric")
+        if manifest.model_extra
+        else None,
+    }
+    summary["test_score"] = (manifest.model_extra or {}).get("objective", {}).get("test_score")
+    report_dir = settings.monitor_reports_dir / model
+    tmp = report_dir / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        current = _current_frame(window, manifest)
+        if window.rows >= rules.min_rows:
+            summary["drift"], summary["prediction_drift"] = _drift(
+                reference, current, manifest, settings, tmp / "drift.html"
+            )
+        summary["quality"] = _quality(reference, current, manifest)
+        summary["performance"] = _performance(window, manifest, reference, classes, rules)
+        states = mstore.alert_states(model)
+        active, changed, new_states = alerting.evaluate(summary, rules, states)
+        summary["alerts"] = [a.as_dict() for a in active]
+        summary["transitions"] = [a.as_dict() for a in changed]
+        context = {
+            "model": model,
+            "version": version,
+            "retrain": f"servewatch monitor export --model {model} --labelled --out "
+            f"{model}-labelled.csv && servewatch train --data {model}-labelled.csv "
+            f"--target {manifest.target} --name {model}",
+        }
+        if settings.public_url:
+            context["report_url"] = (
+                f"{settings.public_url.rstrip('/')}/v1/models/{model}/monitoring/report"
+            )
+        summary["notifier_errors"] = alerting.notify_all(
+            notifiers if notifiers is not None else notifiers_from(settings), changed, context
+        )
+        for a in changed:
+            log.warning("alert %s %s on %s v%s: %s", a.rule, a.status, model, version, a.message)
+        summary["finished_at"] = time.time()
+        summary["seconds"] = round(summary["finished_at"] - started, 3)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        final = report_dir / f"{int(started * 1000)}-{uuid.uuid4().hex[:6]}"
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary["report_dir"] = str(final)
+    try:
+        mstore.save_run(
+            model=model,
+            version=version,
+            window_end=window.end or started,
+            rows=window.rows,
+            summary=summary,
+            report_dir=str(final),
+            alert_states=new_states,
+        )
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)  # no run row: no report either
+        raise
+    for old in mstore.prune(model, settings.monitor_keep_runs):
+        shutil.rmtree(old, ignore_errors=True)
+    return summary
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def _current_frame(window: Window, manifest: Manifest) -> pd.DataFrame:
+    frame = window.inputs.reindex(columns=[f.name for f in manifest.features])
+    for f in manifest.features:
+        if f.kind == "numeric":
+            frame[f.name] = pd.to_numeric(frame[f.name], errors="coerce")
+        elif f.kind == "categorical":
+            frame[f.name] = frame[f.name].map(lambda v: None if v is None else str(v))
+    if manifest.task == "classification":
+        frame[PREDICTION_COL] = [str(p) for p in window.predictions]
+    else:
+        frame[PREDICTION_COL] = pd.to_numeric(pd.Series(window.predictions), errors="coerce")
+    return frame
+
+
+def _drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    manifest: Manifest,
+    settings: MonitorSettings,
+    html: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from monitoring.drift import run_drift
+
+    numeric = [f.name for f in manifest.features if f.kind == "numeric"]
+    categorical = [f.name for f in manifest.features if f.kind == "categorical"]
+    pred_numeric = manifest.task == "regression"
+    ref = reference.copy()
+    if not pred_numeric:
+        ref[PREDICTION_COL] = ref[PREDICTION_COL].astype(str)
+    for col in categorical:
+        ref[col] = ref[col].map(lambda v: None if v is None or v != v else str(v))
+    result = run_drift(
+        ref,
+        current,
+        numeric=numeric + ([PREDICTION_COL] if pred_numeric else []),
+        categorical=categorical + ([] if pred_numeric else [PREDICTION_COL]),
+        method=settings.monitor_drift_method,
+        html_path=html,
+    )
+    features = {c: vars(d) for c, d in result.columns.items() if c != PREDICTION_COL}
+    drifted = [c for c, d in features.items() if d["drifted"]]
+    drift = {
+        "drifted_share": len(drifted) / max(1, len(features)),
+        "drifted_count": len(drifted),
+        "columns": features,
+    }
+    pred = result.columns.get(PREDICTION_COL)
+    pred_drift = vars(pred) if pred else {}
+    if not pred_numeric:
+        pred_drift["reference_shares"] = ref[PREDICTION_COL].value_counts(normalize=True).to_dict()
+        pred_drift["current_shares"] = (
+            current[PREDICTION_COL].value_counts(normalize=True).to_dict()
+        )
+    return drift, pred_drift
+
+
+def _quality(reference: pd.DataFrame, current: pd.DataFrame, manifest: Manifest) -> dict[str, Any]:
+    missing, increase, unseen, oor = {}, {}, {}, {}
+    for f in manifest.features:
+        cur = current[f.name]
+        missing[f.name] = float(cur.isna().mean())
+        ref_missing = float(reference[f.name].isna().mean()) if f.name in reference else 0.0
+        increase[f.name] = max(0.0, missing[f.name] - ref_missing)
+        if f.kind == "categorical" and f.categories is not None:
+            known = set(f.categories)
+            present = cur.dropna()
+            unseen[f.name] = float((~present.isin(known)).mean()) if len(present) else 0.0
+        if f.kind == "numeric" and f.min is not None and f.max is not None:
+            vals = cur.dropna()
+            oor[f.name] = float(((vals < f.min) | (vals > f.max)).mean()) if len(vals) else 0.0
+    return {
+        "missing_share": missing,
+        "missing_increase": increase,
+        "unseen_category_share": unseen,
+        "out_of_range_share": oor,
+    }
+
+
+def _performance(
+    window: Window,
+    manifest: Manifest,
+    reference: pd.DataFrame,
+    classes: list[str] | None,
+    rules: alerting.AlertRules,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"realised": None, "estimated": None, "reference_estimated": None}
+    labelled = [i for i, lab in enumerate(window.labels) if lab is not None]
+    if classes is not None and window.probabilities is not None:
+        out["estimated"] = estimate(window.probabilities, classes)
+        ref_cols = [f"{PROBA_PREFIX}{c}" for c in classes]
+        if all(c in reference for c in ref_cols):
+            out["reference_estimated"] = estimate(reference[ref_cols].to_numpy(float), classes)
+        if len(labelled) >= min(rules.min_labelled_rows, 1) and labelled:
+            y = [window.labels[i] for i in labelled]
+            out["realised"] = classification_metrics(y, window.probabilities[labelled], classes)
+            out["realised_rows"] = len(labelled)
+    elif classes is None and labelled:
+        y = np.array([float(window.labels[i]) for i in labelled])
+        pred = np.array([float(window.predictions[i]) for i in labelled])
+        out["realised"] = regression_metrics(y, pred)
+        out["realised_rows"] = len(labelled)
+    return out

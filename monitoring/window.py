@@ -1,0 +1,108 @@
+"""The window of logged predictions a run looks at, read with bounded memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import sqlalchemy as sa
+
+from service.store import PredictionStore, feedback, predictions
+
+SAMPLE_HEX = 4  # the last 4 hex digits of an id (random bits) decide sampling
+
+
+@dataclass
+class Window:
+    inputs: pd.DataFrame
+    predictions: list[Any]
+    probabilities: np.ndarray[Any, Any] | None
+    labels: list[Any | None]
+    start: float | None
+    end: float | None
+    total_rows: int
+
+    @property
+    def rows(self) -> int:
+        return len(self.inputs)
+
+
+def _filters(model: str, version: int, since: float | None) -> list[Any]:
+    f = [
+        predictions.c.model == model,
+        predictions.c.version == version,
+        predictions.c.shadow.is_(False),
+    ]
+    if since is not None:
+        f.append(predictions.c.created_at > since)
+    return f
+
+
+def count(store: PredictionStore, model: str, version: int, since: float | None) -> int:
+    stmt = (
+        sa.select(sa.func.count()).select_from(predictions).where(*_filters(model, version, since))
+    )
+    with store.engine.connect() as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
+def read_window(
+    store: PredictionStore,
+    *,
+    model: str,
+    version: int,
+    since: float | None,
+    last: int | None,
+    cap: int,
+    classes: list[str] | None,
+) -> Window:
+    """Rows of `model` v`version` after `since` (or the newest `last`), at most `cap` of them.
+
+    Over the cap, rows are sampled in the database by the random low bits of their ids: the same
+    window always gives the same sample, and memory never holds more than `cap` rows.
+    """
+    total = count(store, model, version, since)
+    if last is not None:
+        total = min(total, last)
+    cond = _filters(model, version, since)
+    if last is None and total > cap:
+        keep = int(16**SAMPLE_HEX * cap / total * 1.05) + 1
+        bound = f"{min(keep, 16**SAMPLE_HEX - 1):0{SAMPLE_HEX}x}"
+        cond.append(sa.func.substr(predictions.c.id, 33 - SAMPLE_HEX, SAMPLE_HEX) < bound)
+    j = predictions.outerjoin(feedback, feedback.c.prediction_id == predictions.c.id)
+    stmt = (
+        sa.select(
+            predictions.c.created_at,
+            predictions.c.inputs,
+            predictions.c.prediction,
+            predictions.c.probabilities,
+            feedback.c.label,
+        )
+        .select_from(j)
+        .where(*cond)
+        .order_by(predictions.c.created_at.desc())
+        .limit(min(cap, last) if last is not None else cap)
+    )
+    times, inputs, preds, probs, labels = [], [], [], [], []
+    with store.engine.connect() as conn:
+        for r in conn.execute(stmt):
+            times.append(r.created_at)
+            inputs.append(orjson.loads(r.inputs))
+            preds.append(orjson.loads(r.prediction))
+            probs.append(orjson.loads(r.probabilities) if r.probabilities else None)
+            labels.append(orjson.loads(r.label) if r.label is not None else None)
+    proba = None
+    if classes is not None and probs and all(p is not None for p in probs):
+        proba = np.array([[p.get(c, 0.0) for c in classes] for p in probs], dtype=float)
+    return Window(
+        inputs=pd.DataFrame.from_records(inputs) if inputs else pd.DataFrame(),
+        predictions=preds,
+        probabilities=proba,
+        labels=[str(lab) if lab is not None and classes is not None else lab for lab in labels],
+        start=min(times) if times else None,
+        end=max(times) if times else None,
+        total_rows=total,
+    )
