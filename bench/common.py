@@ -34,8 +34,16 @@ def ensure_demo_model(registry: Path) -> None:
         return
     print(f"training the flights demo into {registry} (about two minutes) ...", flush=True)
     subprocess.run(
-        [sys.executable, "-m", "servewatch", "train", "--config",
-         str(ROOT / "training/configs/flights.yaml"), "--registry", str(registry)],
+        [
+            sys.executable,
+            "-m",
+            "servewatch",
+            "train",
+            "--config",
+            str(ROOT / "training/configs/flights.yaml"),
+            "--registry",
+            str(registry),
+        ],
         check=True,
     )
 
@@ -47,14 +55,28 @@ class ServeProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tempfile.mkdtemp(prefix="sw-bench-"))
-        full = {**os.environ, "SERVEWATCH_REGISTRY": str(registry),
-                "SERVEWATCH_DATABASE_URL": f"sqlite:///{self.tmp}/log.db",
-                "SERVEWATCH_SPOOL_DIR": str(self.tmp / "spool"), **(env or {})}
+        full = {
+            **os.environ,
+            "SERVEWATCH_REGISTRY": str(registry),
+            "SERVEWATCH_DATABASE_URL": f"sqlite:///{self.tmp}/log.db",
+            "SERVEWATCH_SPOOL_DIR": str(self.tmp / "spool"),
+            **(env or {}),
+        }
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "servewatch", "serve", "--port", str(self.port),
-             "--workers", str(workers)],
-            env=full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "servewatch",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=full,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.ready_s = wait_ready(self.url, self.started)
 
@@ -92,14 +114,29 @@ def wrk(url: str, body: dict[str, Any], *, connections: int, seconds: float) -> 
     """One wrk run (2 threads) POSTing `body`; needs Debian's wrk."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         payload = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
-        fh.write(f"wrk.method = 'POST'\nwrk.body = '{payload}'\n"
-                 "wrk.headers['Content-Type'] = 'application/json'\n")
+        fh.write(
+            f"wrk.method = 'POST'\nwrk.body = '{payload}'\n"
+            "wrk.headers['Content-Type'] = 'application/json'\n"
+        )
         script = fh.name
     try:
         out = subprocess.run(
-            ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-             "--latency", "-s", script, url],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                "-t",
+                str(min(2, connections)),
+                "-c",
+                str(connections),
+                "-d",
+                f"{max(1, round(seconds))}s",
+                "--latency",
+                "-s",
+                script,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     finally:
         os.unlink(script)
@@ -109,13 +146,18 @@ def wrk(url: str, body: dict[str, Any], *, connections: int, seconds: float) -> 
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (
-        sum(int(x) for x in sock.groups()) if sock else 0)
+        sum(int(x) for x in sock.groups()) if sock else 0
+    )
     return WrkResult(rps, p50, p99, errors)
 
 
 def median_run(runs: list[WrkResult]) -> WrkResult:
-    return WrkResult(statistics.median(r.rps for r in runs), statistics.median(r.p50_ms for r in runs),
-                     statistics.median(r.p99_ms for r in runs), sum(r.errors for r in runs))
+    return WrkResult(
+        statistics.median(r.rps for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.errors for r in runs),
+    )
 
 
 def machine() -> str:
@@ -125,13 +167,15 @@ def machine() -> str:
         skl = sklearn.__version__
     except ImportError:
         skl = "?"
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"scikit-learn {skl}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"scikit-learn {skl}"
+    )
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [[str(c) for c in r] for r in [headers, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([fmt(cells[0]), sep, *[fmt(r) for r in cells[1:]]])

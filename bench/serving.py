@@ -24,7 +24,9 @@ from training.registry import Registry
 def instances(n: int) -> list[dict[str, object]]:
     frame = load_flights(months=[5]).head(n)[FEATURES]
     rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    return [{k: (v if not isinstance(v, float) or v == v else None) for k, v in r.items()} for r in rows]
+    return [
+        {k: (v if not isinstance(v, float) or v == v else None) for k, v in r.items()} for r in rows
+    ]
 
 
 def in_process(model: LoadedModel, batch: list[dict[str, object]], seconds: float) -> float:
@@ -49,7 +51,10 @@ def main() -> None:
     reg = Registry(args.registry)
     version = reg.resolve("flights")
     model = LoadedModel.load(reg, "flights", version)
-    print(f"machine: {machine()}; model flights v{version} ({model.manifest.model_extra.get('model', {}).get('family')})")  # type: ignore[union-attr]
+    print(
+        f"machine: {machine()}; model flights v{version} "
+        f"({(model.manifest.model_extra or {}).get('model', {}).get('family')})"
+    )  # type: ignore[union-attr]
 
     server = ServeProcess(args.registry, workers=args.workers)
     url = f"{server.url}/v1/models/flights/predict"
@@ -61,22 +66,53 @@ def main() -> None:
             answer = httpx.post(url, json=body, timeout=30).json()["predictions"]
             expected = model.predict_columns({k: [r[k] for r in batch] for k in batch[0]})
             for got, want in zip(answer, expected.probabilities or [], strict=True):
-                assert all(abs(got["probabilities"][c] - p) < 1e-6 for c, p in want.items()), "answers differ"
+                assert all(abs(got["probabilities"][c] - p) < 1e-6 for c, p in want.items()), (
+                    "answers differ"
+                )
             base_calls = in_process(model, batch, 2.0)
             for conns in (1, 16, 64):
                 wrk(url, body, connections=conns, seconds=1)  # warm-up
-                res = median_run([wrk(url, body, connections=conns, seconds=args.seconds)
-                                  for _ in range(args.repeats)])
-                rows_out.append([n, conns, f"{res.rps:,.0f}", f"{res.rps * n:,.0f}",
-                                 f"{res.p50_ms:.1f}", f"{res.p99_ms:.1f}", res.errors,
-                                 f"{base_calls * n:,.0f}", f"{res.rps / base_calls:.2f}"])
+                res = median_run(
+                    [
+                        wrk(url, body, connections=conns, seconds=args.seconds)
+                        for _ in range(args.repeats)
+                    ]
+                )
+                rows_out.append(
+                    [
+                        n,
+                        conns,
+                        f"{res.rps:,.0f}",
+                        f"{res.rps * n:,.0f}",
+                        f"{res.p50_ms:.1f}",
+                        f"{res.p99_ms:.1f}",
+                        res.errors,
+                        f"{base_calls * n:,.0f}",
+                        f"{res.rps / base_calls:.2f}",
+                    ]
+                )
     finally:
         server.stop()
-    print(f"\nservewatch --workers {args.workers}, logging and metrics on; start-up to ready "
-          f"{server.ready_s:.2f} s; median of {args.repeats} x {args.seconds:.0f} s runs\n")
-    print(table(["rows/request", "connections", "requests/s", "rows/s", "p50 ms", "p99 ms",
-                 "errors", "in-process rows/s (1 call at a time)", "HTTP req/s ÷ in-process calls/s"],
-                rows_out))
+    print(
+        f"\nservewatch --workers {args.workers}, logging and metrics on; start-up to ready "
+        f"{server.ready_s:.2f} s; median of {args.repeats} x {args.seconds:.0f} s runs\n"
+    )
+    print(
+        table(
+            [
+                "rows/request",
+                "connections",
+                "requests/s",
+                "rows/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "in-process rows/s (1 call at a time)",
+                "HTTP req/s ÷ in-process calls/s",
+            ],
+            rows_out,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Alert rules as pure functions over a run summary, with hysteresis; notifiers behind a protocol."""
+"""Alert rules: pure functions over a run summary, with hysteresis; notifiers behind a protocol."""
 
 from __future__ import annotations
 
@@ -240,7 +240,7 @@ def notify_all(
     notifiers: list[Notifier], alerts: list[Alert], context: dict[str, Any]
 ) -> list[str]:
     """Send to every notifier; failures are logged and returned, never raised."""
-    problems = []
+    problems: list[str] = []
     if not alerts:
         return problems
     for n in notifiers:

@@ -1,9 +1,9 @@
 """Label-free performance estimates from calibrated probabilities (confidence-based, as CBPE).
 
 If the probabilities are calibrated, a row predicted with confidence p is right with probability
-p, so the expected accuracy is the mean confidence; expected ROC AUC integrates the expected true and
-false positive rates over the thresholds. Covariate shift moves rows to less confident regions and
-the estimate falls with the realised score, before any label arrives.
+p, so the expected accuracy is the mean confidence; expected ROC AUC integrates the expected
+true and false positive rates over the thresholds. Covariate shift moves rows to less confident
+regions and the estimate falls with the realised score, before any label arrives.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def expected_roc_auc(p_positive: np.ndarray[Any, Any]) -> float:
 
 
 def estimate(proba: np.ndarray[Any, Any], classes: list[str]) -> dict[str, float]:
-    """The estimated metrics for a window of predicted probabilities (columns in `classes` order)."""
+    """Estimated metrics for a window of probabilities (columns in `classes` order)."""
     out = {"accuracy": expected_accuracy(proba)}
     if len(classes) == 2:
         out["roc_auc"] = expected_roc_auc(proba[:, 1])

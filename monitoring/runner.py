@@ -66,7 +66,9 @@ def run_monitoring(
         prev = mstore.latest(model)
         if prev and prev[0]["version"] == version:
             since = prev[0]["window_end"]
-    classes = [str(c) for c in manifest.classes] if manifest.task == "classification" else None
+    classes = (
+        [str(c) for c in manifest.classes or []] if manifest.task == "classification" else None
+    )
     window = read_window(
         store,
         model=model,
@@ -114,7 +116,7 @@ def run_monitoring(
                 reference, current, manifest, settings, tmp / "drift.html"
             )
         summary["quality"] = _quality(reference, current, manifest)
-        summary["performance"] = _performance(window, manifest, reference, classes, rules)
+        summary["performance"] = _performance(window, reference, classes, rules)
         states = mstore.alert_states(model)
         active, changed, new_states = alerting.evaluate(summary, rules, states)
         summary["alerts"] = [a.as_dict() for a in active]
@@ -248,7 +250,6 @@ def _quality(reference: pd.DataFrame, current: pd.DataFrame, manifest: Manifest)
 
 def _performance(
     window: Window,
-    manifest: Manifest,
     reference: pd.DataFrame,
     classes: list[str] | None,
     rules: alerting.AlertRules,
@@ -265,8 +266,8 @@ def _performance(
             out["realised"] = classification_metrics(y, window.probabilities[labelled], classes)
             out["realised_rows"] = len(labelled)
     elif classes is None and labelled:
-        y = np.array([float(window.labels[i]) for i in labelled])
+        y_true = np.array([float(window.labels[i] or 0.0) for i in labelled])
         pred = np.array([float(window.predictions[i]) for i in labelled])
-        out["realised"] = regression_metrics(y, pred)
+        out["realised"] = regression_metrics(y_true, pred)
         out["realised_rows"] = len(labelled)
     return out

@@ -80,7 +80,9 @@ class MonitorStore:
                         for rule, state in alert_states.items()
                     ],
                 )
-            return int(res.inserted_primary_key[0])
+            key = res.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def latest(self, model: str, n: int = 1) -> list[dict[str, Any]]:
         stmt = (

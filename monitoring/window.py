@@ -96,7 +96,9 @@ def read_window(
             labels.append(orjson.loads(r.label) if r.label is not None else None)
     proba = None
     if classes is not None and probs and all(p is not None for p in probs):
-        proba = np.array([[p.get(c, 0.0) for c in classes] for p in probs], dtype=float)
+        proba = np.array(
+            [[(p or {}).get(c, 0.0) for c in classes] for p in probs], dtype=np.float64
+        )
     return Window(
         inputs=pd.DataFrame.from_records(inputs) if inputs else pd.DataFrame(),
         predictions=preds,

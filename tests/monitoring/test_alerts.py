@@ -1,0 +1,140 @@
+"""Alert rules are pure functions over a summary: hysteresis, episodes, notifier failures."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitoring.alerts import AlertRules, conditions, evaluate, load_rules, notify_all
+from monitoring.notifiers import AlertmanagerNotifier, WebhookNotifier
+
+
+def summary(
+    share: float = 0.0,
+    rows: int = 1000,
+    realised: float | None = None,
+    estimated: float | None = None,
+    labelled: int = 500,
+) -> dict[str, Any]:
+    return {
+        "model": "m",
+        "version": 1,
+        "rows": rows,
+        "labelled_rows": labelled,
+        "metric": "accuracy",
+        "test_score": 0.80,
+        "drift": {"drifted_share": share, "columns": {"a": {"drifted": share > 0}}},
+        "quality": {"missing_increase": {"a": 0.0}, "out_of_range_share": {"a": 0.0}},
+        "performance": {
+            "realised": {"accuracy": realised} if realised is not None else None,
+            "estimated": {"accuracy": estimated} if estimated is not None else None,
+        },
+    }
+
+
+def active_rules(s: dict[str, Any], rules: AlertRules) -> set[str]:
+    active, _, _ = evaluate(s, rules, {})
+    return {a.rule for a in active}
+
+
+def test_each_rule_fires_on_its_condition() -> None:
+    rules = AlertRules(drift_share=0.3, important_features=["a"], max_drop=0.05)
+    assert active_rules(summary(), rules) == set()
+    assert active_rules(summary(share=0.5), rules) == {"dataset_drift", "feature_drift"}
+    assert active_rules(summary(realised=0.70), rules) == {"realised_performance"}
+    assert active_rules(summary(estimated=0.70), rules) == {"estimated_performance"}
+    assert active_rules(summary(realised=0.78, estimated=0.78), rules) == set()
+    assert active_rules(summary(rows=10), rules) == {"insufficient_data"}
+    floor = AlertRules(performance_floor=0.9)
+    assert active_rules(summary(realised=0.85), floor) == {"realised_performance"}
+
+
+def test_realised_performance_needs_enough_labels() -> None:
+    verdicts = {c.rule: c for c in conditions(summary(realised=0.1, labelled=5), AlertRules())}
+    assert verdicts["realised_performance"].breached is None
+
+
+def test_hysteresis_fires_once_per_episode_and_resolves_after_clear_runs() -> None:
+    rules = AlertRules(drift_share=0.3, fire_after=2, resolve_after=2)
+    states: dict[str, dict[str, Any]] = {}
+    timeline = [0.5, 0.5, 0.5, 0.1, 0.5, 0.1, 0.1, 0.1]
+    fired, resolved, active_after = [], [], []
+    for i, share in enumerate(timeline):
+        active, changed, states = evaluate(summary(share=share), rules, states, now=float(i))
+        fired += [i for a in changed if a.rule == "dataset_drift" and a.status == "firing"]
+        resolved += [i for a in changed if a.rule == "dataset_drift" and a.status == "resolved"]
+        active_after.append(any(a.rule == "dataset_drift" for a in active))
+    assert fired == [1]  # needed two breaching runs; notified once despite staying high
+    assert resolved == [6]  # one clear run (3) was not enough; two in a row (5, 6) were
+    assert active_after == [False, True, True, True, True, True, False, False]
+
+
+def test_rules_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("drift_share: 0.2\nimportant_features: [a]\n")
+    assert load_rules(path).drift_share == 0.2
+    path.write_text("drift_shaer: 0.2\n")
+    with pytest.raises(ValueError, match="drift_shaer"):
+        load_rules(path)
+
+
+class Recorder(BaseHTTPRequestHandler):
+    fail_first = 0
+    received: list[Any] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if Recorder.fail_first > 0:
+            Recorder.fail_first -= 1
+            self.send_response(503)
+        else:
+            Recorder.received.append((self.path, body))
+            self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Any:
+    Recorder.received = []
+    Recorder.fail_first = 0
+    server = HTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def firing() -> list[Any]:
+    _, changed, _ = evaluate(summary(share=0.9), AlertRules(), {})
+    return changed
+
+
+def test_webhook_retries_with_backoff_then_delivers(receiver: str) -> None:
+    Recorder.fail_first = 2
+    WebhookNotifier(receiver, backoff_s=0.01).send(firing(), {"model": "m", "retrain": "cmd"})
+    ((path, body),) = Recorder.received
+    assert body["alerts"][0]["rule"] == "dataset_drift" and body["retrain"] == "cmd"
+
+
+def test_alertmanager_payload(receiver: str) -> None:
+    AlertmanagerNotifier(receiver, backoff_s=0.01).send(firing(), {"retrain": "cmd"})
+    ((path, body),) = Recorder.received
+    assert path == "/api/v2/alerts"
+    alert = body[0]
+    assert alert["labels"]["alertname"] == "servewatch_dataset_drift"
+    assert alert["labels"]["model"] == "m" and alert["labels"]["severity"] == "warning"
+    assert (
+        alert["annotations"]["retrain"] == "cmd" and "startsAt" in alert and "endsAt" not in alert
+    )
+
+
+def test_a_notifier_that_is_down_never_breaks_the_run() -> None:
+    dead = WebhookNotifier("http://127.0.0.1:1/hook", attempts=2, backoff_s=0.01, timeout_s=0.5)
+    problems = notify_all([dead], firing(), {})
+    assert len(problems) == 1 and "WebhookNotifier" in problems[0]

@@ -1,0 +1,236 @@
+"""Monitoring runs over a real prediction log and the demo version's reference sample."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
+from typer.testing import CliRunner
+
+from monitoring.collector import MonitoringCollector
+from monitoring.config import MonitorSettings
+from monitoring.routes import make_router
+from monitoring.runner import MonitorError, run_monitoring
+from monitoring.store import MonitorStore
+from servewatch.cli import app as cli
+from service.config import Settings
+from service.main import create_app
+from service.store import PredictionStore
+from tests.monitoring.conftest import log_traffic, traffic
+
+
+def run(msettings: MonitorSettings, store: PredictionStore, **kw):  # type: ignore[no-untyped-def]
+    return run_monitoring(settings=msettings, store=store, model="demo", notifiers=[], **kw)
+
+
+def test_shifted_traffic_fires_drift_and_is_stored(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    log_traffic(store, msettings.registry, traffic(600, seed=5, shift=2.0))
+    s = run(msettings, store)
+    assert s["rows"] == 600 and s["labelled_rows"] == 600
+    assert s["drift"]["columns"]["x1"]["drifted"] and s["drift"]["columns"]["x2"]["drifted"]
+    assert {a["rule"] for a in s["alerts"]} >= {"out_of_range"}
+    assert s["performance"]["realised"]["accuracy"] > 0 and s["performance"]["estimated"]
+    assert s["quality"]["out_of_range_share"]["x1"] > 0.1
+    report = Path(s["report_dir"])
+    assert (report / "drift.html").stat().st_size > 10_000 and (report / "summary.json").is_file()
+    latest = MonitorStore(store).latest("demo")[0]
+    assert latest["summary"]["rows"] == 600
+
+
+def test_reference_like_traffic_rarely_alarms(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    """False-alarm rate of dataset drift over several seeds of in-distribution traffic."""
+    alarms = 0
+    seeds = range(10, 16)
+    for seed in seeds:
+        log_traffic(store, msettings.registry, traffic(400, seed=seed))
+        s = run(msettings, store)
+        alarms += s["drift"]["drifted_share"] > 0.5
+    assert alarms == 0, f"{alarms}/{len(seeds)} false dataset-drift alarms"
+
+
+def test_a_performance_drop_with_labels_fires(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    frame = traffic(500, seed=3)
+    frame["label"] = frame["label"].map({"yes": "no", "no": "yes"})  # the world flipped
+    log_traffic(store, msettings.registry, frame)
+    s = run(msettings, store)
+    rules = {a["rule"] for a in s["alerts"]}
+    assert "realised_performance" in rules
+    assert "estimated_performance" not in rules  # inputs look normal: only labels can tell
+
+
+def test_estimate_moves_before_labels_arrive(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    log_traffic(store, msettings.registry, traffic(500, seed=1), labelled=False)
+    base = run(msettings, store)["performance"]["estimated"]["roc_auc"]
+    shifted = traffic(500, seed=2)
+    shifted["x1"] = shifted["x1"] * 0.05  # rows crowd at the decision boundary
+    log_traffic(store, msettings.registry, shifted, labelled=False)
+    s = run(msettings, store)
+    assert s["labelled_rows"] == 0 and s["performance"]["realised"] is None
+    assert s["performance"]["estimated"]["roc_auc"] < base - 0.05
+
+
+def test_too_little_data_is_reported_not_passed(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    log_traffic(store, msettings.registry, traffic(50, seed=1))
+    s = run(msettings, store)
+    assert "drift" not in s
+    assert [a["rule"] for a in s["alerts"]] == ["insufficient_data"]
+
+
+def test_unknown_model_and_empty_log_fail_clearly(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    with pytest.raises(MonitorError, match="no model named 'ghost'"):
+        run_monitoring(settings=msettings, store=store, model="ghost")
+    with pytest.raises(MonitorError, match="no logged predictions"):
+        run(msettings, store)
+
+
+def test_window_far_over_the_cap_is_sampled_in_the_database(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    log_traffic(store, msettings.registry, traffic(6000, seed=9), labelled=False)
+    capped = msettings.model_copy(update={"monitor_max_rows": 1000})
+    s = run(capped, store)
+    assert s["rows_in_window"] == 6000
+    assert 800 <= s["rows"] <= 1000
+    assert run(capped, store, since=0.0)["rows"] == s["rows"]  # same window, same sample
+
+
+def test_a_run_killed_half_way_leaves_nothing(
+    msettings: MonitorSettings, store: PredictionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_traffic(store, msettings.registry, traffic(300, seed=1))
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr("monitoring.drift.run_drift", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run(msettings, store)
+    assert MonitorStore(store).latest("demo") == []
+    assert not any((msettings.monitor_reports_dir / "demo").iterdir())
+
+
+def test_retention_prunes_old_runs_and_reports(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    for seed in range(5):
+        log_traffic(store, msettings.registry, traffic(250, seed=seed))
+        run(msettings, store)
+    runs = MonitorStore(store).latest("demo", 10)
+    assert len(runs) == 3
+    assert len(list((msettings.monitor_reports_dir / "demo").iterdir())) == 3
+
+
+def test_gauges_and_routes_show_the_latest_run(
+    msettings: MonitorSettings, store: PredictionStore, tmp_path: Path
+) -> None:
+    log_traffic(store, msettings.registry, traffic(400, seed=4, shift=2.0))
+    run(msettings, store)
+    mstore = MonitorStore(store)
+    reg = CollectorRegistry()
+    reg.register(MonitoringCollector(mstore, cache_s=0))
+    text = generate_latest(reg).decode()
+    assert 'servewatch_drift_share{model="demo",version="1"}' in text
+    assert 'servewatch_feature_drifted{feature="x1",model="demo",version="1"} 1.0' in text
+    assert 'servewatch_alert_active{model="demo",rule="out_of_range"' in text
+    assert 'kind="estimated",metric="roc_auc"' in text
+    settings = Settings(
+        registry=msettings.registry,
+        database_url=store.url,
+        spool_dir=tmp_path / "spool",
+        reload_interval_s=0,
+    )
+    with TestClient(
+        create_app(
+            settings,
+            extra_routers=[make_router(mstore)],
+            extra_collectors=[MonitoringCollector(mstore, cache_s=0)],
+        )
+    ) as c:
+        body = c.get("/v1/models/demo/monitoring").json()
+        assert body["latest"]["rows"] == 400 and len(body["history"]) == 1
+        page = c.get("/v1/models/demo/monitoring/report")
+        assert page.status_code == 200 and "<html" in page.text[:2000].lower()
+        assert "servewatch_drift_share" in c.get("/metrics").text
+        assert c.get("/v1/models/other/monitoring").status_code == 404
+
+
+def test_cli_run_json_and_export_round_trip(
+    msettings: MonitorSettings,
+    store: PredictionStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SERVEWATCH_MONITOR_REPORTS_DIR", str(msettings.monitor_reports_dir))
+    log_traffic(store, msettings.registry, traffic(300, seed=2))
+    common = ["--registry", str(msettings.registry), "--database-url", store.url]
+    res = CliRunner().invoke(cli, ["monitor", "run", "--model", "demo", "--json", *common])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["rows"] == 300
+    bad = CliRunner().invoke(cli, ["monitor", "run", "--model", "ghost", *common])
+    assert bad.exit_code == 2 and "no model named 'ghost'" in bad.output
+    bad = CliRunner().invoke(cli, ["monitor", "run", "--model", "demo", "--since", "soon", *common])
+    assert bad.exit_code == 2
+    out = tmp_path / "labelled.csv"
+    res = CliRunner().invoke(
+        cli, ["monitor", "export", "--model", "demo", "--out", str(out), *common]
+    )
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(out),
+            "--target",
+            "label",
+            "--name",
+            "re",
+            "--registry",
+            str(tmp_path / "reg2"),
+            "--models",
+            "linear",
+            "--trials",
+            "1",
+            "--budget-seconds",
+            "5",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+
+
+def test_the_service_starts_without_importing_evidently(
+    tmp_path: Path, registry_copy: Path
+) -> None:
+    code = (
+        "import sys; from servewatch.app import build; build(); "
+        "print('evidently' in sys.modules, 'optuna' in sys.modules)"
+    )
+    env = {
+        "SERVEWATCH_REGISTRY": str(registry_copy),
+        "SERVEWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        "PATH": "/usr/bin:/bin",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.stdout.split() == ["False", "False"], out.stderr
