@@ -46,7 +46,10 @@ DbOpt = Annotated[
 
 @monitor_app.command("run")
 def run(
-    model: Annotated[str, typer.Option(help="Model name.")],
+    model: Annotated[str | None, typer.Option(help="Model name.")] = None,
+    all_models: Annotated[
+        bool, typer.Option("--all", help="Every model in the registry (the CronJob's mode).")
+    ] = False,
     version: Annotated[
         int | None, typer.Option(help="Version (default: production/newest).")
     ] = None,
@@ -61,6 +64,17 @@ def run(
     from service.store import PredictionStore
 
     settings = _settings(registry, database_url)
+    if all_models:
+        from monitoring.loop import run_all
+
+        failed = run_all(settings, PredictionStore(settings.database_url))
+        if failed:
+            console.print(f"[red]error:[/red] monitoring failed for: {', '.join(failed)}")
+            raise typer.Exit(1)
+        return
+    if model is None:
+        console.print("[red]error:[/red] pass --model NAME or --all")
+        raise typer.Exit(2)
     since_ts = time.time() - parse_duration(since) if since else None
     try:
         summary = run_monitoring(

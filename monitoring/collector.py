@@ -89,7 +89,8 @@ class MonitoringCollector(Collector):
                     drifted.add_metric([model, version, feat], 1.0 if d["drifted"] else 0.0)
             for kind in ("realised", "estimated"):
                 for metric, value in ((s.get("performance") or {}).get(kind) or {}).items():
-                    if value == value:  # skip NaN
+                    # NaN (e.g. ROC AUC of a single-class window) is stored as null: skip both.
+                    if isinstance(value, int | float) and value == value:
                         perf.add_metric([model, version, metric, kind], value)
             for a in s.get("alerts", []):
                 alerts.add_metric([model, version, a["rule"], a["severity"]], 1.0)

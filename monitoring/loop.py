@@ -16,15 +16,19 @@ from training.registry import Registry
 log = logging.getLogger("servewatch.monitor")
 
 
-def run_all(settings: MonitorSettings, store: PredictionStore) -> None:
-    """One run per model in the registry, under a file lock so one worker of N does the work."""
+def run_all(settings: MonitorSettings, store: PredictionStore) -> list[str]:
+    """One run per model in the registry, under a file lock so one worker of N does the work.
+
+    Returns the models whose run failed unexpectedly (too little data is not a failure).
+    """
+    failed: list[str] = []
     lock_path = settings.monitor_reports_dir / ".loop.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with Path(lock_path).open("a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return  # another worker is running this round
+            return failed  # another worker is running this round
         try:
             for model in Registry(settings.registry).models():
                 try:
@@ -41,8 +45,10 @@ def run_all(settings: MonitorSettings, store: PredictionStore) -> None:
                     log.info("monitoring %s skipped: %s", model, exc)
                 except Exception:
                     log.exception("monitoring run for %s failed; the loop goes on", model)
+                    failed.append(model)
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+    return failed
 
 
 async def monitor_loop(settings: MonitorSettings, store: PredictionStore) -> None:

@@ -234,3 +234,32 @@ def test_the_service_starts_without_importing_evidently(
         cwd=Path(__file__).resolve().parents[2],
     )
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_gauges_skip_metrics_that_are_undefined_for_the_window(store: PredictionStore) -> None:
+    """ROC AUC of a single-class window is NaN, stored as null: the scrape must still work."""
+    mstore = MonitorStore(store)
+    mstore.create_schema()
+    summary = {
+        "model": "m",
+        "version": 1,
+        "rows": 10,
+        "alerts": [],
+        "performance": {
+            "realised": {"accuracy": 1.0, "roc_auc": None},
+            "estimated": {"roc_auc": float("nan")},
+        },
+    }
+    mstore.save_run(
+        model="m",
+        version=1,
+        window_end=0.0,
+        rows=10,
+        summary=summary,
+        report_dir=None,
+        alert_states={},
+    )
+    reg = CollectorRegistry()
+    reg.register(MonitoringCollector(mstore, cache_s=0))
+    text = generate_latest(reg).decode()
+    assert 'metric="accuracy"' in text and 'metric="roc_auc"' not in text
