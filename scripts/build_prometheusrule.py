@@ -14,7 +14,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "deploy/prometheus/rules.yml"
 TARGET = ROOT / "k8s/base/prometheusrule.yaml"
-HEADER = "# GENERATED from deploy/prometheus/rules.yml by scripts/build_prometheusrule.py: do not edit.\n"
+HEADER = (
+    "# GENERATED from deploy/prometheus/rules.yml by scripts/build_prometheusrule.py: do not edit.\n"
+)
 
 
 class _Dumper(yaml.SafeDumper):
