@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "deploy/prometheus/rules.yml"
 TARGET = ROOT / "k8s/base/prometheusrule.yaml"
 HEADER = (
-    "# GENERATED from deploy/prometheus/rules.yml by scripts/build_prometheusrule.py: do not edit.\n"
+    "# GENERATED from deploy/prometheus/rules.yml by scripts/build_prometheusrule.py; do not edit\n"
 )
 
 
