@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -133,7 +134,9 @@ def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) ->
         cls = DecisionTreeClassifier if clf else DecisionTreeRegressor
         return cls(random_state=seed, **p)
     if family == "svm":
-        return SVC(probability=True, random_state=seed, **p) if clf else SVR(**p)
+        if clf:  # Platt scaling inside: SVC(probability=True) is deprecated in scikit-learn 1.9
+            return CalibratedClassifierCV(SVC(random_state=seed, **p), ensemble=False)
+        return SVR(**p)
     if family == "forest":
         cls_f = RandomForestClassifier if clf else RandomForestRegressor
         return cls_f(n_jobs=-1, random_state=seed, **p)

@@ -121,12 +121,19 @@ def coerce_types(frame: pd.DataFrame, kinds: FeatureKinds) -> pd.DataFrame:
             out[col] = converted
         out[col] = out[col].astype("float64")
     for col in kinds.categorical:
-        out[col] = out[col].astype("string").astype(object).where(out[col].notna(), None)
+        out[col] = as_text(out[col])
     for col in kinds.datetime:
         parsed = pd.to_datetime(out[col], errors="coerce", utc=True).dt.tz_localize(None)
         if parsed.isna().sum() > out[col].isna().sum():
             raise TrainingError(f"column {col!r} is declared datetime but holds unparseable values")
         out[col] = parsed
+    return out
+
+
+def as_text(series: pd.Series) -> pd.Series:
+    """Strings as plain Python objects, missing values as None (what the encoders expect)."""
+    out = series.astype("string").astype(object)
+    out[series.isna()] = None
     return out
 
 

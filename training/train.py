@@ -270,7 +270,10 @@ def run_training(
                 weights_tr,
             )
         }
-        if task == "classification" and config.calibration != "none":
+        if best.family == "svm" and task == "classification":
+            calibration = "sigmoid (built into the svm family)"
+            fitted[calibration] = fitted["none"]
+        elif task == "classification" and config.calibration != "none":
             options = (
                 ["sigmoid", "isotonic"] if config.calibration == "auto" else [config.calibration]
             )
@@ -304,7 +307,7 @@ def run_training(
                 best.best.params,
                 task,
                 config,
-                calibrate=None if calibration == "none" else calibration,
+                calibrate=calibration if calibration in ("sigmoid", "isotonic") else None,
             ),
             x_full,
             y_full,
@@ -496,7 +499,7 @@ def _score_champion(
             if kind == "numeric":
                 x[col] = pd.to_numeric(x[col], errors="coerce")
             elif kind == "categorical":
-                x[col] = x[col].astype("string").astype(object).where(x[col].notna(), None)
+                x[col] = data.as_text(x[col])
         old = joblib.load(registry.path(name, version) / MODEL_FILE)
         metrics = evaluate.score_model(old, x, y, task)
     except Exception as exc:  # an incompatible champion is reported, never fatal

@@ -158,3 +158,33 @@ def test_model_card_and_quality_report(trained_registry: Path) -> None:
     for heading in ("## Intended use", "## Metrics", "## Fairness", "## Limitations"):
         assert heading in card
     assert json.loads((folder / "data_quality.json").read_text())["passed"] is True
+
+
+def test_feature_engineering_options_and_svm_are_searched(tmp_path: Path, clf_csv: Path) -> None:
+    cfg = fast_config(
+        name="fe",
+        data=str(clf_csv),
+        target="label",
+        models=["svm", "mlp"],
+        feature_engineering={"scalers": ["minmax"], "interactions": True, "pca": 3},
+        search={"method": "grid", "trials": 4, "budget_seconds": 30},
+    )
+    result = run_training(cfg, Registry(tmp_path))
+    m = result.manifest
+    assert {c["family"] for c in m["model"]["candidates"]} == {"svm", "mlp"}
+    params = m["model"]["params"]
+    assert params["pre_scaler"] == "minmax"
+    assert "pre_interactions" in params and "pre_pca" in params
+    model = joblib.load(tmp_path / "fe" / "1" / "model.joblib")
+    names = [name for name, _ in model.steps]
+    assert names[0] == "preprocess" and names[-1] == "model"
+    assert ("pca" in names) == (params["pre_pca"] is not None)
+
+
+def test_svm_is_skipped_on_large_training_sets(tmp_path: Path, clf_csv: Path) -> None:
+    cfg = fast_config(
+        name="big", data=str(clf_csv), target="label", models=["svm", "linear"], svm_max_rows=50
+    )
+    m = run_training(cfg, Registry(tmp_path)).manifest
+    assert m["model"]["skipped_families"] == ["svm"]
+    assert [c["family"] for c in m["model"]["candidates"]] == ["linear"]
