@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 REGISTRY ?= registry
 STAMP := $(VENV)/.installed
 
-.PHONY: install run train-demo serve test lint format bench clean
+.PHONY: install run train-demo serve test lint format bench fuzz soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,16 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install
-	$(BIN)/python bench/serving.py
+	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.monitoring
+
+# The schemathesis run of `make test`, with 500 examples per operation instead of 15.
+fuzz: install
+	SERVEWATCH_FUZZ_EXAMPLES=500 $(BIN)/pytest tests/service/test_fuzz.py
+
+# Several minutes of load with --workers 2, then a graceful stop; prints the reliability table row.
+soak: install
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -11,12 +11,13 @@ from starlette.responses import FileResponse, Response
 
 from monitoring.store import MonitorStore
 from service.errors import NotFound
+from service.routes.predict import documented
 
 
 def make_router(store: MonitorStore, history: int = 20) -> APIRouter:
     router = APIRouter(prefix="/v1/models", tags=["monitoring"])
 
-    @router.get("/{name}/monitoring")
+    @router.get("/{name}/monitoring", responses=documented(404))
     async def monitoring(name: str) -> dict[str, Any]:
         runs = await run_in_threadpool(store.latest, name, history)
         if not runs:
@@ -35,7 +36,11 @@ def make_router(store: MonitorStore, history: int = 20) -> APIRouter:
             ],
         }
 
-    @router.get("/{name}/monitoring/report", response_class=Response)
+    @router.get(
+        "/{name}/monitoring/report",
+        response_class=Response,
+        responses={200: {"content": {"text/html": {}}}, **documented(404)},
+    )
     async def report(name: str) -> Response:
         runs = await run_in_threadpool(store.latest, name, history)
         for run in runs:

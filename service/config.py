@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1)
     admin_token: str | None = None
     """Bearer token for admin routes (reload). Unset: admin routes are off."""
+    signing_key: str | None = None
+    """HMAC key: when set, only versions whose manifest is signed with it are loaded."""
+    personal_data_key: str | None = None
+    """HMAC key for personal-data columns in requests: logged as keyed hashes; unset: dropped."""
     feedback_token: str | None = None
     """Bearer token for feedback. Unset: feedback is open."""
     max_body_bytes: int = Field(1_048_576, ge=1024)
@@ -37,6 +41,9 @@ class Settings(BaseSettings):
     log_flush_ms: float = Field(200, gt=0)
     log_queue_rows: int = Field(50_000, ge=100)
     """Rows waiting in memory for the log writer; a full queue pushes back on requests."""
+    log_durability: Literal["async", "sync"] = "async"
+    """async: answer once the row is queued (a SIGKILL can lose the last flush interval);
+    sync: answer once the row is committed to the store or the fsynced spool (group commit)."""
     spool_dir: Path = Path("var/spool")
     """Where log rows wait on disk while the log store is unreachable."""
     spool_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
@@ -54,7 +61,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_tokens(self) -> Settings:
-        for name in ("admin_token", "feedback_token"):
+        for name in ("admin_token", "feedback_token", "signing_key", "personal_data_key"):
             token = getattr(self, name)
             if token is not None and len(token) < 16:
                 raise ValueError(f"SERVEWATCH_{name.upper()} must be at least 16 characters")

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,11 @@ class LogWriter:
         self.recent = RecentIds()
         self.store_up = True
         self._buf: deque[dict[str, Any]] = deque()
+        # Durable mode (group commit): an ack fires once every row up to its sequence number is
+        # in the store or the fsynced spool.
+        self._seq_in = 0
+        self._seq_done = 0
+        self._acks: deque[tuple[int, Callable[[], None]]] = deque()
         self._cond = threading.Condition()
         self._stop = False
         self._last_failure = 0.0
@@ -129,27 +135,45 @@ class LogWriter:
     def queued(self) -> int:
         return len(self._buf)
 
-    def try_put(self, rows: list[dict[str, Any]]) -> bool:
+    def try_put(self, rows: list[dict[str, Any]], ack: Callable[[], None] | None = None) -> bool:
         with self._cond:
             if len(self._buf) + len(rows) > self.max_rows:
                 return False
             self._buf.extend(rows)
+            self._seq_in += len(rows)
             metrics.LOG_QUEUE_ROWS.set(len(self._buf))
-            if len(self._buf) >= self.batch_rows:
+            if ack is not None:
+                self._acks.append((self._seq_in, ack))
+                self._cond.notify()  # group commit: write what is queued now, no flush delay
+            elif len(self._buf) >= self.batch_rows:
                 self._cond.notify()
         self.recent.add([r["id"] for r in rows])
         return True
 
-    async def put(self, rows: list[dict[str, Any]], wait_s: float = 2.0) -> None:
-        """Queue rows; push back on the caller while the queue is full, then use the spool."""
+    async def put(
+        self, rows: list[dict[str, Any]], *, durable: bool = False, wait_s: float = 2.0
+    ) -> None:
+        """Queue rows; push back on the caller while the queue is full, then use the spool.
+
+        durable=True returns only once the rows are in the store or the fsynced spool, so a
+        SIGKILL after the answer cannot lose them (rows of concurrent requests share a commit).
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] | None = loop.create_future() if durable else None
+
+        def ack() -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))  # type: ignore[union-attr]
+
         deadline = time.monotonic() + wait_s
-        while not self.try_put(rows):
+        while not self.try_put(rows, ack if done is not None else None):
             if time.monotonic() >= deadline:
                 ok = await asyncio.to_thread(self._spool_direct, rows)
                 if not ok:
                     raise LogFull("prediction log queue and disk spool are full")
-                return
+                return  # the spool file is fsynced: durable already
             await asyncio.sleep(0.005)
+        if done is not None:
+            await done
 
     def _spool_direct(self, rows: list[dict[str, Any]]) -> bool:
         with self._cond:  # one writer of the spool at a time
@@ -165,10 +189,20 @@ class LogWriter:
         metrics.LOG_QUEUE_ROWS.set(len(self._buf))
         return batch
 
+    def _persisted(self, rows: int) -> None:
+        """`rows` more rows (in queue order) are safe: fire the acks they complete."""
+        fire = []
+        with self._cond:
+            self._seq_done += rows
+            while self._acks and self._acks[0][0] <= self._seq_done:
+                fire.append(self._acks.popleft()[1])
+        for ack in fire:
+            ack()
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._stop and len(self._buf) < self.batch_rows:
+                if not self._stop and len(self._buf) < self.batch_rows and not self._acks:
                     self._cond.wait(self.flush_s)
                 batch = self._take()
                 stopping = self._stop and not self._buf
@@ -190,11 +224,14 @@ class LogWriter:
             return
         self._mark_up()
         metrics.LOG_ROWS_WRITTEN.inc(len(batch))
+        self._persisted(len(batch))
 
     def _to_spool(self, batch: list[dict[str, Any]]) -> None:
         with self._cond:
             ok = self.spool.append(batch)
-        if not ok:
+        if ok:
+            self._persisted(len(batch))
+        else:
             # Spool full: keep the rows in memory (front of the queue) rather than lose them.
             with self._cond:
                 self._buf.extendleft(reversed(batch))
@@ -247,5 +284,7 @@ class LogWriter:
         if self._buf:  # the store is hanging: the rows go to disk, never away
             rows = list(self._buf)
             self._buf.clear()
-            if not self.spool.append(rows):
+            if self.spool.append(rows):
+                self._persisted(len(rows))
+            else:
                 log.error("log writer: %d rows could not be saved at shutdown", len(rows))

@@ -49,7 +49,7 @@ def create_app(
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(settings.model_threads)
-        registry = Registry(settings.registry)
+        registry = Registry(settings.registry, signing_key=settings.signing_key or "")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         manager = ModelManager(
             registry,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from service.validation import Validator
-from training.registry import MODEL_FILE, Manifest, Registry, verify_files
+from training.registry import MODEL_FILE, Manifest, Registry, verify_files, verify_signature
 
 log = logging.getLogger("servewatch.model")
 
@@ -36,7 +38,8 @@ class LoadedModel:
         self.path = path
         self.name = manifest.name
         self.version = manifest.version
-        self.validator = Validator(manifest.features)
+        self.personal = set((manifest.model_extra or {}).get("personal_data") or [])
+        self.validator = Validator(manifest.features, self.personal)
         self.classes: list[str] | None = (
             [str(c) for c in pipeline.classes_] if manifest.task == "classification" else None
         )
@@ -56,6 +59,10 @@ class LoadedModel:
         except Exception as exc:
             raise ModelLoadError(f"{name} v{version}: unreadable manifest ({exc})") from None
         problems = verify_files(path, manifest)
+        if registry.signing_key:
+            bad = verify_signature(registry.raw_manifest(name, version), registry.signing_key)
+            if bad:
+                problems.insert(0, bad)
         if problems:
             raise ModelLoadError(f"{name} v{version}: refused, " + "; ".join(problems))
         try:
@@ -68,6 +75,17 @@ class LoadedModel:
         except Exception as exc:
             raise ModelLoadError(f"{name} v{version}: warm-up prediction failed ({exc})") from None
         return model
+
+    def redact(self, instance: dict[str, Any], key: str | None) -> dict[str, Any]:
+        """The instance as it may be logged: personal-data columns keyed-hashed, or dropped."""
+        if not self.personal or not self.personal & instance.keys():
+            return instance
+        out = {k: v for k, v in instance.items() if k not in self.personal}
+        if key:
+            for col in self.personal & instance.keys():
+                digest = hmac.new(key.encode(), str(instance[col]).encode(), hashlib.sha256)
+                out[col] = "hmac:" + digest.hexdigest()[:32]
+        return out
 
     def example_instance(self) -> dict[str, Any]:
         """A valid instance built from the schema (used for warm-up and the OpenAPI example)."""

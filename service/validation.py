@@ -40,10 +40,11 @@ class Checked:
 class Validator:
     """Built once per loaded version; `check(instances)` returns columns or problems."""
 
-    def __init__(self, features: list[FeatureSchema]) -> None:
+    def __init__(self, features: list[FeatureSchema], personal: set[str] | None = None) -> None:
         self.features = features
         self.names = [f.name for f in features]
-        self._known = set(self.names)
+        self.personal = personal or set()
+        self._known = set(self.names) | self.personal
         self._cats = {f.name: set(f.categories) for f in features if f.categories is not None}
 
     def check(self, instances: list[Any]) -> Checked | list[Problem]:

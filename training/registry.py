@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.joblib"
 REFERENCE_FILE = "reference.parquet"
 ALIASES_FILE = "aliases.json"
+SIGNING_ENV = "SERVEWATCH_SIGNING_KEY"
 ALIASES = ("production", "staging")
 STAGING_PREFIX = ".staging-"
 
@@ -86,6 +88,28 @@ def _fsync_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _canonical(manifest: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    # Round-trip through JSON so the signed form is exactly what readers will parse.
+    plain = json.loads(json.dumps(body, default=str))
+    return json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(manifest: dict[str, Any], key: str) -> str:
+    """HMAC-SHA256 of the manifest (without its signature); it covers every file's SHA-256."""
+    return hmac.new(key.encode(), _canonical(manifest), hashlib.sha256).hexdigest()
+
+
+def verify_signature(manifest: dict[str, Any], key: str) -> str | None:
+    """None when the manifest is signed with `key`, else the problem."""
+    given = manifest.get("signature")
+    if not isinstance(given, str):
+        return "manifest is not signed and a signing key is configured"
+    if not hmac.compare_digest(given, sign(manifest, key)):
+        return "manifest signature does not match (tampered, or signed with another key)"
+    return None
+
+
 def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
     """Differences between the folder and the manifest's SHA-256 list (empty: all good)."""
     problems = []
@@ -103,8 +127,9 @@ def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
 class Registry:
     """Read and write access to one registry root."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, signing_key: str | None = None) -> None:
         self.root = Path(root)
+        self.signing_key = signing_key if signing_key is not None else os.environ.get(SIGNING_ENV)
 
     # -- reading -------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -197,7 +222,10 @@ class Registry:
             for _attempt in range(1000):
                 version = (max(self.versions(name), default=0)) + 1
                 manifest.update(name=name, version=version, files=files)
+                manifest.pop("signature", None)
                 Manifest.model_validate(manifest)  # the contract holds before anyone reads it
+                if self.signing_key:
+                    manifest["signature"] = sign(manifest, self.signing_key)
                 _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=2, default=str))
                 try:
                     os.rename(tmp, model_dir / str(version))

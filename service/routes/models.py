@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from service.deps import AdminDep, StateDep
 from service.errors import Unavailable
 from service.model import ModelLoadError
-from service.routes.predict import ERRORS
+from service.routes.predict import documented
 from service.schemas import ModelDetail, ModelSummary, ReloadResponse
 from training.errors import TrainingError
 
@@ -31,7 +31,7 @@ async def list_models(state: StateDep) -> list[ModelSummary]:
     ]
 
 
-@router.get("/{name}", response_model=ModelDetail, responses=ERRORS)
+@router.get("/{name}", response_model=ModelDetail, responses=documented(404))
 async def get_model(name: str, state: StateDep) -> ModelDetail:
     m = state.manager.get(name).model.manifest
     return ModelDetail(
@@ -50,7 +50,7 @@ async def get_model(name: str, state: StateDep) -> ModelDetail:
 @router.post(
     "/{name}/reload",
     response_model=ReloadResponse,
-    responses=ERRORS,
+    responses=documented(401, 404, 503),
     summary="Re-resolve the alias and swap versions (admin)",
 )
 async def reload(name: str, state: StateDep, _admin: AdminDep) -> ReloadResponse:

@@ -24,9 +24,13 @@ router = APIRouter(prefix="/v1/models", tags=["predict"])
 # ids issued this recently are accepted and join once the row lands.
 FEEDBACK_GRACE_S = 120.0
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 503)
-}
+
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the one error body."""
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+ERRORS = documented(400, 404, 413, 422, 503)
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -146,7 +150,7 @@ async def _predict(name: str, request: Request, state: StateDep, start: float) -
                 "model": name,
                 "version": version,
                 "created_at": now,
-                "inputs": encode(inst),
+                "inputs": encode(model.redact(inst, settings.personal_data_key)),
                 "prediction": encode(out.predictions[i]),
                 "probabilities": encode(proba) if proba is not None else None,
                 "latency_ms": latency_ms,
@@ -158,7 +162,8 @@ async def _predict(name: str, request: Request, state: StateDep, start: float) -
             item["probabilities"] = proba
         preds.append(item)
     try:
-        await state.writer.put(rows)  # answered only once the row is on its way to the log
+        # answered only once the row is on its way to the log (or, in sync mode, in it)
+        await state.writer.put(rows, durable=settings.log_durability == "sync")
     except LogFull as exc:
         raise Unavailable(str(exc)) from None
     vs = str(version)
@@ -180,7 +185,7 @@ async def _predict(name: str, request: Request, state: StateDep, start: float) -
 @router.post(
     "/{name}/feedback",
     response_model=FeedbackResponse,
-    responses=ERRORS,
+    responses=documented(401, 404, 422, 503),
     summary="Send ground-truth labels for earlier predictions",
 )
 async def feedback(

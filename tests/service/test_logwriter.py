@@ -143,3 +143,47 @@ def test_spool_files_are_whole_or_absent(tmp_path: Path) -> None:
     (tmp_path / ".half.jsonl.tmp").write_bytes(b'{"id": "trunc')  # a crash mid-write
     assert len(spool.files()) == 1
     assert [r["id"] for r in Spool.read(spool.files()[0])] == [f"{i:032x}" for i in range(3)]
+
+
+def test_durable_put_returns_only_after_the_commit(store: FlakyStore, tmp_path: Path) -> None:
+    writer = LogWriter(
+        store,
+        Spool(tmp_path / "spool", 10_000_000),
+        batch_rows=10_000,
+        flush_s=60,
+        max_rows=100_000,
+    )
+    writer.start()
+
+    async def scenario() -> list[int]:
+        counts = []
+
+        async def one(k: int) -> None:
+            await writer.put(rows(5, 5 * k), durable=True)
+            counts.append(store.count_predictions())  # this request's rows are already stored
+
+        await asyncio.gather(*(one(k) for k in range(20)))
+        return counts
+
+    counts = asyncio.run(scenario())
+    writer.close()
+    assert min(counts) >= 5 and store.count_predictions() == 100
+    assert store.calls < 20  # concurrent requests shared commits (group commit)
+
+
+def test_durable_put_during_an_outage_is_acknowledged_by_the_fsynced_spool(
+    store: FlakyStore, tmp_path: Path
+) -> None:
+    store.down.set()
+    writer = LogWriter(
+        store,
+        Spool(tmp_path / "spool", 10_000_000),
+        batch_rows=100,
+        flush_s=60,
+        max_rows=1000,
+        retry_s=10,
+    )
+    writer.start()
+    asyncio.run(writer.put(rows(7), durable=True))
+    assert writer.spool.rows == 7
+    writer.close()

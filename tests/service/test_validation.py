@@ -130,3 +130,45 @@ def test_no_stack_trace_on_an_internal_error(
         res = c.post("/v1/models/demo/predict", json={"instances": [GOOD]})
     assert res.status_code == 500
     assert "secret" not in res.text and "Traceback" not in res.text
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "fragment"),
+    [
+        (b'{"instances": [{"x1": Infinity}]}', 400, "malformed JSON"),
+        (b'{"instances": [{"x1": -Infinity}]}', 400, "malformed JSON"),
+        (b'{"instances": [{"x1": ' + b"[" * 2000 + b"]" * 2000 + b"}]}", 400, "malformed JSON"),
+        (b'{"instances": [{"x1": ' + b"[" * 100 + b"]" * 100 + b"}]}", 422, "problem"),
+        (b'\xff\xfe{"instances": []}', 400, "malformed JSON"),
+    ],
+)
+def test_hostile_bodies(client: TestClient, content: bytes, status: int, fragment: str) -> None:
+    res = client.post(
+        "/v1/models/demo/predict", content=content, headers={"content-type": "application/json"}
+    )
+    assert res.status_code == status, res.text
+    assert fragment in res.json()["error"]["message"]
+
+
+def test_unicode_categories_and_duplicated_keys(client: TestClient) -> None:
+    res = client.post(
+        "/v1/models/demo/predict", json={"instances": [{**GOOD, "color": "röd ✓ 红色 \u0000"}]}
+    )
+    assert res.status_code == 200  # an unseen category, accepted and counted
+    dup = (
+        b'{"instances": [{"x1": 1, "x1": "abc", "x2": 1, "color": "red", "group": "a", '
+        b'"when": "2024-01-01"}]}'
+    )
+    res = client.post(
+        "/v1/models/demo/predict", content=dup, headers={"content-type": "application/json"}
+    )
+    # JSON with a repeated key: the last value wins (as in every mainstream parser) and is checked
+    assert res.status_code == 422 and problems(res) == {(0, "x1", "type")}
+
+
+def test_batch_at_the_instance_limit_passes_and_one_more_is_refused(settings: Settings) -> None:
+    limited = settings.model_copy(update={"max_instances": 50})
+    with TestClient(create_app(limited)) as c:
+        assert c.post("/v1/models/demo/predict", json={"instances": [GOOD] * 50}).status_code == 200
+        res = c.post("/v1/models/demo/predict", json={"instances": [GOOD] * 51})
+        assert res.status_code == 413 and "51 instances" in res.json()["error"]["message"]
