@@ -39,6 +39,17 @@ def live_server(
     server.stop()
 
 
+def fuzz(op: Any, headers: dict[str, str]) -> None:
+    @given(case=op.as_strategy())
+    @settings(
+        max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
+    def check(case: Any) -> None:
+        case.call_and_validate(headers=headers)
+
+    check()
+
+
 def test_api_never_fails_and_matches_its_schema(live_server: Server) -> None:
     """Every operation: generated requests (valid and not) never get a 5xx or an undocumented
     response. Driven through Hypothesis directly (schemathesis' pytest plugin and pytest 9 do not
