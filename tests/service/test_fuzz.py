@@ -40,17 +40,6 @@ def live_server(
 
 
 def fuzz(op: Any, headers: dict[str, str]) -> None:
-    @given(case=op.as_strategy())
-    @settings(
-        max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None
-    )
-    def check(case: Any) -> None:
-        case.call_and_validate(headers=headers)
-
-    check()
-
-
-def fuzz(op: Any, headers: dict[str, str]) -> None:
     """Hypothesis examples for one operation; raises on the first failing check."""
 
     @given(case=op.as_strategy())
