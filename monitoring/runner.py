@@ -108,7 +108,10 @@ def run_monitoring(
     summary["test_score"] = (manifest.model_extra or {}).get("objective", {}).get("test_score")
     report_dir = settings.monitor_reports_dir / model
     tmp = report_dir / f".tmp-{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MonitorError(f"report store {report_dir} is not writable ({exc.strerror})") from None
     try:
         current = _current_frame(window, manifest)
         if window.rows >= rules.min_rows:
@@ -142,6 +145,9 @@ def run_monitoring(
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         final = report_dir / f"{int(started * 1000)}-{uuid.uuid4().hex[:6]}"
         os.rename(tmp, final)
+    except OSError as exc:  # report store full or read-only: no half-written run
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MonitorError(f"report store {report_dir}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -209,6 +215,7 @@ def _drift(
         method=settings.monitor_drift_method,
         html_path=html,
     )
+    (html.parent / "evidently.json").write_text(json.dumps(result.evidently_json, default=str))
     features = {c: vars(d) for c, d in result.columns.items() if c != PREDICTION_COL}
     drifted = [c for c, d in features.items() if d["drifted"]]
     drift = {

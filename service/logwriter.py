@@ -80,7 +80,7 @@ class Spool:
 class RecentIds:
     """Ids this process answered lately, so feedback can join rows not yet flushed."""
 
-    def __init__(self, capacity: int = 500_000) -> None:
+    def __init__(self, capacity: int = 200_000) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
         self._cap = capacity
         self._lock = threading.Lock()

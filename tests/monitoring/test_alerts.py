@@ -138,3 +138,31 @@ def test_a_notifier_that_is_down_never_breaks_the_run() -> None:
     dead = WebhookNotifier("http://127.0.0.1:1/hook", attempts=2, backoff_s=0.01, timeout_s=0.5)
     problems = notify_all([dead], firing(), {})
     assert len(problems) == 1 and "WebhookNotifier" in problems[0]
+
+
+class Slow(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802
+        import time
+
+        time.sleep(2.0)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_a_slow_notifier_is_cut_off_by_its_timeout() -> None:
+    server = HTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        slow = WebhookNotifier(
+            f"http://127.0.0.1:{server.server_address[1]}",
+            timeout_s=0.2,
+            attempts=2,
+            backoff_s=0.01,
+        )
+        problems = notify_all([slow], firing(), {})
+    finally:
+        server.shutdown()
+    assert len(problems) == 1 and "Timeout" in problems[0]

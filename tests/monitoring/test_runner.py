@@ -38,6 +38,7 @@ def test_shifted_traffic_fires_drift_and_is_stored(
     assert s["quality"]["out_of_range_share"]["x1"] > 0.1
     report = Path(s["report_dir"])
     assert (report / "drift.html").stat().st_size > 10_000 and (report / "summary.json").is_file()
+    assert "metrics" in json.loads((report / "evidently.json").read_text())
     latest = MonitorStore(store).latest("demo")[0]
     assert latest["summary"]["rows"] == 600
 
@@ -263,3 +264,15 @@ def test_gauges_skip_metrics_that_are_undefined_for_the_window(store: Prediction
     reg.register(MonitoringCollector(mstore, cache_s=0))
     text = generate_latest(reg).decode()
     assert 'metric="accuracy"' in text and 'metric="roc_auc"' not in text
+
+
+def test_an_unwritable_report_store_fails_the_run_cleanly(
+    msettings: MonitorSettings, store: PredictionStore, tmp_path: Path
+) -> None:
+    log_traffic(store, msettings.registry, traffic(300, seed=1))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the reports folder should be")
+    broken = msettings.model_copy(update={"monitor_reports_dir": blocker})
+    with pytest.raises(MonitorError, match="report store .* not writable"):
+        run(broken, store)
+    assert MonitorStore(store).latest("demo") == []  # no run row without its report
