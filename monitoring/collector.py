@@ -72,6 +72,11 @@ class MonitoringCollector(Collector):
             "Unix time the latest monitoring run finished.",
             labels=["model"],
         )
+        contrib = GaugeMetricFamily(
+            "servewatch_feature_contribution",
+            "Mean |contribution| per feature on the reference sample and the latest window.",
+            labels=["model", "version", "feature", "sample"],
+        )
         rows = GaugeMetricFamily(
             "servewatch_monitor_rows",
             "Predictions in the latest monitoring run's window.",
@@ -92,6 +97,9 @@ class MonitoringCollector(Collector):
                     # NaN (e.g. ROC AUC of a single-class window) is stored as null: skip both.
                     if isinstance(value, int | float) and value == value:
                         perf.add_metric([model, version, metric, kind], value)
+            for feat, d in ((s.get("explanation_drift") or {}).get("features") or {}).items():
+                contrib.add_metric([model, version, feat, "reference"], d["reference"])
+                contrib.add_metric([model, version, feat, "current"], d["current"])
             for a in s.get("alerts", []):
                 alerts.add_metric([model, version, a["rule"], a["severity"]], 1.0)
-        yield from (share, score, drifted, perf, alerts, last, rows)
+        yield from (share, score, drifted, perf, contrib, alerts, last, rows)

@@ -120,6 +120,10 @@ def run_monitoring(
             )
         summary["quality"] = _quality(reference, current, manifest)
         summary["performance"] = _performance(window, reference, classes, rules)
+        if window.rows >= rules.min_rows:
+            summary["explanation_drift"] = _explanation_drift(
+                registry, model, version, reference, current, manifest
+            )
         states = mstore.alert_states(model)
         active, changed, new_states = alerting.evaluate(summary, rules, states)
         summary["alerts"] = [a.as_dict() for a in active]
@@ -231,6 +235,37 @@ def _drift(
             current[PREDICTION_COL].value_counts(normalize=True).to_dict()
         )
     return drift, pred_drift
+
+
+def _explanation_drift(
+    registry: Registry,
+    model: str,
+    version: int,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    manifest: Manifest,
+    rows: int = 300,
+) -> dict[str, Any]:
+    """Mean |contribution| per feature on the reference sample and on the window, side by side:
+    a feature that starts to matter more or less shows here even when its values look stable."""
+    from service.model import LoadedModel
+
+    loaded = LoadedModel.load(registry, model, version)
+    explainer = loaded.explainer()
+    names = [f.name for f in manifest.features]
+
+    def mean_abs(frame: pd.DataFrame) -> dict[str, float]:
+        sample = frame[names].sample(min(rows, len(frame)), random_state=0)
+        typed = loaded.frame({c: sample[c].tolist() for c in names})
+        return explainer.explain(typed).mean_abs()  # type: ignore[no-any-return]
+
+    ref, cur = mean_abs(reference), mean_abs(current)
+    return {
+        "method": explainer.method,
+        "features": {
+            f: {"reference": ref[f], "current": cur[f], "change": cur[f] - ref[f]} for f in names
+        },
+    }
 
 
 def _quality(reference: pd.DataFrame, current: pd.DataFrame, manifest: Manifest) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from service.config import Settings
 from service.deps import AppState
 from service.logwriter import LogWriter, Spool
 from service.models import ModelManager
-from service.routes import health, models, predict
+from service.routes import explain, health, models, predict
 from service.store import PredictionStore
 from training.registry import Registry
 
@@ -100,6 +100,7 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(predict.router)
+    app.include_router(explain.router)
     app.include_router(models.router)
     for router in extra_routers:
         app.include_router(router)

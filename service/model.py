@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,14 @@ import numpy as np
 import pandas as pd
 
 from service.validation import Validator
-from training.registry import MODEL_FILE, Manifest, Registry, verify_files, verify_signature
+from training.registry import (
+    MODEL_FILE,
+    REFERENCE_FILE,
+    Manifest,
+    Registry,
+    verify_files,
+    verify_signature,
+)
 
 log = logging.getLogger("servewatch.model")
 
@@ -44,6 +52,8 @@ class LoadedModel:
             [str(c) for c in pipeline.classes_] if manifest.task == "classification" else None
         )
         self._columns = [f.name for f in manifest.features]
+        self._explainer: Any = None
+        self._explainer_lock = threading.Lock()
         self._numeric_set = {f.name for f in manifest.features if f.kind == "numeric"}
         self._datetime_set = {f.name for f in manifest.features if f.kind == "datetime"}
 
@@ -75,6 +85,37 @@ class LoadedModel:
         except Exception as exc:
             raise ModelLoadError(f"{name} v{version}: warm-up prediction failed ({exc})") from None
         return model
+
+    def explainer(self) -> Any:
+        """Built on first use (it reads the reference sample as background); thread-safe."""
+        with self._explainer_lock:
+            if self._explainer is None:
+                from training.explain import Explainer
+
+                background = pd.read_parquet(self.path / REFERENCE_FILE)
+                self._explainer = Explainer(
+                    self.pipeline, self._columns, background, task=self.manifest.task
+                )
+            return self._explainer
+
+    def explain_columns(self, columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        """Per row: each input feature's contribution, the base value and the method."""
+        exp = self.explainer().explain(self.frame(columns))
+        out = []
+        for i in range(len(exp.base_values)):
+            out.append(
+                {
+                    "method": exp.method,
+                    "output": exp.output,
+                    "base_value": round(float(exp.base_values[i]), 6),
+                    "contributions": {
+                        f: round(float(v), 6)
+                        for f, v in zip(exp.features, exp.contributions[i], strict=True)
+                    },
+                    **({"note": exp.note} if exp.note else {}),
+                }
+            )
+        return out
 
     def redact(self, instance: dict[str, Any], key: str | None) -> dict[str, Any]:
         """The instance as it may be logged: personal-data columns keyed-hashed, or dropped."""

@@ -28,6 +28,24 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class Explanation(BaseModel):
+    method: str  # linear_exact | tree_shap | sampling_shapley
+    output: str  # what base_value + contributions add up to: log_odds | probability | value
+    base_value: float
+    contributions: dict[str, float]
+    note: str | None = None
+
+
+class ExplainedPrediction(Prediction):
+    explanation: Explanation
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[ExplainedPrediction]
+
+
 class Label(BaseModel):
     prediction_id: str = Field(min_length=1, max_length=64)
     label: str | int | float | bool

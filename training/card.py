@@ -56,6 +56,15 @@ def render(manifest: dict[str, Any]) -> str:
     lines += ["", "## Most important features (permutation importance, test set)"]
     for k, v in list(m["explanations"]["permutation_importance"].items())[:10]:
         lines.append(f"- {k}: {_fmt(v)}")
+    shap = m["explanations"].get("shap")
+    if shap:
+        lines += ["", f"## Feature contributions ({shap['method']}, output: {shap['output']})"]
+        if shap.get("note"):
+            lines.append(f"_{shap['note']}_")
+        for k, v in list(shap["mean_abs_contribution"].items())[:10]:
+            lines.append(f"- {k}: mean |contribution| {_fmt(v)}")
+        lines.append("")
+        lines.append("![contributions](shap_summary.png)")
     lines += ["", "## Worst slices (test set)"]
     for s in m["error_analysis"]["worst_slices"][:5]:
         lines.append(

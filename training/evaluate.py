@@ -193,3 +193,30 @@ def save_plots(
         plt.close(fig)
         written.append("permutation_importance.png")
     return written
+
+
+def save_contribution_plot(
+    out: Path, features: list[str], contributions: np.ndarray[Any, Any], method: str
+) -> str:
+    """Mean |contribution| per feature and the spread of contributions, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(np.abs(contributions).mean(axis=0))[-15:]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.35 * len(order) + 1.5), sharey=True)
+    names = [features[i] for i in order]
+    axes[0].barh(names, np.abs(contributions[:, order]).mean(axis=0))
+    axes[0].set_xlabel("mean |contribution|")
+    rng = np.random.default_rng(0)
+    for row, i in enumerate(order):
+        jitter = rng.uniform(-0.25, 0.25, len(contributions))
+        axes[1].scatter(contributions[:, i], row + jitter, s=4, alpha=0.4)
+    axes[1].axvline(0, color="k", lw=0.8)
+    axes[1].set_xlabel("contribution per row")
+    fig.suptitle(f"Feature contributions on the test set ({method})")
+    fig.tight_layout()
+    fig.savefig(out / "shap_summary.png", dpi=100)
+    plt.close(fig)
+    return "shap_summary.png"

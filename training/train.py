@@ -23,7 +23,7 @@ from sklearn.metrics import brier_score_loss
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
-from training import card, data, evaluate, fairness, quality
+from training import card, data, evaluate, explain, fairness, quality
 from training.candidates import make_estimator, model_space, preprocessing_space
 from training.config import LOWER_IS_BETTER, TrainConfig
 from training.errors import TrainingError
@@ -330,6 +330,10 @@ def run_training(
     pred_test = model.predict(x_test)
     slices = evaluate.worst_slices(x_test, y_test, pred_test, task, feature_cols)
     importances = evaluate.importance(model, x_test, y_test, scoring, config.seed)
+    say("explaining the model (contributions on the test set)")
+    shap_summary, contributions = explain.global_summary(
+        model, x_test, x_full, task=task, seed=config.seed
+    )
     fair: dict[str, Any] = {}
     if sens:
         positive = classes[-1] if classes and len(classes) == 2 else None
@@ -393,7 +397,7 @@ def run_training(
         "fairness": fair,
         "champion": champion,
         "error_analysis": {"worst_slices": slices},
-        "explanations": {"permutation_importance": importances},
+        "explanations": {"permutation_importance": importances, "shap": shap_summary},
         "data_quality": report.to_dict(),
         "data": {
             "source": config.data,
@@ -420,6 +424,11 @@ def run_training(
         reference.to_parquet(folder / REFERENCE_FILE, index=False)
         (folder / "data_quality.json").write_text(json.dumps(report.to_dict(), indent=2))
         plots = evaluate.save_plots(folder, task, y_test, pred_test, classes, importances)
+        plots.append(
+            evaluate.save_contribution_plot(
+                folder, contributions.features, contributions.contributions, contributions.method
+            )
+        )
         manifest["plots"] = plots
         (folder / "model_card.md").write_text(card.render(manifest))
         return manifest

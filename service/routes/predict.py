@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -15,8 +16,11 @@ from service.deps import FeedbackAuthDep, StateDep
 from service.errors import BadRequest, InvalidInstances, PayloadTooLarge, Unavailable
 from service.ids import issued_at, new_ids
 from service.logwriter import LogFull
+from service.model import LoadedModel, Outputs
+from service.models import Slot
 from service.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse, PredictResponse
 from service.store import encode
+from service.validation import Checked
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 
@@ -69,20 +73,35 @@ async def read_json(request: Request, limit: int) -> Any:
     },
 )
 async def predict(name: str, request: Request, state: StateDep) -> Response:
+    async def run(start: float) -> Response:
+        slot, instances, checked = await checked_instances(name, request, state)
+        out = await slot.batcher.predict(checked.columns, len(instances))
+        return await answer(name, slot.model, instances, out, state, start)
+
+    return await timed("predict", name, state, run)
+
+
+async def timed(
+    endpoint: str, name: str, state: StateDep, run: Callable[[float], Awaitable[Response]]
+) -> Response:
+    """Count the request and observe its latency under `endpoint`, whatever the outcome."""
     start = time.perf_counter()
     status = "200"
     try:
-        return await _predict(name, request, state, start)
+        return await run(start)
     except Exception as exc:
         status = str(getattr(exc, "status_code", 500))
         raise
     finally:
         known = name if name in state.manager.slots else "_unknown"
-        metrics.REQUESTS.labels(known, "predict", status).inc()
-        metrics.REQUEST_SECONDS.labels(known, "predict").observe(time.perf_counter() - start)
+        metrics.REQUESTS.labels(known, endpoint, status).inc()
+        metrics.REQUEST_SECONDS.labels(known, endpoint).observe(time.perf_counter() - start)
 
 
-async def _predict(name: str, request: Request, state: StateDep, start: float) -> Response:
+async def checked_instances(
+    name: str, request: Request, state: StateDep
+) -> tuple[Slot, list[dict[str, Any]], Checked]:
+    """Parse the body and check every instance against the served version's schema."""
     slot = state.manager.get(name)
     settings = state.settings
     body = await read_json(request, settings.max_body_bytes)
@@ -135,7 +154,20 @@ async def _predict(name: str, request: Request, state: StateDep, start: float) -
         metrics.OUT_OF_RANGE.labels(name, feat).inc(n)
     for feat, n in checked.unseen.items():
         metrics.UNSEEN_CATEGORIES.labels(name, feat).inc(n)
-    out = await slot.batcher.predict(checked.columns, len(instances))
+    return slot, instances, checked
+
+
+async def answer(
+    name: str,
+    model: LoadedModel,
+    instances: list[dict[str, Any]],
+    out: Outputs,
+    state: StateDep,
+    start: float,
+    extras: list[dict[str, Any]] | None = None,
+) -> Response:
+    """Give each prediction an id, queue its log row, count it, and build the response."""
+    settings = state.settings
     ids = new_ids(len(instances))
     latency_ms = (time.perf_counter() - start) * 1000
     now = time.time()
@@ -160,6 +192,8 @@ async def _predict(name: str, request: Request, state: StateDep, start: float) -
         item: dict[str, Any] = {"prediction_id": ids[i], "prediction": out.predictions[i]}
         if proba is not None:
             item["probabilities"] = proba
+        if extras is not None:
+            item.update(extras[i])
         preds.append(item)
     try:
         # answered only once the row is on its way to the log (or, in sync mode, in it)

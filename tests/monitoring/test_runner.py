@@ -36,6 +36,9 @@ def test_shifted_traffic_fires_drift_and_is_stored(
     assert {a["rule"] for a in s["alerts"]} >= {"out_of_range"}
     assert s["performance"]["realised"]["accuracy"] > 0 and s["performance"]["estimated"]
     assert s["quality"]["out_of_range_share"]["x1"] > 0.1
+    # explanation drift: shifted x1 moves rows far from the background, so x1 matters more
+    x1 = s["explanation_drift"]["features"]["x1"]
+    assert x1["current"] > 1.5 * x1["reference"] and x1["change"] > 0
     report = Path(s["report_dir"])
     assert (report / "drift.html").stat().st_size > 10_000 and (report / "summary.json").is_file()
     assert "metrics" in json.loads((report / "evidently.json").read_text())
@@ -149,6 +152,7 @@ def test_gauges_and_routes_show_the_latest_run(
     assert 'servewatch_feature_drifted{feature="x1",model="demo",version="1"} 1.0' in text
     assert 'servewatch_alert_active{model="demo",rule="out_of_range"' in text
     assert 'kind="estimated",metric="roc_auc"' in text
+    assert 'servewatch_feature_contribution{feature="x1",model="demo",sample="current"' in text
     settings = Settings(
         registry=msettings.registry,
         database_url=store.url,

@@ -46,6 +46,14 @@ def test_the_published_version_describes_itself(trained_registry: Path) -> None:
     assert {c["family"] for c in m["model"]["candidates"]} == {"linear", "hgb"}
     assert m["fairness"]["group"]["demographic_parity_difference"] >= 0
     assert "x1" in m["explanations"]["permutation_importance"]
+    assert set(m["explanations"]["shap"]["mean_abs_contribution"]) == {
+        "x1",
+        "x2",
+        "color",
+        "group",
+        "when",
+    }
+    assert "shap_summary.png" in m["files"]
     assert m["error_analysis"]["worst_slices"]
     assert m["data"]["fingerprint"] and m["libraries"]["scikit-learn"]
     assert m["config"]["target"] == "label"

@@ -1,0 +1,46 @@
+from typing import Any
+
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from service.config import Settings
+from service.main import create_app
+from service.store import PredictionStore
+from tests.service.conftest import example
+
+
+def test_explain_returns_contributions_per_input_feature_and_logs(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        preds = check_explain(client)
+    ids = {r["id"] for r in PredictionStore(settings.database_url).read_window("demo")}
+    assert {p["prediction_id"] for p in preds} <= ids
+
+
+def check_explain(client: TestClient) -> list[dict[str, Any]]:
+    before = (
+        REGISTRY.get_sample_value(
+            "servewatch_requests_total", {"model": "demo", "endpoint": "explain", "status": "200"}
+        )
+        or 0.0
+    )
+    res = client.post("/v1/models/demo/explain", json={"instances": [example(), example()]})
+    assert res.status_code == 200, res.text
+    preds = res.json()["predictions"]
+    assert len(preds) == 2
+    exp = preds[0]["explanation"]
+    assert set(exp["contributions"]) == {"x1", "x2", "color", "group", "when"}
+    assert exp["method"] in {"linear_exact", "tree_shap", "sampling_shapley"}
+    assert isinstance(exp["base_value"], float)
+    assert preds[0]["probabilities"]["yes"] > 0
+    after = REGISTRY.get_sample_value(
+        "servewatch_requests_total", {"model": "demo", "endpoint": "explain", "status": "200"}
+    )
+    assert after == before + 1
+    return preds  # type: ignore[no-any-return]
+
+
+def test_explain_validates_like_predict(client: TestClient) -> None:
+    res = client.post("/v1/models/demo/explain", json={"instances": [{**example(), "x1": "abc"}]})
+    assert res.status_code == 422
+    assert res.json()["error"]["details"][0]["feature"] == "x1"
+    assert client.post("/v1/models/ghost/explain", json={"instances": [{}]}).status_code == 404
