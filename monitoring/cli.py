@@ -155,3 +155,54 @@ def export(
     else:
         frame.to_csv(out, index=False)
     console.print(f"wrote {len(frame)} rows to {out} (target column {target!r})")
+
+
+def retrain_cmd(
+    model: Annotated[str, typer.Option(help="Model name (its production version is the parent).")],
+    since: Annotated[
+        str | None, typer.Option(help="Only log rows from the last 30d, 12h ...")
+    ] = None,
+    margin: Annotated[float, typer.Option(help="Largest allowed drop of the metric.")] = 0.01,
+    holdout_share: Annotated[
+        float, typer.Option(help="Newest share of the labelled window kept for the gate.")
+    ] = 0.3,
+    dry_run: Annotated[
+        bool, typer.Option(help="Show the gate's verdict; publish nothing.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    registry: RegistryOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Retrain from the original data plus the labelled log; promote only through the gate."""
+    from monitoring.retrain import retrain, summary_lines
+    from service.store import PredictionStore
+    from training.errors import TrainingError
+    from training.registry import Registry
+
+    settings = _settings(registry, database_url)
+    since_ts = time.time() - parse_duration(since) if since else None
+    try:
+        result = retrain(
+            registry=Registry(settings.registry),
+            store=PredictionStore(settings.database_url),
+            model=model,
+            since=since_ts,
+            margin=margin,
+            holdout_share=holdout_share,
+            dry_run=dry_run,
+        )
+    except TrainingError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(json.dumps(result.manifest, default=str))
+        return
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
+    if dry_run:
+        console.print("dry run: nothing published")
+    else:
+        console.print(
+            f"published {model} v{result.version}; "
+            f"{'promoted to production' if result.promoted_to else 'not promoted'}"
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from monitoring.cli import monitor_app
+from monitoring.cli import monitor_app, retrain_cmd
 from servewatch.serve import serve
 from training.cli import models_app, train
 
@@ -17,3 +17,4 @@ app.command("train")(train)
 app.add_typer(models_app, name="models")
 app.command("serve")(serve)
 app.add_typer(monitor_app, name="monitor")
+app.command("retrain")(retrain_cmd)

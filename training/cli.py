@@ -99,7 +99,7 @@ def train(
         f"[green]published[/green] {result.name} v{result.version} "
         f"({m['model']['family']}, test {metric}={m['objective']['test_score']:.4f}, "
         f"baseline {m['metrics']['baseline'][metric]:.4f}) "
-        f"to {Registry(registry).path(result.name, result.version)}"
+        f"to {Registry(registry).root / result.name / str(result.version)}"
         + (f"; alias {result.promoted_to}" if result.promoted_to else ""),
         highlight=False,
     )

@@ -42,10 +42,13 @@ from training.search import FamilyResult, make_cv, scorer_name, search_family
 Progress = Callable[[str], None]
 
 
+Gate = Callable[[Any, dict[str, Any]], dict[str, Any]]
+
+
 @dataclass
 class TrainResult:
     name: str
-    version: int
+    version: int | None  # None for a dry run
     manifest: dict[str, Any]
     promoted_to: str | None
 
@@ -117,8 +120,16 @@ def run_training(
     *,
     progress: Progress | None = None,
     promote: str = "auto",
+    gate: Gate | None = None,
+    extra: dict[str, Any] | None = None,
+    publish: bool = True,
 ) -> TrainResult:
-    """Train, evaluate and publish one version. Raises TrainingError; writes nothing on failure."""
+    """Train, evaluate and publish one version. Raises TrainingError; writes nothing on failure.
+
+    `gate(model, manifest)` (retraining) decides promotion: its verdict goes into the manifest and
+    the version becomes `production` only when it passed. `extra` adds manifest keys (lineage);
+    `publish=False` stops before anything is written (a dry run).
+    """
     say = progress or (lambda _msg: None)
     started = time.monotonic()
     if not config.data:
@@ -419,6 +430,14 @@ def run_training(
     }
     reference = _reference_frame(model, x_full, y_full, task, config.reference_rows, config.seed)
 
+    if extra:
+        manifest.update(extra)
+    if gate is not None:
+        say("promotion gate")
+        manifest["gate"] = gate(model, manifest)
+    if not publish:
+        return TrainResult(config.name, None, manifest, None)
+
     def stage(folder: Path) -> dict[str, Any]:
         joblib.dump(model, folder / MODEL_FILE, compress=3)
         reference.to_parquet(folder / REFERENCE_FILE, index=False)
@@ -436,7 +455,13 @@ def run_training(
     say("publishing to the registry")
     version = registry.publish(config.name, stage)
     manifest["version"] = version
-    promoted = _promote(registry, config.name, version, promote, champion, metric)
+    if gate is not None:
+        promoted = None
+        if promote != "never" and manifest["gate"]["passed"]:
+            registry.set_alias(config.name, "production", version)
+            promoted = "production"
+    else:
+        promoted = _promote(registry, config.name, version, promote, champion, metric)
     return TrainResult(config.name, version, manifest, promoted)
 
 

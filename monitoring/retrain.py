@@ -1,0 +1,200 @@
+"""retrain(): the version's original data plus the labelled prediction log -> a gated challenger.
+
+The most recent share of the labelled window is held out from retraining. The challenger is scored
+against the champion on that recent window and on the original test split; it is promoted only when
+the objective metric is not worse by more than `margin` on either and no fairness gap is wider.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from service.store import PredictionStore
+from training import data, evaluate, fairness
+from training.config import LOWER_IS_BETTER, TrainConfig
+from training.errors import TrainingError
+from training.registry import MODEL_FILE, Registry
+from training.train import TrainResult, run_training
+
+
+def labelled_window(
+    store: PredictionStore, model: str, target: str, *, since: float | None, time_column: str | None
+) -> pd.DataFrame:
+    """Logged inputs with their feedback labels, oldest first, one row per prediction id."""
+    rows = [r for r in store.read_window(model) if r["label"] is not None]
+    if since is not None:
+        rows = [r for r in rows if r["created_at"] >= since]
+    records = []
+    for r in rows:
+        rec = orjson.loads(r["inputs"])
+        rec[target] = orjson.loads(r["label"])
+        rec["__id"] = r["id"]
+        rec["__logged_at"] = r["created_at"]
+        records.append(rec)
+    frame = pd.DataFrame.from_records(records)
+    if frame.empty:
+        return frame
+    frame = frame.drop_duplicates("__id").sort_values("__logged_at", kind="stable")
+    if time_column:
+        frame[time_column] = pd.to_datetime(frame["__logged_at"], unit="s")
+    return frame.reset_index(drop=True)
+
+
+def _score(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: str, metric: str) -> float:
+    return evaluate.score_model(pipeline, x, y, task)[metric]
+
+
+def retrain(
+    *,
+    registry: Registry,
+    store: PredictionStore,
+    model: str,
+    since: float | None = None,
+    holdout_share: float = 0.3,
+    margin: float = 0.01,
+    min_rows: int = 50,
+    dry_run: bool = False,
+    overrides: dict[str, Any] | None = None,
+    progress: Any = None,
+) -> TrainResult:
+    """Retrain `model` from its production version's config; gate; promote when the gate passes."""
+    import joblib
+
+    parent = registry.resolve(model)
+    raw = registry.raw_manifest(model, parent)
+    config = TrainConfig.model_validate({**raw["config"], **(overrides or {})})
+    target, task = raw["target"], raw["task"]
+    metric = raw["objective"]["metric"]
+    features = [f["name"] for f in raw["features"]]
+    if not config.data:
+        raise TrainingError(f"{model} v{parent} records no training data to start from")
+    original = data.load_dataset(config.data)
+    window = labelled_window(store, model, target, since=since, time_column=config.time_column)
+    if len(window) < min_rows:
+        raise TrainingError(
+            f"only {len(window)} labelled predictions for {model}; "
+            f"at least {min_rows} are needed to retrain"
+        )
+    n_hold = max(1, int(len(window) * holdout_share))
+    recent = window.iloc[-n_hold:]
+    fresh = window.iloc[:-n_hold]
+    if task == "classification":
+        original[target] = original[target].astype(str)
+        fresh = fresh.assign(**{target: fresh[target].astype(str)})
+        recent = recent.assign(**{target: recent[target].astype(str)})
+    combined = pd.concat([original, fresh.drop(columns=["__id", "__logged_at"])], ignore_index=True)
+    champion = joblib.load(registry.path(model, parent) / MODEL_FILE)
+    # The original test split, rebuilt exactly as the champion's training run made it.
+    champ_kinds = data.FeatureKinds(
+        numeric=[f["name"] for f in raw["features"] if f["kind"] == "numeric"],
+        categorical=[f["name"] for f in raw["features"] if f["kind"] == "categorical"],
+        datetime=[f["name"] for f in raw["features"] if f["kind"] == "datetime"],
+    )
+    orig = data.coerce_types(original, champ_kinds)
+    orig = orig[orig[target].notna()]
+    keep = [
+        *features,
+        target,
+        *(
+            [config.time_column]
+            if config.time_column and config.time_column not in features
+            else []
+        ),
+    ]
+    test = data.split(orig[keep], target, task, config).x_test
+    y_test_orig = orig.loc[test.index, target]
+    x_recent = data.coerce_types(recent, champ_kinds)[features]
+    y_recent = recent[target]
+    sensitive = [c for c in config.fairness.sensitive if c in recent.columns]
+
+    def gate(challenger: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+        lower = metric in LOWER_IS_BETTER
+        checks = {}
+        for label, x, y in (
+            ("recent_window", x_recent, y_recent),
+            ("original_test", test[features], y_test_orig),
+        ):
+            champ_s = _score(champion, x, y, task, metric)
+            chall_s = _score(challenger, x, y, task, metric)
+            worse_by = (chall_s - champ_s) if lower else (champ_s - chall_s)
+            checks[label] = {
+                "champion": champ_s,
+                "challenger": chall_s,
+                "rows": len(x),
+                "worse_by": worse_by,
+                "passed": bool(worse_by <= margin),
+            }
+        fair: dict[str, Any] = {}
+        if task == "classification" and sensitive:
+            positive = manifest["classes"][-1]
+            for name, pipe in (("champion", champion), ("challenger", challenger)):
+                rep = fairness.fairness_report(
+                    recent[sensitive], y_recent, pipe.predict(x_recent), task, positive
+                )
+                fair[name] = {c: r["demographic_parity_difference"] for c, r in rep.items()}
+            wider = [c for c in sensitive if fair["challenger"][c] > fair["champion"][c] + margin]
+            fair["passed"] = not wider
+            fair["wider_gaps"] = wider
+        passed = all(c["passed"] for c in checks.values()) and fair.get("passed", True)
+        return {
+            "passed": bool(passed),
+            "metric": metric,
+            "margin": margin,
+            "checks": checks,
+            "fairness": fair,
+            "data_quality": "passed (the run would have failed otherwise)",
+        }
+
+    # The recorded config names the original source: a later retrain starts from it again.
+    lineage = {
+        "config": json.loads(config.model_dump_json()),
+        "lineage": {
+            "parent_version": parent,
+            "original": {"source": config.data, "rows": len(original)},
+            "log_window": {
+                "from": float(window["__logged_at"].min()),
+                "to": float(window["__logged_at"].max()),
+                "labelled_rows": len(window),
+                "used_for_training": len(fresh),
+                "held_out_for_gate": len(recent),
+            },
+        },
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "retrain.parquet"
+        for col in combined.columns:
+            if combined[col].dtype == object:
+                combined[col] = combined[col].map(lambda v: None if v is None or v != v else v)
+        combined.to_parquet(path, index=False)
+        cfg = config.model_copy(update={"data": str(path)})
+        result = run_training(
+            cfg,
+            registry,
+            progress=progress,
+            promote="gate",
+            gate=gate,
+            extra=lineage,
+            publish=not dry_run,
+        )
+    return result
+
+
+def summary_lines(result: TrainResult) -> list[str]:
+    g = result.manifest["gate"]
+    lines = [
+        f"gate {'PASSED' if g['passed'] else 'REFUSED'} on {g['metric']} (margin {g['margin']})"
+    ]
+    for label, c in g["checks"].items():
+        lines.append(
+            f"  {label}: champion {c['champion']:.4f}, challenger {c['challenger']:.4f} "
+            f"on {c['rows']} rows -> {'ok' if c['passed'] else 'worse'}"
+        )
+    if g["fairness"]:
+        lines.append(f"  fairness (demographic parity difference): {json.dumps(g['fairness'])}")
+    return lines

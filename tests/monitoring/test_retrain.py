@@ -1,0 +1,145 @@
+"""Retraining on flights: January to April trains the champion, later months are the traffic."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from monitoring.retrain import retrain
+from servewatch.cli import app as cli
+from service.ids import new_ids
+from service.model import LoadedModel
+from service.store import PredictionStore, encode
+from training.config import TrainConfig
+from training.demo import FEATURES, TARGET, load_flights
+from training.errors import TrainingError
+from training.registry import Registry
+from training.train import run_training
+
+FAST = {"models": ["linear"], "search": {"method": "random", "trials": 2, "budget_seconds": 10,
+        "max_rows": 5000}, "split": {"cv_folds": 2}, "reference_rows": 500,
+        "calibration": "none"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """flights v1 trained on a sample of January to April (time-ordered), in production."""
+    root = tmp_path_factory.mktemp("flights")
+    frame = load_flights([1, 2, 3, 4]).sample(8000, random_state=0).sort_values("time_hour")
+    frame.to_parquet(root / "jan-apr.parquet", index=False)
+    cfg = TrainConfig.model_validate({
+        **FAST, "name": "flights", "data": str(root / "jan-apr.parquet"), "target": TARGET,
+        "task": "classification", "time_column": "time_hour",
+        "features": {"categorical": ["carrier", "origin", "dest"],
+                     "numeric": [f for f in FEATURES if f not in {"carrier", "origin", "dest"}]},
+        "quality": {"max_missing_share": 0.8}})  # fmt: skip
+    run_training(cfg, Registry(root / "registry"))
+    return root
+
+
+def log_later_months(root: Path, store: PredictionStore, months: list[int], n: int) -> None:
+    """Predict later flights with the champion and log them with their true outcome."""
+    reg = Registry(root / "registry")
+    model = LoadedModel.load(reg, "flights", reg.resolve("flights"))
+    frame = load_flights(months).sample(n, random_state=1).sort_values("time_hour")
+    rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
+    records = rows.to_dict(orient="records")
+    out = model.predict_columns({k: [r[k] for r in records] for k in FEATURES})
+    ids = new_ids(n)
+    now = time.time() - n
+    store.write_predictions(
+        [
+            {
+                "id": i,
+                "model": "flights",
+                "version": model.version,
+                "created_at": now + k,
+                "inputs": encode(r),
+                "prediction": encode(p),
+                "probabilities": encode(pr),
+                "latency_ms": 1.0,
+                "shadow": False,
+            }
+            for k, (i, r, p, pr) in enumerate(
+                zip(ids, records, out.predictions, out.probabilities or [], strict=True)
+            )
+        ]
+    )
+    store.write_labels(
+        [
+            {"prediction_id": i, "model": "flights", "label": encode(str(y)), "received_at": now}
+            for i, y in zip(ids, frame[TARGET], strict=True)
+        ]
+    )
+
+
+@pytest.fixture
+def setup(champion: Path, tmp_path: Path) -> tuple[Registry, PredictionStore]:
+    import shutil
+
+    shutil.copytree(champion / "registry", tmp_path / "registry")
+    store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
+    store.create_schema()
+    log_later_months(champion, store, [7, 8], 3000)
+    return Registry(tmp_path / "registry"), store
+
+
+def test_retrain_on_later_months_beats_the_old_version_and_is_promoted(
+    setup: tuple[Registry, PredictionStore],
+) -> None:
+    registry, store = setup
+    result = retrain(registry=registry, store=store, model="flights")
+    gate = result.manifest["gate"]
+    recent = gate["checks"]["recent_window"]
+    assert recent["challenger"] > recent["champion"]
+    assert gate["passed"] and result.promoted_to == "production"
+    assert registry.resolve("flights") == result.version == 2
+    lineage = registry.raw_manifest("flights", 2)["lineage"]
+    assert lineage["parent_version"] == 1
+    assert lineage["log_window"]["labelled_rows"] == 3000
+    assert lineage["log_window"]["held_out_for_gate"] == 900
+    assert registry.raw_manifest("flights", 2)["config"]["data"].endswith("jan-apr.parquet")
+
+
+def test_the_gate_refuses_a_deliberately_worse_challenger(
+    setup: tuple[Registry, PredictionStore],
+) -> None:
+    registry, store = setup
+    crippled = {"features": {"categorical": ["origin"], "numeric": ["distance"]}}
+    result = retrain(registry=registry, store=store, model="flights", overrides=crippled)
+    gate = result.manifest["gate"]
+    assert not gate["passed"]
+    assert not gate["checks"]["recent_window"]["passed"]
+    assert result.promoted_to is None
+    assert registry.resolve("flights") == 1  # production unchanged; v2 is kept for inspection
+
+
+def test_dry_run_publishes_nothing_and_too_few_labels_fail_clearly(
+    setup: tuple[Registry, PredictionStore], tmp_path: Path
+) -> None:
+    registry, store = setup
+    result = retrain(registry=registry, store=store, model="flights", dry_run=True)
+    assert result.version is None and "gate" in result.manifest
+    assert registry.versions("flights") == [1]
+    empty = PredictionStore(f"sqlite:///{tmp_path}/empty.db")
+    empty.create_schema()
+    with pytest.raises(TrainingError, match="only 0 labelled predictions"):
+        retrain(registry=registry, store=empty, model="flights")
+    res = CliRunner().invoke(
+        cli,
+        [
+            "retrain",
+            "--model",
+            "flights",
+            "--dry-run",
+            "--registry",
+            str(registry.root),
+            "--database-url",
+            store.url,
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "gate" in res.output and "dry run: nothing published" in res.output
