@@ -19,7 +19,7 @@ from monitoring.config import MonitorSettings
 from monitoring.estimate import estimate
 from monitoring.notifiers import AlertmanagerNotifier, WebhookNotifier
 from monitoring.store import MonitorStore
-from monitoring.window import Window, read_window
+from monitoring.window import Window, read_shadow, read_window
 from service.store import PredictionStore
 from training.evaluate import classification_metrics, regression_metrics
 from training.registry import PREDICTION_COL, PROBA_PREFIX, REFERENCE_FILE, Manifest, Registry
@@ -120,6 +120,9 @@ def run_monitoring(
             )
         summary["quality"] = _quality(reference, current, manifest)
         summary["performance"] = _performance(window, reference, classes, rules)
+        shadow_rows = read_shadow(store, model=model, since=since, cap=settings.monitor_max_rows)
+        if shadow_rows:
+            summary["shadow"] = _shadow_report(shadow_rows, classes)
         if window.rows >= rules.min_rows:
             summary["explanation_drift"] = _explanation_drift(
                 registry, model, version, reference, current, manifest
@@ -235,6 +238,45 @@ def _drift(
             current[PREDICTION_COL].value_counts(normalize=True).to_dict()
         )
     return drift, pred_drift
+
+
+def _shadow_report(rows: list[dict[str, Any]], classes: list[str] | None) -> dict[str, Any]:
+    """How often the shadow (staging) version agrees with production, and both scores on labels."""
+    import orjson
+
+    prod = [orjson.loads(r["production_prediction"]) for r in rows]
+    shad = [orjson.loads(r["shadow_prediction"]) for r in rows]
+    if classes is not None:
+        agreement = float(np.mean([a == b for a, b in zip(prod, shad, strict=True)]))
+    else:
+        diffs = np.abs(np.asarray(prod, dtype=float) - np.asarray(shad, dtype=float))
+        agreement = float(np.mean(diffs <= 1e-9))
+    out: dict[str, Any] = {
+        "shadow_version": rows[0]["shadow_version"],
+        "production_version": rows[0]["production_version"],
+        "rows": len(rows),
+        "agreement": agreement,
+    }
+    labelled = [r for r in rows if r["label"] is not None]
+    if labelled:
+        y = [
+            str(orjson.loads(r["label"])) if classes else float(orjson.loads(r["label"]))
+            for r in labelled
+        ]
+        for side in ("production", "shadow"):
+            if classes is not None:
+                proba = np.array(
+                    [
+                        [orjson.loads(r[f"{side}_probabilities"]).get(c, 0.0) for c in classes]
+                        for r in labelled
+                    ]
+                )
+                out[f"{side}_realised"] = classification_metrics(y, proba, classes)
+            else:
+                pred = np.array([float(orjson.loads(r[f"{side}_prediction"])) for r in labelled])
+                out[f"{side}_realised"] = regression_metrics(np.asarray(y, dtype=float), pred)
+        out["labelled_rows"] = len(labelled)
+    return out
 
 
 def _explanation_drift(

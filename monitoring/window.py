@@ -108,3 +108,34 @@ def read_window(
         end=max(times) if times else None,
         total_rows=total,
     )
+
+
+def read_shadow(
+    store: PredictionStore, *, model: str, since: float | None, cap: int
+) -> list[dict[str, Any]]:
+    """Shadow rows joined to the production prediction they shadowed (and its label)."""
+    prod = predictions.alias("prod")
+    shadow = predictions.alias("shadow")
+    j = shadow.join(prod, prod.c.id == shadow.c.ref_id).outerjoin(
+        feedback, feedback.c.prediction_id == prod.c.id
+    )
+    cond = [shadow.c.model == model, shadow.c.shadow.is_(True)]
+    if since is not None:
+        cond.append(shadow.c.created_at > since)
+    stmt = (
+        sa.select(
+            shadow.c.version.label("shadow_version"),
+            shadow.c.prediction.label("shadow_prediction"),
+            shadow.c.probabilities.label("shadow_probabilities"),
+            prod.c.version.label("production_version"),
+            prod.c.prediction.label("production_prediction"),
+            prod.c.probabilities.label("production_probabilities"),
+            feedback.c.label,
+        )
+        .select_from(j)
+        .where(*cond)
+        .order_by(shadow.c.created_at.desc())
+        .limit(cap)
+    )
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(stmt)]

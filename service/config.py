@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """What to serve: NAME, NAME:VERSION or NAME@ALIAS, comma-separated. Empty: every model at
     its production alias, else its newest version."""
+    shadow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Models whose `staging` version runs in shadow: same inputs, logged, never returned."""
+    canary: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    """Share of traffic per model sent to its `staging` version, e.g. `flights:0.1`."""
+    canary_min_requests: int = Field(50, ge=1)
+    canary_max_error_rate_increase: float = Field(0.02, ge=0)
+    canary_max_latency_ratio: float = Field(2.0, gt=1)
     database_url: str = "sqlite:///var/servewatch.db"
     """Prediction log: a SQLite file on one machine, postgresql://... for several replicas."""
     host: str = "127.0.0.1"
@@ -54,13 +61,30 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _split_models(cls, data: object) -> object:
-        if isinstance(data, dict) and isinstance(data.get("models"), str):
-            data["models"] = [m.strip() for m in data["models"].split(",") if m.strip()]
+    def _split_lists(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        for key in ("models", "shadow"):
+            if isinstance(data.get(key), str):
+                data[key] = [m.strip() for m in data[key].split(",") if m.strip()]
+        if isinstance(data.get("canary"), str):
+            shares = {}
+            for item in filter(None, (p.strip() for p in data["canary"].split(","))):
+                name, _, share = item.partition(":")
+                try:
+                    shares[name.strip()] = float(share)
+                except ValueError:
+                    raise ValueError(f"SERVEWATCH_CANARY: {item!r} is not NAME:SHARE") from None
+            data["canary"] = shares
         return data
 
     @model_validator(mode="after")
     def _check_tokens(self) -> Settings:
+        for name, share in self.canary.items():
+            if not 0 < share < 1:
+                raise ValueError(f"SERVEWATCH_CANARY: share for {name} must be between 0 and 1")
+            if name in self.shadow:
+                raise ValueError(f"{name} cannot have both a shadow and a canary")
         for name in ("admin_token", "feedback_token", "signing_key", "personal_data_key"):
             token = getattr(self, name)
             if token is not None and len(token) < 16:

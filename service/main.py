@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service import errors, metrics
+from service.canary import CanaryLimits
 from service.config import Settings
 from service.deps import AppState
 from service.logwriter import LogWriter, Spool
@@ -57,6 +58,13 @@ def create_app(
             executor,
             max_rows=settings.batch_max_rows,
             max_wait_s=settings.batch_max_wait_ms / 1000,
+        )
+        manager.shadow = set(settings.shadow)
+        manager.canary = dict(settings.canary)
+        manager.canary_limits = CanaryLimits(
+            min_requests=settings.canary_min_requests,
+            max_error_rate_increase=settings.canary_max_error_rate_increase,
+            max_latency_ratio=settings.canary_max_latency_ratio,
         )
         store = PredictionStore(settings.database_url)
         try:

@@ -25,13 +25,13 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 REQUESTS = Counter(
     "servewatch_requests_total",
-    "HTTP requests by model, endpoint and status.",
-    ["model", "endpoint", "status"],
+    "HTTP requests by model, answering version, endpoint and status.",
+    ["model", "version", "endpoint", "status"],
 )
 REQUEST_SECONDS = Histogram(
     "servewatch_request_duration_seconds",
-    "Time to answer a request, by model and endpoint.",
-    ["model", "endpoint"],
+    "Time to answer a request, by model, answering version and endpoint.",
+    ["model", "version", "endpoint"],
     buckets=LATENCY_BUCKETS,
 )
 MODEL_CALL_SECONDS = Histogram(
@@ -98,6 +98,22 @@ MODEL_INFO = Gauge(
     "1 for each model version a worker serves.",
     ["model", "version"],
     multiprocess_mode="livemax",
+)
+STAGING_INFO = Gauge(
+    "servewatch_staging_info",
+    "1 for each staging version a worker runs as shadow or canary (0 once a canary is stopped).",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+SHADOW_PREDICTIONS = Counter(
+    "servewatch_shadow_predictions_total",
+    "Shadow predictions by the staging version (never returned), by result.",
+    ["model", "version", "result"],
+)
+CANARY_ROLLBACKS = Counter(
+    "servewatch_canary_rollbacks_total",
+    "Canaries stopped because they were worse than production, by reason.",
+    ["model", "version", "reason"],
 )
 MODEL_RELOADS = Counter(
     "servewatch_model_reloads_total", "Version swaps, by result.", ["model", "result"]

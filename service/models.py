@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import random
+from collections.abc import Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 from service import metrics
 from service.batching import MicroBatcher
+from service.canary import CanaryGuard, CanaryLimits
 from service.errors import NotFound
 from service.model import LoadedModel, ModelLoadError
 from training.errors import TrainingError
@@ -58,6 +63,12 @@ class ModelManager:
     ) -> None:
         self.registry = registry
         self.refs = refs
+        self.staging: dict[str, Slot] = {}
+        self.shadow: set[str] = set()
+        self.canary: dict[str, float] = {}
+        self.canary_limits = CanaryLimits()
+        self.canary_guards: dict[str, CanaryGuard] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.executor = executor
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
@@ -78,7 +89,11 @@ class ModelManager:
         return slot
 
     async def load_all(self) -> list[str]:
-        """Load every requested model; returns the problems (a model that fails is not served)."""
+        """Load every requested model; returns the problems (a model that fails is not served).
+
+        Models with a shadow or canary also get their `staging` version; a missing staging
+        alias is logged, not a problem (there is nothing to try yet).
+        """
         problems = []
         for ref in self.refs:
             try:
@@ -86,16 +101,53 @@ class ModelManager:
             except (ModelLoadError, TrainingError) as exc:
                 problems.append(str(exc))
                 log.error("not serving %s: %s", ref.name, exc)
+        await self._load_staging()
         return problems
 
-    async def swap(self, ref: ServedRef) -> tuple[int | None, int]:
+    async def _load_staging(self) -> None:
+        for name in sorted(set(self.shadow) | set(self.canary)):
+            if name not in self.slots:
+                continue
+            try:
+                await self.swap(ServedRef(name, "@staging"), role="staging")
+            except (ModelLoadError, TrainingError) as exc:
+                log.warning("no staging version for %s (%s): no shadow/canary yet", name, exc)
+
+    def route(self, name: str, key: str | None) -> tuple[Slot, bool]:
+        """The slot that answers this request and whether it is the canary.
+
+        With a request key the choice is sticky (the same key always lands on the same side).
+        """
+        prod = self.get(name)
+        share = self.canary.get(name)
+        cand = self.staging.get(name)
+        guard = self.canary_guards.get(name)
+        if not share or cand is None or (guard is not None and guard.stopped):
+            return prod, False
+        if key is None:
+            draw = random.random()
+        else:
+            digest = hashlib.sha256(f"{name}:{key}".encode()).digest()
+            draw = int.from_bytes(digest[:8], "big") / 2**64
+        return (cand, True) if draw < share else (prod, False)
+
+    def guard(self, name: str) -> CanaryGuard:
+        if name not in self.canary_guards:
+            self.canary_guards[name] = CanaryGuard(
+                name, self.staging[name].model.version, self.canary_limits
+            )
+        return self.canary_guards[name]
+
+    async def swap(self, ref: ServedRef, role: str = "production") -> tuple[int | None, int]:
         """Load the version `ref` resolves to and swap it in; in-flight requests finish on the old.
 
-        Returns (old version, new version). Raises ModelLoadError and leaves the old one serving.
+        `role` "staging" fills the shadow/canary slot instead of the served one. Returns (old
+        version, new version). Raises ModelLoadError and leaves the old one serving.
         """
+        table = self.slots if role == "production" else self.staging
         async with self._lock:
             version = self.registry.resolve(ref.name, ref.ref)
-            old = self.slots.get(ref.name)
+            old = table.get(ref.name)
             if old is not None and old.model.version == version:
                 return version, version
             try:
@@ -107,10 +159,13 @@ class ModelManager:
                 model, self.executor, max_rows=self.max_rows, max_wait_s=self.max_wait_s
             )
             batcher.start()
-            self.slots[ref.name] = Slot(ref, model, batcher)
-            metrics.MODEL_INFO.labels(ref.name, str(version)).set(1)
+            table[ref.name] = Slot(ref, model, batcher)
+            info = metrics.MODEL_INFO if role == "production" else metrics.STAGING_INFO
+            info.labels(ref.name, str(version)).set(1)
+            if role == "staging":
+                self.canary_guards.pop(ref.name, None)  # a new canary starts with a clean record
             if old is not None:
-                metrics.MODEL_INFO.labels(ref.name, str(old.model.version)).set(0)
+                info.labels(ref.name, str(old.model.version)).set(0)
                 metrics.MODEL_RELOADS.labels(ref.name, "swapped").inc()
                 log.info("swapped %s v%s -> v%s", ref.name, old.model.version, version)
                 asyncio.get_running_loop().create_task(old.batcher.close())
@@ -134,7 +189,16 @@ class ModelManager:
                     log.error(
                         "reload of %s refused, old version keeps serving: %s", slot.ref.name, exc
                     )
+            await self._load_staging()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run work off the request path (shadow predictions); close() waits for it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
-        for slot in self.slots.values():
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for slot in [*self.slots.values(), *self.staging.values()]:
             await slot.batcher.close()

@@ -28,6 +28,7 @@ predictions = sa.Table(
     sa.Column("probabilities", sa.Text, nullable=True),  # JSON object class -> p
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("shadow", sa.Boolean, nullable=False, default=False),
+    sa.Column("ref_id", sa.String(32), nullable=True),  # shadow rows: the answered prediction
     sa.Index("ix_sw_predictions_model_time", "model", "version", "created_at"),
 )
 
@@ -104,6 +105,11 @@ class PredictionStore:
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
+        # Additive migration for logs created before shadow rows existed.
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns("sw_predictions")}
+        if "ref_id" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE sw_predictions ADD COLUMN ref_id VARCHAR(32)"))
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

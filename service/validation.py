@@ -44,7 +44,7 @@ class Validator:
         self.features = features
         self.names = [f.name for f in features]
         self.personal = personal or set()
-        self._known = set(self.names) | self.personal
+        self.known = set(self.names) | self.personal
         self._cats = {f.name: set(f.categories) for f in features if f.categories is not None}
 
     def check(self, instances: list[Any]) -> Checked | list[Problem]:
@@ -57,7 +57,7 @@ class Validator:
                 problems.append(Problem(i, "", "type", "each instance must be a JSON object"))
                 continue
             for key in inst:
-                if key not in self._known:
+                if key not in self.known:
                     problems.append(
                         Problem(i, str(key), "unknown", f"{key!r} is not a feature of this model")
                     )

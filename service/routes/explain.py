@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.deps import StateDep
-from service.routes.predict import ERRORS, answer, checked_instances, timed
+from service.routes.predict import ERRORS, RequestContext, answer, checked_instances, timed
 from service.schemas import ExplainResponse
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
@@ -29,8 +29,10 @@ router = APIRouter(prefix="/v1/models", tags=["predict"])
     },
 )
 async def explain(name: str, request: Request, state: StateDep) -> Response:
-    async def run(start: float) -> Response:
-        slot, instances, checked = await checked_instances(name, request, state)
+    async def run(start: float, ctx: RequestContext) -> Response:
+        slot = state.manager.get(name)
+        ctx.version = str(slot.model.version)
+        instances, checked = await checked_instances(slot, name, request, state)
         model = slot.model
         out = await slot.batcher.predict(checked.columns, len(instances))
         loop = asyncio.get_running_loop()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,6 +25,7 @@ from service.store import encode
 from service.validation import Checked
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
+log = logging.getLogger("servewatch.predict")
 
 # A label may arrive before its prediction row is flushed (or from another replica's queue):
 # ids issued this recently are accepted and join once the row lands.
@@ -73,36 +76,100 @@ async def read_json(request: Request, limit: int) -> Any:
     },
 )
 async def predict(name: str, request: Request, state: StateDep) -> Response:
-    async def run(start: float) -> Response:
-        slot, instances, checked = await checked_instances(name, request, state)
+    async def run(start: float, ctx: RequestContext) -> Response:
+        manager = state.manager
+        prod = manager.get(name)
+        slot, ctx.canary = manager.route(name, request.headers.get("x-request-key"))
+        ctx.version = str(prod.model.version)
+        # Clients speak the production schema; a canary answers only what it can read from it.
+        instances, checked = await checked_instances(prod, name, request, state)
+        if slot is not prod:
+            projected = slot.model.validator.check(project(instances, slot))
+            if isinstance(projected, list):
+                slot, ctx.canary = prod, False
+            else:
+                checked = projected
+        ctx.version = str(slot.model.version)
         out = await slot.batcher.predict(checked.columns, len(instances))
-        return await answer(name, slot.model, instances, out, state, start)
+        ids = new_ids(len(instances))
+        response = await answer(name, slot.model, instances, out, state, start, ids=ids)
+        shadow = manager.staging.get(name) if name in manager.shadow else None
+        if shadow is not None:
+            manager.spawn(shadow_predict(name, shadow, instances, ids, state))
+        return response
 
     return await timed("predict", name, state, run)
 
 
+@dataclass
+class RequestContext:
+    version: str = ""
+    canary: bool | None = None  # None: no canary configured for this model
+
+
 async def timed(
-    endpoint: str, name: str, state: StateDep, run: Callable[[float], Awaitable[Response]]
+    endpoint: str,
+    name: str,
+    state: StateDep,
+    run: Callable[[float, RequestContext], Awaitable[Response]],
 ) -> Response:
-    """Count the request and observe its latency under `endpoint`, whatever the outcome."""
+    """Count the request and observe its latency by model, version and endpoint; feed the canary
+    guard when the model has a canary."""
     start = time.perf_counter()
-    status = "200"
+    status = 200
+    ctx = RequestContext()
     try:
-        return await run(start)
+        return await run(start, ctx)
     except Exception as exc:
-        status = str(getattr(exc, "status_code", 500))
+        status = int(getattr(exc, "status_code", 500))
         raise
     finally:
+        elapsed = time.perf_counter() - start
         known = name if name in state.manager.slots else "_unknown"
-        metrics.REQUESTS.labels(known, endpoint, status).inc()
-        metrics.REQUEST_SECONDS.labels(known, endpoint).observe(time.perf_counter() - start)
+        metrics.REQUESTS.labels(known, ctx.version, endpoint, str(status)).inc()
+        metrics.REQUEST_SECONDS.labels(known, ctx.version, endpoint).observe(elapsed)
+        if name in state.manager.canary and name in state.manager.staging and ctx.version:
+            state.manager.guard(name).record(
+                is_canary=bool(ctx.canary), status=status, seconds=elapsed
+            )
+
+
+def project(instances: list[dict[str, Any]], slot: Slot) -> list[dict[str, Any]]:
+    """The instances restricted to what `slot`'s version reads (its features, personal data)."""
+    known = slot.model.validator.known
+    return [{k: v for k, v in inst.items() if k in known} for inst in instances]
+
+
+async def shadow_predict(
+    name: str,
+    slot: Slot,
+    instances: list[dict[str, Any]],
+    parent_ids: list[str],
+    state: StateDep,
+) -> None:
+    """The staging version on the same inputs, off the request path; logged, never returned."""
+    version = str(slot.model.version)
+    try:
+        shadow_checked = slot.model.validator.check(project(instances, slot))
+        if isinstance(shadow_checked, list):
+            metrics.SHADOW_PREDICTIONS.labels(name, version, "schema_mismatch").inc(len(instances))
+            return
+        out = await slot.batcher.predict(shadow_checked.columns, len(instances))
+        rows = log_rows(
+            name, slot.model, instances, out, state, parent_ids, latency_ms=0.0, shadow=True
+        )
+        await state.writer.put(rows)
+    except Exception as exc:  # a failing shadow never touches production traffic
+        metrics.SHADOW_PREDICTIONS.labels(name, version, "failed").inc(len(instances))
+        log.warning("shadow prediction of %s v%s failed: %s", name, version, exc)
+        return
+    metrics.SHADOW_PREDICTIONS.labels(name, version, "logged").inc(len(instances))
 
 
 async def checked_instances(
-    name: str, request: Request, state: StateDep
-) -> tuple[Slot, list[dict[str, Any]], Checked]:
-    """Parse the body and check every instance against the served version's schema."""
-    slot = state.manager.get(name)
+    slot: Slot, name: str, request: Request, state: StateDep
+) -> tuple[list[dict[str, Any]], Checked]:
+    """Parse the body and check every instance against the answering version's schema."""
     settings = state.settings
     body = await read_json(request, settings.max_body_bytes)
     if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
@@ -154,7 +221,41 @@ async def checked_instances(
         metrics.OUT_OF_RANGE.labels(name, feat).inc(n)
     for feat, n in checked.unseen.items():
         metrics.UNSEEN_CATEGORIES.labels(name, feat).inc(n)
-    return slot, instances, checked
+    return instances, checked
+
+
+def log_rows(
+    name: str,
+    model: LoadedModel,
+    instances: list[dict[str, Any]],
+    out: Outputs,
+    state: StateDep,
+    ids: list[str],
+    *,
+    latency_ms: float,
+    shadow: bool = False,
+) -> list[dict[str, Any]]:
+    """Prediction-log rows; a shadow row gets its own id and points at the answered one."""
+    key = state.settings.personal_data_key
+    own_ids = new_ids(len(ids)) if shadow else ids
+    now = time.time()
+    return [
+        {
+            "id": own_ids[i],
+            "model": name,
+            "version": model.version,
+            "created_at": now,
+            "inputs": encode(model.redact(inst, key)),
+            "prediction": encode(out.predictions[i]),
+            "probabilities": (
+                encode(out.probabilities[i]) if out.probabilities is not None else None
+            ),
+            "latency_ms": latency_ms,
+            "shadow": shadow,
+            "ref_id": ids[i] if shadow else None,
+        }
+        for i, inst in enumerate(instances)
+    ]
 
 
 async def answer(
@@ -165,39 +266,25 @@ async def answer(
     state: StateDep,
     start: float,
     extras: list[dict[str, Any]] | None = None,
+    ids: list[str] | None = None,
 ) -> Response:
-    """Give each prediction an id, queue its log row, count it, and build the response."""
-    settings = state.settings
-    ids = new_ids(len(instances))
-    latency_ms = (time.perf_counter() - start) * 1000
-    now = time.time()
+    """Queue each prediction's log row, count it, and build the response."""
+    ids = ids or new_ids(len(instances))
     version = model.version
-    rows = []
+    rows = log_rows(
+        name, model, instances, out, state, ids, latency_ms=(time.perf_counter() - start) * 1000
+    )
     preds = []
-    for i, inst in enumerate(instances):
-        proba = out.probabilities[i] if out.probabilities is not None else None
-        rows.append(
-            {
-                "id": ids[i],
-                "model": name,
-                "version": version,
-                "created_at": now,
-                "inputs": encode(model.redact(inst, settings.personal_data_key)),
-                "prediction": encode(out.predictions[i]),
-                "probabilities": encode(proba) if proba is not None else None,
-                "latency_ms": latency_ms,
-                "shadow": False,
-            }
-        )
+    for i in range(len(instances)):
         item: dict[str, Any] = {"prediction_id": ids[i], "prediction": out.predictions[i]}
-        if proba is not None:
-            item["probabilities"] = proba
+        if out.probabilities is not None:
+            item["probabilities"] = out.probabilities[i]
         if extras is not None:
             item.update(extras[i])
         preds.append(item)
     try:
         # answered only once the row is on its way to the log (or, in sync mode, in it)
-        await state.writer.put(rows, durable=settings.log_durability == "sync")
+        await state.writer.put(rows, durable=state.settings.log_durability == "sync")
     except LogFull as exc:
         raise Unavailable(str(exc)) from None
     vs = str(version)

@@ -19,7 +19,8 @@ def test_explain_returns_contributions_per_input_feature_and_logs(settings: Sett
 def check_explain(client: TestClient) -> list[dict[str, Any]]:
     before = (
         REGISTRY.get_sample_value(
-            "servewatch_requests_total", {"model": "demo", "endpoint": "explain", "status": "200"}
+            "servewatch_requests_total",
+            {"model": "demo", "version": "1", "endpoint": "explain", "status": "200"},
         )
         or 0.0
     )
@@ -33,7 +34,8 @@ def check_explain(client: TestClient) -> list[dict[str, Any]]:
     assert isinstance(exp["base_value"], float)
     assert preds[0]["probabilities"]["yes"] > 0
     after = REGISTRY.get_sample_value(
-        "servewatch_requests_total", {"model": "demo", "endpoint": "explain", "status": "200"}
+        "servewatch_requests_total",
+        {"model": "demo", "version": "1", "endpoint": "explain", "status": "200"},
     )
     assert after == before + 1
     return preds  # type: ignore[no-any-return]

@@ -1,0 +1,158 @@
+"""Shadow and canary versions beside production."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from monitoring.config import MonitorSettings
+from monitoring.runner import run_monitoring
+from service.config import Settings
+from service.main import create_app
+from service.model import LoadedModel
+from service.store import PredictionStore
+from tests.conftest import fast_config
+from tests.service.conftest import example
+from training.registry import Registry
+from training.train import run_training
+
+
+@pytest.fixture
+def with_staging(registry_copy: Path, clf_csv: Path) -> Path:
+    """demo v1 in production; v2 (a different model: x1 left out) at the staging alias."""
+    cfg = fast_config(
+        name="demo",
+        data=str(clf_csv),
+        target="label",
+        models=["linear"],
+        features={"datetime": ["when"], "drop": ["x1"]},
+    )
+    result = run_training(cfg, Registry(registry_copy), promote="never")
+    Registry(registry_copy).set_alias("demo", "staging", result.version or 0)
+    return registry_copy
+
+
+def settings_for(registry: Path, tmp_path: Path, **kw: Any) -> Settings:
+    return Settings(
+        registry=registry,
+        database_url=f"sqlite:///{tmp_path}/log.db",
+        spool_dir=tmp_path / "spool",
+        reload_interval_s=0,
+        **kw,
+    )
+
+
+def instances(n: int) -> list[dict[str, Any]]:
+    return [{**example(), "x1": -2 + 4 * i / n} for i in range(n)]
+
+
+def test_shadow_logs_staging_answers_and_leaves_production_unchanged(
+    with_staging: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(with_staging, tmp_path, shadow=["demo"])
+    batch = instances(20)
+    with TestClient(create_app(settings)) as c:
+        res = c.post("/v1/models/demo/predict", json={"instances": batch}).json()
+    prod = LoadedModel.load(Registry(with_staging), "demo", 1)
+    expected = prod.predict_columns({k: [r[k] for r in batch] for k in batch[0]})
+    assert res["version"] == 1
+    assert [p["probabilities"] for p in res["predictions"]] == expected.probabilities
+    rows = PredictionStore(settings.database_url).read_window("demo")
+    shadow = [r for r in rows if r["shadow"]]
+    answered = {p["prediction_id"] for p in res["predictions"]}
+    assert len(shadow) == 20 and {r["version"] for r in shadow} == {2}
+    assert {r["ref_id"] for r in shadow} == answered
+    assert not answered & {r["id"] for r in shadow}
+    # the monitoring run reports agreement and both versions' performance
+    store = PredictionStore(settings.database_url)
+    with TestClient(create_app(settings)) as c:
+        c.post(
+            "/v1/models/demo/feedback",
+            json={
+                "labels": [
+                    {"prediction_id": p["prediction_id"], "label": "yes"}
+                    for p in res["predictions"]
+                ]
+            },
+        )
+    summary = run_monitoring(
+        settings=MonitorSettings(
+            registry=with_staging, database_url=store.url, monitor_reports_dir=tmp_path / "r"
+        ),
+        store=store,
+        model="demo",
+        notifiers=[],
+    )
+    report = summary["shadow"]
+    assert report["shadow_version"] == 2 and report["production_version"] == 1
+    assert report["rows"] == 20 and 0.0 <= report["agreement"] <= 1.0
+    assert report["labelled_rows"] == 20
+    assert "accuracy" in report["production_realised"] and "accuracy" in report["shadow_realised"]
+
+
+def test_canary_share_is_respected_and_sticky_by_key(with_staging: Path, tmp_path: Path) -> None:
+    settings = settings_for(with_staging, tmp_path, canary={"demo": 0.3})
+    with TestClient(create_app(settings)) as c:
+        versions = [
+            c.post(
+                "/v1/models/demo/predict",
+                json={"instances": [example()]},
+                headers={"x-request-key": f"user-{i}"},
+            ).json()["version"]
+            for i in range(400)
+        ]
+        again = [
+            c.post(
+                "/v1/models/demo/predict",
+                json={"instances": [example()]},
+                headers={"x-request-key": f"user-{i}"},
+            ).json()["version"]
+            for i in range(50)
+        ]
+    share = versions.count(2) / len(versions)
+    assert 0.23 <= share <= 0.37, share
+    assert again == versions[:50]  # the same key always lands on the same version
+
+
+def test_a_broken_canary_is_rolled_back(with_staging: Path, tmp_path: Path) -> None:
+    settings = settings_for(with_staging, tmp_path, canary={"demo": 0.5}, canary_min_requests=10)
+    before = (
+        REGISTRY.get_sample_value(
+            "servewatch_canary_rollbacks_total",
+            {"model": "demo", "version": "2", "reason": "errors"},
+        )
+        or 0
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        staging = c.app.state.sw.manager.staging["demo"].model  # type: ignore[attr-defined]
+
+        def broken(_columns: dict[str, list[Any]]) -> Any:
+            raise RuntimeError("canary bug")
+
+        staging.predict_columns = broken
+        codes = [
+            c.post("/v1/models/demo/predict", json={"instances": [example()]}).status_code
+            for _ in range(80)
+        ]
+        after_stop = [
+            c.post("/v1/models/demo/predict", json={"instances": [example()]}) for _ in range(30)
+        ]
+    assert 500 in codes  # the canary did fail ...
+    assert all(
+        r.status_code == 200 and r.json()["version"] == 1 for r in after_stop
+    )  # ... then stopped
+    after = REGISTRY.get_sample_value(
+        "servewatch_canary_rollbacks_total", {"model": "demo", "version": "2", "reason": "errors"}
+    )
+    assert after == before + 1
+
+
+def test_bad_canary_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        Settings(canary="demo:1.5")
+    with pytest.raises(ValueError, match="NAME:SHARE"):
+        Settings(canary="demo")
+    with pytest.raises(ValueError, match="both a shadow and a canary"):
+        Settings(canary="demo:0.1", shadow="demo")
