@@ -169,6 +169,9 @@ def retrain_cmd(
     dry_run: Annotated[
         bool, typer.Option(help="Show the gate's verdict; publish nothing.")
     ] = False,
+    incremental: Annotated[
+        bool, typer.Option(help="Update the production model from the new window only.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     registry: RegistryOpt = None,
     database_url: DbOpt = None,
@@ -190,6 +193,7 @@ def retrain_cmd(
             margin=margin,
             holdout_share=holdout_share,
             dry_run=dry_run,
+            incremental=incremental,
         )
     except TrainingError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)

@@ -60,6 +60,7 @@ def retrain(
     margin: float = 0.01,
     min_rows: int = 50,
     dry_run: bool = False,
+    incremental: bool = False,
     overrides: dict[str, Any] | None = None,
     progress: Any = None,
 ) -> TrainResult:
@@ -166,6 +167,22 @@ def retrain(
             },
         },
     }
+    if incremental:
+        x_fresh = data.coerce_types(fresh, champ_kinds)[features]
+        return _incremental(
+            registry,
+            model,
+            parent,
+            raw,
+            champion,
+            x_fresh,
+            fresh[target],
+            gate,
+            lineage,
+            test[features],
+            y_test_orig,
+            dry_run=dry_run,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "retrain.parquet"
         for col in combined.columns:
@@ -198,3 +215,73 @@ def summary_lines(result: TrainResult) -> list[str]:
     if g["fairness"]:
         lines.append(f"  fairness (demographic parity difference): {json.dumps(g['fairness'])}")
     return lines
+
+
+def _incremental(
+    registry: Registry,
+    model: str,
+    parent: int,
+    raw: dict[str, Any],
+    champion: Any,
+    x_fresh: pd.DataFrame,
+    y_fresh: pd.Series,
+    gate: Any,
+    lineage: dict[str, Any],
+    x_test: pd.DataFrame,
+    y_test: pd.Series,
+    *,
+    dry_run: bool,
+) -> TrainResult:
+    """Update the parent from the new window only, gate it like a full retrain, publish."""
+    import time
+    from datetime import UTC, datetime
+
+    import joblib
+
+    from training import card, incremental
+    from training.registry import LABEL_COL, REFERENCE_FILE
+    from training.train import _reference_frame
+
+    if len(x_fresh) == 0:
+        raise TrainingError("no labelled rows left for the update after the gate's hold-out")
+    started = time.perf_counter()
+    challenger = incremental.update(champion, x_fresh, y_fresh)
+    seconds = time.perf_counter() - started
+    task = raw["task"]
+    manifest = {k: v for k, v in raw.items() if k not in {"version", "files", "signature", "name"}}
+    manifest.update(lineage)
+    manifest["created_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest["lineage"]["incremental"] = True
+    manifest["model"] = {
+        **raw["model"],
+        "incremental_update": {"rows": len(x_fresh), "seconds": round(seconds, 3)},
+    }
+    test_metrics = evaluate.score_model(challenger, x_test, y_test, task)
+    metric = raw["objective"]["metric"]
+    manifest["metrics"] = {**raw["metrics"], "test": test_metrics}
+    manifest["objective"] = {**raw["objective"], "test_score": test_metrics[metric]}
+    # Figures that described the parent and were not recomputed are left out, not carried over.
+    manifest["explanations"] = {"permutation_importance": {}}
+    manifest["error_analysis"] = {"worst_slices": []}
+    manifest["fairness"] = {}
+    manifest["plots"] = []
+    manifest["gate"] = gate(challenger, manifest)
+    if dry_run:
+        return TrainResult(model, None, manifest, None)
+    ref = pd.read_parquet(registry.path(model, parent) / REFERENCE_FILE)
+    features = [f["name"] for f in raw["features"]]
+    reference = _reference_frame(challenger, ref[features], ref[LABEL_COL], task, len(ref), 0)
+
+    def stage(folder: Path) -> dict[str, Any]:
+        joblib.dump(challenger, folder / MODEL_FILE, compress=3)
+        reference.to_parquet(folder / REFERENCE_FILE, index=False)
+        (folder / "model_card.md").write_text(card.render({**manifest, "name": model}))
+        return manifest
+
+    version = registry.publish(model, stage)
+    manifest["version"] = version
+    promoted = None
+    if manifest["gate"]["passed"]:
+        registry.set_alias(model, "production", version)
+        promoted = "production"
+    return TrainResult(model, version, manifest, promoted)

@@ -143,3 +143,42 @@ def test_dry_run_publishes_nothing_and_too_few_labels_fail_clearly(
     )
     assert res.exit_code == 0, res.output
     assert "gate" in res.output and "dry run: nothing published" in res.output
+
+
+def test_incremental_update_learns_from_the_window_only(
+    setup: tuple[Registry, PredictionStore],
+) -> None:
+    registry, store = setup
+    result = retrain(registry=registry, store=store, model="flights", incremental=True)
+    m = result.manifest
+    assert m["lineage"]["incremental"] is True and m["lineage"]["parent_version"] == 1
+    assert m["model"]["incremental_update"]["rows"] == 2100
+    assert "recent_window" in m["gate"]["checks"] and "original_test" in m["gate"]["checks"]
+    assert result.version == 2 and registry.manifest("flights", 2).version == 2
+    new = LoadedModel.load(registry, "flights", 2)  # hashes match, it loads and warms up
+    old = LoadedModel.load(registry, "flights", 1)
+    # It learnt from the later months: summer has more delays, and the updated model's mean
+    # predicted delay probability moves towards the rate it saw, away from the old one.
+    later = load_flights([7, 8]).sample(2000, random_state=5)
+    rows = later[FEATURES].astype(object).where(later[FEATURES].notna(), None)
+    cols = {k: rows[k].tolist() for k in FEATURES}
+    rate = later[TARGET].mean()
+    p_old = sum(p["1"] for p in old.predict_columns(cols).probabilities or []) / 2000
+    p_new = sum(p["1"] for p in new.predict_columns(cols).probabilities or []) / 2000
+    assert abs(p_new - rate) < abs(p_old - rate)
+
+
+def test_incremental_refuses_families_that_cannot_learn_incrementally(
+    setup: tuple[Registry, PredictionStore],
+) -> None:
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+
+    from training import incremental
+
+    registry, _store = setup
+    pipe = joblib.load(registry.path("flights", 1) / "model.joblib")
+    assert incremental.supports(pipe)
+    pipe.steps[-1] = ("model", RandomForestClassifier())
+    with pytest.raises(TrainingError, match="RandomForestClassifier cannot be updated"):
+        incremental.update(pipe, None, None)  # type: ignore[arg-type]

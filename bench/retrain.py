@@ -1,0 +1,80 @@
+"""Full retrain vs incremental update on the flights months (dry runs: nothing is published).
+
+The registry's flights model (trained on January to April) is the champion; labelled traffic from
+May to August is logged; both kinds of retraining are timed and gated on the newest 30%.
+
+    python -m bench.retrain [--registry registry] [--rows 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import ensure_demo_model, machine, table
+from monitoring.retrain import retrain
+from service.store import PredictionStore
+from tests.monitoring.test_retrain import log_later_months
+from training.registry import Registry
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--registry", type=Path, default=Path("registry"))
+    ap.add_argument("--rows", type=int, default=20_000)
+    args = ap.parse_args()
+    ensure_demo_model(args.registry)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = PredictionStore(f"sqlite:///{tmp}/log.db")
+        store.create_schema()
+        log_later_months(
+            args.registry.parent if args.registry.name == "registry" else args.registry,
+            store,
+            [5, 6, 7, 8],
+            args.rows,
+        )
+        for kind, incremental in (("full retrain", False), ("incremental update", True)):
+            start = time.perf_counter()
+            result = retrain(
+                registry=Registry(args.registry),
+                store=store,
+                model="flights",
+                incremental=incremental,
+                dry_run=True,
+            )
+            seconds = time.perf_counter() - start
+            g = result.manifest["gate"]
+            rec, orig = g["checks"]["recent_window"], g["checks"]["original_test"]
+            rows.append(
+                [
+                    kind,
+                    f"{seconds:.0f}",
+                    f"{rec['champion']:.4f}",
+                    f"{rec['challenger']:.4f}",
+                    f"{orig['champion']:.4f}",
+                    f"{orig['challenger']:.4f}",
+                    "passed" if g["passed"] else "refused",
+                ]
+            )
+    print(f"machine: {machine()}; {args.rows} labelled May-August flights logged; metric ROC AUC")
+    print(
+        table(
+            [
+                "kind",
+                "seconds",
+                "recent: champion",
+                "recent: challenger",
+                "original test: champion",
+                "original test: challenger",
+                "gate",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Incremental updates: a fitted pipeline learns from new rows without refitting from scratch.
+
+The preprocessing stays as fitted (the model keeps its input contract). The estimator learns:
+SGD linear models and MLPs through `partial_fit`, HistGradientBoosting through `warm_start`
+(more trees fitted on the new rows). Calibrators, where present, are refitted on the new rows.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.linear_model import SGDClassifier, SGDRegressor
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+
+from training.errors import TrainingError
+
+PARTIAL_FIT = (SGDClassifier, SGDRegressor, MLPClassifier, MLPRegressor)
+WARM_START = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+
+
+def supports(pipeline: Pipeline) -> bool:
+    return all(isinstance(m, PARTIAL_FIT + WARM_START) for m in _members(pipeline.steps[-1][1]))
+
+
+def _members(est: Any) -> list[Any]:
+    if isinstance(est, CalibratedClassifierCV):
+        return [c.estimator for c in est.calibrated_classifiers_]
+    return [est]
+
+
+def _learn(
+    member: Any, xt: np.ndarray[Any, Any], y: np.ndarray[Any, Any], *, epochs: int, extra_iter: int
+) -> None:
+    if isinstance(member, PARTIAL_FIT):
+        for _ in range(epochs):
+            if hasattr(member, "classes_"):
+                member.partial_fit(xt, y, classes=member.classes_)
+            else:
+                member.partial_fit(xt, y)
+    else:
+        member.set_params(
+            warm_start=True, max_iter=member.n_iter_ + extra_iter, early_stopping=False
+        )
+        member.fit(xt, y)
+
+
+def update(
+    pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, *, epochs: int = 5, extra_iter: int = 50
+) -> Pipeline:
+    """A copy of `pipeline` that has also learnt from (x, y); the original is left untouched."""
+    est = pipeline.steps[-1][1]
+    if not supports(pipeline):
+        kinds = sorted({type(m).__name__ for m in _members(est)})
+        raise TrainingError(
+            f"{', '.join(kinds)} cannot be updated incrementally "
+            "(SGD linear models, MLPs and HistGradientBoosting can); run a full retrain"
+        )
+    new = copy.deepcopy(pipeline)
+    pre = Pipeline(new.steps[:-1])
+    xt = np.asarray(pre.transform(x), dtype=float)
+    yv = np.asarray(y)
+    new_est = new.steps[-1][1]
+    for member in _members(new_est):
+        _learn(member, xt, yv, epochs=epochs, extra_iter=extra_iter)
+    if isinstance(new_est, CalibratedClassifierCV):
+        _refit_calibrators(new_est, xt, yv)
+    return new
+
+
+def _refit_calibrators(
+    est: CalibratedClassifierCV, xt: np.ndarray[Any, Any], y: np.ndarray[Any, Any]
+) -> None:
+    classes = list(est.classes_)
+    for cc in est.calibrated_classifiers_:
+        member = cc.estimator
+        scores = (
+            member.decision_function(xt)
+            if hasattr(member, "decision_function")
+            else member.predict_proba(xt)
+        )
+        scores = scores.reshape(len(xt), -1)
+        if len(classes) == 2:
+            cc.calibrators[0].fit(scores[:, -1], (y == classes[1]).astype(float))
+        else:
+            for k, calibrator in enumerate(cc.calibrators):
+                calibrator.fit(scores[:, k], (y == classes[k]).astype(float))
