@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class MonitorSettings(BaseSettings):
@@ -27,5 +28,18 @@ class MonitorSettings(BaseSettings):
     alert_webhook_url: str | None = None
     alertmanager_url: str | None = None
     """Base URL of Alertmanager; alerts go to <url>/api/v2/alerts."""
+    retrain_on_alert: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Alert rules (e.g. realised_performance,dataset_drift) whose firing starts a gated retrain."""
+    retrain_interval: float = Field(0, ge=0)
+    """Seconds between scheduled gated retrains per model; 0: no schedule."""
+    retrain_incremental: bool = False
+    """Automatic retrains update the model incrementally instead of retraining it fully."""
     public_url: str | None = None
     """Where people reach the service; used for report links in alerts."""
+
+    @field_validator("retrain_on_alert", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 from monitoring.config import MonitorSettings
 from monitoring.runner import MonitorError, run_monitoring
@@ -33,6 +35,7 @@ def run_all(settings: MonitorSettings, store: PredictionStore) -> list[str]:
             for model in Registry(settings.registry).models():
                 try:
                     s = run_monitoring(settings=settings, store=store, model=model)
+                    maybe_retrain(settings, store, model, s)
                     log.info(
                         "monitoring %s v%s: %d rows, drift share %s, alerts %s",
                         model,
@@ -57,3 +60,59 @@ async def monitor_loop(settings: MonitorSettings, store: PredictionStore) -> Non
         await asyncio.sleep(settings.monitor_interval)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(run_all, settings, store)
+
+
+def retrain_reason(settings: MonitorSettings, model: str, summary: dict[str, Any]) -> str | None:
+    """Why an automatic retrain should start now, or None."""
+    fired = [
+        t["rule"]
+        for t in summary.get("transitions", [])
+        if t["status"] == "firing" and t["rule"] in settings.retrain_on_alert
+    ]
+    if fired:
+        return f"alert {', '.join(fired)} fired"
+    if settings.retrain_interval > 0:
+        stamp = settings.monitor_reports_dir / f".retrain-{model}"
+        if not stamp.exists() or time.time() - stamp.stat().st_mtime >= settings.retrain_interval:
+            return "scheduled"
+    return None
+
+
+def maybe_retrain(
+    settings: MonitorSettings, store: PredictionStore, model: str, summary: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Start a gated retrain when an alert or the schedule asks; never raises."""
+    reason = retrain_reason(settings, model, summary)
+    if reason is None:
+        return None
+    from monitoring.retrain import retrain
+    from training.errors import TrainingError
+
+    stamp = settings.monitor_reports_dir / f".retrain-{model}"
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
+    try:
+        result = retrain(
+            registry=Registry(settings.registry),
+            store=store,
+            model=model,
+            incremental=settings.retrain_incremental,
+        )
+    except (TrainingError, OSError) as exc:
+        log.warning("automatic retrain of %s (%s) did not run: %s", model, reason, exc)
+        return {"reason": reason, "error": str(exc)}
+    gate = result.manifest["gate"]
+    log.warning(
+        "automatic retrain of %s (%s): v%s, gate %s%s",
+        model,
+        reason,
+        result.version,
+        "passed" if gate["passed"] else "refused",
+        ", promoted to production" if result.promoted_to else "",
+    )
+    return {
+        "reason": reason,
+        "version": result.version,
+        "gate_passed": gate["passed"],
+        "promoted": result.promoted_to,
+    }

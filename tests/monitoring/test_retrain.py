@@ -182,3 +182,28 @@ def test_incremental_refuses_families_that_cannot_learn_incrementally(
     pipe.steps[-1] = ("model", RandomForestClassifier())
     with pytest.raises(TrainingError, match="RandomForestClassifier cannot be updated"):
         incremental.update(pipe, None, None)  # type: ignore[arg-type]
+
+
+def test_an_alert_triggers_a_gated_retrain(
+    setup: tuple[Registry, PredictionStore], tmp_path: Path
+) -> None:
+    from monitoring.config import MonitorSettings
+    from monitoring.loop import maybe_retrain, retrain_reason
+
+    registry, store = setup
+    settings = MonitorSettings(registry=registry.root, database_url=store.url,
+                               monitor_reports_dir=tmp_path / "reports",
+                               retrain_on_alert=["realised_performance"])  # fmt: skip
+    quiet = {"transitions": [{"rule": "dataset_drift", "status": "firing"}]}
+    assert retrain_reason(settings, "flights", quiet) is None
+    fired = {"transitions": [{"rule": "realised_performance", "status": "firing"}]}
+    outcome = maybe_retrain(settings, store, "flights", fired)
+    assert outcome is not None and outcome["reason"] == "alert realised_performance fired"
+    assert outcome["version"] == 2 and outcome["gate_passed"] is True
+    assert registry.resolve("flights") == 2
+    scheduled = settings.model_copy(update={"retrain_on_alert": [], "retrain_interval": 3600})
+    assert retrain_reason(scheduled, "flights", quiet) is None  # the stamp is fresh
+    assert (
+        retrain_reason(scheduled.model_copy(update={"retrain_interval": 1e-9}), "flights", quiet)
+        == "scheduled"
+    )
