@@ -2,7 +2,8 @@
 
 The most recent share of the labelled window is held out from retraining. The challenger is scored
 against the champion on that recent window and on the original test split; it is promoted only when
-the objective metric is not worse by more than `margin` on either and no fairness gap is wider.
+the objective metric is not worse by more than `margin` on either and no fairness gap (demographic
+parity difference) is wider by more than `fairness_margin`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def retrain(
     since: float | None = None,
     holdout_share: float = 0.3,
     margin: float = 0.01,
+    fairness_margin: float = 0.05,
     min_rows: int = 50,
     dry_run: bool = False,
     incremental: bool = False,
@@ -89,7 +91,6 @@ def retrain(
         original[target] = original[target].astype(str)
         fresh = fresh.assign(**{target: fresh[target].astype(str)})
         recent = recent.assign(**{target: recent[target].astype(str)})
-    combined = pd.concat([original, fresh.drop(columns=["__id", "__logged_at"])], ignore_index=True)
     champion = joblib.load(registry.path(model, parent) / MODEL_FILE)
     # The original test split, rebuilt exactly as the champion's training run made it.
     champ_kinds = data.FeatureKinds(
@@ -110,6 +111,12 @@ def retrain(
     ]
     test = data.split(orig[keep], target, task, config).x_test
     y_test_orig = orig.loc[test.index, target]
+    # The challenger never trains on the rows it will be judged on: the original test split stays
+    # held out, as it was for the champion.
+    combined = pd.concat(
+        [original.drop(index=test.index), fresh.drop(columns=["__id", "__logged_at"])],
+        ignore_index=True,
+    )
     x_recent = data.coerce_types(recent, champ_kinds)[features]
     y_recent = recent[target]
     sensitive = [c for c in config.fairness.sensitive if c in recent.columns]
@@ -139,7 +146,11 @@ def retrain(
                     recent[sensitive], y_recent, pipe.predict(x_recent), task, positive
                 )
                 fair[name] = {c: r["demographic_parity_difference"] for c, r in rep.items()}
-            wider = [c for c in sensitive if fair["challenger"][c] > fair["champion"][c] + margin]
+            wider = [
+                c
+                for c in sensitive
+                if fair["challenger"][c] > fair["champion"][c] + fairness_margin
+            ]
             fair["passed"] = not wider
             fair["wider_gaps"] = wider
         passed = all(c["passed"] for c in checks.values()) and fair.get("passed", True)
@@ -147,6 +158,7 @@ def retrain(
             "passed": bool(passed),
             "metric": metric,
             "margin": margin,
+            "fairness_margin": fairness_margin,
             "checks": checks,
             "fairness": fair,
             "data_quality": "passed (the run would have failed otherwise)",

@@ -19,7 +19,7 @@ from training.errors import TrainingError
 from training.registry import Registry
 from training.train import run_training
 
-FAST = {"models": ["linear"], "search": {"method": "random", "trials": 2, "budget_seconds": 10,
+FAST = {"models": ["hgb"], "search": {"method": "random", "trials": 2, "budget_seconds": 10,
         "max_rows": 5000}, "split": {"cv_folds": 2}, "reference_rows": 500,
         "calibration": "none"}  # fmt: skip
 
@@ -83,7 +83,7 @@ def setup(champion: Path, tmp_path: Path) -> tuple[Registry, PredictionStore]:
     shutil.copytree(champion / "registry", tmp_path / "registry")
     store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
     store.create_schema()
-    log_later_months(champion, store, [7, 8], 3000)
+    log_later_months(champion, store, [7, 8], 6000)
     return Registry(tmp_path / "registry"), store
 
 
@@ -99,8 +99,8 @@ def test_retrain_on_later_months_beats_the_old_version_and_is_promoted(
     assert registry.resolve("flights") == result.version == 2
     lineage = registry.raw_manifest("flights", 2)["lineage"]
     assert lineage["parent_version"] == 1
-    assert lineage["log_window"]["labelled_rows"] == 3000
-    assert lineage["log_window"]["held_out_for_gate"] == 900
+    assert lineage["log_window"]["labelled_rows"] == 6000
+    assert lineage["log_window"]["held_out_for_gate"] == 1800
     assert registry.raw_manifest("flights", 2)["config"]["data"].endswith("jan-apr.parquet")
 
 
@@ -152,7 +152,7 @@ def test_incremental_update_learns_from_the_window_only(
     result = retrain(registry=registry, store=store, model="flights", incremental=True)
     m = result.manifest
     assert m["lineage"]["incremental"] is True and m["lineage"]["parent_version"] == 1
-    assert m["model"]["incremental_update"]["rows"] == 2100
+    assert m["model"]["incremental_update"]["rows"] == 4200
     assert "recent_window" in m["gate"]["checks"] and "original_test" in m["gate"]["checks"]
     assert result.version == 2 and registry.manifest("flights", 2).version == 2
     new = LoadedModel.load(registry, "flights", 2)  # hashes match, it loads and warms up
