@@ -151,6 +151,19 @@ def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
                 f"{worst_oor[1]:.0%} of {worst_oor[0]!r} outside the training range",
             )
         )
+    canary = summary.get("canary") or {}
+    if "worse" in canary:
+        out.append(
+            Condition(
+                "canary_performance",
+                canary["worse"],
+                canary["realised"],
+                canary["production"] - rules.max_drop,
+                f"canary v{canary['version']} {canary['realised']:.3f} vs production "
+                f"{canary['production']:.3f}" + (" (withdrawn)" if canary.get("withdrawn") else ""),
+                "critical",
+            )
+        )
     metric = rules.metric or summary.get("metric")
     test_score = summary.get("test_score")
     for kind in ("realised", "estimated"):

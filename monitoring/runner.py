@@ -120,6 +120,9 @@ def run_monitoring(
             )
         summary["quality"] = _quality(reference, current, manifest)
         summary["performance"] = _performance(window, reference, classes, rules)
+        summary["canary"] = _canary(
+            registry, store, model, version, since, classes, rules, summary, settings
+        )
         shadow_rows = read_shadow(store, model=model, since=since, cap=settings.monitor_max_rows)
         if shadow_rows:
             summary["shadow"] = _shadow_report(shadow_rows, classes)
@@ -238,6 +241,65 @@ def _drift(
             current[PREDICTION_COL].value_counts(normalize=True).to_dict()
         )
     return drift, pred_drift
+
+
+def _canary(
+    registry: Registry,
+    store: PredictionStore,
+    model: str,
+    version: int,
+    since: float | None,
+    classes: list[str] | None,
+    rules: alerting.AlertRules,
+    summary: dict[str, Any],
+    settings: MonitorSettings,
+) -> dict[str, Any] | None:
+    """The canary's realised performance against production's; a worse canary is withdrawn by
+    clearing the staging alias, which every replica follows."""
+    staging = registry.alias_version(model, "staging")
+    if staging is None or staging == version:
+        return None
+    win = read_window(
+        store,
+        model=model,
+        version=staging,
+        since=since,
+        last=None,
+        cap=settings.monitor_max_rows,
+        classes=classes,
+    )
+    labelled = [i for i, lab in enumerate(win.labels) if lab is not None]
+    out: dict[str, Any] = {"version": staging, "rows": win.rows, "labelled_rows": len(labelled)}
+    metric = summary.get("metric")
+    prod = ((summary.get("performance") or {}).get("realised") or {}).get(metric or "")
+    if (
+        classes is None
+        or win.probabilities is None
+        or metric is None
+        or prod is None
+        or len(labelled) < rules.min_labelled_rows
+    ):
+        return out
+    y = [win.labels[i] for i in labelled]
+    realised = classification_metrics(y, win.probabilities[labelled], classes)
+    out.update(realised=realised[metric], production=prod, worse_by=prod - realised[metric])
+    out["worse"] = bool(out["worse_by"] > rules.max_drop)
+    if out["worse"]:
+        try:
+            registry.clear_alias(model, "staging")
+            out["withdrawn"] = True
+            log.warning(
+                "canary %s v%s withdrawn: %s %.3f vs production %.3f",
+                model,
+                staging,
+                metric,
+                realised[metric],
+                prod,
+            )
+        except OSError as exc:  # a read-only registry: the alert still fires
+            out["withdrawn"] = False
+            out["error"] = str(exc)
+    return out
 
 
 def _shadow_report(rows: list[dict[str, Any]], classes: list[str] | None) -> dict[str, Any]:

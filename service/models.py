@@ -111,7 +111,13 @@ class ModelManager:
             try:
                 await self.swap(ServedRef(name, "@staging"), role="staging")
             except (ModelLoadError, TrainingError) as exc:
-                log.warning("no staging version for %s (%s): no shadow/canary yet", name, exc)
+                gone = self.staging.pop(name, None)
+                if gone is not None:  # the alias was cleared (e.g. a canary rolled back)
+                    metrics.STAGING_INFO.labels(name, str(gone.model.version)).set(0)
+                    self.spawn(gone.batcher.close())
+                    log.warning("staging %s v%s withdrawn: %s", name, gone.model.version, exc)
+                else:
+                    log.warning("no staging version for %s (%s): no shadow/canary yet", name, exc)
 
     def route(self, name: str, key: str | None) -> tuple[Slot, bool]:
         """The slot that answers this request and whether it is the canary.

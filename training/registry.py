@@ -265,6 +265,14 @@ class Registry:
             _fsync_write(self.root / name / ALIASES_FILE, json.dumps(data, indent=2))
         return int(previous) if previous is not None else None
 
+    def clear_alias(self, name: str, alias: str) -> int | None:
+        """Remove `alias`; returns the version it pointed to (None if it was not set)."""
+        with self._locked(name):
+            data = self.aliases(name)
+            entry = data.pop(alias, None)
+            _fsync_write(self.root / name / ALIASES_FILE, json.dumps(data, indent=2))
+        return int(entry["version"]) if entry and entry.get("version") is not None else None
+
     def rollback(self, name: str, alias: str = "production") -> int:
         """Move `alias` back to the version it pointed to before; returns that version."""
         with self._locked(name):

@@ -35,13 +35,13 @@ def with_staging(registry_copy: Path, clf_csv: Path) -> Path:
 
 
 def settings_for(registry: Path, tmp_path: Path, **kw: Any) -> Settings:
-    return Settings(
-        registry=registry,
-        database_url=f"sqlite:///{tmp_path}/log.db",
-        spool_dir=tmp_path / "spool",
-        reload_interval_s=0,
-        **kw,
-    )
+    base: dict[str, Any] = {
+        "registry": registry,
+        "database_url": f"sqlite:///{tmp_path}/log.db",
+        "spool_dir": tmp_path / "spool",
+        "reload_interval_s": 0,
+    }
+    return Settings(**{**base, **kw})
 
 
 def instances(n: int) -> list[dict[str, Any]]:
@@ -156,3 +156,82 @@ def test_bad_canary_settings_are_refused() -> None:
         Settings(canary="demo")
     with pytest.raises(ValueError, match="both a shadow and a canary"):
         Settings(canary="demo:0.1", shadow="demo")
+
+
+def test_a_canary_with_worse_realised_performance_is_withdrawn(
+    with_staging: Path, tmp_path: Path
+) -> None:
+    """Monitoring compares labelled canary rows with production's and clears the staging alias;
+    the service then stops routing to the canary."""
+    import time
+
+    from service.ids import new_ids
+    from service.store import encode
+
+    store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
+    store.create_schema()
+    reg = Registry(with_staging)
+    for version, honest in ((1, True), (2, False)):
+        model = LoadedModel.load(reg, "demo", version)
+        batch = instances(200)
+        out = model.predict_columns({k: [r[k] for r in batch] for k in batch[0]})
+        ids = new_ids(200)
+        store.write_predictions(
+            [
+                {
+                    "id": i,
+                    "model": "demo",
+                    "version": version,
+                    "created_at": time.time(),
+                    "inputs": encode(r),
+                    "prediction": encode(p),
+                    "probabilities": encode(pr),
+                    "latency_ms": 1.0,
+                    "shadow": False,
+                }
+                for i, r, p, pr in zip(
+                    ids, batch, out.predictions, out.probabilities or [], strict=True
+                )
+            ]
+        )
+        # production is always right; the canary's labels have nothing to do with its answers
+        labels = [
+            p if honest else ("yes" if k % 2 else "no") for k, p in enumerate(out.predictions)
+        ]
+        store.write_labels(
+            [
+                {
+                    "prediction_id": i,
+                    "model": "demo",
+                    "received_at": time.time(),
+                    "label": encode(lab),
+                }
+                for i, lab in zip(ids, labels, strict=True)
+            ]
+        )
+    settings = settings_for(with_staging, tmp_path, canary={"demo": 0.5}, reload_interval_s=0.1)
+    with TestClient(create_app(settings)) as c:
+        manager = c.app.state.sw.manager  # type: ignore[attr-defined]
+        assert "demo" in manager.staging
+        summary = run_monitoring(
+            settings=MonitorSettings(
+                registry=with_staging, database_url=store.url, monitor_reports_dir=tmp_path / "r"
+            ),
+            store=store,
+            model="demo",
+            notifiers=[],
+        )
+        canary = summary["canary"]
+        assert canary["version"] == 2 and canary["worse"] and canary["withdrawn"], canary
+        assert "canary_performance" in {a["rule"] for a in summary["alerts"]}
+        assert reg.alias_version("demo", "staging") is None
+        for _ in range(100):
+            if "demo" not in manager.staging:
+                break
+            time.sleep(0.05)
+        assert "demo" not in manager.staging
+        versions = {
+            c.post("/v1/models/demo/predict", json={"instances": [example()]}).json()["version"]
+            for _ in range(20)
+        }
+    assert versions == {1}
