@@ -105,9 +105,17 @@ class WrkResult:
     errors: int
 
 
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+def _ms(text: str | None) -> float:
+    found = re.match(r"([\d.]+)(us|ms|s|m)$", text or "")
+    if not found:
+        return float("nan")  # wrk prints no latency when no request completed
+    value, unit = found.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def _find(pattern: str, text: str) -> str | None:
+    found = re.search(pattern, text)
+    return found.group(1) if found else None
 
 
 def wrk(url: str, body: dict[str, Any], *, connections: int, seconds: float) -> WrkResult:
@@ -140,9 +148,9 @@ def wrk(url: str, body: dict[str, Any], *, connections: int, seconds: float) -> 
         ).stdout
     finally:
         os.unlink(script)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out) or "nan")
+    p50 = _ms(_find(r"50%\s+(\S+)", out))
+    p99 = _ms(_find(r"99%\s+(\S+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (

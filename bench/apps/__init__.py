@@ -1,0 +1,1 @@
+"""Reference servers for the comparison benchmark (not part of servewatch)."""

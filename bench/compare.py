@@ -1,0 +1,332 @@
+"""servewatch side by side with the ceiling, the floor, MLServer and BentoML on the same model.
+
+Every server gets the same requests (flights rows without missing values, so every protocol can
+carry them), its answers are first checked against the model called in-process, then wrk drives
+single-row and 32-row requests at 1, 16 and 64 connections (warm-up, then the median of repeats).
+MLServer and BentoML are installed in their own virtual environments under .bench-venvs/; a peer
+that fails to install or start is reported, not hidden.
+
+    python -m bench.compare [--registry registry] [--seconds 5] [--repeats 3] [--skip-peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import (
+    ROOT,
+    ServeProcess,
+    ensure_demo_model,
+    free_port,
+    machine,
+    median_run,
+    table,
+    wrk,
+)
+from service.model import LoadedModel
+from training.demo import FEATURES, load_flights
+from training.registry import MODEL_FILE, Registry
+
+VENVS = ROOT / ".bench-venvs"
+PEERS = {
+    # uvloop 0.22+ breaks MLServer 1.7's inference worker processes (get_event_loop raises)
+    "mlserver": ["mlserver>=1.6,<2", "mlserver-sklearn>=1.6,<2", "uvloop<0.22"],
+    "bentoml": ["bentoml>=1.3,<2", "pandas<3"],
+}
+
+
+def peer_python(name: str, sklearn_version: str) -> tuple[Path | None, str]:
+    """The peer's venv python, installing it when missing; (None, reason) when it fails."""
+    venv = VENVS / name
+    py = venv / "bin" / "python"
+    if py.exists():
+        return py, "installed"
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                *PEERS[name],
+                f"scikit-learn=={sklearn_version}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        shutil.rmtree(venv, ignore_errors=True)
+        detail = getattr(exc, "stderr", "") or str(exc)
+        return None, f"install failed: {str(detail).strip().splitlines()[-1][:200]}"
+    return py, "installed now"
+
+
+class Proc:
+    def __init__(
+        self, cmd: list[str], url: str, ready_path: str, env: dict[str, str], cwd: Path = ROOT
+    ) -> None:
+        self.url = url
+        self.proc = subprocess.Popen(
+            cmd,
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with code {self.proc.returncode}")
+            try:
+                if httpx.get(url + ready_path, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("not ready in 120 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def mlserver_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    inputs = []
+    for col in FEATURES:
+        values = [r[col] for r in rows]
+        text = isinstance(values[0], str)
+        inputs.append(
+            {
+                "name": col,
+                "shape": [len(rows)],
+                "datatype": "BYTES" if text else "FP64",
+                "data": values,
+            }
+        )
+    return {
+        "parameters": {"content_type": "pd"},
+        "inputs": inputs,
+        "outputs": [{"name": "predict_proba"}],
+    }
+
+
+def probabilities(server: str, answer: Any) -> list[float]:
+    """The positive-class probability per row from each server's answer format."""
+    if server == "mlserver":
+        out = answer["outputs"][0]
+        n = out["shape"][0]
+        return [out["data"][i * 2 + 1] for i in range(n)]
+    preds = answer["predictions"] if isinstance(answer, dict) else answer
+    return [p["probabilities"]["1"] for p in preds]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--registry", type=Path, default=Path("registry"))
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-peers", action="store_true")
+    args = ap.parse_args()
+    ensure_demo_model(args.registry)
+    reg = Registry(args.registry)
+    version = reg.resolve("flights")
+    model_path = reg.path("flights", version) / MODEL_FILE
+    model = LoadedModel.load(reg, "flights", version)
+    import sklearn
+
+    frame = load_flights([5]).dropna(subset=FEATURES).head(32)[FEATURES]
+    rows = json.loads(frame.to_json(orient="records"))
+    expected = [
+        p["1"]
+        for p in model.predict_columns({k: [r[k] for r in rows] for k in FEATURES}).probabilities
+        or []
+    ]
+
+    env = {"BENCH_MODEL": str(model_path), "PYTHONPATH": str(ROOT)}
+    servers: dict[str, Callable[[], Any]] = {}
+    for workers in (1, 2):
+        servers[f"servewatch --workers {workers}"] = lambda w=workers: ServeProcess(
+            args.registry, workers=w, env={"SERVEWATCH_MONITOR_INTERVAL": "0"}
+        )
+    uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning"]
+    servers["constant (ceiling)"] = lambda: (
+        lambda p: Proc(
+            [*uvicorn, "bench.apps.constant:app", "--port", str(p)],
+            f"http://127.0.0.1:{p}",
+            "/docs",
+            env,
+        )
+    )(free_port())
+    servers["naive FastAPI (floor)"] = lambda: (
+        lambda p: Proc(
+            [*uvicorn, "bench.apps.naive:app", "--port", str(p)],
+            f"http://127.0.0.1:{p}",
+            "/docs",
+            env,
+        )
+    )(free_port())
+    notes: list[str] = []
+    tmp = Path(tempfile.mkdtemp(prefix="sw-compare-"))
+    if not args.skip_peers:
+        py, status = peer_python("mlserver", sklearn.__version__)
+        if py is None:
+            notes.append(f"MLServer: {status}")
+        else:
+            mdir = tmp / "mlserver" / "flights"
+            mdir.mkdir(parents=True)
+            shutil.copy(model_path, mdir / "model.joblib")
+            (mdir / "model-settings.json").write_text(
+                json.dumps(
+                    {
+                        "name": "flights",
+                        "implementation": "mlserver_sklearn.SKLearnModel",
+                        "parameters": {"uri": "./model.joblib", "version": "v1"},
+                        "max_batch_size": 64,
+                        "max_batch_time": 0.005,
+                    }
+                )
+            )
+
+            def start_mlserver(py: Path = py) -> Proc:
+                port = free_port()
+                (tmp / "mlserver" / "settings.json").write_text(
+                    json.dumps(
+                        {
+                            "http_port": port,
+                            "grpc_port": free_port(),
+                            "metrics_port": free_port(),
+                            "debug": False,
+                        }
+                    )
+                )
+                return Proc(
+                    [str(py.parent / "mlserver"), "start", str(tmp / "mlserver")],
+                    f"http://127.0.0.1:{port}",
+                    "/v2/health/ready",
+                    env,
+                )
+
+            servers["MLServer (adaptive batching)"] = start_mlserver
+        py, status = peer_python("bentoml", sklearn.__version__)
+        if py is None:
+            notes.append(f"BentoML: {status}")
+        else:
+
+            def start_bento(py: Path = py) -> Proc:
+                port = free_port()
+                return Proc(
+                    [
+                        str(py.parent / "bentoml"),
+                        "serve",
+                        "bench.apps.bento_service:Flights",
+                        "--port",
+                        str(port),
+                    ],
+                    f"http://127.0.0.1:{port}",
+                    "/readyz",
+                    env,
+                )
+
+            servers["BentoML (adaptive batching)"] = start_bento
+
+    results = []
+    for name, start in servers.items():
+        try:
+            server = start()
+        except Exception as exc:
+            notes.append(f"{name}: failed to start ({exc})")
+            continue
+        kind = (
+            "mlserver"
+            if name.startswith("MLServer")
+            else ("bentoml" if name.startswith("BentoML") else "sw")
+        )
+        path = {
+            "mlserver": "/v2/models/flights/infer",
+            "bentoml": "/predict",
+            "sw": "/v1/models/flights/predict",
+        }[kind]
+        if name.startswith(("constant", "naive")):
+            path = "/predict"
+        url = server.url + path
+        try:
+            for n in (1, 32):
+                body = mlserver_body(rows[:n]) if kind == "mlserver" else {"instances": rows[:n]}
+                if not name.startswith("constant"):
+                    got = probabilities(kind, httpx.post(url, json=body, timeout=60).json())
+                    if any(abs(a - b) > 1e-6 for a, b in zip(got, expected[:n], strict=True)):
+                        notes.append(f"{name}: answers differ from the model in-process")
+                for conns in (1, 16, 64):
+                    wrk(url, body, connections=conns, seconds=1)
+                    res = median_run(
+                        [
+                            wrk(url, body, connections=conns, seconds=args.seconds)
+                            for _ in range(args.repeats)
+                        ]
+                    )
+                    results.append((name, n, conns, res))
+                    print(f"{name} rows={n} conns={conns}: {res.rps:.0f} req/s", flush=True)
+        except Exception as exc:
+            notes.append(f"{name}: benchmark failed ({exc})")
+        finally:
+            server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = {(n, c): r.rps for name, n, c, r in results if name == "servewatch --workers 1"}
+    out = [
+        [
+            name,
+            n,
+            c,
+            f"{r.rps:,.0f}",
+            f"{r.p50_ms:.1f}",
+            f"{r.p99_ms:.1f}",
+            r.errors,
+            f"{r.rps / base[(n, c)]:.2f}" if (n, c) in base else "-",
+        ]
+        for name, n, c, r in results
+    ]
+    print(
+        f"\nmachine: {machine()}; model flights v{version}; median of {args.repeats} x "
+        f"{args.seconds:.0f} s; wrk on the same 2 cores"
+    )
+    print(
+        table(
+            [
+                "server",
+                "rows/request",
+                "connections",
+                "requests/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "vs servewatch w1",
+            ],
+            out,
+        )
+    )
+    for note in notes:
+        print(f"- {note}")
+
+
+if __name__ == "__main__":
+    main()
