@@ -8,7 +8,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.deps import StateDep
-from service.routes.predict import ERRORS, RequestContext, answer, checked_instances, timed
+from service.routes.predict import (
+    ERRORS,
+    INSTANCES_BODY,
+    RequestContext,
+    answer,
+    checked_instances,
+    timed,
+)
 from service.schemas import ExplainResponse
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
@@ -19,14 +26,7 @@ router = APIRouter(prefix="/v1/models", tags=["predict"])
     response_model=ExplainResponse,
     responses=ERRORS,
     summary="Predict and explain: per-feature contributions in the original feature space",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
-            },
-        }
-    },
+    openapi_extra=INSTANCES_BODY,
 )
 async def explain(name: str, request: Request, state: StateDep) -> Response:
     async def run(start: float, ctx: RequestContext) -> Response:

@@ -39,6 +39,16 @@ def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 ERRORS = documented(400, 404, 413, 422, 503)
 
+# The body is parsed by hand (orjson, one-pass validation); this documents it.
+INSTANCES_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+        },
+    }
+}
+
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, after the content type and size checks."""
@@ -66,14 +76,7 @@ async def read_json(request: Request, limit: int) -> Any:
     response_model=PredictResponse,
     responses=ERRORS,
     summary="Predict for one or more instances",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
-            },
-        }
-    },
+    openapi_extra=INSTANCES_BODY,
 )
 async def predict(name: str, request: Request, state: StateDep) -> Response:
     async def run(start: float, ctx: RequestContext) -> Response:
