@@ -14,6 +14,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from service.fastpath import FastPreprocessor
 from service.validation import Validator
 from training.registry import (
     MODEL_FILE,
@@ -53,12 +54,15 @@ class LoadedModel:
         )
         self._columns = [f.name for f in manifest.features]
         self._explainer: Any = None
+        self._fast: FastPreprocessor | None = None
         self._explainer_lock = threading.Lock()
         self._numeric_set = {f.name for f in manifest.features if f.kind == "numeric"}
         self._datetime_set = {f.name for f in manifest.features if f.kind == "datetime"}
 
     @classmethod
-    def load(cls, registry: Registry, name: str, version: int) -> LoadedModel:
+    def load(
+        cls, registry: Registry, name: str, version: int, *, fast_path: bool = True
+    ) -> LoadedModel:
         """Verify every file's SHA-256 against the manifest, then unpickle and warm up.
 
         Pickles run code when loaded: nothing is unpickled before the hashes match.
@@ -80,6 +84,13 @@ class LoadedModel:
         except Exception as exc:
             raise ModelLoadError(f"{name} v{version}: model file failed to load ({exc})") from None
         model = cls(manifest, pipeline, path)
+        if fast_path:
+            try:
+                sample = pd.read_parquet(path / REFERENCE_FILE).head(200)
+            except Exception:  # no usable reference: the pipeline as it is
+                sample = None
+            if sample is not None:
+                model.enable_fast_path(sample)
         try:
             model.predict_columns(model.example_columns())
         except Exception as exc:
@@ -159,16 +170,51 @@ class LoadedModel:
                 data[col] = np.array(values, dtype=object)
         return pd.DataFrame(data, copy=False)
 
+    def enable_fast_path(self, sample: pd.DataFrame) -> bool:
+        """Use the numpy replay of the preprocessing when it gives the pipeline's exact output on
+        `sample` (reference rows plus the schema example); otherwise keep the pipeline."""
+        fast = FastPreprocessor.from_pipeline(self.pipeline)
+        if fast is None:
+            return False
+        columns = {
+            c: [None if pd.isna(v) else v for v in sample[c].astype(object)] for c in self._columns
+        }
+        for col, value in self.example_instance().items():
+            columns[col].append(value)
+        try:
+            expected = np.asarray(self.pipeline.steps[0][1].transform(self.frame(columns)))
+            same = bool(np.allclose(fast.transform(columns), expected, rtol=0, atol=1e-9))
+        except Exception:  # any doubt: the pipeline stays
+            same = False
+        if not same:
+            log.warning(
+                "%s v%s: numpy fast path differs from the pipeline; not used",
+                self.name,
+                self.version,
+            )
+            return False
+        self._fast = fast
+        return True
+
+    def _predict_proba(self, columns: dict[str, list[Any]]) -> Any:
+        if self._fast is not None:
+            return self.pipeline.steps[-1][1].predict_proba(self._fast.transform(columns))
+        return self.pipeline.predict_proba(self.frame(columns))
+
+    def _predict(self, columns: dict[str, list[Any]]) -> Any:
+        if self._fast is not None:
+            return self.pipeline.steps[-1][1].predict(self._fast.transform(columns))
+        return self.pipeline.predict(self.frame(columns))
+
     def predict_columns(self, columns: dict[str, list[Any]]) -> Outputs:
         """One model call for all rows (a whole micro-batch)."""
-        frame = self.frame(columns)
         if self.classes is not None:
-            proba = np.asarray(self.pipeline.predict_proba(frame), dtype=float)
+            proba = np.asarray(self._predict_proba(columns), dtype=float)
             idx = proba.argmax(axis=1)
             classes = self.classes
             preds = [classes[i] for i in idx]
             rounded = np.round(proba, 6).tolist()
             probs = [dict(zip(classes, row, strict=True)) for row in rounded]
             return Outputs(preds, probs)
-        values = np.asarray(self.pipeline.predict(frame), dtype=float).tolist()
+        values = np.asarray(self._predict(columns), dtype=float).tolist()
         return Outputs(values, None)

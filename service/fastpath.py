@@ -1,0 +1,161 @@
+"""FastPreprocessor: the fitted ColumnTransformer of our pipelines, replayed with plain numpy.
+
+scikit-learn's ColumnTransformer spends most of a one-row prediction on input checks and pandas
+indexing. For the preprocessing that `training/pipeline.py` builds (clip, impute with indicators,
+scale; impute + one-hot/ordinal; datetime parts) the fitted parameters are simple, so they are
+replayed here on column lists. Anything else (another transformer, interactions) returns None and
+the pipeline is used as it is. Equality with the pipeline is checked when a version loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import (
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    StandardScaler,
+)
+
+from training.transformers import QuantileClipper
+
+UNSEEN = "\x00servewatch-unseen\x00"
+
+
+def _scale(step: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
+    """(offset, factor) so that scaled = (x - offset) * factor, or None when unsupported."""
+    if step == "passthrough" or step is None:
+        return None
+    if isinstance(step, StandardScaler):
+        mean = step.mean_ if step.with_mean else 0.0
+        scale = step.scale_ if step.with_std else 1.0
+        return np.asarray(mean, dtype=float), 1.0 / np.asarray(scale, dtype=float)
+    if isinstance(step, RobustScaler):
+        center = step.center_ if step.with_centering else 0.0
+        scale = step.scale_ if step.with_scaling else 1.0
+        return np.asarray(center, dtype=float), 1.0 / np.asarray(scale, dtype=float)
+    if isinstance(step, MinMaxScaler) and not step.clip:
+        return -step.min_ / step.scale_, np.asarray(step.scale_, dtype=float)
+    raise TypeError(type(step).__name__)
+
+
+class _Numeric:
+    def __init__(self, pipe: Pipeline, columns: list[str]) -> None:
+        self.columns = columns
+        self.lower = self.upper = None
+        self.scale = None
+        steps = dict(pipe.steps)
+        unknown = set(steps) - {"clip", "impute", "scale"}
+        if unknown:
+            raise TypeError(f"steps {sorted(unknown)}")
+        if "clip" in steps:
+            clip: QuantileClipper = steps["clip"]
+            self.lower, self.upper = clip.lower_bounds_, clip.upper_bounds_
+        imputer: SimpleImputer = steps["impute"]
+        self.fill = np.asarray(imputer.statistics_, dtype=float)
+        self.indicators = (
+            list(imputer.indicator_.features_) if imputer.indicator_ is not None else []
+        )
+        if "scale" in steps:
+            self.scale = _scale(steps["scale"])
+
+    def transform(self, data: dict[str, list[Any]], n: int) -> np.ndarray[Any, Any]:
+        x = np.empty((n, len(self.columns)))
+        for j, col in enumerate(self.columns):
+            x[:, j] = [np.nan if v is None else v for v in data[col]]
+        if self.lower is not None:
+            x = np.clip(x, self.lower, self.upper)
+        missing = np.isnan(x)
+        x = np.where(missing, self.fill, x)
+        if self.indicators:
+            x = np.hstack([x, missing[:, self.indicators].astype(float)])
+        if self.scale is not None:
+            x = (x - self.scale[0]) * self.scale[1]
+        return x
+
+
+class _Categorical:
+    def __init__(self, pipe: Pipeline, columns: list[str]) -> None:
+        steps = dict(pipe.steps)
+        if set(steps) != {"impute", "encode"}:
+            raise TypeError(f"steps {sorted(steps)}")
+        imputer: SimpleImputer = steps["impute"]
+        encoder = steps["encode"]
+        if not isinstance(encoder, OneHotEncoder | OrdinalEncoder):
+            raise TypeError(type(encoder).__name__)
+        self.columns = columns
+        self.fill = imputer.statistics_
+        self.width = len(pipe.get_feature_names_out())
+        # Each feature's block, read off the fitted encoder once per known category.
+        base = {c: cats[0] for c, cats in zip(columns, encoder.categories_, strict=True)}
+        zero = encoder.transform(self._frame([base], columns))
+        zero = np.asarray(zero.toarray() if hasattr(zero, "toarray") else zero, dtype=float)[0]
+        self.tables: list[dict[Any, np.ndarray[Any, Any]]] = []
+        self.blocks: list[np.ndarray[Any, Any]] = []
+        for i, col in enumerate(columns):
+            values = [*encoder.categories_[i], UNSEEN]
+            out = encoder.transform(self._frame([{**base, col: v} for v in values], columns))
+            out = np.asarray(out.toarray() if hasattr(out, "toarray") else out, dtype=float)
+            changes = np.any(out != zero, axis=0)
+            if not isinstance(encoder, OneHotEncoder):
+                changes = np.zeros(len(zero), dtype=bool)
+                changes[i] = True
+            else:
+                names = encoder.get_feature_names_out()
+                inputs = getattr(encoder, "feature_names_in_", None)
+                prefix = str(inputs[i]) if inputs is not None else f"x{i}"
+                changes = np.array([str(n).startswith(f"{prefix}_") for n in names])
+            block = np.flatnonzero(changes)
+            self.blocks.append(block)
+            self.tables.append({v: out[k, block] for k, v in enumerate(values)})
+
+    @staticmethod
+    def _frame(rows: list[dict[str, Any]], columns: list[str]) -> np.ndarray[Any, Any]:
+        # The encoder was fitted on the imputer's output: a plain object array in column order.
+        return np.array([[r[c] for c in columns] for r in rows], dtype=object)
+
+    def transform(self, data: dict[str, list[Any]], n: int) -> np.ndarray[Any, Any]:
+        x = np.zeros((n, self.width))
+        for i, col in enumerate(self.columns):
+            table, block, fill = self.tables[i], self.blocks[i], self.fill[i]
+            unseen = table[UNSEEN]
+            for r, v in enumerate(data[col]):
+                x[r, block] = table.get(fill if v is None else v, unseen)
+        return x
+
+
+class FastPreprocessor:
+    """Column lists in, the ColumnTransformer's output matrix out."""
+
+    def __init__(self, parts: list[tuple[str, Any]]) -> None:
+        self.parts = parts
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Pipeline) -> FastPreprocessor | None:
+        pre = pipeline.steps[0][1]
+        if not isinstance(pre, ColumnTransformer) or len(pipeline.steps) != 2:
+            return None
+        parts: list[tuple[str, Any]] = []
+        try:
+            for name, trans, cols in pre.transformers_:
+                if name == "remainder" or trans == "drop":
+                    continue
+                if name == "num":
+                    parts.append(("num", _Numeric(trans, list(cols))))
+                elif name == "cat":
+                    parts.append(("cat", _Categorical(trans, list(cols))))
+                else:
+                    return None  # datetime parts and anything else: the pipeline as it is
+        except (TypeError, AttributeError, KeyError, ValueError):
+            return None
+        return cls(parts)
+
+    def transform(self, data: dict[str, list[Any]]) -> np.ndarray[Any, Any]:
+        n = len(next(iter(data.values())))
+        return np.hstack([part.transform(data, n) for _, part in self.parts])
