@@ -28,9 +28,6 @@ class DriftResult:
     drifted_count: int = 0
     evidently_json: dict[str, Any] = field(default_factory=dict)
 
-    def features(self, names: list[str]) -> dict[str, ColumnDrift]:
-        return {n: self.columns[n] for n in names if n in self.columns}
-
 
 def run_drift(
     reference: pd.DataFrame,

@@ -131,10 +131,6 @@ class LogWriter:
     def start(self) -> None:
         self._thread.start()
 
-    @property
-    def queued(self) -> int:
-        return len(self._buf)
-
     def try_put(self, rows: list[dict[str, Any]], ack: Callable[[], None] | None = None) -> bool:
         with self._cond:
             if len(self._buf) + len(rows) > self.max_rows:

@@ -5,7 +5,6 @@ The service owns these tables; monitoring reads them through `PredictionStore`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,7 +173,3 @@ class PredictionStore:
 
 def encode(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-
-
-def now() -> float:
-    return time.time()

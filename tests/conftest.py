@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tests.data import classification_frame
@@ -55,7 +54,3 @@ def registry_copy(tmp_path: Path, trained_registry: Path) -> Path:
     dest = tmp_path / "registry"
     shutil.copytree(trained_registry, dest)
     return dest
-
-
-def read(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)

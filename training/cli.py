@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -208,7 +207,3 @@ def import_cmd(
     except TrainingError as exc:
         raise _fail(exc) from None
     console.print(f"imported {name} v{version} into {registry}")
-
-
-def default_registry() -> Path:
-    return Path(os.environ.get("SERVEWATCH_REGISTRY", "registry"))

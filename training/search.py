@@ -16,7 +16,6 @@ from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit, cro
 from sklearn.pipeline import Pipeline
 
 from training.candidates import Choice, FloatRange, Space, grid_values, sample
-from training.config import LOWER_IS_BETTER
 
 TrialCallback = Callable[[str, int, float], None]
 
@@ -155,7 +154,3 @@ def search_family(
             break
         evaluate(params)
     return result
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER

@@ -79,10 +79,6 @@ def default_metric(task: str, n_classes: int) -> str:
     return "roc_auc" if n_classes == 2 else "accuracy"
 
 
-def _score_for(metrics: dict[str, float], metric: str) -> float:
-    return metrics[metric]
-
-
 def _meets(value: float, metric: str, threshold: float | None) -> bool:
     if threshold is None:
         return True
@@ -330,7 +326,7 @@ def run_training(
     x_test, y_test = splits.x_test[feature_cols], splits.y_test
     test_metrics = evaluate.score_model(model, x_test, y_test, task)
     baseline = evaluate.baseline_metrics(x_full, y_full, x_test, y_test, task)
-    test_score = _score_for(test_metrics, metric)
+    test_score = test_metrics[metric]
     passed = _meets(test_score, metric, config.objective.min_test_score)
     if not passed:
         raise TrainingError(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -87,7 +85,3 @@ def msettings(registry_copy: Path, store: PredictionStore, tmp_path: Path) -> Mo
         monitor_reports_dir=tmp_path / "reports",
         monitor_keep_runs=3,
     )
-
-
-def rng_choice(seed: int) -> Any:
-    return np.random.default_rng(seed)
