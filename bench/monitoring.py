@@ -23,9 +23,8 @@ def fill(db_url: str, registry: Path, rows: int) -> None:
     """Log `rows` predictions of flights from later months, as the service would."""
     import numpy as np
 
-    from service.ids import new_ids
     from service.model import LoadedModel
-    from service.store import PredictionStore, encode
+    from service.store import PredictionStore
     from training.demo import FEATURES, load_flights
     from training.registry import Registry
 
@@ -39,26 +38,7 @@ def fill(db_url: str, registry: Path, rows: int) -> None:
     for start in range(0, rows, 20_000):
         n = min(20_000, rows - start)
         chunk = source.iloc[rng.integers(0, len(source), n)].to_dict(orient="records")
-        out = model.predict_columns({k: [r[k] for r in chunk] for k in FEATURES})
-        ids = new_ids(n)
-        store.write_predictions(
-            [
-                {
-                    "id": i,
-                    "model": "flights",
-                    "version": model.version,
-                    "created_at": now + (start + k) * 1e-3,
-                    "inputs": encode(r),
-                    "prediction": encode(p),
-                    "probabilities": encode(pr),
-                    "latency_ms": 1.0,
-                    "shadow": False,
-                }
-                for k, (i, r, p, pr) in enumerate(
-                    zip(ids, chunk, out.predictions, out.probabilities or [], strict=True)
-                )
-            ]
-        )
+        store.record(model, chunk, start=now + start * 1e-4)
 
 
 def child(kind: str, db_url: str, registry: str, reports: str) -> None:

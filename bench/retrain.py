@@ -15,8 +15,9 @@ from pathlib import Path
 
 from bench.common import ensure_demo_model, machine, table
 from monitoring.retrain import retrain
+from service.model import LoadedModel
 from service.store import PredictionStore
-from tests.monitoring.test_retrain import log_later_months
+from training.demo import FEATURES, TARGET, load_flights
 from training.registry import Registry
 
 
@@ -30,11 +31,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = PredictionStore(f"sqlite:///{tmp}/log.db")
         store.create_schema()
-        log_later_months(
-            args.registry.parent if args.registry.name == "registry" else args.registry,
-            store,
-            [5, 6, 7, 8],
-            args.rows,
+        reg = Registry(args.registry)
+        champion = LoadedModel.load(reg, "flights", reg.resolve("flights"))
+        later = (
+            load_flights([5, 6, 7, 8]).sample(args.rows, random_state=1).sort_values("time_hour")
+        )
+        rows_in = later[FEATURES].astype(object).where(later[FEATURES].notna(), None)
+        store.record(
+            champion,
+            rows_in.to_dict(orient="records"),
+            labels=[str(y) for y in later[TARGET]],
+            start=time.time() - args.rows,
         )
         for kind, incremental in (("full retrain", False), ("incremental update", True)):
             start = time.perf_counter()

@@ -21,7 +21,7 @@ from service.logwriter import LogFull
 from service.model import LoadedModel, Outputs
 from service.models import Slot
 from service.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse, PredictResponse
-from service.store import encode
+from service.store import encode, prediction_row
 from service.validation import Checked
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
@@ -242,21 +242,20 @@ def log_rows(
     key = state.settings.personal_data_key
     own_ids = new_ids(len(ids)) if shadow else ids
     now = time.time()
+    probs = out.probabilities
     return [
-        {
-            "id": own_ids[i],
-            "model": name,
-            "version": model.version,
-            "created_at": now,
-            "inputs": encode(model.redact(inst, key)),
-            "prediction": encode(out.predictions[i]),
-            "probabilities": (
-                encode(out.probabilities[i]) if out.probabilities is not None else None
-            ),
-            "latency_ms": latency_ms,
-            "shadow": shadow,
-            "ref_id": ids[i] if shadow else None,
-        }
+        prediction_row(
+            id=own_ids[i],
+            model=name,
+            version=model.version,
+            created_at=now,
+            inputs=model.redact(inst, key),
+            prediction=out.predictions[i],
+            probabilities=probs[i] if probs is not None else None,
+            latency_ms=latency_ms,
+            shadow=shadow,
+            ref_id=ids[i] if shadow else None,
+        )
         for i, inst in enumerate(instances)
     ]
 

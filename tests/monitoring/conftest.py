@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from monitoring.config import MonitorSettings
-from service.ids import new_ids
 from service.model import LoadedModel
-from service.store import PredictionStore, encode
+from service.store import PredictionStore
 from tests.data import classification_frame
 from training.registry import Registry
 
@@ -37,37 +35,9 @@ def log_traffic(
 ) -> list[str]:
     """Predict with the real model and write rows (and labels) the way the service does."""
     model = LoadedModel.load(Registry(registry), "demo", 1)
-    records = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
-    rows = records.to_dict(orient="records")
-    out = model.predict_columns({k: [r[k] for r in rows] for k in FEATURES})
-    ids = new_ids(len(rows))
-    now = at if at is not None else time.time()
-    store.write_predictions(
-        [
-            {
-                "id": i,
-                "model": "demo",
-                "version": 1,
-                "created_at": now + k * 1e-4,
-                "inputs": encode(r),
-                "prediction": encode(p),
-                "probabilities": encode(pr),
-                "latency_ms": 1.0,
-                "shadow": False,
-            }
-            for k, (i, r, p, pr) in enumerate(
-                zip(ids, rows, out.predictions, out.probabilities or [], strict=True)
-            )
-        ]
-    )
-    if labelled:
-        store.write_labels(
-            [
-                {"prediction_id": i, "model": "demo", "label": encode(lab), "received_at": now}
-                for i, lab in zip(ids, frame["label"], strict=True)
-            ]
-        )
-    return ids
+    rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
+    labels = list(frame["label"]) if labelled else None
+    return store.record(model, rows.to_dict(orient="records"), labels=labels, start=at)
 
 
 @pytest.fixture

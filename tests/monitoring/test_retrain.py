@@ -10,9 +10,8 @@ from typer.testing import CliRunner
 
 from monitoring.retrain import retrain
 from servewatch.cli import app as cli
-from service.ids import new_ids
 from service.model import LoadedModel
-from service.store import PredictionStore, encode
+from service.store import PredictionStore
 from training.config import TrainConfig
 from training.demo import FEATURES, TARGET, load_flights
 from training.errors import TrainingError
@@ -46,33 +45,11 @@ def log_later_months(root: Path, store: PredictionStore, months: list[int], n: i
     model = LoadedModel.load(reg, "flights", reg.resolve("flights"))
     frame = load_flights(months).sample(n, random_state=1).sort_values("time_hour")
     rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
-    records = rows.to_dict(orient="records")
-    out = model.predict_columns({k: [r[k] for r in records] for k in FEATURES})
-    ids = new_ids(n)
-    now = time.time() - n
-    store.write_predictions(
-        [
-            {
-                "id": i,
-                "model": "flights",
-                "version": model.version,
-                "created_at": now + k,
-                "inputs": encode(r),
-                "prediction": encode(p),
-                "probabilities": encode(pr),
-                "latency_ms": 1.0,
-                "shadow": False,
-            }
-            for k, (i, r, p, pr) in enumerate(
-                zip(ids, records, out.predictions, out.probabilities or [], strict=True)
-            )
-        ]
-    )
-    store.write_labels(
-        [
-            {"prediction_id": i, "model": "flights", "label": encode(str(y)), "received_at": now}
-            for i, y in zip(ids, frame[TARGET], strict=True)
-        ]
+    store.record(
+        model,
+        rows.to_dict(orient="records"),
+        labels=[str(y) for y in frame[TARGET]],
+        start=time.time() - n,
     )
 
 

@@ -165,50 +165,18 @@ def test_a_canary_with_worse_realised_performance_is_withdrawn(
     the service then stops routing to the canary."""
     import time
 
-    from service.ids import new_ids
-    from service.store import encode
-
     store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
     store.create_schema()
     reg = Registry(with_staging)
     for version, honest in ((1, True), (2, False)):
         model = LoadedModel.load(reg, "demo", version)
         batch = instances(200)
-        out = model.predict_columns({k: [r[k] for r in batch] for k in batch[0]})
-        ids = new_ids(200)
-        store.write_predictions(
-            [
-                {
-                    "id": i,
-                    "model": "demo",
-                    "version": version,
-                    "created_at": time.time(),
-                    "inputs": encode(r),
-                    "prediction": encode(p),
-                    "probabilities": encode(pr),
-                    "latency_ms": 1.0,
-                    "shadow": False,
-                }
-                for i, r, p, pr in zip(
-                    ids, batch, out.predictions, out.probabilities or [], strict=True
-                )
-            ]
-        )
+        predicted = model.predict_columns({k: [r[k] for r in batch] for k in batch[0]})
         # production is always right; the canary's labels have nothing to do with its answers
         labels = [
-            p if honest else ("yes" if k % 2 else "no") for k, p in enumerate(out.predictions)
+            p if honest else ("yes" if k % 2 else "no") for k, p in enumerate(predicted.predictions)
         ]
-        store.write_labels(
-            [
-                {
-                    "prediction_id": i,
-                    "model": "demo",
-                    "received_at": time.time(),
-                    "label": encode(lab),
-                }
-                for i, lab in zip(ids, labels, strict=True)
-            ]
-        )
+        store.record(model, batch, labels=labels)
     settings = settings_for(with_staging, tmp_path, canary={"demo": 0.5}, reload_interval_s=0.1)
     with TestClient(create_app(settings)) as c:
         manager = c.app.state.sw.manager  # type: ignore[attr-defined]
