@@ -187,3 +187,24 @@ def test_durable_put_during_an_outage_is_acknowledged_by_the_fsynced_spool(
     asyncio.run(writer.put(rows(7), durable=True))
     assert writer.spool.rows == 7
     writer.close()
+
+
+def test_a_log_created_before_shadow_rows_is_migrated(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the table as the first release created it: no ref_id
+        conn.execute(
+            sa.text(
+                "CREATE TABLE sw_predictions (id VARCHAR(32) PRIMARY KEY, "
+                "model VARCHAR(64) NOT NULL, "
+                "version INTEGER NOT NULL, created_at FLOAT NOT NULL, inputs TEXT NOT NULL, "
+                "prediction TEXT NOT NULL, probabilities TEXT, latency_ms FLOAT NOT NULL, "
+                "shadow BOOLEAN NOT NULL)"
+            )
+        )
+    store = PredictionStore(url)
+    store.create_schema()
+    store.write_predictions([{**rows(1)[0], "shadow": True, "ref_id": "a" * 32}])
+    assert store.read_window("m")[0]["ref_id"] == "a" * 32
