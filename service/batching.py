@@ -3,6 +3,12 @@
 While the model is busy, new requests queue up; when it is free, everything queued (up to
 `max_rows`) goes into the next call. A short extra wait is taken only under concurrency, so a
 lone request never waits.
+
+Where the call runs depends on what it costs: a model whose calls average under `inline_max_s`
+(a linear model on the numpy fast path: tens of microseconds) is called on the event loop, since
+handing it to a thread would cost more than the call and, holding the GIL, gain no parallelism.
+Slower models (trees, boosting) run on the model thread so the loop keeps serving I/O. The
+average follows the measured calls, so a model that slows down moves off the loop.
 """
 
 from __future__ import annotations
@@ -26,12 +32,20 @@ class _Job:
 
 class MicroBatcher:
     def __init__(
-        self, model: LoadedModel, executor: Executor, *, max_rows: int, max_wait_s: float
+        self,
+        model: LoadedModel,
+        executor: Executor,
+        *,
+        max_rows: int,
+        max_wait_s: float,
+        inline_max_s: float = 0.0,
     ) -> None:
         self.model = model
         self._executor = executor
         self._max_rows = max_rows
         self._max_wait_s = max_wait_s
+        self._inline_max_s = inline_max_s
+        self.mean_call_s = float("inf")  # moving average; the first call goes to the thread
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._batch_hist = metrics.BATCH_ROWS.labels(model.name)
@@ -68,13 +82,24 @@ class MicroBatcher:
             merged = _merge(jobs) if len(jobs) > 1 else first.columns
             start = time.perf_counter()
             try:
-                out = await loop.run_in_executor(self._executor, self.model.predict_columns, merged)
+                if self.mean_call_s < self._inline_max_s:
+                    out = self.model.predict_columns(merged)
+                else:
+                    out = await loop.run_in_executor(
+                        self._executor, self.model.predict_columns, merged
+                    )
             except Exception as exc:  # the callers get the error; the loop goes on
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            self._call_hist.observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            self.mean_call_s = (
+                elapsed
+                if self.mean_call_s == float("inf")
+                else 0.8 * self.mean_call_s + 0.2 * elapsed
+            )
+            self._call_hist.observe(elapsed)
             self._batch_hist.observe(rows)
             offset = 0
             for job in jobs:

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     """Micro-batching: most rows gathered into one model call."""
     batch_max_wait_ms: float = Field(1.0, ge=0)
     """Micro-batching: how long a batch may wait for more rows once the model is free."""
+    batch_inline_max_ms: float = Field(0.5, ge=0)
+    """Model calls that average under this run on the event loop instead of the model thread
+    (0 keeps every call on the thread)."""
     log_batch_rows: int = Field(500, ge=1)
     log_flush_ms: float = Field(200, gt=0)
     log_queue_rows: int = Field(50_000, ge=100)

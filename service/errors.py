@@ -6,6 +6,7 @@ ServiceError
  ├── NotFound (404)            unknown model or route resource
  ├── PayloadTooLarge (413)     body over the byte limit or too many instances
  ├── InvalidInstances (422)    instances that break the model's schema (one entry per problem)
+ ├── ClientGone (499)          the client hung up before its body arrived (nginx's code)
  └── Unavailable (503)         no model loaded, log store and spool both full
 """
 
@@ -53,6 +54,11 @@ class PayloadTooLarge(ServiceError):
 class InvalidInstances(ServiceError):
     status_code = 422
     code = "invalid_instances"
+
+
+class ClientGone(ServiceError):
+    status_code = 499
+    code = "client_closed_request"
 
 
 class Unavailable(ServiceError):

@@ -1,10 +1,13 @@
-"""FastPreprocessor: the fitted ColumnTransformer of our pipelines, replayed with plain numpy.
+"""Fitted pipeline parts replayed with plain numpy: the ColumnTransformer and linear estimators.
 
 scikit-learn's ColumnTransformer spends most of a one-row prediction on input checks and pandas
 indexing. For the preprocessing that `training/pipeline.py` builds (clip, impute with indicators,
 scale; impute + one-hot/ordinal; datetime parts) the fitted parameters are simple, so they are
 replayed here on column lists. Anything else (another transformer, interactions) returns None and
-the pipeline is used as it is. Equality with the pipeline is checked when a version loads.
+the pipeline is used as it is. FastEstimator does the same for linear models, plain or calibrated:
+their predict_proba is a matrix product and a sigmoid, but scikit-learn's input checks cost about
+0.2 ms per call and CalibratedClassifierCV makes six. Equality with the pipeline is checked when a
+version loads.
 """
 
 from __future__ import annotations
@@ -12,8 +15,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import expit, softmax
+from sklearn.base import is_regressor
+from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import (
+    ElasticNet,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    SGDClassifier,
+    SGDRegressor,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     MinMaxScaler,
@@ -26,6 +42,15 @@ from sklearn.preprocessing import (
 from training.transformers import QuantileClipper
 
 UNSEEN = "\x00servewatch-unseen\x00"
+LINEAR = (
+    LogisticRegression,
+    SGDClassifier,
+    LinearRegression,
+    Ridge,
+    Lasso,
+    ElasticNet,
+    SGDRegressor,
+)
 
 
 def _scale(step: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
@@ -159,3 +184,87 @@ class FastPreprocessor:
     def transform(self, data: dict[str, list[Any]]) -> np.ndarray[Any, Any]:
         n = len(next(iter(data.values())))
         return np.hstack([part.transform(data, n) for _, part in self.parts])
+
+
+def _linear_scores(est: Any) -> Any:
+    """x -> decision scores of a fitted linear model (coef_ / intercept_), or raise TypeError."""
+    if not isinstance(est, LINEAR):
+        raise TypeError(type(est).__name__)
+    coef = np.asarray(est.coef_, dtype=float)
+    intercept = np.asarray(est.intercept_, dtype=float)
+    if coef.ndim == 1:
+        return lambda x: x @ coef + intercept
+    if coef.shape[0] == 1:  # binary classifier: one column of scores
+        return lambda x: x @ coef[0] + intercept[0]
+    return lambda x: x @ coef.T + intercept
+
+
+def _calibrator(cal: Any) -> Any:
+    if isinstance(cal, _SigmoidCalibration):
+        a, b = float(cal.a_), float(cal.b_)
+        return lambda t: expit(-(a * t + b))
+    if isinstance(cal, IsotonicRegression) and cal.out_of_bounds == "clip":
+        xs, ys = cal.X_thresholds_, cal.y_thresholds_
+        lo, hi = cal.X_min_, cal.X_max_
+        return lambda t: np.interp(np.clip(t, lo, hi), xs, ys)
+    raise TypeError(type(cal).__name__)
+
+
+def _calibrated(cc: Any) -> Any:
+    """One fitted `_CalibratedClassifier` of a linear model: x -> class probabilities."""
+    scores = _linear_scores(cc.estimator)
+    cals = [_calibrator(c) for c in cc.calibrators]
+    if len(cals) == 1:  # binary
+
+        def binary(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            p1 = cals[0](scores(x))
+            return np.column_stack([1.0 - p1, p1])
+
+        return binary
+
+    def multi(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        s = scores(x)
+        p = np.column_stack([cal(s[:, k]) for k, cal in enumerate(cals)])
+        total = p.sum(axis=1, keepdims=True)
+        uniform = np.full_like(p, 1.0 / p.shape[1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total == 0, uniform, p / total)
+
+    return multi
+
+
+class FastEstimator:
+    """The fitted final estimator replayed on the preprocessed matrix: linear models, plain or
+    inside CalibratedClassifierCV. Trees, forests, boosting, SVMs and MLPs return None."""
+
+    def __init__(self, proba: Any, predict: Any) -> None:
+        self.predict_proba = proba
+        self.predict = predict
+
+    @classmethod
+    def from_estimator(cls, est: Any) -> FastEstimator | None:
+        try:
+            if isinstance(est, CalibratedClassifierCV):
+                parts = [_calibrated(cc) for cc in est.calibrated_classifiers_]
+
+                def mean_proba(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+                    return sum(p(x) for p in parts) / len(parts)  # type: ignore[no-any-return]
+
+                return cls(mean_proba, None)
+            scores = _linear_scores(est)
+        except (TypeError, AttributeError, ValueError):
+            return None
+        if is_regressor(est):
+            return cls(None, scores)
+        if getattr(est, "loss", "log_loss") != "log_loss":
+            return None  # no probabilities to replay (hinge, modified_huber, ...)
+        if len(est.classes_) == 2:
+
+            def logistic(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+                p1 = expit(scores(x))
+                return np.column_stack([1.0 - p1, p1])
+
+            return cls(logistic, None)
+        if isinstance(est, LogisticRegression):
+            return cls(lambda x: softmax(scores(x), axis=1), None)
+        return None  # one-vs-rest SGD over many classes: the estimator as it is

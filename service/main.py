@@ -18,7 +18,7 @@ from service.canary import CanaryLimits
 from service.config import Settings
 from service.deps import AppState
 from service.logwriter import LogWriter, Spool
-from service.models import ModelManager
+from service.models import ModelManager, settle_heap
 from service.routes import explain, health, models, predict
 from service.store import PredictionStore
 from training.registry import Registry
@@ -58,6 +58,7 @@ def create_app(
             executor,
             max_rows=settings.batch_max_rows,
             max_wait_s=settings.batch_max_wait_ms / 1000,
+            inline_max_s=settings.batch_inline_max_ms / 1000,
         )
         manager.shadow = set(settings.shadow)
         manager.canary = dict(settings.canary)
@@ -80,6 +81,7 @@ def create_app(
         )
         writer.start()
         problems = await manager.load_all()
+        settle_heap()
         if not manager.refs:
             problems.append(f"the registry {settings.registry} holds no model")
         app.state.sw = AppState(settings, manager, store, writer, collectors, problems)

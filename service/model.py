@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from service.fastpath import FastPreprocessor
+from service.fastpath import FastEstimator, FastPreprocessor
 from service.validation import Validator
 from training.registry import (
     MODEL_FILE,
@@ -55,6 +56,7 @@ class LoadedModel:
         self._columns = [f.name for f in manifest.features]
         self._explainer: Any = None
         self._fast: FastPreprocessor | None = None
+        self._fast_est: FastEstimator | None = None
         self._explainer_lock = threading.Lock()
         self._numeric_set = {f.name for f in manifest.features if f.kind == "numeric"}
         self._datetime_set = {f.name for f in manifest.features if f.kind == "datetime"}
@@ -171,37 +173,57 @@ class LoadedModel:
         return pd.DataFrame(data, copy=False)
 
     def enable_fast_path(self, sample: pd.DataFrame) -> bool:
-        """Use the numpy replay of the preprocessing when it gives the pipeline's exact output on
-        `sample` (reference rows plus the schema example); otherwise keep the pipeline."""
-        fast = FastPreprocessor.from_pipeline(self.pipeline)
-        if fast is None:
-            return False
+        """Use the numpy replays of the preprocessing and of the final estimator where each gives
+        the pipeline's exact output on `sample` (reference rows plus the schema example); any part
+        that is not replayed, or differs, stays scikit-learn's own. True when anything is used."""
         columns = {
             c: [None if pd.isna(v) else v for v in sample[c].astype(object)] for c in self._columns
         }
         for col, value in self.example_instance().items():
             columns[col].append(value)
+        final = self.pipeline.steps[-1][1]
         try:
-            expected = np.asarray(self.pipeline.steps[0][1].transform(self.frame(columns)))
-            same = bool(np.allclose(fast.transform(columns), expected, rtol=0, atol=1e-9))
+            expected = np.asarray(self.pipeline[:-1].transform(self.frame(columns)))
         except Exception:  # any doubt: the pipeline stays
-            same = False
-        if not same:
-            log.warning(
-                "%s v%s: numpy fast path differs from the pipeline; not used",
-                self.name,
-                self.version,
-            )
             return False
-        self._fast = fast
-        return True
+        fast = FastPreprocessor.from_pipeline(self.pipeline)
+        if fast is not None and self._same(lambda: fast.transform(columns), lambda: expected):
+            self._fast = fast
+        elif fast is not None:
+            log.warning("%s v%s: numpy preprocessing differs; not used", self.name, self.version)
+        est = FastEstimator.from_estimator(final)
+        if est is not None:
+            method = "predict_proba" if self.classes is not None else "predict"
+            mine, theirs = getattr(est, method), getattr(final, method)
+            if mine is not None and self._same(lambda: mine(expected), lambda: theirs(expected)):
+                self._fast_est = est
+            else:
+                log.warning("%s v%s: numpy estimator differs; not used", self.name, self.version)
+        return self._fast is not None or self._fast_est is not None
+
+    @staticmethod
+    def _same(fast: Callable[[], Any], slow: Callable[[], Any]) -> bool:
+        try:
+            return bool(np.allclose(fast(), slow(), rtol=0, atol=1e-9))
+        except Exception:
+            return False
+
+    def _features(self, columns: dict[str, list[Any]]) -> Any:
+        """The preprocessed matrix the final estimator reads."""
+        if self._fast is not None:
+            return self._fast.transform(columns)
+        return self.pipeline[:-1].transform(self.frame(columns))
 
     def _predict_proba(self, columns: dict[str, list[Any]]) -> Any:
+        if self._fast_est is not None:
+            return self._fast_est.predict_proba(self._features(columns))
         if self._fast is not None:
             return self.pipeline.steps[-1][1].predict_proba(self._fast.transform(columns))
         return self.pipeline.predict_proba(self.frame(columns))
 
     def _predict(self, columns: dict[str, list[Any]]) -> Any:
+        if self._fast_est is not None:
+            return self._fast_est.predict(self._features(columns))
         if self._fast is not None:
             return self.pipeline.steps[-1][1].predict(self._fast.transform(columns))
         return self.pipeline.predict(self.frame(columns))

@@ -1,11 +1,15 @@
-"""The numpy replay of the preprocessing gives exactly the pipeline's output, or is not used."""
+"""The numpy replays of the preprocessing and the estimator give exactly the pipeline's output,
+or are not used."""
 
 import numpy as np
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import SGDClassifier
+from sklearn.linear_model import ElasticNet, LogisticRegression, SGDClassifier
+from sklearn.svm import SVC
 
-from service.fastpath import FastPreprocessor
+from service.fastpath import FastEstimator, FastPreprocessor
+from service.model import LoadedModel
 from tests.data import classification_frame
 from training.config import Preprocessing
 from training.data import FeatureKinds
@@ -70,3 +74,89 @@ def test_unsupported_preprocessing_keeps_the_pipeline() -> None:
         kinds, SGDClassifier(random_state=0), family="linear", prep=Preprocessing()
     ).fit(frame[kinds.all], frame["label"])
     assert FastPreprocessor.from_pipeline(dated) is None
+
+
+def linear_matrix(n: int = 300, classes: int = 2, seed: int = 0):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(size=n)).round().astype(int) % classes
+    return x, y
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SGDClassifier(loss="log_loss", random_state=0),
+        lambda: LogisticRegression(),
+        lambda: CalibratedClassifierCV(SGDClassifier(loss="log_loss", random_state=0), cv=3),
+        lambda: CalibratedClassifierCV(LogisticRegression(), method="isotonic", cv=3),
+        lambda: CalibratedClassifierCV(SGDClassifier(loss="hinge", random_state=0), cv=3),
+    ],
+    ids=["sgd", "logistic", "calibrated-sigmoid", "calibrated-isotonic", "calibrated-hinge"],
+)
+@pytest.mark.parametrize("classes", [2, 3])
+def test_linear_estimator_replay_is_exact(make, classes: int) -> None:  # type: ignore[no-untyped-def]
+    x, y = linear_matrix(classes=classes)
+    est = make().fit(x, y)
+    fast = FastEstimator.from_estimator(est)
+    if classes == 3 and isinstance(est, SGDClassifier):
+        assert fast is None  # one-vs-rest normalisation is left to scikit-learn
+        return
+    assert fast is not None and fast.predict_proba is not None
+    far = np.vstack([x[:50], x[:5] * 1e3])  # scores far outside the calibration range too
+    np.testing.assert_allclose(fast.predict_proba(far), est.predict_proba(far), rtol=0, atol=1e-12)
+
+
+def test_linear_regressor_replay_is_exact() -> None:
+    x, y = linear_matrix()
+    est = ElasticNet(alpha=0.01).fit(x, y.astype(float))
+    fast = FastEstimator.from_estimator(est)
+    assert fast is not None and fast.predict is not None and fast.predict_proba is None
+    np.testing.assert_allclose(fast.predict(x), est.predict(x), rtol=0, atol=1e-12)
+
+
+def test_other_estimators_are_not_replayed() -> None:
+    x, y = linear_matrix()
+    assert (
+        FastEstimator.from_estimator(HistGradientBoostingClassifier(max_iter=3).fit(x, y)) is None
+    )
+    assert FastEstimator.from_estimator(SGDClassifier(loss="hinge").fit(x, y)) is None
+    svc = CalibratedClassifierCV(SVC(), ensemble=False).fit(x, y)
+    assert FastEstimator.from_estimator(svc) is None
+
+
+def test_a_replay_that_differs_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe, frame = fitted(
+        CalibratedClassifierCV(SGDClassifier(loss="log_loss", random_state=0), cv=3), "linear"
+    )
+    sample = frame[KINDS.all].head(50)
+
+    def build() -> LoadedModel:
+        m = LoadedModel.__new__(LoadedModel)
+        m.pipeline = pipe
+        m.name, m.version = "t", 1
+        m.classes = [str(c) for c in pipe.classes_]
+        m._columns = KINDS.all
+        m._numeric_set = set(KINDS.numeric)
+        m._datetime_set = set()
+        m._fast, m._fast_est = None, None
+        m.example_instance = lambda: {"x1": 0.0, "x2": 1.0, "color": "red", "group": "a"}  # type: ignore[method-assign]
+        return m
+
+    model = build()
+    assert model.enable_fast_path(sample)
+    assert model._fast is not None and model._fast_est is not None
+    cols = awkward_columns(frame)
+    slow = pipe.predict_proba(model.frame(cols))
+    np.testing.assert_allclose(model._predict_proba(cols), slow, rtol=0, atol=1e-12)
+
+    real = FastEstimator.from_estimator
+    monkeypatch.setattr(
+        FastEstimator,
+        "from_estimator",
+        classmethod(lambda cls, est: cls(lambda x: real(est).predict_proba(x) + 1e-6, None)),  # type: ignore[union-attr]
+    )
+    model = build()
+    model.enable_fast_path(sample)
+    assert model._fast is not None and model._fast_est is None  # off by 1e-6: not used
+    np.testing.assert_allclose(model._predict_proba(cols), slow, rtol=0, atol=1e-12)

@@ -1,0 +1,101 @@
+"""MicroBatcher: concurrent requests share model calls, each gets its own rows, and cheap calls
+run on the event loop while slow ones run on the model thread."""
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from service.batching import MicroBatcher
+from service.model import Outputs
+
+
+class Echo:
+    """A stand-in model: predicts each row's `x`, sleeping `delay_s` per call."""
+
+    name, version = "echo", 1
+
+    def __init__(self, delay_s: float = 0.0, fail_on: Any = None) -> None:
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+        self.calls: list[tuple[int, str]] = []
+
+    def predict_columns(self, columns: dict[str, list[Any]]) -> Outputs:
+        self.calls.append((len(columns["x"]), threading.current_thread().name))
+        time.sleep(self.delay_s)
+        if self.fail_on in columns["x"]:
+            raise ValueError("bad row")
+        return Outputs(list(columns["x"]), None)
+
+
+async def gather(batcher: MicroBatcher, requests: list[list[int]]) -> list[Outputs]:
+    batcher.start()
+    try:
+        return await asyncio.gather(*(batcher.predict({"x": r}, len(r)) for r in requests))
+    finally:
+        await batcher.close()
+
+
+def run(model: Echo, requests: list[list[int]], **kw: Any) -> list[Outputs]:
+    with ThreadPoolExecutor(1, thread_name_prefix="model") as ex:
+        batcher = MicroBatcher(model, ex, max_rows=kw.pop("max_rows", 64), max_wait_s=0.001, **kw)  # type: ignore[arg-type]
+        return asyncio.run(gather(batcher, requests))
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows() -> None:
+    model = Echo(delay_s=0.01)
+    requests = [[i, i + 100] for i in range(20)]
+    outs = run(model, requests)
+    assert [o.predictions for o in outs] == requests
+    assert len(model.calls) < len(requests)  # gathered into fewer model calls
+    assert sum(n for n, _ in model.calls) == 40
+
+
+def test_batches_stop_at_max_rows() -> None:
+    model = Echo(delay_s=0.005)
+    run(model, [[i] for i in range(30)], max_rows=4)
+    assert max(n for n, _ in model.calls) <= 4
+
+
+def test_cheap_calls_move_to_the_loop_and_slow_ones_stay_on_the_model_thread() -> None:
+    fast = Echo()
+    run(fast, [[i] for i in range(5)], inline_max_s=0.01)
+    threads = [t for _, t in fast.calls]
+    assert threads[0].startswith("model")  # the first call measures the cost on the thread
+    assert all(t == "MainThread" for t in threads[1:])
+
+    slow = Echo(delay_s=0.02)
+    run(slow, [[i] for i in range(3)], inline_max_s=0.01)
+    assert all(t.startswith("model") for _, t in slow.calls)
+
+    never = Echo()
+    run(never, [[i] for i in range(3)], inline_max_s=0.0)
+    assert all(t.startswith("model") for _, t in never.calls)
+
+
+@pytest.mark.parametrize("inline", [0.0, 1.0])
+def test_a_failing_call_fails_its_callers_and_the_batcher_goes_on(inline: float) -> None:
+    model = Echo(fail_on=13)
+
+    async def scenario() -> tuple[list[Any], Outputs]:
+        with ThreadPoolExecutor(1) as ex:
+            batcher = MicroBatcher(model, ex, max_rows=1, max_wait_s=0, inline_max_s=inline)  # type: ignore[arg-type]
+            batcher.start()
+            try:
+                first = await asyncio.gather(
+                    batcher.predict({"x": [1]}, 1),
+                    batcher.predict({"x": [13]}, 1),
+                    return_exceptions=True,
+                )
+                after = await batcher.predict({"x": [2]}, 1)
+            finally:
+                await batcher.close()
+            return first, after
+
+    first, after = asyncio.run(scenario())
+    assert first[0].predictions == [1]
+    assert isinstance(first[1], ValueError)
+    assert after.predictions == [2]
