@@ -17,6 +17,7 @@ import asyncio
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from service import metrics
@@ -127,4 +128,4 @@ class MicroBatcher:
 
 def _merge(jobs: list[_Job]) -> dict[str, list[Any]]:
     names = jobs[0].columns.keys()
-    return {n: [v for job in jobs for v in job.columns[n]] for n in names}
+    return {n: list(chain.from_iterable(job.columns[n] for job in jobs)) for n in names}

@@ -91,9 +91,8 @@ class _Numeric:
             self.scale = _scale(steps["scale"])
 
     def transform(self, data: dict[str, list[Any]], n: int) -> np.ndarray[Any, Any]:
-        x = np.empty((n, len(self.columns)))
-        for j, col in enumerate(self.columns):
-            x[:, j] = [np.nan if v is None else v for v in data[col]]
+        # One conversion for all columns; numpy reads None as NaN in a float array.
+        x = np.array([data[col] for col in self.columns], dtype=float).T.reshape(n, -1)
         if self.lower is not None:
             x = np.clip(x, self.lower, self.upper)
         missing = np.isnan(x)
@@ -121,7 +120,8 @@ class _Categorical:
         base = {c: cats[0] for c, cats in zip(columns, encoder.categories_, strict=True)}
         zero = encoder.transform(self._frame([base], columns))
         zero = np.asarray(zero.toarray() if hasattr(zero, "toarray") else zero, dtype=float)[0]
-        self.tables: list[dict[Any, np.ndarray[Any, Any]]] = []
+        self.codes: list[dict[Any, int]] = []
+        self.tables: list[np.ndarray[Any, Any]] = []
         self.blocks: list[np.ndarray[Any, Any]] = []
         for i, col in enumerate(columns):
             values = [*encoder.categories_[i], UNSEEN]
@@ -138,7 +138,9 @@ class _Categorical:
                 changes = np.array([str(n).startswith(f"{prefix}_") for n in names])
             block = np.flatnonzero(changes)
             self.blocks.append(block)
-            self.tables.append({v: out[k, block] for k, v in enumerate(values)})
+            # value -> row of this feature's block (the last row: unseen)
+            self.codes.append({v: k for k, v in enumerate(values)})
+            self.tables.append(out[:, block])
 
     @staticmethod
     def _frame(rows: list[dict[str, Any]], columns: list[str]) -> np.ndarray[Any, Any]:
@@ -148,10 +150,10 @@ class _Categorical:
     def transform(self, data: dict[str, list[Any]], n: int) -> np.ndarray[Any, Any]:
         x = np.zeros((n, self.width))
         for i, col in enumerate(self.columns):
-            table, block, fill = self.tables[i], self.blocks[i], self.fill[i]
-            unseen = table[UNSEEN]
-            for r, v in enumerate(data[col]):
-                x[r, block] = table.get(fill if v is None else v, unseen)
+            codes, fill = self.codes[i], self.fill[i]
+            unseen = codes[UNSEEN]
+            rows = [codes.get(fill if v is None else v, unseen) for v in data[col]]
+            x[:, self.blocks[i]] = self.tables[i][rows]
         return x
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,22 +78,31 @@ class Spool:
 
 
 class RecentIds:
-    """Ids this process answered lately, so feedback can join rows not yet flushed."""
+    """Ids this process answered lately, so feedback can join rows not yet flushed.
+
+    Kept as a few generations of sets (adding a request's ids is one C-level `set.update`);
+    when the newest is full the oldest is dropped, so between 3/4 of `capacity` and all of it
+    are remembered.
+    """
+
+    GENERATIONS = 4
 
     def __init__(self, capacity: int = 200_000) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._cap = capacity
+        self._per_gen = max(1, capacity // self.GENERATIONS)
+        self._gens: deque[set[str]] = deque([set()])
         self._lock = threading.Lock()
 
     def add(self, ids: list[str]) -> None:
         with self._lock:
-            for i in ids:
-                self._ids[i] = None
-            while len(self._ids) > self._cap:
-                self._ids.popitem(last=False)
+            newest = self._gens[-1]
+            newest.update(ids)
+            if len(newest) >= self._per_gen:
+                self._gens.append(set())
+                if len(self._gens) > self.GENERATIONS:
+                    self._gens.popleft()
 
     def __contains__(self, item: object) -> bool:
-        return item in self._ids
+        return any(item in gen for gen in list(self._gens))
 
 
 class LogWriter:
