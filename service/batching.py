@@ -73,7 +73,10 @@ class MicroBatcher:
         while True:
             first = await self._queue.get()
             jobs, rows = [first], first.rows
-            if last_jobs > 1 and self._max_wait_s > 0 and rows < self._max_rows:
+            inline = self.mean_call_s < self._inline_max_s
+            # Waiting for more rows pays only when a call is costly; a cheap inline call is made
+            # at once (requests arriving meanwhile queue up for the next one by themselves).
+            if last_jobs > 1 and self._max_wait_s > 0 and rows < self._max_rows and not inline:
                 await asyncio.sleep(self._max_wait_s)
             while rows < self._max_rows and not self._queue.empty():
                 job = self._queue.get_nowait()
@@ -83,7 +86,7 @@ class MicroBatcher:
             merged = _merge(jobs) if len(jobs) > 1 else first.columns
             start = time.perf_counter()
             try:
-                if self.mean_call_s < self._inline_max_s:
+                if inline:
                     out = self.model.predict_columns(merged)
                 else:
                     out = await loop.run_in_executor(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,16 +72,6 @@ def make_engine(url: str) -> Engine:
     )
 
 
-def _insert_ignore(engine: Engine, table: sa.Table) -> Any:
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
-
-
 def _upsert_label(engine: Engine) -> Any:
     stmt: Any
     if engine.dialect.name == "postgresql":
@@ -96,6 +88,44 @@ def _upsert_label(engine: Engine) -> Any:
     )
 
 
+def prediction_rows(
+    *,
+    ids: Sequence[str],
+    model: str,
+    version: int,
+    created_at: float,
+    inputs: Sequence[dict[str, Any]],
+    predictions: Sequence[Any],
+    probabilities: Sequence[dict[str, float]] | None,
+    latency_ms: float,
+    shadow: bool = False,
+    ref_ids: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """`sw_predictions` rows, one per prediction: the one place that knows the row's shape.
+
+    Built in one comprehension with the JSON encoder bound locally: on the request path this is
+    the largest per-row cost after validation.
+    """
+    dumps, opt = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+    probs = probabilities if probabilities is not None else [None] * len(ids)
+    refs = ref_ids if ref_ids is not None else [None] * len(ids)
+    return [
+        {
+            "id": pid,
+            "model": model,
+            "version": version,
+            "created_at": created_at,
+            "inputs": dumps(inst, option=opt).decode(),
+            "prediction": dumps(pred, option=opt).decode(),
+            "probabilities": dumps(prob).decode() if prob is not None else None,
+            "latency_ms": latency_ms,
+            "shadow": shadow,
+            "ref_id": ref,
+        }
+        for pid, inst, pred, prob, ref in zip(ids, inputs, predictions, probs, refs, strict=True)
+    ]
+
+
 def prediction_row(
     *,
     id: str,
@@ -109,19 +139,19 @@ def prediction_row(
     shadow: bool = False,
     ref_id: str | None = None,
 ) -> dict[str, Any]:
-    """One `sw_predictions` row: the one place that knows the row's shape."""
-    return {
-        "id": id,
-        "model": model,
-        "version": version,
-        "created_at": created_at,
-        "inputs": encode(inputs),
-        "prediction": encode(prediction),
-        "probabilities": encode(probabilities) if probabilities is not None else None,
-        "latency_ms": latency_ms,
-        "shadow": shadow,
-        "ref_id": ref_id,
-    }
+    """One row (see `prediction_rows`)."""
+    return prediction_rows(
+        ids=[id],
+        model=model,
+        version=version,
+        created_at=created_at,
+        inputs=[inputs],
+        predictions=[prediction],
+        probabilities=[probabilities] if probabilities is not None else None,
+        latency_ms=latency_ms,
+        shadow=shadow,
+        ref_ids=[ref_id] if ref_id is not None else None,
+    )[0]
 
 
 class _Predicts(Protocol):
@@ -129,6 +159,26 @@ class _Predicts(Protocol):
     version: int
 
     def predict_columns(self, columns: dict[str, list[Any]]) -> Any: ...
+
+
+PREDICTION_COLUMNS = tuple(c.name for c in predictions.columns)
+STAGING_TABLE = "sw_predictions_in"
+_ROW_VALUES = itemgetter(*PREDICTION_COLUMNS)
+
+
+def _row_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A row's values in column order (rows spooled by older versions may lack newer keys)."""
+    try:
+        return _ROW_VALUES(row)  # type: ignore[no-any-return]
+    except KeyError:
+        return tuple(row.get(c) for c in PREDICTION_COLUMNS)
+
+
+def _params(rows: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
+    return tuple(chain.from_iterable(map(_row_values, rows)))
+
+
+INSERT_CHUNK_ROWS = 500  # 5,000 parameters per statement: inside SQLite's and libpq's limits
 
 
 class PredictionStore:
@@ -151,10 +201,60 @@ class PredictionStore:
             conn.execute(sa.text("SELECT 1"))
 
     def write_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert rows; rows already present (a retried batch) are skipped, never doubled."""
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(_insert_ignore(self.engine, predictions), list(rows))
+        """Insert rows; rows already present (a retried batch) are skipped, never doubled.
+
+        One multi-row INSERT per chunk, not an executemany: the driver releases the GIL for
+        each statement it runs, and a statement per row made the writer thread take the GIL
+        back from the event loop once per row (measured: a fifth of the loop's time at
+        4,000 predictions/s). One statement per few hundred rows takes it back once.
+        """
+        if not rows:
+            return
+        if self.engine.dialect.name == "postgresql":
+            self._copy_predictions(rows)
+            return
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+                chunk = rows[start : start + INSERT_CHUNK_ROWS]
+                params = _params(chunk)
+                conn.exec_driver_sql(self._insert_sql(len(chunk)), params)
+
+    def _copy_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
+        skips ids already present (COPY itself cannot skip conflicts)."""
+        cols = ", ".join(PREDICTION_COLUMNS)
+        raw = self.engine.raw_connection()
+        try:
+            cur: Any = raw.cursor()  # psycopg 3: COPY is a driver feature
+            try:
+                cur.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} "
+                    f"(LIKE {predictions.name}) ON COMMIT DELETE ROWS"
+                )
+                with cur.copy(f"COPY {STAGING_TABLE} ({cols}) FROM STDIN") as copy:
+                    for values in map(_row_values, rows):
+                        copy.write_row(values)
+                cur.execute(
+                    f"INSERT INTO {predictions.name} ({cols}) SELECT {cols} FROM {STAGING_TABLE} "
+                    "ON CONFLICT (id) DO NOTHING"
+                )
+            finally:
+                cur.close()
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+
+    def _insert_sql(self, n: int) -> str:
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        one = "(" + ", ".join([mark] * len(PREDICTION_COLUMNS)) + ")"
+        return (
+            f"INSERT INTO {predictions.name} ({', '.join(PREDICTION_COLUMNS)}) VALUES "
+            + ", ".join([one] * n)
+            + " ON CONFLICT (id) DO NOTHING"
+        )
 
     def write_labels(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:

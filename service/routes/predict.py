@@ -22,7 +22,7 @@ from service.logwriter import LogFull
 from service.model import LoadedModel, Outputs
 from service.models import Slot
 from service.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse, PredictResponse
-from service.store import encode, prediction_row
+from service.store import encode, prediction_rows
 from service.validation import Checked
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
@@ -259,23 +259,19 @@ def log_rows(
     """Prediction-log rows; a shadow row gets its own id and points at the answered one."""
     key = state.settings.personal_data_key
     own_ids = new_ids(len(ids)) if shadow else ids
-    now = time.time()
-    probs = out.probabilities
-    return [
-        prediction_row(
-            id=own_ids[i],
-            model=name,
-            version=model.version,
-            created_at=now,
-            inputs=model.redact(inst, key),
-            prediction=out.predictions[i],
-            probabilities=probs[i] if probs is not None else None,
-            latency_ms=latency_ms,
-            shadow=shadow,
-            ref_id=ids[i] if shadow else None,
-        )
-        for i, inst in enumerate(instances)
-    ]
+    redact = model.redact
+    return prediction_rows(
+        ids=own_ids,
+        model=name,
+        version=model.version,
+        created_at=time.time(),
+        inputs=[redact(inst, key) for inst in instances] if model.personal else instances,
+        predictions=out.predictions,
+        probabilities=out.probabilities,
+        latency_ms=latency_ms,
+        shadow=shadow,
+        ref_ids=ids if shadow else None,
+    )
 
 
 async def answer(

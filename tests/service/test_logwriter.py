@@ -222,3 +222,29 @@ def test_recent_ids_remember_the_newest_and_stay_bounded() -> None:
     assert not any(i in recent for i in batches[0])
     remembered = sum(i in recent for batch in batches for i in batch)
     assert 75 <= remembered <= 100 + 10
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/log.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_batched_inserts_skip_what_is_there_and_keep_every_value(any_store_url: str) -> None:
+    """Multi-row INSERTs (SQLite) and COPY through a staging table (PostgreSQL), in chunks:
+    a re-sent batch doubles nothing, and a row spooled by an older release (no ref_id) fits."""
+    store = PredictionStore(any_store_url)
+    store.create_schema()
+    first = rows(1234)
+    first[7] = {**first[7], "shadow": True, "ref_id": "f" * 32, "probabilities": '{"1": 0.25}'}
+    store.write_predictions(first)
+    old_release = {k: v for k, v in rows(1, start=5000)[0].items() if k != "ref_id"}
+    store.write_predictions(first[:600] + rows(10, start=2000) + [old_release])
+    assert store.count_predictions() == 1234 + 10 + 1
+    by_id = {r["id"]: r for r in store.read_window("m")}
+    seventh = by_id[first[7]["id"]]
+    assert seventh["shadow"] and seventh["ref_id"] == "f" * 32
+    assert seventh["probabilities"] == '{"1": 0.25}'
+    assert by_id[old_release["id"]]["ref_id"] is None
+    store.dispose()
