@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     reload_interval_s: float = Field(5.0, ge=0)
     """How often to check the registry's aliases for a new version (0: never)."""
+    opentelemetry: bool = False
+    """FastAPI's own OpenTelemetry spans, metrics and logs, for an OTel SDK you configure; off by
+    default (Prometheus metrics are always on), which also skips its per-request check."""
     model_threads: int = Field(1, ge=1)
     """OpenMP/BLAS threads for the model call (one per worker avoids over-subscription)."""
 

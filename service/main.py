@@ -106,6 +106,11 @@ def create_app(
         version="0.1.0",
         summary="Schema-checked, micro-batched predictions from scikit-learn models, all logged.",
         lifespan=lifespan,
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
     )
     errors.install(app)
     app.include_router(health.router)

@@ -52,6 +52,9 @@ class Validator:
         self.personal = personal or set()
         self.known = set(self.names) | self.personal
         self._cats = {f.name: set(f.categories) for f in features if f.categories is not None}
+        self._specs = [
+            (f.name, f.kind, f.nullable, f.min, f.max, self._cats.get(f.name)) for f in features
+        ]
 
     def check(self, instances: list[Any]) -> Checked | list[Problem]:
         """Columns for the model (with out-of-range and unseen counts), or every problem."""
@@ -61,6 +64,8 @@ class Validator:
     def _check_common(self, instances: list[Any]) -> Checked | None:
         """The columns when every value is plainly valid; None sends the request to
         `_check_each` (which finds the problem, or applies a coercion)."""
+        if len(instances) == 1:
+            return self._check_one(instances[0])
         if set(map(type, instances)) != {dict} or not all(map(self.known.issuperset, instances)):
             return None
         columns: dict[str, list[Any]] = {}
@@ -101,6 +106,44 @@ class Validator:
                 columns[f.name] = col
         except (KeyError, OverflowError):
             return None  # a missing feature, or a number too large for a float
+        return Checked(columns, out_of_range, unseen)
+
+    def _check_one(self, inst: Any) -> Checked | None:
+        """`_check_common` for a single instance: a plain loop beats a dozen C calls per feature
+        on one value."""
+        if type(inst) is not dict or not self.known.issuperset(inst):
+            return None
+        columns: dict[str, list[Any]] = {}
+        out_of_range: dict[str, int] = {}
+        unseen: dict[str, int] = {}
+        for name, kind, nullable, low, high, cats in self._specs:
+            if name not in inst:
+                return None
+            value = inst[name]
+            kind_of = type(value)
+            if value is None:
+                if not nullable:
+                    return None
+            elif kind == "numeric":
+                if kind_of is int:
+                    try:
+                        value = float(value)
+                    except OverflowError:
+                        return None
+                elif kind_of is not float or not math.isfinite(value):
+                    return None
+                if (low is not None and value < low) or (high is not None and value > high):
+                    out_of_range[name] = 1
+            elif kind_of is not str:
+                return None
+            elif kind == "categorical":
+                if len(value) > 1000:
+                    return None
+                if cats is not None and value not in cats:
+                    unseen[name] = 1
+            elif _as_datetime(value) is None:
+                return None
+            columns[name] = [value]
         return Checked(columns, out_of_range, unseen)
 
     def _check_each(self, instances: list[Any]) -> Checked | list[Problem]:
