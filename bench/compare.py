@@ -207,7 +207,7 @@ def main() -> None:
                 )
             )
 
-            def start_mlserver(py: Path = py) -> Proc:
+            def start_mlserver(py: Path = py, workers: int = 1) -> Proc:
                 port = free_port()
                 (tmp / "mlserver" / "settings.json").write_text(
                     json.dumps(
@@ -216,6 +216,7 @@ def main() -> None:
                             "grpc_port": free_port(),
                             "metrics_port": free_port(),
                             "debug": False,
+                            "parallel_workers": workers,
                         }
                     )
                 )
@@ -226,13 +227,15 @@ def main() -> None:
                     env,
                 )
 
-            servers["MLServer (adaptive batching)"] = start_mlserver
+            for w in (1, 2):
+                label = f"MLServer (adaptive batching, {w} inference worker{'s' if w > 1 else ''})"
+                servers[label] = lambda w=w: start_mlserver(workers=w)  # type: ignore[misc]
         py, status = peer_python("bentoml", sklearn.__version__)
         if py is None:
             notes.append(f"BentoML: {status}")
         else:
 
-            def start_bento(py: Path = py) -> Proc:
+            def start_bento(py: Path = py, workers: int = 1) -> Proc:
                 port = free_port()
                 return Proc(
                     [
@@ -244,10 +247,12 @@ def main() -> None:
                     ],
                     f"http://127.0.0.1:{port}",
                     "/readyz",
-                    env,
+                    {**env, "BENCH_BENTO_WORKERS": str(workers)},
                 )
 
-            servers["BentoML (adaptive batching)"] = start_bento
+            for w in (1, 2):
+                label = f"BentoML (adaptive batching, {w} worker{'s' if w > 1 else ''})"
+                servers[label] = lambda w=w: start_bento(workers=w)  # type: ignore[misc]
 
     results = []
     for name, start in servers.items():
@@ -326,6 +331,52 @@ def main() -> None:
     )
     for note in notes:
         print(f"- {note}")
+    print("\n" + goals(results))
+
+
+def goals(results: list[tuple[str, int, int, Any]]) -> str:
+    """The issue's ratio goals, read off this run: servewatch against the ceiling and floor
+    (goal 1), against each peer's best configuration (goal 2), and two workers against one (3)."""
+    by = {(name, n, c): r for name, n, c, r in results}
+    w1, w2 = "servewatch --workers 1", "servewatch --workers 2"
+    lines = []
+    for c in (16, 64):
+        sw, ceil = by.get((w1, 1, c)), by.get(("constant (ceiling)", 1, c))
+        floor = by.get(("naive FastAPI (floor)", 1, c))
+        if sw and ceil and floor:
+            lines.append(
+                f"goal 1, single-row, {c} connections: servewatch w1 = "
+                f"{sw.rps / ceil.rps:.0%} of the constant endpoint (goal >= 50%), "
+                f"{sw.rps / floor.rps:.0f}x the naive endpoint (goal >= 10x)"
+            )
+    for peer in ("MLServer", "BentoML"):
+        for n in (1, 32):
+            for c in (1, 16, 64):
+                theirs = [
+                    r
+                    for (name, rn, rc), r in by.items()
+                    if name.startswith(peer) and (rn, rc) == (n, c) and r.errors == 0
+                ]
+                if not theirs:
+                    continue
+                best = max(theirs, key=lambda r: r.rps)
+                for mine_name in (w1, w2):
+                    mine = by.get((mine_name, n, c))
+                    if mine is None:
+                        continue
+                    ahead = mine.rps > best.rps and mine.p99_ms < best.p99_ms
+                    verdict = "ahead" if ahead else "NOT ahead"
+                    lines.append(
+                        f"goal 2, {peer} best, {n} row(s), {c} conn(s): {mine_name.split()[-1]}-"
+                        f"worker servewatch {mine.rps / best.rps:.2f}x throughput, p99 "
+                        f"{mine.p99_ms:.1f} vs {best.p99_ms:.1f} ms: {verdict}"
+                    )
+    for n in (1, 32):
+        for c in (16, 64):
+            a, b = by.get((w1, n, c)), by.get((w2, n, c))
+            if a and b:
+                lines.append(f"goal 3, {n} row(s), {c} conns: 2 workers = {b.rps / a.rps:.2f}x one")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

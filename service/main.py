@@ -113,8 +113,8 @@ def create_app(
         },
     )
     errors.install(app)
+    app.include_router(predict.router)  # first: the hot route is matched before the others
     app.include_router(health.router)
-    app.include_router(predict.router)
     app.include_router(explain.router)
     app.include_router(models.router)
     for router in extra_routers:

@@ -147,8 +147,8 @@ async def timed(
     finally:
         elapsed = time.perf_counter() - start
         known = name if name in state.manager.slots else "_unknown"
-        metrics.REQUESTS.labels(known, ctx.version, endpoint, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(known, ctx.version, endpoint).observe(elapsed)
+        metrics.child(metrics.REQUESTS, known, ctx.version, endpoint, str(status)).inc()
+        metrics.child(metrics.REQUEST_SECONDS, known, ctx.version, endpoint).observe(elapsed)
         if name in state.manager.canary and name in state.manager.staging and ctx.version:
             state.manager.guard(name).record(
                 is_canary=bool(ctx.canary), status=status, seconds=elapsed
@@ -309,7 +309,7 @@ async def answer(
         for p in out.predictions:
             counts[p] = counts.get(p, 0) + 1
         for cls, n in counts.items():
-            metrics.PREDICTIONS.labels(name, vs, cls).inc(n)
+            metrics.child(metrics.PREDICTIONS, name, vs, cls).inc(n)
     else:
         metrics.PREDICTIONS.labels(name, vs, "").inc(len(preds))
         hist = metrics.PREDICTION_VALUES.labels(name, vs)
