@@ -47,6 +47,20 @@ PEERS = {
 }
 
 
+def peer_version(py: Path, module: str) -> str:
+    try:
+        out = subprocess.run(
+            [str(py), "-c", f"import {module}; print({module}.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    except (subprocess.SubprocessError, OSError):
+        return "?"
+    return out.stdout.strip()
+
+
 def peer_python(name: str, sklearn_version: str) -> tuple[Path | None, str]:
     """The peer's venv python, installing it when missing; (None, reason) when it fails."""
     venv = VENVS / name
@@ -192,6 +206,11 @@ def main() -> None:
         if py is None:
             notes.append(f"MLServer: {status}")
         else:
+            notes.append(
+                f"MLServer {peer_version(py, 'mlserver')} with mlserver-sklearn: "
+                "max_batch_size 64, max_batch_time 5 ms, parallel_workers 1 or 2 "
+                "(inference in worker processes)"
+            )
             mdir = tmp / "mlserver" / "flights"
             mdir.mkdir(parents=True)
             shutil.copy(model_path, mdir / "model.joblib")
@@ -234,6 +253,10 @@ def main() -> None:
         if py is None:
             notes.append(f"BentoML: {status}")
         else:
+            notes.append(
+                f"BentoML {peer_version(py, 'bentoml')}: batchable API, max_batch_size 256, "
+                "max_latency_ms 1000, 1 or 2 workers"
+            )
 
             def start_bento(py: Path = py, workers: int = 1) -> Proc:
                 port = free_port()
@@ -312,7 +335,8 @@ def main() -> None:
     ]
     print(
         f"\nmachine: {machine()}; model flights v{version}; median of {args.repeats} x "
-        f"{args.seconds:.0f} s; wrk on the same 2 cores"
+        f"{args.seconds:.0f} s; wrk on the same 2 cores; servewatch with logging (SQLite) and "
+        "metrics on, defaults otherwise"
     )
     print(
         table(

@@ -169,8 +169,9 @@ class LogWriter:
         def ack() -> None:
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))  # type: ignore[union-attr]
 
-        deadline = time.monotonic() + wait_s
+        deadline = None
         while not self.try_put(rows, ack if done is not None else None):
+            deadline = deadline or time.monotonic() + wait_s
             if time.monotonic() >= deadline:
                 ok = await asyncio.to_thread(self._spool_direct, rows)
                 if not ok:

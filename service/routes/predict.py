@@ -100,7 +100,10 @@ async def predict(request: Request) -> Response:
     async def run(start: float, ctx: RequestContext) -> Response:
         manager = state.manager
         prod = manager.get(name)
-        slot, ctx.canary = manager.route(name, request.headers.get("x-request-key"))
+        if name in manager.canary:  # the request key matters only when a canary is configured
+            slot, ctx.canary = manager.route(name, request.headers.get("x-request-key"))
+        else:
+            slot, ctx.canary = prod, False
         ctx.version = str(prod.model.version)
         # Clients speak the production schema; a canary answers only what it can read from it.
         instances, checked = await checked_instances(prod, name, request, state)
@@ -205,7 +208,7 @@ async def checked_instances(
                 }
             ],
         )
-    extra = sorted(k for k in body if k != "instances")
+    extra = sorted(k for k in body if k != "instances") if len(body) > 1 else None
     if extra:
         raise InvalidInstances(
             f"unknown top-level field(s): {extra}",
