@@ -149,8 +149,9 @@ def wrk(url: str, body: dict[str, Any], *, connections: int, seconds: float) -> 
     finally:
         os.unlink(script)
     rps = float(_find(r"Requests/sec:\s+([\d.]+)", out) or "nan")
-    p50 = _ms(_find(r"50%\s+(\S+)", out))
-    p99 = _ms(_find(r"99%\s+(\S+)", out))
+    # anchored: "68.50%" in the thread-stats lines must not read as the 50th percentile
+    p50 = _ms(_find(r"(?m)^\s+50%\s+(\S+)", out))
+    p99 = _ms(_find(r"(?m)^\s+99%\s+(\S+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (
