@@ -38,8 +38,12 @@ format: install
 	$(BIN)/ruff format training service monitoring servewatch tests bench
 	$(BIN)/ruff check --fix .
 
+# Needs wrk (Debian: apt-get install wrk). The side-by-side run installs MLServer and BentoML in
+# their own venvs under .bench-venvs/ on first use. About 30 minutes in all.
 bench: install
+	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.monitoring
 
 # The schemathesis run of `make test`, with 500 examples per operation instead of 15.

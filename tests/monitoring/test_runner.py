@@ -218,16 +218,19 @@ def test_cli_run_json_and_export_round_trip(
     assert res.exit_code == 0, res.output
 
 
-def test_the_service_starts_without_importing_evidently(
+def test_the_service_starts_and_is_ready_without_evidently_optuna_or_shap(
     tmp_path: Path, registry_copy: Path
 ) -> None:
     code = (
-        "import sys; from servewatch.app import build; build(); "
-        "print('evidently' in sys.modules, 'optuna' in sys.modules)"
+        "import sys; from fastapi.testclient import TestClient; from servewatch.app import build\n"
+        "with TestClient(build()) as c: assert c.get('/readyz').status_code == 200\n"
+        "print(*(m in sys.modules for m in ('evidently', 'optuna', 'shap')))"
     )
     env = {
         "SERVEWATCH_REGISTRY": str(registry_copy),
         "SERVEWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        "SERVEWATCH_SPOOL_DIR": str(tmp_path / "spool"),
+        "SERVEWATCH_MONITOR_INTERVAL": "0",
         "PATH": "/usr/bin:/bin",
     }
     out = subprocess.run(
@@ -238,7 +241,7 @@ def test_the_service_starts_without_importing_evidently(
         check=True,
         cwd=Path(__file__).resolve().parents[2],
     )
-    assert out.stdout.split() == ["False", "False"], out.stderr
+    assert out.stdout.split() == ["False", "False", "False"], out.stderr
 
 
 def test_gauges_skip_metrics_that_are_undefined_for_the_window(store: PredictionStore) -> None:
