@@ -170,15 +170,19 @@ def median_run(runs: list[WrkResult]) -> WrkResult:
 
 
 def machine() -> str:
-    try:
-        import sklearn
+    """Hardware and the versions that decide the figures."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        skl = sklearn.__version__
-    except ImportError:
-        skl = "?"
+    def v(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "?"
+
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"scikit-learn {skl}"
+        f"scikit-learn {v('scikit-learn')}, FastAPI {v('fastapi')}, uvicorn {v('uvicorn')}, "
+        f"uvloop {v('uvloop')}"
     )
 
 
