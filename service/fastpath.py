@@ -2,16 +2,17 @@
 
 scikit-learn's ColumnTransformer spends most of a one-row prediction on input checks and pandas
 indexing. For the preprocessing that `training/pipeline.py` builds (clip, impute with indicators,
-scale; impute + one-hot/ordinal; datetime parts) the fitted parameters are simple, so they are
-replayed here on column lists. Anything else (another transformer, interactions) returns None and
-the pipeline is used as it is. FastEstimator does the same for linear models, plain or calibrated:
-their predict_proba is a matrix product and a sigmoid, but scikit-learn's input checks cost about
-0.2 ms per call and CalibratedClassifierCV makes six. Equality with the pipeline is checked when a
-version loads.
+scale; impute + one-hot/ordinal; timestamp parts, impute, scale) the fitted parameters are simple,
+so they are replayed here on column lists. Anything else (interactions, PCA, another transformer)
+returns None and the pipeline is used as it is. FastEstimator does the same for linear models,
+plain or calibrated: their predict_proba is a matrix product and a sigmoid, but scikit-learn's input
+checks cost about 0.2 ms per call and CalibratedClassifierCV makes six. Equality with the pipeline
+is checked when a version loads.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
-from training.transformers import QuantileClipper
+from training.transformers import DatetimeFeatures, QuantileClipper
 
 UNSEEN = "\x00servewatch-unseen\x00"
 LINEAR = (
@@ -157,6 +158,49 @@ class _Categorical:
         return x
 
 
+class _Datetime:
+    """DatetimeFeatures (month, day of week, hour + minute / 60, in UTC), median imputation and
+    scaling, per value. pandas infers one format for a whole column and turns the values that do
+    not match it into NaT, so in a micro-batch one client's format could blank another's; here
+    every value is parsed on its own (the service has validated it as ISO 8601)."""
+
+    def __init__(self, pipe: Pipeline, columns: list[str]) -> None:
+        steps = dict(pipe.steps)
+        if set(steps) - {"parts", "impute", "scale"} or "impute" not in steps:
+            raise TypeError(f"steps {sorted(steps)}")
+        if not isinstance(steps["parts"], DatetimeFeatures):
+            raise TypeError(type(steps["parts"]).__name__)
+        imputer: SimpleImputer = steps["impute"]
+        if imputer.indicator_ is not None:
+            raise TypeError("missing-value indicators")
+        self.columns = columns
+        self.fill = np.asarray(imputer.statistics_, dtype=float)
+        self.scale = _scale(steps["scale"]) if "scale" in steps else None
+
+    @staticmethod
+    def _parts(value: Any) -> tuple[float, float, float]:
+        if not isinstance(value, str):
+            return (np.nan, np.nan, np.nan)
+        try:
+            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return (np.nan, np.nan, np.nan)
+        if ts.tzinfo is not None:
+            ts = ts.astimezone(UTC).replace(tzinfo=None)
+        return (float(ts.month), float(ts.weekday()), ts.hour + ts.minute / 60.0)
+
+    def transform(self, data: dict[str, list[Any]], n: int) -> np.ndarray[Any, Any]:
+        blocks = [
+            np.array([self._parts(v) for v in data[col]], dtype=float).reshape(n, 3)
+            for col in self.columns
+        ]
+        x = np.hstack(blocks)
+        x = np.where(np.isnan(x), self.fill, x)
+        if self.scale is not None:
+            x = (x - self.scale[0]) * self.scale[1]
+        return x
+
+
 class FastPreprocessor:
     """Column lists in, the ColumnTransformer's output matrix out."""
 
@@ -177,8 +221,10 @@ class FastPreprocessor:
                     parts.append(("num", _Numeric(trans, list(cols))))
                 elif name == "cat":
                     parts.append(("cat", _Categorical(trans, list(cols))))
+                elif name == "dt":
+                    parts.append(("dt", _Datetime(trans, list(cols))))
                 else:
-                    return None  # datetime parts and anything else: the pipeline as it is
+                    return None  # interactions, PCA, anything else: the pipeline as it is
         except (TypeError, AttributeError, KeyError, ValueError):
             return None
         return cls(parts)

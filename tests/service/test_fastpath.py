@@ -68,12 +68,41 @@ def test_unsupported_preprocessing_keeps_the_pipeline() -> None:
     assert FastPreprocessor.from_pipeline(with_interactions) is None
     with_pca, _ = fitted(SGDClassifier(random_state=0), "linear", pca=2)
     assert FastPreprocessor.from_pipeline(with_pca) is None
-    frame = classification_frame(100)
-    kinds = FeatureKinds(numeric=["x1"], categorical=["color"], datetime=["when"])
-    dated = build_pipeline(
-        kinds, SGDClassifier(random_state=0), family="linear", prep=Preprocessing()
-    ).fit(frame[kinds.all], frame["label"])
-    assert FastPreprocessor.from_pipeline(dated) is None
+
+
+DATED = FeatureKinds(numeric=["x1"], categorical=["color"], datetime=["when"])
+
+
+@pytest.mark.parametrize("family", ["linear", "hgb"])  # scaled, and not scaled (trees)
+def test_timestamp_replay_is_exact(family: str) -> None:
+    frame = classification_frame(200)
+    est = SGDClassifier(random_state=0) if family == "linear" else HistGradientBoostingClassifier()
+    pipe = build_pipeline(DATED, est, family=family, prep=Preprocessing())
+    pipe.fit(frame[DATED.all], frame["label"])
+    fast = FastPreprocessor.from_pipeline(pipe)
+    assert fast is not None
+    when = [
+        "2024-02-01T10:30:00",
+        "2024-02-01T23:45:00+02:00",  # an offset: converted to UTC, as pandas does
+        "2024-03-31T22:00:00Z",
+        None,  # missing: imputed with the fitted median
+        "2024-07-06",
+    ]
+    cols = {"x1": [0.5] * 5, "color": ["red"] * 5, "when": when}
+    import pandas as pd
+
+    for i, _ in enumerate(when):  # one row at a time: pandas infers a format per column
+        one = {k: [v[i]] for k, v in cols.items()}
+        frame_one = pd.DataFrame(one).astype({"x1": float})
+        expected = pipe.steps[0][1].transform(frame_one)
+        np.testing.assert_allclose(fast.transform(one), expected, rtol=0, atol=1e-12)
+    # A micro-batch mixes clients: each row's answer must not depend on the others' formats.
+    np.testing.assert_allclose(
+        fast.transform(cols),
+        np.vstack([fast.transform({k: [v[i]] for k, v in cols.items()}) for i in range(5)]),
+        rtol=0,
+        atol=0,
+    )
 
 
 def linear_matrix(n: int = 300, classes: int = 2, seed: int = 0):  # type: ignore[no-untyped-def]
