@@ -26,7 +26,7 @@ log = logging.getLogger("servewatch.models")
 def settle_heap() -> None:
     """Collect, then move every live object out of the garbage collector's sight.
 
-    A loaded service holds millions of long-lived objects (scikit-learn, pandas, the models);
+    A loaded service holds ~200,000 long-lived tracked objects (scikit-learn, pandas, models);
     each full collection walked them all, a 100 ms pause of the event loop every few seconds
     under load (p99 100 ms, against 7 ms with them frozen). Called once the models are loaded and
     after each hot swap, which first unfreezes so the old version's cycles can be freed.
