@@ -9,7 +9,6 @@ predictions. Traffic goes only to 127.0.0.1 and stops by itself.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,6 +33,23 @@ def rss_mb(pid: int) -> dict[int, float]:
     return found
 
 
+def answered_requests(exposition: str) -> int:
+    """Predict requests answered with 200, summed over versions (and label order)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "servewatch_requests_total"
+                and labels.get("endpoint") == "predict"
+                and labels.get("status") == "200"
+            ):
+                total += sample.value
+    return int(total)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--registry", type=Path, default=Path("registry"))
@@ -55,11 +71,7 @@ def main() -> None:
         server.proc.terminate()
         server.proc.wait(120)
     rows = PredictionStore(db).count_predictions()
-    ok = re.findall(
-        r'servewatch_requests_total\{endpoint="predict",model="flights",status="200"\} (\S+)',
-        metrics,
-    )
-    served = int(float(ok[0])) if ok else -1
+    served = answered_requests(metrics)
     shutil.rmtree(server.tmp, ignore_errors=True)
     print(f"machine: {machine()}")
     print(
