@@ -142,3 +142,14 @@ def test_openapi_documents_the_predict_path_parameter(client: TestClient) -> Non
     spec = client.get("/openapi.json").json()
     params = spec["paths"]["/v1/models/{name}/predict"]["post"]["parameters"]
     assert [(p["name"], p["in"], p["required"]) for p in params] == [("name", "path", True)]
+
+
+def test_fastapi_opentelemetry_is_off_by_default_and_can_be_turned_on(settings: Settings) -> None:
+    assert not settings.opentelemetry
+    app = create_app(settings)
+    assert app._telemetry["tracing"] is False and app._telemetry["metrics"] is False  # type: ignore[attr-defined]
+    on = create_app(settings.model_copy(update={"opentelemetry": True}))
+    assert on._telemetry["tracing"] is True  # type: ignore[attr-defined]
+    with TestClient(on) as c:  # no OTel SDK configured here: it must still answer
+        res = c.post("/v1/models/demo/predict", json={"instances": [example()]})
+        assert res.status_code == 200, res.text
