@@ -179,11 +179,16 @@ class _Datetime:
 
     @staticmethod
     def _parts(value: Any) -> tuple[float, float, float]:
-        if not isinstance(value, str):
+        if isinstance(value, datetime):  # pandas Timestamps too
+            ts = value
+        elif isinstance(value, str):
+            try:
+                ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return (np.nan, np.nan, np.nan)
+        else:
             return (np.nan, np.nan, np.nan)
-        try:
-            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+        if ts != ts:  # NaT
             return (np.nan, np.nan, np.nan)
         if ts.tzinfo is not None:
             ts = ts.astimezone(UTC).replace(tzinfo=None)

@@ -113,7 +113,8 @@ class LoadedModel:
 
     def explain_columns(self, columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
         """Per row: each input feature's contribution, the base value and the method."""
-        exp = self.explainer().explain(self.frame(columns))
+        transformed = self._fast.transform(columns) if self._fast is not None else None
+        exp = self.explainer().explain(self.frame(columns), transformed)
         out = []
         for i in range(len(exp.base_values)):
             out.append(
@@ -176,8 +177,12 @@ class LoadedModel:
         """Use the numpy replays of the preprocessing and of the final estimator where each gives
         the pipeline's exact output on `sample` (reference rows plus the schema example); any part
         that is not replayed, or differs, stays scikit-learn's own. True when anything is used."""
-        columns = {
-            c: [None if pd.isna(v) else v for v in sample[c].astype(object)] for c in self._columns
+        columns = {  # as requests carry them: timestamps as ISO 8601 text
+            c: [
+                None if pd.isna(v) else (v.isoformat() if isinstance(v, pd.Timestamp) else v)
+                for v in sample[c].astype(object)
+            ]
+            for c in self._columns
         }
         for col, value in self.example_instance().items():
             columns[col].append(value)

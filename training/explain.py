@@ -200,14 +200,20 @@ class Explainer:
                 contribs[i, orders[i * k + p]] += deltas / k
         return contribs, values[:, :, 0].mean(axis=1)
 
-    def explain(self, frame: pd.DataFrame) -> Explanation:
+    def explain(
+        self, frame: pd.DataFrame, transformed: np.ndarray[Any, Any] | None = None
+    ) -> Explanation:
+        """Contributions per row of `frame`. `transformed`, when given, is the preprocessing's
+        output for these rows (the service's verified numpy replay), used instead of running the
+        fitted preprocessing again."""
         frame = frame[self.features]
         if self.method == "sampling_shapley":
             contribs, base = self._sampling(frame)
             return Explanation(
                 self.method, self._output_space(), self.features, base, contribs, self.note
             )
-        xt = np.asarray(self.pre.transform(frame), dtype=float)
+        source = self.pre.transform(frame) if transformed is None else transformed
+        xt = np.asarray(source, dtype=float)
         contribs_t, base = self._linear(xt) if self.method == "linear_exact" else self._tree(xt)
         return Explanation(
             self.method,
