@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,14 @@ def test_dashboard_is_provisioning_ready() -> None:
     assert prov["providers"][0]["type"] == "file"
 
 
+def wait_until_logged(store: Any, rows: int, timeout_s: float = 30) -> None:
+    """Answered rows reach the log within a flush interval; monitoring reads only what landed."""
+    deadline = time.monotonic() + timeout_s
+    while store.count_predictions() < rows:
+        assert time.monotonic() < deadline, f"fewer than {rows} rows logged in {timeout_s} s"
+        time.sleep(0.05)
+
+
 def test_every_queried_metric_is_exported_by_the_service(
     tmp_path: Path, registry_copy: Path
 ) -> None:
@@ -209,6 +218,7 @@ def test_every_queried_metric_is_exported_by_the_service(
                 content=b"{",
                 headers={"content-type": "application/json"},
             )
+            wait_until_logged(PredictionStore(db), 300)
             run_monitoring(
                 settings=MonitorSettings(
                     registry=registry_copy,
