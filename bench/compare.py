@@ -182,23 +182,14 @@ def main() -> None:
         servers[f"servewatch --workers {workers}"] = lambda w=workers: ServeProcess(
             args.registry, workers=w, env={"SERVEWATCH_MONITOR_INTERVAL": "0"}
         )
-    uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning"]
-    servers["constant (ceiling)"] = lambda: (
-        lambda p: Proc(
-            [*uvicorn, "bench.apps.constant:app", "--port", str(p)],
-            f"http://127.0.0.1:{p}",
-            "/docs",
-            env,
-        )
-    )(free_port())
-    servers["naive FastAPI (floor)"] = lambda: (
-        lambda p: Proc(
-            [*uvicorn, "bench.apps.naive:app", "--port", str(p)],
-            f"http://127.0.0.1:{p}",
-            "/docs",
-            env,
-        )
-    )(free_port())
+
+    def uvicorn_app(target: str) -> Proc:
+        port = free_port()
+        cmd = [sys.executable, "-m", "uvicorn", "--log-level", "warning", target]
+        return Proc([*cmd, "--port", str(port)], f"http://127.0.0.1:{port}", "/docs", env)
+
+    servers["constant (ceiling)"] = lambda: uvicorn_app("bench.apps.constant:app")
+    servers["naive FastAPI (floor)"] = lambda: uvicorn_app("bench.apps.naive:app")
     notes: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="sw-compare-"))
     if not args.skip_peers:

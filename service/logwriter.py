@@ -169,9 +169,8 @@ class LogWriter:
         def ack() -> None:
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))  # type: ignore[union-attr]
 
-        deadline = None
+        deadline = time.monotonic() + wait_s
         while not self.try_put(rows, ack if done is not None else None):
-            deadline = deadline or time.monotonic() + wait_s
             if time.monotonic() >= deadline:
                 ok = await asyncio.to_thread(self._spool_direct, rows)
                 if not ok:

@@ -219,29 +219,21 @@ class LoadedModel:
             return self._fast.transform(columns)
         return self.pipeline[:-1].transform(self.frame(columns))
 
-    def _predict_proba(self, columns: dict[str, list[Any]]) -> Any:
-        if self._fast_est is not None:
-            return self._fast_est.predict_proba(self._features(columns))
-        if self._fast is not None:
-            return self.pipeline.steps[-1][1].predict_proba(self._fast.transform(columns))
-        return self.pipeline.predict_proba(self.frame(columns))
-
-    def _predict(self, columns: dict[str, list[Any]]) -> Any:
-        if self._fast_est is not None:
-            return self._fast_est.predict(self._features(columns))
-        if self._fast is not None:
-            return self.pipeline.steps[-1][1].predict(self._fast.transform(columns))
-        return self.pipeline.predict(self.frame(columns))
+    def _estimate(self, columns: dict[str, list[Any]], method: str) -> Any:
+        """`predict_proba` or `predict` of the final estimator (its numpy replay when verified)
+        on the preprocessed rows."""
+        fast = getattr(self._fast_est, method, None) if self._fast_est is not None else None
+        return (fast or getattr(self.pipeline.steps[-1][1], method))(self._features(columns))
 
     def predict_columns(self, columns: dict[str, list[Any]]) -> Outputs:
         """One model call for all rows (a whole micro-batch)."""
         if self.classes is not None:
-            proba = np.asarray(self._predict_proba(columns), dtype=float)
+            proba = np.asarray(self._estimate(columns, "predict_proba"), dtype=float)
             idx = proba.argmax(axis=1)
             classes = self.classes
             preds = [classes[i] for i in idx]
             rounded = np.round(proba, 6).tolist()
             probs = [dict(zip(classes, row, strict=True)) for row in rounded]
             return Outputs(preds, probs)
-        values = np.asarray(self._predict(columns), dtype=float).tolist()
+        values = np.asarray(self._estimate(columns, "predict"), dtype=float).tolist()
         return Outputs(values, None)

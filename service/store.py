@@ -126,34 +126,6 @@ def prediction_rows(
     ]
 
 
-def prediction_row(
-    *,
-    id: str,
-    model: str,
-    version: int,
-    created_at: float,
-    inputs: dict[str, Any],
-    prediction: Any,
-    probabilities: dict[str, float] | None,
-    latency_ms: float,
-    shadow: bool = False,
-    ref_id: str | None = None,
-) -> dict[str, Any]:
-    """One row (see `prediction_rows`)."""
-    return prediction_rows(
-        ids=[id],
-        model=model,
-        version=version,
-        created_at=created_at,
-        inputs=[inputs],
-        predictions=[prediction],
-        probabilities=[probabilities] if probabilities is not None else None,
-        latency_ms=latency_ms,
-        shadow=shadow,
-        ref_ids=[ref_id] if ref_id is not None else None,
-    )[0]
-
-
 class _Predicts(Protocol):
     name: str
     version: int
@@ -279,24 +251,19 @@ class PredictionStore:
         out = model.predict_columns(columns)
         ids = new_ids(len(records))
         t0 = time.time() if start is None else start
-        probs = out.probabilities or [None] * len(records)
-        self.write_predictions(
-            [
-                prediction_row(
-                    id=i,
-                    model=model.name,
-                    version=model.version,
-                    created_at=t0 + k * 1e-4,
-                    inputs=r,
-                    prediction=p,
-                    probabilities=pr,
-                    latency_ms=0.0,
-                )
-                for k, (i, r, p, pr) in enumerate(
-                    zip(ids, records, out.predictions, probs, strict=True)
-                )
-            ]
+        rows = prediction_rows(
+            ids=ids,
+            model=model.name,
+            version=model.version,
+            created_at=t0,
+            inputs=records,
+            predictions=out.predictions,
+            probabilities=out.probabilities,
+            latency_ms=0.0,
         )
+        for k, row in enumerate(rows):
+            row["created_at"] = t0 + k * 1e-4
+        self.write_predictions(rows)
         if labels is not None:
             self.write_labels(
                 [

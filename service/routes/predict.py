@@ -208,7 +208,7 @@ async def checked_instances(
                 }
             ],
         )
-    extra = sorted(k for k in body if k != "instances") if len(body) > 1 else None
+    extra = sorted(k for k in body if k != "instances")
     if extra:
         raise InvalidInstances(
             f"unknown top-level field(s): {extra}",
@@ -262,13 +262,12 @@ def log_rows(
     """Prediction-log rows; a shadow row gets its own id and points at the answered one."""
     key = state.settings.personal_data_key
     own_ids = new_ids(len(ids)) if shadow else ids
-    redact = model.redact
     return prediction_rows(
         ids=own_ids,
         model=name,
         version=model.version,
         created_at=time.time(),
-        inputs=[redact(inst, key) for inst in instances] if model.personal else instances,
+        inputs=[model.redact(inst, key) for inst in instances] if model.personal else instances,
         predictions=out.predictions,
         probabilities=out.probabilities,
         latency_ms=latency_ms,

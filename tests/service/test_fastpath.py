@@ -177,7 +177,7 @@ def test_a_replay_that_differs_is_not_used(monkeypatch: pytest.MonkeyPatch) -> N
     assert model._fast is not None and model._fast_est is not None
     cols = awkward_columns(frame)
     slow = pipe.predict_proba(model.frame(cols))
-    np.testing.assert_allclose(model._predict_proba(cols), slow, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model._estimate(cols, "predict_proba"), slow, rtol=0, atol=1e-12)
 
     real = FastEstimator.from_estimator
     monkeypatch.setattr(
@@ -188,4 +188,4 @@ def test_a_replay_that_differs_is_not_used(monkeypatch: pytest.MonkeyPatch) -> N
     model = build()
     model.enable_fast_path(sample)
     assert model._fast is not None and model._fast_est is None  # off by 1e-6: not used
-    np.testing.assert_allclose(model._predict_proba(cols), slow, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model._estimate(cols, "predict_proba"), slow, rtol=0, atol=1e-12)
