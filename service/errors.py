@@ -6,6 +6,7 @@ ServiceError
  ├── NotFound (404)            unknown model or route resource
  ├── PayloadTooLarge (413)     body over the byte limit or too many instances
  ├── InvalidInstances (422)    instances that break the model's schema (one entry per problem)
+ ├── InvalidRequest (422)      another body that breaks its schema, e.g. a label that is no class
  ├── ClientGone (499)          the client hung up before its body arrived (nginx's code)
  └── Unavailable (503)         no model loaded, log store and spool both full
 """
@@ -54,6 +55,11 @@ class PayloadTooLarge(ServiceError):
 class InvalidInstances(ServiceError):
     status_code = 422
     code = "invalid_instances"
+
+
+class InvalidRequest(ServiceError):
+    status_code = 422
+    code = "invalid_request"
 
 
 class ClientGone(ServiceError):

@@ -124,14 +124,16 @@ def create_app(
         """The OpenAPI document, with a predict example built from each served model's schema."""
         from fastapi.openapi.utils import get_openapi
 
-        from service.schemas import PredictRequest
+        from service.schemas import FeedbackRequest, PredictRequest
 
         doc = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
-        doc.setdefault("components", {}).setdefault("schemas", {})["PredictRequest"] = (
-            PredictRequest.model_json_schema()
-        )
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas["PredictRequest"] = PredictRequest.model_json_schema()
+        feedback = FeedbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(feedback.pop("$defs", {}))
+        schemas["FeedbackRequest"] = feedback
         state: AppState | None = getattr(app.state, "sw", None)
         if state is not None:
             body = doc["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from service.fastpath import FastEstimator, FastPreprocessor
 from service.validation import Validator
+from training import labels
 from training.registry import (
     MODEL_FILE,
     REFERENCE_FILE,
@@ -50,9 +51,16 @@ class LoadedModel:
         self.version = manifest.version
         self.personal = set((manifest.model_extra or {}).get("personal_data") or [])
         self.validator = Validator(manifest.features, self.personal)
-        self.classes: list[str] | None = (
-            [str(c) for c in pipeline.classes_] if manifest.task == "classification" else None
-        )
+        self.classes: list[str] | None = None
+        """The classes as text (probability keys), in `predict_proba` column order."""
+        self.answers: list[Any] = []
+        """The classes as answered: JSON values of the manifest's label type."""
+        if manifest.task == "classification":
+            self.classes = [labels.key(c) for c in pipeline.classes_]
+            self.label_type: labels.LabelType = manifest.label_type or "string"
+            self.answers = [labels.to_native(c, self.label_type) for c in self.classes]
+        else:
+            self.label_type = "float"
         self._columns = [f.name for f in manifest.features]
         self._explainer: Any = None
         self._fast: FastPreprocessor | None = None
@@ -230,10 +238,10 @@ class LoadedModel:
         if self.classes is not None:
             proba = np.asarray(self._estimate(columns, "predict_proba"), dtype=float)
             idx = proba.argmax(axis=1)
-            classes = self.classes
-            preds = [classes[i] for i in idx]
+            answers = self.answers
+            preds = [answers[i] for i in idx]
             rounded = np.round(proba, 6).tolist()
-            probs = [dict(zip(classes, row, strict=True)) for row in rounded]
+            probs = [dict(zip(self.classes, row, strict=True)) for row in rounded]
             return Outputs(preds, probs)
         values = np.asarray(self._estimate(columns, "predict"), dtype=float).tolist()
         return Outputs(values, None)

@@ -47,8 +47,11 @@ class ExplainResponse(BaseModel):
 
 
 class Label(BaseModel):
-    prediction_id: str = Field(min_length=1, max_length=64)
-    label: str | int | float | bool
+    prediction_id: str = Field(min_length=1, max_length=32)
+    label: bool | int | float | str = Field(
+        description='One of the model\'s classes (in its label type, or coerced: 1 or "1" '
+        'for an integer class, "true" for a boolean one), or a finite number for regression.'
+    )
 
 
 class FeedbackRequest(BaseModel):

@@ -9,15 +9,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from training.errors import TrainingError
+from training.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 Task = Literal["classification", "regression"]
 Scaler = Literal["standard", "robust", "minmax", "none"]
 Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp"]
 ALL_FAMILIES: tuple[Family, ...] = ("linear", "tree", "svm", "forest", "hgb", "mlp")
-
-CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "f1", "precision", "recall", "log_loss", "brier")
-REGRESSION_METRICS = ("rmse", "mae", "r2")
-LOWER_IS_BETTER = {"log_loss", "brier", "rmse", "mae"}
 
 
 class _Strict(BaseModel):

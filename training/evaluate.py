@@ -9,62 +9,9 @@ import numpy as np
 import pandas as pd
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.inspection import permutation_importance
-from sklearn.metrics import (
-    accuracy_score,
-    brier_score_loss,
-    confusion_matrix,
-    f1_score,
-    log_loss,
-    mean_absolute_error,
-    precision_score,
-    r2_score,
-    recall_score,
-    roc_auc_score,
-    root_mean_squared_error,
-)
+from sklearn.metrics import confusion_matrix
 
-
-def classification_metrics(
-    y: Any, proba: np.ndarray[Any, Any], classes: list[Any]
-) -> dict[str, float]:
-    """All classification metrics from probabilities (columns in `classes` order)."""
-    pred = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
-    y_arr = np.asarray(y, dtype=object)
-    binary = len(classes) == 2
-    avg = "binary" if binary else "macro"
-    pos = classes[1] if binary else None
-    out = {
-        "accuracy": float(accuracy_score(y_arr, pred)),
-        "precision": float(
-            precision_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)
-        ),
-        "recall": float(recall_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)),
-        "f1": float(f1_score(y_arr, pred, average=avg, pos_label=pos, zero_division=0)),
-        "log_loss": float(log_loss(y_arr, proba, labels=classes)),
-    }
-    present = set(y_arr.tolist())
-    if binary:
-        y01 = (y_arr == classes[1]).astype(int)
-        out["brier"] = float(brier_score_loss(y01, proba[:, 1]))
-        out["roc_auc"] = (
-            float(roc_auc_score(y01, proba[:, 1])) if len(present) == 2 else float("nan")
-        )
-    else:
-        onehot = (y_arr[:, None] == np.asarray(classes, dtype=object)[None, :]).astype(float)
-        out["brier"] = float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
-        try:
-            out["roc_auc"] = float(roc_auc_score(y_arr, proba, multi_class="ovr", labels=classes))
-        except ValueError:
-            out["roc_auc"] = float("nan")
-    return out
-
-
-def regression_metrics(y: Any, pred: np.ndarray[Any, Any]) -> dict[str, float]:
-    return {
-        "mae": float(mean_absolute_error(y, pred)),
-        "rmse": float(root_mean_squared_error(y, pred)),
-        "r2": float(r2_score(y, pred)),
-    }
+from training.metrics import classification_metrics, regression_metrics
 
 
 def score_model(model: Any, x: pd.DataFrame, y: pd.Series, task: str) -> dict[str, float]:
@@ -96,7 +43,7 @@ def worst_slices(
 ) -> list[dict[str, Any]]:
     """Slices (one value of a categorical, one quartile of a numeric) ranked by their error."""
     err = (
-        (np.asarray(y, dtype=object) != np.asarray(pred, dtype=object)).astype(float)
+        np.array([str(a) != str(b) for a, b in zip(y, pred, strict=True)], dtype=float)
         if task == "classification"
         else np.abs(np.asarray(y, dtype=float) - np.asarray(pred, dtype=float))
     )
@@ -152,9 +99,8 @@ def save_plots(
 
     written = []
     if task == "classification" and classes is not None:
-        cm = confusion_matrix(
-            np.asarray(y, dtype=object), np.asarray(pred, dtype=object), labels=classes
-        )
+        as_text = [str(c) for c in classes]  # object arrays of ints are "unknown" to sklearn
+        cm = confusion_matrix([str(v) for v in y], [str(v) for v in pred], labels=as_text)
         fig, ax = plt.subplots(figsize=(4.5, 4))
         ax.imshow(cm, cmap="Blues")
         ax.set_xticks(range(len(classes)), [str(c) for c in classes])

@@ -9,7 +9,7 @@ from typing import Any
 
 import joblib
 
-from training import data, evaluate
+from training import data, evaluate, labels
 from training.config import TrainConfig
 from training.errors import TrainingError
 from training.registry import MODEL_FILE, REFERENCE_FILE, Registry
@@ -63,14 +63,17 @@ def import_pipeline(
         raise TrainingError(
             f"the pipeline fails on the sample: {type(exc).__name__}: {exc}"
         ) from None
+    label_type: labels.LabelType = "float"
     if task == "classification":
-        model_classes = [str(c) for c in model.classes_]
+        label_type = labels.label_type_of(list(model.classes_))
+        model_classes = labels.native_classes(list(model.classes_), label_type)
     reference = _reference_frame(model, x, y, task, reference_rows, seed=0)
     manifest: dict[str, Any] = {
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "task": task,
         "target": target,
         "classes": model_classes if task == "classification" else None,
+        "label_type": label_type,
         "features": [f.model_dump(exclude_none=True) for f in infer_schema(x, kinds)],
         "metrics": {"sample": metrics},
         "model": {"family": type(model).__name__, "imported_from": str(pipeline_path)},

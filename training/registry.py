@@ -66,6 +66,10 @@ class Manifest(BaseModel):
     task: Literal["classification", "regression"]
     target: str
     classes: list[Any] | None = None
+    """In `predict_proba` column order, as JSON values of `label_type`."""
+    label_type: Literal["string", "integer", "boolean", "float"] | None = None
+    """The type answers and feedback labels carry; None in manifests older than it (read as
+    string for classifiers, float for regressors)."""
     features: list[FeatureSchema]
     metrics: dict[str, Any] = {}
     files: dict[str, str] = {}

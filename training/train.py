@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import brier_score_loss
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
-from training import card, data, evaluate, explain, fairness, quality
+from training import card, data, evaluate, explain, fairness, labels, quality
+from training import metrics as metric_contract
 from training.candidates import make_estimator, model_space, preprocessing_space
-from training.config import LOWER_IS_BETTER, TrainConfig
+from training.config import TrainConfig
 from training.errors import TrainingError
 from training.pipeline import build_pipeline
 from training.registry import (
@@ -37,7 +37,7 @@ from training.registry import (
     Registry,
 )
 from training.schema import infer_schema
-from training.search import FamilyResult, make_cv, scorer_name, search_family
+from training.search import FamilyResult, make_cv, search_family
 
 Progress = Callable[[str], None]
 
@@ -71,22 +71,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() or None
-
-
-def default_metric(task: str, n_classes: int) -> str:
-    if task == "regression":
-        return "rmse"
-    return "roc_auc" if n_classes == 2 else "accuracy"
-
-
-def _meets(value: float, metric: str, threshold: float | None) -> bool:
-    if threshold is None:
-        return True
-    return value <= threshold if metric in LOWER_IS_BETTER else value >= threshold
-
-
-def _better(a: float, b: float, metric: str) -> bool:
-    return a < b if metric in LOWER_IS_BETTER else a > b
 
 
 def _reference_frame(
@@ -143,7 +127,9 @@ def run_training(
     if config.time_column:
         data.require_columns(frame, [config.time_column], "time")
     task = config.task or data.infer_task(frame[target])
+    label_type: labels.LabelType = "float"
     if task == "classification":
+        label_type = labels.label_type_of(frame[target].dropna().unique().tolist())
         frame[target] = frame[target].where(frame[target].isna(), frame[target].astype(str))
     elif not pd.api.types.is_numeric_dtype(frame[target]):
         raise TrainingError(f"target {target!r} must be numeric for regression")
@@ -178,7 +164,7 @@ def run_training(
     )
     classes = sorted(frame[target].unique().tolist()) if task == "classification" else None
     n_classes = len(classes) if classes else 0
-    metric = config.objective.metric or default_metric(task, n_classes)
+    metric = config.objective.metric or metric_contract.default_metric(task, n_classes)
     if config.objective.metric is None:
         config = config.model_copy(
             update={"objective": config.objective.model_copy(update={"metric": metric})}
@@ -205,7 +191,7 @@ def run_training(
             )
             x_search, y_search = x_search.iloc[np.sort(idx)], y_search.iloc[np.sort(idx)]
     cv = make_cv(task, config.split.cv_folds, bool(config.time_column), config.seed)
-    scoring = scorer_name(metric, n_classes)
+    scoring = metric_contract.get(metric).scorer(n_classes)
     families = [
         f for f in config.models if not (f == "svm" and len(splits.x_train) > config.svm_max_rows)
     ]
@@ -327,11 +313,12 @@ def run_training(
     test_metrics = evaluate.score_model(model, x_test, y_test, task)
     baseline = evaluate.baseline_metrics(x_full, y_full, x_test, y_test, task)
     test_score = test_metrics[metric]
-    passed = _meets(test_score, metric, config.objective.min_test_score)
+    judge = metric_contract.get(metric)
+    passed = judge.meets(test_score, config.objective.min_test_score)
     if not passed:
         raise TrainingError(
             f"objective not met: test {metric} = {test_score:.4f}, required "
-            f"{'<=' if metric in LOWER_IS_BETTER else '>='} {config.objective.min_test_score}; "
+            f"{judge.comparison} {config.objective.min_test_score}; "
             "nothing was published"
         )
     pred_test = model.predict(x_test)
@@ -366,7 +353,8 @@ def run_training(
         "created_at": created,
         "task": task,
         "target": target,
-        "classes": classes,
+        "classes": labels.native_classes(classes, label_type) if classes else None,
+        "label_type": label_type,
         "features": [f.model_dump(exclude_none=True) for f in schema],
         "objective": {
             "metric": metric,
@@ -495,12 +483,7 @@ def _fit(pipe: Pipeline, x: pd.DataFrame, y: pd.Series, weights: Any) -> Pipelin
 
 def _brier(model: Any, x: pd.DataFrame, y: pd.Series) -> float:
     proba = model.predict_proba(x)
-    classes = list(model.classes_)
-    yv = np.asarray(y, dtype=object)
-    if len(classes) == 2:
-        return float(brier_score_loss((yv == classes[1]).astype(int), proba[:, 1]))
-    onehot = (yv[:, None] == np.asarray(classes, dtype=object)[None, :]).astype(float)
-    return float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+    return metric_contract.classification_metrics(y, proba, list(model.classes_))["brier"]
 
 
 def _time_range(splits: data.Splits, column: str | None) -> dict[str, str] | None:
@@ -556,8 +539,8 @@ def _promote(
     if mode == "always" or champion is None:
         registry.set_alias(name, "production", version)
         return "production"
-    if "champion_score" in champion and _better(
-        champion["challenger_score"], champion["champion_score"], metric
+    if "champion_score" in champion and metric_contract.get(metric).better(
+        champion["challenger_score"], champion["champion_score"]
     ):
         registry.set_alias(name, "production", version)
         return "production"

@@ -11,12 +11,20 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service import metrics
 from service.deps import AppState, FeedbackAuthDep, StateDep
-from service.errors import BadRequest, ClientGone, InvalidInstances, PayloadTooLarge, Unavailable
+from service.errors import (
+    BadRequest,
+    ClientGone,
+    InvalidInstances,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unavailable,
+)
 from service.ids import issued_at, new_ids
 from service.logwriter import LogFull
 from service.model import LoadedModel, Outputs
@@ -24,6 +32,7 @@ from service.models import Slot
 from service.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse, PredictResponse
 from service.store import encode, prediction_rows
 from service.validation import Checked
+from training import labels
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 log = logging.getLogger("servewatch.predict")
@@ -236,7 +245,9 @@ async def checked_instances(
     checked = model.validator.check(instances)
     if isinstance(checked, list):
         for p in checked:
-            metrics.VALIDATION_ERRORS.labels(name, p.feature or "_instance", p.rule).inc()
+            # a client chooses unknown field names: one label value for all of them
+            feature = "_unknown" if p.rule == "unknown" else p.feature or "_instance"
+            metrics.VALIDATION_ERRORS.labels(name, feature, p.rule).inc()
         shown = checked[:100]
         raise InvalidInstances(
             f"{len(checked)} problem(s) in the instances", [p.as_dict() for p in shown]
@@ -309,7 +320,8 @@ async def answer(
     if out.probabilities is not None:
         counts: dict[str, int] = {}
         for p in out.predictions:
-            counts[p] = counts.get(p, 0) + 1
+            k = labels.key(p)
+            counts[k] = counts.get(k, 0) + 1
         for cls, n in counts.items():
             metrics.child(metrics.PREDICTIONS, name, vs, cls).inc(n)
     else:
@@ -321,18 +333,66 @@ async def answer(
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
+FEEDBACK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}
+        },
+    },
+}
+
+
+def feedback_labels(body: Any, model: LoadedModel) -> list[tuple[str, Any]]:
+    """(prediction id, label in the model's type) per item, or one 422 naming every bad item and
+    the rule it breaks."""
+    try:
+        request = FeedbackRequest.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            "the feedback body breaks the schema",
+            [
+                {
+                    "field": ".".join(str(p) for p in e["loc"]) or "(body)",
+                    "rule": e["type"],
+                    "message": e["msg"],
+                }
+                for e in exc.errors()[:100]
+            ],
+        ) from None
+    out, problems = [], []
+    for i, item in enumerate(request.labels):
+        try:
+            out.append(
+                (
+                    item.prediction_id,
+                    labels.coerce(item.label, model.label_type, model.answers or None),
+                )
+            )
+        except ValueError as exc:
+            rule, _, message = str(exc).partition(": ")
+            problems.append({"field": f"labels.{i}.label", "rule": rule, "message": message})
+    if problems:
+        raise InvalidRequest(f"{len(problems)} label(s) rejected", problems[:100])
+    return out
+
+
 @router.post(
     "/{name}/feedback",
     response_model=FeedbackResponse,
-    responses=documented(401, 404, 422, 503),
+    responses=documented(400, 401, 404, 413, 422, 503),
     summary="Send ground-truth labels for earlier predictions",
+    openapi_extra=FEEDBACK_BODY,
 )
 async def feedback(
-    name: str, body: FeedbackRequest, state: StateDep, _auth: FeedbackAuthDep
+    request: Request, name: str, state: StateDep, _auth: FeedbackAuthDep
 ) -> FeedbackResponse:
-    state.manager.get(name)
+    """Labels are checked against the production version's label type and classes."""
+    slot = state.manager.get(name)
+    body = await read_json(request, state.settings.max_body_bytes)
+    given = feedback_labels(body, slot.model)
     writer = state.writer
-    ids = [lab.prediction_id for lab in body.labels]
+    ids = [pid for pid, _ in given]
     try:
         in_db = await run_in_threadpool(state.store.existing_ids, ids)
     except Exception:
@@ -340,8 +400,7 @@ async def feedback(
         raise Unavailable("the prediction log store is unreachable; retry later") from None
     now = time.time()
     rows, items = [], []
-    for lab in body.labels:
-        pid = lab.prediction_id
+    for pid, label in given:
         issued = issued_at(pid)
         known = (
             pid in in_db
@@ -350,12 +409,7 @@ async def feedback(
         )
         if known:
             rows.append(
-                {
-                    "prediction_id": pid,
-                    "model": name,
-                    "label": encode(lab.label),
-                    "received_at": now,
-                }
+                {"prediction_id": pid, "model": name, "label": encode(label), "received_at": now}
             )
         items.append({"prediction_id": pid, "status": "stored" if known else "unknown_prediction"})
     try:

@@ -49,11 +49,11 @@ def test_a_label_that_arrives_before_its_row_is_flushed_still_joins(settings: Se
         ids = predict_ids(c, slow, 1)
         assert store.count_predictions() == 0  # not flushed yet
         res = c.post(
-            "/v1/models/demo/feedback", json={"labels": [{"prediction_id": ids[0], "label": 1}]}
+            "/v1/models/demo/feedback", json={"labels": [{"prediction_id": ids[0], "label": "yes"}]}
         )
         assert res.json()["stored"] == 1
     rows = store.read_window("demo")
-    assert rows[0]["id"] == ids[0] and rows[0]["label"] == "1"
+    assert rows[0]["id"] == ids[0] and rows[0]["label"] == '"yes"'
 
 
 def test_recent_ids_from_another_replica_are_accepted() -> None:
@@ -70,7 +70,7 @@ def test_bad_feedback_bodies(client: TestClient) -> None:
     assert res.status_code == 422 and "prediction_id" in res.text
     assert (
         client.post(
-            "/v1/models/ghost/feedback", json={"labels": [{"prediction_id": "a", "label": 1}]}
+            "/v1/models/ghost/feedback", json={"labels": [{"prediction_id": "a", "label": "yes"}]}
         ).status_code
         == 404
     )
@@ -78,7 +78,7 @@ def test_bad_feedback_bodies(client: TestClient) -> None:
 
 def test_feedback_token(settings: Settings) -> None:
     guarded = settings.model_copy(update={"feedback_token": "feedback-token-0123456789"})
-    body = {"labels": [{"prediction_id": "a" * 32, "label": 1}]}
+    body = {"labels": [{"prediction_id": "a" * 32, "label": "yes"}]}
     with TestClient(create_app(guarded)) as c:
         assert c.post("/v1/models/demo/feedback", json=body).status_code == 401
         ok = c.post(
@@ -93,6 +93,7 @@ def test_feedback_when_the_store_is_down_is_503_not_500(settings: Settings) -> N
     down = settings.model_copy(update={"database_url": "postgresql://nobody@127.0.0.1:1/none"})
     with TestClient(create_app(down)) as c:
         res = c.post(
-            "/v1/models/demo/feedback", json={"labels": [{"prediction_id": "a" * 32, "label": 1}]}
+            "/v1/models/demo/feedback",
+            json={"labels": [{"prediction_id": "a" * 32, "label": "yes"}]},
         )
         assert res.status_code == 503 and "unreachable" in res.json()["error"]["message"]
