@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from training import metrics as metric_contract
 
 log = logging.getLogger("servewatch.alerts")
 
@@ -27,9 +29,11 @@ class AlertRules(BaseModel):
     metric: str | None = None
     """Performance metric watched (default: the version's objective metric)."""
     performance_floor: float | None = None
-    """Absolute floor for realised and estimated performance."""
-    max_drop: float = 0.05
-    """Largest allowed drop below the version's test score."""
+    """Absolute bound for realised and estimated performance: a floor, or a ceiling for metrics
+    where lower is better (rmse, mae, log_loss, brier)."""
+    max_drop: float = Field(0.05, ge=0)
+    """Largest allowed worsening from the version's test score (a fall, or a rise for metrics
+    where lower is better)."""
     min_labelled_rows: int = Field(100, ge=1)
     missing_share_increase: float = 0.1
     """Missing share of a feature above its reference share by more than this."""
@@ -39,6 +43,13 @@ class AlertRules(BaseModel):
     """Consecutive breaching runs before an alert fires."""
     resolve_after: int = Field(2, ge=1)
     """Consecutive clear runs before a firing alert resolves (no flapping)."""
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        if value is not None:
+            metric_contract.get(value)  # ValueError names the known metrics
+        return value
 
 
 def load_rules(path: Path | None) -> AlertRules:
@@ -158,7 +169,7 @@ def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
                 "canary_performance",
                 canary["worse"],
                 canary["realised"],
-                canary["production"] - rules.max_drop,
+                canary["limit"],
                 f"canary v{canary['version']} {canary['realised']:.3f} vs production "
                 f"{canary['production']:.3f}" + (" (withdrawn)" if canary.get("withdrawn") else ""),
                 "critical",
@@ -170,25 +181,27 @@ def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
         perf = (summary.get("performance") or {}).get(kind) or {}
         value = perf.get(metric) if metric else None
         rule = f"{kind}_performance"
-        if kind == "realised" and summary.get("labelled_rows", 0) < rules.min_labelled_rows:
+        usable = (summary.get("performance") or {}).get("realised_rows", 0)
+        if kind == "realised" and usable < rules.min_labelled_rows:
             value = None
-        if value is None or value != value:  # missing or NaN
+        if metric is None or value is None or value != value:  # missing or NaN
             out.append(Condition(rule, None, None, None, f"no {kind} {metric} this run"))
             continue
+        judge = metric_contract.get(metric)
         limits = []
         if rules.performance_floor is not None:
             limits.append(rules.performance_floor)
         if test_score is not None:
-            limits.append(test_score - rules.max_drop)
-        threshold = max(limits) if limits else None
-        breached = threshold is not None and value < threshold
+            limits.append(judge.limit(test_score, rules.max_drop))
+        threshold = judge.strictest(limits)
+        breached = threshold is not None and not judge.meets(value, threshold)
         out.append(
             Condition(
                 rule,
                 breached,
                 value,
                 threshold,
-                f"{kind} {metric} {value:.3f} below {threshold:.3f} (test score "
+                f"{kind} {metric} {value:.3f} {judge.shortfall} {threshold:.3f} (test score "
                 f"{test_score if test_score is not None else float('nan'):.3f})"
                 if breached
                 else f"{kind} {metric} {value:.3f}",

@@ -17,8 +17,9 @@ import orjson
 import pandas as pd
 
 from service.store import PredictionStore
-from training import data, evaluate, fairness
-from training.config import LOWER_IS_BETTER, TrainConfig
+from training import data, evaluate, fairness, labels
+from training import metrics as metric_contract
+from training.config import TrainConfig
 from training.errors import TrainingError
 from training.registry import MODEL_FILE, Registry
 from training.train import TrainResult, run_training
@@ -45,6 +46,27 @@ def labelled_window(
     if time_column:
         frame[time_column] = pd.to_datetime(frame["__logged_at"], unit="s")
     return frame.reset_index(drop=True)
+
+
+def _usable_labels(window: pd.DataFrame, target: str, manifest: dict[str, Any]) -> pd.DataFrame:
+    """The rows whose label is one of the parent's classes (in its label type) or, for a
+    regressor, a finite number; others (logged before labels were checked) are left out."""
+    if window.empty:
+        return window
+    classes = manifest.get("classes") if manifest["task"] == "classification" else None
+    label_type: labels.LabelType = manifest.get("label_type") or (
+        "string" if classes is not None else "float"
+    )
+
+    def typed(value: Any) -> Any:
+        try:
+            return labels.coerce(value, label_type, classes)
+        except ValueError:
+            return None
+
+    values = window[target].map(typed)
+    keep = values.notna()
+    return window[keep].assign(**{target: values[keep]}).reset_index(drop=True)
 
 
 def _score(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: str, metric: str) -> float:
@@ -79,6 +101,7 @@ def retrain(
         raise TrainingError(f"{model} v{parent} records no training data to start from")
     original = data.load_dataset(config.data)
     window = labelled_window(store, model, target, since=since, time_column=config.time_column)
+    window = _usable_labels(window, target, raw)
     if len(window) < min_rows:
         raise TrainingError(
             f"only {len(window)} labelled predictions for {model}; "
@@ -87,10 +110,6 @@ def retrain(
     n_hold = max(1, int(len(window) * holdout_share))
     recent = window.iloc[-n_hold:]
     fresh = window.iloc[:-n_hold]
-    if task == "classification":
-        original[target] = original[target].astype(str)
-        fresh = fresh.assign(**{target: fresh[target].astype(str)})
-        recent = recent.assign(**{target: recent[target].astype(str)})
     champion = joblib.load(registry.path(model, parent) / MODEL_FILE)
     # The original test split, rebuilt exactly as the champion's training run made it.
     champ_kinds = data.FeatureKinds(
@@ -121,8 +140,9 @@ def retrain(
     y_recent = recent[target]
     sensitive = [c for c in config.fairness.sensitive if c in recent.columns]
 
+    judge = metric_contract.get(metric)
+
     def gate(challenger: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-        lower = metric in LOWER_IS_BETTER
         checks = {}
         for label, x, y in (
             ("recent_window", x_recent, y_recent),
@@ -130,7 +150,7 @@ def retrain(
         ):
             champ_s = _score(champion, x, y, task, metric)
             chall_s = _score(challenger, x, y, task, metric)
-            worse_by = (chall_s - champ_s) if lower else (champ_s - chall_s)
+            worse_by = judge.worse_by(champ_s, chall_s)
             checks[label] = {
                 "champion": champ_s,
                 "challenger": chall_s,
@@ -140,10 +160,12 @@ def retrain(
             }
         fair: dict[str, Any] = {}
         if task == "classification" and sensitive:
-            positive = manifest["classes"][-1]
+            positive = labels.key(manifest["classes"][-1])  # compared as text, like classes
+            y_text = y_recent.map(labels.key)
             for name, pipe in (("champion", champion), ("challenger", challenger)):
+                predicted = pd.Series([labels.key(p) for p in pipe.predict(x_recent)])
                 rep = fairness.fairness_report(
-                    recent[sensitive], y_recent, pipe.predict(x_recent), task, positive
+                    recent[sensitive], y_text, predicted.to_numpy(), task, positive
                 )
                 fair[name] = {c: r["demographic_parity_difference"] for c, r in rep.items()}
             wider = [
@@ -257,6 +279,9 @@ def _incremental(
     if len(x_fresh) == 0:
         raise TrainingError("no labelled rows left for the update after the gate's hold-out")
     started = time.perf_counter()
+    if hasattr(champion, "classes_"):  # labels as the pipeline holds its classes (text or not)
+        own = {labels.key(c): c for c in champion.classes_}
+        y_fresh = y_fresh.map(lambda v: own[labels.key(v)])
     challenger = incremental.update(champion, x_fresh, y_fresh)
     seconds = time.perf_counter() - started
     task = raw["task"]

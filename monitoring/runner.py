@@ -21,7 +21,9 @@ from monitoring.notifiers import AlertmanagerNotifier, WebhookNotifier
 from monitoring.store import MonitorStore
 from monitoring.window import Window, read_shadow, read_window
 from service.store import PredictionStore
-from training.evaluate import classification_metrics, regression_metrics
+from training import labels as label_types
+from training import metrics as metric_contract
+from training.metrics import classification_metrics, regression_metrics
 from training.registry import PREDICTION_COL, PROBA_PREFIX, REFERENCE_FILE, Manifest, Registry
 
 log = logging.getLogger("servewatch.monitor")
@@ -67,7 +69,9 @@ def run_monitoring(
         if prev and prev[0]["version"] == version:
             since = prev[0]["window_end"]
     classes = (
-        [str(c) for c in manifest.classes or []] if manifest.task == "classification" else None
+        [label_types.key(c) for c in manifest.classes or []]
+        if manifest.task == "classification"
+        else None
     )
     window = read_window(
         store,
@@ -96,6 +100,7 @@ def run_monitoring(
     summary: dict[str, Any] = {
         "model": model,
         "version": version,
+        "status": "ok",
         "started_at": started,
         "window": {"start": window.start, "end": window.end, "since": since},
         "rows": window.rows,
@@ -119,7 +124,7 @@ def run_monitoring(
                 reference, current, manifest, settings, tmp / "drift.html"
             )
         summary["quality"] = _quality(reference, current, manifest)
-        summary["performance"] = _performance(window, reference, classes, rules)
+        summary["performance"] = _performance(window, reference, classes)
         summary["canary"] = _canary(
             registry, store, model, version, since, classes, rules, summary, settings
         )
@@ -158,6 +163,24 @@ def run_monitoring(
     except OSError as exc:  # report store full or read-only: no half-written run
         shutil.rmtree(tmp, ignore_errors=True)
         raise MonitorError(f"report store {report_dir}: {exc.strerror or exc}") from None
+    except Exception as exc:  # recorded with its reason; the next run starts after this window
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        log.exception("monitoring run for %s v%s failed", model, version)
+        failed = {**summary, "status": "failed", "error": reason, "finished_at": time.time()}
+        mstore.save_run(
+            model=model,
+            version=version,
+            window_end=window.end or started,
+            rows=window.rows,
+            summary=failed,
+            report_dir=None,
+            alert_states=mstore.alert_states(model),
+        )
+        raise MonitorError(
+            f"monitoring run for {model} v{version} failed ({reason}); recorded, and the next "
+            "run starts after this window"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -268,21 +291,26 @@ def _canary(
         cap=settings.monitor_max_rows,
         classes=classes,
     )
-    labelled = [i for i, lab in enumerate(win.labels) if lab is not None]
-    out: dict[str, Any] = {"version": staging, "rows": win.rows, "labelled_rows": len(labelled)}
+    realised, used, _unusable = _realised(win, classes)
+    out: dict[str, Any] = {"version": staging, "rows": win.rows, "labelled_rows": used}
     metric = summary.get("metric")
     prod = ((summary.get("performance") or {}).get("realised") or {}).get(metric or "")
+    value = (realised or {}).get(metric or "")
     if (
-        classes is None
-        or win.probabilities is None
-        or metric is None
+        metric is None
         or prod is None
-        or len(labelled) < rules.min_labelled_rows
+        or value is None
+        or value != value
+        or used < rules.min_labelled_rows
     ):
         return out
-    y = [win.labels[i] for i in labelled]
-    realised = classification_metrics(y, win.probabilities[labelled], classes)
-    out.update(realised=realised[metric], production=prod, worse_by=prod - realised[metric])
+    judge = metric_contract.get(metric)
+    out.update(
+        realised=value,
+        production=prod,
+        worse_by=judge.worse_by(prod, value),
+        limit=judge.limit(prod, rules.max_drop),
+    )
     out["worse"] = bool(out["worse_by"] > rules.max_drop)
     if out["worse"]:
         try:
@@ -293,7 +321,7 @@ def _canary(
                 model,
                 staging,
                 metric,
-                realised[metric],
+                value,
                 prod,
             )
         except OSError as exc:  # a read-only registry: the alert still fires
@@ -322,7 +350,9 @@ def _shadow_report(rows: list[dict[str, Any]], classes: list[str] | None) -> dic
     labelled = [r for r in rows if r["label"] is not None]
     if labelled:
         y = [
-            str(orjson.loads(r["label"])) if classes else float(orjson.loads(r["label"]))
+            label_types.key(orjson.loads(r["label"]))
+            if classes
+            else _finite(orjson.loads(r["label"]))
             for r in labelled
         ]
         for side in ("production", "shadow"):
@@ -394,26 +424,58 @@ def _quality(reference: pd.DataFrame, current: pd.DataFrame, manifest: Manifest)
     }
 
 
+def _realised(
+    window: Window, classes: list[str] | None
+) -> tuple[dict[str, float] | None, int, int]:
+    """Realised metrics on the labelled rows of a window: (metrics, rows used, unusable labels).
+
+    A label that is no class of the model, or not a finite number for a regressor, is counted and
+    left out: what is in the log never stops a run.
+    """
+    labelled = [i for i, lab in enumerate(window.labels) if lab is not None]
+    if classes is not None:
+        known = set(classes)
+        usable = [i for i in labelled if label_types.key(window.labels[i]) in known]
+        if not usable or window.probabilities is None:
+            return None, 0, len(labelled) - len(usable)
+        y = [label_types.key(window.labels[i]) for i in usable]
+        return (
+            classification_metrics(y, window.probabilities[usable], classes),
+            len(usable),
+            (len(labelled) - len(usable)),
+        )
+    y_true = np.array([_finite(window.labels[i]) for i in labelled], dtype=float)
+    pred = np.array([_finite(window.predictions[i]) for i in labelled], dtype=float)
+    ok = np.isfinite(y_true) & np.isfinite(pred)
+    if not ok.any():
+        return None, 0, len(labelled)
+    return regression_metrics(y_true[ok], pred[ok]), int(ok.sum()), int((~ok).sum())
+
+
+def _finite(value: Any) -> float:
+    """A logged value as a float (NaN when it is none)."""
+    if isinstance(value, bool):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _performance(
     window: Window,
     reference: pd.DataFrame,
     classes: list[str] | None,
-    rules: alerting.AlertRules,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"realised": None, "estimated": None, "reference_estimated": None}
-    labelled = [i for i, lab in enumerate(window.labels) if lab is not None]
     if classes is not None and window.probabilities is not None:
         out["estimated"] = estimate(window.probabilities, classes)
         ref_cols = [f"{PROBA_PREFIX}{c}" for c in classes]
         if all(c in reference for c in ref_cols):
             out["reference_estimated"] = estimate(reference[ref_cols].to_numpy(float), classes)
-        if len(labelled) >= min(rules.min_labelled_rows, 1) and labelled:
-            y = [window.labels[i] for i in labelled]
-            out["realised"] = classification_metrics(y, window.probabilities[labelled], classes)
-            out["realised_rows"] = len(labelled)
-    elif classes is None and labelled:
-        y_true = np.array([float(window.labels[i] or 0.0) for i in labelled])
-        pred = np.array([float(window.predictions[i]) for i in labelled])
-        out["realised"] = regression_metrics(y_true, pred)
-        out["realised_rows"] = len(labelled)
+    realised, used, unusable = _realised(window, classes)
+    out["unusable_labels"] = unusable
+    if realised is not None:
+        out["realised"] = realised
+        out["realised_rows"] = used
     return out

@@ -18,19 +18,22 @@ def summary(
     realised: float | None = None,
     estimated: float | None = None,
     labelled: int = 500,
+    metric: str = "accuracy",
+    test_score: float = 0.80,
 ) -> dict[str, Any]:
     return {
         "model": "m",
         "version": 1,
         "rows": rows,
         "labelled_rows": labelled,
-        "metric": "accuracy",
-        "test_score": 0.80,
+        "metric": metric,
+        "test_score": test_score,
         "drift": {"drifted_share": share, "columns": {"a": {"drifted": share > 0}}},
         "quality": {"missing_increase": {"a": 0.0}, "out_of_range_share": {"a": 0.0}},
         "performance": {
-            "realised": {"accuracy": realised} if realised is not None else None,
-            "estimated": {"accuracy": estimated} if estimated is not None else None,
+            "realised": {metric: realised} if realised is not None else None,
+            "estimated": {metric: estimated} if estimated is not None else None,
+            "realised_rows": labelled,
         },
     }
 
@@ -38,6 +41,41 @@ def summary(
 def active_rules(s: dict[str, Any], rules: AlertRules) -> set[str]:
     active, _, _ = evaluate(s, rules, {})
     return {a.rule for a in active}
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "log_loss", "brier"])
+def test_lower_is_better_metrics_alert_when_the_error_grows_not_when_it_shrinks(
+    metric: str,
+) -> None:
+    rules = AlertRules(max_drop=0.05)
+    worse = summary(realised=0.60, metric=metric, test_score=0.30)
+    better = summary(realised=0.10, metric=metric, test_score=0.30)
+    assert active_rules(worse, rules) == {"realised_performance"}
+    assert active_rules(better, rules) == set()
+    (cond,) = [c for c in conditions(worse, rules) if c.rule == "realised_performance"]
+    assert cond.threshold == pytest.approx(0.35) and "above" in cond.message
+
+
+def test_a_performance_bound_is_a_ceiling_for_errors_and_a_floor_for_scores() -> None:
+    ceiling = AlertRules(performance_floor=0.5, max_drop=10.0)
+    assert active_rules(summary(realised=0.6, metric="rmse", test_score=0.3), ceiling) == {
+        "realised_performance"
+    }
+    assert active_rules(summary(realised=0.4, metric="rmse", test_score=0.3), ceiling) == set()
+    floor = AlertRules(performance_floor=0.75, max_drop=10.0)
+    assert active_rules(summary(realised=0.7), floor) == {"realised_performance"}
+    assert active_rules(summary(realised=0.8), floor) == set()
+
+
+def test_unusable_labels_do_not_count_towards_the_labelled_minimum() -> None:
+    rules = AlertRules(min_labelled_rows=100)
+    assert active_rules(summary(realised=0.1, labelled=99), rules) == set()
+    assert active_rules(summary(realised=0.1, labelled=100), rules) == {"realised_performance"}
+
+
+def test_an_unknown_metric_in_the_rules_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown metric 'rsme'"):
+        AlertRules(metric="rsme")
 
 
 def test_each_rule_fires_on_its_condition() -> None:
