@@ -1,8 +1,14 @@
-"""Shared fixtures: tiny data files, a tiny trained registry, settings for the service."""
+"""Shared fixtures: tiny data files, a tiny trained registry, settings for the service; helpers for
+tests that need an outside tool or an optional package."""
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -10,6 +16,35 @@ from tests.data import classification_frame
 from training.config import TrainConfig
 from training.registry import Registry
 from training.train import run_training
+
+REQUIRE_TOOLS = "SERVEWATCH_REQUIRE_TOOLS"
+
+
+def _missing(what: str, hint: str) -> None:
+    """Skip on a developer machine; fail where SERVEWATCH_REQUIRE_TOOLS is set (CI sets it)."""
+    if os.environ.get(REQUIRE_TOOLS):
+        pytest.fail(f"{what} is required ({REQUIRE_TOOLS} is set) but missing; {hint}")
+    pytest.skip(f"{what} missing ({hint}); CI requires it")
+
+
+def require_tool(name: str) -> str:
+    """The path of command `name` (on PATH or beside this Python), else skip or fail."""
+    beside = Path(sys.executable).parent / name
+    path = shutil.which(name) or (str(beside) if beside.exists() else None)
+    if path is None:
+        _missing(f"the command {name!r}", ".ci/run installs it")
+    assert path is not None
+    return path
+
+
+def require_module(name: str) -> ModuleType:
+    """Import optional package `name` (e.g. shap, from the dev extra), else skip or fail."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        _missing(f"the Python package {name!r}", f"pip install -e '.[dev]' installs it: {exc}")
+        raise
+
 
 FAST = {
     "models": ["linear", "hgb"],
@@ -49,8 +84,6 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, clf_csv: Path) ->
 @pytest.fixture
 def registry_copy(tmp_path: Path, trained_registry: Path) -> Path:
     """A private copy of the trained registry that a test may change."""
-    import shutil
-
     dest = tmp_path / "registry"
     shutil.copytree(trained_registry, dest)
     return dest

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,18 +14,14 @@ import httpx
 import pytest
 import yaml
 
+from tests.conftest import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 OVERLAYS = ["dev", "dev-postgres", "prod"]
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name) or (str(BIN / name) if (BIN / name).exists() else None)
-    if path is None:
-        if os.environ.get("SERVEWATCH_REQUIRE_TOOLS"):
-            pytest.fail(f"{name} is required in CI but not installed")
-        pytest.skip(f"{name} not installed (.ci/run installs it)")
-    return path
+    return require_tool(name)
 
 
 def run(
@@ -60,7 +54,7 @@ def test_overlay_builds_and_validates_strictly(overlay: str, tmp_path: Path) -> 
     assert res.returncode == 0, res.stdout + res.stderr
     kinds = {d["kind"] for d in docs}
     assert {
-        "Deployment",
+        "StatefulSet",
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
@@ -73,10 +67,10 @@ def test_overlay_builds_and_validates_strictly(overlay: str, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_deployment_is_hardened_and_probed(overlay: str) -> None:
+def test_server_is_hardened_and_probed(overlay: str) -> None:
     docs = build(overlay)
     dep = next(
-        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "servewatch"
+        d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "servewatch"
     )
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
@@ -107,7 +101,12 @@ def test_deployment_is_hardened_and_probed(overlay: str) -> None:
 def test_operator_objects_have_the_fields_the_operator_requires() -> None:
     docs = build("prod")
     sm = next(d for d in docs if d["kind"] == "ServiceMonitor")
-    svc = next(d for d in docs if d["kind"] == "Service")
+    svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "servewatch")
+    others = [d for d in docs if d["kind"] == "Service" and d is not svc]
+    # One scrape per pod: no other Service may carry the labels the ServiceMonitor selects.
+    for other in others:
+        labels = other["metadata"].get("labels", {})
+        assert not sm["spec"]["selector"]["matchLabels"].items() <= labels.items(), other
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     port_names = {p["name"] for p in svc["spec"]["ports"]}
     assert all(e["port"] in port_names for e in sm["spec"]["endpoints"])
