@@ -10,6 +10,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.linear_model import ElasticNet, SGDClassifier
 from sklearn.neural_network import MLPClassifier
 
+from tests.conftest import require_module
 from tests.data import classification_frame, regression_frame
 from training.config import Preprocessing
 from training.data import FeatureKinds
@@ -66,7 +67,7 @@ def test_regression_linear_adds_up_to_the_prediction() -> None:
     ],
 )
 def test_tree_shap_is_exact(est, space: str) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("shap")
+    require_module("shap")  # skips, or fails when SERVEWATCH_REQUIRE_TOOLS is set
     pipe, frame = fitted(est, "hgb")
     ex = Explainer(pipe, FEATURES, frame, task="classification")
     x = frame[FEATURES].head(15)
