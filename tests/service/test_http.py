@@ -1,7 +1,6 @@
 """Through real HTTP (uvicorn on 127.0.0.1): SIGTERM under load, several workers, PostgreSQL."""
 
 import re
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -10,6 +9,7 @@ import httpx
 import pytest
 
 from service.store import PredictionStore
+from tests.conftest import require_tool
 from tests.service.conftest import Server, example
 
 
@@ -109,12 +109,10 @@ def test_metrics_count_correctly_across_two_workers(
     assert len(set(re.findall(r"Started server process \[(\d+)\]", out))) == 2
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool not installed (.ci/run installs it)"
-)
 def test_promtool_finds_no_problems_in_the_metrics(
     server_env: dict[str, str], registry_copy: Path
 ) -> None:
+    promtool = require_tool("promtool")  # skips, or fails when SERVEWATCH_REQUIRE_TOOLS is set
     server = Server(server_env)
     try:
         with httpx.Client(base_url=server.url) as c:
@@ -123,9 +121,7 @@ def test_promtool_finds_no_problems_in_the_metrics(
             text = c.get("/metrics").text
     finally:
         server.stop()
-    res = subprocess.run(
-        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
-    )
+    res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip() == "" and res.stderr.strip() == ""
 
