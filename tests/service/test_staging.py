@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
@@ -87,9 +88,22 @@ def test_shadow_logs_staging_answers_and_leaves_production_unchanged(
     )
     report = summary["shadow"]
     assert report["shadow_version"] == 2 and report["production_version"] == 1
-    assert report["rows"] == 20 and 0.0 <= report["agreement"] <= 1.0
+    # Expected figures from the logged rows themselves: each shadow answer against the production
+    # answer it shadows (by ref_id); every label is "yes", so accuracy is the share answering "yes".
+    answers = {r["id"]: orjson.loads(r["prediction"]) for r in rows if not r["shadow"]}
+    pairs = [(answers[r["ref_id"]], orjson.loads(r["prediction"])) for r in shadow]
+    # The shadow rows hold v2's own answers (not production's copied), so agreement is measured.
+    v2 = LoadedModel.load(Registry(with_staging), "demo", 2)
+    by_id = {r["ref_id"]: orjson.loads(r["prediction"]) for r in shadow}
+    own = v2.predict_columns({k: [r[k] for r in batch] for k in batch[0]}).predictions
+    assert [by_id[p["prediction_id"]] for p in res["predictions"]] == own
+    assert [answers[p["prediction_id"]] for p in res["predictions"]] == expected.predictions
+    assert report["rows"] == 20
+    assert report["agreement"] == pytest.approx(sum(a == b for a, b in pairs) / len(pairs))
     assert report["labelled_rows"] == 20
-    assert "accuracy" in report["production_realised"] and "accuracy" in report["shadow_realised"]
+    for side, index in (("production", 0), ("shadow", 1)):
+        hits = sum(pair[index] == "yes" for pair in pairs) / len(pairs)
+        assert report[f"{side}_realised"]["accuracy"] == pytest.approx(hits), side
 
 
 def test_canary_share_is_respected_and_sticky_by_key(with_staging: Path, tmp_path: Path) -> None:
