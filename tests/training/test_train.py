@@ -5,6 +5,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import train_test_split
 
 from tests.conftest import fast_config
 from tests.data import regression_frame
@@ -13,7 +14,7 @@ from training.registry import LABEL_COL, PREDICTION_COL, PROBA_PREFIX, Registry,
 from training.train import run_training
 
 
-def test_the_published_version_describes_itself(trained_registry: Path) -> None:
+def test_the_published_version_describes_itself(trained_registry: Path, clf_csv: Path) -> None:
     reg = Registry(trained_registry)
     assert reg.versions("demo") == [1]
     folder = reg.path("demo", 1)
@@ -44,7 +45,23 @@ def test_the_published_version_describes_itself(trained_registry: Path) -> None:
     }
     assert m["metrics"]["test"]["roc_auc"] > m["metrics"]["baseline"]["roc_auc"]
     assert {c["family"] for c in m["model"]["candidates"]} == {"linear", "hgb"}
-    assert m["fairness"]["group"]["demographic_parity_difference"] >= 0
+    # The parity gap recomputed with pandas on the same held-out rows (same split, same model).
+    raw = pd.read_csv(clf_csv)
+    raw["label"] = raw["label"].astype(str)
+    raw["when"] = pd.to_datetime(raw["when"])
+    _, test_rows = train_test_split(
+        raw,
+        test_size=m["config"]["split"]["test_size"],
+        random_state=m["config"]["seed"],
+        stratify=raw["label"],
+    )
+    chosen = joblib.load(folder / "model.joblib").predict(test_rows[list(schema)]) == "yes"
+    rates = pd.Series(chosen, index=test_rows.index).groupby(test_rows["group"].astype(str)).mean()
+    fair = m["fairness"]["group"]
+    assert {g: v["count"] for g, v in fair["by_group"].items()} == dict(
+        test_rows["group"].astype(str).value_counts()
+    )
+    assert fair["demographic_parity_difference"] == pytest.approx(rates.max() - rates.min())
     assert "x1" in m["explanations"]["permutation_importance"]
     assert set(m["explanations"]["shap"]["mean_abs_contribution"]) == {
         "x1",
