@@ -120,7 +120,11 @@ def test_pca_step_falls_back_to_sampling() -> None:
         frame[FEATURES].head(2)
     )
     assert exp.method == "sampling_shapley" and "PCA" in (exp.note or "")
-    assert isinstance(pd.DataFrame(exp.contributions), pd.DataFrame)
+    np.testing.assert_allclose(  # the sampled contributions still add up to the probability
+        exp.base_values + exp.contributions.sum(axis=1),
+        pipe.predict_proba(frame[FEATURES].head(2))[:, 1],
+        atol=1e-9,
+    )
 
 
 # -- every family x every task, on scikit-learn's bundled data sets ------------------------------
