@@ -19,7 +19,12 @@ from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from training.config import TrainConfig
+from training.data import DataSize
 from training.pipeline import TREE_FAMILIES
+
+EARLY_STOPPING_MIN_ROWS = 1000
+"""Below this many training rows, MLP and HistGradientBoosting train without early stopping:
+their 10% validation split would be a handful of rows (too noisy to stop on)."""
 
 
 @dataclass(frozen=True)
@@ -71,21 +76,36 @@ def grid_values(dim: Dimension) -> list[Any]:
     return sorted({int(round(p)) for p in np.linspace(dim.low, dim.high, 3)})
 
 
-def preprocessing_space(family: str, config: TrainConfig) -> Space:
-    """Feature-engineering options judged by cross-validation like any hyperparameter."""
+def preprocessing_space(family: str, config: TrainConfig, size: DataSize | None = None) -> Space:
+    """Feature-engineering options judged by cross-validation like any hyperparameter.
+
+    With `size` (the rows a model is fitted on), options the data cannot carry are left out:
+    interaction terms when there would be more of them than rows, a PCA to as many components
+    as rows or features.
+    """
     fe = config.feature_engineering
     space: Space = {}
     if family not in TREE_FAMILIES:
         space["pre_scaler"] = Choice(tuple(fe.scalers))
-        if fe.interactions:
+        pairs = None if size is None else size.features * (size.features - 1) // 2
+        if fe.interactions and (size is None or pairs is None or pairs <= size.rows):
             space["pre_interactions"] = Choice((False, True))
-    if fe.pca:
+    if fe.pca and (size is None or fe.pca < min(size.rows, size.features)):
         space["pre_pca"] = Choice((None, fe.pca))
     return space
 
 
-def model_space(family: str, task: str) -> Space:
-    """Hyperparameters searched for one family; regularisation is part of every space."""
+def _leaf_high(default: int, size: DataSize | None, share: int) -> int:
+    """The largest min_samples_leaf worth searching: `default`, or rows/`share` on small data
+    (a leaf of 100 rows on 90 rows is a tree that never splits)."""
+    return default if size is None else max(2, min(default, size.rows // share))
+
+
+def model_space(family: str, task: str, size: DataSize | None = None) -> Space:
+    """Hyperparameters searched for one family; regularisation is part of every space.
+
+    With `size`, ranges that only make sense on more rows are cut to the data (leaf sizes).
+    """
     clf = task == "classification"
     if family == "linear":
         return {
@@ -93,14 +113,17 @@ def model_space(family: str, task: str) -> Space:
             "l1_ratio": Choice((0.0, 0.5, 1.0) if clf else (0.1, 0.5, 0.9)),
         }
     if family == "tree":
-        return {"max_depth": IntRange(2, 16), "min_samples_leaf": IntRange(1, 100, log=True)}
+        return {
+            "max_depth": IntRange(2, 16),
+            "min_samples_leaf": IntRange(1, _leaf_high(100, size, 10), log=True),
+        }
     if family == "svm":
         return {"C": FloatRange(1e-2, 1e2), "gamma": Choice(("scale", 0.01, 0.1))}
     if family == "forest":
         return {
             "n_estimators": IntRange(50, 200),
             "max_depth": Choice((6, 12, None)),
-            "min_samples_leaf": IntRange(1, 20, log=True),
+            "min_samples_leaf": IntRange(1, _leaf_high(20, size, 20), log=True),
             "max_features": Choice(("sqrt", 0.5)),
         }
     if family == "hgb":
@@ -119,9 +142,30 @@ def model_space(family: str, task: str) -> Space:
     raise ValueError(f"unknown model family {family!r}")
 
 
-def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) -> Any:
-    """An unfitted estimator of the family with the given hyperparameters."""
+def calibration_folds(size: DataSize | None, folds: int = 3) -> int:
+    """Folds for CalibratedClassifierCV: `folds`, but no more than the rarest class has rows
+    (scikit-learn refuses more folds than a class has members); at least 2."""
+    if size is None or size.smallest_class is None:
+        return folds
+    return max(2, min(folds, size.smallest_class))
+
+
+def calibrated(est: Any, method: str, size: DataSize | None = None) -> CalibratedClassifierCV:
+    """`est` calibrated by `method` (sigmoid or isotonic) with folds sized to the data."""
+    return CalibratedClassifierCV(est, method=method, cv=calibration_folds(size))
+
+
+def make_estimator(
+    family: str, task: str, params: dict[str, Any], seed: int, size: DataSize | None = None
+) -> Any:
+    """An unfitted estimator of the family with the given hyperparameters.
+
+    With `size` (the rows it will be fitted on), small data gets: no early stopping below
+    EARLY_STOPPING_MIN_ROWS (MLP trains up to 1000 epochs instead), HistGradientBoosting leaves
+    of at most rows/20, and the svm's Platt-scaling folds capped by the rarest class.
+    """
     clf = task == "classification"
+    small = size is not None and size.rows < EARLY_STOPPING_MIN_ROWS
     p = dict(params)
     if family == "linear":
         if clf:
@@ -135,15 +179,20 @@ def make_estimator(family: str, task: str, params: dict[str, Any], seed: int) ->
         return cls(random_state=seed, **p)
     if family == "svm":
         if clf:  # Platt scaling inside: SVC(probability=True) is deprecated in scikit-learn 1.9
-            return CalibratedClassifierCV(SVC(random_state=seed, **p), ensemble=False)
+            folds = calibration_folds(size, 5)
+            return CalibratedClassifierCV(SVC(random_state=seed, **p), ensemble=False, cv=folds)
         return SVR(**p)
     if family == "forest":
         cls_f = RandomForestClassifier if clf else RandomForestRegressor
         return cls_f(n_jobs=-1, random_state=seed, **p)
     if family == "hgb":
         cls_h = HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor
-        return cls_h(early_stopping=True, random_state=seed, **p)
+        if size is not None:
+            p.setdefault("min_samples_leaf", _leaf_high(20, size, 20))
+        return cls_h(early_stopping=not small, random_state=seed, **p)
     if family == "mlp":
         cls_m = MLPClassifier if clf else MLPRegressor
-        return cls_m(early_stopping=True, max_iter=300, random_state=seed, **p)
+        return cls_m(
+            early_stopping=not small, max_iter=1000 if small else 300, random_state=seed, **p
+        )
     raise ValueError(f"unknown model family {family!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,30 @@ def as_text(series: pd.Series) -> pd.Series:
 
 
 @dataclass(frozen=True)
+class DataSize:
+    """How much data a model is fitted on: what folds, search spaces and estimators size to."""
+
+    rows: int
+    features: int
+    n_classes: int = 0  # 0 for regression
+    smallest_class: int | None = None  # rows of the rarest class (classification)
+
+    def fold_train(self, folds: int) -> DataSize:
+        """The size of one cross-validation fold's training part."""
+        share = (folds - 1) / folds
+        smallest = None if self.smallest_class is None else int(self.smallest_class * share)
+        return DataSize(int(self.rows * share), self.features, self.n_classes, smallest)
+
+
+def size_of(x: pd.DataFrame, y: pd.Series, task: str) -> DataSize:
+    """The DataSize of training rows `x`, `y`."""
+    if task != "classification":
+        return DataSize(len(x), x.shape[1])
+    counts = y.value_counts()
+    return DataSize(len(x), x.shape[1], len(counts), int(counts.min()) if len(counts) else 0)
+
+
+@dataclass(frozen=True)
 class Splits:
     x_train: pd.DataFrame
     y_train: pd.Series
@@ -172,19 +197,30 @@ def split(frame: pd.DataFrame, target: str, task: str, config: TrainConfig) -> S
     strat = y if task == "classification" else None
     try:
         rest_x, x_test, rest_y, y_test = train_test_split(
-            x, y, test_size=s.test_size, random_state=config.seed, stratify=strat
+            x,
+            y,
+            test_size=_held_out(len(x), s.test_size, strat),
+            random_state=config.seed,
+            stratify=strat,
         )
         strat_rest = rest_y if task == "classification" else None
         x_tr, x_val, y_tr, y_val = train_test_split(
             rest_x,
             rest_y,
-            test_size=s.validation_size,
+            test_size=_held_out(len(rest_x), s.validation_size, strat_rest),
             random_state=config.seed,
             stratify=strat_rest,
         )
     except ValueError as exc:
         raise TrainingError(f"cannot split the data: {exc}") from None
     return Splits(x_tr, y_tr, x_val, y_val, x_test, y_test)
+
+
+def _held_out(rows: int, share: float, strat: pd.Series | None) -> int:
+    """Rows to hold out: the share, but at least one per class when stratified (on small data a
+    share of 150 rows can be fewer rows than there are classes, which stratification refuses)."""
+    n = max(1, math.ceil(rows * share))
+    return n if strat is None else max(n, int(strat.nunique()))
 
 
 def fingerprint(frame: pd.DataFrame) -> str:

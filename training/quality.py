@@ -14,6 +14,10 @@ from training.config import Quality
 from training.data import FeatureKinds
 from training.errors import TrainingError
 
+MIN_CLASS_ROWS = 5
+"""Rows a class needs at the least: one for the test set, one for validation, and two training
+rows to stratify cross-validation folds on (plus one, so a fold's training part keeps two)."""
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -60,10 +64,12 @@ def _single_feature_score(x: pd.Series, y: pd.Series, task: str, seed: int) -> f
             values, nan=np.nanmin(values) - 1 if np.isfinite(values).any() else 0
         )
     if task == "classification":
-        if y.nunique() != 2:
+        counts = y.value_counts()
+        if len(counts) != 2 or counts.min() < 2:
             return float("nan")
+        folds = min(3, int(counts.min()))  # stratified: no more folds than the rarer class's rows
         tree = DecisionTreeClassifier(max_depth=4, random_state=seed)
-        proba = cross_val_predict(tree, values, y, cv=3, method="predict_proba")[:, 1]
+        proba = cross_val_predict(tree, values, y, cv=folds, method="predict_proba")[:, 1]
         auc = roc_auc_score(y, proba)
         return float(max(auc, 1 - auc))
     reg = DecisionTreeRegressor(max_depth=6, random_state=seed)
@@ -124,6 +130,17 @@ def check(
                 len(counts),
                 2,
                 f"target {target!r} has a single class ({counts.index[0]!r}); nothing to learn",
+                force_fail=True,
+            )
+        elif (rows := int(y.value_counts().min())) < MIN_CLASS_ROWS:
+            add(
+                "min_class_rows",
+                target,
+                rows,
+                MIN_CLASS_ROWS,
+                f"class {counts.idxmin()!r} of {target!r} has only {rows} row(s); at least "
+                f"{MIN_CLASS_ROWS} are needed to hold out test and validation rows and "
+                "cross-validate (add rows of that class or merge it into another)",
                 force_fail=True,
             )
         elif counts.min() < rules.min_class_share:
