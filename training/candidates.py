@@ -101,6 +101,10 @@ def _leaf_high(default: int, size: DataSize | None, share: int) -> int:
     return default if size is None else max(2, min(default, size.rows // share))
 
 
+def _small(size: DataSize | None) -> bool:
+    return size is not None and size.rows < EARLY_STOPPING_MIN_ROWS
+
+
 def model_space(family: str, task: str, size: DataSize | None = None) -> Space:
     """Hyperparameters searched for one family; regularisation is part of every space.
 
@@ -131,7 +135,8 @@ def model_space(family: str, task: str, size: DataSize | None = None) -> Space:
             "learning_rate": FloatRange(0.03, 0.3),
             "max_leaf_nodes": IntRange(15, 63),
             "l2_regularization": FloatRange(1e-6, 1.0),
-            "max_iter": IntRange(100, 300),
+            # without early stopping (small data) more rounds only overfit, at a cost per round
+            "max_iter": IntRange(50, 150) if _small(size) else IntRange(100, 300),
         }
     if family == "mlp":
         return {
@@ -165,7 +170,7 @@ def make_estimator(
     of at most rows/20, and the svm's Platt-scaling folds capped by the rarest class.
     """
     clf = task == "classification"
-    small = size is not None and size.rows < EARLY_STOPPING_MIN_ROWS
+    small = _small(size)
     p = dict(params)
     if family == "linear":
         if clf:
