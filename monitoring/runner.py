@@ -468,7 +468,13 @@ def _performance(
     classes: list[str] | None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"realised": None, "estimated": None, "reference_estimated": None}
-    if classes is not None and window.probabilities is not None:
+    if classes is None:
+        out["estimate_note"] = (
+            "no label-free estimate for regression: it is read from class probabilities"
+        )
+    elif window.probabilities is None:
+        out["estimate_note"] = "no label-free estimate: the log holds no class probabilities"
+    else:
         out["estimated"] = estimate(window.probabilities, classes)
         ref_cols = [f"{PROBA_PREFIX}{c}" for c in classes]
         if all(c in reference for c in ref_cols):

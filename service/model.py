@@ -62,6 +62,11 @@ class LoadedModel:
         else:
             self.label_type = "float"
         self._columns = [f.name for f in manifest.features]
+        # A Pipeline is split into its preprocessing and final estimator; any other estimator
+        # (a bare one fitted elsewhere) reads the typed frame itself, through its own methods.
+        steps = getattr(pipeline, "steps", None)
+        self._final: Any = steps[-1][1] if steps else pipeline
+        self._pre: Any = pipeline[:-1] if steps and len(steps) > 1 else None
         self._explainer: Any = None
         self._fast: FastPreprocessor | None = None
         self._fast_est: FastEstimator | None = None
@@ -194,9 +199,11 @@ class LoadedModel:
         }
         for col, value in self.example_instance().items():
             columns[col].append(value)
-        final = self.pipeline.steps[-1][1]
+        if self._pre is None:  # nothing to replay: a bare estimator or a one-step pipeline
+            return False
+        final = self._final
         try:
-            expected = np.asarray(self.pipeline[:-1].transform(self.frame(columns)))
+            expected = np.asarray(self._pre.transform(self.frame(columns)))
         except Exception:  # any doubt: the pipeline stays
             return False
         fast = FastPreprocessor.from_pipeline(self.pipeline)
@@ -225,13 +232,14 @@ class LoadedModel:
         """The preprocessed matrix the final estimator reads."""
         if self._fast is not None:
             return self._fast.transform(columns)
-        return self.pipeline[:-1].transform(self.frame(columns))
+        frame = self.frame(columns)
+        return frame if self._pre is None else self._pre.transform(frame)
 
     def _estimate(self, columns: dict[str, list[Any]], method: str) -> Any:
         """`predict_proba` or `predict` of the final estimator (its numpy replay when verified)
         on the preprocessed rows."""
         fast = getattr(self._fast_est, method, None) if self._fast_est is not None else None
-        return (fast or getattr(self.pipeline.steps[-1][1], method))(self._features(columns))
+        return (fast or getattr(self._final, method))(self._features(columns))
 
     def predict_columns(self, columns: dict[str, list[Any]]) -> Outputs:
         """One model call for all rows (a whole micro-batch)."""

@@ -10,6 +10,7 @@ from typing import Any
 import joblib
 
 from training import data, evaluate, labels
+from training import metrics as metric_contract
 from training.config import TrainConfig
 from training.errors import TrainingError
 from training.registry import MODEL_FILE, REFERENCE_FILE, Registry
@@ -63,6 +64,7 @@ def import_pipeline(
         raise TrainingError(
             f"the pipeline fails on the sample: {type(exc).__name__}: {exc}"
         ) from None
+    metric = metric_contract.default_metric(task, len(getattr(model, "classes_", [])))
     label_type: labels.LabelType = "float"
     if task == "classification":
         label_type = labels.label_type_of(list(model.classes_))
@@ -76,6 +78,14 @@ def import_pipeline(
         "label_type": label_type,
         "features": [f.model_dump(exclude_none=True) for f in infer_schema(x, kinds)],
         "metrics": {"sample": metrics},
+        # What monitoring and the gates judge by: the task's default metric, scored on the
+        # sample (which may hold training rows: an optimistic reference).
+        "objective": {
+            "metric": metric,
+            "min_test_score": None,
+            "test_score": metrics[metric],
+            "scored_on": "sample",
+        },
         "model": {"family": type(model).__name__, "imported_from": str(pipeline_path)},
         "data": {"source": sample, "rows": len(frame), "fingerprint": data.fingerprint(frame)},
         "config": json.loads(config.model_dump_json()),

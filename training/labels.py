@@ -3,7 +3,7 @@
 A classifier's classes are compared by their text (`str` of the native value: "1", "True",
 "setosa"), which is also how the pipeline of a trained model holds them. The manifest records the
 label type so that answers and stored feedback carry the type the user trained with.
-Light on purpose (no scikit-learn): the service imports it.
+Light on purpose (numpy only): the service imports it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
+
+import numpy as np
 
 LabelType = Literal["string", "integer", "boolean", "float"]
 MAX_LABEL_CHARS = 256
@@ -27,11 +29,11 @@ def label_type_of(values: Iterable[Any]) -> LabelType:
     for v in values:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             continue
-        if isinstance(v, bool) or type(v).__name__ == "bool_":
+        if isinstance(v, bool | np.bool_):
             kinds.add("boolean")
-        elif isinstance(v, int) or type(v).__name__.startswith(("int", "uint")):
+        elif isinstance(v, int | np.integer):
             kinds.add("integer")
-        elif isinstance(v, float) or type(v).__name__.startswith("float"):
+        elif isinstance(v, float | np.floating):
             kinds.add("float")
         else:
             kinds.add("string")

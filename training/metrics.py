@@ -40,6 +40,9 @@ class Metric:
     scorer_binary: str
     """scikit-learn's scoring string (greater is better) for binary or regression."""
     scorer_multiclass: str | None = None
+    relative: bool = False
+    """In the target's units (rmse, mae): a change is judged as a share of the reference value,
+    so an allowed drop of 0.05 means 5% worse whatever the scale of the target."""
 
     def scorer(self, n_classes: int) -> str:
         """The scikit-learn scoring string for cross-validation."""
@@ -48,16 +51,22 @@ class Metric:
         return self.scorer_binary
 
     def worse_by(self, reference: float, value: float) -> float:
-        """How much worse `value` is than `reference` (negative when it is better)."""
-        return reference - value if self.higher_is_better else value - reference
+        """How much worse `value` is than `reference` (negative when it is better); a share of
+        the reference for metrics in the target's units."""
+        change = reference - value if self.higher_is_better else value - reference
+        if self.relative:
+            return change / abs(reference) if reference else math.copysign(math.inf, change)
+        return change
 
     def better(self, a: float, b: float) -> bool:
         """`a` is strictly better than `b`."""
         return self.worse_by(b, a) < 0
 
     def limit(self, reference: float, max_drop: float) -> float:
-        """The worst acceptable value when `reference` may worsen by at most `max_drop`."""
-        return reference - max_drop if self.higher_is_better else reference + max_drop
+        """The worst acceptable value when `reference` may worsen by at most `max_drop` (as
+        `worse_by` measures it)."""
+        step = max_drop * abs(reference) if self.relative else max_drop
+        return reference - step if self.higher_is_better else reference + step
 
     def meets(self, value: float, bound: float | None) -> bool:
         """`value` is at least as good as `bound` (a floor, or a ceiling for lower-is-better);
@@ -102,9 +111,9 @@ METRICS: dict[str, Metric] = {
         Metric("brier", "classification", False, True, "mean squared error of the probabilities "
                "(summed over classes for 3+)", "neg_brier_score"),
         Metric("rmse", "regression", False, False, "root mean squared error",
-               "neg_root_mean_squared_error"),
+               "neg_root_mean_squared_error", relative=True),
         Metric("mae", "regression", False, False, "mean absolute error",
-               "neg_mean_absolute_error"),
+               "neg_mean_absolute_error", relative=True),
         Metric("r2", "regression", True, False, "coefficient of determination", "r2"),
     )
 }  # fmt: skip
@@ -145,6 +154,8 @@ def classification_metrics(
     codes = class_codes(y, classes)
     known = codes >= 0
     proba = np.asarray(proba, dtype=float)[known]
+    totals = proba.sum(axis=1, keepdims=True)
+    proba = proba / np.where(totals > 0, totals, 1.0)  # logged probabilities are rounded
     codes = codes[known]
     k = len(classes)
     if len(codes) == 0 or k < 2:
