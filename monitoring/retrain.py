@@ -20,6 +20,7 @@ from service.store import PredictionStore
 from training import data, evaluate, fairness, labels
 from training import metrics as metric_contract
 from training.config import TrainConfig
+from training.ecosystem import load_model
 from training.errors import TrainingError
 from training.registry import MODEL_FILE, Registry
 from training.train import TrainResult, run_training
@@ -89,7 +90,6 @@ def retrain(
     progress: Any = None,
 ) -> TrainResult:
     """Retrain `model` from its production version's config; gate; promote when the gate passes."""
-    import joblib
 
     parent = registry.resolve(model)
     raw = registry.raw_manifest(model, parent)
@@ -110,7 +110,7 @@ def retrain(
     n_hold = max(1, int(len(window) * holdout_share))
     recent = window.iloc[-n_hold:]
     fresh = window.iloc[:-n_hold]
-    champion = joblib.load(registry.path(model, parent) / MODEL_FILE)
+    champion = load_model(registry.path(model, parent) / MODEL_FILE)
     # The original test split, rebuilt exactly as the champion's training run made it.
     champ_kinds = data.FeatureKinds(
         numeric=[f["name"] for f in raw["features"] if f["kind"] == "numeric"],

@@ -9,6 +9,10 @@ Where the call runs depends on what it costs: a model whose calls average under 
 handing it to a thread would cost more than the call and, holding the GIL, gain no parallelism.
 Slower models (trees, boosting) run on the model thread so the loop keeps serving I/O. The
 average follows the measured calls, so a model that slows down moves off the loop.
+
+A batcher that has been closed (its version swapped out) still answers: a request that took the
+old version's slot before the swap, and reached `predict` only after it (its body was still
+arriving), gets a direct, unbatched call on that version. No call can wait on a stopped loop.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from itertools import chain
 from typing import Any
 
 from service import metrics
+from service.errors import Unavailable
 from service.model import LoadedModel, Outputs
 
 
@@ -52,6 +57,7 @@ class MicroBatcher:
         self._batch_hist = metrics.BATCH_ROWS.labels(model.name)
         self._call_hist = metrics.MODEL_CALL_SECONDS.labels(model.name, str(model.version))
         self._inflight = 0
+        self._closed = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -59,6 +65,9 @@ class MicroBatcher:
         )
 
     async def predict(self, columns: dict[str, list[Any]], rows: int) -> Outputs:
+        if self._closed:  # retired by a swap: answer on this version, one call, no batching
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self.model.predict_columns, columns)
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         self._inflight += 1
         try:
@@ -92,6 +101,9 @@ class MicroBatcher:
                     out = await loop.run_in_executor(
                         self._executor, self.model.predict_columns, merged
                     )
+            except asyncio.CancelledError:  # closed past its deadline: nobody waits forever
+                _fail(jobs, Unavailable("the model version was retired mid-call; retry"))
+                raise
             except Exception as exc:  # the callers get the error; the loop goes on
                 for job in jobs:
                     if not job.future.done():
@@ -117,16 +129,28 @@ class MicroBatcher:
                 offset = end
 
     async def close(self, timeout_s: float = 30.0) -> None:
-        """Let queued and running calls finish (in-flight requests complete), then stop."""
+        """Let queued and running calls finish (in-flight requests complete), then stop; later
+        calls are answered directly, and calls still queued at the deadline get a 503."""
         deadline = time.monotonic() + timeout_s
         while (self._inflight or not self._queue.empty()) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        self._closed = True  # from here on predict() never queues
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        stranded = []
+        while not self._queue.empty():
+            stranded.append(self._queue.get_nowait())
+        _fail(stranded, Unavailable("the model version was retired; retry"))
+
+
+def _fail(jobs: list[_Job], exc: Exception) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)
 
 
 def _merge(jobs: list[_Job]) -> dict[str, list[Any]]:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from service.fastpath import FastEstimator, FastPreprocessor
 from service.validation import Validator
 from training import labels
+from training.ecosystem import MissingModelPackage, load_model
 from training.registry import (
     MODEL_FILE,
     REFERENCE_FILE,
@@ -95,7 +95,9 @@ class LoadedModel:
         if problems:
             raise ModelLoadError(f"{name} v{version}: refused, " + "; ".join(problems))
         try:
-            pipeline = joblib.load(path / MODEL_FILE)
+            pipeline = load_model(path / MODEL_FILE)
+        except MissingModelPackage as exc:
+            raise ModelLoadError(f"{name} v{version}: {exc}") from None
         except Exception as exc:
             raise ModelLoadError(f"{name} v{version}: model file failed to load ({exc})") from None
         model = cls(manifest, pipeline, path)

@@ -26,7 +26,7 @@ def render(manifest: dict[str, Any]) -> str:
         f"- Features: {', '.join(f['name'] for f in m['features'])}",
         "",
         "## Model",
-        f"- Family: **{m['model']['family']}**, chosen by {m['config']['split']['cv_folds']}-fold "
+        f"- Family: **{m['model']['family']}**, chosen by {m['model']['search']['folds']}-fold "
         f"cross-validation on `{m['objective']['metric']}` among: "
         + ", ".join(f"{r['family']} ({_fmt(r['cv_score'])})" for r in m["model"]["candidates"]),
         f"- Hyperparameters: `{m['model']['params']}`",

@@ -12,6 +12,7 @@ import joblib
 from training import data, evaluate, labels
 from training import metrics as metric_contract
 from training.config import TrainConfig
+from training.ecosystem import MissingModelPackage, load_model
 from training.errors import TrainingError
 from training.registry import MODEL_FILE, REFERENCE_FILE, Registry
 from training.schema import infer_schema
@@ -29,9 +30,11 @@ def import_pipeline(
 ) -> int:
     """Load, check on the sample, derive schema/metrics/reference, publish; returns the version."""
     try:
-        model = joblib.load(pipeline_path)
+        model = load_model(pipeline_path)
     except FileNotFoundError:
         raise TrainingError(f"pipeline {pipeline_path}: no such file") from None
+    except MissingModelPackage as exc:
+        raise TrainingError(f"pipeline {pipeline_path}: {exc}") from None
     except Exception as exc:
         raise TrainingError(
             f"pipeline {pipeline_path}: cannot load ({type(exc).__name__})"

@@ -17,15 +17,15 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
 from training import card, data, evaluate, explain, fairness, labels, quality
 from training import metrics as metric_contract
-from training.candidates import make_estimator, model_space, preprocessing_space
+from training.candidates import calibrated, make_estimator, model_space, preprocessing_space
 from training.config import TrainConfig
+from training.ecosystem import load_model
 from training.errors import TrainingError
 from training.pipeline import build_pipeline
 from training.registry import (
@@ -191,6 +191,10 @@ def run_training(
             )
             x_search, y_search = x_search.iloc[np.sort(idx)], y_search.iloc[np.sort(idx)]
     cv = make_cv(task, config.split.cv_folds, bool(config.time_column), config.seed)
+    folds = cv.get_n_splits(x_search, y_search)  # fewer than asked on small data
+    # Spaces and estimators are sized to one fold's training rows; the final fits keep the
+    # same sizing so that the model fitted is the one the search chose.
+    size = data.size_of(x_search[kinds.all], y_search, task).fold_train(folds)
     scoring = metric_contract.get(metric).scorer(n_classes)
     families = [
         f for f in config.models if not (f == "svm" and len(splits.x_train) > config.svm_max_rows)
@@ -209,10 +213,13 @@ def run_training(
     results: list[FamilyResult] = []
     for i, family in enumerate(families):
         family_deadline = time.monotonic() + (deadline - time.monotonic()) / (len(families) - i)
-        space = {**preprocessing_space(family, config), **model_space(family, task)}
+        space = {
+            **preprocessing_space(family, config, size),
+            **model_space(family, task, size),
+        }
 
         def build(params: dict[str, Any], family: str = family) -> Pipeline:
-            return _pipeline(kinds, family, params, task, config)
+            return _pipeline(kinds, family, params, task, config, size=size)
 
         fit_params = None
         if weights_search is not None and has_fit_parameter(
@@ -257,7 +264,7 @@ def run_training(
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted = {
             "none": _fit(
-                _pipeline(kinds, best.family, best.best.params, task, config),
+                _pipeline(kinds, best.family, best.best.params, task, config, size=size),
                 x_tr,
                 y_tr,
                 weights_tr,
@@ -273,7 +280,9 @@ def run_training(
             briers = {"none": _brier(fitted["none"], x_val, y_val)}
             for method in options:
                 fitted[method] = _fit(
-                    _pipeline(kinds, best.family, best.best.params, task, config, calibrate=method),
+                    _pipeline(
+                        kinds, best.family, best.best.params, task, config, method, size=size
+                    ),
                     x_tr,
                     y_tr,
                     weights_tr,
@@ -301,6 +310,7 @@ def run_training(
                 task,
                 config,
                 calibrate=calibration if calibration in ("sigmoid", "isotonic") else None,
+                size=size,
             ),
             x_full,
             y_full,
@@ -380,7 +390,7 @@ def run_training(
                 "method": config.search.method,
                 "scoring": scoring,
                 "rows": len(x_search),
-                "folds": config.split.cv_folds,
+                "folds": folds,
             },
         },
         "metrics": {
@@ -456,12 +466,14 @@ def _pipeline(
     task: str,
     config: TrainConfig,
     calibrate: str | None = None,
+    *,
+    size: data.DataSize | None = None,
 ) -> Pipeline:
     pre = {k[4:]: v for k, v in params.items() if k.startswith("pre_")}
     model_params = {k: v for k, v in params.items() if not k.startswith("pre_")}
-    est = make_estimator(family, task, model_params, config.seed)
+    est = make_estimator(family, task, model_params, config.seed, size)
     if calibrate:
-        est = CalibratedClassifierCV(est, method=calibrate, cv=3)
+        est = calibrated(est, calibrate, size)
     return build_pipeline(
         kinds,
         est,
@@ -513,7 +525,7 @@ def _score_champion(
                 x[col] = pd.to_numeric(x[col], errors="coerce")
             elif kind == "categorical":
                 x[col] = data.as_text(x[col])
-        old = joblib.load(registry.path(name, version) / MODEL_FILE)
+        old = load_model(registry.path(name, version) / MODEL_FILE)
         metrics = evaluate.score_model(old, x, y, task)
     except Exception as exc:  # an incompatible champion is reported, never fatal
         return {"version": version, "error": f"{type(exc).__name__}: {exc}"[:300]}

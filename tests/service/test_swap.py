@@ -130,3 +130,48 @@ def test_no_request_fails_during_swaps_under_load(
         server.stop()
     assert failures == []
     assert len(versions) >= 2
+
+
+@pytest.mark.parametrize("endpoint", ["predict", "explain"])
+def test_a_request_whose_body_arrives_across_a_swap_is_answered(
+    server_env: dict[str, str], registry_copy: Path, endpoint: str
+) -> None:
+    """The route takes the version's slot, then waits for the body; the swap retires that
+    version's batcher meanwhile. The late call must still be answered (on the old version)."""
+    import socket
+    import time
+
+    server = Server(server_env)
+    try:
+        body = json.dumps({"instances": [example(registry_copy)]}).encode()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+        head = (
+            f"POST /v1/models/demo/{endpoint} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        sock.sendall(head + body[:10])  # the route is now waiting for the rest of the body
+        time.sleep(0.3)
+        v2 = add_version(registry_copy)
+        Registry(registry_copy).set_alias("demo", "production", v2)
+        res = httpx.post(f"{server.url}/v1/models/demo/reload", headers=AUTH, timeout=30)
+        assert res.json()["version"] == v2
+        time.sleep(0.5)  # the old batcher has no call in flight: it is retired now
+        sock.sendall(body[10:])
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)  # a stranded request times out here (15 s)
+            if not chunk:
+                break
+            reply += chunk
+        sock.close()
+        status = reply.split(b" ", 2)[1]
+        assert status == b"200", reply[:500]
+        assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["version"] == 1
+        after = httpx.post(
+            f"{server.url}/v1/models/demo/{endpoint}",
+            json={"instances": [example(registry_copy)]},
+            timeout=30,
+        )
+        assert after.status_code == 200 and after.json()["version"] == v2
+    finally:
+        server.stop()
