@@ -1,0 +1,95 @@
+"""The canary is judged by the objective metric's own direction, for classifiers and regressors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sklearn import datasets
+
+from monitoring.config import MonitorSettings
+from monitoring.runner import run_monitoring
+from service.model import LoadedModel
+from service.store import PredictionStore
+from training.config import TrainConfig
+from training.registry import Registry
+from training.train import run_training
+
+FAST = {"search": {"method": "random", "trials": 1, "budget_seconds": 10},
+        "split": {"cv_folds": 2}, "reference_rows": 200, "calibration": "none"}  # fmt: skip
+
+
+def cancer() -> pd.DataFrame:
+    raw = datasets.load_breast_cancer(as_frame=True)
+    frame = raw.frame[["mean radius", "mean texture", "worst area"]].copy()
+    frame["target"] = raw.target.astype(int)
+    return frame
+
+
+def diabetes() -> pd.DataFrame:
+    return datasets.load_diabetes(as_frame=True, scaled=False).frame
+
+
+@pytest.fixture(scope="module", params=["log_loss", "rmse"])
+def two_versions(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """v1 in production, v2 at staging, objective a lower-is-better metric."""
+    metric = request.param
+    root = tmp_path_factory.mktemp(metric)
+    frame = cancer() if metric == "log_loss" else diabetes()
+    frame.to_csv(root / "data.csv", index=False)
+    registry = Registry(root / "registry")
+    for families in (["linear"], ["tree"]):
+        cfg = TrainConfig.model_validate(
+            {**FAST, "name": "m", "data": str(root / "data.csv"), "target": "target",
+             "models": families, "objective": {"metric": metric}}
+        )  # fmt: skip
+        run_training(cfg, registry, promote="never")
+    registry.set_alias("m", "production", 1)
+    registry.set_alias("m", "staging", 2)
+    return root, registry, frame, metric
+
+
+def log(store: PredictionStore, registry: Registry, version: int, frame: pd.DataFrame,
+        labels: list[Any]) -> None:  # fmt: skip
+    model = LoadedModel.load(registry, "m", version)
+    rows = frame.drop(columns="target").to_dict(orient="records")
+    store.record(model, rows, labels=labels)
+
+
+@pytest.mark.parametrize("canary_is_worse", [True, False])
+def test_the_canary_is_withdrawn_only_when_it_is_worse(
+    two_versions: Any, tmp_path: Path, canary_is_worse: bool
+) -> None:
+    root, registry, frame, metric = two_versions
+    registry.set_alias("m", "staging", 2)
+    store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
+    store.create_schema()
+    rows = frame.sample(300, random_state=0)
+    truth = rows["target"].tolist()
+    if metric == "rmse":
+        off = [v + 3 * float(frame["target"].std()) for v in truth]
+    else:
+        off = [1 - v for v in truth]
+    # the worse side gets labels far from the truth (its errors grow); the other the truth
+    log(store, registry, 1, rows, truth if canary_is_worse else off)
+    log(store, registry, 2, rows, off if canary_is_worse else truth)
+    summary = run_monitoring(
+        settings=MonitorSettings(
+            registry=registry.root, database_url=store.url, monitor_reports_dir=tmp_path / "r"
+        ),
+        store=store,
+        model="m",
+        version=1,
+        notifiers=[],
+    )
+    canary = summary["canary"]
+    assert summary["metric"] == metric and canary["version"] == 2
+    # lower is better: the canary's error is above production's exactly when it is worse
+    assert (canary["realised"] > canary["production"]) == canary_is_worse
+    assert canary["worse"] is canary_is_worse
+    assert canary.get("withdrawn", False) is canary_is_worse
+    assert (registry.alias_version("m", "staging") is None) is canary_is_worse
+    fired = {a["rule"] for a in summary["alerts"]}
+    assert ("canary_performance" in fired) is canary_is_worse
