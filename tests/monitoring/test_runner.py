@@ -283,3 +283,24 @@ def test_an_unwritable_report_store_fails_the_run_cleanly(
     with pytest.raises(MonitorError, match="report store .* not writable"):
         run(broken, store)
     assert MonitorStore(store).latest("demo") == []  # no run row without its report
+
+
+def test_a_failed_run_is_recorded_and_does_not_block_the_next(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    """The version's model file is damaged after its traffic was logged: the run fails part-way
+    (explanation drift loads the model), is recorded with its reason, and the next run moves on."""
+    log_traffic(store, msettings.registry, traffic(300, seed=7))
+    model_file = msettings.registry / "demo" / "1" / "model.joblib"
+    good = model_file.read_bytes()
+    model_file.write_bytes(good[:-10] + b"0123456789")
+    with pytest.raises(MonitorError, match="failed .*recorded"):
+        run(msettings, store)
+    failed = MonitorStore(store).latest("demo")[0]
+    assert failed["summary"]["status"] == "failed" and "sha" in failed["summary"]["error"].lower()
+    assert failed["window_end"] > 0 and failed["report_dir"] is None
+    model_file.write_bytes(good)
+    log_traffic(store, msettings.registry, traffic(300, seed=8))
+    s = run(msettings, store)
+    assert s["status"] == "ok" and s["rows"] == 300  # only the rows after the failed window
+    assert s["window"]["since"] == failed["window_end"]
