@@ -20,6 +20,49 @@ from training.candidates import Choice, FloatRange, Space, grid_values, sample
 TrialCallback = Callable[[str, int, float], None]
 
 
+def fold_count(folds: int, rows: int, smallest_class: int | None = None) -> int:
+    """The folds asked for, but never more than the rarest class has rows (stratified: every
+    test fold holds every class) nor more than half the rows; at least 2."""
+    cap = rows // 2 if smallest_class is None else min(smallest_class, rows // 2)
+    return max(2, min(folds, cap))
+
+
+class SizedStratifiedKFold(StratifiedKFold):  # type: ignore[misc]
+    """StratifiedKFold that caps its folds by the rarest class of the y it splits."""
+
+    def _sized(self, y: Any) -> StratifiedKFold:
+        counts = pd.Series(np.asarray(y)).value_counts()
+        n = fold_count(self.n_splits, len(y), int(counts.min()) if len(counts) else None)
+        return StratifiedKFold(n_splits=n, shuffle=self.shuffle, random_state=self.random_state)
+
+    def split(self, X: Any, y: Any, groups: Any = None) -> Any:
+        return self._sized(y).split(X, y, groups)
+
+    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+        return self.n_splits if y is None else int(self._sized(y).n_splits)
+
+
+class SizedKFold(KFold):  # type: ignore[misc]
+    """KFold that caps its folds at half the rows it splits."""
+
+    def split(self, X: Any, y: Any = None, groups: Any = None) -> Any:
+        n = fold_count(self.n_splits, len(X))
+        return KFold(n, shuffle=self.shuffle, random_state=self.random_state).split(X, y, groups)
+
+    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+        return self.n_splits if X is None else fold_count(self.n_splits, len(X))
+
+
+class SizedTimeSeriesSplit(TimeSeriesSplit):  # type: ignore[misc]
+    """TimeSeriesSplit that caps its folds so every training window has rows."""
+
+    def split(self, X: Any, y: Any = None, groups: Any = None) -> Any:
+        return TimeSeriesSplit(fold_count(self.n_splits, len(X))).split(X, y, groups)
+
+    def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
+        return self.n_splits if X is None else fold_count(self.n_splits, len(X))
+
+
 def make_cv(task: str, folds: int, ordered: bool, seed: int) -> Any:
     """The search's splitter; its folds are sized at split time to the rows and classes given
     (`cv.get_n_splits(x, y)` says how many a data set gets)."""
