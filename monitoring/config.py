@@ -18,6 +18,9 @@ class MonitorSettings(BaseSettings):
     """Seconds between runs inside `servewatch serve`; 0 turns the loop off (use a CronJob)."""
     monitor_max_rows: int = Field(50_000, ge=100)
     """Cap on the window; larger windows are sampled down in the database with a fixed rule."""
+    monitor_settle_s: float = Field(2, ge=0)
+    """A window ends this long before the run starts, so that rows still inside a store
+    transaction (stamped, not yet committed) are never skipped; they fall into the next window."""
     monitor_reports_dir: Path = Path("var/reports")
     monitor_keep_runs: int = Field(100, ge=1)
     """Runs (and their reports) kept per model; older ones are pruned."""

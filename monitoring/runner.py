@@ -62,6 +62,7 @@ def run_monitoring(
     except Exception as exc:
         raise MonitorError(str(exc)) from None
     rules = rules or alerting.load_rules(settings.alert_rules)
+    until = started - settings.monitor_settle_s
     mstore = MonitorStore(store)
     mstore.create_schema()
     if since is None and last is None:
@@ -81,6 +82,7 @@ def run_monitoring(
         last=last,
         cap=settings.monitor_max_rows,
         classes=classes,
+        until=until,
     )
     if window.rows < rules.min_rows and last is None:
         # Too little since the last run: look at the newest rows instead, up to the minimum.
@@ -92,6 +94,7 @@ def run_monitoring(
             last=rules.min_rows,
             cap=settings.monitor_max_rows,
             classes=classes,
+            until=until,
         )
     if window.rows == 0:
         raise MonitorError(f"no logged predictions for {model} v{version}; nothing to monitor")
@@ -102,7 +105,7 @@ def run_monitoring(
         "version": version,
         "status": "ok",
         "started_at": started,
-        "window": {"start": window.start, "end": window.end, "since": since},
+        "window": {"start": window.start, "end": window.end, "since": since, "until": until},
         "rows": window.rows,
         "rows_in_window": window.total_rows,
         "labelled_rows": sum(lab is not None for lab in window.labels),
@@ -171,7 +174,7 @@ def run_monitoring(
         mstore.save_run(
             model=model,
             version=version,
-            window_end=window.end or started,
+            window_end=until,
             rows=window.rows,
             summary=failed,
             report_dir=None,
@@ -189,7 +192,7 @@ def run_monitoring(
         mstore.save_run(
             model=model,
             version=version,
-            window_end=window.end or started,
+            window_end=until,
             rows=window.rows,
             summary=summary,
             report_dir=str(final),
@@ -290,6 +293,7 @@ def _canary(
         last=None,
         cap=settings.monitor_max_rows,
         classes=classes,
+        until=summary["window"]["until"],
     )
     realised, used, _unusable = _realised(win, classes)
     out: dict[str, Any] = {"version": staging, "rows": win.rows, "labelled_rows": used}

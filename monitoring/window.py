@@ -24,26 +24,36 @@ class Window:
     start: float | None
     end: float | None
     total_rows: int
+    until: float | None = None
+    """The ingest time the window reaches: the next window starts after it."""
 
     @property
     def rows(self) -> int:
         return len(self.inputs)
 
 
-def _filters(model: str, version: int, since: float | None) -> list[Any]:
+def _filters(model: str, version: int, since: float | None, until: float | None) -> list[Any]:
+    """Rows of the version that reached the store in (since, until]: by ingest time, not by
+    prediction time, so a row that arrives late still falls into a later window."""
     f = [
         predictions.c.model == model,
         predictions.c.version == version,
         predictions.c.shadow.is_(False),
     ]
     if since is not None:
-        f.append(predictions.c.created_at > since)
+        f.append(predictions.c.ingested_at > since)
+    if until is not None:
+        f.append(predictions.c.ingested_at <= until)
     return f
 
 
-def count(store: PredictionStore, model: str, version: int, since: float | None) -> int:
+def count(
+    store: PredictionStore, model: str, version: int, since: float | None, until: float | None
+) -> int:
     stmt = (
-        sa.select(sa.func.count()).select_from(predictions).where(*_filters(model, version, since))
+        sa.select(sa.func.count())
+        .select_from(predictions)
+        .where(*_filters(model, version, since, until))
     )
     with store.engine.connect() as conn:
         return int(conn.execute(stmt).scalar_one())
@@ -58,16 +68,18 @@ def read_window(
     last: int | None,
     cap: int,
     classes: list[str] | None,
+    until: float | None = None,
 ) -> Window:
-    """Rows of `model` v`version` after `since` (or the newest `last`), at most `cap` of them.
+    """Rows of `model` v`version` ingested after `since` up to `until` (or the newest `last`),
+    at most `cap` of them.
 
     Over the cap, rows are sampled in the database by the random low bits of their ids: the same
     window always gives the same sample, and memory never holds more than `cap` rows.
     """
-    total = count(store, model, version, since)
+    total = count(store, model, version, since, until)
     if last is not None:
         total = min(total, last)
-    cond = _filters(model, version, since)
+    cond = _filters(model, version, since, until)
     if last is None and total > cap:
         keep = int(16**SAMPLE_HEX * cap / total * 1.05) + 1
         bound = f"{min(keep, 16**SAMPLE_HEX - 1):0{SAMPLE_HEX}x}"
@@ -83,7 +95,7 @@ def read_window(
         )
         .select_from(j)
         .where(*cond)
-        .order_by(predictions.c.created_at.desc())
+        .order_by(predictions.c.ingested_at.desc())
         .limit(min(cap, last) if last is not None else cap)
     )
     times, inputs, preds, probs, labels = [], [], [], [], []
@@ -107,6 +119,7 @@ def read_window(
         start=min(times) if times else None,
         end=max(times) if times else None,
         total_rows=total,
+        until=until,
     )
 
 
@@ -121,7 +134,7 @@ def read_shadow(
     )
     cond = [shadow.c.model == model, shadow.c.shadow.is_(True)]
     if since is not None:
-        cond.append(shadow.c.created_at > since)
+        cond.append(shadow.c.ingested_at > since)
     stmt = (
         sa.select(
             shadow.c.version.label("shadow_version"),

@@ -31,7 +31,12 @@ predictions = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("shadow", sa.Boolean, nullable=False, default=False),
     sa.Column("ref_id", sa.String(32), nullable=True),  # shadow rows: the answered prediction
+    # When the row reached the store (Unix s, stamped at insert): monitoring windows follow it,
+    # so a row that arrives late (replayed from a spool, flushed late by another replica) falls
+    # into the next window instead of behind one that has moved on.
+    sa.Column("ingested_at", sa.Float, nullable=True),
     sa.Index("ix_sw_predictions_model_time", "model", "version", "created_at"),
+    sa.Index("ix_sw_predictions_model_ingested", "model", "version", "ingested_at"),
 )
 
 feedback = sa.Table(
@@ -133,7 +138,8 @@ class _Predicts(Protocol):
     def predict_columns(self, columns: dict[str, list[Any]]) -> Any: ...
 
 
-PREDICTION_COLUMNS = tuple(c.name for c in predictions.columns)
+# The columns a row carries; `ingested_at` is stamped by the store as it inserts.
+PREDICTION_COLUMNS = tuple(c.name for c in predictions.columns if c.name != "ingested_at")
 STAGING_TABLE = "sw_predictions_in"
 _ROW_VALUES = itemgetter(*PREDICTION_COLUMNS)
 
@@ -161,12 +167,18 @@ class PredictionStore:
         self.engine = make_engine(url)
 
     def create_schema(self) -> None:
-        metadata.create_all(self.engine)
-        # Additive migration for logs created before shadow rows existed.
-        columns = {c["name"] for c in sa.inspect(self.engine).get_columns("sw_predictions")}
-        if "ref_id" not in columns:
-            with self.engine.begin() as conn:
+        columns = set()
+        if sa.inspect(self.engine).has_table("sw_predictions"):
+            columns = {c["name"] for c in sa.inspect(self.engine).get_columns("sw_predictions")}
+        # Additive migrations for logs created before shadow rows and ingest times existed
+        # (older rows count as ingested when they were created); indexes come after the columns.
+        with self.engine.begin() as conn:
+            if columns and "ref_id" not in columns:
                 conn.execute(sa.text("ALTER TABLE sw_predictions ADD COLUMN ref_id VARCHAR(32)"))
+            if columns and "ingested_at" not in columns:
+                conn.execute(sa.text("ALTER TABLE sw_predictions ADD COLUMN ingested_at FLOAT"))
+                conn.execute(sa.text("UPDATE sw_predictions SET ingested_at = created_at"))
+        metadata.create_all(self.engine)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -182,16 +194,17 @@ class PredictionStore:
         """
         if not rows:
             return
+        now = float(time.time())
         if self.engine.dialect.name == "postgresql":
-            self._copy_predictions(rows)
+            self._copy_predictions(rows, now)
             return
         with self.engine.begin() as conn:
             for start in range(0, len(rows), INSERT_CHUNK_ROWS):
                 chunk = rows[start : start + INSERT_CHUNK_ROWS]
                 params = _params(chunk)
-                conn.exec_driver_sql(self._insert_sql(len(chunk)), params)
+                conn.exec_driver_sql(self._insert_sql(len(chunk), now), params)
 
-    def _copy_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
+    def _copy_predictions(self, rows: Sequence[dict[str, Any]], now: float) -> None:
         """PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
         skips ids already present (COPY itself cannot skip conflicts)."""
         cols = ", ".join(PREDICTION_COLUMNS)
@@ -207,8 +220,8 @@ class PredictionStore:
                     for values in map(_row_values, rows):
                         copy.write_row(values)
                 cur.execute(
-                    f"INSERT INTO {predictions.name} ({cols}) SELECT {cols} FROM {STAGING_TABLE} "
-                    "ON CONFLICT (id) DO NOTHING"
+                    f"INSERT INTO {predictions.name} ({cols}, ingested_at) "
+                    f"SELECT {cols}, {now!r} FROM {STAGING_TABLE} ON CONFLICT (id) DO NOTHING"
                 )
             finally:
                 cur.close()
@@ -219,11 +232,11 @@ class PredictionStore:
         finally:
             raw.close()
 
-    def _insert_sql(self, n: int) -> str:
+    def _insert_sql(self, n: int, now: float) -> str:
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        one = "(" + ", ".join([mark] * len(PREDICTION_COLUMNS)) + ")"
+        one = "(" + ", ".join([mark] * len(PREDICTION_COLUMNS)) + f", {now!r})"
         return (
-            f"INSERT INTO {predictions.name} ({', '.join(PREDICTION_COLUMNS)}) VALUES "
+            f"INSERT INTO {predictions.name} ({', '.join(PREDICTION_COLUMNS)}, ingested_at) VALUES "
             + ", ".join([one] * n)
             + " ON CONFLICT (id) DO NOTHING"
         )

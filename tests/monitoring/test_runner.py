@@ -304,3 +304,33 @@ def test_a_failed_run_is_recorded_and_does_not_block_the_next(
     s = run(msettings, store)
     assert s["status"] == "ok" and s["rows"] == 300  # only the rows after the failed window
     assert s["window"]["since"] == failed["window_end"]
+
+
+def test_rows_that_reach_the_log_late_fall_into_the_next_window(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    """A spool replayed after an outage (or another replica's late flush) writes rows predicted
+    before the previous run: windows follow ingest order, so they are monitored next time."""
+    import time
+
+    log_traffic(store, msettings.registry, traffic(250, seed=21))
+    first = run(msettings, store)
+    run_at = time.time()
+    # predicted an hour ago, stored only now
+    log_traffic(store, msettings.registry, traffic(250, seed=22), at=run_at - 3600)
+    second = run(msettings, store)
+    assert first["rows"] == 250 and second["rows"] == 250
+    assert second["window"]["since"] == first["window"]["until"]
+    assert second["window"]["end"] < run_at - 3000  # the rows' own times are from before
+
+
+def test_a_window_ends_settle_seconds_before_the_run(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    """Rows stamped within the settle time may still be inside a store transaction elsewhere:
+    they wait for the next run."""
+    log_traffic(store, msettings.registry, traffic(250, seed=23))
+    settled = msettings.model_copy(update={"monitor_settle_s": 3600})
+    with pytest.raises(MonitorError, match="no logged predictions"):
+        run(settled, store)
+    assert run(msettings, store)["rows"] == 250

@@ -1,0 +1,64 @@
+"""Logs created by older releases gain the new columns, with their rows kept and usable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from monitoring.window import read_window
+from service.store import PredictionStore, normalise_url, prediction_rows
+
+OLD_TABLE = (
+    "CREATE TABLE sw_predictions (id VARCHAR(32) PRIMARY KEY, model VARCHAR(64) NOT NULL, "
+    "version INTEGER NOT NULL, created_at FLOAT NOT NULL, inputs TEXT NOT NULL, "
+    "prediction TEXT NOT NULL, probabilities TEXT, latency_ms FLOAT NOT NULL, "
+    "shadow BOOLEAN NOT NULL)"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/old.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_an_old_log_gains_ingest_times_and_its_rows_stay_in_windows(url: str) -> None:
+    engine = sa.create_engine(normalise_url(url))
+    old_time = time.time() - 86_400
+    with engine.begin() as conn:  # the first release's table, with rows in it
+        conn.execute(sa.text(OLD_TABLE))
+        for i in range(5):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO sw_predictions VALUES "
+                    "(:id, 'm', 1, :t, '{}', '\"yes\"', NULL, 1.0, false)"
+                ),
+                {"id": f"{i:032x}", "t": old_time + i},
+            )
+    engine.dispose()
+    store = PredictionStore(url)
+    store.create_schema()
+    store.create_schema()  # idempotent
+    new = prediction_rows(
+        ids=["f" * 32], model="m", version=1, created_at=time.time(), inputs=[{}],
+        predictions=["no"], probabilities=None, latency_ms=1.0,
+    )  # fmt: skip
+    before = time.time()
+    store.write_predictions(new)
+    with store.engine.connect() as conn:
+        stamped = dict(conn.execute(sa.text("SELECT id, ingested_at FROM sw_predictions")).all())
+    assert [stamped[f"{i:032x}"] for i in range(5)] == [old_time + i for i in range(5)]
+    assert before <= stamped["f" * 32] <= time.time()
+    everything = read_window(
+        store, model="m", version=1, since=None, last=None, cap=100, classes=None
+    )
+    assert everything.total_rows == 6 and len(everything.predictions) == 6
+    after_old = read_window(
+        store, model="m", version=1, since=old_time + 4, last=None, cap=100, classes=None
+    )
+    assert after_old.predictions == ["no"]
+    store.engine.dispose()
