@@ -54,9 +54,14 @@ class Settings(BaseSettings):
     log_durability: Literal["async", "sync"] = "async"
     """async: answer once the row is queued (a SIGKILL can lose the last flush interval);
     sync: answer once the row is committed to the store or the fsynced spool (group commit)."""
+    log_ack_timeout_s: float = Field(10.0, gt=0)
+    """Longest a request waits for the log to take its rows (the sync acknowledgement, or the
+    direct spool write of a full queue); then 503, never an unbounded wait."""
     spool_dir: Path = Path("var/spool")
-    """Where log rows wait on disk while the log store is unreachable."""
+    """Where log rows wait on disk while the log store is unreachable; each worker process owns
+    a folder in it (`w-<k>`, under an flock) and replays the folders of stopped workers."""
     spool_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    """Disk for the whole spool, shared out equally among the workers."""
     reload_interval_s: float = Field(5.0, ge=0)
     """How often to check the registry's aliases for a new version (0: never)."""
     opentelemetry: bool = False

@@ -74,10 +74,11 @@ def create_app(
             log.error("prediction log store unreachable at start: %s", str(exc).splitlines()[0])
         writer = LogWriter(
             store,
-            Spool(settings.spool_dir, settings.spool_max_bytes),
+            Spool(settings.spool_dir, max(1024, settings.spool_max_bytes // settings.workers)),
             batch_rows=settings.log_batch_rows,
             flush_s=settings.log_flush_ms / 1000,
             max_rows=settings.log_queue_rows,
+            ack_timeout_s=settings.log_ack_timeout_s,
         )
         writer.start()
         problems = await manager.load_all()

@@ -107,6 +107,19 @@ LOG_STORE_UP = Gauge(
     "1 when the last write to the log store worked.",
     multiprocess_mode="livemin",
 )
+LOG_WRITER_RESTARTS = Counter(
+    "servewatch_log_writer_restarts_total",
+    "Crashes of the log writer loop; each was restarted after a backoff with its batch kept.",
+)
+LOG_WRITER_UP = Gauge(
+    "servewatch_log_writer_up",
+    "1 while the log writer runs; 0 from a crash to its next clean cycle, or once its thread died.",
+    multiprocess_mode="livemin",
+)
+LOG_ACK_TIMEOUTS = Counter(
+    "servewatch_log_ack_timeouts_total",
+    "Requests refused (503) because the log did not take their rows within the ack timeout.",
+)
 FEEDBACK = Counter("servewatch_feedback_total", "Labels received, by result.", ["model", "result"])
 MODEL_INFO = Gauge(
     "servewatch_model_info",

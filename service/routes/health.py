@@ -1,4 +1,4 @@
-"""Liveness (/healthz: the process answers) and readiness (/readyz: models and log store)."""
+"""Liveness (/healthz: the process answers) and readiness (/readyz: models, log writer, store)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,19 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(state: StateDep, store: bool = True) -> Response | Health:
-    """Ready when every requested model is loaded and the log store answers.
+    """Ready when every requested model is loaded, the log writer runs and the log store answers.
 
     `?store=false` leaves the store out: a Kubernetes readiness probe uses it so that a store
-    outage, which the disk spool absorbs, does not take every replica out of the Service.
+    outage, which the disk spool absorbs, does not take every replica out of the Service. The
+    writer is always checked: a crashing or dead writer is this replica's fault, not the store's.
     """
     problems = list(state.load_problems)
     models = {name: slot.model.version for name, slot in state.manager.slots.items()}
     if not models:
         problems.append("no model is loaded")
+    writer_problem = state.writer.problem()
+    if writer_problem is not None:
+        problems.append(writer_problem)
     if store:
         try:
             await run_in_threadpool(state.store.ping)

@@ -140,9 +140,13 @@ def test_a_full_queue_pushes_back_then_spools_then_refuses(
 def test_spool_files_are_whole_or_absent(tmp_path: Path) -> None:
     spool = Spool(tmp_path, 1_000_000)
     spool.append(rows(3))
-    (tmp_path / ".half.jsonl.tmp").write_bytes(b'{"id": "trunc')  # a crash mid-write
+    half = spool.folder / ".half.jsonl.tmp"
+    half.write_bytes(b'{"id": "trunc')  # a crash mid-write
     assert len(spool.files()) == 1
     assert [r["id"] for r in Spool.read(spool.files()[0])] == [f"{i:032x}" for i in range(3)]
+    spool.close()
+    again = Spool(tmp_path, 1_000_000)  # the next owner of the folder
+    assert again.folder == spool.folder and again.rows == 3 and not half.exists()
 
 
 def test_durable_put_returns_only_after_the_commit(store: FlakyStore, tmp_path: Path) -> None:
