@@ -30,6 +30,18 @@ from training.registry import (
 log = logging.getLogger("servewatch.model")
 
 
+def redact(instance: dict[str, Any], personal: set[str], key: str | None) -> dict[str, Any]:
+    """The instance as it may be logged: personal-data columns keyed-hashed, or dropped."""
+    if not personal or not personal & instance.keys():
+        return instance
+    out = {k: v for k, v in instance.items() if k not in personal}
+    if key:
+        for col in personal & instance.keys():
+            digest = hmac.new(key.encode(), str(instance[col]).encode(), hashlib.sha256)
+            out[col] = "hmac:" + digest.hexdigest()[:32]
+    return out
+
+
 class ModelLoadError(Exception):
     """The version's files failed the hash check or did not load; the old version keeps serving."""
 
@@ -144,17 +156,6 @@ class LoadedModel:
                     **({"note": exp.note} if exp.note else {}),
                 }
             )
-        return out
-
-    def redact(self, instance: dict[str, Any], key: str | None) -> dict[str, Any]:
-        """The instance as it may be logged: personal-data columns keyed-hashed, or dropped."""
-        if not self.personal or not self.personal & instance.keys():
-            return instance
-        out = {k: v for k, v in instance.items() if k not in self.personal}
-        if key:
-            for col in self.personal & instance.keys():
-                digest = hmac.new(key.encode(), str(instance[col]).encode(), hashlib.sha256)
-                out[col] = "hmac:" + digest.hexdigest()[:32]
         return out
 
     def example_instance(self) -> dict[str, Any]:

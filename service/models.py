@@ -142,6 +142,15 @@ class ModelManager:
         del old
         settle_heap()
 
+    def personal(self, name: str) -> set[str]:
+        """Personal-data columns of any version that may see this model's requests (production
+        and staging): every row logged for it is redacted with all of them, whichever answered."""
+        columns = set(self.get(name).model.personal)
+        staged = self.staging.get(name)
+        if staged is not None:
+            columns |= staged.model.personal
+        return columns
+
     def route(self, name: str, key: str | None) -> tuple[Slot, bool]:
         """The slot that answers this request and whether it is the canary.
 

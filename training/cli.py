@@ -196,13 +196,26 @@ def import_cmd(
     data: Annotated[str, typer.Option(help="Sample data with the target (CSV/Parquet).")],
     target: Annotated[str, typer.Option(help="Target column in the sample.")],
     registry: RegistryOpt = Path("registry"),
+    personal_data: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated columns clients send that are personal data: accepted in "
+            "requests, never features, logged as keyed hashes or not at all."
+        ),
+    ] = None,
 ) -> None:
     """Register a pipeline fitted elsewhere; schema, reference and metrics come from a sample."""
     from training.importer import import_pipeline
 
+    personal = [c.strip() for c in (personal_data or "").split(",") if c.strip()]
     try:
         version = import_pipeline(
-            pipeline, name=name, sample=data, target=target, registry=Registry(registry)
+            pipeline,
+            name=name,
+            sample=data,
+            target=target,
+            registry=Registry(registry),
+            personal_data=personal,
         )
     except TrainingError as exc:
         raise _fail(exc) from None

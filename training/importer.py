@@ -27,6 +27,7 @@ def import_pipeline(
     target: str,
     registry: Registry,
     reference_rows: int = 5000,
+    personal_data: list[str] | None = None,
 ) -> int:
     """Load, check on the sample, derive schema/metrics/reference, publish; returns the version."""
     try:
@@ -43,10 +44,20 @@ def import_pipeline(
         raise TrainingError(f"pipeline {pipeline_path}: the object has no predict()")
     frame = data.load_dataset(sample)
     data.require_columns(frame, [target], "target")
+    personal = list(personal_data or [])
+    data.require_columns(frame, personal, "personal-data")
     names = getattr(model, "feature_names_in_", None)
     features = (
-        [str(c) for c in names] if names is not None else [c for c in frame.columns if c != target]
+        [str(c) for c in names]
+        if names is not None
+        else [c for c in frame.columns if c != target and c not in personal]
     )
+    read = sorted(set(features) & set(personal))
+    if read:
+        raise TrainingError(
+            f"personal-data column(s) {read} are features of the pipeline: their values would "
+            "be logged; refit without them or do not declare them personal"
+        )
     data.require_columns(frame, features, "feature")
     task = (
         "classification"
@@ -79,6 +90,7 @@ def import_pipeline(
         "target": target,
         "classes": model_classes if task == "classification" else None,
         "label_type": label_type,
+        "personal_data": personal,
         "features": [f.model_dump(exclude_none=True) for f in infer_schema(x, kinds)],
         "metrics": {"sample": metrics},
         # What monitoring and the gates judge by: the task's default metric, scored on the

@@ -27,7 +27,7 @@ from service.errors import (
 )
 from service.ids import issued_at, new_ids
 from service.logwriter import LogFull
-from service.model import LoadedModel, Outputs
+from service.model import LoadedModel, Outputs, redact
 from service.models import Slot
 from service.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse, PredictResponse
 from service.store import encode, prediction_rows
@@ -272,13 +272,14 @@ def log_rows(
 ) -> list[dict[str, Any]]:
     """Prediction-log rows; a shadow row gets its own id and points at the answered one."""
     key = state.settings.personal_data_key
+    personal = state.manager.personal(name)
     own_ids = new_ids(len(ids)) if shadow else ids
     return prediction_rows(
         ids=own_ids,
         model=name,
         version=model.version,
         created_at=time.time(),
-        inputs=[model.redact(inst, key) for inst in instances] if model.personal else instances,
+        inputs=[redact(inst, personal, key) for inst in instances] if personal else instances,
         predictions=out.predictions,
         probabilities=out.probabilities,
         latency_ms=latency_ms,
