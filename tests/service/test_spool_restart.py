@@ -23,6 +23,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from service.logwriter import Spool
 from service.store import normalise_url
 from tests.service.conftest import Server, free_port
 from tests.service.test_http import hammer
@@ -122,10 +123,6 @@ def load(server: Server, registry: Path, seconds: float, clients: int = 4) -> li
     return answered
 
 
-def spooled_files(spool: Path) -> list[Path]:
-    return sorted(spool.rglob("*.jsonl"))
-
-
 def test_store_down_sigterm_restart_on_the_same_spool_store_up(
     server_env: dict[str, str], registry_copy: Path, outage: Outage, tmp_path: Path
 ) -> None:
@@ -144,7 +141,7 @@ def test_store_down_sigterm_restart_on_the_same_spool_store_up(
         out_first = first.stop()  # SIGTERM while the store is down: the queues go to the spool
     assert answered, out_first[-2000:]
     assert outage.logged_ids() == []
-    on_disk = {f.parent.name for f in spooled_files(spool)}
+    on_disk = {f.parent.name for f in Spool.all_files(spool)}
     assert on_disk, out_first[-2000:]
 
     second = StoreDownServer(env, workers=1)  # same spool, store still down, one worker fewer
@@ -163,4 +160,4 @@ def test_store_down_sigterm_restart_on_the_same_spool_store_up(
     )
     assert len(ids) == len(set(ids))  # nothing twice
     assert set(ids) == set(answered), (out_first + out_second)[-3000:]  # nothing lost
-    assert spooled_files(spool) == []  # every folder replayed, the dead worker's too
+    assert Spool.all_files(spool) == []  # every folder replayed, the dead worker's too
