@@ -8,7 +8,8 @@ ServiceError
  ├── InvalidInstances (422)    instances that break the model's schema (one entry per problem)
  ├── InvalidRequest (422)      another body that breaks its schema, e.g. a label that is no class
  ├── ClientGone (499)          the client hung up before its body arrived (nginx's code)
- └── Unavailable (503)         no model loaded, log store and spool both full
+ └── Unavailable (503)         no model loaded, log store and spool both full, the log did not
+                               take the rows in time, a version retired mid-call
 """
 
 from __future__ import annotations
