@@ -208,8 +208,7 @@ def logged_after_kill(env: dict[str, str]) -> set[str]:
     from service.logwriter import Spool
 
     ids = {r["id"] for r in PredictionStore(env["SERVEWATCH_DATABASE_URL"]).read_window("demo")}
-    spool = Spool(Path(env["SERVEWATCH_SPOOL_DIR"]), 1 << 30)
-    for path in spool.files():
+    for path in Spool.all_files(Path(env["SERVEWATCH_SPOOL_DIR"])):  # every worker's folder
         ids |= {r["id"] for r in Spool.read(path)}
     return ids
 
