@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from service.config import Settings
+from service.dataplane import DataPlane
 from service.errors import NotFound, Unauthorized
 from service.logwriter import LogWriter
 from service.models import ModelManager
@@ -21,6 +22,7 @@ class AppState:
     manager: ModelManager
     store: PredictionStore
     writer: LogWriter
+    plane: DataPlane
     extra_collectors: list[Any] = field(default_factory=list)
     load_problems: list[str] = field(default_factory=list)
 

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from service import errors, metrics
 from service.canary import CanaryLimits
 from service.config import Settings
+from service.dataplane import DataPlane
 from service.deps import AppState
 from service.logwriter import LogWriter, Spool
 from service.models import ModelManager, settle_heap
@@ -85,7 +86,8 @@ def create_app(
         settle_heap()
         if not manager.refs:
             problems.append(f"the registry {settings.registry} holds no model")
-        app.state.sw = AppState(settings, manager, store, writer, collectors, problems)
+        plane = DataPlane(manager, writer, store, settings)
+        app.state.sw = AppState(settings, manager, store, writer, plane, collectors, problems)
         running = []
         if settings.reload_interval_s > 0:
             running.append(asyncio.create_task(manager.watch(settings.reload_interval_s)))

@@ -99,3 +99,30 @@ def test_a_failing_call_fails_its_callers_and_the_batcher_goes_on(inline: float)
     assert first[0].predictions == [1]
     assert isinstance(first[1], ValueError)
     assert after.predictions == [2]
+
+
+def test_a_retired_batcher_still_answers_and_never_strands_a_call() -> None:
+    """After close() (its version swapped out) a late call is answered directly; a call still
+    queued when close() gives up gets a 503, never an endless wait."""
+    from service.errors import Unavailable
+
+    async def scenario() -> tuple[Outputs, BaseException | None]:
+        with ThreadPoolExecutor(1, thread_name_prefix="model") as ex:
+            retired = MicroBatcher(Echo(), ex, max_rows=8, max_wait_s=0.0)  # type: ignore[arg-type]
+            retired.start()
+            await retired.close()
+            late = await asyncio.wait_for(retired.predict({"x": [7]}, 1), timeout=5)
+            slow = MicroBatcher(Echo(delay_s=0.5), ex, max_rows=1, max_wait_s=0.0)  # type: ignore[arg-type]
+            slow.start()
+            first = asyncio.ensure_future(slow.predict({"x": [1]}, 1))
+            queued = asyncio.ensure_future(slow.predict({"x": [2]}, 1))
+            await asyncio.sleep(0.05)
+            await slow.close(timeout_s=0.01)
+            outcome = await asyncio.wait_for(
+                asyncio.gather(first, queued, return_exceptions=True), timeout=5
+            )
+            return late, next((o for o in outcome if isinstance(o, BaseException)), None)
+
+    late, refused = asyncio.run(scenario())
+    assert late.predictions == [7]
+    assert isinstance(refused, Unavailable) and "retired" in str(refused)

@@ -136,8 +136,9 @@ def test_no_request_fails_during_swaps_under_load(
 def test_a_request_whose_body_arrives_across_a_swap_is_answered(
     server_env: dict[str, str], registry_copy: Path, endpoint: str
 ) -> None:
-    """The route takes the version's slot, then waits for the body; the swap retires that
-    version's batcher meanwhile. The late call must still be answered (on the old version)."""
+    """The body is still arriving when a new version is swapped in and the old one's batcher is
+    retired. The request must still be answered: the data plane chooses the version only once
+    the body has arrived, so it is the new one."""
     import socket
     import time
 
@@ -166,7 +167,7 @@ def test_a_request_whose_body_arrives_across_a_swap_is_answered(
         sock.close()
         status = reply.split(b" ", 2)[1]
         assert status == b"200", reply[:500]
-        assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["version"] == 1
+        assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["version"] == v2
         after = httpx.post(
             f"{server.url}/v1/models/demo/{endpoint}",
             json={"instances": [example(registry_copy)]},

@@ -1,0 +1,346 @@
+"""DataPlane: predict, explain and feedback behind thin routes.
+
+Canary routing, validation, micro-batched model calls, shadow calls, ids, the prediction log and
+the request metrics live here; the routes only read the body and hand it in (as MLServer's
+endpoints delegate to its data plane). A request's version is chosen after its body has arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import TracebackType
+from typing import Any
+
+import orjson
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from service import metrics
+from service.config import Settings
+from service.errors import InvalidInstances, InvalidRequest, PayloadTooLarge, Unavailable
+from service.ids import issued_at, new_ids
+from service.logwriter import LogFull, LogWriter
+from service.model import LoadedModel, Outputs, redact
+from service.models import ModelManager, Slot
+from service.schemas import FeedbackRequest, FeedbackResponse
+from service.store import PredictionStore, encode, prediction_rows
+from service.validation import Checked
+from training import labels
+
+log = logging.getLogger("servewatch.predict")
+
+# A label may arrive before its prediction row is flushed (or from another replica's queue):
+# ids issued this recently are accepted and join once the row lands.
+FEEDBACK_GRACE_S = 120.0
+
+
+class Call:
+    """One request through the data plane, as a context manager that counts it and observes its
+    latency by model, version and endpoint on the way out (and feeds the canary guard)."""
+
+    __slots__ = ("endpoint", "name", "version", "canary", "started", "_plane")
+
+    def __init__(self, plane: DataPlane, endpoint: str, name: str) -> None:
+        self._plane = plane
+        self.endpoint = endpoint
+        self.name = name
+        self.version = ""  # the answering version, once chosen
+        self.canary: bool | None = None  # None: no canary configured for this model
+        self.started = 0.0
+
+    def __enter__(self) -> Call:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        status = int(getattr(exc, "status_code", 500)) if isinstance(exc, Exception) else 200
+        self._plane.record(self, status, time.perf_counter() - self.started)
+
+
+class DataPlane:
+    """What every predict, explain and feedback request goes through."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        writer: LogWriter,
+        store: PredictionStore,
+        settings: Settings,
+    ) -> None:
+        self.manager = manager
+        self.writer = writer
+        self.store = store
+        self.settings = settings
+        self.max_body_bytes = settings.max_body_bytes
+        self._sync = settings.log_durability == "sync"
+
+    def call(self, endpoint: str, name: str) -> Call:
+        return Call(self, endpoint, name)
+
+    def record(self, call: Call, status: int, elapsed: float) -> None:
+        manager, name = self.manager, call.name
+        known = name if name in manager.slots else "_unknown"
+        metrics.child(metrics.REQUESTS, known, call.version, call.endpoint, str(status)).inc()
+        metrics.child(metrics.REQUEST_SECONDS, known, call.version, call.endpoint).observe(elapsed)
+        if name in manager.canary and name in manager.staging and call.version:
+            manager.guard(name).record(is_canary=bool(call.canary), status=status, seconds=elapsed)
+
+    async def predict(self, call: Call, body: Any, request_key: str | None) -> bytes:
+        """Answer the instances in `body` (canary and shadow as configured); the JSON reply."""
+        name, manager = call.name, self.manager
+        prod = manager.get(name)
+        call.version = str(prod.model.version)
+        # Clients speak the production schema; a canary answers only what it can read from it.
+        instances, checked = self.check(prod, name, body)
+        slot = prod
+        if name in manager.canary:  # the request key matters only when a canary is configured
+            slot, call.canary = manager.route(name, request_key)
+            if slot is not prod:
+                projected = slot.model.validator.check(project(instances, slot))
+                if isinstance(projected, list):
+                    slot, call.canary = prod, False
+                else:
+                    checked = projected
+        call.version = str(slot.model.version)
+        out = await slot.batcher.predict(checked.columns, len(instances))
+        ids = new_ids(len(instances))
+        reply = await self.answer(call, slot.model, instances, out, ids)
+        shadow = manager.staging.get(name) if name in manager.shadow else None
+        if shadow is not None:
+            manager.spawn(self.shadow_predict(name, shadow, instances, ids))
+        return reply
+
+    async def explain(self, call: Call, body: Any) -> bytes:
+        """Predictions with each input feature's contribution; the JSON reply."""
+        slot = self.manager.get(call.name)
+        call.version = str(slot.model.version)
+        instances, checked = self.check(slot, call.name, body)
+        model = slot.model
+        out = await slot.batcher.predict(checked.columns, len(instances))
+        loop = asyncio.get_running_loop()
+        # Same single model thread as predictions: explanations never over-subscribe the CPU.
+        explanations = await loop.run_in_executor(
+            self.manager.executor, model.explain_columns, checked.columns
+        )
+        extras = [{"explanation": e} for e in explanations]
+        return await self.answer(call, model, instances, out, new_ids(len(instances)), extras)
+
+    def check(self, slot: Slot, name: str, body: Any) -> tuple[list[dict[str, Any]], Checked]:
+        """The body's instances, checked against the version's schema (422 naming each problem)."""
+        if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+            raise InvalidInstances(
+                'body must be {"instances": [{feature: value, ...}, ...]}',
+                [_problem("instances", "required", "a list of instances is required")],
+            )
+        extra = sorted(k for k in body if k != "instances")
+        if extra:
+            raise InvalidInstances(
+                f"unknown top-level field(s): {extra}",
+                [_problem(k, "unknown", "unknown field") for k in extra],
+            )
+        instances: list[dict[str, Any]] = body["instances"]
+        if not instances:
+            raise InvalidInstances(
+                "instances is empty", [_problem("instances", "min_items", "at least one instance")]
+            )
+        if len(instances) > self.settings.max_instances:
+            raise PayloadTooLarge(
+                f"{len(instances)} instances; the limit is {self.settings.max_instances}"
+            )
+        checked = slot.model.validator.check(instances)
+        if isinstance(checked, list):
+            for p in checked:
+                # a client chooses unknown field names: one label value for all of them
+                feature = "_unknown" if p.rule == "unknown" else p.feature or "_instance"
+                metrics.VALIDATION_ERRORS.labels(name, feature, p.rule).inc()
+            raise InvalidInstances(
+                f"{len(checked)} problem(s) in the instances", [p.as_dict() for p in checked[:100]]
+            )
+        for feat, n in checked.out_of_range.items():
+            metrics.OUT_OF_RANGE.labels(name, feat).inc(n)
+        for feat, n in checked.unseen.items():
+            metrics.UNSEEN_CATEGORIES.labels(name, feat).inc(n)
+        return instances, checked
+
+    def log_rows(
+        self,
+        name: str,
+        model: LoadedModel,
+        instances: list[dict[str, Any]],
+        out: Outputs,
+        ids: list[str],
+        *,
+        latency_ms: float,
+        shadow: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Prediction-log rows, redacted with every personal column of production and staging;
+        a shadow row gets its own id and points at the answered one."""
+        personal = self.manager.personal(name)
+        key = self.settings.personal_data_key
+        return prediction_rows(
+            ids=new_ids(len(ids)) if shadow else ids,
+            model=name,
+            version=model.version,
+            created_at=time.time(),
+            inputs=[redact(inst, personal, key) for inst in instances] if personal else instances,
+            predictions=out.predictions,
+            probabilities=out.probabilities,
+            latency_ms=latency_ms,
+            shadow=shadow,
+            ref_ids=ids if shadow else None,
+        )
+
+    async def answer(
+        self,
+        call: Call,
+        model: LoadedModel,
+        instances: list[dict[str, Any]],
+        out: Outputs,
+        ids: list[str],
+        extras: list[dict[str, Any]] | None = None,
+    ) -> bytes:
+        """Queue each prediction's log row, count it, and build the reply."""
+        name = call.name
+        latency_ms = (time.perf_counter() - call.started) * 1000
+        rows = self.log_rows(name, model, instances, out, ids, latency_ms=latency_ms)
+        preds = []
+        for i in range(len(instances)):
+            item: dict[str, Any] = {"prediction_id": ids[i], "prediction": out.predictions[i]}
+            if out.probabilities is not None:
+                item["probabilities"] = out.probabilities[i]
+            if extras is not None:
+                item.update(extras[i])
+            preds.append(item)
+        try:
+            # answered only once the row is on its way to the log (or, in sync mode, in it)
+            await self.writer.put(rows, durable=self._sync)
+        except LogFull as exc:
+            raise Unavailable(str(exc)) from None
+        version = str(model.version)
+        if out.probabilities is not None:
+            counts: dict[str, int] = {}
+            for p in out.predictions:
+                k = labels.key(p)
+                counts[k] = counts.get(k, 0) + 1
+            for cls, n in counts.items():
+                metrics.child(metrics.PREDICTIONS, name, version, cls).inc(n)
+        else:
+            metrics.PREDICTIONS.labels(name, version, "").inc(len(preds))
+            hist = metrics.PREDICTION_VALUES.labels(name, version)
+            for v in out.predictions:
+                hist.observe(v)
+        return orjson.dumps({"model": name, "version": model.version, "predictions": preds})
+
+    async def shadow_predict(
+        self, name: str, slot: Slot, instances: list[dict[str, Any]], parent_ids: list[str]
+    ) -> None:
+        """The staging version on the same inputs, off the request path; logged, never returned."""
+        version = str(slot.model.version)
+        try:
+            shadow_checked = slot.model.validator.check(project(instances, slot))
+            if isinstance(shadow_checked, list):
+                metrics.SHADOW_PREDICTIONS.labels(name, version, "schema_mismatch").inc(
+                    len(instances)
+                )
+                return
+            out = await slot.batcher.predict(shadow_checked.columns, len(instances))
+            rows = self.log_rows(
+                name, slot.model, instances, out, parent_ids, latency_ms=0.0, shadow=True
+            )
+            await self.writer.put(rows)
+        except Exception as exc:  # a failing shadow never touches production traffic
+            metrics.SHADOW_PREDICTIONS.labels(name, version, "failed").inc(len(instances))
+            log.warning("shadow prediction of %s v%s failed: %s", name, version, exc)
+            return
+        metrics.SHADOW_PREDICTIONS.labels(name, version, "logged").inc(len(instances))
+
+    async def feedback(self, name: str, body: Any) -> FeedbackResponse:
+        """Store ground-truth labels for earlier predictions; labels are checked against the
+        production version's label type and classes."""
+        given = feedback_labels(body, self.manager.get(name).model)
+        ids = [pid for pid, _ in given]
+        try:
+            in_db = await run_in_threadpool(self.store.existing_ids, ids)
+        except Exception:
+            metrics.FEEDBACK.labels(name, "store_down").inc(len(ids))
+            raise Unavailable("the prediction log store is unreachable; retry later") from None
+        now = time.time()
+        recent = self.writer.recent
+        rows, items = [], []
+        for pid, label in given:
+            issued = issued_at(pid)
+            known = (
+                pid in in_db
+                or pid in recent
+                or (issued is not None and now - issued <= FEEDBACK_GRACE_S)
+            )
+            if known:
+                rows.append(
+                    {
+                        "prediction_id": pid,
+                        "model": name,
+                        "label": encode(label),
+                        "received_at": now,
+                    }
+                )
+            items.append(
+                {"prediction_id": pid, "status": "stored" if known else "unknown_prediction"}
+            )
+        try:
+            await run_in_threadpool(self.store.write_labels, rows)
+        except Exception:
+            metrics.FEEDBACK.labels(name, "store_down").inc(len(ids))
+            raise Unavailable("the prediction log store is unreachable; retry later") from None
+        metrics.FEEDBACK.labels(name, "stored").inc(len(rows))
+        metrics.FEEDBACK.labels(name, "unknown").inc(len(ids) - len(rows))
+        return FeedbackResponse.model_validate(
+            {"stored": len(rows), "unknown": len(ids) - len(rows), "items": items}
+        )
+
+
+def _problem(feature: str, rule: str, message: str) -> dict[str, Any]:
+    return {"instance": None, "feature": feature, "rule": rule, "message": message}
+
+
+def project(instances: list[dict[str, Any]], slot: Slot) -> list[dict[str, Any]]:
+    """The instances restricted to what `slot`'s version reads (its features, personal data)."""
+    known = slot.model.validator.known
+    return [{k: v for k, v in inst.items() if k in known} for inst in instances]
+
+
+def feedback_labels(body: Any, model: LoadedModel) -> list[tuple[str, Any]]:
+    """(prediction id, label in the model's type) per item, or one 422 naming every bad item and
+    the rule it breaks."""
+    try:
+        request = FeedbackRequest.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            "the feedback body breaks the schema",
+            [
+                {
+                    "field": ".".join(str(p) for p in e["loc"]) or "(body)",
+                    "rule": e["type"],
+                    "message": e["msg"],
+                }
+                for e in exc.errors()[:100]
+            ],
+        ) from None
+    out, problems = [], []
+    for i, item in enumerate(request.labels):
+        try:
+            label = labels.coerce(item.label, model.label_type, model.answers or None)
+        except ValueError as exc:
+            rule, _, message = str(exc).partition(": ")
+            problems.append({"field": f"labels.{i}.label", "rule": rule, "message": message})
+            continue
+        out.append((item.prediction_id, label))
+    if problems:
+        raise InvalidRequest(f"{len(problems)} label(s) rejected", problems[:100])
+    return out

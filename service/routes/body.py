@@ -1,0 +1,35 @@
+"""Reading a JSON body: content type, a byte limit checked while it streams, orjson parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from starlette.requests import ClientDisconnect
+
+from service.errors import BadRequest, ClientGone, PayloadTooLarge
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, after the content type and size checks (413 as soon as it is over)."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("application/json"):
+        raise BadRequest(f"content-type must be application/json, got {ctype or 'none'!r}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+    except ClientDisconnect:
+        raise ClientGone("the client closed the connection before sending its body") from None
+    if not body:
+        raise BadRequest("empty body; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
