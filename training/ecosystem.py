@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,30 @@ def load_model(path: str | Path) -> Any:
     try:
         return joblib.load(path)
     except ModuleNotFoundError as exc:
-        if isinstance(exc, MissingModelPackage) or not exc.name:
+        named = _named(exc)
+        if named is exc:
             raise
-        root = exc.name.split(".", 1)[0]
-        extra = EXTRAS.get(root)
-        raise MissingModelPackage(root, extra) from exc
+        raise named from exc
+
+
+def load_model_bytes(data: bytes) -> Any:
+    """`load_model` from bytes already read (and verified) in memory: the file is not reopened,
+    so what was hashed is what is unpickled."""
+    try:
+        return joblib.load(io.BytesIO(data))
+    except ModuleNotFoundError as exc:
+        named = _named(exc)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _named(exc: ModuleNotFoundError) -> ModuleNotFoundError:
+    """The error to raise for a failed import while unpickling: the missing package named."""
+    if isinstance(exc, MissingModelPackage) or not exc.name:
+        return exc
+    root = exc.name.split(".", 1)[0]
+    return MissingModelPackage(root, EXTRAS.get(root))
 
 
 def _root(obj: Any) -> str:

@@ -21,7 +21,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,6 +115,62 @@ def verify_signature(manifest: dict[str, Any], key: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class VerifiedVersion:
+    """A version read once: the manifest parsed from the bytes its signature was checked on,
+    and the bytes of the files asked for, the same bytes that were hashed. Load from these,
+    never from the folder again: a file swapped on disk after the check is never read."""
+
+    manifest: Manifest
+    raw: dict[str, Any]
+    contents: dict[str, bytes]
+    problems: list[str]
+    """Empty when the signature (with a key) and every listed file's SHA-256 match."""
+
+
+def read_verified(
+    version_dir: Path, *, signing_key: str | None, keep: Collection[str] = (MODEL_FILE,)
+) -> VerifiedVersion:
+    """Read `manifest.json` once, check its signature (when a key is set) over those bytes and
+    parse the manifest from the same bytes; read every listed file once, hash it, and keep the
+    bytes of the files in `keep` (a kept file the manifest does not list is a problem).
+
+    Raises FileNotFoundError without a manifest, ValueError (or pydantic's) when it is not a
+    valid one."""
+    data = (version_dir / MANIFEST).read_bytes()
+    raw: dict[str, Any] = json.loads(data)
+    if not isinstance(raw, dict):
+        raise ValueError("the manifest is not a JSON object")
+    manifest = Manifest.model_validate_json(data)
+    problems: list[str] = []
+    if signing_key:
+        bad = verify_signature(raw, signing_key)
+        if bad:
+            problems.append(bad)
+    if not manifest.files:
+        problems.append("manifest lists no files")
+    contents: dict[str, bytes] = {}
+    for rel, expected in manifest.files.items():
+        path = version_dir / rel
+        try:
+            if rel in keep:
+                body = path.read_bytes()
+                digest = hashlib.sha256(body).hexdigest()
+            else:
+                body, digest = b"", sha256_file(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            problems.append(f"{rel}: missing")
+            continue
+        if digest != expected:
+            problems.append(f"{rel}: SHA-256 does not match the manifest")
+        elif rel in keep:
+            contents[rel] = body
+    for rel in keep:
+        if rel not in manifest.files and rel == MODEL_FILE:
+            problems.append(f"{rel}: not listed in the manifest")
+    return VerifiedVersion(manifest, raw, contents, problems)
+
+
 def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
     """Differences between the folder and the manifest's SHA-256 list (empty: all good)."""
     problems = []
@@ -160,6 +217,18 @@ class Registry:
             return Manifest.model_validate_json(path.read_bytes())
         except FileNotFoundError:
             raise TrainingError(f"model {name} has no version {version}") from None
+
+    def read_verified(
+        self, name: str, version: int, *, keep: Collection[str] = (MODEL_FILE,)
+    ) -> VerifiedVersion:
+        """The version read once and checked against its manifest (and signature, with a key);
+        see `read_verified`. TrainingError when there is no such version."""
+        try:
+            return read_verified(self.path(name, version), signing_key=self.signing_key, keep=keep)
+        except FileNotFoundError as exc:
+            if exc.filename == str(self.path(name, version) / MANIFEST):
+                raise TrainingError(f"model {name} has no version {version}") from None
+            raise
 
     def raw_manifest(self, name: str, version: int) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.path(name, version) / MANIFEST).read_text())

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from training.errors import TrainingError
-from training.registry import Manifest, Registry, verify_files
+from training.registry import MODEL_FILE, Manifest, Registry, read_verified, verify_files
 
 
 def minimal_manifest() -> dict[str, Any]:
@@ -118,3 +118,23 @@ def test_manifest_model_reads_extra_fields(tmp_path: Path) -> None:
     reg.publish("m", lambda f: {**stage_ok(f), "anything": 1})
     assert isinstance(reg.manifest("m", 1), Manifest)
     assert reg.raw_manifest("m", 1)["anything"] == 1
+
+
+def test_read_verified_checks_the_bytes_it_keeps(tmp_path: Path) -> None:
+    reg = Registry(tmp_path, signing_key="k" * 20)
+    reg.publish("m", stage_ok)
+    folder = reg.path("m", 1)
+    ok = reg.read_verified("m", 1)
+    assert ok.problems == [] and ok.contents == {MODEL_FILE: b"model bytes"}
+    assert ok.manifest.version == 1 and ok.raw["signature"]
+    assert read_verified(folder, signing_key="another key 0123").problems == [
+        "manifest signature does not match (tampered, or signed with another key)"
+    ]
+    (folder / MODEL_FILE).write_bytes(b"evil")
+    bad = reg.read_verified("m", 1)
+    assert bad.problems == ["model.joblib: SHA-256 does not match the manifest"]
+    assert bad.contents == {}  # bytes that failed their hash are never handed out
+    (folder / MODEL_FILE).unlink()
+    assert reg.read_verified("m", 1).problems == ["model.joblib: missing"]
+    with pytest.raises(TrainingError, match="no version 2"):
+        reg.read_verified("m", 2)
