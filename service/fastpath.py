@@ -7,18 +7,24 @@ so they are replayed here on column lists. Anything else (interactions, PCA, ano
 returns None and the pipeline is used as it is. FastEstimator does the same for linear models,
 plain or calibrated: their predict_proba is a matrix product and a sigmoid, but scikit-learn's input
 checks cost about 0.2 ms per call and CalibratedClassifierCV makes six. Equality with the pipeline
-is checked when a version loads.
+is checked when a version loads (service/model.py), on reference rows and on generated awkward
+ones, and every fitted parameter the replay relies on is checked explicitly here: a part whose
+parameters it does not implement is not replayed.
+
+Timestamps are parsed by one function, `parse_timestamp`, on both paths: `LoadedModel.frame`
+(what the pipeline reads) and the replay, so the two cannot disagree on what a value means.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from scipy.special import expit, softmax
 from sklearn.base import is_regressor
-from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
@@ -42,7 +48,85 @@ from sklearn.preprocessing import (
 
 from training.transformers import DatetimeFeatures, QuantileClipper
 
+try:  # private in scikit-learn: when a release moves it, sigmoid calibration is not replayed
+    from sklearn.calibration import _SigmoidCalibration as _Sigmoid
+
+    SIGMOID: type[Any] | None = _Sigmoid
+except ImportError:  # pragma: no cover - depends on the installed scikit-learn
+    SIGMOID = None
+
 UNSEEN = "\x00servewatch-unseen\x00"
+# The span of the datetime64[ns] column the pipeline reads (pandas' Timestamp.min/max, to the
+# microsecond inside it): a timestamp outside it cannot be a value of that column, so it is missing.
+TS_MIN = datetime(1677, 9, 21, 0, 12, 43, 145225)
+TS_MAX = datetime(2262, 4, 11, 23, 47, 16, 854775)
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """One timestamp as both serving paths read it: naive UTC, or None (missing).
+
+    ISO 8601 text as the validator accepts it (`datetime.fromisoformat`, `Z` for UTC), parsed one
+    value at a time so a micro-batch never mixes formats (pandas infers one format per column
+    and blanks the values in another); offsets converted to UTC; anything unparseable, or
+    outside the datetime64[ns] range (before 1677-09-21, after 2262-04-11, or pushed out of any
+    datetime by its offset), is missing and imputed like a null. datetime objects (pandas
+    Timestamps too) pass through the same conversion."""
+    if isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    elif isinstance(value, datetime):
+        ts = value
+        if ts != ts:  # NaT
+            return None
+        if type(ts) is not datetime:  # a pandas Timestamp: to the microsecond
+            ts = datetime(
+                ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second, ts.microsecond, ts.tzinfo
+            )
+    else:
+        return None
+    if ts.tzinfo is not None:
+        try:
+            ts = ts.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+            return None
+    if not TS_MIN <= ts <= TS_MAX:
+        return None
+    return ts
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _imputer(step: Any, *, categorical: bool = False) -> SimpleImputer:
+    """The fitted SimpleImputer if the replay implements its parameters, else TypeError: missing
+    means NaN (or None for categories), a known strategy, one fill value per column (a column
+    empty in training is dropped by scikit-learn: not replayed), dense indicators."""
+    if not isinstance(step, SimpleImputer):
+        raise TypeError(type(step).__name__)
+    mv = step.missing_values
+    if not (_nan(mv) or (categorical and mv is None)):
+        raise TypeError(f"missing_values={mv!r}")
+    if step.strategy not in ("mean", "median", "most_frequent", "constant"):
+        raise TypeError(f"strategy={step.strategy!r}")
+    stats = list(step.statistics_)
+    if any(v is None or _nan(v) for v in stats):
+        raise TypeError("a feature without a fill value (empty in training)")
+    if not categorical and not all(isinstance(v, int | float | np.number) for v in stats):
+        raise TypeError("non-numeric fill values")
+    indicator = step.indicator_ if step.add_indicator else None
+    if indicator is not None:
+        if categorical:
+            raise TypeError("missing-value indicators on categories")
+        if indicator.sparse is True or indicator.features not in ("missing-only", "all"):
+            raise TypeError("sparse or unknown indicators")
+        if not (_nan(indicator.missing_values)):
+            raise TypeError("indicator missing_values")
+    return step
+
+
 LINEAR = (
     LogisticRegression,
     SGDClassifier,
@@ -54,36 +138,54 @@ LINEAR = (
 )
 
 
-def _scale(step: Any) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
-    """(offset, factor) so that scaled = (x - offset) * factor, or None when unsupported."""
+class _Scale:
+    """A fitted scaler's transform, with scikit-learn's own operations in its order (so even
+    values near the float limits round alike): (x - offset) / divisor for StandardScaler and
+    RobustScaler, x * factor + offset for MinMaxScaler."""
+
+    def __init__(self, step: Any) -> None:
+        self.divide = not isinstance(step, MinMaxScaler)
+        if isinstance(step, StandardScaler):
+            self.offset = np.asarray(step.mean_ if step.with_mean else 0.0, dtype=float)
+            self.factor = np.asarray(step.scale_ if step.with_std else 1.0, dtype=float)
+        elif isinstance(step, RobustScaler):
+            self.offset = np.asarray(step.center_ if step.with_centering else 0.0, dtype=float)
+            self.factor = np.asarray(step.scale_ if step.with_scaling else 1.0, dtype=float)
+        elif isinstance(step, MinMaxScaler) and not step.clip:
+            self.offset = np.asarray(step.min_, dtype=float)
+            self.factor = np.asarray(step.scale_, dtype=float)
+        else:
+            raise TypeError(type(step).__name__)
+
+    def __call__(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.divide:
+                return (x - self.offset) / self.factor  # type: ignore[no-any-return]
+            return x * self.factor + self.offset  # type: ignore[no-any-return]
+
+
+def _scale(step: Any) -> _Scale | None:
+    """The scaler's replay, None for no scaling, TypeError when unsupported."""
     if step == "passthrough" or step is None:
         return None
-    if isinstance(step, StandardScaler):
-        mean = step.mean_ if step.with_mean else 0.0
-        scale = step.scale_ if step.with_std else 1.0
-        return np.asarray(mean, dtype=float), 1.0 / np.asarray(scale, dtype=float)
-    if isinstance(step, RobustScaler):
-        center = step.center_ if step.with_centering else 0.0
-        scale = step.scale_ if step.with_scaling else 1.0
-        return np.asarray(center, dtype=float), 1.0 / np.asarray(scale, dtype=float)
-    if isinstance(step, MinMaxScaler) and not step.clip:
-        return -step.min_ / step.scale_, np.asarray(step.scale_, dtype=float)
-    raise TypeError(type(step).__name__)
+    return _Scale(step)
 
 
 class _Numeric:
     def __init__(self, pipe: Pipeline, columns: list[str]) -> None:
         self.columns = columns
         self.lower = self.upper = None
-        self.scale = None
+        self.scale: _Scale | None = None
         steps = dict(pipe.steps)
         unknown = set(steps) - {"clip", "impute", "scale"}
         if unknown:
             raise TypeError(f"steps {sorted(unknown)}")
         if "clip" in steps:
-            clip: QuantileClipper = steps["clip"]
+            clip = steps["clip"]
+            if not isinstance(clip, QuantileClipper):
+                raise TypeError(type(clip).__name__)
             self.lower, self.upper = clip.lower_bounds_, clip.upper_bounds_
-        imputer: SimpleImputer = steps["impute"]
+        imputer = _imputer(steps["impute"])
         self.fill = np.asarray(imputer.statistics_, dtype=float)
         self.indicators = (
             list(imputer.indicator_.features_) if imputer.indicator_ is not None else []
@@ -101,7 +203,7 @@ class _Numeric:
         if self.indicators:
             x = np.hstack([x, missing[:, self.indicators].astype(float)])
         if self.scale is not None:
-            x = (x - self.scale[0]) * self.scale[1]
+            x = self.scale(x)
         return x
 
 
@@ -110,10 +212,12 @@ class _Categorical:
         steps = dict(pipe.steps)
         if set(steps) != {"impute", "encode"}:
             raise TypeError(f"steps {sorted(steps)}")
-        imputer: SimpleImputer = steps["impute"]
+        imputer = _imputer(steps["impute"], categorical=True)
         encoder = steps["encode"]
         if not isinstance(encoder, OneHotEncoder | OrdinalEncoder):
             raise TypeError(type(encoder).__name__)
+        if encoder.handle_unknown == "error":  # scikit-learn raises on an unseen category
+            raise TypeError("handle_unknown='error'")
         self.columns = columns
         self.fill = imputer.statistics_
         self.width = len(pipe.get_feature_names_out())
@@ -170,8 +274,8 @@ class _Datetime:
             raise TypeError(f"steps {sorted(steps)}")
         if not isinstance(steps["parts"], DatetimeFeatures):
             raise TypeError(type(steps["parts"]).__name__)
-        imputer: SimpleImputer = steps["impute"]
-        if imputer.indicator_ is not None:
+        imputer = _imputer(steps["impute"])
+        if imputer.add_indicator:
             raise TypeError("missing-value indicators")
         self.columns = columns
         self.fill = np.asarray(imputer.statistics_, dtype=float)
@@ -179,19 +283,9 @@ class _Datetime:
 
     @staticmethod
     def _parts(value: Any) -> tuple[float, float, float]:
-        if isinstance(value, datetime):  # pandas Timestamps too
-            ts = value
-        elif isinstance(value, str):
-            try:
-                ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                return (np.nan, np.nan, np.nan)
-        else:
+        ts = parse_timestamp(value)
+        if ts is None:
             return (np.nan, np.nan, np.nan)
-        if ts != ts:  # NaT
-            return (np.nan, np.nan, np.nan)
-        if ts.tzinfo is not None:
-            ts = ts.astimezone(UTC).replace(tzinfo=None)
         return (float(ts.month), float(ts.weekday()), ts.hour + ts.minute / 60.0)
 
     def transform(self, data: dict[str, list[Any]], n: int) -> np.ndarray[Any, Any]:
@@ -202,7 +296,7 @@ class _Datetime:
         x = np.hstack(blocks)
         x = np.where(np.isnan(x), self.fill, x)
         if self.scale is not None:
-            x = (x - self.scale[0]) * self.scale[1]
+            x = self.scale(x)
         return x
 
 
@@ -217,11 +311,15 @@ class FastPreprocessor:
         pre = pipeline.steps[0][1]
         if not isinstance(pre, ColumnTransformer) or len(pipeline.steps) != 2:
             return None
+        if getattr(pre, "sparse_output_", False):
+            return None
         parts: list[tuple[str, Any]] = []
         try:
             for name, trans, cols in pre.transformers_:
-                if name == "remainder" or trans == "drop":
+                if isinstance(trans, str) and trans == "drop" or len(cols) == 0:
                     continue
+                if name == "remainder":  # passed through or transformed: not replayed
+                    return None
                 if name == "num":
                     parts.append(("num", _Numeric(trans, list(cols))))
                 elif name == "cat":
@@ -253,7 +351,7 @@ def _linear_scores(est: Any) -> Any:
 
 
 def _calibrator(cal: Any) -> Any:
-    if isinstance(cal, _SigmoidCalibration):
+    if SIGMOID is not None and isinstance(cal, SIGMOID):
         a, b = float(cal.a_), float(cal.b_)
         return lambda t: expit(-(a * t + b))
     if isinstance(cal, IsotonicRegression) and cal.out_of_bounds == "clip":
@@ -294,7 +392,8 @@ def _fused_binary_sigmoid(est: CalibratedClassifierCV) -> Any:
     if len(est.classes_) != 2 or not all(
         isinstance(cc.estimator, LINEAR)
         and len(cc.calibrators) == 1
-        and isinstance(cc.calibrators[0], _SigmoidCalibration)
+        and SIGMOID is not None
+        and isinstance(cc.calibrators[0], SIGMOID)
         for cc in members
     ):
         return None
@@ -310,13 +409,27 @@ def _fused_binary_sigmoid(est: CalibratedClassifierCV) -> Any:
     return proba
 
 
+def _finite(fn: Any) -> Any:
+    """`fn` refusing non-finite rows as scikit-learn's input check does (an unclipped 1e308
+    scaled past the float range): the replay answers exactly when the estimator would."""
+    if fn is None:
+        return None
+
+    def checked(x: np.ndarray[Any, Any]) -> Any:
+        if not np.isfinite(x).all():
+            raise ValueError("Input contains NaN or infinity.")
+        return fn(x)
+
+    return checked
+
+
 class FastEstimator:
     """The fitted final estimator replayed on the preprocessed matrix: linear models, plain or
     inside CalibratedClassifierCV. Trees, forests, boosting, SVMs and MLPs return None."""
 
     def __init__(self, proba: Any, predict: Any) -> None:
-        self.predict_proba = proba
-        self.predict = predict
+        self.predict_proba = _finite(proba)
+        self.predict = _finite(predict)
 
     @classmethod
     def from_estimator(cls, est: Any) -> FastEstimator | None:

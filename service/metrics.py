@@ -123,8 +123,8 @@ LOG_ACK_TIMEOUTS = Counter(
 FEEDBACK = Counter("servewatch_feedback_total", "Labels received, by result.", ["model", "result"])
 MODEL_INFO = Gauge(
     "servewatch_model_info",
-    "1 for each model version a worker serves.",
-    ["model", "version"],
+    "1 for each model version a worker serves; path: numpy (replayed), sklearn, or mixed.",
+    ["model", "version", "path"],
     multiprocess_mode="livemax",
 )
 STAGING_INFO = Gauge(

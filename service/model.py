@@ -4,30 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from service.fastpath import FastEstimator, FastPreprocessor
+from service.fastpath import FastEstimator, FastPreprocessor, parse_timestamp
 from service.validation import Validator
 from training import labels
-from training.ecosystem import MissingModelPackage, load_model
-from training.registry import (
-    MODEL_FILE,
-    REFERENCE_FILE,
-    Manifest,
-    Registry,
-    verify_files,
-    verify_signature,
-)
+from training.ecosystem import MissingModelPackage, load_model_bytes
+from training.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
 
 log = logging.getLogger("servewatch.model")
+
+# Timestamps the load-time check feeds both paths (valid ISO 8601, so a client may send them).
+EDGE_TIMESTAMPS = [
+    "9999-12-31T00:00:00",
+    "9999-12-31T23:59:59-01:00",  # past year 9999 in UTC
+    "0001-01-01",
+    "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+    "2262-04-11T23:47:17",  # just after pandas' last Timestamp
+    "1677-09-21T00:12:43",  # just before its first
+    "2024-02-29T23:45:00+05:30",
+    "2024-03-31T22:00:00Z",
+    "2024-07-06",
+    "2024-02-01 10:30",
+    "2024-W05-3",
+    "20240201T103000",
+]
 
 
 def redact(instance: dict[str, Any], personal: set[str], key: str | None) -> dict[str, Any]:
@@ -90,32 +101,33 @@ class LoadedModel:
     def load(
         cls, registry: Registry, name: str, version: int, *, fast_path: bool = True
     ) -> LoadedModel:
-        """Verify every file's SHA-256 against the manifest, then unpickle and warm up.
+        """Verify every file's SHA-256 (and the signature) against the manifest, then unpickle
+        and warm up.
 
-        Pickles run code when loaded: nothing is unpickled before the hashes match.
+        Each file is read once: the manifest is parsed from the bytes its signature was checked
+        on, and the model is unpickled from the bytes that were hashed, never reopened (pickles
+        run code: nothing is unpickled before its hash matches, and a file swapped on disk after
+        the check is never read).
         """
         path = registry.path(name, version)
         try:
-            manifest = registry.manifest(name, version)
+            checked = registry.read_verified(name, version, keep=(MODEL_FILE, REFERENCE_FILE))
         except Exception as exc:
             raise ModelLoadError(f"{name} v{version}: unreadable manifest ({exc})") from None
-        problems = verify_files(path, manifest)
-        if registry.signing_key:
-            bad = verify_signature(registry.raw_manifest(name, version), registry.signing_key)
-            if bad:
-                problems.insert(0, bad)
-        if problems:
-            raise ModelLoadError(f"{name} v{version}: refused, " + "; ".join(problems))
+        if checked.problems:
+            raise ModelLoadError(f"{name} v{version}: refused, " + "; ".join(checked.problems))
         try:
-            pipeline = load_model(path / MODEL_FILE)
+            pipeline = load_model_bytes(checked.contents[MODEL_FILE])
         except MissingModelPackage as exc:
             raise ModelLoadError(f"{name} v{version}: {exc}") from None
         except Exception as exc:
             raise ModelLoadError(f"{name} v{version}: model file failed to load ({exc})") from None
-        model = cls(manifest, pipeline, path)
+        model = cls(checked.manifest, pipeline, path)
         if fast_path:
+            reference = checked.contents.get(REFERENCE_FILE)
             try:
-                sample = pd.read_parquet(path / REFERENCE_FILE).head(200)
+                source: Any = io.BytesIO(reference) if reference else path / REFERENCE_FILE
+                sample = pd.read_parquet(source).head(200)
             except Exception:  # no usable reference: the pipeline as it is
                 sample = None
             if sample is not None:
@@ -125,6 +137,15 @@ class LoadedModel:
         except Exception as exc:
             raise ModelLoadError(f"{name} v{version}: warm-up prediction failed ({exc})") from None
         return model
+
+    @property
+    def serving_path(self) -> Literal["numpy", "sklearn", "mixed"]:
+        """Which code runs a model call: "numpy" (every fitted part replayed), "sklearn" (none:
+        the pipeline's own methods) or "mixed" (the preprocessing or the final estimator)."""
+        parts = [self._fast_est is not None]
+        if self._pre is not None:
+            parts.append(self._fast is not None)
+        return "numpy" if all(parts) else "mixed" if any(parts) else "sklearn"
 
     def explainer(self) -> Any:
         """Built on first use (it reads the reference sample as background); thread-safe."""
@@ -175,7 +196,10 @@ class LoadedModel:
         return {k: [v] for k, v in self.example_instance().items()}
 
     def frame(self, columns: dict[str, list[Any]]) -> pd.DataFrame:
-        """Typed columns straight into one DataFrame (no per-column casts afterwards)."""
+        """Typed columns straight into one DataFrame (no per-column casts afterwards).
+
+        Timestamps are parsed per value by `parse_timestamp`, the function the numpy replay
+        uses: both paths read every value alike, and a micro-batch never mixes formats."""
         data: dict[str, Any] = {}
         numeric, dates = self._numeric_set, self._datetime_set
         for col in self._columns:
@@ -183,16 +207,17 @@ class LoadedModel:
             if col in numeric:
                 data[col] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
             elif col in dates:
-                parsed = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", utc=True)
-                data[col] = parsed.dt.tz_localize(None)
+                data[col] = np.array([parse_timestamp(v) for v in values], dtype="datetime64[ns]")
             else:
                 data[col] = np.array(values, dtype=object)
         return pd.DataFrame(data, copy=False)
 
-    def enable_fast_path(self, sample: pd.DataFrame) -> bool:
-        """Use the numpy replays of the preprocessing and of the final estimator where each gives
-        the pipeline's exact output on `sample` (reference rows plus the schema example); any part
-        that is not replayed, or differs, stays scikit-learn's own. True when anything is used."""
+    def check_columns(self, sample: pd.DataFrame) -> dict[str, list[Any]]:
+        """What the load-time comparison feeds both paths: the reference rows, the schema
+        example, and generated awkward rows built on the example: each feature missing (and all
+        at once), an unseen category, numbers at the float limits and beyond the training range
+        (so beyond clipping bounds), edge timestamps (year 1 and 9999, offsets that leave the
+        calendar, date-only, week dates, just outside pandas' range)."""
         columns = {  # as requests carry them: timestamps as ISO 8601 text
             c: [
                 None if pd.isna(v) else (v.isoformat() if isinstance(v, pd.Timestamp) else v)
@@ -200,10 +225,34 @@ class LoadedModel:
             ]
             for c in self._columns
         }
-        for col, value in self.example_instance().items():
-            columns[col].append(value)
+        base = self.example_instance()
+        rows: list[dict[str, Any]] = [base, dict.fromkeys(base)]
+        for f in self.manifest.features:
+            values: list[Any] = [None]
+            if f.kind == "numeric":
+                lo = f.min if f.min is not None else 0.0
+                hi = f.max if f.max is not None else 0.0
+                span = hi - lo + 1.0
+                values += [1e308, -1e308, hi + 1000 * span, lo - 1000 * span, 0.0, -0.0, 5e-324]
+            elif f.kind == "categorical":
+                values += ["servewatch-unseen-category", ""]
+            else:
+                values += EDGE_TIMESTAMPS
+            rows += [{**base, f.name: v} for v in values]
+        for row in rows:
+            for col in self._columns:
+                columns[col].append(row[col])
+        return columns
+
+    def enable_fast_path(self, sample: pd.DataFrame) -> bool:
+        """Use the numpy replays of the preprocessing and of the final estimator where each gives
+        the pipeline's exact output on `check_columns(sample)` (reference rows, the schema example
+        and generated awkward rows); any part that is not replayed (its parameters are checked
+        explicitly, see service/fastpath.py), or differs, stays scikit-learn's own. True when
+        anything is used; `serving_path` says which."""
         if self._pre is None:  # nothing to replay: a bare estimator or a one-step pipeline
             return False
+        columns = self.check_columns(sample)
         final = self._final
         try:
             expected = np.asarray(self._pre.transform(self.frame(columns)))
@@ -218,16 +267,44 @@ class LoadedModel:
         if est is not None:
             method = "predict_proba" if self.classes is not None else "predict"
             mine, theirs = getattr(est, method), getattr(final, method)
-            if mine is not None and self._same(lambda: mine(expected), lambda: theirs(expected)):
+            if mine is not None and self._same_rows(mine, theirs, expected):
                 self._fast_est = est
             else:
                 log.warning("%s v%s: numpy estimator differs; not used", self.name, self.version)
         return self._fast is not None or self._fast_est is not None
 
+    @classmethod
+    def _same_rows(
+        cls, mine: Callable[[Any], Any], theirs: Callable[[Any], Any], x: np.ndarray[Any, Any]
+    ) -> bool:
+        """`mine` answers as `theirs` on the rows of `x`: all at once, or, when the estimator
+        refuses the batch (a row scaled past the float range), row by row, each answered alike
+        or refused by both."""
+        if cls._same(lambda: mine(x), lambda: theirs(x)):
+            return True
+        try:
+            theirs(x)
+        except Exception:
+            return all(cls._same(partial(mine, r), partial(theirs, r)) for r in x[:, None])
+        return False
+
     @staticmethod
     def _same(fast: Callable[[], Any], slow: Callable[[], Any]) -> bool:
+        """Equal to 1e-9 (and 1e-12 relative, for outputs near the float limits), NaN where
+        NaN, same shape; or both raise."""
         try:
-            return bool(np.allclose(fast(), slow(), rtol=0, atol=1e-9))
+            want = np.asarray(slow(), dtype=float)
+        except Exception:
+            try:
+                fast()
+            except Exception:
+                return True
+            return False
+        try:
+            got = np.asarray(fast(), dtype=float)
+            if got.shape != want.shape:
+                return False
+            return bool(np.allclose(got, want, rtol=1e-12, atol=1e-9, equal_nan=True))
         except Exception:
             return False
 

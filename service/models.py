@@ -203,11 +203,13 @@ class ModelManager:
             batcher.start()
             table[ref.name] = Slot(ref, model, batcher)
             info = metrics.MODEL_INFO if role == "production" else metrics.STAGING_INFO
-            info.labels(ref.name, str(version)).set(1)
+            path = [model.serving_path] if role == "production" else []  # model_info's path label
+            info.labels(ref.name, str(version), *path).set(1)
             if role == "staging":
                 self.canary_guards.pop(ref.name, None)  # a new canary starts with a clean record
             if old is not None:
-                info.labels(ref.name, str(old.model.version)).set(0)
+                old_path = [old.model.serving_path] if role == "production" else []
+                info.labels(ref.name, str(old.model.version), *old_path).set(0)
                 metrics.MODEL_RELOADS.labels(ref.name, "swapped").inc()
                 log.info("swapped %s v%s -> v%s", ref.name, old.model.version, version)
                 self.spawn(self._retire(old))

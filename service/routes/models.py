@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 
 from service.deps import AdminDep, StateDep
 from service.errors import Unavailable
 from service.model import ModelLoadError
-from service.routes.predict import documented
-from service.schemas import ModelDetail, ModelSummary, ReloadResponse
+from service.schemas import ModelDetail, ModelSummary, ReloadResponse, documented
 from training.errors import TrainingError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+class ServedModelDetail(ModelDetail):
+    serving_path: Literal["numpy", "sklearn", "mixed"]
+    """What runs this version's model calls: its fitted parts replayed with numpy (checked
+    equal to the pipeline at load), scikit-learn's own methods, or a mix (see
+    docs/architecture.md, "Serving path")."""
 
 
 def _aliases(state: StateDep, name: str) -> dict[str, int]:
@@ -31,10 +39,11 @@ async def list_models(state: StateDep) -> list[ModelSummary]:
     ]
 
 
-@router.get("/{name}", response_model=ModelDetail, responses=documented(404))
-async def get_model(name: str, state: StateDep) -> ModelDetail:
-    m = state.manager.get(name).model.manifest
-    return ModelDetail(
+@router.get("/{name}", response_model=ServedModelDetail, responses=documented(404))
+async def get_model(name: str, state: StateDep) -> ServedModelDetail:
+    model = state.manager.get(name).model
+    m = model.manifest
+    return ServedModelDetail(
         name=name,
         version=m.version,
         task=m.task,
@@ -44,6 +53,7 @@ async def get_model(name: str, state: StateDep) -> ModelDetail:
         features=[f.model_dump(exclude_none=True) for f in m.features],
         metrics=m.metrics,
         created_at=m.created_at,
+        serving_path=model.serving_path,
     )
 
 
