@@ -5,7 +5,10 @@ baseline from a temporary `git worktree`); wrk loads one at a time, alternating 
 round, and the table gives each side's median and the ratio (this tree / baseline). Ratios, not
 absolute figures: the machine is shared.
 
-    python -m bench.against --baseline HEAD~1 [--rounds 5] [--seconds 5] [--connections 16]
+    python -m bench.against --baseline HEAD~1 [--current HEAD] [--rounds 5] [--seconds 5]
+                            [--connections 16] [--rows 1]
+
+Without --current the working tree (uncommitted changes included) is measured.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Tree:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--baseline", required=True, help="git ref to compare against, e.g. HEAD~1")
+    ap.add_argument("--current", help="git ref to measure instead of the working tree")
     ap.add_argument("--registry", type=Path, default=Path("registry"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=5)
@@ -67,24 +71,33 @@ def main() -> None:
     args = ap.parse_args()
     ensure_demo_model(args.registry)
     registry = args.registry.resolve()
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", args.baseline],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    worktree = Path(tempfile.mkdtemp(prefix="sw-baseline-"))
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(worktree), sha],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    worktrees: list[Path] = []
+
+    def checkout(ref: str) -> tuple[str, Path]:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+        path = Path(tempfile.mkdtemp(prefix=f"sw-{sha}-"))
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(path), sha],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        worktrees.append(path)
+        return sha, path
+
     body = {"instances": instances(args.rows)}
     trees: list[Tree] = []
     try:
-        trees = [Tree("this tree", ROOT, registry), Tree(f"baseline {sha}", worktree, registry)]
+        if args.current:
+            sha, path = checkout(args.current)
+            trees.append(Tree(f"current {sha}", path, registry))
+        else:
+            trees.append(Tree("working tree", ROOT, registry))
+        sha, path = checkout(args.baseline)
+        trees.append(Tree(f"baseline {sha}", path, registry))
         print(f"machine: {machine()}; {args.rows}-row requests, {args.connections} connections")
         runs: dict[str, list[float]] = {t.label: [] for t in trees}
         p99: dict[str, list[float]] = {t.label: [] for t in trees}
@@ -118,9 +131,10 @@ def main() -> None:
     finally:
         for t in trees:
             t.stop()
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False
-        )
+        for path in worktrees:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False
+            )
 
 
 if __name__ == "__main__":
