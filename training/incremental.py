@@ -11,32 +11,38 @@ import copy
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 
+from training import evaluate
 from training.errors import TrainingError
+from training.manifest import now
+from training.publishing import reference_frame
+from training.registry import LABEL_COL
 
 PARTIAL_FIT = (SGDClassifier, SGDRegressor, MLPClassifier, MLPRegressor)
 WARM_START = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+Floats = npt.NDArray[np.float64]  # the preprocessed inputs
+Labels = npt.NDArray[np.generic]  # classes as the pipeline holds them, or values
 
 
 def supports(pipeline: Pipeline) -> bool:
     return all(isinstance(m, PARTIAL_FIT + WARM_START) for m in _members(pipeline.steps[-1][1]))
 
 
-def _members(est: Any) -> list[Any]:
+def _members(est: BaseEstimator) -> list[BaseEstimator]:
     if isinstance(est, CalibratedClassifierCV):
         return [c.estimator for c in est.calibrated_classifiers_]
     return [est]
 
 
-def _learn(
-    member: Any, xt: np.ndarray[Any, Any], y: np.ndarray[Any, Any], *, epochs: int, extra_iter: int
-) -> None:
+def _learn(member: BaseEstimator, xt: Floats, y: Labels, *, epochs: int, extra_iter: int) -> None:
     if isinstance(member, PARTIAL_FIT):
         for _ in range(epochs):
             if hasattr(member, "classes_"):
@@ -73,9 +79,7 @@ def update(
     return new
 
 
-def _refit_calibrators(
-    est: CalibratedClassifierCV, xt: np.ndarray[Any, Any], y: np.ndarray[Any, Any]
-) -> None:
+def _refit_calibrators(est: CalibratedClassifierCV, xt: Floats, y: Labels) -> None:
     classes = list(est.classes_)
     for cc in est.calibrated_classifiers_:
         member = cc.estimator
@@ -90,3 +94,44 @@ def _refit_calibrators(
         else:
             for k, calibrator in enumerate(cc.calibrators):
                 calibrator.fit(scores[:, k], (y == classes[k]).astype(float))
+
+
+def updated_manifest(
+    parent: dict[str, Any],
+    updated: Pipeline,
+    x_test: pd.DataFrame,
+    y_test: pd.Series,
+    *,
+    rows: int,
+    seconds: float,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest of `updated` (the parent after `update` on `rows` rows), from the parent's:
+    `extra` keys added (lineage), the test figures recomputed on (x_test, y_test), and figures
+    that described the parent and were not recomputed left out, not carried over."""
+    manifest = {
+        k: v for k, v in parent.items() if k not in {"version", "files", "signature", "name"}
+    }
+    manifest.update(extra)
+    manifest["created_at"] = now()
+    manifest["model"] = {
+        **parent["model"],
+        "incremental_update": {"rows": rows, "seconds": round(seconds, 3)},
+    }
+    test_metrics = evaluate.score_model(updated, x_test, y_test, parent["task"])
+    metric = parent["objective"]["metric"]
+    manifest["metrics"] = {**parent["metrics"], "test": test_metrics}
+    manifest["objective"] = {**parent["objective"], "test_score": test_metrics[metric]}
+    manifest["explanations"] = {"permutation_importance": {}}
+    manifest["error_analysis"] = {"worst_slices": []}
+    manifest["fairness"] = {}
+    manifest["plots"] = []
+    return manifest
+
+
+def updated_reference(
+    updated: Pipeline, parent_reference: pd.DataFrame, features: list[str], task: str
+) -> pd.DataFrame:
+    """The parent's reference rows, predicted again by the updated model."""
+    ref = parent_reference
+    return reference_frame(updated, ref[features], ref[LABEL_COL], task, len(ref), 0)

@@ -1,0 +1,179 @@
+"""The training steps one by one: what each decides, and that composed they are run_training."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.linear_model import LinearRegression
+from sklearn.tree import DecisionTreeClassifier
+
+from tests.conftest import fast_config
+from training import data
+from training.assessment import assess
+from training.errors import TrainingError
+from training.fitting import fit_and_calibrate
+from training.gate import Gate, Rows
+from training.manifest import build_manifest
+from training.prepare import prepare
+from training.publishing import (
+    Release,
+    promote,
+    promote_mode,
+    promote_through_gate,
+    publish,
+)
+from training.registry import REFERENCE_FILE, Registry, verify_files
+from training.selection import search
+from training.train import run_training
+
+
+def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
+    tmp_path: Path, clf_csv: Path
+) -> None:
+    cfg = fast_config(
+        name="steps", data=str(clf_csv), target="label", fairness={"sensitive": ["group"]}
+    )
+    said: list[str] = []
+    prepared = prepare(cfg, said.append)
+    assert prepared.metric == "roc_auc" == prepared.config.objective.metric  # default filled in
+    assert prepared.classes == ["no", "yes"] and prepared.label_type == "string"
+    assert said == [f"reading {clf_csv}", "data-quality gate"]
+    selection = search(prepared, said.append)
+    # Sized to one fold's training part of the rows actually searched, folds as split.
+    x_train, y_train = prepared.splits.x_train, prepared.splits.y_train
+    assert selection.rows == len(x_train) and selection.folds == 2
+    assert selection.size == data.size_of(
+        x_train[prepared.features], y_train, "classification"
+    ).fold_train(2)
+    assert selection.family in {"linear", "hgb"} and selection.scoring == "roc_auc"
+    fitted = fit_and_calibrate(prepared, selection, said.append)
+    assert len(fitted.x_full) == len(x_train) + len(prepared.splits.x_val)
+    assessment = assess(prepared, fitted, selection, said.append)
+    manifest = build_manifest(prepared, selection, fitted, assessment, None, started=0.0)
+    assert said[-1] == "explaining the model (contributions on the test set)"
+
+    published = run_training(cfg, Registry(tmp_path)).manifest
+    for key in ("classes", "features", "objective", "model", "metrics", "fairness", "data"):
+        assert json.dumps(manifest[key], default=str) == json.dumps(published[key], default=str)
+    assert published["model"]["search"]["folds"] == 2
+
+
+def test_a_missed_objective_stops_at_the_evaluation_step(clf_csv: Path) -> None:
+    cfg = fast_config(
+        name="m", data=str(clf_csv), target="label", objective={"min_test_score": 0.999}
+    )
+    prepared = prepare(cfg, lambda _m: None)
+    selection = search(prepared, lambda _m: None)
+    fitted = fit_and_calibrate(prepared, selection, lambda _m: None)
+    with pytest.raises(TrainingError, match=r"objective not met: test roc_auc = .* >= 0.999"):
+        assess(prepared, fitted, selection, lambda _m: None)
+
+
+def test_promote_has_three_modes_only() -> None:
+    assert [promote_mode(m) for m in ("auto", "always", "never")] == ["auto", "always", "never"]
+    with pytest.raises(TrainingError, match="--promote must be auto, always or never, not 'gate'"):
+        promote_mode("gate")
+
+
+def test_publish_then_promote_in_the_metric_direction(registry_copy: Path) -> None:
+    reg = Registry(registry_copy)
+    folder = reg.path("demo", 1)
+    parent = reg.raw_manifest("demo", 1)
+    manifest = {k: v for k, v in parent.items() if k not in {"name", "version", "files"}}
+    release = Release(
+        joblib.load(folder / "model.joblib"),
+        pd.read_parquet(folder / REFERENCE_FILE),
+        manifest,
+    )
+    version = publish(reg, "demo", release, lambda _m: None)
+    assert version == 2 and manifest["version"] == 2 and manifest["name"] == "demo"
+    assert set(manifest["files"]) == {"model.joblib", "reference.parquet", "model_card.md"}
+    assert verify_files(reg.path("demo", 2), reg.manifest("demo", 2)) == []
+    assert "# Model card: demo v(new)" in (reg.path("demo", 2) / "model_card.md").read_text()
+
+    # log_loss: lower is better, so a higher challenger loss is worse and goes to staging.
+    worse = {"version": 1, "champion_score": 0.30, "challenger_score": 0.35, "metric": "log_loss"}
+    assert promote(reg, "demo", 2, "never", worse, "log_loss") is None
+    assert reg.alias_version("demo", "staging") is None
+    assert promote(reg, "demo", 2, "auto", worse, "log_loss") == "staging"
+    assert reg.alias_version("demo", "production") == 1
+    better = {**worse, "challenger_score": 0.25}
+    assert promote(reg, "demo", 2, "auto", better, "log_loss") == "production"
+    assert reg.alias_version("demo", "production") == 2
+    unscored = {"version": 2, "error": "KeyError: 'x1'"}
+    assert promote(reg, "demo", 1, "auto", unscored, "log_loss") == "staging"
+    assert promote(reg, "demo", 1, "always", unscored, "log_loss") == "production"
+    assert promote_through_gate(reg, "demo", 2, passed=False) is None
+    assert reg.alias_version("demo", "production") == 1
+    assert promote_through_gate(reg, "demo", 2, passed=True) == "production"
+    assert reg.alias_version("demo", "production") == 2
+
+
+def _classification_gate() -> tuple[Gate, DecisionTreeClassifier]:
+    """x 0..9, 'yes' from 5 up; group a is x < 5. The champion always says 'no'."""
+    x = pd.DataFrame({"x": np.arange(10.0)})
+    y = pd.Series(np.where(x["x"] >= 5, "yes", "no"))
+    groups = pd.DataFrame({"group": np.where(x["x"] < 5, "a", "b")})
+    champion = DummyClassifier(strategy="constant", constant="no").fit(x, y)
+    challenger = DecisionTreeClassifier(max_depth=1).fit(x, y)
+    rows = Rows(x, y)
+    gate = Gate(
+        champion=champion,
+        task="classification",
+        metric="accuracy",
+        margin=0.01,
+        fairness_margin=0.05,
+        checks={"recent_window": rows, "original_test": rows},
+        fairness_rows=rows,
+        groups=groups,
+    )
+    return gate, challenger
+
+
+def test_the_gate_verdict_holds_the_figures_and_refuses_a_wider_parity_gap() -> None:
+    gate, challenger = _classification_gate()
+    verdict = gate.verdict(challenger, ["no", "yes"])
+    recent = verdict["checks"]["recent_window"]
+    # accuracy: the champion gets the five 'no' rows right, the stump all ten.
+    assert (recent["champion"], recent["challenger"], recent["rows"]) == (0.5, 1.0, 10)
+    assert recent["worse_by"] == -0.5 and recent["passed"]
+    # Selection rate of 'yes': champion 0 in both groups; challenger 0 in a and 1 in b.
+    assert verdict["fairness"] == {
+        "champion": {"group": 0.0},
+        "challenger": {"group": 1.0},
+        "passed": False,
+        "wider_gaps": ["group"],
+    }
+    assert verdict["passed"] is False
+    no_groups = replace(gate, groups=gate.groups[[]])
+    assert no_groups.verdict(challenger, ["no", "yes"])["fairness"] == {}
+    assert no_groups.verdict(challenger, ["no", "yes"])["passed"] is True
+    # The other way round the challenger is 0.5 worse in accuracy: refused on both checks.
+    swapped = replace(no_groups, champion=challenger)
+    refused = swapped.verdict(gate.champion, ["no", "yes"])
+    assert [c["worse_by"] for c in refused["checks"].values()] == [0.5, 0.5]
+    assert refused["passed"] is False
+
+
+def test_the_gate_judges_rmse_relative_to_the_champion() -> None:
+    x = pd.DataFrame({"x": np.arange(8.0)})
+    y = pd.Series(2.0 * x["x"] + np.array([0.5, -0.5] * 4))  # the line is off by 0.5 everywhere
+    line = LinearRegression().fit(x, y)
+    mean = DummyRegressor().fit(x, y)
+    rows = Rows(x, y)
+    gate = Gate(line, "regression", "rmse", 0.01, 0.05, {"recent_window": rows}, rows, x[[]])
+    verdict = gate.verdict(mean, None)
+    check = verdict["checks"]["recent_window"]
+    rmse_line = float(np.sqrt(np.mean((line.predict(x) - y) ** 2)))
+    rmse_mean = float(np.sqrt(np.mean((y.mean() - y) ** 2)))
+    assert check["champion"] == pytest.approx(rmse_line)
+    assert check["challenger"] == pytest.approx(rmse_mean)
+    assert check["worse_by"] == pytest.approx((rmse_mean - rmse_line) / rmse_line)
+    assert not check["passed"] and verdict["fairness"] == {}

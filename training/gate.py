@@ -1,0 +1,121 @@
+"""The promotion gate: a challenger against the champion on the same rows, as a typed verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypedDict
+
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from training import evaluate, fairness, labels
+from training import metrics as metric_contract
+
+
+class GateCheck(TypedDict):
+    """Both models scored on one set of rows."""
+
+    champion: float
+    challenger: float
+    rows: int
+    worse_by: float  # how much worse the challenger is, in the metric's direction
+    passed: bool  # worse_by <= margin
+
+
+class FairnessVerdict(TypedDict, total=False):
+    """Demographic parity difference per sensitive column; empty when nothing was measured."""
+
+    champion: dict[str, float]
+    challenger: dict[str, float]
+    passed: bool
+    wider_gaps: list[str]  # columns where the challenger's gap is wider beyond the margin
+
+
+class GateVerdict(TypedDict):
+    """The manifest's `gate`: promote only when `passed`."""
+
+    passed: bool
+    metric: str
+    margin: float
+    fairness_margin: float
+    checks: dict[str, GateCheck]  # recent_window, original_test
+    fairness: FairnessVerdict
+    data_quality: str
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows both models are judged on: inputs in the champion's schema and true labels."""
+
+    x: pd.DataFrame
+    y: pd.Series
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Not worse than the champion by more than `margin` on any of `checks`, and no demographic
+    parity gap on `fairness_rows` wider by more than `fairness_margin`."""
+
+    champion: BaseEstimator
+    task: str
+    metric: str
+    margin: float
+    fairness_margin: float
+    checks: dict[str, Rows]
+    fairness_rows: Rows  # the rows fairness is measured on (classification only)
+    groups: pd.DataFrame  # their sensitive columns (none: no fairness check)
+
+    def verdict(self, challenger: BaseEstimator, classes: Sequence[object] | None) -> GateVerdict:
+        """Judge `challenger`; `classes` are its manifest's (the last is the positive one)."""
+        judge = metric_contract.get(self.metric)
+        checks: dict[str, GateCheck] = {}
+        for label, rows in self.checks.items():
+            champ_s = evaluate.score_model(self.champion, rows.x, rows.y, self.task)[self.metric]
+            chall_s = evaluate.score_model(challenger, rows.x, rows.y, self.task)[self.metric]
+            worse_by = judge.worse_by(champ_s, chall_s)
+            checks[label] = {
+                "champion": champ_s,
+                "challenger": chall_s,
+                "rows": len(rows.x),
+                "worse_by": worse_by,
+                "passed": bool(worse_by <= self.margin),
+            }
+        fair = self._fairness(challenger, classes)
+        passed = all(c["passed"] for c in checks.values()) and fair.get("passed", True)
+        return {
+            "passed": bool(passed),
+            "metric": self.metric,
+            "margin": self.margin,
+            "fairness_margin": self.fairness_margin,
+            "checks": checks,
+            "fairness": fair,
+            "data_quality": "passed (the run would have failed otherwise)",
+        }
+
+    def _fairness(
+        self, challenger: BaseEstimator, classes: Sequence[object] | None
+    ) -> FairnessVerdict:
+        sensitive = list(self.groups.columns)
+        if self.task != "classification" or not sensitive or not classes:
+            return {}
+        positive = labels.key(classes[-1])  # compared as text, like classes
+        y_text = self.fairness_rows.y.map(labels.key)
+        gaps: dict[str, dict[str, float]] = {}
+        for name, pipe in (("champion", self.champion), ("challenger", challenger)):
+            predicted = pd.Series([labels.key(p) for p in pipe.predict(self.fairness_rows.x)])
+            rep = fairness.fairness_report(
+                self.groups, y_text, predicted.to_numpy(), self.task, positive
+            )
+            gaps[name] = {c: r["demographic_parity_difference"] for c, r in rep.items()}
+        wider = [
+            c
+            for c in sensitive
+            if gaps["challenger"][c] > gaps["champion"][c] + self.fairness_margin
+        ]
+        return {
+            "champion": gaps["champion"],
+            "challenger": gaps["challenger"],
+            "passed": not wider,
+            "wider_gaps": wider,
+        }

@@ -1,0 +1,139 @@
+"""Build the manifest: what a trained version says about itself (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import pandas as pd
+
+from training import data, labels
+from training.assessment import Assessment, Champion
+from training.fitting import Fitted
+from training.prepare import Prepared
+from training.schema import infer_schema
+from training.selection import Selection
+
+
+def build_manifest(
+    prepared: Prepared,
+    selection: Selection,
+    fitted: Fitted,
+    assessment: Assessment,
+    champion: Champion | None,
+    *,
+    started: float,
+) -> dict[str, Any]:
+    """The manifest of a trained version, before publishing adds `version`, `files`, `plots`.
+
+    `started` is the run's `time.monotonic()` at its start (for `training_seconds`)."""
+    config, task, splits = prepared.config, prepared.task, prepared.splits
+    best = selection.best
+    classes = prepared.classes
+    schema = infer_schema(fitted.x_full, prepared.kinds)
+    return {
+        "name": config.name,
+        "created_at": now(),
+        "task": task,
+        "target": prepared.target,
+        "classes": labels.native_classes(classes, prepared.label_type) if classes else None,
+        "label_type": prepared.label_type,
+        "features": [f.model_dump(exclude_none=True) for f in schema],
+        "objective": {
+            "metric": prepared.metric,
+            "min_test_score": config.objective.min_test_score,
+            "test_score": assessment.score,
+            "passed": True,  # a run that misses its objective publishes nothing
+        },
+        "model": {
+            "family": selection.family,
+            "params": best.params,
+            "calibration": fitted.calibration,
+            "candidates": [
+                {
+                    "family": r.family,
+                    "cv_score": r.best.score if r.best else None,
+                    "cv_std": r.best.std if r.best else None,
+                    "trials": len(r.trials),
+                }
+                for r in selection.results
+            ],
+            "skipped_families": selection.skipped,
+            "search": {
+                "method": config.search.method,
+                "scoring": selection.scoring,
+                "rows": selection.rows,
+                "folds": selection.folds,
+            },
+        },
+        "metrics": {
+            "cv": {"score": best.score, "std": best.std, "scoring": selection.scoring},
+            "validation": fitted.validation,
+            "test": assessment.metrics,
+            "baseline": assessment.baseline,
+        },
+        "fairness": assessment.fairness,
+        "champion": champion,
+        "error_analysis": {"worst_slices": assessment.worst_slices},
+        "explanations": {
+            "permutation_importance": assessment.importances,
+            "shap": assessment.shap,
+        },
+        "data_quality": prepared.report.to_dict(),
+        "data": {
+            "source": config.data,
+            "rows": len(prepared.frame),
+            "fingerprint": data.fingerprint(prepared.frame[prepared.keep]),
+            "split": {
+                "train": len(splits.x_train),
+                "validation": len(splits.x_val),
+                "test": len(splits.x_test),
+                "ordered_by": config.time_column,
+            },
+            "time_range": _time_range(splits, config.time_column),
+        },
+        "personal_data": config.features.personal,
+        "config": json.loads(config.model_copy(update={"task": task}).model_dump_json()),
+        "libraries": library_versions(),
+        "git_commit": git_commit(),
+        "training_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def now() -> str:
+    """The manifest's `created_at`: UTC, to the second."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def library_versions() -> dict[str, str]:
+    """Python's and the libraries' versions a version was made with."""
+    out = {"python": platform.python_version()}
+    for pkg in ("scikit-learn", "pandas", "numpy", "joblib", "servewatch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def git_commit() -> str | None:
+    """The working tree's commit, or None outside a git checkout."""
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None
+
+
+def _time_range(splits: data.Splits, column: str | None) -> dict[str, str] | None:
+    if not column:
+        return None
+    t = pd.concat([splits.x_train[column], splits.x_val[column], splits.x_test[column]])
+    return {"start": str(t.min()), "end": str(t.max())}

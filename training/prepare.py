@@ -1,0 +1,128 @@
+"""Prepare: read the data, check the columns, infer task and features, gate quality, split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from training import data, labels, quality
+from training import metrics as metric_contract
+from training.config import TrainConfig
+from training.errors import TrainingError
+
+Progress = Callable[[str], None]
+
+
+def quiet(_message: str) -> None:
+    """A Progress that shows nothing."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The data a run trains on, checked and split, and what was decided about it."""
+
+    config: TrainConfig  # with the objective's metric filled in
+    frame: pd.DataFrame  # every row read, types coerced
+    task: str
+    label_type: labels.LabelType
+    classes: list[str] | None  # classification: the labels as text, sorted
+    metric: str
+    kinds: data.FeatureKinds  # the model's input features (quality drops removed)
+    keep: list[str]  # the columns split: features, target, sensitive, time
+    report: quality.QualityReport
+    splits: data.Splits
+
+    @property
+    def target(self) -> str:
+        assert self.config.target is not None
+        return self.config.target
+
+    @property
+    def features(self) -> list[str]:
+        return self.kinds.all
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes) if self.classes else 0
+
+
+def prepare(config: TrainConfig, say: Progress) -> Prepared:
+    """Everything before any fitting. Raises TrainingError naming the column or rule."""
+    if not config.data:
+        raise TrainingError("no data: pass --data FILE (or data: in the config)")
+    if not config.target:
+        raise TrainingError("no target: pass --target COLUMN (or target: in the config)")
+    say(f"reading {config.data}")
+    frame = data.load_dataset(config.data)
+    target = config.target
+    data.require_columns(frame, [target], "target")
+    feats = config.features
+    declared = [*(feats.numeric or []), *(feats.categorical or []), *feats.datetime]
+    data.require_columns(frame, declared + feats.drop + feats.personal, "feature")
+    data.require_columns(frame, config.fairness.sensitive, "sensitive")
+    if config.time_column:
+        data.require_columns(frame, [config.time_column], "time")
+    task = config.task or data.infer_task(frame[target])
+    label_type: labels.LabelType = "float"
+    if task == "classification":
+        label_type = labels.label_type_of(frame[target].dropna().unique().tolist())
+        frame[target] = frame[target].where(frame[target].isna(), frame[target].astype(str))
+    elif not pd.api.types.is_numeric_dtype(frame[target]):
+        raise TrainingError(f"target {target!r} must be numeric for regression")
+
+    excluded = {target, *feats.drop, *feats.personal}
+    if not config.fairness.include_in_model:
+        excluded |= set(config.fairness.sensitive)
+    if config.time_column and config.time_column not in feats.datetime:
+        excluded.add(config.time_column)
+    kinds = data.infer_feature_kinds(frame, config, excluded)
+    if not kinds.all:
+        raise TrainingError("no feature columns left after excluding target, drop and personal")
+    frame = data.coerce_types(frame, kinds)
+    if config.time_column and config.time_column not in kinds.datetime:
+        frame[config.time_column] = pd.to_datetime(frame[config.time_column], errors="coerce")
+
+    say("data-quality gate")
+    report = quality.check(
+        frame,
+        target=target,
+        task=task,
+        kinds=kinds,
+        declared=set(declared),
+        rules=config.quality,
+        seed=config.seed,
+    )
+    report.raise_if_failed()
+    kinds = data.FeatureKinds(
+        numeric=[c for c in kinds.numeric if c not in report.dropped_columns],
+        categorical=[c for c in kinds.categorical if c not in report.dropped_columns],
+        datetime=[c for c in kinds.datetime if c not in report.dropped_columns],
+    )
+    classes = sorted(frame[target].unique().tolist()) if task == "classification" else None
+    metric = config.objective.metric or metric_contract.default_metric(
+        task, len(classes) if classes else 0
+    )
+    if config.objective.metric is None:
+        config = config.model_copy(
+            update={"objective": config.objective.model_copy(update={"metric": metric})}
+        )
+    TrainConfig.model_validate({**config.model_dump(), "task": task})  # metric fits the task
+
+    keep = [*kinds.all, target, *[c for c in config.fairness.sensitive if c not in kinds.all]]
+    if config.time_column and config.time_column not in keep:
+        keep.append(config.time_column)
+    splits = data.split(frame[keep], target, task, config)
+    return Prepared(
+        config=config,
+        frame=frame,
+        task=task,
+        label_type=label_type,
+        classes=classes,
+        metric=metric,
+        kinds=kinds,
+        keep=keep,
+        report=report,
+        splits=splits,
+    )

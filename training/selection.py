@@ -1,0 +1,149 @@
+"""Search: every candidate family on the same CV folds of the same rows; the best one is chosen."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import has_fit_parameter
+
+from training import data, fairness
+from training import metrics as metric_contract
+from training.candidates import calibrated, make_estimator, model_space, preprocessing_space
+from training.config import Family, TrainConfig
+from training.errors import TrainingError
+from training.pipeline import build_pipeline
+from training.prepare import Prepared, Progress
+from training.search import FamilyResult, Trial, make_cv, search_family
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The search's outcome: every family's result and the chosen one."""
+
+    results: list[FamilyResult]
+    family: str
+    best: Trial
+    skipped: list[Family]  # families not tried (svm on large data)
+    scoring: str  # the scikit-learn scorer of the objective's metric
+    rows: int  # training rows the search ran on
+    folds: int  # CV folds as actually split (fewer than asked on small data)
+    size: data.DataSize  # one fold's training part: spaces and estimators are sized to it
+
+
+def search(prepared: Prepared, say: Progress) -> Selection:
+    """Search each family within its share of the budget. Raises TrainingError when none fits."""
+    config, task, splits = prepared.config, prepared.task, prepared.splits
+    x_search, y_search = splits.x_train, splits.y_train
+    if len(x_search) > config.search.max_rows:
+        if config.time_column:
+            x_search, y_search = (
+                x_search.iloc[-config.search.max_rows :],
+                y_search.iloc[-config.search.max_rows :],
+            )
+        else:
+            idx = np.random.default_rng(config.seed).choice(
+                len(x_search), config.search.max_rows, replace=False
+            )
+            x_search, y_search = x_search.iloc[np.sort(idx)], y_search.iloc[np.sort(idx)]
+    cv = make_cv(task, config.split.cv_folds, bool(config.time_column), config.seed)
+    folds = cv.get_n_splits(x_search, y_search)  # fewer than asked on small data
+    # Spaces and estimators are sized to one fold's training rows; the final fits keep the
+    # same sizing so that the model fitted is the one the search chose.
+    size = data.size_of(x_search[prepared.features], y_search, task).fold_train(folds)
+    scoring = metric_contract.get(prepared.metric).scorer(prepared.n_classes)
+    families = [
+        f for f in config.models if not (f == "svm" and len(splits.x_train) > config.svm_max_rows)
+    ]
+    skipped = sorted(set(config.models) - set(families))
+    if not families:
+        raise TrainingError("no model family left to try (svm is skipped on large data)")
+    weights_search = None
+    sens = config.fairness.sensitive
+    if config.fairness.mitigation == "reweight":
+        if not sens:
+            raise TrainingError("fairness.mitigation reweight needs fairness.sensitive columns")
+        weights_search = fairness.reweighting(x_search[sens[0]], y_search)
+
+    deadline = time.monotonic() + config.search.budget_seconds
+    results: list[FamilyResult] = []
+    for i, family in enumerate(families):
+        family_deadline = time.monotonic() + (deadline - time.monotonic()) / (len(families) - i)
+        space = {
+            **preprocessing_space(family, config, size),
+            **model_space(family, task, size),
+        }
+
+        def build(params: dict[str, Any], family: str = family) -> Pipeline:
+            return candidate_pipeline(prepared.kinds, family, params, task, config, size=size)
+
+        fit_params = None
+        if weights_search is not None and has_fit_parameter(
+            make_estimator(family, task, {}, 0), "sample_weight"
+        ):
+            fit_params = {"model__sample_weight": weights_search}
+        res = search_family(
+            family,
+            space,
+            build,
+            x_search[prepared.features],
+            y_search,
+            method=config.search.method,
+            trials=config.search.trials,
+            deadline=family_deadline,
+            cv=cv,
+            scoring=scoring,
+            seed=config.seed,
+            fit_params=fit_params,
+            on_trial=lambda fam, n, s: say(
+                f"search {fam}: trial {n}/{config.search.trials} cv {scoring}={s:.4f}"
+            ),
+        )
+        results.append(res)
+    # Scorers are greater-is-better (errors are negated), so the highest CV score wins.
+    ranked = [(r, r.best) for r in results if r.best is not None]
+    ranked.sort(key=lambda pair: -pair[1].score)
+    if not ranked:
+        raise TrainingError("every candidate failed to fit; check the data-quality report")
+    chosen, best = ranked[0]
+    say(f"best family: {chosen.family} (cv {scoring}={best.score:.4f})")
+    return Selection(
+        results=results,
+        family=chosen.family,
+        best=best,
+        skipped=skipped,
+        scoring=scoring,
+        rows=len(x_search),
+        folds=folds,
+        size=size,
+    )
+
+
+def candidate_pipeline(
+    kinds: data.FeatureKinds,
+    family: str,
+    params: dict[str, Any],
+    task: str,
+    config: TrainConfig,
+    calibrate: str | None = None,
+    *,
+    size: data.DataSize | None = None,
+) -> Pipeline:
+    """One candidate: preprocessing (its `pre_*` parameters) and the family's estimator."""
+    pre = {k[4:]: v for k, v in params.items() if k.startswith("pre_")}
+    model_params = {k: v for k, v in params.items() if not k.startswith("pre_")}
+    est = make_estimator(family, task, model_params, config.seed, size)
+    if calibrate:
+        est = calibrated(est, calibrate, size)
+    return build_pipeline(
+        kinds,
+        est,
+        family=family,
+        prep=config.preprocessing,
+        scaler=pre.get("scaler", "standard"),
+        interactions=bool(pre.get("interactions", False)),
+        pca=pre.get("pca"),
+    )
