@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from monitoring.summary import AlertDict, AlertState, AlertStatus, MonitorSummary, Severity
 from training import metrics as metric_contract
 
 log = logging.getLogger("servewatch.alerts")
@@ -74,7 +76,7 @@ class Condition:
     value: float | None
     threshold: float | None
     message: str
-    severity: str = "warning"
+    severity: Severity = "warning"
 
 
 @dataclass(frozen=True)
@@ -82,18 +84,29 @@ class Alert:
     model: str
     version: int
     rule: str
-    status: str  # "firing" or "resolved"
-    severity: str
+    status: AlertStatus
+    severity: Severity
     value: float | None
     threshold: float | None
     message: str
     since: float | None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self) -> AlertDict:
+        """The alert as JSON (the summary's `alerts` and `transitions`, notifier payloads)."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "rule": self.rule,
+            "status": self.status,
+            "severity": self.severity,
+            "value": self.value,
+            "threshold": self.threshold,
+            "message": self.message,
+            "since": self.since,
+        }
 
 
-def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
+def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
     """Every rule's verdict on one run summary."""
     out: list[Condition] = []
     rows = summary["rows"]
@@ -109,7 +122,7 @@ def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
             "info",
         )
     )
-    drift = summary.get("drift") or {}
+    drift = summary.get("drift")
     if enough and drift:
         share = drift["drifted_share"]
         out.append(
@@ -122,9 +135,8 @@ def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
                 + ", ".join(c for c, d in drift["columns"].items() if d["drifted"]),
             )
         )
-        drifted = [
-            f for f in rules.important_features if drift["columns"].get(f, {}).get("drifted")
-        ]
+        columns = drift["columns"]
+        drifted = [f for f in rules.important_features if f in columns and columns[f]["drifted"]]
         if rules.important_features:
             out.append(
                 Condition(
@@ -136,7 +148,7 @@ def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
                     "critical",
                 )
             )
-    quality = summary.get("quality") or {}
+    quality = summary.get("quality")
     if enough and quality:
         worst_missing = max(
             quality["missing_increase"].items(), key=lambda kv: kv[1], default=(None, 0.0)
@@ -162,8 +174,8 @@ def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
                 f"{worst_oor[1]:.0%} of {worst_oor[0]!r} outside the training range",
             )
         )
-    canary = summary.get("canary") or {}
-    if "worse" in canary:
+    canary = summary.get("canary")
+    if canary and "worse" in canary:
         out.append(
             Condition(
                 "canary_performance",
@@ -177,18 +189,22 @@ def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
         )
     metric = rules.metric or summary.get("metric")
     test_score = summary.get("test_score")
-    for kind in ("realised", "estimated"):
-        perf = (summary.get("performance") or {}).get(kind) or {}
-        value = perf.get(metric) if metric else None
+    performance = summary.get("performance")
+    usable = performance.get("realised_rows", 0) if performance else 0
+    measured = {
+        "realised": performance.get("realised") if performance else None,
+        "estimated": performance.get("estimated") if performance else None,
+    }
+    for kind, scores in measured.items():
+        value = scores.get(metric) if scores and metric else None
         rule = f"{kind}_performance"
-        usable = (summary.get("performance") or {}).get("realised_rows", 0)
         if kind == "realised" and usable < rules.min_labelled_rows:
             value = None
         if metric is None or value is None or value != value:  # missing or NaN
             out.append(Condition(rule, None, None, None, f"no {kind} {metric} this run"))
             continue
         judge = metric_contract.get(metric)
-        limits = []
+        limits: list[float] = []
         if rules.performance_floor is not None:
             limits.append(rules.performance_floor)
         if test_score is not None:
@@ -212,11 +228,11 @@ def conditions(summary: dict[str, Any], rules: AlertRules) -> list[Condition]:
 
 
 def evaluate(
-    summary: dict[str, Any],
+    summary: MonitorSummary,
     rules: AlertRules,
-    states: dict[str, dict[str, Any]],
+    states: Mapping[str, AlertState],
     now: float | None = None,
-) -> tuple[list[Alert], list[Alert], dict[str, dict[str, Any]]]:
+) -> tuple[list[Alert], list[Alert], dict[str, AlertState]]:
     """Apply hysteresis. Returns (active alerts, transitions to notify, new states).
 
     A rule fires after `fire_after` breaching runs in a row and resolves after `resolve_after`
@@ -225,9 +241,12 @@ def evaluate(
     now = time.time() if now is None else now
     active: list[Alert] = []
     changed: list[Alert] = []
-    new_states: dict[str, dict[str, Any]] = {}
+    new_states: dict[str, AlertState] = {}
     for c in conditions(summary, rules):
-        st = dict(states.get(c.rule, {"active": False, "streak": 0, "since": None}))
+        prev = states.get(c.rule)
+        st: AlertState = (
+            prev.copy() if prev is not None else {"active": False, "streak": 0, "since": None}
+        )
         if c.breached is not None:
             if c.breached != st["active"]:
                 st["streak"] += 1
@@ -244,7 +263,7 @@ def evaluate(
     return active, changed, new_states
 
 
-def _alert(summary: dict[str, Any], c: Condition, status: str, st: dict[str, Any]) -> Alert:
+def _alert(summary: MonitorSummary, c: Condition, status: AlertStatus, st: AlertState) -> Alert:
     return Alert(
         summary["model"],
         summary["version"],
@@ -254,17 +273,19 @@ def _alert(summary: dict[str, Any], c: Condition, status: str, st: dict[str, Any
         c.value,
         c.threshold,
         c.message,
-        st.get("since"),
+        st["since"],
     )
 
 
+AlertContext = dict[str, str | int]
+"""What notifiers get beside the alerts: model, version, the retrain command, the report URL."""
+
+
 class Notifier(Protocol):
-    def send(self, alerts: list[Alert], context: dict[str, Any]) -> None: ...
+    def send(self, alerts: list[Alert], context: AlertContext) -> None: ...
 
 
-def notify_all(
-    notifiers: list[Notifier], alerts: list[Alert], context: dict[str, Any]
-) -> list[str]:
+def notify_all(notifiers: list[Notifier], alerts: list[Alert], context: AlertContext) -> list[str]:
     """Send to every notifier; failures are logged and returned, never raised."""
     problems: list[str] = []
     if not alerts:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from monitoring.store import MonitorStore
+from monitoring.summary import StoredRun
 
 log = logging.getLogger("servewatch.monitor")
 
@@ -24,10 +24,10 @@ class MonitoringCollector(Collector):
     def __init__(self, store: MonitorStore, *, cache_s: float = 5.0) -> None:
         self.store = store
         self.cache_s = cache_s
-        self._cached: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._cached: tuple[float, list[StoredRun]] = (0.0, [])
         self._lock = threading.Lock()
 
-    def _latest_runs(self) -> list[dict[str, Any]]:
+    def _latest_runs(self) -> list[StoredRun]:
         with self._lock:
             at, runs = self._cached
             if time.monotonic() - at < self.cache_s:
@@ -87,19 +87,27 @@ class MonitoringCollector(Collector):
             model, version = s["model"], str(s["version"])
             last.add_metric([model], run["finished_at"])
             rows.add_metric([model, version], s["rows"])
-            if s.get("drift"):
-                share.add_metric([model, version], s["drift"]["drifted_share"])
-                for feat, d in s["drift"]["columns"].items():
+            drift = s.get("drift")
+            if drift:
+                share.add_metric([model, version], drift["drifted_share"])
+                for feat, d in drift["columns"].items():
                     score.add_metric([model, version, feat, d["method"]], d["score"])
                     drifted.add_metric([model, version, feat], 1.0 if d["drifted"] else 0.0)
-            for kind in ("realised", "estimated"):
-                for metric, value in ((s.get("performance") or {}).get(kind) or {}).items():
-                    # NaN (e.g. ROC AUC of a single-class window) is stored as null: skip both.
+            performance = s.get("performance")
+            measured = {
+                "realised": performance.get("realised") if performance else None,
+                "estimated": performance.get("estimated") if performance else None,
+            }
+            for kind, scores in measured.items():
+                # NaN (e.g. ROC AUC of a single-class window) is stored as null: skip both.
+                stored: Mapping[str, object] = scores or {}
+                for metric, value in stored.items():
                     if isinstance(value, int | float) and value == value:
                         perf.add_metric([model, version, metric, kind], value)
-            for feat, d in ((s.get("explanation_drift") or {}).get("features") or {}).items():
-                contrib.add_metric([model, version, feat, "reference"], d["reference"])
-                contrib.add_metric([model, version, feat, "current"], d["current"])
+            explanation = s.get("explanation_drift")
+            for feat, c in (explanation.get("features", {}) if explanation else {}).items():
+                contrib.add_metric([model, version, feat, "reference"], c["reference"])
+                contrib.add_metric([model, version, feat, "current"], c["current"])
             for a in s.get("alerts", []):
                 alerts.add_metric([model, version, a["rule"], a["severity"]], 1.0)
         yield from (share, score, drifted, perf, contrib, alerts, last, rows)

@@ -8,16 +8,15 @@ regions and the estimate falls with the realised score, before any label arrives
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+import numpy.typing as npt
 
 
-def expected_accuracy(proba: np.ndarray[Any, Any]) -> float:
+def expected_accuracy(proba: npt.NDArray[np.float64]) -> float:
     return float(np.mean(np.max(proba, axis=1)))
 
 
-def expected_roc_auc(p_positive: np.ndarray[Any, Any]) -> float:
+def expected_roc_auc(p_positive: npt.NDArray[np.float64]) -> float:
     """Expected binary ROC AUC when each row is positive with its own probability."""
     p = np.asarray(p_positive, dtype=float)
     if len(p) < 2 or p.sum() == 0 or (1 - p).sum() == 0:
@@ -29,7 +28,7 @@ def expected_roc_auc(p_positive: np.ndarray[Any, Any]) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
-def estimate(proba: np.ndarray[Any, Any], classes: list[str]) -> dict[str, float]:
+def estimate(proba: npt.NDArray[np.float64], classes: list[str]) -> dict[str, float]:
     """Estimated metrics for a window of probabilities (columns in `classes` order)."""
     out = {"accuracy": expected_accuracy(proba)}
     if len(classes) == 2:

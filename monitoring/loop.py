@@ -8,14 +8,25 @@ import fcntl
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from monitoring.config import MonitorSettings
 from monitoring.runner import MonitorError, run_monitoring
+from monitoring.summary import MonitorSummary
 from service.store import PredictionStore
 from training.registry import Registry
 
 log = logging.getLogger("servewatch.monitor")
+
+
+class RetrainOutcome(TypedDict, total=False):
+    """What an automatic retrain did: `reason` and `error`, or the new version and its gate."""
+
+    reason: str
+    error: str
+    version: int | None
+    gate_passed: bool
+    promoted: str | None
 
 
 def run_all(settings: MonitorSettings, store: PredictionStore) -> list[str]:
@@ -36,12 +47,13 @@ def run_all(settings: MonitorSettings, store: PredictionStore) -> list[str]:
                 try:
                     s = run_monitoring(settings=settings, store=store, model=model)
                     maybe_retrain(settings, store, model, s)
+                    drift = s.get("drift")
                     log.info(
                         "monitoring %s v%s: %d rows, drift share %s, alerts %s",
                         model,
                         s["version"],
                         s["rows"],
-                        (s.get("drift") or {}).get("drifted_share"),
+                        drift["drifted_share"] if drift else None,
                         [a["rule"] for a in s["alerts"]],
                     )
                 except MonitorError as exc:
@@ -62,7 +74,7 @@ async def monitor_loop(settings: MonitorSettings, store: PredictionStore) -> Non
             await asyncio.to_thread(run_all, settings, store)
 
 
-def retrain_reason(settings: MonitorSettings, model: str, summary: dict[str, Any]) -> str | None:
+def retrain_reason(settings: MonitorSettings, model: str, summary: MonitorSummary) -> str | None:
     """Why an automatic retrain should start now, or None."""
     fired = [
         t["rule"]
@@ -79,8 +91,8 @@ def retrain_reason(settings: MonitorSettings, model: str, summary: dict[str, Any
 
 
 def maybe_retrain(
-    settings: MonitorSettings, store: PredictionStore, model: str, summary: dict[str, Any]
-) -> dict[str, Any] | None:
+    settings: MonitorSettings, store: PredictionStore, model: str, summary: MonitorSummary
+) -> RetrainOutcome | None:
     """Start a gated retrain when an alert or the schedule asks; never raises."""
     reason = retrain_reason(settings, model, summary)
     if reason is None:

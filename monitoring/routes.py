@@ -3,38 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
 from monitoring.store import MonitorStore
+from monitoring.summary import MonitoringResponse, RunHistoryEntry, StoredRun
 from service.errors import NotFound
-from service.routes.predict import documented
+from service.schemas import documented
 
 
 def make_router(store: MonitorStore, history: int = 20) -> APIRouter:
     router = APIRouter(prefix="/v1/models", tags=["monitoring"])
 
-    @router.get("/{name}/monitoring", responses=documented(404))
-    async def monitoring(name: str) -> dict[str, Any]:
+    def entry(run: StoredRun) -> RunHistoryEntry:
+        drift = run["summary"].get("drift")  # stored summaries may lack any part
+        return {
+            "finished_at": run["finished_at"],
+            "version": run["version"],
+            "rows": run["rows"],
+            "drifted_share": drift.get("drifted_share") if drift else None,
+            "alerts": [a["rule"] for a in run["summary"].get("alerts", [])],
+        }
+
+    # The response model stays an open object: the body is the stored JSON as it is (older
+    # releases' summaries included), never re-validated or filtered against today's types.
+    @router.get("/{name}/monitoring", response_model=dict[str, object], responses=documented(404))
+    async def monitoring(name: str) -> MonitoringResponse:
         runs = await run_in_threadpool(store.latest, name, history)
         if not runs:
             raise NotFound(f"no monitoring run stored for {name!r} yet")
-        return {
-            "latest": runs[0]["summary"],
-            "history": [
-                {
-                    "finished_at": r["finished_at"],
-                    "version": r["version"],
-                    "rows": r["rows"],
-                    "drifted_share": (r["summary"].get("drift") or {}).get("drifted_share"),
-                    "alerts": [a["rule"] for a in r["summary"].get("alerts", [])],
-                }
-                for r in runs
-            ],
-        }
+        return {"latest": runs[0]["summary"], "history": [entry(r) for r in runs]}
 
     @router.get(
         "/{name}/monitoring/report",

@@ -9,7 +9,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,19 @@ from monitoring.config import MonitorSettings
 from monitoring.estimate import estimate
 from monitoring.notifiers import AlertmanagerNotifier, WebhookNotifier
 from monitoring.store import MonitorStore
-from monitoring.window import Window, read_shadow, read_window
+from monitoring.summary import (
+    CanaryReport,
+    ColumnDriftSummary,
+    DriftSummary,
+    ExplanationDrift,
+    Metrics,
+    MonitorSummary,
+    PerformanceSummary,
+    PredictionDrift,
+    QualitySummary,
+    ShadowReport,
+)
+from monitoring.window import JsonScalar, ShadowRow, Window, read_shadow, read_window
 from service.store import PredictionStore
 from training import labels as label_types
 from training import metrics as metric_contract
@@ -52,7 +64,7 @@ def run_monitoring(
     last: int | None = None,
     notifiers: list[alerting.Notifier] | None = None,
     rules: alerting.AlertRules | None = None,
-) -> dict[str, Any]:
+) -> MonitorSummary:
     """Drift, data quality, realised and estimated performance, alerts; stored and returned."""
     started = time.time()
     registry = Registry(settings.registry)
@@ -100,7 +112,7 @@ def run_monitoring(
         raise MonitorError(f"no logged predictions for {model} v{version}; nothing to monitor")
 
     reference = pd.read_parquet(registry.path(model, version) / REFERENCE_FILE)
-    summary: dict[str, Any] = {
+    summary: MonitorSummary = {
         "model": model,
         "version": version,
         "status": "ok",
@@ -112,8 +124,8 @@ def run_monitoring(
         "metric": manifest.model_extra.get("objective", {}).get("metric")
         if manifest.model_extra
         else None,
+        "test_score": (manifest.model_extra or {}).get("objective", {}).get("test_score"),
     }
-    summary["test_score"] = (manifest.model_extra or {}).get("objective", {}).get("test_score")
     report_dir = settings.monitor_reports_dir / model
     tmp = report_dir / f".tmp-{uuid.uuid4().hex}"
     try:
@@ -142,7 +154,7 @@ def run_monitoring(
         active, changed, new_states = alerting.evaluate(summary, rules, states)
         summary["alerts"] = [a.as_dict() for a in active]
         summary["transitions"] = [a.as_dict() for a in changed]
-        context = {
+        context: alerting.AlertContext = {
             "model": model,
             "version": version,
             "retrain": f"servewatch monitor export --model {model} --labelled --out "
@@ -170,7 +182,10 @@ def run_monitoring(
         shutil.rmtree(tmp, ignore_errors=True)
         reason = f"{type(exc).__name__}: {exc}"[:500]
         log.exception("monitoring run for %s v%s failed", model, version)
-        failed = {**summary, "status": "failed", "error": reason, "finished_at": time.time()}
+        failed = summary.copy()  # the keys so far, in their order; then why and when it ended
+        failed["status"] = "failed"
+        failed["error"] = reason
+        failed["finished_at"] = time.time()
         mstore.save_run(
             model=model,
             version=version,
@@ -206,7 +221,7 @@ def run_monitoring(
     return summary
 
 
-def _json_default(value: Any) -> Any:
+def _json_default(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
@@ -232,8 +247,8 @@ def _drift(
     manifest: Manifest,
     settings: MonitorSettings,
     html: Path,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    from monitoring.drift import run_drift
+) -> tuple[DriftSummary, PredictionDrift]:
+    from monitoring.drift import ColumnDrift, run_drift
 
     numeric = [f.name for f in manifest.features if f.kind == "numeric"]
     categorical = [f.name for f in manifest.features if f.kind == "categorical"]
@@ -252,20 +267,39 @@ def _drift(
         html_path=html,
     )
     (html.parent / "evidently.json").write_text(json.dumps(result.evidently_json, default=str))
-    features = {c: vars(d) for c, d in result.columns.items() if c != PREDICTION_COL}
+
+    def column(d: ColumnDrift) -> ColumnDriftSummary:
+        return {
+            "column": d.column,
+            "method": d.method,
+            "score": d.score,
+            "threshold": d.threshold,
+            "drifted": d.drifted,
+        }
+
+    def shares(values: pd.Series[str]) -> dict[str, float]:
+        return {str(k): float(v) for k, v in values.value_counts(normalize=True).items()}
+
+    features = {c: column(d) for c, d in result.columns.items() if c != PREDICTION_COL}
     drifted = [c for c, d in features.items() if d["drifted"]]
-    drift = {
+    drift: DriftSummary = {
         "drifted_share": len(drifted) / max(1, len(features)),
         "drifted_count": len(drifted),
         "columns": features,
     }
     pred = result.columns.get(PREDICTION_COL)
-    pred_drift = vars(pred) if pred else {}
+    pred_drift: PredictionDrift = {}
+    if pred:
+        pred_drift = {
+            "column": pred.column,
+            "method": pred.method,
+            "score": pred.score,
+            "threshold": pred.threshold,
+            "drifted": pred.drifted,
+        }
     if not pred_numeric:
-        pred_drift["reference_shares"] = ref[PREDICTION_COL].value_counts(normalize=True).to_dict()
-        pred_drift["current_shares"] = (
-            current[PREDICTION_COL].value_counts(normalize=True).to_dict()
-        )
+        pred_drift["reference_shares"] = shares(ref[PREDICTION_COL])
+        pred_drift["current_shares"] = shares(current[PREDICTION_COL])
     return drift, pred_drift
 
 
@@ -277,9 +311,9 @@ def _canary(
     since: float | None,
     classes: list[str] | None,
     rules: alerting.AlertRules,
-    summary: dict[str, Any],
+    summary: MonitorSummary,
     settings: MonitorSettings,
-) -> dict[str, Any] | None:
+) -> CanaryReport | None:
     """The canary's realised performance against production's; a worse canary is withdrawn by
     clearing the staging alias, which every replica follows."""
     staging = registry.alias_version(model, "staging")
@@ -296,10 +330,12 @@ def _canary(
         until=summary["window"]["until"],
     )
     realised, used, _unusable = _realised(win, classes)
-    out: dict[str, Any] = {"version": staging, "rows": win.rows, "labelled_rows": used}
+    out: CanaryReport = {"version": staging, "rows": win.rows, "labelled_rows": used}
     metric = summary.get("metric")
-    prod = ((summary.get("performance") or {}).get("realised") or {}).get(metric or "")
-    value = (realised or {}).get(metric or "")
+    performance = summary.get("performance")
+    production = performance.get("realised") if performance else None
+    prod = production.get(metric) if production and metric else None
+    value = realised.get(metric) if realised and metric else None
     if (
         metric is None
         or prod is None
@@ -309,12 +345,10 @@ def _canary(
     ):
         return out
     judge = metric_contract.get(metric)
-    out.update(
-        realised=value,
-        production=prod,
-        worse_by=judge.worse_by(prod, value),
-        limit=judge.limit(prod, rules.max_drop),
-    )
+    out["realised"] = value
+    out["production"] = prod
+    out["worse_by"] = judge.worse_by(prod, value)
+    out["limit"] = judge.limit(prod, rules.max_drop)
     out["worse"] = bool(out["worse_by"] > rules.max_drop)
     if out["worse"]:
         try:
@@ -334,7 +368,7 @@ def _canary(
     return out
 
 
-def _shadow_report(rows: list[dict[str, Any]], classes: list[str] | None) -> dict[str, Any]:
+def _shadow_report(rows: list[ShadowRow], classes: list[str] | None) -> ShadowReport:
     """How often the shadow (staging) version agrees with production, and both scores on labels."""
     import orjson
 
@@ -345,32 +379,48 @@ def _shadow_report(rows: list[dict[str, Any]], classes: list[str] | None) -> dic
     else:
         diffs = np.abs(np.asarray(prod, dtype=float) - np.asarray(shad, dtype=float))
         agreement = float(np.mean(diffs <= 1e-9))
-    out: dict[str, Any] = {
+    out: ShadowReport = {
         "shadow_version": rows[0]["shadow_version"],
         "production_version": rows[0]["production_version"],
         "rows": len(rows),
         "agreement": agreement,
     }
-    labelled = [r for r in rows if r["label"] is not None]
+    labelled: list[ShadowRow] = []
+    labels: list[str] = []
+    for r in rows:
+        if r["label"] is not None:
+            labelled.append(r)
+            labels.append(r["label"])
     if labelled:
         y = [
-            label_types.key(orjson.loads(r["label"]))
-            if classes
-            else _finite(orjson.loads(r["label"]))
-            for r in labelled
+            label_types.key(orjson.loads(lab)) if classes else _finite(orjson.loads(lab))
+            for lab in labels
         ]
-        for side in ("production", "shadow"):
+
+        def realised(side: Literal["production", "shadow"]) -> Metrics:
             if classes is not None:
-                proba = np.array(
-                    [
-                        [orjson.loads(r[f"{side}_probabilities"]).get(c, 0.0) for c in classes]
-                        for r in labelled
+                probabilities = [
+                    r[
+                        "production_probabilities"
+                        if side == "production"
+                        else "shadow_probabilities"
                     ]
+                    for r in labelled
+                ]
+                # a classifier's rows always carry probabilities (None fails the run as before)
+                proba = np.array(
+                    [[orjson.loads(p).get(c, 0.0) for c in classes] for p in probabilities]  # type: ignore[arg-type]
                 )
-                out[f"{side}_realised"] = classification_metrics(y, proba, classes)
-            else:
-                pred = np.array([float(orjson.loads(r[f"{side}_prediction"])) for r in labelled])
-                out[f"{side}_realised"] = regression_metrics(np.asarray(y, dtype=float), pred)
+                return classification_metrics(y, proba, classes)
+            predictions = [
+                r["production_prediction" if side == "production" else "shadow_prediction"]
+                for r in labelled
+            ]
+            pred = np.array([float(orjson.loads(p)) for p in predictions])
+            return regression_metrics(np.asarray(y, dtype=float), pred)
+
+        out["production_realised"] = realised("production")
+        out["shadow_realised"] = realised("shadow")
         out["labelled_rows"] = len(labelled)
     return out
 
@@ -383,7 +433,7 @@ def _explanation_drift(
     current: pd.DataFrame,
     manifest: Manifest,
     rows: int = 300,
-) -> dict[str, Any]:
+) -> ExplanationDrift:
     """Mean |contribution| per feature on the reference sample and on the window, side by side:
     a feature that starts to matter more or less shows here even when its values look stable."""
     from service.model import LoadedModel
@@ -406,8 +456,11 @@ def _explanation_drift(
     }
 
 
-def _quality(reference: pd.DataFrame, current: pd.DataFrame, manifest: Manifest) -> dict[str, Any]:
-    missing, increase, unseen, oor = {}, {}, {}, {}
+def _quality(reference: pd.DataFrame, current: pd.DataFrame, manifest: Manifest) -> QualitySummary:
+    missing: dict[str, float] = {}
+    increase: dict[str, float] = {}
+    unseen: dict[str, float] = {}
+    oor: dict[str, float] = {}
     for f in manifest.features:
         cur = current[f.name]
         missing[f.name] = float(cur.isna().mean())
@@ -428,9 +481,7 @@ def _quality(reference: pd.DataFrame, current: pd.DataFrame, manifest: Manifest)
     }
 
 
-def _realised(
-    window: Window, classes: list[str] | None
-) -> tuple[dict[str, float] | None, int, int]:
+def _realised(window: Window, classes: list[str] | None) -> tuple[Metrics | None, int, int]:
     """Realised metrics on the labelled rows of a window: (metrics, rows used, unusable labels).
 
     A label that is no class of the model, or not a finite number for a regressor, is counted and
@@ -456,9 +507,9 @@ def _realised(
     return regression_metrics(y_true[ok], pred[ok]), int(ok.sum()), int((~ok).sum())
 
 
-def _finite(value: Any) -> float:
+def _finite(value: JsonScalar) -> float:
     """A logged value as a float (NaN when it is none)."""
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         return float("nan")
     try:
         return float(value)
@@ -470,8 +521,8 @@ def _performance(
     window: Window,
     reference: pd.DataFrame,
     classes: list[str] | None,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"realised": None, "estimated": None, "reference_estimated": None}
+) -> PerformanceSummary:
+    out: PerformanceSummary = {"realised": None, "estimated": None, "reference_estimated": None}
     if classes is None:
         out["estimate_note"] = (
             "no label-free estimate for regression: it is read from class probabilities"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import cast
 
 import orjson
 import sqlalchemy as sa
 
+from monitoring.summary import AlertState, MonitorSummary, StoredRun
 from service.store import PredictionStore
 
 metadata = sa.MetaData()
@@ -54,9 +56,9 @@ class MonitorStore:
         version: int,
         window_end: float,
         rows: int,
-        summary: dict[str, Any],
+        summary: MonitorSummary,
         report_dir: str | None,
-        alert_states: dict[str, dict[str, Any]],
+        alert_states: Mapping[str, AlertState],
     ) -> int:
         """The run and the new alert state in one transaction: a killed run leaves neither."""
         with self.engine.begin() as conn:
@@ -84,7 +86,9 @@ class MonitorStore:
             assert key is not None
             return int(key[0])
 
-    def latest(self, model: str, n: int = 1) -> list[dict[str, Any]]:
+    def latest(self, model: str, n: int = 1) -> list[StoredRun]:
+        """The newest `n` runs, newest first. Each summary is the stored JSON as it is: older
+        releases' and failed runs' summaries lack keys (see monitoring.summary)."""
         stmt = (
             sa.select(runs)
             .where(runs.c.model == model)
@@ -92,18 +96,25 @@ class MonitorStore:
             .limit(n)
         )
         with self.engine.connect() as conn:
-            out = []
-            for r in conn.execute(stmt):
-                row = dict(r._mapping)
-                row["summary"] = orjson.loads(row["summary"])
-                out.append(row)
-            return out
+            return [
+                {
+                    "id": r.id,
+                    "model": r.model,
+                    "version": r.version,
+                    "finished_at": r.finished_at,
+                    "window_end": r.window_end,
+                    "rows": r.rows,
+                    "summary": cast(MonitorSummary, orjson.loads(r.summary)),
+                    "report_dir": r.report_dir,
+                }
+                for r in conn.execute(stmt)
+            ]
 
     def models(self) -> list[str]:
         with self.engine.connect() as conn:
             return sorted(r[0] for r in conn.execute(sa.select(runs.c.model).distinct()))
 
-    def alert_states(self, model: str) -> dict[str, dict[str, Any]]:
+    def alert_states(self, model: str) -> dict[str, AlertState]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(alert_state).where(alert_state.c.model == model))
             return {

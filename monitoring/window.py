@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict, cast
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pandas as pd
 import sqlalchemy as sa
@@ -14,13 +15,18 @@ from service.store import PredictionStore, feedback, predictions
 
 SAMPLE_HEX = 4  # the last 4 hex digits of an id (random bits) decide sampling
 
+JsonScalar = str | int | float | bool | None
+"""A logged prediction or label: a JSON value of the version's label type (or a number)."""
+
 
 @dataclass
 class Window:
     inputs: pd.DataFrame
-    predictions: list[Any]
-    probabilities: np.ndarray[Any, Any] | None
-    labels: list[Any | None]
+    predictions: list[JsonScalar]
+    probabilities: npt.NDArray[np.float64] | None
+    """Rows x classes in the order asked for; None for regressors or when a row has none."""
+    labels: list[JsonScalar]
+    """Feedback labels (None: no feedback); as class text when classes were given."""
     start: float | None
     end: float | None
     total_rows: int
@@ -32,7 +38,9 @@ class Window:
         return len(self.inputs)
 
 
-def _filters(model: str, version: int, since: float | None, until: float | None) -> list[Any]:
+def _filters(
+    model: str, version: int, since: float | None, until: float | None
+) -> list[sa.ColumnElement[bool]]:
     """Rows of the version that reached the store in (since, until]: by ingest time, not by
     prediction time, so a row that arrives late still falls into a later window."""
     f = [
@@ -123,9 +131,22 @@ def read_window(
     )
 
 
+class ShadowRow(TypedDict):
+    """A shadow answer beside the production answer it shadowed; JSON text as logged."""
+
+    shadow_version: int
+    shadow_prediction: str
+    shadow_probabilities: str | None
+    production_version: int
+    production_prediction: str
+    production_probabilities: str | None
+    label: str | None
+    """The production row's feedback label, if any."""
+
+
 def read_shadow(
     store: PredictionStore, *, model: str, since: float | None, cap: int
-) -> list[dict[str, Any]]:
+) -> list[ShadowRow]:
     """Shadow rows joined to the production prediction they shadowed (and its label)."""
     prod = predictions.alias("prod")
     shadow = predictions.alias("shadow")
@@ -151,4 +172,4 @@ def read_shadow(
         .limit(cap)
     )
     with store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(stmt)]
+        return [cast(ShadowRow, dict(r._mapping)) for r in conn.execute(stmt)]

@@ -1,0 +1,246 @@
+"""The monitoring summary's shape: what a run returns, stores as JSON and serves over HTTP.
+
+TypedDicts rather than classes because the summary *is* JSON: a row of `sw_monitor_runs`,
+`summary.json` in the report folder and the body of `GET /v1/models/{name}/monitoring`. The
+types describe that JSON; they add no key and drop none, and building a summary from them gives
+the same bytes as before they existed.
+
+Read-back is tolerant by construction: a summary read from the store is the stored JSON as it
+is. Keys marked `NotRequired` can be missing there, and every reader of stored runs (gauges,
+routes, the next run's window) uses `.get` for them:
+
+- a run that failed part-way is stored with `status: "failed"`, its `error` and `finished_at`,
+  and only the parts computed before it failed (often none after `test_score`);
+- a run with fewer rows than `min_rows` has no `drift`, `prediction_drift` or `explanation_drift`;
+- summaries stored by older releases lack `status`, `window.until`, `canary`, `shadow`,
+  `explanation_drift`, `performance.unusable_labels` and `performance.estimate_note`.
+
+Metric values are floats, NaN included, in a fresh summary (e.g. ROC AUC of a single-class
+window). JSON has no NaN: the store writes it as null, so a summary read back may hold None where
+these types say float; the gauges skip such values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+Metrics = dict[str, float]
+"""Metric name -> value (the metric contract's names: accuracy, roc_auc, rmse, ...)."""
+
+Severity = Literal["info", "warning", "critical"]
+AlertStatus = Literal["firing", "resolved"]
+RunStatus = Literal["ok", "failed"]
+
+
+class WindowSpan(TypedDict):
+    """The window a run looked at: prediction times of its rows, and the ingest-time bounds."""
+
+    start: float | None
+    """Earliest prediction time (`created_at`) among the rows."""
+    end: float | None
+    """Latest prediction time among the rows."""
+    since: float | None
+    """Ingest-time lower bound (exclusive); None: from the start of the log (or `--last`)."""
+    until: NotRequired[float]
+    """Ingest-time upper bound (inclusive): the next run starts here. Older releases: absent."""
+
+
+class ColumnDriftSummary(TypedDict):
+    """One column's drift verdict (monitoring.drift.ColumnDrift as JSON)."""
+
+    column: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+class DriftSummary(TypedDict):
+    drifted_share: float
+    drifted_count: int
+    columns: dict[str, ColumnDriftSummary]
+    """Per input feature; the prediction column is in `prediction_drift` instead."""
+
+
+class PredictionDrift(TypedDict, total=False):
+    """Drift of the prediction column; empty when Evidently returned no verdict for it.
+
+    Classifiers also carry the class shares (class text -> share) on both samples.
+    """
+
+    column: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+    reference_shares: dict[str, float]
+    current_shares: dict[str, float]
+
+
+class QualitySummary(TypedDict):
+    """Feature name -> share of the window's rows."""
+
+    missing_share: dict[str, float]
+    missing_increase: dict[str, float]
+    """Missing share above the reference's (never negative)."""
+    unseen_category_share: dict[str, float]
+    """Categorical features with known categories only."""
+    out_of_range_share: dict[str, float]
+    """Numeric features with a training range only."""
+
+
+class PerformanceSummary(TypedDict):
+    realised: Metrics | None
+    """On the labelled rows; None with fewer usable labels than a metric needs (or none)."""
+    estimated: Metrics | None
+    """Label-free estimate from the calibrated probabilities (classifiers only)."""
+    reference_estimated: Metrics | None
+    """The same estimate on the reference sample, for comparison."""
+    estimate_note: NotRequired[str]
+    """Why there is no estimate (regressors, or no logged probabilities)."""
+    unusable_labels: NotRequired[int]
+    """Labels that are no class of the version (or not finite): counted, left out. Always
+    present in fresh summaries; absent in older releases'."""
+    realised_rows: NotRequired[int]
+    """Labelled rows the realised figures were computed on; present when `realised` is."""
+
+
+class CanaryReport(TypedDict):
+    """The staging version's realised performance beside production's (canary traffic)."""
+
+    version: int
+    rows: int
+    labelled_rows: int
+    realised: NotRequired[float]
+    """The judged figures are present only when both sides have the metric on enough labels."""
+    production: NotRequired[float]
+    worse_by: NotRequired[float]
+    limit: NotRequired[float]
+    worse: NotRequired[bool]
+    withdrawn: NotRequired[bool]
+    """Present when `worse`: whether the staging alias was cleared."""
+    error: NotRequired[str]
+    """Why the alias could not be cleared (a read-only registry)."""
+
+
+class ShadowReport(TypedDict):
+    """How often the shadow (staging) version agrees with production, and both scores."""
+
+    shadow_version: int
+    production_version: int
+    rows: int
+    agreement: float
+    production_realised: NotRequired[Metrics]
+    """The realised figures and `labelled_rows` are present when some shadowed rows have labels."""
+    shadow_realised: NotRequired[Metrics]
+    labelled_rows: NotRequired[int]
+
+
+class FeatureContribution(TypedDict):
+    """Mean |contribution| of one feature on the reference sample and on the window."""
+
+    reference: float
+    current: float
+    change: float
+
+
+class ExplanationDrift(TypedDict):
+    method: str
+    features: dict[str, FeatureContribution]
+
+
+class AlertDict(TypedDict):
+    """monitoring.alerts.Alert as JSON: in `alerts`, `transitions` and notifier payloads."""
+
+    model: str
+    version: int
+    rule: str
+    status: AlertStatus
+    severity: Severity
+    value: float | None
+    threshold: float | None
+    message: str
+    since: float | None
+
+
+class AlertState(TypedDict):
+    """Hysteresis state of one rule for one model (a row of `sw_alert_state`)."""
+
+    active: bool
+    streak: int
+    """Consecutive runs disagreeing with `active` so far."""
+    since: float | None
+    """When the alert started firing; None while it is not active."""
+
+
+class MonitorSummary(TypedDict):
+    """One monitoring run. Keys are listed in the order a run writes them."""
+
+    model: str
+    version: int
+    status: NotRequired[RunStatus]
+    """Always written since runs can fail and be recorded; absent in older releases' (ok)."""
+    started_at: float
+    window: WindowSpan
+    rows: int
+    """Rows the run looked at (after sampling down to the cap)."""
+    rows_in_window: int
+    """Rows in the window before sampling."""
+    labelled_rows: int
+    metric: str | None
+    """The version's objective metric, if its manifest names one."""
+    test_score: float | None
+    drift: NotRequired[DriftSummary]
+    prediction_drift: NotRequired[PredictionDrift]
+    quality: NotRequired[QualitySummary]
+    performance: NotRequired[PerformanceSummary]
+    canary: NotRequired[CanaryReport | None]
+    """None when no other version is at the staging alias."""
+    shadow: NotRequired[ShadowReport]
+    explanation_drift: NotRequired[ExplanationDrift]
+    alerts: NotRequired[list[AlertDict]]
+    """Alerts firing after this run."""
+    transitions: NotRequired[list[AlertDict]]
+    """Alerts that fired or resolved with this run (what was notified)."""
+    notifier_errors: NotRequired[list[str]]
+    error: NotRequired[str]
+    """Failed runs: the reason."""
+    finished_at: NotRequired[float]
+    seconds: NotRequired[float]
+    report_dir: NotRequired[str]
+    """Only in the stored row and the returned summary, not in summary.json itself."""
+
+
+class StoredRun(TypedDict):
+    """A row of `sw_monitor_runs` as MonitorStore.latest returns it."""
+
+    id: int
+    model: str
+    version: int
+    finished_at: float
+    window_end: float
+    """Where the next run's window starts (`window.until` of the run)."""
+    rows: int
+    summary: MonitorSummary
+    report_dir: str | None
+
+
+class RunHistoryEntry(TypedDict):
+    """One stored run in the history of `GET /v1/models/{name}/monitoring`."""
+
+    finished_at: float
+    version: int
+    rows: int
+    drifted_share: float | None
+    """None when the run judged no drift (too few rows, failed, or drift not computed)."""
+    alerts: list[str]
+    """Rules firing after the run."""
+
+
+class MonitoringResponse(TypedDict):
+    """The body of `GET /v1/models/{name}/monitoring`."""
+
+    latest: MonitorSummary
+    """The newest stored summary, as stored."""
+    history: list[RunHistoryEntry]
+    """The newest runs first, the latest included."""
