@@ -158,10 +158,9 @@ class _Scale:
             raise TypeError(type(step).__name__)
 
     def __call__(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.divide:
-                return (x - self.offset) / self.factor  # type: ignore[no-any-return]
-            return x * self.factor + self.offset  # type: ignore[no-any-return]
+        if self.divide:
+            return (x - self.offset) / self.factor  # type: ignore[no-any-return]
+        return x * self.factor + self.offset  # type: ignore[no-any-return]
 
 
 def _scale(step: Any) -> _Scale | None:
