@@ -192,3 +192,8 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([fmt(cells[0]), sep, *[fmt(r) for r in cells[1:]]])
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages, as `uptime` prints them."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
