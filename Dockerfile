@@ -7,6 +7,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY training ./training
 COPY service ./service
 COPY monitoring ./monitoring

@@ -35,9 +35,9 @@ from bench.common import (
     table,
     wrk,
 )
+from core.registry import MODEL_FILE, Registry
 from service.model import LoadedModel
 from training.demo import FEATURES, load_flights
-from training.registry import MODEL_FILE, Registry
 
 VENVS = ROOT / ".bench-venvs"
 PEERS = {

@@ -58,10 +58,10 @@ def fill(db_url: str, registry: Path, rows: int) -> None:
     """Log `rows` predictions of flights from later months, as the service would."""
     import numpy as np
 
+    from core.registry import Registry
     from service.model import LoadedModel
     from service.store import PredictionStore
     from training.demo import FEATURES, load_flights
-    from training.registry import Registry
 
     model = LoadedModel.load(Registry(registry), "flights", Registry(registry).resolve("flights"))
     source = load_flights(months=range(5, 13))[FEATURES]
@@ -167,9 +167,9 @@ def child(kind: str, db_url: str, registry: str, reports: str) -> None:
     else:
         import pandas as pd
 
+        from core.registry import REFERENCE_FILE, Registry
         from monitoring.drift import run_drift
         from monitoring.window import read_window
-        from training.registry import REFERENCE_FILE, Registry
 
         reg = Registry(registry)
         version = reg.resolve("flights")
@@ -255,8 +255,8 @@ def main() -> None:
     ensure_demo_model(args.registry)
     import pandas as pd
 
+    from core.registry import REFERENCE_FILE, Registry
     from monitoring.config import MonitorSettings
-    from training.registry import REFERENCE_FILE, Registry
 
     reg = Registry(args.registry)
     version = reg.resolve("flights")

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from bench.common import ensure_demo_model, machine, table
+from core.registry import Registry
 from monitoring.retrain import retrain
 from service.model import LoadedModel
 from service.store import PredictionStore
 from training.demo import FEATURES, TARGET, load_flights
-from training.registry import Registry
 
 
 def main() -> None:

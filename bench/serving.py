@@ -16,9 +16,9 @@ import httpx
 import pandas as pd
 
 from bench.common import ServeProcess, ensure_demo_model, machine, median_run, table, wrk
+from core.registry import Registry
 from service.model import LoadedModel
 from training.demo import FEATURES, load_flights
-from training.registry import Registry
 
 
 def instances(n: int) -> list[dict[str, object]]:
@@ -53,8 +53,8 @@ def main() -> None:
     model = LoadedModel.load(reg, "flights", version)
     print(
         f"machine: {machine()}; model flights v{version} "
-        f"({(model.manifest.model_extra or {}).get('model', {}).get('family')})"
-    )  # type: ignore[union-attr]
+        f"({model.manifest.model.family})"
+    )
 
     server = ServeProcess(args.registry, workers=args.workers)
     url = f"{server.url}/v1/models/flights/predict"

@@ -12,8 +12,8 @@ from typing import Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core import metrics as metric_contract
 from monitoring.summary import AlertDict, AlertState, AlertStatus, MonitorSummary, Severity
-from training import metrics as metric_contract
 
 log = logging.getLogger("servewatch.alerts")
 

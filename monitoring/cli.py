@@ -124,8 +124,8 @@ def export(
     import orjson
     import pandas as pd
 
+    from core.registry import Registry
     from service.store import PredictionStore
-    from training.registry import Registry
 
     settings = _settings(registry, database_url)
     try:
@@ -177,10 +177,10 @@ def retrain_cmd(
     database_url: DbOpt = None,
 ) -> None:
     """Retrain from the original data plus the labelled log; promote only through the gate."""
+    from core.errors import ServewatchError
+    from core.registry import Registry
     from monitoring.retrain import retrain, summary_lines
     from service.store import PredictionStore
-    from training.errors import TrainingError
-    from training.registry import Registry
 
     settings = _settings(registry, database_url)
     since_ts = time.time() - parse_duration(since) if since else None
@@ -195,7 +195,7 @@ def retrain_cmd(
             dry_run=dry_run,
             incremental=incremental,
         )
-    except TrainingError as exc:
+    except ServewatchError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     if json_out:

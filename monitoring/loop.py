@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
+from core.registry import Registry
 from monitoring.config import MonitorSettings
 from monitoring.runner import MonitorError, run_monitoring
 from monitoring.summary import MonitorSummary
 from service.store import PredictionStore
-from training.registry import Registry
 
 log = logging.getLogger("servewatch.monitor")
 
@@ -97,8 +97,8 @@ def maybe_retrain(
     reason = retrain_reason(settings, model, summary)
     if reason is None:
         return None
+    from core.errors import ServewatchError
     from monitoring.retrain import retrain
-    from training.errors import TrainingError
 
     stamp = settings.monitor_reports_dir / f".retrain-{model}"
     stamp.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def maybe_retrain(
             model=model,
             incremental=settings.retrain_incremental,
         )
-    except (TrainingError, OSError) as exc:
+    except (ServewatchError, OSError) as exc:
         log.warning("automatic retrain of %s (%s) did not run: %s", model, reason, exc)
         return {"reason": reason, "error": str(exc)}
     gate = result.manifest["gate"]

@@ -14,6 +14,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from core import labels as label_types
+from core import metrics as metric_contract
+from core.metrics import classification_metrics, regression_metrics
+from core.registry import PREDICTION_COL, PROBA_PREFIX, REFERENCE_FILE, Manifest, Registry
 from monitoring import alerts as alerting
 from monitoring.config import MonitorSettings
 from monitoring.estimate import estimate
@@ -33,10 +37,6 @@ from monitoring.summary import (
 )
 from monitoring.window import JsonScalar, ShadowRow, Window, read_shadow, read_window
 from service.store import PredictionStore
-from training import labels as label_types
-from training import metrics as metric_contract
-from training.metrics import classification_metrics, regression_metrics
-from training.registry import PREDICTION_COL, PROBA_PREFIX, REFERENCE_FILE, Manifest, Registry
 
 log = logging.getLogger("servewatch.monitor")
 
@@ -121,10 +121,8 @@ def run_monitoring(
         "rows": window.rows,
         "rows_in_window": window.total_rows,
         "labelled_rows": sum(lab is not None for lab in window.labels),
-        "metric": manifest.model_extra.get("objective", {}).get("metric")
-        if manifest.model_extra
-        else None,
-        "test_score": (manifest.model_extra or {}).get("objective", {}).get("test_score"),
+        "metric": manifest.objective.metric if manifest.objective else None,
+        "test_score": manifest.objective.test_score if manifest.objective else None,
     }
     report_dir = settings.monitor_reports_dir / model
     tmp = report_dir / f".tmp-{uuid.uuid4().hex}"

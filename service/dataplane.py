@@ -17,6 +17,7 @@ import orjson
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from core import labels
 from service import metrics
 from service.config import Settings
 from service.errors import InvalidInstances, InvalidRequest, PayloadTooLarge, Unavailable
@@ -27,7 +28,6 @@ from service.models import ModelManager, Slot
 from service.schemas import FeedbackRequest, FeedbackResponse
 from service.store import PredictionStore, encode, prediction_rows
 from service.validation import Checked
-from training import labels
 
 log = logging.getLogger("servewatch.predict")
 

@@ -46,7 +46,7 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
-from training.transformers import DatetimeFeatures, QuantileClipper
+from core.transformers import DatetimeFeatures, QuantileClipper
 
 try:  # private in scikit-learn: when a release moves it, sigmoid calibration is not replayed
     from sklearn.calibration import _SigmoidCalibration as _Sigmoid

@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from core.registry import Registry
 from service import errors, metrics
 from service.canary import CanaryLimits
 from service.config import Settings
@@ -22,7 +23,6 @@ from service.logwriter import LogWriter, Spool
 from service.models import ModelManager, settle_heap
 from service.routes import explain, health, models, predict
 from service.store import PredictionStore
-from training.registry import Registry
 
 log = logging.getLogger("servewatch.service")
 

@@ -16,11 +16,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from core import labels
+from core.ecosystem import MissingModelPackage, load_model_bytes
+from core.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
 from service.fastpath import FastEstimator, FastPreprocessor, parse_timestamp
 from service.validation import Validator
-from training import labels
-from training.ecosystem import MissingModelPackage, load_model_bytes
-from training.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
 
 log = logging.getLogger("servewatch.model")
 
@@ -72,7 +72,7 @@ class LoadedModel:
         self.path = path
         self.name = manifest.name
         self.version = manifest.version
-        self.personal = set((manifest.model_extra or {}).get("personal_data") or [])
+        self.personal = set(manifest.personal_data)
         self.validator = Validator(manifest.features, self.personal)
         self.classes: list[str] | None = None
         """The classes as text (probability keys), in `predict_proba` column order."""
@@ -151,7 +151,7 @@ class LoadedModel:
         """Built on first use (it reads the reference sample as background); thread-safe."""
         with self._explainer_lock:
             if self._explainer is None:
-                from training.explain import Explainer
+                from core.explain import Explainer
 
                 background = pd.read_parquet(self.path / REFERENCE_FILE)
                 self._explainer = Explainer(

@@ -12,13 +12,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from core.errors import RegistryError
+from core.registry import Registry
 from service import metrics
 from service.batching import MicroBatcher
 from service.canary import CanaryGuard, CanaryLimits
 from service.errors import NotFound
 from service.model import LoadedModel, ModelLoadError
-from training.errors import TrainingError
-from training.registry import Registry
 
 log = logging.getLogger("servewatch.models")
 
@@ -114,7 +114,7 @@ class ModelManager:
         for ref in self.refs:
             try:
                 await self.swap(ref)
-            except (ModelLoadError, TrainingError) as exc:
+            except (ModelLoadError, RegistryError) as exc:
                 problems.append(str(exc))
                 log.error("not serving %s: %s", ref.name, exc)
         await self._load_staging()
@@ -126,7 +126,7 @@ class ModelManager:
                 continue
             try:
                 await self.swap(ServedRef(name, "@staging"), role="staging")
-            except (ModelLoadError, TrainingError) as exc:
+            except (ModelLoadError, RegistryError) as exc:
                 gone = self.staging.pop(name, None)
                 if gone is not None:  # the alias was cleared (e.g. a canary rolled back)
                     metrics.STAGING_INFO.labels(name, str(gone.model.version)).set(0)
@@ -229,7 +229,7 @@ class ModelManager:
                     continue
                 try:
                     await self.swap(slot.ref)
-                except (ModelLoadError, TrainingError, OSError, ValueError) as exc:
+                except (ModelLoadError, RegistryError, OSError, ValueError) as exc:
                     log.error(
                         "reload of %s refused, old version keeps serving: %s", slot.ref.name, exc
                     )

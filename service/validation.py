@@ -17,7 +17,7 @@ from operator import itemgetter
 from types import NoneType
 from typing import Any
 
-from training.registry import FeatureSchema
+from core.registry import FeatureSchema
 
 
 @dataclass

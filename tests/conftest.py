@@ -12,9 +12,9 @@ from types import ModuleType
 
 import pytest
 
+from core.registry import Registry
 from tests.data import classification_frame
 from training.config import TrainConfig
-from training.registry import Registry
 from training.train import run_training
 
 REQUIRE_TOOLS = "SERVEWATCH_REQUIRE_TOOLS"

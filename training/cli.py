@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.errors import ServewatchError
+from core.registry import Registry
 from training.errors import TrainingError
-from training.registry import Registry
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -87,7 +88,7 @@ def train(
                 progress=lambda m: bar.update(job, description=m),
                 promote=promote,
             )
-    except TrainingError as exc:
+    except ServewatchError as exc:
         raise _fail(exc) from None
     m = result.manifest
     if json_out:
@@ -155,7 +156,7 @@ def show(
     name, vref = _split_ref(ref)
     try:
         version = reg.resolve(name, vref)
-    except TrainingError as exc:
+    except ServewatchError as exc:
         raise _fail(exc) from None
     out.print_json(json.dumps(reg.raw_manifest(name, version), default=str))
 
@@ -170,7 +171,7 @@ def promote_cmd(
     """Point an alias at a version (atomically)."""
     try:
         before = Registry(registry).set_alias(name, alias, version)
-    except TrainingError as exc:
+    except ServewatchError as exc:
         raise _fail(exc) from None
     console.print(f"{name}@{alias}: {before if before is not None else '-'} -> {version}")
 
@@ -184,7 +185,7 @@ def rollback_cmd(
     """Move an alias back to the version it pointed to before."""
     try:
         version = Registry(registry).rollback(name, alias)
-    except TrainingError as exc:
+    except ServewatchError as exc:
         raise _fail(exc) from None
     console.print(f"{name}@{alias} -> {version}")
 
@@ -217,6 +218,6 @@ def import_cmd(
             registry=Registry(registry),
             personal_data=personal,
         )
-    except TrainingError as exc:
+    except ServewatchError as exc:
         raise _fail(exc) from None
     console.print(f"imported {name} v{version} into {registry}")

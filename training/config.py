@@ -8,8 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from training.errors import TrainingError
-from training.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 Task = Literal["classification", "regression"]
 Scaler = Literal["standard", "robust", "minmax", "none"]

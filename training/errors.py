@@ -1,5 +1,7 @@
-"""The one exception training raises for a user's mistake; the CLI prints it as one line."""
+"""The exception training raises for a user's mistake; the CLI prints it as one line."""
+
+from core.errors import ServewatchError
 
 
-class TrainingError(Exception):
-    """A problem with the user's data, config or registry, worded for the user."""
+class TrainingError(ServewatchError):
+    """A problem with the user's data or config, worded for the user."""

@@ -11,7 +11,7 @@ from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import confusion_matrix
 
-from training.metrics import classification_metrics, regression_metrics
+from core.metrics import classification_metrics, regression_metrics
 
 
 def score_model(model: Any, x: pd.DataFrame, y: pd.Series, task: str) -> dict[str, float]:

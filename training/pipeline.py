@@ -17,9 +17,9 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
+from core.transformers import DatetimeFeatures, QuantileClipper
 from training.config import Preprocessing
 from training.data import FeatureKinds
-from training.transformers import DatetimeFeatures, QuantileClipper
 
 MISSING_CATEGORY = "__missing__"
 TREE_FAMILIES = {"tree", "forest", "hgb"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.registry import FeatureSchema
 from training.data import FeatureKinds
-from training.registry import FeatureSchema
 
 MAX_CATEGORIES_LISTED = 500
 

@@ -6,11 +6,11 @@ from typing import Literal
 
 from fastapi import APIRouter
 
+from core.errors import RegistryError
 from service.deps import AdminDep, StateDep
 from service.errors import Unavailable
 from service.model import ModelLoadError
 from service.schemas import ModelDetail, ModelSummary, ReloadResponse, documented
-from training.errors import TrainingError
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -67,6 +67,6 @@ async def reload(name: str, state: StateDep, _admin: AdminDep) -> ReloadResponse
     state.manager.get(name)
     try:
         old, new = await state.manager.reload(name)
-    except (ModelLoadError, TrainingError) as exc:
+    except (ModelLoadError, RegistryError) as exc:
         raise Unavailable(f"reload refused, the old version keeps serving: {exc}") from None
     return ReloadResponse(model=name, previous_version=old, version=new)

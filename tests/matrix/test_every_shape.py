@@ -30,6 +30,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from typer.testing import CliRunner
 
+from core import metrics as metric_contract
+from core.registry import Registry
 from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
 from monitoring.retrain import retrain
@@ -37,9 +39,7 @@ from monitoring.runner import run_monitoring
 from servewatch.cli import app as cli
 from service.store import PredictionStore
 from tests.service.conftest import Server
-from training import metrics as metric_contract
 from training.config import TrainConfig
-from training.registry import Registry
 from training.train import run_training
 
 pytestmark = pytest.mark.slow

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.registry import Registry
 from monitoring.config import MonitorSettings
 from service.model import LoadedModel
 from service.store import PredictionStore
 from tests.data import classification_frame
-from training.registry import Registry
 
 FEATURES = ["x1", "x2", "color", "group", "when"]
 

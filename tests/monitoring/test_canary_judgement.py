@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from sklearn import datasets
 
+from core.registry import Registry
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from service.model import LoadedModel
 from service.store import PredictionStore
 from training.config import TrainConfig
-from training.registry import Registry
 from training.train import run_training
 
 FAST = {"search": {"method": "random", "trials": 1, "budget_seconds": 10},

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
+from core.registry import Registry
 from monitoring.collector import MonitoringCollector
 from monitoring.config import MonitorSettings
 from monitoring.routes import make_router
@@ -22,7 +23,6 @@ from monitoring.store import MonitorStore
 from service.model import LoadedModel
 from service.store import PredictionStore
 from tests.monitoring.conftest import FEATURES, log_traffic, traffic
-from training.registry import Registry
 
 
 def skeleton(value: Any) -> Any:

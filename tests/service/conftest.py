@@ -16,9 +16,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from core.registry import Registry
 from service.config import Settings
 from service.main import create_app
-from training.registry import Registry
 
 ADMIN = "admin-token-0123456789"
 

@@ -52,7 +52,7 @@ def test_explain_validates_like_predict(client: TestClient) -> None:
 def test_explanations_on_the_numpy_path_equal_the_pipelines(settings: Settings) -> None:
     """The service explains on its verified numpy replay of the preprocessing; the numbers must be
     those of the explainer running scikit-learn's fitted preprocessing itself."""
-    from training.registry import Registry
+    from core.registry import Registry
 
     reg = Registry(settings.registry)
     fast = LoadedModel.load(reg, "demo", 1)

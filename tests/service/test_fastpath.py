@@ -14,6 +14,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import ElasticNet, LogisticRegression, SGDClassifier
 from sklearn.svm import SVC
 
+from core.registry import Manifest
 from service import fastpath
 from service.fastpath import FastEstimator, FastPreprocessor, parse_timestamp
 from service.model import EDGE_TIMESTAMPS, LoadedModel
@@ -21,7 +22,6 @@ from tests.data import classification_frame
 from training.config import Preprocessing
 from training.data import FeatureKinds
 from training.pipeline import build_pipeline
-from training.registry import Manifest
 
 KINDS = FeatureKinds(numeric=["x1", "x2"], categorical=["color", "group"], datetime=[])
 

@@ -119,8 +119,8 @@ def test_the_heap_is_frozen_once_models_load_and_a_swapped_out_version_is_freed(
 ) -> None:
     """Long-lived objects are hidden from the garbage collector (no 100 ms full collections
     under load): at start, and the new version after a hot swap; the old version is freed."""
+    from core.registry import Registry
     from tests.service.test_swap import AUTH, add_version
-    from training.registry import Registry
 
     assert gc.get_freeze_count() > 10_000
     old = weakref.ref(client.app.state.sw.manager.slots["demo"].model)  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from core.registry import Registry, sign
 from service.config import Settings
 from service.main import create_app
 from service.model import LoadedModel, ModelLoadError
@@ -13,7 +14,6 @@ from service.store import PredictionStore
 from tests.conftest import fast_config
 from tests.data import classification_frame
 from tests.service.conftest import example
-from training.registry import Registry, sign
 from training.train import run_training
 
 KEY = "signing-key-0123456789abcdef"
@@ -165,7 +165,7 @@ def test_imported_versions_declare_personal_data(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     manifest = Registry(reg).manifest("demo", 1)
     assert [f.name for f in manifest.features] == ["x1", "x2"]
-    assert (manifest.model_extra or {})["personal_data"] == ["email"]
+    assert manifest.personal_data == ["email"]
     settings = Settings(
         registry=reg,
         database_url=f"sqlite:///{tmp_path}/l.db",

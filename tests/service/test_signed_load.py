@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import SGDClassifier
 
-import training.registry
+import core.registry
+from core.registry import MODEL_FILE, Registry
 from service.model import LoadedModel, ModelLoadError
 from tests.data import classification_frame
 from training.config import Preprocessing
 from training.data import FeatureKinds
-from training.registry import MODEL_FILE, Registry
 
 KEY = "signing-key-0123456789abcdef"
 KINDS = FeatureKinds(numeric=["x1", "x2"], categorical=["color"], datetime=[])
@@ -106,7 +106,7 @@ def test_model_file_swapped_after_its_hash_is_never_loaded(
             return digest
 
     monkeypatch.setattr(
-        training.registry, "hashlib", types.SimpleNamespace(sha256=SwapAfterHashing)
+        core.registry, "hashlib", types.SimpleNamespace(sha256=SwapAfterHashing)
     )
     model = LoadedModel.load(reg, "m", 1)
     assert swaps, "the hook never ran: the model file was not hashed"

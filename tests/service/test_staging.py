@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from core.registry import Registry
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from service.config import Settings
@@ -16,7 +17,6 @@ from service.model import LoadedModel
 from service.store import PredictionStore
 from tests.conftest import fast_config
 from tests.service.conftest import example
-from training.registry import Registry
 from training.train import run_training
 
 

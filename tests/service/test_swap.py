@@ -8,10 +8,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from core.registry import Registry
 from service.config import Settings
 from service.main import create_app
 from tests.service.conftest import ADMIN, Server, example
-from training.registry import Registry
 
 AUTH = {"authorization": f"Bearer {ADMIN}"}
 

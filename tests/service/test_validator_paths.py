@@ -6,8 +6,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.registry import FeatureSchema
 from service.validation import Checked, Validator
-from training.registry import FeatureSchema
 
 FEATURES = [
     FeatureSchema(name="x", kind="numeric", dtype="float64", nullable=True, min=0.0, max=10.0),

@@ -114,7 +114,7 @@ def test_import_an_existing_pipeline(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
-    from training.registry import Registry
+    from core.registry import Registry
 
     m = Registry(reg).manifest("imp", 1)
     assert [f.name for f in m.features] == ["x1", "color"]

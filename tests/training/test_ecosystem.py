@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
-from training import ecosystem
+from core import ecosystem
+from core.explain import Explainer
 from training.config import Preprocessing
 from training.data import FeatureKinds
-from training.explain import Explainer
 from training.pipeline import build_pipeline
 
 lightgbm = pytest.importorskip("lightgbm")

@@ -12,11 +12,11 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from core.explain import Explainer, _source_map
 from tests.conftest import require_module
 from tests.data import classification_frame, regression_frame
 from training.config import Preprocessing
 from training.data import FeatureKinds
-from training.explain import Explainer, _source_map
 from training.pipeline import build_pipeline
 
 KINDS = FeatureKinds(numeric=["x1", "x2"], categorical=["color", "group"], datetime=["when"])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training import labels
+from core import labels
 from training import metrics as mc
 
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from training.errors import TrainingError
-from training.registry import MODEL_FILE, Manifest, Registry, read_verified, verify_files
+from core.errors import RegistryError
+from core.registry import MODEL_FILE, Manifest, Registry, read_verified, verify_files
 
 
 def minimal_manifest() -> dict[str, Any]:
@@ -93,11 +93,11 @@ def test_aliases_promote_and_roll_back(tmp_path: Path) -> None:
     assert reg.resolve("m", "@production") == 2
     assert reg.rollback("m") == 1
     assert reg.resolve("m") == 1
-    with pytest.raises(TrainingError, match="no earlier version"):
+    with pytest.raises(RegistryError, match="no earlier version"):
         reg.rollback("m")
-    with pytest.raises(TrainingError, match="no version 9"):
+    with pytest.raises(RegistryError, match="no version 9"):
         reg.set_alias("m", "production", 9)
-    with pytest.raises(TrainingError, match="alias must be one of"):
+    with pytest.raises(RegistryError, match="alias must be one of"):
         reg.set_alias("m", "canary", 1)
     assert json.loads((tmp_path / "m" / "aliases.json").read_text())["production"]["version"] == 1
 
@@ -105,11 +105,11 @@ def test_aliases_promote_and_roll_back(tmp_path: Path) -> None:
 def test_resolve_errors_name_what_exists(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
     reg.publish("m", stage_ok)
-    with pytest.raises(TrainingError, match=r"no model named 'x'.*models: m"):
+    with pytest.raises(RegistryError, match=r"no model named 'x'.*models: m"):
         reg.resolve("x")
-    with pytest.raises(TrainingError, match=r"no version '7' \(versions: \[1\]\)"):
+    with pytest.raises(RegistryError, match=r"no version '7' \(versions: \[1\]\)"):
         reg.resolve("m", "7")
-    with pytest.raises(TrainingError, match="no alias 'staging'"):
+    with pytest.raises(RegistryError, match="no alias 'staging'"):
         reg.resolve("m", "@staging")
 
 
@@ -136,5 +136,5 @@ def test_read_verified_checks_the_bytes_it_keeps(tmp_path: Path) -> None:
     assert bad.contents == {}  # bytes that failed their hash are never handed out
     (folder / MODEL_FILE).unlink()
     assert reg.read_verified("m", 1).problems == ["model.joblib: missing"]
-    with pytest.raises(TrainingError, match="no version 2"):
+    with pytest.raises(RegistryError, match="no version 2"):
         reg.read_verified("m", 2)

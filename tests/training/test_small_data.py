@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_iris, load_wine
 
+from core.registry import Registry
 from training import quality
 from training.candidates import calibrated, make_estimator, model_space, preprocessing_space
 from training.config import Quality, TrainConfig
 from training.data import DataSize, FeatureKinds, size_of, split
 from training.pipeline import build_pipeline
-from training.registry import Registry
 from training.search import make_cv, search_family
 from training.train import run_training
 

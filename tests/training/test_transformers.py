@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from training.transformers import DatetimeFeatures, QuantileClipper
+from core.transformers import DatetimeFeatures, QuantileClipper
 
 
 @parametrize_with_checks([QuantileClipper()])

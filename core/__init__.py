@@ -1,0 +1,3 @@
+"""The ground floor every other package may import, importing none of them: the registry and its
+typed manifest, the metric contract, label types, the prediction-log row types, the fitted parts
+that pickles refer to, model loading and explanations, and the root of the error hierarchy."""

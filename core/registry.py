@@ -1,0 +1,391 @@
+"""The model registry on disk: atomic versions that only grow, hashed files and movable aliases.
+
+Layout::
+
+    <root>/<name>/<version>/model.joblib, manifest.json, reference.parquet, reports ...
+    <root>/<name>/aliases.json      {"production": {"version": 3, "history": [1, 2]}, ...}
+
+A version is staged in a hidden folder and renamed into place in one step, so readers never see
+half a version. This module is light (no scikit-learn) because the service imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from core.errors import RegistryError
+
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.joblib"
+REFERENCE_FILE = "reference.parquet"
+ALIASES_FILE = "aliases.json"
+SIGNING_ENV = "SERVEWATCH_SIGNING_KEY"
+ALIASES = ("production", "staging")
+STAGING_PREFIX = ".staging-"
+
+# Columns the reference sample adds beside the input features.
+PREDICTION_COL = "sw_prediction"
+LABEL_COL = "sw_label"
+PROBA_PREFIX = "sw_proba__"
+
+
+class FeatureSchema(BaseModel):
+    """One input feature as the model expects it at serving time."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    kind: Literal["numeric", "categorical", "datetime"]
+    dtype: str
+    nullable: bool
+    categories: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class Objective(BaseModel):
+    """The metric a version is judged by and how it scored."""
+
+    model_config = ConfigDict(extra="allow")
+    metric: str
+    min_test_score: float | None = None
+    test_score: float | None = None
+    passed: bool | None = None
+    scored_on: Literal["test", "sample"] = "test"
+    """`sample` for imported versions: scored on the import sample, not a held-out test split."""
+
+
+class ModelInfo(BaseModel):
+    """Which estimator a version holds (the manifest's `model` section holds more)."""
+
+    model_config = ConfigDict(extra="allow")
+    family: str | None = None
+
+
+MANIFEST_SCHEMA = 2
+"""Bumped when a field is added that readers rely on; older manifests still load (every field
+added since version 1 has a default that means what the older release did)."""
+
+
+class Manifest(BaseModel):
+    """What the service and monitoring read from manifest.json, typed. The file holds more
+    (reports, config, lineage) for people and `models show`; code reads only these fields."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_version: int = 1
+    name: str
+    version: int
+    created_at: str
+    task: Literal["classification", "regression"]
+    target: str
+    classes: list[Any] | None = None
+    """In `predict_proba` column order, as JSON values of `label_type`."""
+    label_type: Literal["string", "integer", "boolean", "float"] | None = None
+    """The type answers and feedback labels carry; None in manifests older than it (read as
+    string for classifiers, float for regressors)."""
+    features: list[FeatureSchema]
+    objective: Objective | None = None
+    model: ModelInfo = ModelInfo()
+    personal_data: list[str] = []
+    """Columns clients may send that are personal data: never features, redacted in the log."""
+    metrics: dict[str, Any] = {}
+    files: dict[str, str] = {}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _canonical(manifest: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    # Round-trip through JSON so the signed form is exactly what readers will parse.
+    plain = json.loads(json.dumps(body, default=str))
+    return json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(manifest: dict[str, Any], key: str) -> str:
+    """HMAC-SHA256 of the manifest (without its signature); it covers every file's SHA-256."""
+    return hmac.new(key.encode(), _canonical(manifest), hashlib.sha256).hexdigest()
+
+
+def verify_signature(manifest: dict[str, Any], key: str) -> str | None:
+    """None when the manifest is signed with `key`, else the problem."""
+    given = manifest.get("signature")
+    if not isinstance(given, str):
+        return "manifest is not signed and a signing key is configured"
+    if not hmac.compare_digest(given, sign(manifest, key)):
+        return "manifest signature does not match (tampered, or signed with another key)"
+    return None
+
+
+@dataclass(frozen=True)
+class VerifiedVersion:
+    """A version read once: the manifest parsed from the bytes its signature was checked on,
+    and the bytes of the files asked for, the same bytes that were hashed. Load from these,
+    never from the folder again: a file swapped on disk after the check is never read."""
+
+    manifest: Manifest
+    raw: dict[str, Any]
+    contents: dict[str, bytes]
+    problems: list[str]
+    """Empty when the signature (with a key) and every listed file's SHA-256 match."""
+
+
+def read_verified(
+    version_dir: Path, *, signing_key: str | None, keep: Collection[str] = (MODEL_FILE,)
+) -> VerifiedVersion:
+    """Read `manifest.json` once, check its signature (when a key is set) over those bytes and
+    parse the manifest from the same bytes; read every listed file once, hash it, and keep the
+    bytes of the files in `keep` (a kept file the manifest does not list is a problem).
+
+    Raises FileNotFoundError without a manifest, ValueError (or pydantic's) when it is not a
+    valid one."""
+    data = (version_dir / MANIFEST).read_bytes()
+    raw: dict[str, Any] = json.loads(data)
+    if not isinstance(raw, dict):
+        raise ValueError("the manifest is not a JSON object")
+    manifest = Manifest.model_validate_json(data)
+    problems: list[str] = []
+    if signing_key:
+        bad = verify_signature(raw, signing_key)
+        if bad:
+            problems.append(bad)
+    if not manifest.files:
+        problems.append("manifest lists no files")
+    contents: dict[str, bytes] = {}
+    for rel, expected in manifest.files.items():
+        path = version_dir / rel
+        try:
+            if rel in keep:
+                body = path.read_bytes()
+                digest = hashlib.sha256(body).hexdigest()
+            else:
+                body, digest = b"", sha256_file(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            problems.append(f"{rel}: missing")
+            continue
+        if digest != expected:
+            problems.append(f"{rel}: SHA-256 does not match the manifest")
+        elif rel in keep:
+            contents[rel] = body
+    for rel in keep:
+        if rel not in manifest.files and rel == MODEL_FILE:
+            problems.append(f"{rel}: not listed in the manifest")
+    return VerifiedVersion(manifest, raw, contents, problems)
+
+
+def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
+    """Differences between the folder and the manifest's SHA-256 list (empty: all good)."""
+    problems = []
+    if not manifest.files:
+        problems.append("manifest lists no files")
+    for rel, expected in manifest.files.items():
+        path = version_dir / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif sha256_file(path) != expected:
+            problems.append(f"{rel}: SHA-256 does not match the manifest")
+    return problems
+
+
+class Registry:
+    """Read and write access to one registry root."""
+
+    def __init__(self, root: Path | str, *, signing_key: str | None = None) -> None:
+        self.root = Path(root)
+        self.signing_key = signing_key if signing_key is not None else os.environ.get(SIGNING_ENV)
+
+    # -- reading -------------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in model_dir.iterdir()
+            if p.name.isdigit() and (p / MANIFEST).is_file()
+        )
+
+    def path(self, name: str, version: int) -> Path:
+        return self.root / name / str(version)
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        path = self.path(name, version) / MANIFEST
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise RegistryError(f"model {name} has no version {version}") from None
+
+    def read_verified(
+        self, name: str, version: int, *, keep: Collection[str] = (MODEL_FILE,)
+    ) -> VerifiedVersion:
+        """The version read once and checked against its manifest (and signature, with a key);
+        see `read_verified`. RegistryError when there is no such version."""
+        try:
+            return read_verified(self.path(name, version), signing_key=self.signing_key, keep=keep)
+        except FileNotFoundError as exc:
+            if exc.filename == str(self.path(name, version) / MANIFEST):
+                raise RegistryError(f"model {name} has no version {version}") from None
+            raise
+
+    def raw_manifest(self, name: str, version: int) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.path(name, version) / MANIFEST).read_text())
+        return data
+
+    def aliases(self, name: str) -> dict[str, dict[str, Any]]:
+        path = self.root / name / ALIASES_FILE
+        if not path.is_file():
+            return {}
+        data: dict[str, dict[str, Any]] = json.loads(path.read_text())
+        return data
+
+    def alias_version(self, name: str, alias: str) -> int | None:
+        entry = self.aliases(name).get(alias)
+        return int(entry["version"]) if entry else None
+
+    def resolve(self, name: str, ref: str | None = None) -> int:
+        """`3` -> 3, `@staging` -> its version; None -> production if set, else the newest."""
+        versions = self.versions(name)
+        if not versions:
+            known = ", ".join(self.models()) or "none"
+            raise RegistryError(f"no model named {name!r} in {self.root} (models: {known})")
+        if ref is None:
+            prod = self.alias_version(name, "production")
+            return prod if prod is not None else versions[-1]
+        if ref.startswith("@"):
+            found = self.alias_version(name, ref[1:])
+            if found is None:
+                raise RegistryError(f"model {name} has no alias {ref[1:]!r}")
+            return found
+        if not ref.isdigit() or int(ref) not in versions:
+            raise RegistryError(f"model {name} has no version {ref!r} (versions: {versions})")
+        return int(ref)
+
+    # -- writing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with (model_dir / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def publish(self, name: str, stage: Callable[[Path], dict[str, Any]]) -> int:
+        """Stage a version with `stage(folder) -> manifest`, hash its files, rename it into place.
+
+        The version number is taken at the rename: two concurrent runs never share one, and a
+        crash leaves only a hidden staging folder that the next publish removes.
+        """
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        self._prune_stale_staging(model_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+        try:
+            manifest = stage(tmp)
+            files = {
+                str(p.relative_to(tmp)): sha256_file(p)
+                for p in sorted(tmp.rglob("*"))
+                if p.is_file() and p.name != MANIFEST
+            }
+            for _attempt in range(1000):
+                version = (max(self.versions(name), default=0)) + 1
+                manifest.update(
+                    schema_version=MANIFEST_SCHEMA, name=name, version=version, files=files
+                )
+                manifest.pop("signature", None)
+                Manifest.model_validate(manifest)  # the contract holds before anyone reads it
+                if self.signing_key:
+                    manifest["signature"] = sign(manifest, self.signing_key)
+                _fsync_write(tmp / MANIFEST, json.dumps(manifest, indent=2, default=str))
+                try:
+                    os.rename(tmp, model_dir / str(version))
+                except OSError as exc:
+                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                        continue
+                    raise
+                return version
+            raise RegistryError(f"could not find a free version number for {name}")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @staticmethod
+    def _prune_stale_staging(model_dir: Path, older_than_s: float = 6 * 3600) -> None:
+        now = time.time()
+        for p in model_dir.glob(f"{STAGING_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                if now - p.stat().st_mtime > older_than_s:
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def set_alias(self, name: str, alias: str, version: int) -> int | None:
+        """Point `alias` at `version`; returns the version it pointed to before."""
+        if alias not in ALIASES:
+            raise RegistryError(f"alias must be one of {ALIASES}, not {alias!r}")
+        if version not in self.versions(name):
+            raise RegistryError(f"model {name} has no version {version}")
+        with self._locked(name):
+            data = self.aliases(name)
+            entry = data.get(alias, {"version": None, "history": []})
+            previous = entry["version"]
+            if previous is not None and previous != version:
+                entry["history"] = [*entry["history"], previous]
+            entry["version"] = version
+            entry["changed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            data[alias] = entry
+            _fsync_write(self.root / name / ALIASES_FILE, json.dumps(data, indent=2))
+        return int(previous) if previous is not None else None
+
+    def clear_alias(self, name: str, alias: str) -> int | None:
+        """Remove `alias`; returns the version it pointed to (None if it was not set)."""
+        with self._locked(name):
+            data = self.aliases(name)
+            entry = data.pop(alias, None)
+            _fsync_write(self.root / name / ALIASES_FILE, json.dumps(data, indent=2))
+        return int(entry["version"]) if entry and entry.get("version") is not None else None
+
+    def rollback(self, name: str, alias: str = "production") -> int:
+        """Move `alias` back to the version it pointed to before; returns that version."""
+        with self._locked(name):
+            data = self.aliases(name)
+            entry = data.get(alias)
+            if not entry or not entry.get("history"):
+                raise RegistryError(f"model {name}: alias {alias!r} has no earlier version")
+            entry["version"] = entry["history"].pop()
+            entry["changed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            _fsync_write(self.root / name / ALIASES_FILE, json.dumps(data, indent=2))
+            return int(entry["version"])

@@ -1,0 +1,72 @@
+"""The import table of docs/architecture.md, checked on the source so it cannot drift."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("core", "training", "service", "monitoring", "servewatch")
+# package -> the project packages it may import (docs/architecture.md, "Data flow and packages")
+ALLOWED = {
+    "core": set(),
+    "training": {"core"},
+    "service": {"core"},
+    "monitoring": {"core", "service", "training"},
+    "servewatch": {"core", "training", "service", "monitoring"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The project packages a module imports, at top level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {n.split(".")[0] for n in names} & set(PACKAGES)
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_imports_only_what_the_architecture_allows(package: str) -> None:
+    wrong = {
+        str(path.relative_to(ROOT)): sorted(imported_packages(path) - ALLOWED[package] - {package})
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+    assert {k: v for k, v in wrong.items() if v} == {}
+
+
+def test_the_check_sees_an_import_against_the_direction(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from training.registry import Registry\n")
+    assert imported_packages(module) == {"training"}
+
+
+def test_a_version_published_before_core_existed_still_loads_and_answers() -> None:
+    """Its pickle refers to training.transformers (the fitted clipper and timestamp parts), as
+    every version published before the move does."""
+    import zlib
+
+    from core.registry import Registry
+    from service.model import LoadedModel
+
+    fixture = ROOT / "tests/fixtures/registry-pre-core"
+    raw = zlib.decompressobj().decompress((fixture / "legacy/1/model.joblib").read_bytes())
+    assert b"training.transformers" in raw and b"core.transformers" not in raw
+    model = LoadedModel.load(Registry(fixture), "legacy", 1)
+    out = model.predict_columns(
+        {
+            "x1": [0.5],
+            "x2": [3.0],
+            "color": ["red"],
+            "group": ["a"],
+            "when": ["2024-02-01T10:00:00"],
+        }
+    )
+    assert out.predictions[0] in ("yes", "no") and out.probabilities is not None
