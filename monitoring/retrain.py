@@ -10,20 +10,61 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from service.store import PredictionStore
-from training import data, evaluate, fairness, labels
-from training import metrics as metric_contract
+from training import data, labels
 from training.config import TrainConfig
 from training.ecosystem import load_model
 from training.errors import TrainingError
-from training.registry import MODEL_FILE, Registry
-from training.train import TrainResult, run_training
+from training.gate import Gate, GateVerdict, Rows
+from training.incremental import update, updated_manifest, updated_reference
+from training.prepare import Progress, quiet
+from training.publishing import Release, promote_through_gate, publish
+from training.registry import MODEL_FILE, REFERENCE_FILE, Registry
+from training.train import TrainResult, train_candidate
+
+# `from` is a Python keyword, hence the functional form.
+LogWindow = TypedDict(
+    "LogWindow",
+    {
+        "from": float,
+        "to": float,
+        "labelled_rows": int,
+        "used_for_training": int,
+        "held_out_for_gate": int,
+    },
+)
+
+
+class OriginalData(TypedDict):
+    """The parent's training data, which the retrain starts from again."""
+
+    source: str | None
+    rows: int
+
+
+class Lineage(TypedDict):
+    """The manifest's `lineage`: where a retrained version came from."""
+
+    parent_version: int
+    original: OriginalData
+    log_window: LogWindow
+    incremental: NotRequired[bool]  # True for an incremental update
+
+
+@dataclass
+class RetrainResult(TrainResult):
+    """A TrainResult with the gate's verdict (also in `manifest["gate"]`)."""
+
+    verdict: GateVerdict
 
 
 def labelled_window(
@@ -59,7 +100,7 @@ def _usable_labels(window: pd.DataFrame, target: str, manifest: dict[str, Any]) 
         "string" if classes is not None else "float"
     )
 
-    def typed(value: Any) -> Any:
+    def typed(value: object) -> object:
         try:
             return labels.coerce(value, label_type, classes)
         except ValueError:
@@ -68,10 +109,6 @@ def _usable_labels(window: pd.DataFrame, target: str, manifest: dict[str, Any]) 
     values = window[target].map(typed)
     keep = values.notna()
     return window[keep].assign(**{target: values[keep]}).reset_index(drop=True)
-
-
-def _score(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: str, metric: str) -> float:
-    return evaluate.score_model(pipeline, x, y, task)[metric]
 
 
 def retrain(
@@ -86,9 +123,9 @@ def retrain(
     min_rows: int = 50,
     dry_run: bool = False,
     incremental: bool = False,
-    overrides: dict[str, Any] | None = None,
-    progress: Any = None,
-) -> TrainResult:
+    overrides: dict[str, object] | None = None,
+    progress: Progress | None = None,
+) -> RetrainResult:
     """Retrain `model` from its production version's config; gate; promote when the gate passes."""
 
     parent = registry.resolve(model)
@@ -136,87 +173,46 @@ def retrain(
         [original.drop(index=test.index), fresh.drop(columns=["__id", "__logged_at"])],
         ignore_index=True,
     )
-    x_recent = data.coerce_types(recent, champ_kinds)[features]
-    y_recent = recent[target]
+    recent_rows = Rows(data.coerce_types(recent, champ_kinds)[features], recent[target])
     sensitive = [c for c in config.fairness.sensitive if c in recent.columns]
-
-    judge = metric_contract.get(metric)
-
-    def gate(challenger: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-        checks = {}
-        for label, x, y in (
-            ("recent_window", x_recent, y_recent),
-            ("original_test", test[features], y_test_orig),
-        ):
-            champ_s = _score(champion, x, y, task, metric)
-            chall_s = _score(challenger, x, y, task, metric)
-            worse_by = judge.worse_by(champ_s, chall_s)
-            checks[label] = {
-                "champion": champ_s,
-                "challenger": chall_s,
-                "rows": len(x),
-                "worse_by": worse_by,
-                "passed": bool(worse_by <= margin),
-            }
-        fair: dict[str, Any] = {}
-        if task == "classification" and sensitive:
-            positive = labels.key(manifest["classes"][-1])  # compared as text, like classes
-            y_text = y_recent.map(labels.key)
-            for name, pipe in (("champion", champion), ("challenger", challenger)):
-                predicted = pd.Series([labels.key(p) for p in pipe.predict(x_recent)])
-                rep = fairness.fairness_report(
-                    recent[sensitive], y_text, predicted.to_numpy(), task, positive
-                )
-                fair[name] = {c: r["demographic_parity_difference"] for c, r in rep.items()}
-            wider = [
-                c
-                for c in sensitive
-                if fair["challenger"][c] > fair["champion"][c] + fairness_margin
-            ]
-            fair["passed"] = not wider
-            fair["wider_gaps"] = wider
-        passed = all(c["passed"] for c in checks.values()) and fair.get("passed", True)
-        return {
-            "passed": bool(passed),
-            "metric": metric,
-            "margin": margin,
-            "fairness_margin": fairness_margin,
-            "checks": checks,
-            "fairness": fair,
-            "data_quality": "passed (the run would have failed otherwise)",
-        }
-
-    # The recorded config names the original source: a later retrain starts from it again.
-    lineage = {
-        "config": json.loads(config.model_dump_json()),
-        "lineage": {
-            "parent_version": parent,
-            "original": {"source": config.data, "rows": len(original)},
-            "log_window": {
-                "from": float(window["__logged_at"].min()),
-                "to": float(window["__logged_at"].max()),
-                "labelled_rows": len(window),
-                "used_for_training": len(fresh),
-                "held_out_for_gate": len(recent),
-            },
+    gate = Gate(
+        champion=champion,
+        task=task,
+        metric=metric,
+        margin=margin,
+        fairness_margin=fairness_margin,
+        checks={"recent_window": recent_rows, "original_test": Rows(test[features], y_test_orig)},
+        fairness_rows=recent_rows,
+        groups=recent[sensitive],
+    )
+    lineage: Lineage = {
+        "parent_version": parent,
+        "original": {"source": config.data, "rows": len(original)},
+        "log_window": {
+            "from": float(window["__logged_at"].min()),
+            "to": float(window["__logged_at"].max()),
+            "labelled_rows": len(window),
+            "used_for_training": len(fresh),
+            "held_out_for_gate": len(recent),
         },
     }
+    # The recorded config names the original source: a later retrain starts from it again.
+    extra = {"config": json.loads(config.model_dump_json()), "lineage": lineage}
     if incremental:
         x_fresh = data.coerce_types(fresh, champ_kinds)[features]
+        lineage["incremental"] = True
         return _incremental(
             registry,
             model,
             parent,
             raw,
             champion,
-            x_fresh,
-            fresh[target],
+            Rows(x_fresh, fresh[target]),
             gate,
-            lineage,
-            test[features],
-            y_test_orig,
+            extra,
             dry_run=dry_run,
         )
+    say = progress or quiet
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "retrain.parquet"
         for col in combined.columns:
@@ -224,20 +220,21 @@ def retrain(
                 combined[col] = combined[col].map(lambda v: None if v is None or v != v else v)
         combined.to_parquet(path, index=False)
         cfg = config.model_copy(update={"data": str(path)})
-        result = run_training(
-            cfg,
-            registry,
-            progress=progress,
-            promote="gate",
-            gate=gate,
-            extra=lineage,
-            publish=not dry_run,
-        )
-    return result
+        candidate = train_candidate(cfg, registry, say)
+        manifest = candidate.manifest
+        manifest.update(extra)
+        say("promotion gate")
+        verdict = gate.verdict(candidate.model, manifest["classes"])
+        manifest["gate"] = verdict
+        if dry_run:
+            return RetrainResult(cfg.name, None, manifest, None, verdict)
+        version = publish(registry, cfg.name, candidate.release(), say)
+        promoted = promote_through_gate(registry, cfg.name, version, verdict["passed"])
+    return RetrainResult(cfg.name, version, manifest, promoted, verdict)
 
 
-def summary_lines(result: TrainResult) -> list[str]:
-    g = result.manifest["gate"]
+def summary_lines(result: RetrainResult) -> list[str]:
+    g = result.verdict
     lines = [
         f"gate {'PASSED' if g['passed'] else 'REFUSED'} on {g['metric']} (margin {g['margin']})"
     ]
@@ -256,69 +253,34 @@ def _incremental(
     model: str,
     parent: int,
     raw: dict[str, Any],
-    champion: Any,
-    x_fresh: pd.DataFrame,
-    y_fresh: pd.Series,
-    gate: Any,
-    lineage: dict[str, Any],
-    x_test: pd.DataFrame,
-    y_test: pd.Series,
+    champion: BaseEstimator,
+    fresh: Rows,
+    gate: Gate,
+    extra: dict[str, Any],
     *,
     dry_run: bool,
-) -> TrainResult:
+) -> RetrainResult:
     """Update the parent from the new window only, gate it like a full retrain, publish."""
-    import time
-    from datetime import UTC, datetime
-
-    import joblib
-
-    from training import card, incremental
-    from training.registry import LABEL_COL, REFERENCE_FILE
-    from training.train import _reference_frame
-
-    if len(x_fresh) == 0:
+    if len(fresh.x) == 0:
         raise TrainingError("no labelled rows left for the update after the gate's hold-out")
     started = time.perf_counter()
+    y_fresh = fresh.y
     if hasattr(champion, "classes_"):  # labels as the pipeline holds its classes (text or not)
         own = {labels.key(c): c for c in champion.classes_}
         y_fresh = y_fresh.map(lambda v: own[labels.key(v)])
-    challenger = incremental.update(champion, x_fresh, y_fresh)
+    challenger = update(champion, fresh.x, y_fresh)
     seconds = time.perf_counter() - started
-    task = raw["task"]
-    manifest = {k: v for k, v in raw.items() if k not in {"version", "files", "signature", "name"}}
-    manifest.update(lineage)
-    manifest["created_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    manifest["lineage"]["incremental"] = True
-    manifest["model"] = {
-        **raw["model"],
-        "incremental_update": {"rows": len(x_fresh), "seconds": round(seconds, 3)},
-    }
-    test_metrics = evaluate.score_model(challenger, x_test, y_test, task)
-    metric = raw["objective"]["metric"]
-    manifest["metrics"] = {**raw["metrics"], "test": test_metrics}
-    manifest["objective"] = {**raw["objective"], "test_score": test_metrics[metric]}
-    # Figures that described the parent and were not recomputed are left out, not carried over.
-    manifest["explanations"] = {"permutation_importance": {}}
-    manifest["error_analysis"] = {"worst_slices": []}
-    manifest["fairness"] = {}
-    manifest["plots"] = []
-    manifest["gate"] = gate(challenger, manifest)
+    test = gate.checks["original_test"]
+    manifest = updated_manifest(
+        raw, challenger, test.x, test.y, rows=len(fresh.x), seconds=seconds, extra=extra
+    )
+    verdict = gate.verdict(challenger, manifest["classes"])
+    manifest["gate"] = verdict
     if dry_run:
-        return TrainResult(model, None, manifest, None)
-    ref = pd.read_parquet(registry.path(model, parent) / REFERENCE_FILE)
+        return RetrainResult(model, None, manifest, None, verdict)
     features = [f["name"] for f in raw["features"]]
-    reference = _reference_frame(challenger, ref[features], ref[LABEL_COL], task, len(ref), 0)
-
-    def stage(folder: Path) -> dict[str, Any]:
-        joblib.dump(challenger, folder / MODEL_FILE, compress=3)
-        reference.to_parquet(folder / REFERENCE_FILE, index=False)
-        (folder / "model_card.md").write_text(card.render({**manifest, "name": model}))
-        return manifest
-
-    version = registry.publish(model, stage)
-    manifest["version"] = version
-    promoted = None
-    if manifest["gate"]["passed"]:
-        registry.set_alias(model, "production", version)
-        promoted = "production"
-    return TrainResult(model, version, manifest, promoted)
+    parent_reference = pd.read_parquet(registry.path(model, parent) / REFERENCE_FILE)
+    reference = updated_reference(challenger, parent_reference, features, raw["task"])
+    version = publish(registry, model, Release(challenger, reference, manifest), quiet)
+    promoted = promote_through_gate(registry, model, version, verdict["passed"])
+    return RetrainResult(model, version, manifest, promoted, verdict)

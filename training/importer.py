@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import joblib
 
 from training import data, evaluate, labels
 from training import metrics as metric_contract
 from training.config import TrainConfig
 from training.ecosystem import MissingModelPackage, load_model
 from training.errors import TrainingError
-from training.registry import MODEL_FILE, REFERENCE_FILE, Registry
+from training.manifest import library_versions, now
+from training.prepare import quiet
+from training.publishing import Release, publish, reference_frame
+from training.registry import Registry
 from training.schema import infer_schema
-from training.train import _library_versions, _reference_frame
 
 
 def import_pipeline(
@@ -83,9 +82,9 @@ def import_pipeline(
     if task == "classification":
         label_type = labels.label_type_of(list(model.classes_))
         model_classes = labels.native_classes(list(model.classes_), label_type)
-    reference = _reference_frame(model, x, y, task, reference_rows, seed=0)
+    reference = reference_frame(model, x, y, task, reference_rows, seed=0)
     manifest: dict[str, Any] = {
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_at": now(),
         "task": task,
         "target": target,
         "classes": model_classes if task == "classification" else None,
@@ -104,12 +103,7 @@ def import_pipeline(
         "model": {"family": type(model).__name__, "imported_from": str(pipeline_path)},
         "data": {"source": sample, "rows": len(frame), "fingerprint": data.fingerprint(frame)},
         "config": json.loads(config.model_dump_json()),
-        "libraries": _library_versions(),
+        "libraries": library_versions(),
     }
-
-    def stage(folder: Path) -> dict[str, Any]:
-        joblib.dump(model, folder / MODEL_FILE, compress=3)
-        reference.to_parquet(folder / REFERENCE_FILE, index=False)
-        return manifest
-
-    return registry.publish(name, stage)
+    # An imported version has no model card: its manifest lacks what the card describes.
+    return publish(registry, name, Release(model, reference, manifest, card=False), quiet)

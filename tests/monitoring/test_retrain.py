@@ -70,6 +70,8 @@ def test_retrain_on_later_months_beats_the_old_version_and_is_promoted(
     registry, store = setup
     result = retrain(registry=registry, store=store, model="flights")
     gate = result.manifest["gate"]
+    assert result.verdict == gate  # the typed verdict is what the manifest records
+    assert registry.raw_manifest("flights", 2)["gate"] == gate
     recent = gate["checks"]["recent_window"]
     assert recent["challenger"] > recent["champion"]
     assert gate["passed"] and result.promoted_to == "production"
@@ -131,6 +133,10 @@ def test_incremental_update_learns_from_the_window_only(
     assert m["lineage"]["incremental"] is True and m["lineage"]["parent_version"] == 1
     assert m["model"]["incremental_update"]["rows"] == 4200
     assert "recent_window" in m["gate"]["checks"] and "original_test" in m["gate"]["checks"]
+    assert result.verdict == m["gate"]
+    assert result.promoted_to == ("production" if result.verdict["passed"] else None)
+    assert m["objective"]["test_score"] == m["metrics"]["test"][m["objective"]["metric"]]
+    assert m["plots"] == [] and "model_card.md" in m["files"]
     assert result.version == 2 and registry.manifest("flights", 2).version == 2
     new = LoadedModel.load(registry, "flights", 2)  # hashes match, it loads and warms up
     old = LoadedModel.load(registry, "flights", 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,8 @@ from training.publishing import (
 from training.registry import REFERENCE_FILE, Registry, verify_files
 from training.selection import search
 from training.train import run_training
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
@@ -177,3 +180,17 @@ def test_the_gate_judges_rmse_relative_to_the_champion() -> None:
     assert check["challenger"] == pytest.approx(rmse_mean)
     assert check["worse_by"] == pytest.approx((rmse_mean - rmse_line) / rmse_line)
     assert not check["passed"] and verdict["fairness"] == {}
+
+
+def test_no_package_imports_a_private_name_from_another() -> None:
+    offenders = []
+    for package in ("training", "service", "monitoring", "servewatch"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.ImportFrom) or not node.module:
+                    continue
+                other = node.module.split(".")[0]
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                if other != package and other in {"training", "service", "monitoring"} and private:
+                    offenders.append(f"{path.relative_to(ROOT)}: {node.module} {private}")
+    assert offenders == []

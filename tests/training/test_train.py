@@ -213,3 +213,11 @@ def test_svm_is_skipped_on_large_training_sets(tmp_path: Path, clf_csv: Path) ->
     m = run_training(cfg, Registry(tmp_path)).manifest
     assert m["model"]["skipped_families"] == ["svm"]
     assert [c["family"] for c in m["model"]["candidates"]] == ["linear"]
+
+
+def test_run_training_takes_no_undocumented_promote_mode(tmp_path: Path) -> None:
+    # Refused before anything is read: the data file does not even exist.
+    cfg = fast_config(name="g", data=str(tmp_path / "missing.csv"), target="label")
+    with pytest.raises(TrainingError, match="--promote must be auto, always or never, not 'gate'"):
+        run_training(cfg, Registry(tmp_path), promote="gate")
+    assert Registry(tmp_path).versions("g") == []
