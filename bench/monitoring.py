@@ -59,6 +59,7 @@ def fill(db_url: str, registry: Path, rows: int) -> None:
     import numpy as np
 
     from core.registry import Registry
+    from service.backfill import backfill
     from service.model import LoadedModel
     from service.store import PredictionStore
     from training.demo import FEATURES, load_flights
@@ -73,7 +74,7 @@ def fill(db_url: str, registry: Path, rows: int) -> None:
     for start in range(0, rows, 20_000):
         n = min(20_000, rows - start)
         chunk = source.iloc[rng.integers(0, len(source), n)].to_dict(orient="records")
-        store.record(model, chunk, start=now + start * 1e-4)
+        backfill(store, model, chunk, start=now + start * 1e-4)
 
 
 def _fingerprint(frame: Any) -> str:

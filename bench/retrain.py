@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.common import ensure_demo_model, machine, table
 from core.registry import Registry
 from monitoring.retrain import retrain
+from service.backfill import backfill
 from service.model import LoadedModel
 from service.store import PredictionStore
 from training.demo import FEATURES, TARGET, load_flights
@@ -37,7 +38,8 @@ def main() -> None:
             load_flights([5, 6, 7, 8]).sample(args.rows, random_state=1).sort_values("time_hour")
         )
         rows_in = later[FEATURES].astype(object).where(later[FEATURES].notna(), None)
-        store.record(
+        backfill(
+            store,
             champion,
             rows_in.to_dict(orient="records"),
             labels=[str(y) for y in later[TARGET]],

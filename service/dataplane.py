@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from core import labels
+from core.rows import FeedbackRow, PredictionRow
 from service import metrics
 from service.config import Settings
 from service.errors import InvalidInstances, InvalidRequest, PayloadTooLarge, Unavailable
@@ -179,7 +180,7 @@ class DataPlane:
         *,
         latency_ms: float,
         shadow: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[PredictionRow]:
         """Prediction-log rows, redacted with every personal column of production and staging;
         a shadow row gets its own id and points at the answered one."""
         personal = self.manager.personal(name)
@@ -273,7 +274,8 @@ class DataPlane:
             raise Unavailable("the prediction log store is unreachable; retry later") from None
         now = time.time()
         recent = self.writer.recent
-        rows, items = [], []
+        rows: list[FeedbackRow] = []
+        items = []
         for pid, label in given:
             issued = issued_at(pid)
             known = (
@@ -283,12 +285,7 @@ class DataPlane:
             )
             if known:
                 rows.append(
-                    {
-                        "prediction_id": pid,
-                        "model": name,
-                        "label": encode(label),
-                        "received_at": now,
-                    }
+                    FeedbackRow(prediction_id=pid, model=name, label=encode(label), received_at=now)
                 )
             items.append(
                 {"prediction_id": pid, "status": "stored" if known else "unknown_prediction"}

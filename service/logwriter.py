@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ class Spool:
         with path.open("rb") as fh:
             return sum(1 for _ in fh)
 
-    def append(self, rows: list[dict[str, Any]]) -> bool:
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> bool:
         """Save rows as one fsynced file; False when they were not saved (the spool is full,
         or the disk refused them: ENOSPC, EIO, ...)."""
         data = b"".join(orjson.dumps(r) + b"\n" for r in rows)
@@ -228,8 +228,8 @@ class LogWriter:
         self.ack_timeout_s = ack_timeout_s
         self.recent = RecentIds()
         self.store_up = True
-        self._buf: deque[dict[str, Any]] = deque()
-        self._inflight: list[dict[str, Any]] = []  # taken from the queue, not yet safe
+        self._buf: deque[Mapping[str, Any]] = deque()
+        self._inflight: list[Mapping[str, Any]] = []  # taken from the queue, not yet safe
         # Durable mode (group commit): an ack fires once every row up to its sequence number is
         # in the store or the fsynced spool.
         self._seq_in = 0
@@ -261,7 +261,7 @@ class LogWriter:
             )
         return None
 
-    def try_put(self, rows: list[dict[str, Any]], ack: Callable[[], None] | None = None) -> bool:
+    def try_put(self, rows: Sequence[Mapping[str, Any]], ack: Callable[[], None] | None = None) -> bool:
         with self._cond:
             if len(self._buf) + len(rows) > self.max_rows:
                 return False
@@ -277,7 +277,7 @@ class LogWriter:
         return True
 
     async def put(
-        self, rows: list[dict[str, Any]], *, durable: bool = False, wait_s: float = 2.0
+        self, rows: Sequence[Mapping[str, Any]], *, durable: bool = False, wait_s: float = 2.0
     ) -> None:
         """Queue rows; push back on the caller while the queue is full, then use the spool.
 
@@ -314,7 +314,7 @@ class LogWriter:
                 f"the prediction log did not confirm the rows within {self.ack_timeout_s:g} s"
             )
 
-    async def _spool_now(self, rows: list[dict[str, Any]]) -> None:
+    async def _spool_now(self, rows: Sequence[Mapping[str, Any]]) -> None:
         try:
             ok = await asyncio.wait_for(
                 asyncio.to_thread(self._spool_direct, rows), self.ack_timeout_s
@@ -327,7 +327,7 @@ class LogWriter:
         if not ok:
             raise LogFull("prediction log queue and disk spool are full")
 
-    def _spool_direct(self, rows: list[dict[str, Any]]) -> bool:
+    def _spool_direct(self, rows: Sequence[Mapping[str, Any]]) -> bool:
         with self._cond:  # one writer of the spool at a time
             ok = self.spool.append(rows)
         if ok:
@@ -335,7 +335,7 @@ class LogWriter:
             metrics.LOG_SPOOL_ROWS.set(self.spool.rows)
         return ok
 
-    def _take(self) -> list[dict[str, Any]]:
+    def _take(self) -> list[Mapping[str, Any]]:
         n = min(self.batch_rows, len(self._buf))
         batch = [self._buf.popleft() for _ in range(n)]
         metrics.LOG_QUEUE_ROWS.set(len(self._buf))
@@ -411,7 +411,7 @@ class LogWriter:
         """The store failed less than `retry_s` ago: do not try it yet."""
         return not self.store_up and time.monotonic() - self._last_failure < self.retry_s
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
+    def _write(self, batch: Sequence[Mapping[str, Any]]) -> None:
         if self._resting():
             self._to_spool(batch)
             return
@@ -425,7 +425,7 @@ class LogWriter:
         self._mark_up()
         metrics.LOG_ROWS_WRITTEN.inc(len(batch))
 
-    def _to_spool(self, batch: list[dict[str, Any]]) -> None:
+    def _to_spool(self, batch: Sequence[Mapping[str, Any]]) -> None:
         with self._cond:
             ok = self.spool.append(batch)
         if ok:

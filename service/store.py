@@ -6,15 +6,17 @@ The service owns these tables; monitoring reads them through `PredictionStore`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from core.rows import FeedbackRow, PredictionRow
 
 metadata = sa.MetaData()
 
@@ -105,7 +107,7 @@ def prediction_rows(
     latency_ms: float,
     shadow: bool = False,
     ref_ids: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[PredictionRow]:
     """`sw_predictions` rows, one per prediction: the one place that knows the row's shape.
 
     Built in one comprehension with the JSON encoder bound locally: on the request path this is
@@ -115,27 +117,20 @@ def prediction_rows(
     probs = probabilities if probabilities is not None else [None] * len(ids)
     refs = ref_ids if ref_ids is not None else [None] * len(ids)
     return [
-        {
-            "id": pid,
-            "model": model,
-            "version": version,
-            "created_at": created_at,
-            "inputs": dumps(inst, option=opt).decode(),
-            "prediction": dumps(pred, option=opt).decode(),
-            "probabilities": dumps(prob).decode() if prob is not None else None,
-            "latency_ms": latency_ms,
-            "shadow": shadow,
-            "ref_id": ref,
-        }
+        PredictionRow(
+            id=pid,
+            model=model,
+            version=version,
+            created_at=created_at,
+            inputs=dumps(inst, option=opt).decode(),
+            prediction=dumps(pred, option=opt).decode(),
+            probabilities=dumps(prob).decode() if prob is not None else None,
+            latency_ms=latency_ms,
+            shadow=shadow,
+            ref_id=ref,
+        )
         for pid, inst, pred, prob, ref in zip(ids, inputs, predictions, probs, refs, strict=True)
     ]
-
-
-class _Predicts(Protocol):
-    name: str
-    version: int
-
-    def predict_columns(self, columns: dict[str, list[Any]]) -> Any: ...
 
 
 # The columns a row carries; `ingested_at` is stamped by the store as it inserts.
@@ -144,7 +139,7 @@ STAGING_TABLE = "sw_predictions_in"
 _ROW_VALUES = itemgetter(*PREDICTION_COLUMNS)
 
 
-def _row_values(row: dict[str, Any]) -> tuple[Any, ...]:
+def _row_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """A row's values in column order (rows spooled by older versions may lack newer keys)."""
     try:
         return _ROW_VALUES(row)  # type: ignore[no-any-return]
@@ -152,7 +147,7 @@ def _row_values(row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(row.get(c) for c in PREDICTION_COLUMNS)
 
 
-def _params(rows: Sequence[dict[str, Any]]) -> tuple[Any, ...]:
+def _params(rows: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
     return tuple(chain.from_iterable(map(_row_values, rows)))
 
 
@@ -184,8 +179,9 @@ class PredictionStore:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
-    def write_predictions(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert rows; rows already present (a retried batch) are skipped, never doubled.
+    def write_predictions(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows (`PredictionRow`s, or rows spooled by an older release that may lack
+        newer keys); rows already present (a retried batch) are skipped, never doubled.
 
         One multi-row INSERT per chunk, not an executemany: the driver releases the GIL for
         each statement it runs, and a statement per row made the writer thread take the GIL
@@ -204,7 +200,7 @@ class PredictionStore:
                 params = _params(chunk)
                 conn.exec_driver_sql(self._insert_sql(len(chunk), now), params)
 
-    def _copy_predictions(self, rows: Sequence[dict[str, Any]], now: float) -> None:
+    def _copy_predictions(self, rows: Sequence[Mapping[str, Any]], now: float) -> None:
         """PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
         skips ids already present (COPY itself cannot skip conflicts)."""
         cols = ", ".join(PREDICTION_COLUMNS)
@@ -241,55 +237,10 @@ class PredictionStore:
             + " ON CONFLICT (id) DO NOTHING"
         )
 
-    def write_labels(self, rows: Sequence[dict[str, Any]]) -> None:
+    def write_labels(self, rows: Sequence[FeedbackRow]) -> None:
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(_upsert_label(self.engine), list(rows))
-
-    def record(
-        self,
-        model: _Predicts,
-        records: list[dict[str, Any]],
-        *,
-        labels: Sequence[Any] | None = None,
-        start: float | None = None,
-    ) -> list[str]:
-        """Predict `records` with `model` and log them (and their labels) as the service would.
-
-        For backfills, benchmarks and tests; rows are 0.1 ms apart from `start` (default: now).
-        """
-        from service.ids import new_ids
-
-        columns = {k: [r.get(k) for r in records] for k in records[0]}
-        out = model.predict_columns(columns)
-        ids = new_ids(len(records))
-        t0 = time.time() if start is None else start
-        rows = prediction_rows(
-            ids=ids,
-            model=model.name,
-            version=model.version,
-            created_at=t0,
-            inputs=records,
-            predictions=out.predictions,
-            probabilities=out.probabilities,
-            latency_ms=0.0,
-        )
-        for k, row in enumerate(rows):
-            row["created_at"] = t0 + k * 1e-4
-        self.write_predictions(rows)
-        if labels is not None:
-            self.write_labels(
-                [
-                    {
-                        "prediction_id": i,
-                        "model": model.name,
-                        "label": encode(lab),
-                        "received_at": t0,
-                    }
-                    for i, lab in zip(ids, labels, strict=True)
-                ]
-            )
-        return ids
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         wanted = list(ids)

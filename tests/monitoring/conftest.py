@@ -9,6 +9,7 @@ import pytest
 
 from core.registry import Registry
 from monitoring.config import MonitorSettings
+from service.backfill import backfill
 from service.model import LoadedModel
 from service.store import PredictionStore
 from tests.data import classification_frame
@@ -37,7 +38,7 @@ def log_traffic(
     model = LoadedModel.load(Registry(registry), "demo", 1)
     rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
     labels = list(frame["label"]) if labelled else None
-    return store.record(model, rows.to_dict(orient="records"), labels=labels, start=at)
+    return backfill(store, model, rows.to_dict(orient="records"), labels=labels, start=at)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from sklearn import datasets
 from core.registry import Registry
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
+from service.backfill import backfill
 from service.model import LoadedModel
 from service.store import PredictionStore
 from training.config import TrainConfig
@@ -55,7 +56,7 @@ def log(store: PredictionStore, registry: Registry, version: int, frame: pd.Data
         labels: list[Any]) -> None:  # fmt: skip
     model = LoadedModel.load(registry, "m", version)
     rows = frame.drop(columns="target").to_dict(orient="records")
-    store.record(model, rows, labels=labels)
+    backfill(store, model, rows, labels=labels)
 
 
 @pytest.mark.parametrize("canary_is_worse", [True, False])

@@ -20,6 +20,7 @@ from monitoring.config import MonitorSettings
 from monitoring.routes import make_router
 from monitoring.runner import _shadow_report, run_monitoring
 from monitoring.store import MonitorStore
+from service.backfill import backfill
 from service.model import LoadedModel
 from service.store import PredictionStore
 from tests.monitoring.conftest import FEATURES, log_traffic, traffic
@@ -46,7 +47,7 @@ def log_canary(store: PredictionStore, registry: Path, frame: Any) -> None:
     model = LoadedModel.load(Registry(registry), "demo", 2)
     rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
     flipped = frame["label"].map({"yes": "no", "no": "yes"}).tolist()
-    store.record(model, rows.to_dict(orient="records"), labels=flipped)
+    backfill(store, model, rows.to_dict(orient="records"), labels=flipped)
 
 
 def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_http(

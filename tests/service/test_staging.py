@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from core.registry import Registry
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
+from service.backfill import backfill
 from service.config import Settings
 from service.main import create_app
 from service.model import LoadedModel
@@ -190,7 +191,7 @@ def test_a_canary_with_worse_realised_performance_is_withdrawn(
         labels = [
             p if honest else ("yes" if k % 2 else "no") for k, p in enumerate(predicted.predictions)
         ]
-        store.record(model, batch, labels=labels)
+        backfill(store, model, batch, labels=labels)
     settings = settings_for(with_staging, tmp_path, canary={"demo": 0.5}, reload_interval_s=0.1)
     with TestClient(create_app(settings)) as c:
         manager = c.app.state.sw.manager  # type: ignore[attr-defined]
