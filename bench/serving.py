@@ -51,10 +51,7 @@ def main() -> None:
     reg = Registry(args.registry)
     version = reg.resolve("flights")
     model = LoadedModel.load(reg, "flights", version)
-    print(
-        f"machine: {machine()}; model flights v{version} "
-        f"({model.manifest.model.family})"
-    )
+    print(f"machine: {machine()}; model flights v{version} ({model.manifest.model.family})")
 
     server = ServeProcess(args.registry, workers=args.workers)
     url = f"{server.url}/v1/models/flights/predict"

@@ -105,9 +105,7 @@ def test_model_file_swapped_after_its_hash_is_never_loaded(
                 swaps.append(digest)
             return digest
 
-    monkeypatch.setattr(
-        core.registry, "hashlib", types.SimpleNamespace(sha256=SwapAfterHashing)
-    )
+    monkeypatch.setattr(core.registry, "hashlib", types.SimpleNamespace(sha256=SwapAfterHashing))
     model = LoadedModel.load(reg, "m", 1)
     assert swaps, "the hook never ran: the model file was not hashed"
     assert not marker.exists(), "the pickle swapped in after the hash check was unpickled"
