@@ -19,16 +19,17 @@ import orjson
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from core import labels
+from core.ecosystem import load_model
+from core.registry import MODEL_FILE, REFERENCE_FILE, Registry
 from service.store import PredictionStore
-from training import data, labels
+from training import data
 from training.config import TrainConfig
-from training.ecosystem import load_model
 from training.errors import TrainingError
 from training.gate import Gate, GateVerdict, Rows
 from training.incremental import update, updated_manifest, updated_reference
 from training.prepare import Progress, quiet
 from training.publishing import Release, promote_through_gate, publish
-from training.registry import MODEL_FILE, REFERENCE_FILE, Registry
 from training.train import TrainResult, train_candidate
 
 # `from` is a Python keyword, hence the functional form.

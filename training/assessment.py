@@ -11,13 +11,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from training import data, evaluate, explain, fairness
-from training import metrics as metric_contract
-from training.ecosystem import load_model
+from core import explain
+from core import metrics as metric_contract
+from core.ecosystem import load_model
+from core.registry import MODEL_FILE, Registry
+from training import data, evaluate, fairness
 from training.errors import TrainingError
 from training.fitting import Fitted
 from training.prepare import Prepared, Progress
-from training.registry import MODEL_FILE, Registry
 from training.selection import Selection
 
 

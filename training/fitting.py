@@ -12,8 +12,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
+from core import metrics as metric_contract
 from training import evaluate, fairness
-from training import metrics as metric_contract
 from training.prepare import Prepared, Progress
 from training.selection import Selection, candidate_pipeline
 

@@ -9,8 +9,9 @@ from typing import TypedDict
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from training import evaluate, fairness, labels
-from training import metrics as metric_contract
+from core import labels
+from core import metrics as metric_contract
+from training import evaluate, fairness
 
 
 class GateCheck(TypedDict):

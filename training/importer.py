@@ -6,15 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training import data, evaluate, labels
-from training import metrics as metric_contract
+from core import labels
+from core import metrics as metric_contract
+from core.ecosystem import MissingModelPackage, load_model
+from core.registry import Registry
+from training import data, evaluate
 from training.config import TrainConfig
-from training.ecosystem import MissingModelPackage, load_model
 from training.errors import TrainingError
 from training.manifest import library_versions, now
 from training.prepare import quiet
 from training.publishing import Release, publish, reference_frame
-from training.registry import Registry
 from training.schema import infer_schema
 
 

@@ -20,11 +20,11 @@ from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 
+from core.registry import LABEL_COL
 from training import evaluate
 from training.errors import TrainingError
 from training.manifest import now
 from training.publishing import reference_frame
-from training.registry import LABEL_COL
 
 PARTIAL_FIT = (SGDClassifier, SGDRegressor, MLPClassifier, MLPRegressor)
 WARM_START = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)

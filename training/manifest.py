@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from training import data, labels
+from core import labels
+from training import data
 from training.assessment import Assessment, Champion
 from training.fitting import Fitted
 from training.prepare import Prepared

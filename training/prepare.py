@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from training import data, labels, quality
-from training import metrics as metric_contract
+from core import labels
+from core import metrics as metric_contract
+from training import data, quality
 from training.config import TrainConfig
 from training.errors import TrainingError
 

@@ -12,12 +12,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from training import card
-from training import metrics as metric_contract
-from training.assessment import Champion
-from training.errors import TrainingError
-from training.prepare import Progress
-from training.registry import (
+from core import metrics as metric_contract
+from core.registry import (
     LABEL_COL,
     MODEL_FILE,
     PREDICTION_COL,
@@ -25,6 +21,10 @@ from training.registry import (
     REFERENCE_FILE,
     Registry,
 )
+from training import card
+from training.assessment import Champion
+from training.errors import TrainingError
+from training.prepare import Progress
 
 Promote = Literal["auto", "always", "never"]
 """auto: production when there is none or the new version beats it, else staging."""

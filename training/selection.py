@@ -10,8 +10,8 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
+from core import metrics as metric_contract
 from training import data, fairness
-from training import metrics as metric_contract
 from training.candidates import calibrated, make_estimator, model_space, preprocessing_space
 from training.config import Family, TrainConfig
 from training.errors import TrainingError

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from core.registry import Registry
 from training import publishing
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
@@ -17,7 +18,6 @@ from training.fitting import fit_and_calibrate
 from training.manifest import build_manifest
 from training.prepare import Prepared, Progress, prepare, quiet
 from training.publishing import Alias, Promote, Release, publish, reference_frame
-from training.registry import Registry
 from training.selection import search
 
 __all__ = ["Candidate", "Progress", "Promote", "TrainResult", "run_training", "train_candidate"]

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.registry import Registry
 from monitoring.retrain import retrain
 from servewatch.cli import app as cli
+from service.backfill import backfill
 from service.model import LoadedModel
 from service.store import PredictionStore
 from training.config import TrainConfig
 from training.demo import FEATURES, TARGET, load_flights
 from training.errors import TrainingError
-from training.registry import Registry
 from training.train import run_training
 
 FAST = {"models": ["hgb"], "search": {"method": "random", "trials": 2, "budget_seconds": 10,
@@ -45,7 +46,8 @@ def log_later_months(root: Path, store: PredictionStore, months: list[int], n: i
     model = LoadedModel.load(reg, "flights", reg.resolve("flights"))
     frame = load_flights(months).sample(n, random_state=1).sort_values("time_hour")
     rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
-    store.record(
+    backfill(
+        store,
         model,
         rows.to_dict(orient="records"),
         labels=[str(y) for y in frame[TARGET]],

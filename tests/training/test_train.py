@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
+from core.registry import LABEL_COL, PREDICTION_COL, PROBA_PREFIX, Registry, verify_files
 from tests.conftest import fast_config
 from tests.data import regression_frame
 from training.errors import TrainingError
-from training.registry import LABEL_COL, PREDICTION_COL, PROBA_PREFIX, Registry, verify_files
 from training.train import run_training
 
 
