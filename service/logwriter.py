@@ -261,7 +261,9 @@ class LogWriter:
             )
         return None
 
-    def try_put(self, rows: Sequence[Mapping[str, Any]], ack: Callable[[], None] | None = None) -> bool:
+    def try_put(
+        self, rows: Sequence[Mapping[str, Any]], ack: Callable[[], None] | None = None
+    ) -> bool:
         with self._cond:
             if len(self._buf) + len(rows) > self.max_rows:
                 return False

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core import labels
-from training import metrics as mc
+from core import metrics as mc
 
 
 def test_every_metric_points_one_way_and_knows_its_scorer() -> None:

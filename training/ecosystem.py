@@ -1,3 +1,0 @@
-"""Temporary: moved to core.ecosystem while the training steps land; removed in the same change."""
-
-from core.ecosystem import *  # noqa: F403
