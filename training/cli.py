@@ -12,7 +12,6 @@ from rich.table import Table
 
 from core.errors import ServewatchError
 from core.registry import Registry
-from training.errors import TrainingError
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -70,9 +69,10 @@ def train(
         "fairness.sensitive": sensitive.split(",") if sensitive else None,
         "models": models.split(",") if models else None,
     }
-    if promote not in {"auto", "always", "never"}:
-        raise _fail(TrainingError(f"--promote must be auto, always or never, not {promote!r}"))
+    from training.publishing import promote_mode
+
     try:
+        mode = promote_mode(promote)
         cfg = load_config(config, overrides)
         with Progress(
             SpinnerColumn(),
@@ -86,7 +86,7 @@ def train(
                 cfg,
                 Registry(registry),
                 progress=lambda m: bar.update(job, description=m),
-                promote=promote,
+                promote=mode,
             )
     except ServewatchError as exc:
         raise _fail(exc) from None

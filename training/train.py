@@ -71,11 +71,11 @@ def run_training(
     registry: Registry,
     *,
     progress: Progress | None = None,
-    promote: Promote | str = "auto",
+    promote: Promote = "auto",
 ) -> TrainResult:
     """Train, evaluate, publish and promote one version. Raises TrainingError; writes nothing on
-    failure. `promote` is one of `Promote` (a str from the command line is checked first)."""
-    mode = publishing.promote_mode(promote)
+    failure."""
+    mode = publishing.promote_mode(promote)  # a caller without a type checker gets a clear error
     say = progress or quiet
     candidate = train_candidate(config, registry, say)
     name = candidate.prepared.config.name
