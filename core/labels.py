@@ -116,8 +116,11 @@ def _as_type(value: Any, label_type: LabelType) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                return None
         return None
     if label_type == "float":
         try:

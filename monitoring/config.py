@@ -18,7 +18,7 @@ class MonitorSettings(BaseSettings):
     """Seconds between runs inside `servewatch serve`; 0 turns the loop off (use a CronJob)."""
     monitor_max_rows: int = Field(50_000, ge=100)
     """Cap on the window; larger windows are sampled down in the database with a fixed rule."""
-    monitor_settle_s: float = Field(2, ge=0)
+    monitor_settle_s: float = Field(5, ge=0)
     """A window ends this long before the run starts, so that rows still inside a store
     transaction (stamped, not yet committed) are never skipped; they fall into the next window."""
     monitor_reports_dir: Path = Path("var/reports")

@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from core import labels
+from core import metrics as metric_contract
 from core.ecosystem import load_model
 from core.registry import MODEL_FILE, REFERENCE_FILE, Registry
 from service.store import PredictionStore
@@ -133,7 +134,10 @@ def retrain(
     raw = registry.raw_manifest(model, parent)
     config = TrainConfig.model_validate({**raw["config"], **(overrides or {})})
     target, task = raw["target"], raw["task"]
-    metric = raw["objective"]["metric"]
+    # versions imported before objectives were recorded: the task's default metric
+    metric = (raw.get("objective") or {}).get("metric") or metric_contract.default_metric(
+        raw["task"], len(raw.get("classes") or [])
+    )
     features = [f["name"] for f in raw["features"]]
     if not config.data:
         raise TrainingError(f"{model} v{parent} records no training data to start from")

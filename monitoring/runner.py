@@ -16,6 +16,7 @@ import pandas as pd
 
 from core import labels as label_types
 from core import metrics as metric_contract
+from core.errors import ServewatchError
 from core.metrics import classification_metrics, regression_metrics
 from core.registry import PREDICTION_COL, PROBA_PREFIX, REFERENCE_FILE, Manifest, Registry
 from monitoring import alerts as alerting
@@ -41,7 +42,7 @@ from service.store import PredictionStore
 log = logging.getLogger("servewatch.monitor")
 
 
-class MonitorError(Exception):
+class MonitorError(ServewatchError):
     """The run itself cannot happen (unknown model, no data); worded for the user."""
 
 
@@ -74,7 +75,8 @@ def run_monitoring(
     except Exception as exc:
         raise MonitorError(str(exc)) from None
     rules = rules or alerting.load_rules(settings.alert_rules)
-    until = started - settings.monitor_settle_s
+    store.stamp_unstamped(model)
+    until = store.now() - settings.monitor_settle_s
     mstore = MonitorStore(store)
     mstore.create_schema()
     if since is None and last is None:
@@ -111,7 +113,7 @@ def run_monitoring(
     if window.rows == 0:
         raise MonitorError(f"no logged predictions for {model} v{version}; nothing to monitor")
 
-    reference = pd.read_parquet(registry.path(model, version) / REFERENCE_FILE)
+    metric, test_score = _watched(manifest, rules)
     summary: MonitorSummary = {
         "model": model,
         "version": version,
@@ -121,8 +123,8 @@ def run_monitoring(
         "rows": window.rows,
         "rows_in_window": window.total_rows,
         "labelled_rows": sum(lab is not None for lab in window.labels),
-        "metric": manifest.objective.metric if manifest.objective else None,
-        "test_score": manifest.objective.test_score if manifest.objective else None,
+        "metric": metric,
+        "test_score": test_score,
     }
     report_dir = settings.monitor_reports_dir / model
     tmp = report_dir / f".tmp-{uuid.uuid4().hex}"
@@ -131,6 +133,7 @@ def run_monitoring(
     except OSError as exc:
         raise MonitorError(f"report store {report_dir} is not writable ({exc.strerror})") from None
     try:
+        reference = _reference(registry, model, version)
         current = _current_frame(window, manifest)
         if window.rows >= rules.min_rows:
             summary["drift"], summary["prediction_drift"] = _drift(
@@ -141,7 +144,9 @@ def run_monitoring(
         summary["canary"] = _canary(
             registry, store, model, version, since, classes, rules, summary, settings
         )
-        shadow_rows = read_shadow(store, model=model, since=since, cap=settings.monitor_max_rows)
+        shadow_rows = read_shadow(
+            store, model=model, since=since, until=until, cap=settings.monitor_max_rows
+        )
         if shadow_rows:
             summary["shadow"] = _shadow_report(shadow_rows, classes)
         if window.rows >= rules.min_rows:
@@ -217,6 +222,28 @@ def run_monitoring(
     for old in mstore.prune(model, settings.monitor_keep_runs):
         shutil.rmtree(old, ignore_errors=True)
     return summary
+
+
+def _watched(manifest: Manifest, rules: alerting.AlertRules) -> tuple[str | None, float | None]:
+    """The metric the performance rules watch and the version's own score on it: the objective's
+    test score, or, when the rules name another metric, that metric's test (or sample) score."""
+    objective = manifest.objective
+    metric = rules.metric or (objective.metric if objective else None)
+    if metric is None:
+        return None, None
+    if objective is not None and metric == objective.metric:
+        return metric, objective.test_score
+    scores = manifest.metrics.get("test") or manifest.metrics.get("sample") or {}
+    value = scores.get(metric)
+    return metric, float(value) if isinstance(value, int | float) else None
+
+
+def _reference(registry: Registry, model: str, version: int) -> pd.DataFrame:
+    """The version's reference sample; a damaged one fails the run (recorded), not the store."""
+    try:
+        return pd.read_parquet(registry.path(model, version) / REFERENCE_FILE)
+    except Exception as exc:
+        raise RuntimeError(f"reference sample unreadable: {type(exc).__name__}: {exc}") from None
 
 
 def _json_default(value: object) -> object:

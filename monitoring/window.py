@@ -145,7 +145,12 @@ class ShadowRow(TypedDict):
 
 
 def read_shadow(
-    store: PredictionStore, *, model: str, since: float | None, cap: int
+    store: PredictionStore,
+    *,
+    model: str,
+    since: float | None,
+    cap: int,
+    until: float | None = None,
 ) -> list[ShadowRow]:
     """Shadow rows joined to the production prediction they shadowed (and its label)."""
     prod = predictions.alias("prod")
@@ -156,6 +161,8 @@ def read_shadow(
     cond = [shadow.c.model == model, shadow.c.shadow.is_(True)]
     if since is not None:
         cond.append(shadow.c.ingested_at > since)
+    if until is not None:
+        cond.append(shadow.c.ingested_at <= until)
     stmt = (
         sa.select(
             shadow.c.version.label("shadow_version"),

@@ -86,7 +86,11 @@ class MicroBatcher:
             # Waiting for more rows pays only when a call is costly; a cheap inline call is made
             # at once (requests arriving meanwhile queue up for the next one by themselves).
             if last_jobs > 1 and self._max_wait_s > 0 and rows < self._max_rows and not inline:
-                await asyncio.sleep(self._max_wait_s)
+                try:
+                    await asyncio.sleep(self._max_wait_s)
+                except asyncio.CancelledError:  # closed while this job waited for company
+                    _fail(jobs, Unavailable("the model version was retired; retry"))
+                    raise
             while rows < self._max_rows and not self._queue.empty():
                 job = self._queue.get_nowait()
                 jobs.append(job)

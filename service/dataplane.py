@@ -90,7 +90,9 @@ class DataPlane:
         known = name if name in manager.slots else "_unknown"
         metrics.child(metrics.REQUESTS, known, call.version, call.endpoint, str(status)).inc()
         metrics.child(metrics.REQUEST_SECONDS, known, call.version, call.endpoint).observe(elapsed)
-        if name in manager.canary and name in manager.staging and call.version:
+        # only requests that were routed (call.canary set) are compared: a request refused
+        # before routing (bad body, unknown field) would tilt production's side
+        if call.canary is not None and name in manager.canary and name in manager.staging:
             manager.guard(name).record(is_canary=bool(call.canary), status=status, seconds=elapsed)
 
     async def predict(self, call: Call, body: Any, request_key: str | None) -> bytes:

@@ -5,7 +5,6 @@ The service owns these tables; monitoring reads them through `PredictionStore`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
@@ -175,6 +174,30 @@ class PredictionStore:
                 conn.execute(sa.text("UPDATE sw_predictions SET ingested_at = created_at"))
         metadata.create_all(self.engine)
 
+    @property
+    def _db_now_sql(self) -> str:
+        """The database's own clock as Unix seconds, in SQL: every writer (worker, replica,
+        spool replay) stamps `ingested_at` by one clock, the one monitoring reads by."""
+        if self.engine.dialect.name == "postgresql":
+            return "extract(epoch from clock_timestamp())"
+        return "((julianday('now') - 2440587.5) * 86400.0)"
+
+    def now(self) -> float:
+        """The database's clock (Unix seconds)."""
+        with self.engine.connect() as conn:
+            return float(conn.execute(sa.text(f"SELECT {self._db_now_sql}")).scalar_one())
+
+    def stamp_unstamped(self, model: str) -> int:
+        """Give rows without an ingest time (written by a release before it, e.g. old pods
+        during a rolling update) the current one, so a later window takes them; returns how
+        many."""
+        stmt = sa.text(
+            f"UPDATE {predictions.name} SET ingested_at = {self._db_now_sql} "
+            "WHERE model = :model AND ingested_at IS NULL"
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt, {"model": model}).rowcount or 0)
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -190,7 +213,7 @@ class PredictionStore:
         """
         if not rows:
             return
-        now = float(time.time())
+        now = self._db_now_sql
         if self.engine.dialect.name == "postgresql":
             self._copy_predictions(rows, now)
             return
@@ -200,7 +223,7 @@ class PredictionStore:
                 params = _params(chunk)
                 conn.exec_driver_sql(self._insert_sql(len(chunk), now), params)
 
-    def _copy_predictions(self, rows: Sequence[Mapping[str, Any]], now: float) -> None:
+    def _copy_predictions(self, rows: Sequence[Mapping[str, Any]], now: str) -> None:
         """PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
         skips ids already present (COPY itself cannot skip conflicts)."""
         cols = ", ".join(PREDICTION_COLUMNS)
@@ -217,7 +240,7 @@ class PredictionStore:
                         copy.write_row(values)
                 cur.execute(
                     f"INSERT INTO {predictions.name} ({cols}, ingested_at) "
-                    f"SELECT {cols}, {now!r} FROM {STAGING_TABLE} ON CONFLICT (id) DO NOTHING"
+                    f"SELECT {cols}, {now} FROM {STAGING_TABLE} ON CONFLICT (id) DO NOTHING"
                 )
             finally:
                 cur.close()
@@ -228,9 +251,9 @@ class PredictionStore:
         finally:
             raw.close()
 
-    def _insert_sql(self, n: int, now: float) -> str:
+    def _insert_sql(self, n: int, now: str) -> str:
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        one = "(" + ", ".join([mark] * len(PREDICTION_COLUMNS)) + f", {now!r})"
+        one = "(" + ", ".join([mark] * len(PREDICTION_COLUMNS)) + f", {now})"
         return (
             f"INSERT INTO {predictions.name} ({', '.join(PREDICTION_COLUMNS)}, ingested_at) VALUES "
             + ", ".join([one] * n)

@@ -27,7 +27,7 @@ def _missing(what: str, hint: str) -> None:
     """Skip on a developer machine; fail where SERVEWATCH_REQUIRE_TOOLS is set (CI sets it)."""
     if os.environ.get(REQUIRE_TOOLS):
         pytest.fail(f"{what} is required ({REQUIRE_TOOLS} is set) but missing; {hint}")
-    pytest.skip(f"{what} missing ({hint}); CI requires it")
+    pytest.skip(f"{what} missing ({hint}); CI requires it", allow_module_level=True)
 
 
 def require_tool(name: str) -> str:

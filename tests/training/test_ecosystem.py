@@ -13,13 +13,14 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from core import ecosystem
 from core.explain import Explainer
+from tests.conftest import require_module
 from training.config import Preprocessing
 from training.data import FeatureKinds
 from training.pipeline import build_pipeline
 
-lightgbm = pytest.importorskip("lightgbm")
-xgboost = pytest.importorskip("xgboost")
-pytest.importorskip("shap")
+lightgbm = require_module("lightgbm")
+xgboost = require_module("xgboost")
+require_module("shap")
 
 
 def _bundled(task: str) -> tuple[pd.DataFrame, pd.Series]:
