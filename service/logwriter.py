@@ -236,6 +236,9 @@ class LogWriter:
         self._seq_done = 0
         self._acks: deque[tuple[int, Callable[[], None]]] = deque()
         self._cond = threading.Condition()
+        # The spool has its own lock: a spool write fsyncs, and the event loop's try_put must
+        # never wait for a disk behind the queue's lock (a hung disk would hang the loop).
+        self._spool_lock = threading.Lock()
         self._stop = False
         self._last_failure = 0.0
         self._next_orphan_scan = 0.0
@@ -330,7 +333,7 @@ class LogWriter:
             raise LogFull("prediction log queue and disk spool are full")
 
     def _spool_direct(self, rows: Sequence[Mapping[str, Any]]) -> bool:
-        with self._cond:  # one writer of the spool at a time
+        with self._spool_lock:  # one writer of the spool at a time
             ok = self.spool.append(rows)
         if ok:
             self.recent.add([r["id"] for r in rows])
@@ -428,7 +431,7 @@ class LogWriter:
         metrics.LOG_ROWS_WRITTEN.inc(len(batch))
 
     def _to_spool(self, batch: Sequence[Mapping[str, Any]]) -> None:
-        with self._cond:
+        with self._spool_lock:
             ok = self.spool.append(batch)
         if ok:
             self._persisted(len(batch))
@@ -471,7 +474,8 @@ class LogWriter:
             try:
                 rows = Spool.read(path)
             except ValueError as exc:
-                self.spool.set_aside(path, exc)
+                with self._spool_lock:
+                    self.spool.set_aside(path, exc)
                 continue
             try:
                 self.store.write_predictions(rows)
@@ -480,7 +484,8 @@ class LogWriter:
                 return False
             self._mark_up()
             if own:
-                self.spool.remove(path, len(rows))
+                with self._spool_lock:
+                    self.spool.remove(path, len(rows))
             else:
                 path.unlink()
             metrics.LOG_ROWS_WRITTEN.inc(len(rows))
@@ -519,7 +524,9 @@ class LogWriter:
         with self._cond:
             rows = self._inflight + list(self._buf)
             self._buf.clear()
-            if rows and self.spool.append(rows):
+            with self._spool_lock:
+                saved = bool(rows) and self.spool.append(rows)
+            if saved:
                 self._persisted(len(rows))
             elif rows:
                 log.error("log writer: %d rows could not be saved at shutdown", len(rows))

@@ -266,3 +266,33 @@ def test_concurrent_appends_and_replays_in_one_folder_cannot_happen(tmp_path: Pa
         stop.set()
         t.join()
     assert a.rows == 203
+
+
+def test_a_hung_spool_disk_never_blocks_queueing(tmp_path: Path) -> None:
+    """A spool write (fsync) that hangs must not hold the queue's lock: requests keep queueing
+    on the event loop while it hangs."""
+    store = FlakyStore(f"sqlite:///{tmp_path}/log.db")
+    writer = LogWriter(
+        store, Spool(tmp_path / "spool", 10_000_000), batch_rows=100, flush_s=60, max_rows=1000
+    )  # not started: the test drives the spool write itself
+    disk = threading.Event()
+    entered = threading.Event()
+    real_append = writer.spool.append
+
+    def hung_append(batch: Any) -> bool:
+        entered.set()
+        disk.wait(30)  # the disk does not answer
+        return bool(real_append(batch))
+
+    writer.spool.append = hung_append  # type: ignore[method-assign]
+    spooling = threading.Thread(target=writer._spool_direct, args=(rows(3),), daemon=True)
+    spooling.start()
+    assert entered.wait(10)
+    queued = threading.Thread(target=writer.try_put, args=(rows(2, start=100),), daemon=True)
+    queued.start()
+    queued.join(10)  # a lock held across the hung write would keep it here
+    finished = not queued.is_alive()
+    disk.set()
+    spooling.join(10)
+    writer.close()
+    assert finished, "try_put waited for the spool's disk"
