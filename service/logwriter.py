@@ -76,6 +76,27 @@ def unlock(fd: int) -> None:
     os.close(fd)  # closing the descriptor releases its flock
 
 
+def is_outage(exc: BaseException) -> bool:
+    """The store is unreachable or unavailable (a retry may succeed), as opposed to the store
+    answering that it refuses the rows (bad data: no retry will succeed)."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+    outages: tuple[type[BaseException], ...] = (
+        OperationalError,
+        InterfaceError,
+        DisconnectionError,
+        OSError,
+        TimeoutError,
+    )
+    try:
+        import psycopg
+
+        outages += (psycopg.OperationalError, psycopg.InterfaceError)
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return isinstance(exc, outages)
+
+
 def _remove_temp(folder: Path) -> None:
     """Half-written temp files of a process that died mid-write (only ever whole files count)."""
     for tmp in folder.glob(".*.tmp"):
@@ -164,8 +185,9 @@ class Spool:
         self.bytes = max(0, self.bytes - size)
 
     def set_aside(self, path: Path, exc: Exception) -> None:
-        """A file that does not parse (disk corruption) is kept as `*.bad`, never retried."""
-        log.error("prediction log spool file %s is unreadable, kept as .bad: %s", path, exc)
+        """A file that cannot be read (disk corruption) or whose rows the store refuses is kept
+        as `*.bad` for a person to look at, never retried."""
+        log.error("prediction log spool file %s kept as .bad: %s", path, exc)
         rows, size = self._count(path), path.stat().st_size
         path.rename(path.with_name(path.name + ".bad"))
         if path.parent == self.folder:
@@ -473,15 +495,21 @@ class LogWriter:
         for path in paths:
             try:
                 rows = Spool.read(path)
-            except ValueError as exc:
-                with self._spool_lock:
+            except (ValueError, OSError) as exc:
+                with self._spool_lock, contextlib.suppress(OSError):
                     self.spool.set_aside(path, exc)
                 continue
             try:
                 self.store.write_predictions(rows)
             except Exception as exc:
-                self._mark_down(exc)
-                return False
+                if is_outage(exc):
+                    self._mark_down(exc)
+                    return False
+                # the store answered and refused these rows: no retry will change that; keep
+                # them aside (`.bad`, for a person to look at) and go on with the others
+                with self._spool_lock, contextlib.suppress(OSError):
+                    self.spool.set_aside(path, exc)
+                continue
             self._mark_up()
             if own:
                 with self._spool_lock:

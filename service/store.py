@@ -159,6 +159,13 @@ class PredictionStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._schema_ready = False
+
+    def _ensure_schema(self) -> None:
+        """Create (or migrate) the tables on first use: a service that started while the store
+        was down creates them once it is back, instead of failing every write."""
+        if not self._schema_ready:
+            self.create_schema()
 
     def create_schema(self) -> None:
         columns = set()
@@ -173,6 +180,7 @@ class PredictionStore:
                 conn.execute(sa.text("ALTER TABLE sw_predictions ADD COLUMN ingested_at FLOAT"))
                 conn.execute(sa.text("UPDATE sw_predictions SET ingested_at = created_at"))
         metadata.create_all(self.engine)
+        self._schema_ready = True
 
     @property
     def _db_now_sql(self) -> str:
@@ -213,6 +221,7 @@ class PredictionStore:
         """
         if not rows:
             return
+        self._ensure_schema()
         now = self._db_now_sql
         if self.engine.dialect.name == "postgresql":
             self._copy_predictions(rows, now)
@@ -262,12 +271,14 @@ class PredictionStore:
 
     def write_labels(self, rows: Sequence[FeedbackRow]) -> None:
         if rows:
+            self._ensure_schema()
             with self.engine.begin() as conn:
                 conn.execute(_upsert_label(self.engine), list(rows))
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         wanted = list(ids)
         found: set[str] = set()
+        self._ensure_schema()
         with self.engine.connect() as conn:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]

@@ -88,3 +88,23 @@ def test_rows_an_older_release_writes_after_the_migration_are_stamped_for_a_late
                         classes=None)  # fmt: skip
     assert later.total_rows == 1
     store.engine.dispose()
+
+
+def test_a_store_that_was_down_at_start_gets_its_tables_on_the_first_write(tmp_path: Path) -> None:
+    """The service creates the schema at start; when the store was unreachable then, the first
+    write after it comes back creates it, instead of every write failing on a missing table."""
+    store = PredictionStore(f"sqlite:///{tmp_path}/late.db")  # create_schema never ran
+    store.write_predictions(
+        prediction_rows(
+            ids=["d" * 32],
+            model="m",
+            version=1,
+            created_at=time.time(),
+            inputs=[{}],
+            predictions=["no"],
+            probabilities=None,
+            latency_ms=1.0,
+        )  # fmt: skip
+    )
+    assert store.existing_ids(["d" * 32]) == {"d" * 32}
+    store.engine.dispose()

@@ -169,7 +169,7 @@ CHILD = textwrap.dedent(
     from tests.service.test_logwriter import rows
 
     root = Path(sys.argv[1])
-    down = PredictionStore(f"sqlite:///{root}/no/such/folder/log.db")  # unreachable store
+    down = PredictionStore("postgresql://nobody@127.0.0.1:1/none")  # nothing listens there
     writer = LogWriter(down, Spool(root, 10_000_000), batch_rows=10, flush_s=0.01,
                        max_rows=1000, retry_s=0.05)
     writer.start()
@@ -237,6 +237,24 @@ def test_a_corrupt_spool_file_is_set_aside_and_does_not_block_the_others(
     writer.close()
     assert writer.store_up  # a bad file is not a store outage
     assert [p.name for p in bad.parent.iterdir() if p.suffix == ".bad"] == [bad.name + ".bad"]
+
+
+def test_spooled_rows_the_store_refuses_are_set_aside_not_retried_forever(
+    store: FlakyStore, tmp_path: Path
+) -> None:
+    """The store answers and refuses a row (a NOT NULL column empty): no retry will change
+    that, so the file is kept as .bad and the files after it are replayed."""
+    writer = LogWriter(
+        store, Spool(tmp_path / "spool", 10_000_000), batch_rows=10, flush_s=0.01, max_rows=100
+    )
+    refused = [{**rows(1, start=500)[0], "model": None}]
+    assert writer.spool.append(refused)
+    assert writer.spool.append(rows(10))
+    writer.start()
+    wait_for(lambda: store.count_predictions() == 10)
+    writer.close()
+    assert writer.store_up
+    assert [p.suffix for p in writer.spool.folder.iterdir() if p.name.endswith(".bad")] == [".bad"]
 
 
 def test_concurrent_appends_and_replays_in_one_folder_cannot_happen(tmp_path: Path) -> None:
