@@ -33,13 +33,7 @@ class MissingModelPackage(ModuleNotFoundError):
 def load_model(path: str | Path) -> Any:
     """joblib.load, with a missing package named (and the extra to install) instead of a bare
     ModuleNotFoundError. Other errors (missing file, corrupt pickle) pass through unchanged."""
-    try:
-        return joblib.load(path)
-    except ModuleNotFoundError as exc:
-        named = _named(exc)
-        if named is exc:
-            raise
-        raise named from exc
+    return load_model_bytes(Path(path).read_bytes())
 
 
 def load_model_bytes(data: bytes) -> Any:
