@@ -334,3 +334,20 @@ def test_a_window_ends_settle_seconds_before_the_run(
     with pytest.raises(MonitorError, match="no logged predictions"):
         run(settled, store)
     assert run(msettings, store)["rows"] == 250
+
+
+def test_rules_that_watch_another_metric_judge_it_by_its_own_test_score() -> None:
+    """metric: log_loss on a roc_auc model: the reference is the version's test log loss, not its
+    ROC AUC (a ceiling of AUC + max_drop would never make sense)."""
+    from core.registry import Manifest
+    from monitoring.alerts import AlertRules
+    from monitoring.runner import _watched
+
+    manifest = Manifest.model_validate(
+        {"name": "m", "version": 1, "created_at": "x", "task": "classification",
+         "target": "y", "features": [], "objective": {"metric": "roc_auc", "test_score": 0.8},
+         "metrics": {"test": {"roc_auc": 0.8, "log_loss": 0.45}}}
+    )  # fmt: skip
+    assert _watched(manifest, AlertRules()) == ("roc_auc", 0.8)
+    assert _watched(manifest, AlertRules(metric="log_loss")) == ("log_loss", 0.45)
+    assert _watched(manifest, AlertRules(metric="brier")) == ("brier", None)
