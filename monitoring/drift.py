@@ -1,15 +1,37 @@
 """run_drift(): the one place that imports Evidently; returns a small typed result of our own.
 
-Evidently's API is still moving (0.7 rewrote it), so nothing else in servewatch touches it.
+Evidently's API is still moving (0.7 rewrote it), so nothing else in servewatch touches it. The HTML
+report it writes is one self-contained page (Evidently's script and font inlined, nothing fetched):
+data drift, then, when the window has labels, Evidently's classification or regression
+performance report against the reference's labelled rows, then a data summary of the window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
+
+TARGET = "target"
+PREDICTION = "prediction"
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Labelled rows of the window and of the reference, for Evidently's performance report.
+
+    Both frames hold `target` and `prediction` (class text for classifiers, floats for
+    regressors) and, for classifiers with probabilities, one column per class named by its text.
+    The positive class of a binary classifier is the last of `classes`.
+    """
+
+    task: Literal["classification", "regression"]
+    current: pd.DataFrame
+    reference: pd.DataFrame
+    classes: list[str] | None = None
+    probabilities: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,14 +59,16 @@ def run_drift(
     categorical: list[str],
     method: str | None = None,
     html_path: Path | None = None,
+    labelled: Labelled | None = None,
 ) -> DriftResult:
     """Column drift of `current` against `reference` with Evidently's DataDriftPreset.
 
     `method` is any Evidently stat test name (e.g. "psi", "ks", "wasserstein"); None lets
-    Evidently pick per column by type and size. The HTML report goes to `html_path` if given.
+    Evidently pick per column by type and size. The HTML report goes to `html_path` if given,
+    with the performance section when `labelled` is given and the window's data summary.
     """
     from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+    from evidently.presets import DataDriftPreset, DataSummaryPreset
 
     columns = [*numeric, *categorical]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
@@ -54,7 +78,12 @@ def run_drift(
     snapshot = Report([preset], include_tests=True).run(cur, ref)
     data = snapshot.dict()
     if html_path is not None:
-        snapshot.save_html(str(html_path))
+        sections = [("Data drift", snapshot)]
+        if labelled is not None:
+            sections.append(_performance_section(labelled))
+        summary = Report([DataSummaryPreset(columns=columns)]).run(cur, ref)
+        sections.append(("Data summary of the window", summary))
+        html_path.write_text(_page(sections), encoding="utf-8")
     verdicts = {
         t["metric_config"]["metric_id"]: t["status"] != "SUCCESS"
         for t in data.get("tests", [])
@@ -77,3 +106,64 @@ def run_drift(
             result.drifted_count = int(m["value"]["count"])
             result.drifted_share = float(m["value"]["share"])
     return result
+
+
+def _performance_section(labelled: Labelled) -> tuple[str, Any]:
+    """Evidently's classification or regression preset on the labelled rows of both sides."""
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Regression,
+        Report,
+    )
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    task: Any
+    if labelled.task == "regression":
+        task = Regression(target=TARGET, prediction=PREDICTION)
+        definition = DataDefinition(numerical_columns=[TARGET, PREDICTION], regression=[task])
+        title, preset = "Regression performance (labelled rows)", RegressionPreset()
+    else:
+        classes = labelled.classes or []
+        if len(classes) == 2:
+            task = BinaryClassification(
+                target=TARGET,
+                prediction_labels=PREDICTION,
+                prediction_probas=classes[-1] if labelled.probabilities else None,
+                pos_label=classes[-1],
+            )
+        else:
+            task = MulticlassClassification(
+                target=TARGET,
+                prediction_labels=PREDICTION,
+                prediction_probas=list(classes) if labelled.probabilities else None,
+            )
+        probas = list(classes) if labelled.probabilities else []
+        definition = DataDefinition(
+            categorical_columns=[TARGET, PREDICTION],
+            numerical_columns=probas,
+            classification=[task],
+        )
+        title, preset = "Classification performance (labelled rows)", ClassificationPreset()
+    cur = Dataset.from_pandas(labelled.current, data_definition=definition)
+    ref = Dataset.from_pandas(labelled.reference, data_definition=definition)
+    return title, Report([preset]).run(cur, ref)
+
+
+def _page(sections: list[tuple[str, Any]]) -> str:
+    """One standalone page of several snapshots' widgets, each section under its title.
+
+    Evidently's standalone template inlines its script bundle and icon font: the page fetches
+    nothing, so it opens without a network (checked in a headless browser by the tests).
+    """
+    from evidently.core.metric_types import render_widgets
+    from evidently.legacy.renderers.html_widgets import group_widget
+
+    widgets = []
+    for title, snapshot in sections:
+        model = snapshot.to_snapshot_model()
+        widgets.append(group_widget(title=title, widgets=list(model.widgets)))
+        widgets.extend(model.tests_widgets)
+    return str(render_widgets(widgets, as_iframe=False))
