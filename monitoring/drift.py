@@ -49,6 +49,10 @@ class DriftResult:
     drifted_share: float = 0.0
     drifted_count: int = 0
     evidently_json: dict[str, Any] = field(default_factory=dict)
+    performance_json: dict[str, Any] | None = None
+    """Evidently's JSON of the performance preset, when the report has that section."""
+    performance_error: str | None = None
+    """Why the performance section is missing although labelled rows were given."""
 
 
 def run_drift(
@@ -77,10 +81,17 @@ def run_drift(
     preset = DataDriftPreset(method=method) if method else DataDriftPreset()
     snapshot = Report([preset], include_tests=True).run(cur, ref)
     data = snapshot.dict()
+    result = DriftResult(evidently_json=data)
     if html_path is not None:
-        sections = [("Data drift", snapshot)]
+        sections: list[tuple[str, Any]] = [("Data drift", snapshot)]
         if labelled is not None:
-            sections.append(_performance_section(labelled))
+            try:
+                title, perf = _performance_section(labelled)
+                result.performance_json = perf.dict()
+                sections.append((title, perf))
+            except Exception as exc:  # a window Evidently cannot score keeps its drift report
+                result.performance_error = f"{type(exc).__name__}: {exc}"[:300]
+                sections.append(("Performance (labelled rows)", result.performance_error))
         summary = Report([DataSummaryPreset(columns=columns)]).run(cur, ref)
         sections.append(("Data summary of the window", summary))
         html_path.write_text(_page(sections), encoding="utf-8")
@@ -89,7 +100,6 @@ def run_drift(
         for t in data.get("tests", [])
         if t.get("metric_config", {}).get("params", {}).get("type", "").endswith("ValueDrift")
     }
-    result = DriftResult(evidently_json=data)
     for m in data["metrics"]:
         cfg = m.get("config", {})
         kind = cfg.get("type", "")
@@ -153,16 +163,20 @@ def _performance_section(labelled: Labelled) -> tuple[str, Any]:
 
 
 def _page(sections: list[tuple[str, Any]]) -> str:
-    """One standalone page of several snapshots' widgets, each section under its title.
+    """One standalone page of several snapshots' widgets, each section under its title (a
+    section given as text instead of a snapshot says why it is missing).
 
     Evidently's standalone template inlines its script bundle and icon font: the page fetches
     nothing, so it opens without a network (checked in a headless browser by the tests).
     """
     from evidently.core.metric_types import render_widgets
-    from evidently.legacy.renderers.html_widgets import group_widget
+    from evidently.legacy.renderers.html_widgets import group_widget, text_widget
 
     widgets = []
     for title, snapshot in sections:
+        if isinstance(snapshot, str):
+            widgets.append(group_widget(title=title, widgets=[text_widget(text=snapshot)]))
+            continue
         model = snapshot.to_snapshot_model()
         widgets.append(group_widget(title=title, widgets=list(model.widgets)))
         widgets.extend(model.tests_widgets)

@@ -308,6 +308,12 @@ def _drift(
         labelled=labelled,
     )
     (html.parent / "evidently.json").write_text(json.dumps(result.evidently_json, default=str))
+    if result.performance_json is not None:
+        (html.parent / "evidently-performance.json").write_text(
+            json.dumps(result.performance_json, default=str)
+        )
+    if result.performance_error is not None:
+        log.warning("report without its performance section: %s", result.performance_error)
 
     def column(d: ColumnDrift) -> ColumnDriftSummary:
         return {
