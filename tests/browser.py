@@ -1,4 +1,4 @@
-"""Debian's chromium, headless, driven by Selenium through Debian's chromedriver (nothing downloads).
+"""Debian's chromium, headless, driven by Selenium through Debian's chromedriver (no downloads).
 
 Selenium Manager would fetch a browser or a driver it cannot find: it is never asked, since both
 paths are given. Skips on a developer machine without them; fails where SERVEWATCH_REQUIRE_TOOLS
