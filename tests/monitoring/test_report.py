@@ -135,3 +135,21 @@ def test_a_run_stored_by_an_older_release_still_serves_its_drift_html(
         (report / "drift.html").unlink()
         res = client.get("/v1/models/demo/monitoring/report")
         assert res.status_code == 404 and "no drift report" in res.json()["error"]["message"]
+
+
+def test_a_window_evidently_cannot_score_keeps_its_drift_report_and_says_why(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    """Every label one class: Evidently's binary preset cannot find the negative label. The run
+    still succeeds, servewatch's own realised figures stand, and the page names the reason."""
+    frame = traffic(300, seed=7)
+    frame["label"] = "yes"
+    log_traffic(store, msettings.registry, frame)
+    summary = run_monitoring(settings=msettings, store=store, model="demo", notifiers=[])
+    assert summary["status"] == "ok" and summary["drift"]["columns"]
+    assert summary["performance"]["realised"] is not None
+    report = Path(summary["report_dir"])
+    html = (report / "report.html").read_text()
+    assert "Performance (labelled rows)" in html and "negative label" in html
+    assert PERFORMANCE not in html and "Data summary of the window" in html
+    assert not (report / "evidently-performance.json").exists()
