@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
@@ -24,11 +25,13 @@ from tests.conftest import require_tool
 from tests.deploy.prometheus import Prometheus, dashboard_queries, shortened_rules
 from tests.monitoring.conftest import FEATURES, traffic
 from tests.service.conftest import Server, pg_url  # noqa: F401  (the fixture)
+from tests.tcpproxy import TcpProxy
 
 RULES = AlertRules(min_rows=100, drift_share=0.3, resolve_after=1, min_labelled_rows=50)
 # Panels that stay empty here, and why: no request failed with a 5xx, so the error-rate ratio has
 # no numerator series.
 EMPTY = {"Error rate (5xx share)"}
+WRITE_FAILURES = "ServewatchLogWriteFailures"
 
 
 def instances(n: int, seed: int, shift: float = 0.0) -> list[dict[str, Any]]:
@@ -60,6 +63,19 @@ def wait_logged(store: PredictionStore, count: int) -> None:
         time.sleep(0.2)
 
 
+def through(url: str, proxy: TcpProxy) -> str:
+    """`url` with its host and port replaced by the proxy's."""
+    parsed = sa.engine.make_url(url)
+    host = f"@{parsed.host}:{parsed.port}/" if parsed.port else f"@{parsed.host}/"
+    assert host in url, url
+    return url.replace(host, f"@127.0.0.1:{proxy.port}/", 1)
+
+
+def active(prom: Prometheus, name: str) -> list[dict[str, Any]]:
+    """Alerts of rule `name`, pending or firing."""
+    return [a for a in prom.alerts() if a["labels"]["alertname"] == name]
+
+
 def firing(prom: Prometheus, name: str) -> list[dict[str, Any]]:
     return [a for a in prom.alerts() if a["labels"]["alertname"] == name and a["state"] == "firing"]
 
@@ -75,9 +91,13 @@ def test_dashboard_queries_and_alert_rules_on_a_real_prometheus(
     check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
+    # the servers reach PostgreSQL through a proxy the test can cut (a store outage for them
+    # only); the test's own store and monitoring runs connect directly
+    parsed = sa.engine.make_url(pg_url)
+    proxy = TcpProxy((str(parsed.host), int(parsed.port or 5432)))
     env = {
         "SERVEWATCH_REGISTRY": str(registry_copy),
-        "SERVEWATCH_DATABASE_URL": pg_url,
+        "SERVEWATCH_DATABASE_URL": through(pg_url, proxy),
         "SERVEWATCH_MONITOR_INTERVAL": "0",
         "SERVEWATCH_LOG_FLUSH_MS": "50",
     }
@@ -139,13 +159,33 @@ def test_dashboard_queries_and_alert_rules_on_a_real_prometheus(
         assert groups and bad_rules == []
         assert not firing(prom, "ServewatchHighErrorRate")
 
+        # the store goes away for the servers: writes fail and go to the spools, answers go on;
+        # ServewatchLogWriteFailures fires on each instance, then resolves once the store is
+        # back, and every answered row reaches the log from the spools
+        proxy.cut()
+        failed: list[str] = []
+        try:
+            deadline = time.monotonic() + 40
+            while len({a["labels"]["instance"] for a in firing(prom, WRITE_FAILURES)}) < 2:
+                assert time.monotonic() < deadline, prom.alerts()
+                failed += send(urls, instances(20, seed=len(failed)), batch=5)
+                time.sleep(0.3)
+        finally:
+            proxy.restore()
+        assert len(failed) > 0
+
         # traffic like the reference again: the next run clears drift and the alert resolves
         calm = send(urls, instances(200, seed=22))
-        wait_logged(store, len(shifted) + len(calm))
+        wait_logged(store, len(shifted) + len(failed) + len(calm))
         second = run_monitoring(
             settings=settings, store=store, model="demo", notifiers=[], rules=RULES
         )
         assert "dataset_drift" not in {a["rule"] for a in second["alerts"]}
+        prom.wait_for(
+            "ServewatchLogWriteFailures resolved", lambda: not active(prom, WRITE_FAILURES)
+        )
+        logged = {r["id"] for r in store.read_window("demo")}
+        assert set(shifted + failed + calm) <= logged
         prom.wait_for(
             "ServewatchDatasetDrift resolved",
             lambda: (
@@ -160,3 +200,4 @@ def test_dashboard_queries_and_alert_rules_on_a_real_prometheus(
             prom.stop()
         for s in servers:
             s.stop()
+        proxy.close()
