@@ -58,18 +58,19 @@ def dashboard_queries(variables: dict[str, str], path: Path = DASHBOARD) -> list
 
 
 class Prometheus:
-    """`prometheus` scraping `targets` (host:port) every second, rules evaluated every second."""
+    """`prometheus` scraping `targets` (host:port) every 2 s (a loaded machine may take over a
+    second to answer), rules evaluated every second."""
 
     def __init__(self, binary: str, targets: list[str], rules: Path, folder: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": "2s", "evaluation_interval": "1s"},
             "rule_files": [str(rules)],
             "scrape_configs": [
                 {
                     "job_name": "servewatch",
-                    "scrape_timeout": "1s",
+                    "scrape_timeout": "2s",
                     "static_configs": [{"targets": targets}],
                 }
             ],
