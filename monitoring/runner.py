@@ -582,7 +582,11 @@ def _labelled(
     if len(usable) < min_rows:
         return None
     ref_cols = [f"{PROBA_PREFIX}{c}" for c in classes]
-    probas = window.probabilities is not None and all(c in ref for c in ref_cols)
+    probas = (
+        window.probabilities is not None
+        and all(c in ref for c in ref_cols)
+        and not known & {TARGET, PREDICTION}  # probability columns are named by class
+    )
     cur = pd.DataFrame(
         {
             TARGET: [label_types.key(window.labels[i]) for i in usable],
