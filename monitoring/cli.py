@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from monitoring.config import MonitorSettings
+from monitoring.summary import REPORT_FILE
 
 console = Console(stderr=True, soft_wrap=True)
 monitor_app = typer.Typer(
@@ -108,7 +109,7 @@ def run(
         console.print(
             f"[yellow]ALERT[/yellow] {a['rule']} ({a['severity']}): {a['message']}", highlight=False
         )
-    console.print(f"report: {summary['report_dir']}/drift.html", highlight=False)
+    console.print(f"report: {summary['report_dir']}/{REPORT_FILE}", highlight=False)
 
 
 @monitor_app.command("export")

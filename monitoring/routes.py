@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
 from monitoring.store import MonitorStore
-from monitoring.summary import MonitoringResponse, RunHistoryEntry, StoredRun
+from monitoring.summary import REPORT_FILE, MonitoringResponse, RunHistoryEntry, StoredRun
 from service.errors import NotFound
 from service.schemas import documented
 
@@ -44,9 +44,12 @@ def make_router(store: MonitorStore, history: int = 20) -> APIRouter:
     async def report(name: str) -> Response:
         runs = await run_in_threadpool(store.latest, name, history)
         for run in runs:
-            path = Path(run["report_dir"] or "") / "drift.html"
-            if run["report_dir"] and path.is_file():
-                return FileResponse(path, media_type="text/html")
+            if not run["report_dir"]:
+                continue
+            for file in (REPORT_FILE, "drift.html"):  # drift.html: runs of older releases
+                path = Path(run["report_dir"]) / file
+                if path.is_file():
+                    return FileResponse(path, media_type="text/html")
         raise NotFound(
             f"no drift report stored for {name!r} yet (runs with too little data have none)"
         )

@@ -18,13 +18,22 @@ from core import labels as label_types
 from core import metrics as metric_contract
 from core.errors import ServewatchError
 from core.metrics import classification_metrics, regression_metrics
-from core.registry import PREDICTION_COL, PROBA_PREFIX, REFERENCE_FILE, Manifest, Registry
+from core.registry import (
+    LABEL_COL,
+    PREDICTION_COL,
+    PROBA_PREFIX,
+    REFERENCE_FILE,
+    Manifest,
+    Registry,
+)
 from monitoring import alerts as alerting
 from monitoring.config import MonitorSettings
+from monitoring.drift import PREDICTION, TARGET, Labelled
 from monitoring.estimate import estimate
 from monitoring.notifiers import AlertmanagerNotifier, WebhookNotifier
 from monitoring.store import MonitorStore
 from monitoring.summary import (
+    REPORT_FILE,
     CanaryReport,
     ColumnDriftSummary,
     DriftSummary,
@@ -137,7 +146,12 @@ def run_monitoring(
         current = _current_frame(window, manifest)
         if window.rows >= rules.min_rows:
             summary["drift"], summary["prediction_drift"] = _drift(
-                reference, current, manifest, settings, tmp / "drift.html"
+                reference,
+                current,
+                manifest,
+                settings,
+                tmp / REPORT_FILE,
+                _labelled(window, reference, classes, rules.min_labelled_rows),
             )
         summary["quality"] = _quality(reference, current, manifest)
         summary["performance"] = _performance(window, reference, classes)
@@ -272,6 +286,7 @@ def _drift(
     manifest: Manifest,
     settings: MonitorSettings,
     html: Path,
+    labelled: Labelled | None = None,
 ) -> tuple[DriftSummary, PredictionDrift]:
     from monitoring.drift import ColumnDrift, run_drift
 
@@ -290,8 +305,15 @@ def _drift(
         categorical=categorical + ([] if pred_numeric else [PREDICTION_COL]),
         method=settings.monitor_drift_method,
         html_path=html,
+        labelled=labelled,
     )
     (html.parent / "evidently.json").write_text(json.dumps(result.evidently_json, default=str))
+    if result.performance_json is not None:
+        (html.parent / "evidently-performance.json").write_text(
+            json.dumps(result.performance_json, default=str)
+        )
+    if result.performance_error is not None:
+        log.warning("report without its performance section: %s", result.performance_error)
 
     def column(d: ColumnDrift) -> ColumnDriftSummary:
         return {
@@ -530,6 +552,59 @@ def _realised(window: Window, classes: list[str] | None) -> tuple[Metrics | None
     if not ok.any():
         return None, 0, len(labelled)
     return regression_metrics(y_true[ok], pred[ok]), int(ok.sum()), int((~ok).sum())
+
+
+def _labelled(
+    window: Window, reference: pd.DataFrame, classes: list[str] | None, min_rows: int
+) -> Labelled | None:
+    """The window's and the reference's labelled rows for the report's performance section, or
+    None when the window has fewer than `min_rows` usable labels (as for realised performance)."""
+    if LABEL_COL not in reference:
+        return None
+    ref = reference[reference[LABEL_COL].notna()]
+    labelled = [i for i, lab in enumerate(window.labels) if lab is not None]
+    if classes is None:
+        y = np.array([_finite(window.labels[i]) for i in labelled], dtype=float)
+        pred = np.array([_finite(window.predictions[i]) for i in labelled], dtype=float)
+        ok = np.isfinite(y) & np.isfinite(pred)
+        if ok.sum() < min_rows:
+            return None
+        cur = pd.DataFrame({TARGET: y[ok], PREDICTION: pred[ok]})
+        ref_frame = pd.DataFrame(
+            {
+                TARGET: pd.to_numeric(ref[LABEL_COL], errors="coerce"),
+                PREDICTION: pd.to_numeric(ref[PREDICTION_COL], errors="coerce"),
+            }
+        ).dropna()
+        return Labelled("regression", cur, ref_frame)
+    known = set(classes)
+    usable = [i for i in labelled if label_types.key(window.labels[i]) in known]
+    if len(usable) < min_rows:
+        return None
+    ref_cols = [f"{PROBA_PREFIX}{c}" for c in classes]
+    probas = (
+        window.probabilities is not None
+        and all(c in ref for c in ref_cols)
+        and not known & {TARGET, PREDICTION}  # probability columns are named by class
+    )
+    cur = pd.DataFrame(
+        {
+            TARGET: [label_types.key(window.labels[i]) for i in usable],
+            PREDICTION: [label_types.key(window.predictions[i]) for i in usable],
+        }
+    )
+    ref_frame = pd.DataFrame(
+        {
+            TARGET: [label_types.key(v) for v in ref[LABEL_COL]],
+            PREDICTION: [label_types.key(v) for v in ref[PREDICTION_COL]],
+        }
+    )
+    if probas and window.probabilities is not None:
+        for k, c in enumerate(classes):
+            cur[c] = window.probabilities[usable, k]
+            ref_frame[c] = ref[f"{PROBA_PREFIX}{c}"].to_numpy(float)
+    ref_frame = ref_frame[ref_frame[TARGET].isin(known)]
+    return Labelled("classification", cur, ref_frame, list(classes), probas)
 
 
 def _finite(value: JsonScalar) -> float:

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 from typing import Literal, NotRequired, TypedDict
 
+REPORT_FILE = "report.html"
+"""A run's Evidently page in its report folder (runs of older releases stored `drift.html`)."""
+
 Metrics = dict[str, float]
 """Metric name -> value (the metric contract's names: accuracy, roc_auc, rmse, ...)."""
 

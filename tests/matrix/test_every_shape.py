@@ -8,6 +8,7 @@ worsening that must alert) -> retraining gate. Data: scikit-learn's bundled data
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -273,6 +274,17 @@ def test_the_whole_loop(world: dict[str, Any], case: Case, tmp_path: Path) -> No
         )
 
     quiet = monitor()
+    # the report's performance section: Evidently scored the same labelled rows the same way
+    perf = Path(quiet["report_dir"]) / "evidently-performance.json"
+    scored = {m["config"]["type"].rsplit(":", 1)[-1]: m["value"]
+              for m in json.loads(perf.read_text())["metrics"]}  # fmt: skip
+    ours = quiet["performance"]["realised"]
+    if regression:
+        assert scored["MAE"]["mean"] == pytest.approx(ours["mae"])
+        assert scored["RMSE"] == pytest.approx(ours["rmse"])
+    else:
+        assert scored["Accuracy"] == pytest.approx(ours["accuracy"])
+        assert scored["Precision"] == pytest.approx(ours["precision"])
     fired = {a["rule"] for a in quiet["alerts"]}
     assert not fired & {"dataset_drift", "realised_performance"}, quiet["alerts"]
     assert quiet["performance"]["realised_rows"] == len(frame)

@@ -40,7 +40,7 @@ def test_shifted_traffic_fires_drift_and_is_stored(
     x1 = s["explanation_drift"]["features"]["x1"]
     assert x1["current"] > 1.5 * x1["reference"] and x1["change"] > 0
     report = Path(s["report_dir"])
-    assert (report / "drift.html").stat().st_size > 10_000 and (report / "summary.json").is_file()
+    assert (report / "report.html").stat().st_size > 10_000 and (report / "summary.json").is_file()
     assert "metrics" in json.loads((report / "evidently.json").read_text())
     latest = MonitorStore(store).latest("demo")[0]
     assert latest["summary"]["rows"] == 600
