@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from core.rows import FeedbackRow, PredictionRow
+from service import partitions
 
 metadata = sa.MetaData()
 
@@ -48,6 +49,19 @@ feedback = sa.Table(
     sa.Column("label", sa.Text, nullable=False),  # JSON value
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Index("ix_sw_feedback_model_time", "model", "received_at"),
+)
+
+# What log maintenance last did (one row; totals since the log was created): read by the
+# service's /metrics at scrape time, whichever process (worker, CronJob) ran it.
+log_retention = sa.Table(
+    "sw_log_retention",
+    metadata,
+    sa.Column("key", sa.String(16), primary_key=True),
+    sa.Column("ran_at", sa.Float, nullable=False),
+    sa.Column("oldest_ingested_at", sa.Float, nullable=True),
+    sa.Column("rows_dropped", sa.BigInteger, nullable=False),
+    sa.Column("labels_dropped", sa.BigInteger, nullable=False),
+    sa.Column("partitions_dropped", sa.Integer, nullable=False),
 )
 
 
@@ -150,15 +164,28 @@ def _params(rows: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
     return tuple(chain.from_iterable(map(_row_values, rows)))
 
 
+INGESTED_INDEX = "ix_sw_predictions_ingested ON sw_predictions (ingested_at)"  # SQLite
 INSERT_CHUNK_ROWS = 500  # 5,000 parameters per statement: inside SQLite's and libpq's limits
 
 
-class PredictionStore:
-    """Reads and writes the log tables; every write is idempotent (ids are primary keys)."""
+# A retried batch is found by id among rows ingested up to this long before the rows were made
+# (PostgreSQL's partitioned log: its unique key must hold the partition key; see _copy_predictions).
+DEDUPE_WINDOW_S = 86_400.0
 
-    def __init__(self, url: str) -> None:
+
+class PredictionStore:
+    """Reads and writes the log tables; every write is idempotent (a row already logged under
+    its id is skipped).
+
+    On PostgreSQL the log is partitioned by ingest time (`service.partitions`): `partition_hours`
+    per partition, `partitions_ahead` created ahead of the current one.
+    """
+
+    def __init__(self, url: str, *, partition_hours: int = 24, partitions_ahead: int = 3) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.partition_s = partition_hours * 3600
+        self.partitions_ahead = partitions_ahead
         self._schema_ready = False
 
     def _ensure_schema(self) -> None:
@@ -168,6 +195,22 @@ class PredictionStore:
             self.create_schema()
 
     def create_schema(self) -> None:
+        """Create the tables, or migrate older ones (rows kept); idempotent, and safe to run
+        from several workers at once."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as conn:
+                partitions.lock(conn)
+                partitions.migrate(conn, self.partition_s)
+                partitions.create_tables(conn)
+                partitions.maintain(
+                    conn,
+                    interval_s=self.partition_s,
+                    ahead=self.partitions_ahead,
+                    retention_s=None,
+                )
+            metadata.create_all(self.engine)  # the partitioned tables exist: skipped
+            self._schema_ready = True
+            return
         columns = set()
         if sa.inspect(self.engine).has_table("sw_predictions"):
             columns = {c["name"] for c in sa.inspect(self.engine).get_columns("sw_predictions")}
@@ -180,6 +223,8 @@ class PredictionStore:
                 conn.execute(sa.text("ALTER TABLE sw_predictions ADD COLUMN ingested_at FLOAT"))
                 conn.execute(sa.text("UPDATE sw_predictions SET ingested_at = created_at"))
         metadata.create_all(self.engine)
+        with self.engine.begin() as conn:  # retention deletes (and finds the oldest row) by it
+            conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {INGESTED_INDEX}"))
         self._schema_ready = True
 
     @property
@@ -234,7 +279,15 @@ class PredictionStore:
 
     def _copy_predictions(self, rows: Sequence[Mapping[str, Any]], now: str) -> None:
         """PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
-        skips ids already present (COPY itself cannot skip conflicts)."""
+        skips ids already present (COPY itself cannot skip conflicts).
+
+        The partitioned table's unique key must hold the partition key (id, ingested_at), and a
+        retried batch gets a new ingest time, so ON CONFLICT cannot find it: the id is looked
+        up instead, among rows ingested since a day before the row was made (the primary key's
+        index; only the partitions of that day are probed). The log writer hands one batch to
+        one store call at a time, and a worker replays only spool folders it holds the lock of,
+        so the same row is never written by two calls at once.
+        """
         cols = ", ".join(PREDICTION_COLUMNS)
         raw = self.engine.raw_connection()
         try:
@@ -242,14 +295,16 @@ class PredictionStore:
             try:
                 cur.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} "
-                    f"(LIKE {predictions.name}) ON COMMIT DELETE ROWS"
+                    f"(LIKE {predictions.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
                 with cur.copy(f"COPY {STAGING_TABLE} ({cols}) FROM STDIN") as copy:
                     for values in map(_row_values, rows):
                         copy.write_row(values)
                 cur.execute(
                     f"INSERT INTO {predictions.name} ({cols}, ingested_at) "
-                    f"SELECT {cols}, {now} FROM {STAGING_TABLE} ON CONFLICT (id) DO NOTHING"
+                    f"SELECT {cols}, {now} FROM {STAGING_TABLE} s WHERE NOT EXISTS ("
+                    f"SELECT 1 FROM {predictions.name} p WHERE p.id = s.id "
+                    f"AND p.ingested_at >= s.created_at - {DEDUPE_WINDOW_S})"
                 )
             finally:
                 cur.close()
