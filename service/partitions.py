@@ -87,6 +87,7 @@ class Maintenance:
 
     created: list[str] = field(default_factory=list)
     rows_moved: int = 0
+    labels_moved: int = 0
     dropped: list[str] = field(default_factory=list)
     rows_dropped: int = 0
     labels_dropped: int = 0
@@ -324,7 +325,10 @@ def maintain(
             for lo, hi in _gaps(partitions(conn, table), start, start + interval_s):
                 name, moved = ensure_period(conn, table, int(lo), int(hi))
                 done.created.append(name)
-                done.rows_moved += moved
+                if table == FEEDBACK:
+                    done.labels_moved += moved
+                else:
+                    done.rows_moved += moved
     if retention_s is not None:
         _drop_behind(conn, now - retention_s, done)
     done.oldest_ingested_at = oldest(conn)

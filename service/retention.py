@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service import partitions
 from service.partitions import Maintenance
 from service.store import PredictionStore, log_retention
 
@@ -45,19 +44,11 @@ def maintain(
     """One maintenance pass: create partitions ahead, move rows out of DEFAULT and, with
     `retention_days`, remove what is older; recorded in `sw_log_retention`. `now` (Unix s)
     defaults to the database's clock."""
-    store.create_schema()
     retention_s = retention_days * 86_400 if retention_days else None
     if store.engine.dialect.name == "postgresql":
-        with store.engine.begin() as conn:
-            partitions.lock(conn)
-            done = partitions.maintain(
-                conn,
-                interval_s=store.partition_s,
-                ahead=store.partitions_ahead,
-                retention_s=retention_s,
-                now=now,
-            )
+        done = store.maintain_partitions(retention_s, now)
     else:
+        store.create_schema()
         done = _sqlite_purge(store, retention_s, store.now() if now is None else now)
     _record(store, done)
     return done

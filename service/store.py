@@ -198,18 +198,7 @@ class PredictionStore:
         """Create the tables, or migrate older ones (rows kept); idempotent, and safe to run
         from several workers at once."""
         if self.engine.dialect.name == "postgresql":
-            with self.engine.begin() as conn:
-                partitions.lock(conn)
-                partitions.migrate(conn, self.partition_s)
-                partitions.create_tables(conn)
-                partitions.maintain(
-                    conn,
-                    interval_s=self.partition_s,
-                    ahead=self.partitions_ahead,
-                    retention_s=None,
-                )
-            metadata.create_all(self.engine)  # the partitioned tables exist: skipped
-            self._schema_ready = True
+            self.maintain_partitions()
             return
         columns = set()
         if sa.inspect(self.engine).has_table("sw_predictions"):
@@ -226,6 +215,27 @@ class PredictionStore:
         with self.engine.begin() as conn:  # retention deletes (and finds the oldest row) by it
             conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {INGESTED_INDEX}"))
         self._schema_ready = True
+
+    def maintain_partitions(
+        self, retention_s: float | None = None, now: float | None = None
+    ) -> partitions.Maintenance:
+        """PostgreSQL: in one transaction under the advisory lock, migrate an unpartitioned log,
+        create the tables, the partitions ahead and those DEFAULT holds rows for, and with
+        `retention_s` drop what is older (see `service.partitions.maintain`)."""
+        with self.engine.begin() as conn:
+            partitions.lock(conn)
+            partitions.migrate(conn, self.partition_s)
+            partitions.create_tables(conn)
+            done = partitions.maintain(
+                conn,
+                interval_s=self.partition_s,
+                ahead=self.partitions_ahead,
+                retention_s=retention_s,
+                now=now,
+            )
+            metadata.create_all(conn)  # the other tables; the partitioned ones exist
+        self._schema_ready = True
+        return done
 
     @property
     def _db_now_sql(self) -> str:
