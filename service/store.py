@@ -148,7 +148,6 @@ def prediction_rows(
 
 # The columns a row carries; `ingested_at` is stamped by the store as it inserts.
 PREDICTION_COLUMNS = tuple(c.name for c in predictions.columns if c.name != "ingested_at")
-STAGING_TABLE = "sw_predictions_in"
 _ROW_VALUES = itemgetter(*PREDICTION_COLUMNS)
 
 
@@ -279,7 +278,7 @@ class PredictionStore:
         self._ensure_schema()
         now = self._db_now_sql
         if self.engine.dialect.name == "postgresql":
-            self._copy_predictions(rows, now)
+            self._copy_predictions(rows)
             return
         with self.engine.begin() as conn:
             for start in range(0, len(rows), INSERT_CHUNK_ROWS):
@@ -287,35 +286,37 @@ class PredictionStore:
                 params = _params(chunk)
                 conn.exec_driver_sql(self._insert_sql(len(chunk), now), params)
 
-    def _copy_predictions(self, rows: Sequence[Mapping[str, Any]], now: str) -> None:
-        """PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
-        skips ids already present (COPY itself cannot skip conflicts).
+    def _copy_predictions(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """PostgreSQL: look up which ids are already logged, then COPY the others straight into
+        the partitioned table (each row routed to its partition, `ingested_at` stamped by the
+        column's default: the database's clock).
 
         The partitioned table's unique key must hold the partition key (id, ingested_at), and a
-        retried batch gets a new ingest time, so ON CONFLICT cannot find it: the id is looked
-        up instead, among rows ingested since a day before the row was made (the primary key's
-        index; only the partitions of that day are probed). The log writer hands one batch to
-        one store call at a time, and a worker replays only spool folders it holds the lock of,
-        so the same row is never written by two calls at once.
+        retried batch gets a new ingest time, so ON CONFLICT cannot find it: the ids are looked
+        up instead (`id = ANY(...)` on the primary key's index) among rows ingested since a day
+        before the batch's oldest row was made, so only that day's partitions are probed. A
+        join against a staging table (NOT EXISTS) was planned as a hash anti join that read
+        every partition whole. The log writer hands one batch to one store call at a time, and
+        a worker replays only spool folders it holds the lock of, so the same row is never
+        written by two calls at once.
         """
         cols = ", ".join(PREDICTION_COLUMNS)
+        made = [r.get("created_at") for r in rows]
+        since = min((float(t) for t in made if t is not None), default=0.0) - DEDUPE_WINDOW_S
         raw = self.engine.raw_connection()
         try:
             cur: Any = raw.cursor()  # psycopg 3: COPY is a driver feature
             try:
                 cur.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} "
-                    f"(LIKE {predictions.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                    f"SELECT id FROM {predictions.name} WHERE id = ANY(%s) AND ingested_at >= %s",
+                    ([r["id"] for r in rows], since),
                 )
-                with cur.copy(f"COPY {STAGING_TABLE} ({cols}) FROM STDIN") as copy:
+                present = {r[0] for r in cur.fetchall()}
+                with cur.copy(f"COPY {predictions.name} ({cols}) FROM STDIN") as copy:
                     for values in map(_row_values, rows):
-                        copy.write_row(values)
-                cur.execute(
-                    f"INSERT INTO {predictions.name} ({cols}, ingested_at) "
-                    f"SELECT {cols}, {now} FROM {STAGING_TABLE} s WHERE NOT EXISTS ("
-                    f"SELECT 1 FROM {predictions.name} p WHERE p.id = s.id "
-                    f"AND p.ingested_at >= s.created_at - {DEDUPE_WINDOW_S})"
-                )
+                        if values[0] not in present:  # nor twice from one batch
+                            present.add(values[0])
+                            copy.write_row(values)
             finally:
                 cur.close()
             raw.commit()
