@@ -22,8 +22,9 @@ def maintain(
         typer.Option(help="Remove rows older than this [env SERVEWATCH_LOG_RETENTION_DAYS]."),
     ] = None,
 ) -> None:
-    """Create (or migrate) the log tables, create partitions ahead, move rows out of the DEFAULT
-    partition and drop what is older than the retention; prints what it did as JSON."""
+    """Create the log tables (partitioning an unpartitioned PostgreSQL log: run it once every
+    pod runs this release), create partitions ahead, move rows out of the DEFAULT partition and
+    drop what is older than the retention; prints what it did as JSON."""
     from service.retention import maintain as run_maintenance
     from service.retention import summary
     from service.store import PredictionStore
@@ -44,7 +45,7 @@ def maintain(
         partitions_ahead=settings.log_partitions_ahead,
     )
     try:
-        done = run_maintenance(store, settings.log_retention_days)
+        done = run_maintenance(store, settings.log_retention_days, migrate=True)
     except Exception as exc:
         typer.echo(f"error: log maintenance failed: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(1) from None

@@ -159,6 +159,30 @@ def create_tables(conn: Connection) -> None:
             )
 
 
+def add_columns(conn: Connection) -> None:
+    """An unpartitioned log gains the columns later releases added (older rows count as
+    ingested when they were made) and the database's clock as the ingest time's default, so
+    rows COPYed without it, or inserted by an older release, are stamped."""
+    cols = {
+        r[0]
+        for r in conn.exec_driver_sql(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+            "AND attnum > 0 AND NOT attisdropped",
+            (PREDICTIONS,),
+        )
+    }
+    if "ref_id" not in cols:
+        conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ADD COLUMN ref_id VARCHAR(32)")
+    if "ingested_at" not in cols:
+        conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ADD COLUMN ingested_at FLOAT")
+        conn.exec_driver_sql(f"UPDATE {PREDICTIONS} SET ingested_at = created_at")
+    conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ALTER COLUMN ingested_at SET DEFAULT {DB_NOW}")
+    conn.exec_driver_sql(
+        f"CREATE INDEX IF NOT EXISTS ix_{PREDICTIONS}_model_ingested "
+        f"ON {PREDICTIONS} (model, version, ingested_at)"
+    )
+
+
 def migrate(conn: Connection, interval_s: int) -> bool:
     """Turn an unpartitioned log (rows kept) into the partitioned one; False when there was
     nothing to do. Call under `lock`.
@@ -173,18 +197,7 @@ def migrate(conn: Connection, interval_s: int) -> bool:
         return False
     bound = None
     if kinds[PREDICTIONS] == "r":
-        cols = {
-            r[0]
-            for r in conn.exec_driver_sql(
-                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-                "AND attnum > 0 AND NOT attisdropped",
-                (PREDICTIONS,),
-            )
-        }
-        if "ref_id" not in cols:
-            conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ADD COLUMN ref_id VARCHAR(32)")
-        if "ingested_at" not in cols:
-            conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ADD COLUMN ingested_at FLOAT")
+        add_columns(conn)
         conn.exec_driver_sql(
             f"UPDATE {PREDICTIONS} SET ingested_at = created_at WHERE ingested_at IS NULL"
         )

@@ -24,49 +24,57 @@ from service.store import PredictionStore, log_retention
 
 log = logging.getLogger("servewatch.retention")
 
-SQLITE_DELETE_BATCH = 5_000
-"""Rows per DELETE transaction on SQLite: the writer waits for one batch, never for the purge."""
+DELETE_BATCH = 5_000
+"""Rows per DELETE transaction of an unpartitioned log: the writer waits for one batch at most."""
 
-_SQLITE_DELETE_ROWS = (
-    "DELETE FROM sw_predictions WHERE rowid IN (SELECT rowid FROM sw_predictions "
+_DELETE_ROWS = (
+    "DELETE FROM sw_predictions WHERE id IN (SELECT id FROM sw_predictions "
     "WHERE ingested_at < :cutoff LIMIT :batch)"
 )
-_SQLITE_DELETE_LABELS = (
-    "DELETE FROM sw_feedback WHERE rowid IN (SELECT f.rowid FROM sw_feedback f "
+_DELETE_LABELS = (
+    "DELETE FROM sw_feedback WHERE prediction_id IN (SELECT f.prediction_id FROM sw_feedback f "
     "WHERE f.received_at < :cutoff AND NOT EXISTS "
     "(SELECT 1 FROM sw_predictions p WHERE p.id = f.prediction_id) LIMIT :batch)"
 )
 
 
 def maintain(
-    store: PredictionStore, retention_days: float | None, *, now: float | None = None
+    store: PredictionStore,
+    retention_days: float | None,
+    *,
+    now: float | None = None,
+    migrate: bool = False,
 ) -> Maintenance:
     """One maintenance pass: create partitions ahead, move rows out of DEFAULT and, with
     `retention_days`, remove what is older; recorded in `sw_log_retention`. `now` (Unix s)
-    defaults to the database's clock."""
+    defaults to the database's clock. `migrate` partitions an unpartitioned PostgreSQL log
+    first; otherwise such a log is purged by batched deletes, as SQLite is."""
     retention_s = retention_days * 86_400 if retention_days else None
+    done = None
     if store.engine.dialect.name == "postgresql":
-        done = store.maintain_partitions(retention_s, now)
+        done = store.maintain_partitions(retention_s, now, migrate=migrate)
     else:
         store.create_schema()
-        done = _sqlite_purge(store, retention_s, store.now() if now is None else now)
+    if done is None:
+        done = _purge(store, retention_s, store.now() if now is None else now)
     _record(store, done)
     return done
 
 
-def _sqlite_purge(store: PredictionStore, retention_s: float | None, now: float) -> Maintenance:
+def _purge(store: PredictionStore, retention_s: float | None, now: float) -> Maintenance:
+    """An unpartitioned log (SQLite, or PostgreSQL before `servewatch log maintain`)."""
     done = Maintenance()
     if retention_s is not None:
-        cutoff = {"cutoff": now - retention_s, "batch": SQLITE_DELETE_BATCH}
-        for sql in (_SQLITE_DELETE_ROWS, _SQLITE_DELETE_LABELS):
+        cutoff = {"cutoff": now - retention_s, "batch": DELETE_BATCH}
+        for sql in (_DELETE_ROWS, _DELETE_LABELS):
             while True:
                 with store.engine.begin() as conn:
                     n = int(conn.execute(sa.text(sql), cutoff).rowcount or 0)
-                if sql is _SQLITE_DELETE_ROWS:
+                if sql is _DELETE_ROWS:
                     done.rows_dropped += n
                 else:
                     done.labels_dropped += n
-                if n < SQLITE_DELETE_BATCH:
+                if n < DELETE_BATCH:
                     break
     with store.engine.connect() as conn:
         oldest = conn.execute(sa.text("SELECT min(ingested_at) FROM sw_predictions")).scalar()

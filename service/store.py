@@ -194,8 +194,13 @@ class PredictionStore:
             self.create_schema()
 
     def create_schema(self) -> None:
-        """Create the tables, or migrate older ones (rows kept); idempotent, and safe to run
-        from several workers at once."""
+        """Create the tables (partitioned on PostgreSQL), or add the columns older logs lack
+        (rows kept); idempotent, and safe to run from several workers at once.
+
+        An unpartitioned PostgreSQL log stays unpartitioned until `maintain_partitions(
+        migrate=True)` (`servewatch log maintain`, the retention CronJob): the pods of the
+        release before, still running during a rolling update, can write only to it.
+        """
         if self.engine.dialect.name == "postgresql":
             self.maintain_partitions()
             return
@@ -216,22 +221,28 @@ class PredictionStore:
         self._schema_ready = True
 
     def maintain_partitions(
-        self, retention_s: float | None = None, now: float | None = None
-    ) -> partitions.Maintenance:
-        """PostgreSQL: in one transaction under the advisory lock, migrate an unpartitioned log,
-        create the tables, the partitions ahead and those DEFAULT holds rows for, and with
-        `retention_s` drop what is older (see `service.partitions.maintain`)."""
+        self, retention_s: float | None = None, now: float | None = None, *, migrate: bool = False
+    ) -> partitions.Maintenance | None:
+        """PostgreSQL, in one transaction under the advisory lock: create the tables, the
+        partitions ahead and those DEFAULT holds rows for, and with `retention_s` drop what is
+        older (see `service.partitions.maintain`). An unpartitioned log gets the columns it
+        lacks and is partitioned only with `migrate`; None when it stays unpartitioned."""
+        done = None
         with self.engine.begin() as conn:
             partitions.lock(conn)
-            partitions.migrate(conn, self.partition_s)
-            partitions.create_tables(conn)
-            done = partitions.maintain(
-                conn,
-                interval_s=self.partition_s,
-                ahead=self.partitions_ahead,
-                retention_s=retention_s,
-                now=now,
-            )
+            if migrate:
+                partitions.migrate(conn, self.partition_s)
+            if partitions.relkind(conn, partitions.PREDICTIONS) == "r":
+                partitions.add_columns(conn)
+            else:
+                partitions.create_tables(conn)
+                done = partitions.maintain(
+                    conn,
+                    interval_s=self.partition_s,
+                    ahead=self.partitions_ahead,
+                    retention_s=retention_s,
+                    now=now,
+                )
             metadata.create_all(conn)  # the other tables; the partitioned ones exist
         self._schema_ready = True
         return done

@@ -173,11 +173,30 @@ def test_an_unpartitioned_log_with_rows_is_migrated_once_by_concurrent_workers(
     engine.dispose()
 
     stores = [PredictionStore(pg_url) for _ in range(3)]
+    # At start, and in the workers' own maintenance, the log stays unpartitioned (pods of the
+    # release before may still write to it) and takes this release's rows, stamped by the
+    # database's clock, a retried batch not doubled.
+    before = stores[0]
+    before.create_schema()
+    early = prediction_rows(
+        ids=[pid_at(time.time(), 9)], model="m", version=1, created_at=time.time(),
+        inputs=[{"x": 3}], predictions=["no"], probabilities=None, latency_ms=1.0,
+    )  # fmt: skip
+    before.write_predictions(early)
+    before.write_predictions(early)
+    assert retention.maintain(before, 30.0).rows_dropped == 0
+    with before.engine.connect() as conn:
+        assert partitions.relkind(conn, "sw_predictions") == "r"
+        stamped = conn.execute(
+            sa.text("SELECT ingested_at FROM sw_predictions WHERE id = :id"), {"id": early[0]["id"]}
+        ).scalar_one()
+    assert abs(stamped - time.time()) < 60
+    old_ids.append(early[0]["id"])
     errors: list[BaseException] = []
 
-    def start(store: PredictionStore) -> None:
+    def start(store: PredictionStore) -> None:  # `servewatch log maintain`, three at once
         try:
-            store.create_schema()
+            retention.maintain(store, None, migrate=True)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -197,7 +216,7 @@ def test_an_unpartitioned_log_with_rows_is_migrated_once_by_concurrent_workers(
     assert ids_in(store, "sw_feedback") == set(old_ids[:50]) | {"z" * 32}
     window = read_window(store, model="m", version=1, since=None, last=None, cap=500,
                          classes=None)  # fmt: skip
-    assert window.total_rows == 200 and window.labels.count("no") == 50
+    assert window.total_rows == 201 and window.labels.count("no") == 50
     new = prediction_rows(
         ids=[pid_at(time.time(), 1)], model="m", version=1, created_at=time.time(),
         inputs=[{"x": 2}], predictions=["no"], probabilities=None, latency_ms=1.0,
@@ -205,7 +224,7 @@ def test_an_unpartitioned_log_with_rows_is_migrated_once_by_concurrent_workers(
     store.write_predictions(new)
     store.write_predictions(new)
     label(store, [new[0]["id"], old_ids[0]], received_at=time.time())  # relabel in place
-    assert store.count_predictions("m") == 201
+    assert store.count_predictions("m") == 202
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM sw_feedback")).scalar_one() == 52
 
@@ -213,9 +232,9 @@ def test_an_unpartitioned_log_with_rows_is_migrated_once_by_concurrent_workers(
     (part,) = legacy
     assert part.lo is None and part.hi is not None
     kept = retention.maintain(store, RETAIN_DAYS, now=part.hi + RETAIN_S - 1)
-    assert part.name not in kept.dropped and store.count_predictions("m") == 201
+    assert part.name not in kept.dropped and store.count_predictions("m") == 202
     gone = retention.maintain(store, RETAIN_DAYS, now=part.hi + RETAIN_S)
-    assert part.name in gone.dropped and gone.rows_dropped == 201
+    assert part.name in gone.dropped and gone.rows_dropped == 202
     assert ids_in(store, "sw_feedback") == {"z" * 32}  # not one of ours: left in DEFAULT
     for s in stores:
         s.engine.dispose()
@@ -224,7 +243,7 @@ def test_an_unpartitioned_log_with_rows_is_migrated_once_by_concurrent_workers(
 def test_sqlite_deletes_in_batches_and_never_a_row_younger_than_the_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(retention, "SQLITE_DELETE_BATCH", 2)
+    monkeypatch.setattr(retention, "DELETE_BATCH", 2)
     store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
     store.create_schema()
     now = time.time()
