@@ -263,12 +263,16 @@ class PredictionStore:
     def stamp_unstamped(self, model: str) -> int:
         """Give rows without an ingest time (written by a release before it, e.g. old pods
         during a rolling update) the current one, so a later window takes them; returns how
-        many."""
+        many. The partitioned log has none (the column is its NOT NULL partition key, defaulted
+        to the database's clock), so it is not scanned for them."""
         stmt = sa.text(
             f"UPDATE {predictions.name} SET ingested_at = {self._db_now_sql} "
             "WHERE model = :model AND ingested_at IS NULL"
         )
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                if partitions.relkind(conn, partitions.PREDICTIONS) == "p":
+                    return 0
             return int(conn.execute(stmt, {"model": model}).rowcount or 0)
 
     def ping(self) -> None:

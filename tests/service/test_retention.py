@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from monitoring.window import read_window
 from service import partitions, retention
+from service.config import Settings
+from service.main import create_app
 from service.partitions import period_start
 from service.store import PredictionStore, normalise_url, prediction_rows
 
@@ -298,3 +301,21 @@ def test_retention_metrics_and_the_maintain_command(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "log_retention_days" in bad.output
     assert "greater than 0" in bad.output and "Traceback" not in bad.output
     store.engine.dispose()
+
+
+def test_the_service_exposes_what_maintenance_found_on_metrics(settings: Settings) -> None:
+    """Whichever process ran the pass (here another one: the CronJob), /metrics reads it."""
+    with TestClient(create_app(settings)) as client:
+        assert "servewatch_log_oldest_row_age_seconds" not in client.get("/metrics").text
+        cron = PredictionStore(settings.database_url)
+        now = time.time()
+        insert(cron, {pid_at(now - 40 * 86_400, 1): (now - 40 * 86_400, now - 40 * 86_400),
+                      pid_at(now - 60, 2): (now - 60, now - 60)})  # fmt: skip
+        retention.maintain(cron, 30.0)
+        cron.engine.dispose()
+        client.app.state.sw.extra_collectors[-1].cache_s = 0  # type: ignore[attr-defined]
+        text = client.get("/metrics").text
+    assert "servewatch_log_retention_rows_dropped_total 1.0" in text
+    (line,) = [x for x in text.splitlines() if x.startswith("servewatch_log_oldest_row_age")]
+    age = float(line.split()[1])
+    assert 55 <= age < 600
