@@ -22,6 +22,11 @@ FEEDBACK = "sw_feedback"
 DEFAULT_SUFFIX = "_default"
 LEGACY_SUFFIX = "_legacy"
 DB_NOW = "extract(epoch from clock_timestamp())"
+LOCK_TIMEOUT = "5s"
+"""Longest partition DDL waits for a table lock. Attaching a partition locks DEFAULT, and
+dropping one locks the parent, exclusively: while such a lock waits behind a long read (a
+monitoring window), every insert that needs the table queues behind it. So the pass gives up
+(its transaction rolls back whole) and the next pass tries again."""
 
 PREDICTIONS_DDL = f"""
 CREATE TABLE {PREDICTIONS} (
@@ -95,10 +100,12 @@ class Maintenance:
 
 
 def lock(conn: Connection) -> None:
-    """Serialise partition DDL per schema for the rest of the transaction."""
+    """Serialise partition DDL per schema for the rest of the transaction; table locks taken
+    after it wait at most `LOCK_TIMEOUT`."""
     conn.exec_driver_sql(
         "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.sw_partitions'))"
     )
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
 
 
 def relkind(conn: Connection, table: str) -> str | None:
@@ -350,7 +357,8 @@ def maintain(
 
 def _drop_behind(conn: Connection, cutoff: float, done: Maintenance) -> None:
     """Drop prediction partitions that end at or before `cutoff` (every row in them is older
-    than the setting), then label partitions whose predictions are all gone."""
+    than the setting), then label partitions whose predictions are all gone.
+    """
     for p in partitions(conn, PREDICTIONS):
         if p.is_default or p.hi is None or p.hi > cutoff:
             continue

@@ -319,3 +319,26 @@ def test_the_service_exposes_what_maintenance_found_on_metrics(settings: Setting
     (line,) = [x for x in text.splitlines() if x.startswith("servewatch_log_oldest_row_age")]
     age = float(line.split()[1])
     assert 55 <= age < 600
+
+
+def test_a_drop_waiting_behind_a_long_read_gives_up_instead_of_queueing_the_writers(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attaching a partition (rows waiting in DEFAULT) or dropping one, behind a reader."""
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "200ms")
+    store = PredictionStore(pg_url, partition_hours=1)
+    store.create_schema()
+    old = store.now() - 3 * 86_400
+    insert(store, {pid_at(old, 1): (old, old)})  # waits in DEFAULT for its partition
+    for passes in range(2):
+        reader = store.engine.connect()
+        reader.execute(sa.text("SELECT count(*) FROM sw_predictions")).scalar_one()  # a lock
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            retention.maintain(store, 1.0 if passes else None)
+        reader.rollback()
+        reader.close()
+        assert ids_in(store) == {pid_at(old, 1)}  # nothing half-done
+        done = retention.maintain(store, 1.0 if passes else None)  # the next pass does it
+        assert (done.rows_moved, done.rows_dropped) == ((0, 1) if passes else (1, 0))
+    assert ids_in(store) == set()
+    store.engine.dispose()
