@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 PREDICTIONS = "sw_predictions"
@@ -388,8 +387,3 @@ def oldest(conn: Connection) -> float | None:
         if value is not None:
             return float(value)
     return None
-
-
-def is_partitioned(engine: sa.Engine) -> bool:
-    with engine.connect() as conn:
-        return relkind(conn, PREDICTIONS) == "p"
