@@ -46,6 +46,10 @@ bench: install
 	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.monitoring
 	$(BIN)/python -m bench.report
+	# issue 17: the prediction log with replicas writing to one PostgreSQL, and at 1M/10M rows
+	# (needs PostgreSQL at 127.0.0.1:5432; creates and drops sw_bench_log_* databases, ~6 GB at 10M)
+	$(BIN)/python -m bench.log_scale writers
+	$(BIN)/python -m bench.log_scale queries
 
 # The schemathesis run of `make test`, with 500 examples per operation instead of 15.
 fuzz: install

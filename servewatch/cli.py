@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from monitoring.cli import monitor_app, retrain_cmd
+from servewatch.log import log_app
 from servewatch.serve import serve
 from training.cli import models_app, train
 
@@ -18,3 +19,4 @@ app.add_typer(models_app, name="models")
 app.command("serve")(serve)
 app.add_typer(monitor_app, name="monitor")
 app.command("retrain")(retrain_cmd)
+app.add_typer(log_app, name="log")

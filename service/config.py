@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     log_ack_timeout_s: float = Field(10.0, gt=0)
     """Longest a request waits for the log to take its rows (the sync acknowledgement, or the
     direct spool write of a full queue); then 503, never an unbounded wait."""
+    log_retention_days: float | None = Field(None, gt=0)
+    """Prediction rows older than this (by ingest time) are removed, with labels no row joins
+    any more: partitions dropped on PostgreSQL, batched deletes on SQLite. Unset: kept forever."""
+    log_partition_hours: int = Field(24, ge=1, le=24 * 31)
+    """PostgreSQL: the time span of one partition of the log (daily by default)."""
+    log_partitions_ahead: int = Field(3, ge=1)
+    """PostgreSQL: partitions created ahead of the current one."""
+    log_maintenance_interval_s: float = Field(3600, ge=0)
+    """How often each worker runs log maintenance (partitions ahead, retention); 0: never (a
+    CronJob running `servewatch log maintain` does it)."""
     spool_dir: Path = Path("var/spool")
     """Where log rows wait on disk while the log store is unreachable; each worker process owns
     a folder in it (`w-<k>`, under an flock) and replays the folders of stopped workers."""

@@ -21,6 +21,7 @@ from service.dataplane import DataPlane
 from service.deps import AppState
 from service.logwriter import LogWriter, Spool
 from service.models import ModelManager, settle_heap
+from service.retention import RetentionCollector, maintenance_loop
 from service.routes import explain, health, models, predict
 from service.store import PredictionStore
 
@@ -68,7 +69,13 @@ def create_app(
             max_error_rate_increase=settings.canary_max_error_rate_increase,
             max_latency_ratio=settings.canary_max_latency_ratio,
         )
-        store = PredictionStore(settings.database_url)
+        store = PredictionStore(
+            settings.database_url,
+            partition_hours=settings.log_partition_hours,
+            partitions_ahead=settings.log_partitions_ahead,
+        )
+        retention_metrics = RetentionCollector(store)
+        collectors.append(retention_metrics)
         try:
             await run_in_threadpool(store.create_schema)
         except Exception as exc:  # the service still answers; rows wait in the spool
@@ -91,6 +98,14 @@ def create_app(
         running = []
         if settings.reload_interval_s > 0:
             running.append(asyncio.create_task(manager.watch(settings.reload_interval_s)))
+        if settings.log_maintenance_interval_s > 0:
+            running.append(
+                asyncio.create_task(
+                    maintenance_loop(
+                        store, settings.log_retention_days, settings.log_maintenance_interval_s
+                    )
+                )
+            )
         running += [asyncio.create_task(task()) for task in tasks_to_run]
         try:
             yield
@@ -102,6 +117,7 @@ def create_app(
             await run_in_threadpool(writer.close)  # the queue drains before exit
             executor.shutdown(wait=True)
             store.dispose()
+            collectors.remove(retention_metrics)
             metrics.mark_process_dead()
 
     app = FastAPI(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from core.rows import FeedbackRow, PredictionRow
+from service import partitions
 
 metadata = sa.MetaData()
 
@@ -48,6 +49,19 @@ feedback = sa.Table(
     sa.Column("label", sa.Text, nullable=False),  # JSON value
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Index("ix_sw_feedback_model_time", "model", "received_at"),
+)
+
+# What log maintenance last did (one row; totals since the log was created): read by the
+# service's /metrics at scrape time, whichever process (worker, CronJob) ran it.
+log_retention = sa.Table(
+    "sw_log_retention",
+    metadata,
+    sa.Column("key", sa.String(16), primary_key=True),
+    sa.Column("ran_at", sa.Float, nullable=False),
+    sa.Column("oldest_ingested_at", sa.Float, nullable=True),
+    sa.Column("rows_dropped", sa.BigInteger, nullable=False),
+    sa.Column("labels_dropped", sa.BigInteger, nullable=False),
+    sa.Column("partitions_dropped", sa.Integer, nullable=False),
 )
 
 
@@ -134,7 +148,6 @@ def prediction_rows(
 
 # The columns a row carries; `ingested_at` is stamped by the store as it inserts.
 PREDICTION_COLUMNS = tuple(c.name for c in predictions.columns if c.name != "ingested_at")
-STAGING_TABLE = "sw_predictions_in"
 _ROW_VALUES = itemgetter(*PREDICTION_COLUMNS)
 
 
@@ -150,15 +163,28 @@ def _params(rows: Sequence[Mapping[str, Any]]) -> tuple[Any, ...]:
     return tuple(chain.from_iterable(map(_row_values, rows)))
 
 
+INGESTED_INDEX = "ix_sw_predictions_ingested ON sw_predictions (ingested_at)"  # SQLite
 INSERT_CHUNK_ROWS = 500  # 5,000 parameters per statement: inside SQLite's and libpq's limits
 
 
-class PredictionStore:
-    """Reads and writes the log tables; every write is idempotent (ids are primary keys)."""
+# A retried batch is found by id among rows ingested up to this long before the rows were made
+# (PostgreSQL's partitioned log: its unique key must hold the partition key; see _copy_predictions).
+DEDUPE_WINDOW_S = 86_400.0
 
-    def __init__(self, url: str) -> None:
+
+class PredictionStore:
+    """Reads and writes the log tables; every write is idempotent (a row already logged under
+    its id is skipped).
+
+    On PostgreSQL the log is partitioned by ingest time (`service.partitions`): `partition_hours`
+    per partition, `partitions_ahead` created ahead of the current one.
+    """
+
+    def __init__(self, url: str, *, partition_hours: int = 24, partitions_ahead: int = 3) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.partition_s = partition_hours * 3600
+        self.partitions_ahead = partitions_ahead
         self._schema_ready = False
 
     def _ensure_schema(self) -> None:
@@ -168,6 +194,16 @@ class PredictionStore:
             self.create_schema()
 
     def create_schema(self) -> None:
+        """Create the tables (partitioned on PostgreSQL), or add the columns older logs lack
+        (rows kept); idempotent, and safe to run from several workers at once.
+
+        An unpartitioned PostgreSQL log stays unpartitioned until `maintain_partitions(
+        migrate=True)` (`servewatch log maintain`, the retention CronJob): the pods of the
+        release before, still running during a rolling update, can write only to it.
+        """
+        if self.engine.dialect.name == "postgresql":
+            self.maintain_partitions()
+            return
         columns = set()
         if sa.inspect(self.engine).has_table("sw_predictions"):
             columns = {c["name"] for c in sa.inspect(self.engine).get_columns("sw_predictions")}
@@ -180,7 +216,36 @@ class PredictionStore:
                 conn.execute(sa.text("ALTER TABLE sw_predictions ADD COLUMN ingested_at FLOAT"))
                 conn.execute(sa.text("UPDATE sw_predictions SET ingested_at = created_at"))
         metadata.create_all(self.engine)
+        with self.engine.begin() as conn:  # retention deletes (and finds the oldest row) by it
+            conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {INGESTED_INDEX}"))
         self._schema_ready = True
+
+    def maintain_partitions(
+        self, retention_s: float | None = None, now: float | None = None, *, migrate: bool = False
+    ) -> partitions.Maintenance | None:
+        """PostgreSQL, in one transaction under the advisory lock: create the tables, the
+        partitions ahead and those DEFAULT holds rows for, and with `retention_s` drop what is
+        older (see `service.partitions.maintain`). An unpartitioned log gets the columns it
+        lacks and is partitioned only with `migrate`; None when it stays unpartitioned."""
+        done = None
+        with self.engine.begin() as conn:
+            partitions.lock(conn)
+            if migrate:
+                partitions.migrate(conn, self.partition_s)
+            if partitions.relkind(conn, partitions.PREDICTIONS) == "r":
+                partitions.add_columns(conn)
+            else:
+                partitions.create_tables(conn)
+                done = partitions.maintain(
+                    conn,
+                    interval_s=self.partition_s,
+                    ahead=self.partitions_ahead,
+                    retention_s=retention_s,
+                    now=now,
+                )
+            metadata.create_all(conn)  # the other tables; the partitioned ones exist
+        self._schema_ready = True
+        return done
 
     @property
     def _db_now_sql(self) -> str:
@@ -198,12 +263,16 @@ class PredictionStore:
     def stamp_unstamped(self, model: str) -> int:
         """Give rows without an ingest time (written by a release before it, e.g. old pods
         during a rolling update) the current one, so a later window takes them; returns how
-        many."""
+        many. The partitioned log has none (the column is its NOT NULL partition key, defaulted
+        to the database's clock), so it is not scanned for them."""
         stmt = sa.text(
             f"UPDATE {predictions.name} SET ingested_at = {self._db_now_sql} "
             "WHERE model = :model AND ingested_at IS NULL"
         )
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                if partitions.relkind(conn, partitions.PREDICTIONS) == "p":
+                    return 0
             return int(conn.execute(stmt, {"model": model}).rowcount or 0)
 
     def ping(self) -> None:
@@ -224,7 +293,7 @@ class PredictionStore:
         self._ensure_schema()
         now = self._db_now_sql
         if self.engine.dialect.name == "postgresql":
-            self._copy_predictions(rows, now)
+            self._copy_predictions(rows)
             return
         with self.engine.begin() as conn:
             for start in range(0, len(rows), INSERT_CHUNK_ROWS):
@@ -232,25 +301,37 @@ class PredictionStore:
                 params = _params(chunk)
                 conn.exec_driver_sql(self._insert_sql(len(chunk), now), params)
 
-    def _copy_predictions(self, rows: Sequence[Mapping[str, Any]], now: str) -> None:
-        """PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT that
-        skips ids already present (COPY itself cannot skip conflicts)."""
+    def _copy_predictions(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """PostgreSQL: look up which ids are already logged, then COPY the others straight into
+        the partitioned table (each row routed to its partition, `ingested_at` stamped by the
+        column's default: the database's clock).
+
+        The partitioned table's unique key must hold the partition key (id, ingested_at), and a
+        retried batch gets a new ingest time, so ON CONFLICT cannot find it: the ids are looked
+        up instead (`id = ANY(...)` on the primary key's index) among rows ingested since a day
+        before the batch's oldest row was made, so only that day's partitions are probed. A
+        join against a staging table (NOT EXISTS) was planned as a hash anti join that read
+        every partition whole. The log writer hands one batch to one store call at a time, and
+        a worker replays only spool folders it holds the lock of, so the same row is never
+        written by two calls at once.
+        """
         cols = ", ".join(PREDICTION_COLUMNS)
+        made = [r.get("created_at") for r in rows]
+        since = min((float(t) for t in made if t is not None), default=0.0) - DEDUPE_WINDOW_S
         raw = self.engine.raw_connection()
         try:
             cur: Any = raw.cursor()  # psycopg 3: COPY is a driver feature
             try:
                 cur.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} "
-                    f"(LIKE {predictions.name}) ON COMMIT DELETE ROWS"
+                    f"SELECT id FROM {predictions.name} WHERE id = ANY(%s) AND ingested_at >= %s",
+                    ([r["id"] for r in rows], since),
                 )
-                with cur.copy(f"COPY {STAGING_TABLE} ({cols}) FROM STDIN") as copy:
+                present = {r[0] for r in cur.fetchall()}
+                with cur.copy(f"COPY {predictions.name} ({cols}) FROM STDIN") as copy:
                     for values in map(_row_values, rows):
-                        copy.write_row(values)
-                cur.execute(
-                    f"INSERT INTO {predictions.name} ({cols}, ingested_at) "
-                    f"SELECT {cols}, {now} FROM {STAGING_TABLE} ON CONFLICT (id) DO NOTHING"
-                )
+                        if values[0] not in present:  # nor twice from one batch
+                            present.add(values[0])
+                            copy.write_row(values)
             finally:
                 cur.close()
             raw.commit()

@@ -228,6 +228,9 @@ def test_every_queried_metric_is_exported_by_the_service(
                 model="demo",
                 notifiers=[],
             )
+            from service.retention import maintain  # issue 17: log maintenance's metrics
+
+            maintain(PredictionStore(db), 30.0)
             text = c.get("/metrics").text
     finally:
         server.stop()

@@ -1,0 +1,389 @@
+"""PostgreSQL time partitions of the prediction log: made ahead, moved out of DEFAULT, dropped.
+
+`sw_predictions` is partitioned by RANGE (`ingested_at`), the column monitoring windows and
+retention use; `sw_feedback` by RANGE (`prediction_id`): ids start with their issue time in
+milliseconds, so a label lives in the partition of the day its prediction was made and a
+relabel (ON CONFLICT on the id) stays in place. Every partition DDL runs in one transaction
+under an advisory lock, so several workers (and the CronJob) may call it at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+PREDICTIONS = "sw_predictions"
+FEEDBACK = "sw_feedback"
+DEFAULT_SUFFIX = "_default"
+LEGACY_SUFFIX = "_legacy"
+DB_NOW = "extract(epoch from clock_timestamp())"
+LOCK_TIMEOUT = "5s"
+"""Longest partition DDL waits for a table lock. Attaching a partition locks DEFAULT, and
+dropping one locks the parent, exclusively: while such a lock waits behind a long read (a
+monitoring window), every insert that needs the table queues behind it. So the pass gives up
+(its transaction rolls back whole) and the next pass tries again."""
+
+PREDICTIONS_DDL = f"""
+CREATE TABLE {PREDICTIONS} (
+    id VARCHAR(32) NOT NULL,
+    model VARCHAR(64) NOT NULL,
+    version INTEGER NOT NULL,
+    created_at FLOAT NOT NULL,
+    inputs TEXT NOT NULL,
+    prediction TEXT NOT NULL,
+    probabilities TEXT,
+    latency_ms FLOAT NOT NULL,
+    shadow BOOLEAN NOT NULL DEFAULT false,
+    ref_id VARCHAR(32),
+    ingested_at FLOAT NOT NULL DEFAULT {DB_NOW},
+    CONSTRAINT {PREDICTIONS}_pkey PRIMARY KEY (id, ingested_at)
+) PARTITION BY RANGE (ingested_at)
+"""
+# Same names as the unpartitioned table's indexes (service.store), one per partition.
+PREDICTIONS_INDEXES = (
+    f"CREATE INDEX ix_{PREDICTIONS}_model_time ON {PREDICTIONS} (model, version, created_at)",
+    f"CREATE INDEX ix_{PREDICTIONS}_model_ingested ON {PREDICTIONS} (model, version, ingested_at)",
+)
+FEEDBACK_DDL = f"""
+CREATE TABLE {FEEDBACK} (
+    prediction_id VARCHAR(32) NOT NULL,
+    model VARCHAR(64) NOT NULL,
+    label TEXT NOT NULL,
+    received_at FLOAT NOT NULL,
+    CONSTRAINT {FEEDBACK}_pkey PRIMARY KEY (prediction_id)
+) PARTITION BY RANGE (prediction_id)
+"""
+FEEDBACK_INDEXES = (f"CREATE INDEX ix_{FEEDBACK}_model_time ON {FEEDBACK} (model, received_at)",)
+FEEDBACK_COLUMNS = "prediction_id, model, label, received_at"
+
+
+def id_bound(t: float) -> str:
+    """The smallest prediction id issued at Unix second `t` (ids: 12 hex ms + 20 hex random)."""
+    return f"{max(0, int(round(t * 1000))):012x}" + "0" * 20
+
+
+def period_start(t: float, interval_s: int) -> int:
+    return int(t // interval_s) * interval_s
+
+
+def partition_name(table: str, start: int) -> str:
+    return f"{table}_p{datetime.fromtimestamp(start, UTC):%Y%m%d_%H%M}"
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    lo: float | None  # None: MINVALUE
+    hi: float | None  # None: MAXVALUE; both None: the DEFAULT partition
+
+    @property
+    def is_default(self) -> bool:
+        return self.name.endswith(DEFAULT_SUFFIX)
+
+
+@dataclass
+class Maintenance:
+    """What one maintenance pass did and found."""
+
+    created: list[str] = field(default_factory=list)
+    rows_moved: int = 0
+    labels_moved: int = 0
+    dropped: list[str] = field(default_factory=list)
+    rows_dropped: int = 0
+    labels_dropped: int = 0
+    oldest_ingested_at: float | None = None
+
+
+def lock(conn: Connection) -> None:
+    """Serialise partition DDL per schema for the rest of the transaction; table locks taken
+    after it wait at most `LOCK_TIMEOUT`."""
+    conn.exec_driver_sql(
+        "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.sw_partitions'))"
+    )
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+
+
+def relkind(conn: Connection, table: str) -> str | None:
+    """'p' partitioned, 'r' plain table, None when `table` does not exist (search_path aware)."""
+    row = conn.exec_driver_sql(
+        "SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass(%s)", (table,)
+    ).first()
+    return None if row is None else str(row[0])
+
+
+_BOUND = re.compile(r"FROM \((.+?)\) TO \((.+?)\)")
+
+
+def _value(text: str, table: str) -> float | None:
+    text = text.strip()
+    if text in ("MINVALUE", "MAXVALUE"):
+        return None
+    raw = text.strip("'")
+    if table == FEEDBACK:  # ids: the issue time in the first 12 hex digits
+        return int(raw[:12], 16) / 1000.0
+    return float(raw)
+
+
+def partitions(conn: Connection, table: str) -> list[Partition]:
+    """The partitions of `table`, oldest first (MINVALUE first), the DEFAULT one last."""
+    rows = conn.exec_driver_sql(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)",
+        (table,),
+    ).all()
+    found = []
+    for name, bound in rows:
+        m = _BOUND.search(bound)
+        if m is None:
+            found.append(Partition(name, None, None))
+        else:
+            found.append(Partition(name, _value(m.group(1), table), _value(m.group(2), table)))
+    return sorted(
+        found,
+        key=lambda p: (p.is_default, -1e300 if p.lo is None else p.lo),
+    )
+
+
+def create_tables(conn: Connection) -> None:
+    """The partitioned tables and their DEFAULT partitions (the safety net: no row is refused)."""
+    if relkind(conn, PREDICTIONS) is None:
+        conn.exec_driver_sql(PREDICTIONS_DDL)
+        for ddl in PREDICTIONS_INDEXES:
+            conn.exec_driver_sql(ddl)
+    if relkind(conn, FEEDBACK) is None:
+        conn.exec_driver_sql(FEEDBACK_DDL)
+        for ddl in FEEDBACK_INDEXES:
+            conn.exec_driver_sql(ddl)
+    for table in (PREDICTIONS, FEEDBACK):
+        if relkind(conn, table + DEFAULT_SUFFIX) is None:
+            conn.exec_driver_sql(
+                f"CREATE TABLE {table}{DEFAULT_SUFFIX} PARTITION OF {table} DEFAULT"
+            )
+
+
+def add_columns(conn: Connection) -> None:
+    """An unpartitioned log gains the columns later releases added (older rows count as
+    ingested when they were made) and the database's clock as the ingest time's default, so
+    rows COPYed without it, or inserted by an older release, are stamped."""
+    cols = {
+        r[0]
+        for r in conn.exec_driver_sql(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+            "AND attnum > 0 AND NOT attisdropped",
+            (PREDICTIONS,),
+        )
+    }
+    if "ref_id" not in cols:
+        conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ADD COLUMN ref_id VARCHAR(32)")
+    if "ingested_at" not in cols:
+        conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ADD COLUMN ingested_at FLOAT")
+        conn.exec_driver_sql(f"UPDATE {PREDICTIONS} SET ingested_at = created_at")
+    conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ALTER COLUMN ingested_at SET DEFAULT {DB_NOW}")
+    conn.exec_driver_sql(
+        f"CREATE INDEX IF NOT EXISTS ix_{PREDICTIONS}_model_ingested "
+        f"ON {PREDICTIONS} (model, version, ingested_at)"
+    )
+
+
+def migrate(conn: Connection, interval_s: int) -> bool:
+    """Turn an unpartitioned log (rows kept) into the partitioned one; False when there was
+    nothing to do. Call under `lock`.
+
+    No row is copied: the old table is renamed `sw_predictions_legacy` and attached as the
+    partition FROM (MINVALUE) TO (the end of the current period), and likewise the old
+    `sw_feedback`. The cost is building the new primary key's index on it, under the lock.
+    Retention drops the legacy partition whole once its newest row is older than the setting.
+    """
+    kinds = {t: relkind(conn, t) for t in (PREDICTIONS, FEEDBACK)}
+    if "r" not in kinds.values():
+        return False
+    bound = None
+    if kinds[PREDICTIONS] == "r":
+        add_columns(conn)
+        conn.exec_driver_sql(
+            f"UPDATE {PREDICTIONS} SET ingested_at = created_at WHERE ingested_at IS NULL"
+        )
+        newest = conn.exec_driver_sql(
+            f"SELECT greatest(max(ingested_at), {DB_NOW}) FROM {PREDICTIONS}"
+        ).scalar_one()
+        bound = period_start(float(newest), interval_s) + interval_s
+        legacy = PREDICTIONS + LEGACY_SUFFIX
+        conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ALTER COLUMN ingested_at SET NOT NULL")
+        conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} ALTER COLUMN shadow SET DEFAULT false")
+        conn.exec_driver_sql(f"ALTER TABLE {PREDICTIONS} RENAME TO {legacy}")
+        # The partitioned table's key holds the partition key: (id) becomes (id, ingested_at).
+        conn.exec_driver_sql(
+            f"ALTER TABLE {legacy} DROP CONSTRAINT {PREDICTIONS}_pkey, "
+            f"ADD CONSTRAINT {legacy}_pkey PRIMARY KEY (id, ingested_at)"
+        )
+        for suffix in ("model_time", "model_ingested"):
+            conn.exec_driver_sql(
+                f"ALTER INDEX IF EXISTS ix_{PREDICTIONS}_{suffix} RENAME TO ix_{legacy}_{suffix}"
+            )
+    if bound is None:
+        now = float(conn.exec_driver_sql(f"SELECT {DB_NOW}").scalar_one())
+        bound = period_start(now, interval_s) + interval_s
+    if kinds[FEEDBACK] == "r":
+        conn.exec_driver_sql(f"ALTER TABLE {FEEDBACK} RENAME TO {FEEDBACK}{LEGACY_SUFFIX}")
+        conn.exec_driver_sql(
+            f"ALTER TABLE {FEEDBACK}{LEGACY_SUFFIX} RENAME CONSTRAINT {FEEDBACK}_pkey "
+            f"TO {FEEDBACK}{LEGACY_SUFFIX}_pkey"
+        )
+        conn.exec_driver_sql(
+            f"ALTER INDEX IF EXISTS ix_{FEEDBACK}_model_time "
+            f"RENAME TO ix_{FEEDBACK}{LEGACY_SUFFIX}_model_time"
+        )
+    create_tables(conn)
+    if kinds[PREDICTIONS] == "r":
+        conn.exec_driver_sql(
+            f"ALTER TABLE {PREDICTIONS} ATTACH PARTITION {PREDICTIONS}{LEGACY_SUFFIX} "
+            f"FOR VALUES FROM (MINVALUE) TO ({bound})"
+        )
+    if kinds[FEEDBACK] == "r":
+        legacy = FEEDBACK + LEGACY_SUFFIX
+        # Labels whose ids lie past the bound (or are not ours) wait in DEFAULT until their
+        # partition exists; the rest stay where they are.
+        conn.exec_driver_sql(
+            f"WITH m AS (DELETE FROM {legacy} WHERE prediction_id >= %s "
+            f"RETURNING {FEEDBACK_COLUMNS}) "
+            f"INSERT INTO {FEEDBACK}{DEFAULT_SUFFIX} ({FEEDBACK_COLUMNS}) "
+            f"SELECT {FEEDBACK_COLUMNS} FROM m",
+            (id_bound(bound),),
+        )
+        conn.exec_driver_sql(
+            f"ALTER TABLE {FEEDBACK} ATTACH PARTITION {legacy} "
+            f"FOR VALUES FROM (MINVALUE) TO ('{id_bound(bound)}')"
+        )
+    return True
+
+
+def _literal(table: str, t: int) -> str:
+    return f"'{id_bound(t)}'" if table == FEEDBACK else str(t)
+
+
+def _key(table: str) -> str:
+    return "prediction_id" if table == FEEDBACK else "ingested_at"
+
+
+def _gaps(parts: list[Partition], start: float, end: float) -> list[tuple[float, float]]:
+    """The parts of [start, end) no partition covers (partitions of another interval, made
+    before the setting changed, or the legacy one, are never overlapped)."""
+    gaps = [(start, end)]
+    for p in parts:
+        if p.is_default:
+            continue
+        lo = -1e300 if p.lo is None else p.lo
+        hi = 1e300 if p.hi is None else p.hi
+        gaps = [
+            piece
+            for s, e in gaps
+            for piece in ((s, min(e, lo)), (max(s, hi), e))
+            if piece[0] < piece[1]
+        ]
+    return gaps
+
+
+def ensure_period(conn: Connection, table: str, start: int, end: int) -> tuple[str, int]:
+    """Create the partition [start, end) of `table`, moving the rows the DEFAULT partition
+    holds for it; returns its name and the rows moved. Call under `lock`."""
+    name = partition_name(table, start)
+    default = table + DEFAULT_SUFFIX
+    key = _key(table)
+    lo, hi = _literal(table, start), _literal(table, end)
+    conn.exec_driver_sql(f"LOCK TABLE {default} IN EXCLUSIVE MODE")  # no insert slips in
+    conn.exec_driver_sql(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS)")
+    moved = conn.exec_driver_sql(
+        f"WITH m AS (DELETE FROM {default} WHERE {key} >= {lo} AND {key} < {hi} RETURNING *) "
+        f"INSERT INTO {name} SELECT * FROM m"
+    ).rowcount
+    conn.exec_driver_sql(
+        f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"
+    )
+    return name, int(moved or 0)
+
+
+def _default_periods(conn: Connection, table: str, interval_s: int) -> set[int]:
+    """The periods of the rows waiting in `table`'s DEFAULT partition."""
+    if table == FEEDBACK:
+        expr = (
+            "floor(('x' || lpad(substr(prediction_id, 1, 12), 16, '0'))::bit(64)::bigint "
+            f"/ 1000.0 / {interval_s})"
+        )
+        where = "WHERE prediction_id ~ '^[0-9a-f]{32}$'"  # other ids stay in DEFAULT
+    else:
+        expr, where = f"floor(ingested_at / {interval_s})", ""
+    rows = conn.exec_driver_sql(
+        f"SELECT DISTINCT {expr} FROM {table}{DEFAULT_SUFFIX} {where}"
+    ).all()
+    return {int(r[0]) * interval_s for r in rows}
+
+
+def maintain(
+    conn: Connection,
+    *,
+    interval_s: int,
+    ahead: int,
+    retention_s: float | None,
+    now: float | None = None,
+) -> Maintenance:
+    """Partitions for the current period and `ahead` more, partitions for any rows waiting in
+    DEFAULT (moved there), and, with `retention_s`, the drop of every partition whose rows are
+    ALL older than it. Call under `lock`, after `create_tables`."""
+    if now is None:
+        now = float(conn.exec_driver_sql(f"SELECT {DB_NOW}").scalar_one())
+    done = Maintenance()
+    first = period_start(now, interval_s)
+    for table in (PREDICTIONS, FEEDBACK):
+        wanted = {first + k * interval_s for k in range(ahead + 1)}
+        wanted |= _default_periods(conn, table, interval_s)
+        for start in sorted(wanted):
+            for lo, hi in _gaps(partitions(conn, table), start, start + interval_s):
+                name, moved = ensure_period(conn, table, int(lo), int(hi))
+                done.created.append(name)
+                if table == FEEDBACK:
+                    done.labels_moved += moved
+                else:
+                    done.rows_moved += moved
+    if retention_s is not None:
+        _drop_behind(conn, now - retention_s, done)
+    done.oldest_ingested_at = oldest(conn)
+    return done
+
+
+def _drop_behind(conn: Connection, cutoff: float, done: Maintenance) -> None:
+    """Drop prediction partitions that end at or before `cutoff` (every row in them is older
+    than the setting), then label partitions whose predictions are all gone.
+    """
+    for p in partitions(conn, PREDICTIONS):
+        if p.is_default or p.hi is None or p.hi > cutoff:
+            continue
+        rows = conn.exec_driver_sql(f"SELECT count(*) FROM {p.name}").scalar_one()
+        conn.exec_driver_sql(f"DROP TABLE {p.name}")
+        done.dropped.append(p.name)
+        done.rows_dropped += int(rows)
+    for p in partitions(conn, FEEDBACK):
+        if p.is_default or p.hi is None or p.hi > cutoff:
+            continue
+        lo = "" if p.lo is None else f"id >= '{id_bound(p.lo)}' AND "
+        joined = conn.exec_driver_sql(
+            f"SELECT 1 FROM {PREDICTIONS} WHERE {lo}id < '{id_bound(p.hi)}' LIMIT 1"
+        ).first()
+        if joined is not None:  # a row ingested late still joins these labels: keep them
+            continue
+        labels = conn.exec_driver_sql(f"SELECT count(*) FROM {p.name}").scalar_one()
+        conn.exec_driver_sql(f"DROP TABLE {p.name}")
+        done.dropped.append(p.name)
+        done.labels_dropped += int(labels)
+
+
+def oldest(conn: Connection) -> float | None:
+    """The oldest `ingested_at` in the log: the minimum of the oldest non-empty partition."""
+    for p in partitions(conn, PREDICTIONS):
+        value: Any = conn.exec_driver_sql(f"SELECT min(ingested_at) FROM {p.name}").scalar_one()
+        if value is not None:
+            return float(value)
+    return None
