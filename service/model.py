@@ -337,18 +337,17 @@ class LoadedModel:
         refuses the batch (a row scaled past the float range), row by row, each answered alike
         or refused by both. Alike: the same values (see `_same`) and, for probabilities, the
         same predicted class (`decide`) on every row."""
-        if cls._same(lambda: mine(x), lambda: theirs(x)):
-            return cls._same_decisions(mine, theirs, x)
         try:
             theirs(x)
         except Exception:
             return all(cls._same_row(mine, theirs, r) for r in x[:, None])
-        return False
+        return cls._same_row(mine, theirs, x)
 
     @classmethod
     def _same_row(
         cls, mine: Callable[[Any], Any], theirs: Callable[[Any], Any], row: np.ndarray[Any, Any]
     ) -> bool:
+        """One row (or a batch the estimator answers) answered alike, or refused by both."""
         if not cls._same(partial(mine, row), partial(theirs, row)):
             return False
         try:
