@@ -63,7 +63,6 @@ HGB = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
 class _Ensemble:
     """Trees gathered into the TreeEnsemble operator's flat attribute lists."""
 
-    n_targets: int
     feature: list[int] = field(default_factory=list)
     split: list[float] = field(default_factory=list)
     missing_true: list[int] = field(default_factory=list)
@@ -123,7 +122,7 @@ class _Ensemble:
         self.false_id.append(false[0])
         self.false_leaf.append(false[1])
 
-    def session(self, n_features: int) -> Any:
+    def session(self, n_features: int, n_targets: int) -> Any:
         """An ONNX Runtime session summing the leaves per target (float64 in, float64 out)."""
         node = helper.make_node(
             "TreeEnsemble",
@@ -143,13 +142,13 @@ class _Ensemble:
             tree_roots=self.roots,
             aggregate_function=1,  # SUM
             post_transform=0,  # NONE
-            n_targets=self.n_targets,
+            n_targets=n_targets,
         )
         graph = helper.make_graph(
             [node],
             "servewatch-trees",
             [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, n_features])],
-            [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [None, self.n_targets])],
+            [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [None, n_targets])],
         )
         model = helper.make_model(
             graph,
@@ -194,19 +193,29 @@ def _tree_leaves(est: Any, n_classes: int) -> list[tuple[Matrix, int]]:
     return [(shares[:, k], k) for k in range(n_classes)]
 
 
-def _forest(est: Any) -> tuple[_Ensemble, Matrix | None]:
+@dataclass
+class _Member:
+    """One tree model's outputs among the ensemble's targets."""
+
+    offset: int
+    n_targets: int
+    n_classes: int  # 0: regression
+    baseline: Matrix | None  # boosting's start; None: a forest (or tree), averaged
+    n_trees: int
+
+
+def _forest(est: Any, ens: _Ensemble, offset: int) -> _Member:
     """Trees and forests: the trees' class shares or values, summed (divided by their number
-    after the sum, in `CompiledTrees.raw`, as scikit-learn divides)."""
+    after the sum, as scikit-learn divides)."""
     n_classes = len(est.classes_) if hasattr(est, "classes_") else 0
     trees = est.estimators_ if isinstance(est, FORESTS) else [est]
-    ens = _Ensemble(n_classes if n_classes > 2 else 1)
     for tree in trees:
         for leaf, target in _tree_leaves(tree, n_classes):
-            _sklearn_tree(ens, tree.tree_, leaf, target)
-    return ens, None
+            _sklearn_tree(ens, tree.tree_, leaf, offset + target)
+    return _Member(offset, n_classes if n_classes > 2 else 1, n_classes, None, len(trees))
 
 
-def _boosting(est: Any) -> tuple[_Ensemble, Matrix | None]:
+def _boosting(est: Any, ens: _Ensemble, offset: int) -> _Member:
     """GradientBoosting: a constant start (a Dummy `init` or zero) plus learning rate x trees."""
     init = est.init_
     if not (init == "zero" or isinstance(init, DummyClassifier | DummyRegressor)):
@@ -214,16 +223,17 @@ def _boosting(est: Any) -> tuple[_Ensemble, Matrix | None]:
     if getattr(est, "loss", "log_loss") == "exponential":
         raise TypeError("loss='exponential'")  # another link (sigmoid of twice the score)
     trees = est.estimators_
-    ens = _Ensemble(trees.shape[1])
     for stage in trees:
         for k, tree in enumerate(stage):
             value = np.asarray(tree.tree_.value, dtype=np.float64)[:, 0, 0]
-            _sklearn_tree(ens, tree.tree_, est.learning_rate * value, k)
+            _sklearn_tree(ens, tree.tree_, est.learning_rate * value, offset + k)
     zero = np.zeros((1, est.n_features_in_), np.float32)
-    return ens, np.asarray(est._raw_predict_init(zero), dtype=np.float64)[0]
+    baseline = np.asarray(est._raw_predict_init(zero), dtype=np.float64)[0]
+    classes = len(est.classes_) if hasattr(est, "classes_") else 0
+    return _Member(offset, trees.shape[1], classes, baseline, 1)
 
 
-def _hist_boosting(est: Any) -> tuple[_Ensemble, Matrix | None]:
+def _hist_boosting(est: Any, ens: _Ensemble, offset: int) -> _Member:
     """HistGradientBoosting: the baseline plus the trees' raw values per class."""
     if not hasattr(est, "classes_") and getattr(est, "loss", "squared_error") not in (
         "squared_error",
@@ -232,7 +242,6 @@ def _hist_boosting(est: Any) -> tuple[_Ensemble, Matrix | None]:
     ):
         raise TypeError(f"loss={est.loss!r}")  # poisson, gamma: another inverse link
     iterations = est._predictors
-    ens = _Ensemble(len(iterations[0]))
     for iteration in iterations:
         for k, predictor in enumerate(iteration):
             nodes = predictor.nodes
@@ -246,9 +255,21 @@ def _hist_boosting(est: Any) -> tuple[_Ensemble, Matrix | None]:
                 nodes["num_threshold"],
                 nodes["missing_go_to_left"],
                 nodes["value"],
-                k,
+                offset + k,
             )
-    return ens, np.ravel(np.asarray(est._baseline_prediction, dtype=np.float64))
+    baseline = np.ravel(np.asarray(est._baseline_prediction, dtype=np.float64))
+    classes = len(est.classes_) if hasattr(est, "classes_") else 0
+    return _Member(offset, len(iterations[0]), classes, baseline, 1)
+
+
+def _builder(est: Any) -> Callable[[Any, _Ensemble, int], _Member] | None:
+    if isinstance(est, FORESTS + SINGLE):
+        return _forest
+    if isinstance(est, GB):
+        return _boosting
+    if isinstance(est, HGB):
+        return _hist_boosting
+    return None
 
 
 def available() -> bool:
@@ -265,43 +286,47 @@ def is_tree_model(est: Any) -> bool:
 
 
 class CompiledTrees:
-    """A fitted tree model's predict_proba / predict / response through ONNX Runtime.
+    """Fitted tree models' predict_proba / predict / response through ONNX Runtime.
 
     Forests (and single trees) average their trees' class shares or values; boosting sums raw
     scores, adds its baseline and applies scikit-learn's link: the sigmoid of the one score
-    (binary) or the softmax (multi-class)."""
+    (binary) or the softmax (multi-class). Several models of one kind (the members of a
+    CalibratedClassifierCV) share one session, their outputs side by side: one call for all."""
 
-    def __init__(self, est: Any, ens: _Ensemble, baseline: Matrix | None) -> None:
-        self.n_features = int(est.n_features_in_)
-        self.n_classes = len(est.classes_) if hasattr(est, "classes_") else 0
-        self.baseline = baseline
-        self.n_trees = len(est.estimators_) if isinstance(est, FORESTS) else 1
+    def __init__(self, estimators: list[Any]) -> None:
+        first = estimators[0]
+        self.n_features = int(first.n_features_in_)
         # scikit-learn's own trees read float32; HistGradientBoosting reads float64.
-        self._float32 = not isinstance(est, HGB)
-        self._session = ens.session(self.n_features)
+        self._float32 = not isinstance(first, HGB)
+        ens = _Ensemble()
+        self.members: list[_Member] = []
+        for est in estimators:
+            build = _builder(est)
+            if build is None or isinstance(est, HGB) == self._float32:
+                raise TypeError(type(est).__name__)
+            if int(est.n_features_in_) != self.n_features:
+                raise ValueError("members read different features")
+            offset = sum(m.n_targets for m in self.members)
+            self.members.append(build(est, ens, offset))
+        self.n_classes = self.members[0].n_classes
+        self._session = ens.session(self.n_features, sum(m.n_targets for m in self.members))
 
     @classmethod
     def from_estimator(cls, est: Any) -> CompiledTrees | None:
         """Compiled, or None: not a tree model this module knows, or onnxruntime missing."""
-        if not AVAILABLE:
-            return None
-        build: Callable[[Any], tuple[_Ensemble, Matrix | None]]
-        if isinstance(est, FORESTS + SINGLE):
-            build = _forest
-        elif isinstance(est, GB):
-            build = _boosting
-        elif isinstance(est, HGB):
-            build = _hist_boosting
-        else:
+        return cls.from_estimators([est])
+
+    @classmethod
+    def from_estimators(cls, estimators: list[Any]) -> CompiledTrees | None:
+        """Models of one kind in one session (`responses` answers for each), or None."""
+        if not AVAILABLE or not estimators or _builder(estimators[0]) is None:
             return None
         try:
-            return cls(est, *build(est))
+            return cls(estimators)
         except (TypeError, AttributeError, ValueError, IndexError):
             return None
 
-    def raw(self, x: Matrix) -> Matrix:
-        """Per row and target: the leaves' sum plus the baseline, on the input as scikit-learn
-        reads it."""
+    def _run(self, x: Matrix) -> Matrix:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} features, got shape {x.shape}")
@@ -311,18 +336,21 @@ class CompiledTrees:
             if np.isinf(x32).any():
                 raise ValueError("Input contains infinity or a value too large for float32.")
             x = x32.astype(np.float64)
-        out = np.asarray(self._session.run(None, {"X": np.ascontiguousarray(x)})[0])
-        if self.baseline is None:
-            return out / self.n_trees if self.n_trees > 1 else out
-        return out + self.baseline
+        return np.asarray(self._session.run(None, {"X": np.ascontiguousarray(x)})[0])
 
-    def predict(self, x: Matrix) -> Matrix:
-        """Regression values."""
-        return self.raw(x)[:, 0]
+    @staticmethod
+    def _raw(member: _Member, out: Matrix) -> Matrix:
+        """A member's columns: per row and target, the leaves' average (forests) or sum plus
+        the baseline (boosting)."""
+        raw = out[:, member.offset : member.offset + member.n_targets]
+        if member.baseline is None:
+            return raw / member.n_trees if member.n_trees > 1 else raw
+        return raw + member.baseline
 
-    def predict_proba(self, x: Matrix) -> Matrix:
-        raw = self.raw(x)
-        if self.baseline is not None:  # boosting: the link
+    @classmethod
+    def _proba(cls, member: _Member, out: Matrix) -> Matrix:
+        raw = cls._raw(member, out)
+        if member.baseline is not None:  # boosting: the link
             if raw.shape[1] > 1:
                 return softmax(raw, axis=1)  # type: ignore[no-any-return]
             raw = expit(raw)
@@ -330,10 +358,28 @@ class CompiledTrees:
             return np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
         return raw
 
-    def response(self, x: Matrix) -> Matrix:
-        """What CalibratedClassifierCV calibrates: boosting's decision function (raw scores),
-        a forest's probabilities; one column (1-D) when binary."""
-        out = self.raw(x) if self.baseline is not None else self.predict_proba(x)
-        if out.shape[1] == 2 and self.baseline is None:
-            return out[:, 1]
-        return out[:, 0] if out.shape[1] == 1 else out
+    def raw(self, x: Matrix) -> Matrix:
+        """The first model's raw outputs (see `_raw`)."""
+        return self._raw(self.members[0], self._run(x))
+
+    def predict(self, x: Matrix) -> Matrix:
+        """Regression values (the first model's)."""
+        return self.raw(x)[:, 0]
+
+    def predict_proba(self, x: Matrix) -> Matrix:
+        """Class probabilities (the first model's)."""
+        return self._proba(self.members[0], self._run(x))
+
+    def responses(self, x: Matrix) -> list[Matrix]:
+        """Per model, what CalibratedClassifierCV calibrates: boosting's decision function (raw
+        scores), a forest's probabilities; one column (1-D) when binary. One session call."""
+        out = self._run(x)
+        found = []
+        for member in self.members:
+            if member.baseline is not None:
+                raw = self._raw(member, out)
+                found.append(raw[:, 0] if raw.shape[1] == 1 else raw)
+            else:
+                proba = self._proba(member, out)
+                found.append(proba[:, 1] if proba.shape[1] == 2 else proba)
+        return found

@@ -375,31 +375,19 @@ def _calibrator(cal: Any) -> Any:
     raise TypeError(type(cal).__name__)
 
 
-def _response(est: Any, compile: bool) -> tuple[Any, bool]:
-    """x -> what CalibratedClassifierCV calibrates (decision scores, or a forest's
-    probabilities), and whether it runs compiled; TypeError when neither replayed nor compiled."""
-    if isinstance(est, LINEAR):
-        return _linear_scores(est), False
-    compiled = CompiledTrees.from_estimator(est) if compile else None
-    if compiled is None:
-        raise TypeError(type(est).__name__)
-    return compiled.response, True
-
-
-def _calibrated(cc: Any, scores: Any) -> Any:
-    """One fitted `_CalibratedClassifier`, its estimator's response being `scores`: x -> class
-    probabilities."""
+def _calibration(cc: Any) -> Any:
+    """One fitted `_CalibratedClassifier`'s calibrators: its estimator's response (1-D scores
+    when binary, a column per class otherwise) -> class probabilities."""
     cals = [_calibrator(c) for c in cc.calibrators]
     if len(cals) == 1:  # binary
 
-        def binary(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-            p1 = cals[0](scores(x))
+        def binary(s: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            p1 = cals[0](s)
             return np.column_stack([1.0 - p1, p1])
 
         return binary
 
-    def multi(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        s = scores(x)
+    def multi(s: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         p = np.column_stack([cal(s[:, k]) for k, cal in enumerate(cals)])
         total = p.sum(axis=1, keepdims=True)
         uniform = np.full_like(p, 1.0 / p.shape[1])
@@ -407,6 +395,30 @@ def _calibrated(cc: Any, scores: Any) -> Any:
             return np.where(total == 0, uniform, p / total)
 
     return multi
+
+
+def _calibrated_members(est: CalibratedClassifierCV, compile: bool) -> tuple[Any, str]:
+    """x -> the mean of the members' calibrated probabilities, and "numpy" (linear members
+    replayed) or "onnx" (tree members compiled into one session); TypeError otherwise."""
+    members = est.calibrated_classifiers_
+    cals = [_calibration(cc) for cc in members]
+    if all(isinstance(cc.estimator, LINEAR) for cc in members):
+        scores = [_linear_scores(cc.estimator) for cc in members]
+
+        def replayed(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            parts = [cal(score(x)) for cal, score in zip(cals, scores, strict=True)]
+            return sum(parts) / len(parts)  # type: ignore[no-any-return]
+
+        return replayed, "numpy"
+    compiled = CompiledTrees.from_estimators([cc.estimator for cc in members]) if compile else None
+    if compiled is None:
+        raise TypeError("members neither replayed nor compiled")
+
+    def compiled_proba(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        parts = [cal(r) for cal, r in zip(cals, compiled.responses(x), strict=True)]
+        return sum(parts) / len(parts)  # type: ignore[no-any-return]
+
+    return compiled_proba, "onnx"
 
 
 def _fused_binary_sigmoid(est: CalibratedClassifierCV) -> Any:
@@ -467,16 +479,8 @@ class FastEstimator:
                 fused = _fused_binary_sigmoid(est)
                 if fused is not None:
                     return cls(fused, None)
-                members = [
-                    (cc, *_response(cc.estimator, compile)) for cc in est.calibrated_classifiers_
-                ]
-                parts = [_calibrated(cc, scores) for cc, scores, _ in members]
-                kind = "onnx" if any(compiled for _, _, compiled in members) else "numpy"
-
-                def mean_proba(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-                    return sum(p(x) for p in parts) / len(parts)  # type: ignore[no-any-return]
-
-                return cls(mean_proba, None, kind)
+                proba, kind = _calibrated_members(est, compile)
+                return cls(proba, None, kind)
             if not isinstance(est, LINEAR):
                 compiled = CompiledTrees.from_estimator(est) if compile else None
                 if compiled is None:

@@ -284,3 +284,16 @@ def test_a_bare_numeric_estimator_is_compiled_too() -> None:
     got = model.predict_columns(cols).probabilities or []
     want = np.round(est.predict_proba(frame.head(30)), 6)
     np.testing.assert_allclose([[p["0"], p["1"]] for p in got], want, atol=1e-12)
+
+
+def test_models_of_one_kind_share_one_session_and_kinds_do_not_mix() -> None:
+    """A CalibratedClassifierCV's members are compiled into one session, answered in one call;
+    a float32 reader (forest) and a float64 reader (HGB) cannot share one."""
+    x, y = matrix(3)
+    forests = [RandomForestClassifier(n_estimators=5, random_state=s).fit(x, y) for s in (0, 1)]
+    both = CompiledTrees.from_estimators(forests)
+    assert both is not None and len(both.members) == 2
+    for est, got in zip(forests, both.responses(x[:50]), strict=True):
+        np.testing.assert_allclose(got, est.predict_proba(x[:50]), atol=1e-12)
+    hgb = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    assert CompiledTrees.from_estimators([forests[0], hgb]) is None
