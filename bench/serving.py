@@ -9,7 +9,7 @@ before and after interleaved per configuration. Every answer is first checked: t
 must agree to 1e-6 (the answers are rounded to 6 decimals). Prints markdown tables and the
 issue's goals as ratios read off this run.
 
-    python -m bench.serving [--registry .bench-registry] [--seconds 3] [--repeats 1]
+    python -m bench.serving [--registry .bench-registry] [--seconds 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from bench.common import (
     BENCH_FAMILIES,
@@ -84,8 +85,8 @@ def close(a: list[Any], b: list[Any]) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--registry", type=Path, default=Path(".bench-registry"))
-    ap.add_argument("--seconds", type=float, default=3)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     names = ensure_family_models(args.registry)
     reg = Registry(args.registry)
@@ -94,6 +95,7 @@ def main() -> None:
 
     inproc: list[list[Any]] = []
     us: dict[tuple[str, str, int], float] = {}
+    threadpool_limits(1)  # as the service runs its model calls (SERVEWATCH_MODEL_THREADS=1)
     for family, name in zip(BENCH_FAMILIES, names, strict=True):
         version = reg.resolve(name)
         models, loads = {}, {}
@@ -167,14 +169,16 @@ def main() -> None:
                 if not close(*[[p[key] for p in got[m]] for m in MODES]):
                     raise SystemExit(f"{name}: the two servers answer differently")
                 for conns in (1, 16):
-                    for mode, url in urls.items():
+                    for url in urls.values():
                         wrk(url, body, connections=conns, seconds=1)  # warm-up
-                        res = median_run(
-                            [
+                    runs: dict[str, list[Any]] = {m: [] for m in MODES}
+                    for _ in range(args.repeats):  # interleaved: drift hits both alike
+                        for mode, url in urls.items():
+                            runs[mode].append(
                                 wrk(url, body, connections=conns, seconds=args.seconds)
-                                for _ in range(args.repeats)
-                            ]
-                        )
+                            )
+                    for mode in MODES:
+                        res = median_run(runs[mode])
                         if res.errors:
                             raise SystemExit(f"{name} {mode}: {res.errors} errors under load")
                         rps[(family, mode, n, conns)] = res.rps
@@ -205,7 +209,8 @@ def main() -> None:
                 )
     print(
         f"\nHTTP, one worker each, logging (SQLite) and metrics on; median of {args.repeats} x "
-        f"{args.seconds:.0f} s after a 1 s warm-up; start-up to ready {ready['before']:.2f} s "
+        f"{args.seconds:.0f} s, before and after interleaved, after a 1 s warm-up; start-up "
+        f"to ready {ready['before']:.2f} s "
         f"(before), {ready['after']:.2f} s (after), serving all six models; load average "
         f"{load_average()}\n"
     )

@@ -376,7 +376,13 @@ class CompiledTrees:
         out = self._run(x)
         found = []
         for member in self.members:
-            if member.baseline is not None:
+            if member.n_targets == 1 and member.n_classes:  # binary: one column, read directly
+                column = out[:, member.offset]
+                if member.baseline is None:
+                    found.append(column / member.n_trees if member.n_trees > 1 else column)
+                else:
+                    found.append(column + member.baseline[0])
+            elif member.baseline is not None:
                 raw = self._raw(member, out)
                 found.append(raw[:, 0] if raw.shape[1] == 1 else raw)
             else:

@@ -414,6 +414,16 @@ def _calibrated_members(est: CalibratedClassifierCV, compile: bool) -> tuple[Any
     if compiled is None:
         raise TypeError("members neither replayed nor compiled")
 
+    if all(len(cc.calibrators) == 1 for cc in members):  # binary: average p1 once
+        positive = [_calibrator(cc.calibrators[0]) for cc in members]
+
+        def compiled_binary(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            rs = compiled.responses(x)
+            p1 = sum(cal(r) for cal, r in zip(positive, rs, strict=True)) / len(rs)
+            return np.column_stack([1.0 - p1, p1])
+
+        return compiled_binary, "onnx"
+
     def compiled_proba(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         parts = [cal(r) for cal, r in zip(cals, compiled.responses(x), strict=True)]
         return sum(parts) / len(parts)  # type: ignore[no-any-return]
