@@ -43,6 +43,10 @@ format: install
 bench: install
 	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.serving
+	# issue 16: tree models compiled (per-family table above; peers on a forest and an HGB model)
+	$(BIN)/python -m bench.compare --model flights-forest --peers-only --connections 16,64
+	$(BIN)/python -m bench.compare --model flights-hgb --peers-only --connections 16,64
+	$(BIN)/python -m bench.tree_exactness
 	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.monitoring
 
