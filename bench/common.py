@@ -238,3 +238,9 @@ def ensure_family_models(registry: Path, rows: int = 5000) -> list[str]:
         )
         run_training(config, reg)
     return names
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
