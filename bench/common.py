@@ -78,7 +78,11 @@ class ServeProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.ready_s = wait_ready(self.url, self.started)
+        try:
+            self.ready_s = wait_ready(self.url, self.started)
+        except RuntimeError:  # never left running: stopped here, by its pid
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -195,10 +195,10 @@ def main() -> None:
     env = {"BENCH_MODEL": str(model_path), "PYTHONPATH": str(ROOT)}
     servers: dict[str, Callable[[], Any]] = {}
     for workers in (1,) if args.peers_only else (1, 2):
-        servers[f"servewatch --workers {workers}"] = lambda w=workers: ServeProcess(
+        servers[f"servewatch --workers {workers}"] = lambda w=workers, model=name: ServeProcess(
             args.registry,
             workers=w,
-            env={"SERVEWATCH_MONITOR_INTERVAL": "0", "SERVEWATCH_MODELS": name},
+            env={"SERVEWATCH_MONITOR_INTERVAL": "0", "SERVEWATCH_MODELS": model},
         )
 
     def uvicorn_app(target: str) -> Proc:
