@@ -170,7 +170,7 @@ def main() -> None:
     ap.add_argument("--connections", default="1,16,64")
     ap.add_argument("--peers-only", action="store_true", help="no ceiling, floor or 2 workers")
     args = ap.parse_args()
-    name = args.model
+    name = model_name = args.model
     if name == "flights":
         ensure_demo_model(args.registry)
     else:
@@ -344,7 +344,7 @@ def main() -> None:
         for name, n, c, r in results
     ]
     print(
-        f"\nmachine: {machine()}; model {name} v{version} ({model.manifest.model.family}, "
+        f"\nmachine: {machine()}; model {model_name} v{version} ({model.manifest.model.family}, "
         f"served {model.serving_path}); median of {args.repeats} x "
         f"{args.seconds:.0f} s; wrk on the same 2 cores; servewatch with logging (SQLite) and "
         "metrics on, defaults otherwise"

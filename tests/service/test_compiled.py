@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +299,26 @@ def test_models_of_one_kind_share_one_session_and_kinds_do_not_mix() -> None:
         np.testing.assert_allclose(got, est.predict_proba(x[:50]), atol=1e-12)
     hgb = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
     assert CompiledTrees.from_estimators([forests[0], hgb]) is None
+
+
+def test_onnxruntime_is_imported_only_when_a_tree_model_is_compiled() -> None:
+    """Its import costs about 0.4 s of start-up: a service of linear models never pays it."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from sklearn.tree import DecisionTreeClassifier\n"
+        "import service.main\n"
+        "from service.fastpath import FastEstimator\n"
+        "x = np.random.default_rng(0).normal(size=(60, 3)); y = (x[:, 0] > 0).astype(int)\n"
+        "FastEstimator.from_estimator(LogisticRegression().fit(x, y))\n"
+        "print('onnxruntime' in sys.modules)\n"
+        "FastEstimator.from_estimator(DecisionTreeClassifier().fit(x, y))\n"
+        "print('onnxruntime' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True"]
