@@ -302,7 +302,7 @@ def main() -> None:
         path = {
             "mlserver": "/v2/models/flights/infer",
             "bentoml": "/predict",
-            "sw": f"/v1/models/{name}/predict",
+            "sw": f"/v1/models/{model_name}/predict",
         }[kind]
         if name.startswith(("constant", "naive")):
             path = "/predict"
