@@ -381,7 +381,10 @@ def peer_ratios(results: list[tuple[str, int, int, Any]]) -> str:
         peers = [
             r
             for (other, rn, rc), r in by.items()
-            if other.startswith(("MLServer", "BentoML")) and (rn, rc) == (n, c) and not r.errors
+            if other.startswith(("MLServer", "BentoML"))
+            and (rn, rc) == (n, c)
+            and not r.errors
+            and r.rps > 0
         ]
         if peers:
             best = max(peers, key=lambda r: r.rps)
@@ -414,7 +417,7 @@ def goals(results: list[tuple[str, int, int, Any]]) -> str:
                 theirs = [
                     r
                     for (name, rn, rc), r in by.items()
-                    if name.startswith(peer) and (rn, rc) == (n, c) and r.errors == 0
+                    if name.startswith(peer) and (rn, rc) == (n, c) and r.errors == 0 and r.rps > 0
                 ]
                 if not theirs:
                     continue
