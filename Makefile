@@ -39,7 +39,8 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # Needs wrk (Debian: apt-get install wrk). The side-by-side run installs MLServer and BentoML in
-# their own venvs under .bench-venvs/ on first use. About 30 minutes in all.
+# their own venvs under .bench-venvs/ on first use. About 50 minutes in all (the first run also trains
+# one flights model per family into .bench-registry/, about 10 minutes more).
 bench: install
 	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.serving
