@@ -39,10 +39,15 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # Needs wrk (Debian: apt-get install wrk). The side-by-side run installs MLServer and BentoML in
-# their own venvs under .bench-venvs/ on first use. About 30 minutes in all.
+# their own venvs under .bench-venvs/ on first use. About 50 minutes in all (the first run also trains
+# one flights model per family into .bench-registry/, about 10 minutes more).
 bench: install
 	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.serving
+	# issue 16: tree models compiled (per-family table above; peers on a forest and an HGB model)
+	$(BIN)/python -m bench.compare --model flights-forest --peers-only --connections 16,64
+	$(BIN)/python -m bench.compare --model flights-hgb --peers-only --connections 16,64
+	$(BIN)/python -m bench.tree_exactness
 	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.monitoring
 	$(BIN)/python -m bench.report

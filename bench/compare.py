@@ -7,6 +7,11 @@ MLServer and BentoML are installed in their own virtual environments under .benc
 that fails to install or start is reported, not hidden.
 
     python -m bench.compare [--registry registry] [--seconds 5] [--repeats 3] [--skip-peers]
+
+Tree models against the peers (issue 16): `--model flights-forest` or `--model flights-hgb`
+(trained on first use into .bench-registry by bench.common.ensure_family_models) with
+`--peers-only --connections 16,64`: servewatch with one worker against MLServer and BentoML
+with one and two, and the ratio to the better peer.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from bench.common import (
     ROOT,
     ServeProcess,
     ensure_demo_model,
+    ensure_family_models,
     free_port,
     machine,
     median_run,
@@ -160,12 +166,22 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument("--model", default="flights", help="flights, or flights-<family>")
+    ap.add_argument("--connections", default="1,16,64")
+    ap.add_argument("--peers-only", action="store_true", help="no ceiling, floor or 2 workers")
     args = ap.parse_args()
-    ensure_demo_model(args.registry)
+    name = model_name = args.model
+    if name == "flights":
+        ensure_demo_model(args.registry)
+    else:
+        if args.registry == Path("registry"):
+            args.registry = Path(".bench-registry")
+        ensure_family_models(args.registry)
+    connections = [int(c) for c in args.connections.split(",")]
     reg = Registry(args.registry)
-    version = reg.resolve("flights")
-    model_path = reg.path("flights", version) / MODEL_FILE
-    model = LoadedModel.load(reg, "flights", version)
+    version = reg.resolve(name)
+    model_path = reg.path(name, version) / MODEL_FILE
+    model = LoadedModel.load(reg, name, version)
     import sklearn
 
     frame = load_flights([5]).dropna(subset=FEATURES).head(32)[FEATURES]
@@ -178,9 +194,11 @@ def main() -> None:
 
     env = {"BENCH_MODEL": str(model_path), "PYTHONPATH": str(ROOT)}
     servers: dict[str, Callable[[], Any]] = {}
-    for workers in (1, 2):
-        servers[f"servewatch --workers {workers}"] = lambda w=workers: ServeProcess(
-            args.registry, workers=w, env={"SERVEWATCH_MONITOR_INTERVAL": "0"}
+    for workers in (1,) if args.peers_only else (1, 2):
+        servers[f"servewatch --workers {workers}"] = lambda w=workers, model=name: ServeProcess(
+            args.registry,
+            workers=w,
+            env={"SERVEWATCH_MONITOR_INTERVAL": "0", "SERVEWATCH_MODELS": model},
         )
 
     def uvicorn_app(target: str) -> Proc:
@@ -188,8 +206,9 @@ def main() -> None:
         cmd = [sys.executable, "-m", "uvicorn", "--log-level", "warning", target]
         return Proc([*cmd, "--port", str(port)], f"http://127.0.0.1:{port}", "/docs", env)
 
-    servers["constant (ceiling)"] = lambda: uvicorn_app("bench.apps.constant:app")
-    servers["naive FastAPI (floor)"] = lambda: uvicorn_app("bench.apps.naive:app")
+    if not args.peers_only:
+        servers["constant (ceiling)"] = lambda: uvicorn_app("bench.apps.constant:app")
+        servers["naive FastAPI (floor)"] = lambda: uvicorn_app("bench.apps.naive:app")
     notes: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="sw-compare-"))
     if not args.skip_peers:
@@ -283,7 +302,7 @@ def main() -> None:
         path = {
             "mlserver": "/v2/models/flights/infer",
             "bentoml": "/predict",
-            "sw": "/v1/models/flights/predict",
+            "sw": f"/v1/models/{model_name}/predict",
         }[kind]
         if name.startswith(("constant", "naive")):
             path = "/predict"
@@ -295,7 +314,7 @@ def main() -> None:
                     got = probabilities(kind, httpx.post(url, json=body, timeout=60).json())
                     if any(abs(a - b) > 1e-6 for a, b in zip(got, expected[:n], strict=True)):
                         notes.append(f"{name}: answers differ from the model in-process")
-                for conns in (1, 16, 64):
+                for conns in connections:
                     wrk(url, body, connections=conns, seconds=1)
                     res = median_run(
                         [
@@ -325,7 +344,8 @@ def main() -> None:
         for name, n, c, r in results
     ]
     print(
-        f"\nmachine: {machine()}; model flights v{version}; median of {args.repeats} x "
+        f"\nmachine: {machine()}; model {model_name} v{version} ({model.manifest.model.family}, "
+        f"served {model.serving_path}); median of {args.repeats} x "
         f"{args.seconds:.0f} s; wrk on the same 2 cores; servewatch with logging (SQLite) and "
         "metrics on, defaults otherwise"
     )
@@ -347,6 +367,33 @@ def main() -> None:
     for note in notes:
         print(f"- {note}")
     print("\n" + goals(results))
+    print(peer_ratios(results))
+
+
+def peer_ratios(results: list[tuple[str, int, int, Any]]) -> str:
+    """servewatch (one worker) against the better of MLServer and BentoML, each at its best
+    worker count, per rows and connections (issue 16's goal: at least 5x)."""
+    by = {(name, n, c): r for name, n, c, r in results}
+    lines = []
+    for (name, n, c), mine in by.items():
+        if name != "servewatch --workers 1":
+            continue
+        peers = [
+            r
+            for (other, rn, rc), r in by.items()
+            if other.startswith(("MLServer", "BentoML"))
+            and (rn, rc) == (n, c)
+            and not r.errors
+            and r.rps > 0
+        ]
+        if peers:
+            best = max(peers, key=lambda r: r.rps)
+            verdict = "met" if mine.rps >= 5 * best.rps else "NOT met"
+            lines.append(
+                f"vs the better peer, {n} row(s), {c} connections: {mine.rps / best.rps:.1f}x "
+                f"(goal >= 5x): {verdict}"
+            )
+    return "\n".join(lines)
 
 
 def goals(results: list[tuple[str, int, int, Any]]) -> str:
@@ -370,7 +417,7 @@ def goals(results: list[tuple[str, int, int, Any]]) -> str:
                 theirs = [
                     r
                     for (name, rn, rc), r in by.items()
-                    if name.startswith(peer) and (rn, rc) == (n, c) and r.errors == 0
+                    if name.startswith(peer) and (rn, rc) == (n, c) and r.errors == 0 and r.rps > 0
                 ]
                 if not theirs:
                     continue

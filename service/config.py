@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     opentelemetry: bool = False
     """FastAPI's own OpenTelemetry spans, metrics and logs, for an OTel SDK you configure; off by
     default (Prometheus metrics are always on), which also skips its per-request check."""
+    compiled_trees: bool = True
+    """Tree models (trees, forests, boosting) compiled for ONNX Runtime when onnxruntime is
+    installed and the compiled model matches scikit-learn at load; false keeps them on
+    scikit-learn (the numpy replays still apply)."""
     model_threads: int = Field(1, ge=1)
     """OpenMP/BLAS threads for the model call (one per worker avoids over-subscription)."""
 

@@ -6,10 +6,12 @@ scale; impute + one-hot/ordinal; timestamp parts, impute, scale) the fitted para
 so they are replayed here on column lists. Anything else (interactions, PCA, another transformer)
 returns None and the pipeline is used as it is. FastEstimator does the same for linear models,
 plain or calibrated: their predict_proba is a matrix product and a sigmoid, but scikit-learn's input
-checks cost about 0.2 ms per call and CalibratedClassifierCV makes six. Equality with the pipeline
-is checked when a version loads (service/model.py), on reference rows and on generated awkward
-ones, and every fitted parameter the replay relies on is checked explicitly here: a part whose
-parameters it does not implement is not replayed.
+checks cost about 0.2 ms per call and CalibratedClassifierCV makes six. Tree models (trees,
+forests, boosting), plain or calibrated, are compiled for ONNX Runtime instead
+(service/compiled.py); their calibration is replayed here like a linear model's. Equality with
+the pipeline is checked when a version loads (service/model.py), on reference rows and on
+generated awkward ones, and every fitted parameter the replay relies on is checked explicitly
+here: a part whose parameters it does not implement is not replayed.
 
 Timestamps are parsed by one function, `parse_timestamp`, on both paths: `LoadedModel.frame`
 (what the pipeline reads) and the replay, so the two cannot disagree on what a value means.
@@ -47,6 +49,7 @@ from sklearn.preprocessing import (
 )
 
 from core.transformers import DatetimeFeatures, QuantileClipper
+from service.compiled import CompiledTrees
 
 try:  # private in scikit-learn: when a release moves it, sigmoid calibration is not replayed
     from sklearn.calibration import _SigmoidCalibration as _Sigmoid
@@ -336,6 +339,18 @@ class FastPreprocessor:
         return np.hstack([part.transform(data, n) for _, part in self.parts])
 
 
+class NumericColumns:
+    """Number columns straight into the float matrix a bare estimator (no preprocessing, fitted
+    on numeric columns) reads: None -> NaN, in `columns` order."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+
+    def transform(self, data: dict[str, list[Any]]) -> np.ndarray[Any, Any]:
+        n = len(data[self.columns[0]])
+        return np.array([data[c] for c in self.columns], dtype=float).T.reshape(n, -1)
+
+
 def _linear_scores(est: Any) -> Any:
     """x -> decision scores of a fitted linear model (coef_ / intercept_), or raise TypeError."""
     if not isinstance(est, LINEAR):
@@ -360,20 +375,19 @@ def _calibrator(cal: Any) -> Any:
     raise TypeError(type(cal).__name__)
 
 
-def _calibrated(cc: Any) -> Any:
-    """One fitted `_CalibratedClassifier` of a linear model: x -> class probabilities."""
-    scores = _linear_scores(cc.estimator)
+def _calibration(cc: Any) -> Any:
+    """One fitted `_CalibratedClassifier`'s calibrators: its estimator's response (1-D scores
+    when binary, a column per class otherwise) -> class probabilities."""
     cals = [_calibrator(c) for c in cc.calibrators]
     if len(cals) == 1:  # binary
 
-        def binary(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-            p1 = cals[0](scores(x))
+        def binary(s: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            p1 = cals[0](s)
             return np.column_stack([1.0 - p1, p1])
 
         return binary
 
-    def multi(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        s = scores(x)
+    def multi(s: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         p = np.column_stack([cal(s[:, k]) for k, cal in enumerate(cals)])
         total = p.sum(axis=1, keepdims=True)
         uniform = np.full_like(p, 1.0 / p.shape[1])
@@ -381,6 +395,40 @@ def _calibrated(cc: Any) -> Any:
             return np.where(total == 0, uniform, p / total)
 
     return multi
+
+
+def _calibrated_members(est: CalibratedClassifierCV, compile: bool) -> tuple[Any, str]:
+    """x -> the mean of the members' calibrated probabilities, and "numpy" (linear members
+    replayed) or "onnx" (tree members compiled into one session); TypeError otherwise."""
+    members = est.calibrated_classifiers_
+    cals = [_calibration(cc) for cc in members]
+    if all(isinstance(cc.estimator, LINEAR) for cc in members):
+        scores = [_linear_scores(cc.estimator) for cc in members]
+
+        def replayed(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            parts = [cal(score(x)) for cal, score in zip(cals, scores, strict=True)]
+            return sum(parts) / len(parts)  # type: ignore[no-any-return]
+
+        return replayed, "numpy"
+    compiled = CompiledTrees.from_estimators([cc.estimator for cc in members]) if compile else None
+    if compiled is None:
+        raise TypeError("members neither replayed nor compiled")
+
+    if all(len(cc.calibrators) == 1 for cc in members):  # binary: average p1 once
+        positive = [_calibrator(cc.calibrators[0]) for cc in members]
+
+        def compiled_binary(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            rs = compiled.responses(x)
+            p1 = sum(cal(r) for cal, r in zip(positive, rs, strict=True)) / len(rs)
+            return np.column_stack([1.0 - p1, p1])
+
+        return compiled_binary, "onnx"
+
+    def compiled_proba(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        parts = [cal(r) for cal, r in zip(cals, compiled.responses(x), strict=True)]
+        return sum(parts) / len(parts)  # type: ignore[no-any-return]
+
+    return compiled_proba, "onnx"
 
 
 def _fused_binary_sigmoid(est: CalibratedClassifierCV) -> Any:
@@ -423,26 +471,33 @@ def _finite(fn: Any) -> Any:
 
 
 class FastEstimator:
-    """The fitted final estimator replayed on the preprocessed matrix: linear models, plain or
-    inside CalibratedClassifierCV. Trees, forests, boosting, SVMs and MLPs return None."""
+    """The fitted final estimator on the preprocessed matrix: linear models replayed with numpy
+    (`kind` "numpy"), tree models compiled for ONNX Runtime (`kind` "onnx"; not when `compile` is
+    False or onnxruntime is missing), plain or inside CalibratedClassifierCV. SVMs, MLPs and
+    anything else return None."""
 
-    def __init__(self, proba: Any, predict: Any) -> None:
-        self.predict_proba = _finite(proba)
-        self.predict = _finite(predict)
+    def __init__(self, proba: Any, predict: Any, kind: str = "numpy") -> None:
+        # The compiled trees check their input as scikit-learn's trees do (NaN may be allowed).
+        self.predict_proba = _finite(proba) if kind == "numpy" else proba
+        self.predict = _finite(predict) if kind == "numpy" else predict
+        self.kind = kind
 
     @classmethod
-    def from_estimator(cls, est: Any) -> FastEstimator | None:
+    def from_estimator(cls, est: Any, *, compile: bool = True) -> FastEstimator | None:
         try:
             if isinstance(est, CalibratedClassifierCV):
                 fused = _fused_binary_sigmoid(est)
                 if fused is not None:
                     return cls(fused, None)
-                parts = [_calibrated(cc) for cc in est.calibrated_classifiers_]
-
-                def mean_proba(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-                    return sum(p(x) for p in parts) / len(parts)  # type: ignore[no-any-return]
-
-                return cls(mean_proba, None)
+                proba, kind = _calibrated_members(est, compile)
+                return cls(proba, None, kind)
+            if not isinstance(est, LINEAR):
+                compiled = CompiledTrees.from_estimator(est) if compile else None
+                if compiled is None:
+                    return None
+                if compiled.n_classes:
+                    return cls(compiled.predict_proba, None, "onnx")
+                return cls(None, compiled.predict, "onnx")
             scores = _linear_scores(est)
         except (TypeError, AttributeError, ValueError):
             return None

@@ -61,6 +61,7 @@ def create_app(
             max_rows=settings.batch_max_rows,
             max_wait_s=settings.batch_max_wait_ms / 1000,
             inline_max_s=settings.batch_inline_max_ms / 1000,
+            compiled=settings.compiled_trees,
         )
         manager.shadow = set(settings.shadow)
         manager.canary = dict(settings.canary)

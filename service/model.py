@@ -19,10 +19,13 @@ import pandas as pd
 from core import labels
 from core.ecosystem import MissingModelPackage, load_model_bytes
 from core.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
-from service.fastpath import FastEstimator, FastPreprocessor, parse_timestamp
+from service.compiled import available as compiled_available
+from service.compiled import is_tree_model
+from service.fastpath import FastEstimator, FastPreprocessor, NumericColumns, parse_timestamp
 from service.validation import Validator
 
 log = logging.getLogger("servewatch.model")
+ServingPath = Literal["numpy", "compiled", "sklearn", "mixed"]
 
 # Timestamps the load-time check feeds both paths (valid ISO 8601, so a client may send them).
 EDGE_TIMESTAMPS = [
@@ -51,6 +54,13 @@ def redact(instance: dict[str, Any], personal: set[str], key: str | None) -> dic
             digest = hmac.new(key.encode(), str(instance[col]).encode(), hashlib.sha256)
             out[col] = "hmac:" + digest.hexdigest()[:32]
     return out
+
+
+def decide(proba: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Each row's predicted class (its column index) from its class probabilities: the most
+    probable, the first on a tie (as scikit-learn's predict). The one place probabilities become
+    classes, on every serving path and in the load-time check."""
+    return proba.argmax(axis=1)  # type: ignore[no-any-return]
 
 
 class ModelLoadError(Exception):
@@ -91,7 +101,7 @@ class LoadedModel:
         self._final: Any = steps[-1][1] if steps else pipeline
         self._pre: Any = pipeline[:-1] if steps and len(steps) > 1 else None
         self._explainer: Any = None
-        self._fast: FastPreprocessor | None = None
+        self._fast: FastPreprocessor | NumericColumns | None = None
         self._fast_est: FastEstimator | None = None
         self._explainer_lock = threading.Lock()
         self._numeric_set = {f.name for f in manifest.features if f.kind == "numeric"}
@@ -99,10 +109,17 @@ class LoadedModel:
 
     @classmethod
     def load(
-        cls, registry: Registry, name: str, version: int, *, fast_path: bool = True
+        cls,
+        registry: Registry,
+        name: str,
+        version: int,
+        *,
+        fast_path: bool = True,
+        compiled: bool = True,
     ) -> LoadedModel:
         """Verify every file's SHA-256 (and the signature) against the manifest, then unpickle
-        and warm up.
+        and warm up. `fast_path` False keeps every part on scikit-learn; `compiled` False keeps
+        tree models on scikit-learn (the numpy replays still apply).
 
         Each file is read once: the manifest is parsed from the bytes its signature was checked
         on, and the model is unpickled from the bytes that were hashed, never reopened (pickles
@@ -131,7 +148,7 @@ class LoadedModel:
             except Exception:  # no usable reference: the pipeline as it is
                 sample = None
             if sample is not None:
-                model.enable_fast_path(sample)
+                model.enable_fast_path(sample, compiled=compiled)
         try:
             model.predict_columns(model.example_columns())
         except Exception as exc:
@@ -139,13 +156,16 @@ class LoadedModel:
         return model
 
     @property
-    def serving_path(self) -> Literal["numpy", "sklearn", "mixed"]:
-        """Which code runs a model call: "numpy" (every fitted part replayed), "sklearn" (none:
-        the pipeline's own methods) or "mixed" (the preprocessing or the final estimator)."""
+    def serving_path(self) -> ServingPath:
+        """Which code runs a model call: "numpy" (every fitted part replayed), "compiled" (the
+        preprocessing replayed, the tree model compiled for ONNX Runtime), "sklearn" (none: the
+        pipeline's own methods) or "mixed" (some parts, the others scikit-learn's own)."""
         parts = [self._fast_est is not None]
         if self._pre is not None:
             parts.append(self._fast is not None)
-        return "numpy" if all(parts) else "mixed" if any(parts) else "sklearn"
+        if all(parts):
+            return "compiled" if self._fast_est and self._fast_est.kind == "onnx" else "numpy"
+        return "mixed" if any(parts) else "sklearn"
 
     def explainer(self) -> Any:
         """Built on first use (it reads the reference sample as background); thread-safe."""
@@ -244,38 +264,69 @@ class LoadedModel:
                 columns[col].append(row[col])
         return columns
 
-    def enable_fast_path(self, sample: pd.DataFrame) -> bool:
+    def enable_fast_path(self, sample: pd.DataFrame, *, compiled: bool = True) -> bool:
         """Use the numpy replays of the preprocessing and of the final estimator where each gives
         the pipeline's exact output on `check_columns(sample)` (reference rows, the schema example
         and generated awkward rows); any part that is not replayed (its parameters are checked
-        explicitly, see service/fastpath.py), or differs, stays scikit-learn's own. True when
-        anything is used; `serving_path` says which."""
-        if self._pre is None:  # nothing to replay: a bare estimator or a one-step pipeline
-            return False
+        explicitly, see service/fastpath.py), or differs, stays scikit-learn's own. Tree models
+        are compiled for ONNX Runtime (service/compiled.py) unless `compiled` is False, and
+        checked the same way, predicted classes included. True when anything is used;
+        `serving_path` says which. A bare estimator fitted on number columns alone reads them
+        as one float matrix, so its replay or compiled form can serve it too."""
         # The generated rows overflow on purpose (1e308 scaled): on both paths, warned by neither.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return self._check_and_enable(sample)
+            return self._check_and_enable(sample, compiled)
 
-    def _check_and_enable(self, sample: pd.DataFrame) -> bool:
+    def _check_and_enable(self, sample: pd.DataFrame, compiled: bool) -> bool:
         columns = self.check_columns(sample)
         final = self._final
-        try:
-            expected = np.asarray(self._pre.transform(self.frame(columns)))
-        except Exception:  # any doubt: the pipeline stays
-            return False
-        fast = FastPreprocessor.from_pipeline(self.pipeline)
-        if fast is not None and self._same(lambda: fast.transform(columns), lambda: expected):
-            self._fast = fast
-        elif fast is not None:
-            log.warning("%s v%s: numpy preprocessing differs; not used", self.name, self.version)
-        est = FastEstimator.from_estimator(final)
+        reads: Callable[[Any], Any] | None = None  # how the estimator reads the matrix
+        if self._pre is None:  # a bare estimator: only on number columns, as one matrix
+            names = [str(c) for c in getattr(final, "feature_names_in_", self._columns)]
+            if set(names) - self._numeric_set or len(names) != len(self._columns):
+                return False
+            bare = NumericColumns(names)
+            expected = bare.transform(columns)
+            if hasattr(final, "feature_names_in_"):
+                reads = partial(pd.DataFrame, columns=names)
+        else:
+            try:
+                expected = np.asarray(self._pre.transform(self.frame(columns)))
+            except Exception:  # any doubt: the pipeline stays
+                return False
+            fast = FastPreprocessor.from_pipeline(self.pipeline)
+            if fast is not None and self._same(lambda: fast.transform(columns), lambda: expected):
+                self._fast = fast
+            elif fast is not None:
+                log.warning(
+                    "%s v%s: numpy preprocessing differs; not used", self.name, self.version
+                )
+        est = FastEstimator.from_estimator(final, compile=compiled)
         if est is not None:
             method = "predict_proba" if self.classes is not None else "predict"
-            mine, theirs = getattr(est, method), getattr(final, method)
+            mine, own = getattr(est, method), getattr(final, method)
+
+            def theirs(x: Any) -> Any:
+                return own(x if reads is None else reads(x))
+
             if mine is not None and self._same_rows(mine, theirs, expected):
                 self._fast_est = est
+                if self._pre is None:
+                    self._fast = bare
             else:
-                log.warning("%s v%s: numpy estimator differs; not used", self.name, self.version)
+                log.warning(
+                    "%s v%s: %s estimator differs from scikit-learn's; not used",
+                    self.name,
+                    self.version,
+                    est.kind,
+                )
+        elif compiled and not compiled_available() and is_tree_model(final):
+            log.warning(
+                "%s v%s: onnxruntime is not installed (servewatch[fast]); the tree model runs on "
+                "scikit-learn",
+                self.name,
+                self.version,
+            )
         return self._fast is not None or self._fast_est is not None
 
     @classmethod
@@ -284,14 +335,34 @@ class LoadedModel:
     ) -> bool:
         """`mine` answers as `theirs` on the rows of `x`: all at once, or, when the estimator
         refuses the batch (a row scaled past the float range), row by row, each answered alike
-        or refused by both."""
-        if cls._same(lambda: mine(x), lambda: theirs(x)):
-            return True
+        or refused by both. Alike: the same values (see `_same`) and, for probabilities, the
+        same predicted class (`decide`) on every row."""
         try:
             theirs(x)
         except Exception:
-            return all(cls._same(partial(mine, r), partial(theirs, r)) for r in x[:, None])
-        return False
+            return all(cls._same_row(mine, theirs, r) for r in x[:, None])
+        return cls._same_row(mine, theirs, x)
+
+    @classmethod
+    def _same_row(
+        cls, mine: Callable[[Any], Any], theirs: Callable[[Any], Any], row: np.ndarray[Any, Any]
+    ) -> bool:
+        """One row (or a batch the estimator answers) answered alike, or refused by both."""
+        if not cls._same(partial(mine, row), partial(theirs, row)):
+            return False
+        try:
+            return cls._same_decisions(mine, theirs, row)
+        except Exception:  # refused by both
+            return True
+
+    @staticmethod
+    def _same_decisions(
+        mine: Callable[[Any], Any], theirs: Callable[[Any], Any], x: np.ndarray[Any, Any]
+    ) -> bool:
+        want = np.asarray(theirs(x), dtype=float)
+        if want.ndim != 2:  # regression values: nothing to decide
+            return True
+        return bool(np.array_equal(decide(np.asarray(mine(x), dtype=float)), decide(want)))
 
     @staticmethod
     def _same(fast: Callable[[], Any], slow: Callable[[], Any]) -> bool:
@@ -330,7 +401,7 @@ class LoadedModel:
         """One model call for all rows (a whole micro-batch)."""
         if self.classes is not None:
             proba = np.asarray(self._estimate(columns, "predict_proba"), dtype=float)
-            idx = proba.argmax(axis=1)
+            idx = decide(proba)
             answers = self.answers
             preds = [answers[i] for i in idx]
             rounded = np.round(proba, 6).tolist()

@@ -10,6 +10,7 @@ import random
 from collections.abc import Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from core.errors import RegistryError
@@ -75,9 +76,11 @@ class ModelManager:
         max_rows: int,
         max_wait_s: float,
         inline_max_s: float = 0.0,
+        compiled: bool = True,
     ) -> None:
         self.registry = registry
         self.refs = refs
+        self.compiled = compiled
         self.staging: dict[str, Slot] = {}
         self.shadow: set[str] = set()
         self.canary: dict[str, float] = {}
@@ -189,7 +192,12 @@ class ModelManager:
             if old is not None and old.model.version == version:
                 return version, version
             try:
-                model = await asyncio.to_thread(LoadedModel.load, self.registry, ref.name, version)
+                model = await asyncio.to_thread(
+                    partial(LoadedModel.load, compiled=self.compiled),
+                    self.registry,
+                    ref.name,
+                    version,
+                )
             except ModelLoadError:
                 metrics.MODEL_RELOADS.labels(ref.name, "refused").inc()
                 raise

@@ -16,9 +16,10 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 class ServedModelDetail(ModelDetail):
-    serving_path: Literal["numpy", "sklearn", "mixed"]
+    serving_path: Literal["numpy", "compiled", "sklearn", "mixed"]
     """What runs this version's model calls: its fitted parts replayed with numpy (checked
-    equal to the pipeline at load), scikit-learn's own methods, or a mix (see
+    equal to the pipeline at load), the preprocessing replayed and the tree model compiled for
+    ONNX Runtime (checked the same way), scikit-learn's own methods, or a mix (see
     docs/architecture.md, "Serving path")."""
 
 

@@ -181,9 +181,10 @@ def test_linear_regressor_replay_is_exact() -> None:
 
 def test_other_estimators_are_not_replayed() -> None:
     x, y = linear_matrix()
-    assert (
-        FastEstimator.from_estimator(HistGradientBoostingClassifier(max_iter=3).fit(x, y)) is None
-    )
+    hgb = HistGradientBoostingClassifier(max_iter=3).fit(x, y)
+    assert FastEstimator.from_estimator(hgb, compile=False) is None  # compiled, not replayed
+    compiled = FastEstimator.from_estimator(hgb)
+    assert compiled is not None and compiled.kind == "onnx"
     assert FastEstimator.from_estimator(SGDClassifier(loss="hinge").fit(x, y)) is None
     svc = CalibratedClassifierCV(SVC(), ensemble=False).fit(x, y)
     assert FastEstimator.from_estimator(svc) is None
@@ -209,7 +210,9 @@ def test_a_replay_that_differs_is_not_used(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(
         FastEstimator,
         "from_estimator",
-        classmethod(lambda cls, est: cls(lambda x: real(est).predict_proba(x) + 1e-6, None)),  # type: ignore[union-attr]
+        classmethod(
+            lambda cls, est, **kw: cls(lambda x: real(est).predict_proba(x) + 1e-6, None)  # type: ignore[union-attr]
+        ),  # type: ignore[union-attr]
     )
     model = build()
     model.enable_fast_path(sample)
@@ -382,10 +385,16 @@ def test_serving_path_names_what_runs() -> None:
     hgb, frame = fitted(HistGradientBoostingClassifier(max_iter=5), "hgb")
     model = loaded(hgb, frame, KINDS)
     model.enable_fast_path(frame[KINDS.all].head(50))
+    assert model.serving_path == "compiled"  # numpy preprocessing, the booster compiled
+    model = loaded(hgb, frame, KINDS)
+    model.enable_fast_path(frame[KINDS.all].head(50), compiled=False)
     assert model.serving_path == "mixed"  # numpy preprocessing, the booster's own predict
     pca, frame = fitted(HistGradientBoostingClassifier(max_iter=5), "hgb", pca=2)
     model = loaded(pca, frame, KINDS)
     model.enable_fast_path(frame[KINDS.all].head(50))
+    assert model.serving_path == "mixed"  # scikit-learn's PCA, the booster compiled
+    model = loaded(pca, frame, KINDS)
+    model.enable_fast_path(frame[KINDS.all].head(50), compiled=False)
     assert model.serving_path == "sklearn"
 
 
@@ -393,7 +402,7 @@ def test_the_model_endpoint_and_model_info_show_the_serving_path(client: Any) ->
     served = client.app.state.sw.manager.get("demo").model
     body = client.get("/v1/models/demo").json()
     assert body["serving_path"] == served.serving_path
-    assert body["serving_path"] in {"numpy", "sklearn", "mixed"}
+    assert body["serving_path"] in {"numpy", "compiled", "sklearn", "mixed"}
     metrics = client.get("/metrics").text
     info = [m for m in metrics.splitlines() if m.startswith("servewatch_model_info{")]
     want = ('model="demo"', 'version="1"', f'path="{served.serving_path}"')

@@ -1,0 +1,391 @@
+"""Tree models compiled for ONNX Runtime: scikit-learn's fitted trees as one TreeEnsemble op.
+
+scikit-learn walks a forest tree by tree in Python (about 5-7 ms for one row of a 100-tree
+forest); ONNX Runtime walks the same trees in C++ in microseconds. The fitted trees are written
+into ONNX's own `ai.onnx.ml` TreeEnsemble operator (opset 5) with `onnx.helper`, in float64, so
+every split compares what scikit-learn compares:
+
+- DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*: scikit-learn casts the input to
+  float32 before the walk; so does `CompiledTrees` (then back to float64 for the op), and an
+  input that overflows float32 is refused as scikit-learn refuses it.
+- HistGradientBoosting*: float64 input against float64 thresholds, NaN sent the way each split
+  learned; categorical splits (bitsets) are not compiled.
+
+skl2onnx was measured first (docs/benchmarks.md): it converts the first four (in float32, which
+scikit-learn's own float32 walk matches) but fails on HistGradientBoosting with scikit-learn 1.9
+and converts HGB's float64 thresholds to float32 (rows near a split change side); one converter
+of our own for all five, on the documented operator, is simpler and exact. Treelite's GTIL
+predictor was 8-10x slower than ONNX Runtime on the same forest.
+
+The leaves carry raw scores; the link (average, sigmoid, softmax) is applied here with numpy as
+scikit-learn applies it. `from_estimator` returns None for anything else (LightGBM, XGBoost,
+multi-output trees, custom `init` estimators) or when onnxruntime is not installed. Equality
+with scikit-learn is checked when a version loads (service/model.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, softmax
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+# The `fast` extra; without it every tree model runs on scikit-learn (and says so). Imported
+# only when a tree model is compiled (about 0.4 s): a service of linear models never pays it.
+AVAILABLE = find_spec("onnxruntime") is not None and find_spec("onnx") is not None
+
+Matrix = np.ndarray[Any, Any]
+FORESTS = (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier, ExtraTreesRegressor)
+SINGLE = (DecisionTreeClassifier, DecisionTreeRegressor)
+GB = (GradientBoostingClassifier, GradientBoostingRegressor)
+HGB = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+
+
+@dataclass
+class _Ensemble:
+    """Trees gathered into the TreeEnsemble operator's flat attribute lists."""
+
+    feature: list[int] = field(default_factory=list)
+    split: list[float] = field(default_factory=list)
+    missing_true: list[int] = field(default_factory=list)
+    true_id: list[int] = field(default_factory=list)
+    true_leaf: list[int] = field(default_factory=list)
+    false_id: list[int] = field(default_factory=list)
+    false_leaf: list[int] = field(default_factory=list)
+    leaf_target: list[int] = field(default_factory=list)
+    leaf_weight: list[float] = field(default_factory=list)
+    roots: list[int] = field(default_factory=list)
+
+    def add(
+        self,
+        left: Matrix,
+        right: Matrix,
+        feature: Matrix,
+        threshold: Matrix,
+        missing_left: Matrix,
+        leaf: Matrix,
+        target: int,
+    ) -> None:
+        """One binary tree (node arrays; a leaf has left == -1), its leaves adding `leaf[node]` to
+        output `target`. x <= threshold goes left; NaN goes left where `missing_left`."""
+        is_leaf = left < 0
+        if is_leaf[0]:  # a one-leaf tree: the operator needs a branch; both sides the same leaf
+            lid = len(self.leaf_weight)
+            self.leaf_target.append(target)
+            self.leaf_weight.append(float(leaf[0]))
+            self.roots.append(len(self.feature))
+            self._branch(0, 0.0, 1, (lid, 1), (lid, 1))
+            return
+        ids = np.zeros(len(left), dtype=np.int64)
+        branches, leaves = np.flatnonzero(~is_leaf), np.flatnonzero(is_leaf)
+        ids[branches] = len(self.feature) + np.arange(len(branches))
+        ids[leaves] = len(self.leaf_weight) + np.arange(len(leaves))
+        self.roots.append(int(ids[0]))
+        for node in branches:
+            lo, hi = int(left[node]), int(right[node])
+            self._branch(
+                int(feature[node]),
+                float(threshold[node]),
+                int(missing_left[node]),
+                (int(ids[lo]), int(is_leaf[lo])),
+                (int(ids[hi]), int(is_leaf[hi])),
+            )
+        self.leaf_target += [target] * len(leaves)
+        self.leaf_weight += [float(v) for v in leaf[leaves]]
+
+    def _branch(
+        self, feat: int, split: float, missing: int, true: tuple[int, int], false: tuple[int, int]
+    ) -> None:
+        self.feature.append(feat)
+        self.split.append(split)
+        self.missing_true.append(missing)
+        self.true_id.append(true[0])
+        self.true_leaf.append(true[1])
+        self.false_id.append(false[0])
+        self.false_leaf.append(false[1])
+
+    def session(self, n_features: int, n_targets: int) -> Any:
+        """An ONNX Runtime session summing the leaves per target (float64 in, float64 out)."""
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        node = helper.make_node(
+            "TreeEnsemble",
+            ["X"],
+            ["Y"],
+            domain="ai.onnx.ml",
+            nodes_featureids=self.feature,
+            nodes_splits=numpy_helper.from_array(np.asarray(self.split, dtype=np.float64)),
+            nodes_modes=numpy_helper.from_array(np.zeros(len(self.feature), dtype=np.uint8)),
+            nodes_truenodeids=self.true_id,
+            nodes_trueleafs=self.true_leaf,
+            nodes_falsenodeids=self.false_id,
+            nodes_falseleafs=self.false_leaf,
+            nodes_missing_value_tracks_true=self.missing_true,
+            leaf_targetids=self.leaf_target,
+            leaf_weights=numpy_helper.from_array(np.asarray(self.leaf_weight, dtype=np.float64)),
+            tree_roots=self.roots,
+            aggregate_function=1,  # SUM
+            post_transform=0,  # NONE
+            n_targets=n_targets,
+        )
+        graph = helper.make_graph(
+            [node],
+            "servewatch-trees",
+            [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, n_features])],
+            [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [None, n_targets])],
+        )
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)],
+        )
+        options = ort.SessionOptions()
+        # One thread per call: the service scales by workers and micro-batches.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+
+
+def _sklearn_tree(ens: _Ensemble, tree: Any, leaf: Matrix, target: int) -> None:
+    missing = getattr(tree, "missing_go_to_left", np.zeros(tree.node_count, dtype=np.uint8))
+    ens.add(
+        tree.children_left,
+        tree.children_right,
+        tree.feature,
+        tree.threshold,
+        missing,
+        leaf,
+        target,
+    )
+
+
+def _tree_leaves(est: Any, n_classes: int) -> list[tuple[Matrix, int]]:
+    """A fitted DecisionTree's leaf outputs per target: class shares (the positive class only
+    when binary) or the regression value."""
+    tree = est.tree_
+    if tree.n_outputs != 1:
+        raise TypeError("multi-output tree")
+    value = np.asarray(tree.value, dtype=np.float64)[:, 0, :]
+    if n_classes == 0:
+        return [(value[:, 0], 0)]
+    totals = value.sum(axis=1)
+    totals[totals == 0] = 1.0
+    shares = value / totals[:, None]
+    if n_classes == 2:
+        return [(shares[:, 1], 0)]
+    return [(shares[:, k], k) for k in range(n_classes)]
+
+
+@dataclass
+class _Member:
+    """One tree model's outputs among the ensemble's targets."""
+
+    offset: int
+    n_targets: int
+    n_classes: int  # 0: regression
+    baseline: Matrix | None  # boosting's start; None: a forest (or tree), averaged
+    n_trees: int
+
+
+def _forest(est: Any, ens: _Ensemble, offset: int) -> _Member:
+    """Trees and forests: the trees' class shares or values, summed (divided by their number
+    after the sum, as scikit-learn divides)."""
+    n_classes = len(est.classes_) if hasattr(est, "classes_") else 0
+    trees = est.estimators_ if isinstance(est, FORESTS) else [est]
+    for tree in trees:
+        for leaf, target in _tree_leaves(tree, n_classes):
+            _sklearn_tree(ens, tree.tree_, leaf, offset + target)
+    return _Member(offset, n_classes if n_classes > 2 else 1, n_classes, None, len(trees))
+
+
+def _boosting(est: Any, ens: _Ensemble, offset: int) -> _Member:
+    """GradientBoosting: a constant start (a Dummy `init` or zero) plus learning rate x trees."""
+    init = est.init_
+    if not (init == "zero" or isinstance(init, DummyClassifier | DummyRegressor)):
+        raise TypeError("custom init estimator")
+    if getattr(est, "loss", "log_loss") == "exponential":
+        raise TypeError("loss='exponential'")  # another link (sigmoid of twice the score)
+    trees = est.estimators_
+    for stage in trees:
+        for k, tree in enumerate(stage):
+            value = np.asarray(tree.tree_.value, dtype=np.float64)[:, 0, 0]
+            _sklearn_tree(ens, tree.tree_, est.learning_rate * value, offset + k)
+    zero = np.zeros((1, est.n_features_in_), np.float32)
+    baseline = np.asarray(est._raw_predict_init(zero), dtype=np.float64)[0]
+    classes = len(est.classes_) if hasattr(est, "classes_") else 0
+    return _Member(offset, trees.shape[1], classes, baseline, 1)
+
+
+def _hist_boosting(est: Any, ens: _Ensemble, offset: int) -> _Member:
+    """HistGradientBoosting: the baseline plus the trees' raw values per class."""
+    if not hasattr(est, "classes_") and getattr(est, "loss", "squared_error") not in (
+        "squared_error",
+        "absolute_error",
+        "quantile",
+    ):
+        raise TypeError(f"loss={est.loss!r}")  # poisson, gamma: another inverse link
+    iterations = est._predictors
+    for iteration in iterations:
+        for k, predictor in enumerate(iteration):
+            nodes = predictor.nodes
+            if nodes["is_categorical"].any():
+                raise TypeError("categorical splits")
+            is_leaf = nodes["is_leaf"].astype(bool)
+            ens.add(
+                np.where(is_leaf, -1, nodes["left"].astype(np.int64)),
+                nodes["right"].astype(np.int64),
+                nodes["feature_idx"],
+                nodes["num_threshold"],
+                nodes["missing_go_to_left"],
+                nodes["value"],
+                offset + k,
+            )
+    baseline = np.ravel(np.asarray(est._baseline_prediction, dtype=np.float64))
+    classes = len(est.classes_) if hasattr(est, "classes_") else 0
+    return _Member(offset, len(iterations[0]), classes, baseline, 1)
+
+
+def _builder(est: Any) -> Callable[[Any, _Ensemble, int], _Member] | None:
+    if isinstance(est, FORESTS + SINGLE):
+        return _forest
+    if isinstance(est, GB):
+        return _boosting
+    if isinstance(est, HGB):
+        return _hist_boosting
+    return None
+
+
+def available() -> bool:
+    """Whether onnxruntime (the `fast` extra) is installed."""
+    return AVAILABLE
+
+
+def is_tree_model(est: Any) -> bool:
+    """A tree model this module compiles, plain or inside CalibratedClassifierCV."""
+    inner = getattr(est, "calibrated_classifiers_", None)
+    if inner:
+        return all(is_tree_model(cc.estimator) for cc in inner)
+    return isinstance(est, FORESTS + SINGLE + GB + HGB)
+
+
+class CompiledTrees:
+    """Fitted tree models' predict_proba / predict / response through ONNX Runtime.
+
+    Forests (and single trees) average their trees' class shares or values; boosting sums raw
+    scores, adds its baseline and applies scikit-learn's link: the sigmoid of the one score
+    (binary) or the softmax (multi-class). Several models of one kind (the members of a
+    CalibratedClassifierCV) share one session, their outputs side by side: one call for all."""
+
+    def __init__(self, estimators: list[Any]) -> None:
+        first = estimators[0]
+        self.n_features = int(first.n_features_in_)
+        # scikit-learn's own trees read float32; HistGradientBoosting reads float64.
+        self._float32 = not isinstance(first, HGB)
+        ens = _Ensemble()
+        self.members: list[_Member] = []
+        for est in estimators:
+            build = _builder(est)
+            if build is None or isinstance(est, HGB) == self._float32:
+                raise TypeError(type(est).__name__)
+            if int(est.n_features_in_) != self.n_features:
+                raise ValueError("members read different features")
+            offset = sum(m.n_targets for m in self.members)
+            self.members.append(build(est, ens, offset))
+        self.n_classes = self.members[0].n_classes
+        self._session = ens.session(self.n_features, sum(m.n_targets for m in self.members))
+
+    @classmethod
+    def from_estimator(cls, est: Any) -> CompiledTrees | None:
+        """Compiled, or None: not a tree model this module knows, or onnxruntime missing."""
+        return cls.from_estimators([est])
+
+    @classmethod
+    def from_estimators(cls, estimators: list[Any]) -> CompiledTrees | None:
+        """Models of one kind in one session (`responses` answers for each), or None."""
+        if not AVAILABLE or not estimators or _builder(estimators[0]) is None:
+            return None
+        try:
+            return cls(estimators)
+        except (TypeError, AttributeError, ValueError, IndexError):
+            return None
+
+    def _run(self, x: Matrix) -> Matrix:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected {self.n_features} features, got shape {x.shape}")
+        if self._float32:  # scikit-learn's trees read float32 and refuse what overflows it
+            with np.errstate(over="ignore"):
+                x32 = x.astype(np.float32)
+            if np.isinf(x32).any():
+                raise ValueError("Input contains infinity or a value too large for float32.")
+            x = x32.astype(np.float64)
+        return np.asarray(self._session.run(None, {"X": np.ascontiguousarray(x)})[0])
+
+    @staticmethod
+    def _raw(member: _Member, out: Matrix) -> Matrix:
+        """A member's columns: per row and target, the leaves' average (forests) or sum plus
+        the baseline (boosting)."""
+        raw = out[:, member.offset : member.offset + member.n_targets]
+        if member.baseline is None:
+            return raw / member.n_trees if member.n_trees > 1 else raw
+        return raw + member.baseline
+
+    @classmethod
+    def _proba(cls, member: _Member, out: Matrix) -> Matrix:
+        raw = cls._raw(member, out)
+        if member.baseline is not None:  # boosting: the link
+            if raw.shape[1] > 1:
+                return softmax(raw, axis=1)  # type: ignore[no-any-return]
+            raw = expit(raw)
+        if raw.shape[1] == 1:  # binary: the positive class's probability
+            return np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
+        return raw
+
+    def raw(self, x: Matrix) -> Matrix:
+        """The first model's raw outputs (see `_raw`)."""
+        return self._raw(self.members[0], self._run(x))
+
+    def predict(self, x: Matrix) -> Matrix:
+        """Regression values (the first model's)."""
+        return self.raw(x)[:, 0]
+
+    def predict_proba(self, x: Matrix) -> Matrix:
+        """Class probabilities (the first model's)."""
+        return self._proba(self.members[0], self._run(x))
+
+    def responses(self, x: Matrix) -> list[Matrix]:
+        """Per model, what CalibratedClassifierCV calibrates: boosting's decision function (raw
+        scores), a forest's probabilities; one column (1-D) when binary. One session call."""
+        out = self._run(x)
+        found = []
+        for member in self.members:
+            if member.n_targets == 1 and member.n_classes:  # binary: one column, read directly
+                column = out[:, member.offset]
+                if member.baseline is None:
+                    found.append(column / member.n_trees if member.n_trees > 1 else column)
+                else:
+                    found.append(column + member.baseline[0])
+            elif member.baseline is not None:
+                raw = self._raw(member, out)
+                found.append(raw[:, 0] if raw.shape[1] == 1 else raw)
+            else:
+                proba = self._proba(member, out)
+                found.append(proba[:, 1] if proba.shape[1] == 2 else proba)
+        return found
