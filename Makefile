@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.monitoring
+	$(BIN)/python -m bench.oip  # issue 18: /v2 (Open Inference Protocol) beside /v1
 
 # The schemathesis run of `make test`, with 500 examples per operation instead of 15.
 fuzz: install

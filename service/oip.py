@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from types import NoneType
 from typing import Any
 
 import numpy as np
@@ -330,6 +331,10 @@ def _values(t: Tensor, problems: list[tuple[str, str, str]]) -> list[Any]:
         ok, want = (bool,), "true or false"
     else:
         ok, want = (str,), "a string"
+    types = set(map(type, data))
+    types.discard(NoneType)
+    if types <= set(ok) and (dt == "BOOL" or bool not in types):  # the common case, in C
+        return [None if v is None else float(v) for v in data] if dt == "BOOL" else data
     bad = 0
     for i, v in enumerate(data):
         if v is None or (type(v) in ok and (dt == "BOOL" or type(v) is not bool)):
