@@ -15,12 +15,14 @@ import struct
 from dataclasses import dataclass
 from types import NoneType
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import orjson
 
 from core.registry import FeatureSchema
 from service.model import LoadedModel, Outputs
+from service.validation import Validator
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -79,6 +81,7 @@ class Tensor:
     shape: list[int]
     data: list[Any]  # flat, row-major; from binary data already in Python types
     binary: bool = False
+    types: set[type] | None = None  # the JSON data's value types, when already looked at
 
 
 @dataclass
@@ -86,6 +89,84 @@ class InferRequest:
     id: str | None
     inputs: list[Tensor]
     outputs: list[str] | None  # the outputs asked for; None: all
+
+
+def decode(
+    raw: bytes, header_length: str | None, validator: Validator
+) -> tuple[InferRequest, list[Any]]:
+    """The request and its rows as /v1 instances, for the version's validator.
+
+    The common request (JSON, one flat `[n]` tensor per feature, the datatypes the features
+    take) goes straight to rows with a few C calls per input; anything else takes the careful
+    path, which names every problem."""
+    if header_length is None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        inputs = body.get("inputs") if type(body) is dict else None
+        if type(inputs) is list and type(body.get("id", "")) is str:
+            rows = _common_rows(inputs, _accepts(validator))
+            if rows is not None:
+                wanted = _requested(body.get("outputs"))
+                return InferRequest(body.get("id"), [], wanted), rows
+    req = parse_request(raw, header_length)
+    return req, instances(req, validator.features, validator.known)
+
+
+_ACCEPTED: WeakKeyDictionary[Validator, dict[str, dict[str, frozenset[type]]]] = WeakKeyDictionary()
+
+
+def _accepts(validator: Validator) -> dict[str, dict[str, frozenset[type]]]:
+    """Feature -> datatype it takes in the common case -> the JSON value types allowed (BOOL,
+    which needs converting, and personal-data inputs take the careful path); built once per
+    loaded version."""
+    found = _ACCEPTED.get(validator)
+    if found is None:
+        found = {
+            f.name: {dt: _JSON_TYPES[dt][0] for dt in ACCEPTS[f.kind] - {"BOOL"}}
+            for f in validator.features
+        }
+        _ACCEPTED[validator] = found
+    return found
+
+
+def _common_rows(
+    inputs: list[Any], accepts: dict[str, dict[str, frozenset[type]]]
+) -> list[Any] | None:
+    """Rows from JSON tensors, one flat [n] per feature with values of their datatype's JSON
+    types; None for anything else (the careful path decides)."""
+    columns: dict[str, list[Any]] = {}
+    n = -1
+    for item in inputs:
+        if type(item) is not dict or "parameters" in item:
+            return None
+        name, datatype, shape, data = (
+            item.get("name"),
+            item.get("datatype"),
+            item.get("shape"),
+            item.get("data"),
+        )
+        ok = accepts.get(name, _NONE).get(datatype)  # type: ignore[arg-type]
+        if (
+            ok is None
+            or type(data) is not list
+            or shape != [len(data)]
+            or (n != -1 and len(data) != n)
+            or not ok.issuperset(map(type, data))
+        ):
+            return None
+        n = len(data)
+        columns[name] = data  # type: ignore[index]
+    if len(columns) != len(accepts) or len(inputs) != len(accepts) or n < 1:
+        return None
+    if n == 1:
+        return [{k: v[0] for k, v in columns.items()}]
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+_NONE: dict[str, frozenset[type]] = {}
 
 
 def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
@@ -116,6 +197,28 @@ def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
     tensors: list[Tensor] = []
     offset = 0
     for i, item in enumerate(inputs):
+        # the common case, checked with few C calls: JSON data, flat, shape [n]
+        if type(item) is dict and "parameters" not in item:
+            name, datatype, shape, data = (
+                item.get("name"),
+                item.get("datatype"),
+                item.get("shape"),
+                item.get("data"),
+            )
+            if (
+                type(name) is str
+                and name
+                and datatype in DATATYPES
+                and type(shape) is list
+                and len(shape) == 1
+                and type(data) is list
+                and type(shape[0]) is int
+                and shape[0] == len(data)
+            ):
+                types = set(map(type, data))
+                if list not in types:
+                    tensors.append(Tensor(name, datatype, shape, data, types=types))
+                    continue
         tensor, used = _tensor(i, item, tail, offset)
         offset += used
         tensors.append(tensor)
@@ -125,8 +228,8 @@ def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
             f"to {offset}"
         )
     names = [t.name for t in tensors]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
+    if len(set(names)) < len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
         raise Malformed(f"input(s) {dupes} appear more than once")
     return InferRequest(req_id, tensors, _requested(body.get("outputs")))
 
@@ -243,21 +346,23 @@ def instances(req: InferRequest, features: list[FeatureSchema], known: set[str])
         raise Malformed(f"the inputs must all have the same number of rows: {sizes}")
     problems: list[tuple[str, str, str]] = []
     given = {t.name for t in req.inputs}
-    for t in req.inputs:
-        if t.name not in known:
-            have = ", ".join(f.name for f in features)
-            problems.append((t.name, "unknown", f"not an input of this model (inputs: {have})"))
-    for f in features:
-        if f.name not in given:
-            problems.append(
-                (f.name, "required", f"missing; send it as {DESCRIBED[f.kind]} with shape [n]")
-            )
+    if not given <= known:
+        have = ", ".join(f.name for f in features)
+        for t in req.inputs:
+            if t.name not in known:
+                problems.append((t.name, "unknown", f"not an input of this model (inputs: {have})"))
+    if not given >= kinds.keys():
+        for f in features:
+            if f.name not in given:
+                problems.append(
+                    (f.name, "required", f"missing; send it as {DESCRIBED[f.kind]} with shape [n]")
+                )
     columns: dict[str, list[Any]] = {}
     for t in req.inputs:
         kind = kinds.get(t.name)
-        if t.name not in known:
+        if kind is None and t.name not in known:
             continue
-        if len(t.shape) > 2 or (len(t.shape) == 2 and t.shape[1] != 1):
+        if len(t.shape) != 1 and (len(t.shape) != 2 or t.shape[1] != 1):
             problems.append(
                 (t.name, "shape", f"shape must be [n] or [n, 1] (one feature), got {t.shape}")
             )
@@ -272,11 +377,12 @@ def instances(req: InferRequest, features: list[FeatureSchema], known: set[str])
                 )
             )
             continue
-        column = _values(t, problems)
-        columns[t.name] = column
+        columns[t.name] = _values(t, problems)
     if problems:
         raise Rejected(problems[:MAX_PROBLEMS])
     names = list(columns)
+    if len(req.inputs[0].data) == 1:
+        return [{k: v[0] for k, v in columns.items()}]
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
@@ -322,22 +428,13 @@ def _values(t: Tensor, problems: list[tuple[str, str, str]]) -> list[Any]:
     dt = t.datatype
     if t.binary:
         return [None if v is None else float(v) for v in data] if dt == "BOOL" else data
-    if dt in FLOATS:
-        ok: tuple[type, ...] = (int, float)
-        want = "a number"
-    elif dt in INTEGERS:
-        ok, want = (int,), "a whole number"
-    elif dt == "BOOL":
-        ok, want = (bool,), "true or false"
-    else:
-        ok, want = (str,), "a string"
-    types = set(map(type, data))
-    types.discard(NoneType)
-    if types <= set(ok) and (dt == "BOOL" or bool not in types):  # the common case, in C
+    ok, want = _JSON_TYPES[dt]
+    types = t.types if t.types is not None else set(map(type, data))
+    if types <= ok:  # the common case, in C (type(True) is bool: never taken for a number)
         return [None if v is None else float(v) for v in data] if dt == "BOOL" else data
     bad = 0
     for i, v in enumerate(data):
-        if v is None or (type(v) in ok and (dt == "BOOL" or type(v) is not bool)):
+        if type(v) in ok:
             continue
         bad += 1
         if bad <= 5:
@@ -345,6 +442,16 @@ def _values(t: Tensor, problems: list[tuple[str, str, str]]) -> list[Any]:
     if dt == "BOOL":
         return [None if v is None else float(v) for v in data]
     return data
+
+
+_NUMBER: frozenset[type] = frozenset((int, float, NoneType))
+_WHOLE: frozenset[type] = frozenset((int, NoneType))
+_JSON_TYPES: dict[str, tuple[frozenset[type], str]] = {
+    **dict.fromkeys(FLOATS, (_NUMBER, "a number")),
+    **dict.fromkeys(INTEGERS, (_WHOLE, "a whole number")),
+    "BOOL": (frozenset((bool, NoneType)), "true or false"),
+    "BYTES": (frozenset((str, NoneType)), "a string"),
+}
 
 
 def _short(value: Any) -> str:

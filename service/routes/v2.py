@@ -182,8 +182,9 @@ async def _infer(request: Request, version: str | None) -> Response:
                 raise ProtocolError(400, "compressed request bodies are not supported")
             raw = await read_bytes(request, plane.max_body_bytes)
             try:
-                req = oip.parse_request(bytes(raw), request.headers.get(oip.BINARY_HEADER))
-                rows = oip.instances(req, slot.model.manifest.features, slot.model.validator.known)
+                req, rows = oip.decode(
+                    bytes(raw), request.headers.get(oip.BINARY_HEADER), slot.model.validator
+                )
             except oip.Malformed as exc:
                 raise ProtocolError(400, str(exc)) from None
             except oip.Rejected as exc:

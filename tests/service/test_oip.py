@@ -350,3 +350,26 @@ def test_shadow_and_canary_work_through_v2(with_staging: Path, tmp_path: Path) -
     shadows = [r for r in logged if r["shadow"]]
     assert len(shadows) == 5 and {r["version"] for r in shadows} == {2}
     assert {r["ref_id"] for r in shadows} == set(output(answer, "prediction_id")["data"])
+
+
+def test_other_numeric_datatypes_and_the_common_path_agree_with_the_careful_one(
+    client: TestClient,
+) -> None:
+    from service import oip
+
+    batch = [{**r, "x2": i} for i, r in enumerate(rows(3))]
+    as_v1 = [{**r, "x1": float(i % 2)} for i, r in enumerate(batch)]
+    v1 = client.post("/v1/models/demo/predict", json={"instances": as_v1}).json()
+    body = tensors(batch, x2="INT64")
+    _with(body, "x1", datatype="BOOL", data=[bool(i % 2) for i in range(3)])
+    res = client.post("/v2/models/demo/infer", json=body).json()
+    assert output(res, "predict_proba")["data"] == [
+        p["probabilities"][c] for p in v1["predictions"] for c in ["no", "yes"]
+    ]
+    validator = client.app.state.sw.manager.get("demo").model.validator  # type: ignore[attr-defined]
+    for request in (tensors(batch), tensors(batch[:1]), tensors(batch, x2="FP32")):
+        raw = orjson.dumps(request)
+        common = oip._common_rows(request["inputs"], oip._accepts(validator))
+        careful = oip.instances(oip.parse_request(raw, None), validator.features, validator.known)
+        assert common is not None and common == careful
+        assert oip.decode(raw, None, validator)[1] == careful
