@@ -117,10 +117,10 @@ def create_app(
     )
     errors.install(app)
     app.include_router(predict.router)  # first: the hot route is matched before the others
+    app.include_router(v2.router)  # the other protocol's hot route, /v2 infer, next
     app.include_router(health.router)
     app.include_router(explain.router)
     app.include_router(models.router)
-    app.include_router(v2.router)
     for router in extra_routers:
         app.include_router(router)
 

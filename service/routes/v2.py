@@ -59,6 +59,32 @@ def _body(parameters: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# The infer routes first: a router's routes are matched in order, and these are the hot ones.
+INFER_RESPONSES = oip_documented(400, 404, 413, 422, 503)
+
+
+@router.post(
+    "/models/{name}/infer",
+    response_model=OipInferenceResponse,
+    responses=INFER_RESPONSES,
+    summary="Predict (Open Inference Protocol); same validation, log and metrics as /v1",
+    openapi_extra=_body(PATH_PARAMETERS),
+)
+async def infer(request: Request) -> Response:
+    return await _infer(request, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    response_model=OipInferenceResponse,
+    responses=INFER_RESPONSES,
+    summary="Predict with the given version (production's; never the canary)",
+    openapi_extra=_body([*PATH_PARAMETERS, VERSION_PARAMETER]),
+)
+async def infer_version(request: Request) -> Response:
+    return await _infer(request, request.path_params["version"])
+
+
 @router.get("", response_model=OipServerMetadata, summary="Server metadata")
 async def server_metadata(request: Request) -> OipServerMetadata:
     return OipServerMetadata(name="servewatch", version=request.app.version, extensions=[])
@@ -142,31 +168,6 @@ async def model_ready(name: str, state: StateDep) -> OipModelReady:
 async def version_ready(name: str, version: str, state: StateDep) -> OipModelReady:
     _slot(state, name, version)
     return OipModelReady(name=name, ready=True)
-
-
-INFER_RESPONSES = oip_documented(400, 404, 413, 422, 503)
-
-
-@router.post(
-    "/models/{name}/infer",
-    response_model=OipInferenceResponse,
-    responses=INFER_RESPONSES,
-    summary="Predict (Open Inference Protocol); same validation, log and metrics as /v1",
-    openapi_extra=_body(PATH_PARAMETERS),
-)
-async def infer(request: Request) -> Response:
-    return await _infer(request, None)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    response_model=OipInferenceResponse,
-    responses=INFER_RESPONSES,
-    summary="Predict with the given version (production's; never the canary)",
-    openapi_extra=_body([*PATH_PARAMETERS, VERSION_PARAMETER]),
-)
-async def infer_version(request: Request) -> Response:
-    return await _infer(request, request.path_params["version"])
 
 
 async def _infer(request: Request, version: str | None) -> Response:
