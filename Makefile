@@ -55,6 +55,7 @@ bench: install
 	# (needs PostgreSQL at 127.0.0.1:5432; creates and drops sw_bench_log_* databases, ~6 GB at 10M)
 	$(BIN)/python -m bench.log_scale writers
 	$(BIN)/python -m bench.log_scale queries
+	$(BIN)/python -m bench.oip  # issue 18: /v2 (Open Inference Protocol) beside /v1
 
 # The schemathesis run of `make test`, with 500 examples per operation instead of 15.
 fuzz: install

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -21,7 +22,13 @@ from core import labels
 from core.rows import FeedbackRow, PredictionRow
 from service import metrics
 from service.config import Settings
-from service.errors import InvalidInstances, InvalidRequest, PayloadTooLarge, Unavailable
+from service.errors import (
+    InvalidInstances,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
 from service.ids import issued_at, new_ids
 from service.logwriter import LogFull, LogWriter
 from service.model import LoadedModel, Outputs, redact
@@ -35,6 +42,10 @@ log = logging.getLogger("servewatch.predict")
 # A label may arrive before its prediction row is flushed (or from another replica's queue):
 # ids issued this recently are accepted and join once the row lands.
 FEEDBACK_GRACE_S = 120.0
+
+# Builds a protocol's reply from the answering model, its outputs and the prediction ids
+# (the Open Inference Protocol's routes hand one in; /v1's reply is the default).
+Render = Callable[[LoadedModel, Outputs, list[str]], bytes]
 
 
 class Call:
@@ -95,15 +106,30 @@ class DataPlane:
         if call.canary is not None and name in manager.canary and name in manager.staging:
             manager.guard(name).record(is_canary=bool(call.canary), status=status, seconds=elapsed)
 
-    async def predict(self, call: Call, body: Any, request_key: str | None) -> bytes:
-        """Answer the instances in `body` (canary and shadow as configured); the JSON reply."""
+    async def predict(
+        self,
+        call: Call,
+        body: Any,
+        request_key: str | None,
+        *,
+        version: int | None = None,
+        render: Render | None = None,
+    ) -> bytes:
+        """Answer the instances in `body` (canary and shadow as configured); the reply, built by
+        `render` (default: /v1's JSON). A `version` must be production's: it answers, never
+        the canary."""
         name, manager = call.name, self.manager
         prod = manager.get(name)
+        if version is not None and version != prod.model.version:
+            raise NotFound(
+                f"version {version} of {name!r} is not served here (serving {prod.model.version})"
+            )
         call.version = str(prod.model.version)
         # Clients speak the production schema; a canary answers only what it can read from it.
         instances, checked = self.check(prod, name, body)
         slot = prod
-        if name in manager.canary:  # the request key matters only when a canary is configured
+        # the request key matters only when a canary is configured
+        if name in manager.canary and version is None:
             slot, call.canary = manager.route(name, request_key)
             if slot is not prod:
                 projected = slot.model.validator.check(project(instances, slot))
@@ -114,7 +140,7 @@ class DataPlane:
         call.version = str(slot.model.version)
         out = await slot.batcher.predict(checked.columns, len(instances))
         ids = new_ids(len(instances))
-        reply = await self.answer(call, slot.model, instances, out, ids)
+        reply = await self.answer(call, slot.model, instances, out, ids, render=render)
         shadow = manager.staging.get(name) if name in manager.shadow else None
         if shadow is not None:
             manager.spawn(self.shadow_predict(name, shadow, instances, ids))
@@ -208,19 +234,13 @@ class DataPlane:
         out: Outputs,
         ids: list[str],
         extras: list[dict[str, Any]] | None = None,
+        *,
+        render: Render | None = None,
     ) -> bytes:
         """Queue each prediction's log row, count it, and build the reply."""
         name = call.name
         latency_ms = (time.perf_counter() - call.started) * 1000
         rows = self.log_rows(name, model, instances, out, ids, latency_ms=latency_ms)
-        preds = []
-        for i in range(len(instances)):
-            item: dict[str, Any] = {"prediction_id": ids[i], "prediction": out.predictions[i]}
-            if out.probabilities is not None:
-                item["probabilities"] = out.probabilities[i]
-            if extras is not None:
-                item.update(extras[i])
-            preds.append(item)
         try:
             # answered only once the row is on its way to the log (or, in sync mode, in it)
             await self.writer.put(rows, durable=self._sync)
@@ -235,10 +255,20 @@ class DataPlane:
             for cls, n in counts.items():
                 metrics.child(metrics.PREDICTIONS, name, version, cls).inc(n)
         else:
-            metrics.PREDICTIONS.labels(name, version, "").inc(len(preds))
+            metrics.PREDICTIONS.labels(name, version, "").inc(len(instances))
             hist = metrics.PREDICTION_VALUES.labels(name, version)
             for v in out.predictions:
                 hist.observe(v)
+        if render is not None:
+            return render(model, out, ids)
+        preds = []
+        for i in range(len(instances)):
+            item: dict[str, Any] = {"prediction_id": ids[i], "prediction": out.predictions[i]}
+            if out.probabilities is not None:
+                item["probabilities"] = out.probabilities[i]
+            if extras is not None:
+                item.update(extras[i])
+            preds.append(item)
         return orjson.dumps({"model": name, "version": model.version, "predictions": preds})
 
     async def shadow_predict(

@@ -8,8 +8,10 @@ ServiceError
  ├── InvalidInstances (422)    instances that break the model's schema (one entry per problem)
  ├── InvalidRequest (422)      another body that breaks its schema, e.g. a label that is no class
  ├── ClientGone (499)          the client hung up before its body arrived (nginx's code)
- └── Unavailable (503)         no model loaded, log store and spool both full, the log did not
-                               take the rows in time, a version retired mid-call
+ ├── Unavailable (503)         no model loaded, log store and spool both full, the log did not
+ │                             take the rows in time, a version retired mid-call
+ └── ProtocolError (any)       an error of the Open Inference Protocol's /v2 routes, rendered in
+                               that protocol's shape {"error": "<message>"}
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ class Unavailable(ServiceError):
     code = "unavailable"
 
 
+class ProtocolError(ServiceError):
+    code = "protocol_error"
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 def error_response(
     status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
 ) -> Response:
@@ -87,6 +97,12 @@ def error_response(
 
 async def _service_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
+    if isinstance(exc, ProtocolError):
+        return Response(
+            orjson.dumps({"error": exc.message}),
+            status_code=exc.status_code,
+            media_type="application/json",
+        )
     return error_response(exc.status_code, exc.code, exc.message, exc.details)
 
 

@@ -22,7 +22,7 @@ from service.deps import AppState
 from service.logwriter import LogWriter, Spool
 from service.models import ModelManager, settle_heap
 from service.retention import RetentionCollector, maintenance_loop
-from service.routes import explain, health, models, predict
+from service.routes import explain, health, models, predict, v2
 from service.store import PredictionStore
 
 log = logging.getLogger("servewatch.service")
@@ -134,6 +134,7 @@ def create_app(
     )
     errors.install(app)
     app.include_router(predict.router)  # first: the hot route is matched before the others
+    app.include_router(v2.router)  # the other protocol's hot route, /v2 infer, next
     app.include_router(health.router)
     app.include_router(explain.router)
     app.include_router(models.router)
@@ -144,7 +145,8 @@ def create_app(
         """The OpenAPI document, with a predict example built from each served model's schema."""
         from fastapi.openapi.utils import get_openapi
 
-        from service.schemas import FeedbackRequest, PredictRequest
+        from service import oip
+        from service.schemas import FeedbackRequest, OipInferenceRequest, PredictRequest
 
         doc = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
@@ -154,6 +156,11 @@ def create_app(
         feedback = FeedbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(feedback.pop("$defs", {}))
         schemas["FeedbackRequest"] = feedback
+        oip_request = OipInferenceRequest.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        schemas.update(oip_request.pop("$defs", {}))
+        schemas["OipInferenceRequest"] = oip_request
         state: AppState | None = getattr(app.state, "sw", None)
         if state is not None:
             body = doc["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]
@@ -161,6 +168,16 @@ def create_app(
                 name: {
                     "summary": f"{name} v{slot.model.version}",
                     "value": {"instances": [slot.model.example_instance()]},
+                }
+                for name, slot in sorted(state.manager.slots.items())
+            }
+            body = doc["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]
+            body["content"]["application/json"]["examples"] = {
+                name: {
+                    "summary": f"{name} v{slot.model.version}",
+                    "value": oip.example_request(
+                        slot.model.example_instance(), slot.model.manifest.features
+                    ),
                 }
                 for name, slot in sorted(state.manager.slots.items())
             }

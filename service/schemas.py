@@ -145,3 +145,82 @@ FEEDBACK_BODY: dict[str, Any] = {
         },
     },
 }
+
+
+# The Open Inference Protocol (KServe v2) REST bodies, as documented in OpenAPI (/v2 routes parse
+# by hand in service/oip.py; docs/protocols.md maps features and answers onto tensors).
+
+
+class OipTensor(BaseModel):
+    name: str
+    datatype: str = Field(description="BOOL, INT8..INT64, UINT8..UINT64, FP16, FP32, FP64, BYTES")
+    shape: list[int] = Field(description="[n] or [n, 1] per feature; [n, features] for one 2-D")
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(
+        default=None, description="Row-major values (flat or nested); absent with binary data."
+    )
+
+
+class OipRequestedOutput(BaseModel):
+    name: str = Field(description="predict, predict_proba or prediction_id")
+    parameters: dict[str, Any] | None = None
+
+
+class OipInferenceRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[OipTensor] = Field(min_length=1)
+    outputs: list[OipRequestedOutput] | None = None
+
+
+class OipInferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[OipTensor] = Field(
+        description="predict (the prediction), predict_proba (classifiers: [n, classes], the "
+        "class order in parameters.classes), prediction_id (the ids /feedback joins on)"
+    )
+
+
+class OipTensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+
+
+class OipModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[OipTensorMetadata]
+    outputs: list[OipTensorMetadata]
+
+
+class OipServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class OipLive(BaseModel):
+    live: bool
+
+
+class OipReady(BaseModel):
+    ready: bool
+
+
+class OipModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class OipError(BaseModel):
+    error: str
+
+
+def oip_documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, with the protocol's error body."""
+    return {code: {"model": OipError} for code in codes}

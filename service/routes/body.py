@@ -1,4 +1,4 @@
-"""Reading a JSON body: content type, a byte limit checked while it streams, orjson parsing."""
+"""Reading a body: a byte limit checked while it streams; for JSON, the content type and orjson."""
 
 from __future__ import annotations
 
@@ -16,6 +16,17 @@ async def read_json(request: Request, limit: int) -> Any:
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("application/json"):
         raise BadRequest(f"content-type must be application/json, got {ctype or 'none'!r}")
+    body = await read_bytes(request, limit)
+    if not body:
+        raise BadRequest("empty body; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+async def read_bytes(request: Request, limit: int) -> bytearray:
+    """The raw body, 413 as soon as it is over `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
@@ -27,9 +38,4 @@ async def read_json(request: Request, limit: int) -> Any:
                 raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
     except ClientDisconnect:
         raise ClientGone("the client closed the connection before sending its body") from None
-    if not body:
-        raise BadRequest("empty body; expected a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
+    return body

@@ -12,6 +12,22 @@ from service.schemas import Health
 router = APIRouter(tags=["health"])
 
 
+async def readiness_problems(state: StateDep, *, store: bool) -> list[str]:
+    """What keeps this replica from being ready (empty: ready); /v2/health/ready asks too."""
+    problems = list(state.load_problems)
+    if not state.manager.slots:
+        problems.append("no model is loaded")
+    writer_problem = state.writer.problem()
+    if writer_problem is not None:
+        problems.append(writer_problem)
+    if store:
+        try:
+            await run_in_threadpool(state.store.ping)
+        except Exception as exc:
+            problems.append(f"prediction log store unreachable: {type(exc).__name__}")
+    return problems
+
+
 @router.get("/healthz", response_model=Health)
 async def healthz() -> Health:
     return Health(status="alive")
@@ -25,18 +41,8 @@ async def readyz(state: StateDep, store: bool = True) -> Response | Health:
     outage, which the disk spool absorbs, does not take every replica out of the Service. The
     writer is always checked: a crashing or dead writer is this replica's fault, not the store's.
     """
-    problems = list(state.load_problems)
+    problems = await readiness_problems(state, store=store)
     models = {name: slot.model.version for name, slot in state.manager.slots.items()}
-    if not models:
-        problems.append("no model is loaded")
-    writer_problem = state.writer.problem()
-    if writer_problem is not None:
-        problems.append(writer_problem)
-    if store:
-        try:
-            await run_in_threadpool(state.store.ping)
-        except Exception as exc:
-            problems.append(f"prediction log store unreachable: {type(exc).__name__}")
     body = Health(status="ready" if not problems else "not_ready", models=models, problems=problems)
     if problems:
         return Response(body.model_dump_json(), status_code=503, media_type="application/json")

@@ -1,0 +1,234 @@
+"""The Open Inference Protocol (KServe v2) REST routes under /v2, through the same data plane."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import metrics, oip
+from service.dataplane import DataPlane
+from service.deps import AppState, StateDep
+from service.errors import InvalidInstances, NotFound, ProtocolError, ServiceError
+from service.model import LoadedModel, Outputs
+from service.models import Slot
+from service.routes.body import read_bytes
+from service.routes.health import readiness_problems
+from service.schemas import (
+    OipInferenceResponse,
+    OipLive,
+    OipModelMetadata,
+    OipModelReady,
+    OipReady,
+    OipServerMetadata,
+    oip_documented,
+)
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+
+PATH_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The model's name in the registry.",
+    }
+]
+VERSION_PARAMETER: dict[str, Any] = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The version production serves (another version is a 404).",
+}
+
+
+def _body(parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "parameters": parameters,
+        "requestBody": {
+            "required": True,
+            "description": "JSON, or Triton's binary tensor extension (JSON header of "
+            "Inference-Header-Content-Length bytes, then the tensors' raw bytes).",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/OipInferenceRequest"}}
+            },
+        },
+    }
+
+
+# The infer routes first: a router's routes are matched in order, and these are the hot ones.
+INFER_RESPONSES = oip_documented(400, 404, 413, 422, 503)
+
+
+@router.post(
+    "/models/{name}/infer",
+    response_model=OipInferenceResponse,
+    responses=INFER_RESPONSES,
+    summary="Predict (Open Inference Protocol); same validation, log and metrics as /v1",
+    openapi_extra=_body(PATH_PARAMETERS),
+)
+async def infer(request: Request) -> Response:
+    return await _infer(request, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    response_model=OipInferenceResponse,
+    responses=INFER_RESPONSES,
+    summary="Predict with the given version (production's; never the canary)",
+    openapi_extra=_body([*PATH_PARAMETERS, VERSION_PARAMETER]),
+)
+async def infer_version(request: Request) -> Response:
+    return await _infer(request, request.path_params["version"])
+
+
+@router.get("", response_model=OipServerMetadata, summary="Server metadata")
+async def server_metadata(request: Request) -> OipServerMetadata:
+    return OipServerMetadata(name="servewatch", version=request.app.version, extensions=[])
+
+
+@router.get("/health/live", response_model=OipLive, summary="Liveness")
+async def live() -> OipLive:
+    return OipLive(live=True)
+
+
+@router.get(
+    "/health/ready",
+    response_model=OipReady,
+    responses={503: {"model": OipReady}},
+    summary="Readiness (503 until models and the log store are up, as /readyz)",
+)
+async def ready(state: StateDep) -> Response | OipReady:
+    if await readiness_problems(state, store=True):
+        return Response(
+            OipReady(ready=False).model_dump_json(), status_code=503, media_type="application/json"
+        )
+    return OipReady(ready=True)
+
+
+def _slot(state: AppState, name: str, version: str | None) -> Slot:
+    """The production slot of `name`, checked against `version`; 404 in the protocol's shape."""
+    try:
+        slot = state.manager.get(name)
+    except NotFound as exc:
+        raise ProtocolError(404, exc.message) from None
+    if version is not None and _version(name, version) != slot.model.version:
+        raise ProtocolError(
+            404, f"version {version} of {name!r} is not served here (serving {slot.model.version})"
+        )
+    return slot
+
+
+def _version(name: str, text: str) -> int:
+    if not text.isdigit():
+        raise ProtocolError(404, f"version {text!r} of {name!r}: versions are whole numbers")
+    return int(text)
+
+
+@router.get(
+    "/models/{name}",
+    response_model=OipModelMetadata,
+    responses=oip_documented(404),
+    summary="Model metadata: one input per feature, the outputs",
+)
+async def model_metadata(name: str, state: StateDep) -> dict[str, Any]:
+    return oip.metadata(name, _slot(state, name, None).model)
+
+
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=OipModelMetadata,
+    responses=oip_documented(404),
+    summary="Model version metadata",
+)
+async def version_metadata(name: str, version: str, state: StateDep) -> dict[str, Any]:
+    return oip.metadata(name, _slot(state, name, version).model)
+
+
+@router.get(
+    "/models/{name}/ready",
+    response_model=OipModelReady,
+    responses=oip_documented(404),
+    summary="Model readiness",
+)
+async def model_ready(name: str, state: StateDep) -> OipModelReady:
+    _slot(state, name, None)
+    return OipModelReady(name=name, ready=True)
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    response_model=OipModelReady,
+    responses=oip_documented(404),
+    summary="Model version readiness",
+)
+async def version_ready(name: str, version: str, state: StateDep) -> OipModelReady:
+    _slot(state, name, version)
+    return OipModelReady(name=name, ready=True)
+
+
+async def _infer(request: Request, version: str | None) -> Response:
+    state: AppState = request.app.state.sw
+    plane: DataPlane = state.plane
+    # counted under endpoint="predict" like /v1: one operation, whichever protocol asked
+    with plane.call("predict", request.path_params["name"]) as call:
+        name = call.name
+        slot = _slot(state, name, version)  # an unknown model is a 404 before its body is read
+        call.version = str(slot.model.version)
+        try:
+            if request.headers.get("content-encoding", "identity").lower() != "identity":
+                raise ProtocolError(400, "compressed request bodies are not supported")
+            raw = await read_bytes(request, plane.max_body_bytes)
+            try:
+                req, rows = oip.decode(
+                    bytes(raw), request.headers.get(oip.BINARY_HEADER), slot.model.validator
+                )
+            except oip.Malformed as exc:
+                raise ProtocolError(400, str(exc)) from None
+            except oip.Rejected as exc:
+                for feature, rule, _ in exc.problems:
+                    known = feature in slot.model.validator.known
+                    metrics.VALIDATION_ERRORS.labels(
+                        name, feature if known else "_unknown", rule
+                    ).inc()
+                raise ProtocolError(422, str(exc)) from None
+
+            def render(model: LoadedModel, out: Outputs, ids: list[str]) -> bytes:
+                return oip.render(name, model, out, ids, req.id, req.outputs)
+
+            reply = await plane.predict(
+                call,
+                {"instances": rows},
+                request.headers.get("x-request-key"),
+                version=None if version is None else int(version),
+                render=render,
+            )
+        except InvalidInstances as exc:
+            raise ProtocolError(422, _problems(exc)) from None
+        except ProtocolError:
+            raise
+        except ServiceError as exc:
+            raise ProtocolError(exc.status_code, exc.message) from None
+        return Response(reply, media_type="application/json")
+
+
+def _problems(exc: InvalidInstances) -> str:
+    """/v1's per-instance problems as one message naming each input, row and rule."""
+    details = exc.details or []
+    if not details:
+        return exc.message
+    return oip.describe(
+        [
+            (
+                str(d.get("feature")),
+                str(d.get("rule")),
+                d["message"]
+                if d.get("instance") is None
+                else f"row {d['instance']}: {d['message']}",
+            )
+            for d in details
+        ]
+    )
