@@ -13,8 +13,9 @@ from training.errors import TrainingError
 
 Task = Literal["classification", "regression"]
 Scaler = Literal["standard", "robust", "minmax", "none"]
-Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp"]
-ALL_FAMILIES: tuple[Family, ...] = ("linear", "tree", "svm", "forest", "hgb", "mlp")
+Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp", "deep"]
+ALL_FAMILIES: tuple[Family, ...] = ("linear", "tree", "svm", "forest", "hgb", "mlp", "deep")
+"""`deep` (PyTorch, the `deep` extra) is tried only when asked for in `models`."""
 
 
 class _Strict(BaseModel):
