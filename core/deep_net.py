@@ -28,6 +28,7 @@ class TabularNet(nn.Module):
         depth: int = 2,
         dropout: float = 0.2,
         embedding_max_dim: int = 16,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         self.n_categorical = len(cardinalities)
@@ -39,12 +40,10 @@ class TabularNet(nn.Module):
         width = n_numeric + sum(dims)
         layers: list[nn.Module] = []
         for _ in range(depth):
-            layers += [
-                nn.Linear(width, hidden_units),
-                nn.BatchNorm1d(hidden_units),
-                nn.ReLU(),
-                nn.Dropout(dropout),
-            ]
+            layers.append(nn.Linear(width, hidden_units))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden_units))
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
             width = hidden_units
         layers.append(nn.Linear(width, n_out))
         self.body = nn.Sequential(*layers)
