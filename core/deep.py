@@ -29,7 +29,7 @@ def missing_packages() -> list[str]:
 
 
 @contextmanager
-def _torch_settings(threads: int, deterministic: bool) -> Iterator[Any]:
+def torch_settings(threads: int, deterministic: bool) -> Iterator[Any]:
     """torch with `threads` intra-op threads (and deterministic algorithms), restored after."""
     import torch
 
@@ -125,7 +125,7 @@ class _DeepBase(BaseEstimator):  # type: ignore[misc]
         n_fit = int(n * (1 - self.validation_fraction)) if split else n
         # whole batches only (a batch of one row cannot be batch-normalised), at least two
         batch = max(2, min(self.batch_size, n_fit // 2))
-        with _torch_settings(self.threads, deterministic=True) as torch:
+        with torch_settings(self.threads, deterministic=True) as torch:
             torch.manual_seed(self.random_state)
             net = NeuralNet(
                 module=TabularNet,
@@ -156,7 +156,7 @@ class _DeepBase(BaseEstimator):  # type: ignore[misc]
     def _output(self, X: Any) -> np.ndarray[Any, Any]:
         check_is_fitted(self, "module_")
         x = validate_data(self, X, dtype=np.float32, reset=False)
-        with _torch_settings(self.threads, deterministic=False) as torch, torch.no_grad():
+        with torch_settings(self.threads, deterministic=False) as torch, torch.no_grad():
             out = self.module_(torch.from_numpy(np.ascontiguousarray(x)))
             if self._classifier:
                 out = torch.softmax(out, dim=1)

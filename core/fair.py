@@ -167,17 +167,25 @@ class AdversarialClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mis
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any, *, sensitive_features: Any) -> AdversarialClassifier:
-        import torch
-        from fairlearn.adversarial import AdversarialFairnessClassifier
         from torch import nn
 
-        from core.deep_net import TabularNet
+        from core.deep import torch_settings
 
         x = validate_data(self, X, dtype=np.float32)
         self.classes_, y01 = _binary(y)
         k = int(self.n_categorical)
+        with torch_settings(1, deterministic=True) as torch:
+            torch.manual_seed(self.random_state)
+            self.predictor_ = self._train(x, y01, groups_of(sensitive_features), k, nn)
+        return self
+
+    def _train(self, x: Any, y01: Any, groups: Any, k: int, nn: Any) -> Any:
+        """The predictor network, trained against the adversary (the caller seeds torch)."""
+        from fairlearn.adversarial import AdversarialFairnessClassifier
+
+        from core.deep_net import TabularNet
+
         cards = [int(max(x[:, j].max(), -1)) + 2 for j in range(k)]
-        torch.manual_seed(self.random_state)
         predictor = nn.Sequential(
             TabularNet(
                 x.shape[1] - k,
@@ -202,16 +210,15 @@ class AdversarialClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mis
             shuffle=True,
             random_state=self.random_state,
         )
-        adversarial.fit(x, y01, sensitive_features=groups_of(sensitive_features))
-        self.predictor_ = predictor.eval()
-        return self
+        adversarial.fit(x, y01, sensitive_features=groups)
+        return predictor.eval()
 
     def predict_proba(self, X: Any) -> np.ndarray[Any, Any]:
-        import torch
+        from core.deep import torch_settings
 
         check_is_fitted(self, "predictor_")
         x = validate_data(self, X, dtype=np.float32, reset=False)
-        with torch.no_grad():
+        with torch_settings(1, deterministic=False) as torch, torch.no_grad():
             p = self.predictor_(torch.from_numpy(np.ascontiguousarray(x))).numpy()[:, 0]
         return _two_columns(p)
 

@@ -3,12 +3,14 @@ side-by-side comparison with the unmitigated model for the manifest and model ca
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from importlib.util import find_spec
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import has_fit_parameter
 
 from core.fair import AdversarialClassifier, ReductionClassifier, ThresholdedClassifier
@@ -103,7 +105,6 @@ def apply(
     if method == "none":
         return fitted, None
     attribute = fair.sensitive[0]
-    x_full, y_full = fitted.x_full, fitted.y_full
     groups = pd.concat([splits.x_train[attribute], splits.x_val[attribute]])
     calibrate = fitted.calibration if fitted.calibration in ("sigmoid", "isotonic") else None
 
@@ -119,6 +120,23 @@ def apply(
         )
 
     say(f"fairness mitigation: {method} for {attribute!r}")
+    with warnings.catch_warnings():  # reductions refit the estimator many times
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return _apply(prepared, selection, fitted, chosen, attribute, groups)
+
+
+def _apply(
+    prepared: Prepared,
+    selection: Selection,
+    fitted: Fitted,
+    chosen: Any,
+    attribute: str,
+    groups: pd.Series,
+) -> tuple[Fitted, Mitigation]:
+    config, task = prepared.config, prepared.task
+    fair = config.fairness
+    method = fair.mitigation
+    x_full, y_full = fitted.x_full, fitted.y_full
     constraint: str | None = fair.constraint
     family = selection.family
     if method == "reweight":  # already applied by search and fit: refit without, to compare
