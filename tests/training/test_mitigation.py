@@ -170,9 +170,14 @@ def test_what_a_run_cannot_apply_is_refused_by_key_before_fitting(
         frame = frame.drop(columns="petal width (cm)")
     frame.to_csv(path, index=False)
     cfg = TrainConfig.model_validate(
-        {**FAST, "data": str(path), "target": "target", "quality": {"fail_on": []},
-         "fairness": {"sensitive": ["size"], **fairness}}
-    )  # fmt: skip  (iris's setosa is separable: the gate's leakage rule would fail first)
+        {
+            **FAST,
+            "data": str(path),
+            "target": "target",
+            "quality": {"fail_on": []},
+            "fairness": {"sensitive": ["size"], **fairness},
+        }
+    )  # iris: setosa is separable, the gate's leakage rule would fail first
     with pytest.raises(TrainingError, match=f"fairness.mitigation .*{message}"):
         run_training(cfg, Registry(tmp_path / "r"))
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
