@@ -35,14 +35,33 @@ def torch_settings(threads: int, deterministic: bool) -> Iterator[Any]:
 
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(max(1, threads))
-    if deterministic:
+    if old_threads != max(1, threads):  # setting it costs more than a small model's call
+        torch.set_num_threads(max(1, threads))
+    if deterministic and not old_det:
         torch.use_deterministic_algorithms(True)
     try:
         yield torch
     finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
+        if torch.get_num_threads() != old_threads:
+            torch.set_num_threads(old_threads)
+        if deterministic and not old_det:
+            torch.use_deterministic_algorithms(False)
+
+
+def float_rows(est: Any, X: Any) -> np.ndarray[Any, Any]:
+    """X as float32 rows for a fitted estimator: a plain 2-D array of finite numbers with the
+    fitted width (what a Pipeline hands over) is checked by hand, since scikit-learn's
+    validate_data costs more than a small network's call; anything else goes through it."""
+    if (
+        type(X) is np.ndarray
+        and X.ndim == 2
+        and X.shape[1] == est.n_features_in_
+        and X.dtype.kind == "f"
+        and np.isfinite(X).all()
+    ):
+        return np.ascontiguousarray(X, dtype=np.float32)
+    out: np.ndarray[Any, Any] = validate_data(est, X, dtype=np.float32, reset=False)
+    return out
 
 
 class _DeepBase(BaseEstimator):  # type: ignore[misc]
@@ -155,7 +174,7 @@ class _DeepBase(BaseEstimator):  # type: ignore[misc]
 
     def _output(self, X: Any) -> np.ndarray[Any, Any]:
         check_is_fitted(self, "module_")
-        x = validate_data(self, X, dtype=np.float32, reset=False)
+        x = float_rows(self, X)
         with torch_settings(self.threads, deterministic=False) as torch, torch.no_grad():
             out = self.module_(torch.from_numpy(np.ascontiguousarray(x)))
             if self._classifier:
