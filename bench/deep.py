@@ -1,7 +1,7 @@
 """The deep family's serving cost against linear and mlp, and each fairness mitigation's trade-off,
 on the flights demo data (one run, ratios against the baseline in the same run).
 
-python -m bench.deep [--rows 8000] [--rounds 5]
+python -m bench.deep [--rows 8000] [--rounds 5] [--parts serving,mitigation]
 
 Table 1: in-process `LoadedModel.predict_columns` per call, 1 and 32 rows, for a model of each
 family trained on the same rows (rounds interleave the families, so a busy neighbour slows them
@@ -100,7 +100,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=8000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--parts", default="serving,mitigation")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     frame = load_flights([1, 2, 3, 4]).sample(args.rows, random_state=0)[[*COLUMNS, TARGET]]
     with tempfile.TemporaryDirectory(prefix="sw-bench-deep-") as tmp:
         data = Path(tmp) / "flights.csv"
@@ -109,9 +111,10 @@ def main() -> None:
         print(machine())
         print(f"load average before: {load_average()}")
         print(f"flights: {args.rows} rows of January to April 2013\n")
-        print(serving(data, registry, frame, args.rounds))
-        print()
-        print(mitigations(data, registry))
+        if "serving" in parts:
+            print(serving(data, registry, frame, args.rounds), "\n")
+        if "mitigation" in parts:
+            print(mitigations(data, registry))
         print(f"\nload average after: {load_average()}")
 
 
