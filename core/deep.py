@@ -175,7 +175,9 @@ class _DeepBase(BaseEstimator):  # type: ignore[misc]
     def _output(self, X: Any) -> np.ndarray[Any, Any]:
         check_is_fitted(self, "module_")
         x = float_rows(self, X)
-        with torch_settings(self.threads, deterministic=False) as torch, torch.no_grad():
+        import torch  # threads as they are: a call this small runs on one, and setting costs
+
+        with torch.no_grad():
             out = self.module_(torch.from_numpy(np.ascontiguousarray(x)))
             if self._classifier:
                 out = torch.softmax(out, dim=1)

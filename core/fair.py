@@ -214,11 +214,13 @@ class AdversarialClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mis
         return predictor.eval()
 
     def predict_proba(self, X: Any) -> np.ndarray[Any, Any]:
-        from core.deep import float_rows, torch_settings
+        from core.deep import float_rows
 
         check_is_fitted(self, "predictor_")
         x = float_rows(self, X)
-        with torch_settings(1, deterministic=False) as torch, torch.no_grad():
+        import torch
+
+        with torch.no_grad():
             p = self.predictor_(torch.from_numpy(np.ascontiguousarray(x))).numpy()[:, 0]
         return _two_columns(p)
 
