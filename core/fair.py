@@ -214,12 +214,11 @@ class AdversarialClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[mis
         return predictor.eval()
 
     def predict_proba(self, X: Any) -> np.ndarray[Any, Any]:
-        from core.deep import float_rows
+        from core.deep import float_rows, use_threads
 
         check_is_fitted(self, "predictor_")
         x = float_rows(self, X)
-        import torch
-
+        torch = use_threads(1)
         with torch.no_grad():
             p = self.predictor_(torch.from_numpy(np.ascontiguousarray(x))).numpy()[:, 0]
         return _two_columns(p)
