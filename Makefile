@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.monitoring
+	$(BIN)/python -m bench.deep  # the deep family's serving cost and each fairness mitigation
 
 # The schemathesis run of `make test`, with 500 examples per operation instead of 15.
 fuzz: install
