@@ -13,6 +13,8 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	# the deep extra's torch: this exact CPU build first (a looser requirement pulls CUDA, GBs)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -56,6 +58,7 @@ bench: install
 	$(BIN)/python -m bench.log_scale writers
 	$(BIN)/python -m bench.log_scale queries
 	$(BIN)/python -m bench.oip  # issue 18: /v2 (Open Inference Protocol) beside /v1
+	$(BIN)/python -m bench.deep  # the deep family's serving cost and each fairness mitigation
 
 # The schemathesis run of `make test`, with 500 examples per operation instead of 15.
 fuzz: install

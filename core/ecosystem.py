@@ -10,7 +10,13 @@ from typing import Any
 import joblib
 
 # top-level module -> the servewatch extra that installs it
-EXTRAS: dict[str, str] = {"lightgbm": "lightgbm", "xgboost": "xgboost", "shap": "explain"}
+EXTRAS: dict[str, str] = {
+    "lightgbm": "lightgbm",
+    "xgboost": "xgboost",
+    "shap": "explain",
+    "torch": "deep",
+    "skorch": "deep",
+}
 # our own and the core stack: never reported as a model's extra requirement
 _CORE = {"sklearn", "core", "training", "numpy", "scipy", "pandas", "builtins", "joblib"}
 

@@ -163,7 +163,9 @@ class Validator:
             for f in self.features:
                 name = f.name
                 if name not in inst:
-                    problems.append(Problem(i, name, "required", f"{name!r} is required"))
+                    why = getattr(f, "required_for", None)  # e.g. postprocess: thresholds per group
+                    because = f" (the model's {why} step reads it)" if why else ""
+                    problems.append(Problem(i, name, "required", f"{name!r} is required{because}"))
                     continue
                 value = inst[name]
                 if value is None:

@@ -85,6 +85,8 @@ def preprocessing_space(family: str, config: TrainConfig, size: DataSize | None 
     """
     fe = config.feature_engineering
     space: Space = {}
+    if family == "deep":  # its first columns must stay the category codes its embeddings read
+        return {"pre_scaler": Choice(tuple(fe.scalers))}
     if family not in TREE_FAMILIES:
         space["pre_scaler"] = Choice(tuple(fe.scalers))
         pairs = None if size is None else size.features * (size.features - 1) // 2
@@ -138,6 +140,8 @@ def model_space(family: str, task: str, size: DataSize | None = None) -> Space:
             # without early stopping (small data) more rounds only overfit, at a cost per round
             "max_iter": IntRange(50, 150) if _small(size) else IntRange(100, 300),
         }
+    if family == "deep":
+        return deep_space()
     if family == "mlp":
         return {
             "hidden_layer_sizes": Choice(((32,), (64,), (64, 32))),
@@ -195,9 +199,46 @@ def make_estimator(
         if size is not None:
             p.setdefault("min_samples_leaf", _leaf_high(20, size, 20))
         return cls_h(early_stopping=not small, random_state=seed, **p)
+    if family == "deep":
+        return deep_estimator(clf, p, seed)
     if family == "mlp":
         cls_m = MLPClassifier if clf else MLPRegressor
         return cls_m(
             early_stopping=not small, max_iter=1000 if small else 300, random_state=seed, **p
         )
     raise ValueError(f"unknown model family {family!r}")
+
+
+# --- the deep family (issue 20) ---------------------------------------------------------------
+DEEP_MAX_EPOCHS = 60
+
+
+def deep_space() -> Space:
+    """The deep family's searched hyperparameters: width, depth, dropout, weight decay, rate."""
+    return {
+        "hidden_units": Choice((32, 64, 128)),
+        "depth": IntRange(1, 3),
+        "dropout": FloatRange(0.0, 0.5, log=False),
+        "weight_decay": FloatRange(1e-6, 1e-2),
+        "learning_rate": FloatRange(1e-3, 3e-2),
+    }
+
+
+def deep_estimator(clf: bool, params: dict[str, Any], seed: int) -> Any:
+    """A DeepClassifier or DeepRegressor; build_pipeline sets its `n_categorical`."""
+    from core.deep import DeepClassifier, DeepRegressor
+
+    cls = DeepClassifier if clf else DeepRegressor
+    return cls(max_epochs=DEEP_MAX_EPOCHS, random_state=seed, **params)
+
+
+def unavailable(family: str) -> str | None:
+    """Why a family cannot be tried here (a package missing), or None when it can."""
+    if family != "deep":
+        return None
+    from core.deep import INSTALL_HINT, missing_packages
+
+    missing = missing_packages()
+    if not missing:
+        return None
+    return f"family deep skipped: {', '.join(missing)} not installed ({INSTALL_HINT})"

@@ -53,6 +53,7 @@ def render(manifest: dict[str, Any]) -> str:
             lines.append(f"- `{attr}`: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in gaps.items()))
     else:
         lines.append("No sensitive attributes were named; fairness was not measured.")
+    lines += mitigation_lines(m.get("mitigation"))
     lines += ["", "## Most important features (permutation importance, test set)"]
     for k, v in list(m["explanations"]["permutation_importance"].items())[:10]:
         lines.append(f"- {k}: {_fmt(v)}")
@@ -83,3 +84,30 @@ def render(manifest: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def mitigation_lines(mit: dict[str, Any] | None) -> list[str]:
+    """The mitigation's trade-off: test score and gaps with it and without it (issue 20)."""
+    if not mit:
+        return []
+    method = mit["method"]
+    how = f" under {mit['constraint']}" if mit.get("constraint") else ""
+    lines = [
+        "",
+        f"Mitigation: **{method}**{how} for `{mit['attribute']}` ({mit['family']}), "
+        "against the same model without it, on the same test rows:",
+        "",
+        f"| | {mit['metric']} (test) | gaps |",
+        "| --- | --- | --- |",
+    ]
+    for name in ("none", method):
+        gaps = ", ".join(
+            f"{attr}.{k} = {_fmt(v)}"
+            for attr, rep in mit[name]["fairness"].items()
+            for k, v in rep.items()
+        )
+        lines.append(f"| {name} | {_fmt(mit[name]['test_score'])} | {gaps} |")
+    if method == "postprocess":
+        lines.append("")
+        lines.append(f"Predictions need `{mit['attribute']}`: its thresholds are per group.")
+    return lines

@@ -13,8 +13,9 @@ from training.errors import TrainingError
 
 Task = Literal["classification", "regression"]
 Scaler = Literal["standard", "robust", "minmax", "none"]
-Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp"]
-ALL_FAMILIES: tuple[Family, ...] = ("linear", "tree", "svm", "forest", "hgb", "mlp")
+Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp", "deep"]
+ALL_FAMILIES: tuple[Family, ...] = ("linear", "tree", "svm", "forest", "hgb", "mlp", "deep")
+"""`deep` (PyTorch, the `deep` extra) is tried only when asked for in `models`."""
 
 
 class _Strict(BaseModel):
@@ -97,7 +98,20 @@ class Fairness(_Strict):
     sensitive: list[str] = Field(default_factory=list)
     include_in_model: bool = True
     """False: sensitive columns are measured but not used as features."""
-    mitigation: Literal["none", "reweight"] = "none"
+    mitigation: Literal[
+        "none", "reweight", "resample", "reductions", "adversarial", "postprocess"
+    ] = "none"
+    """How the first sensitive column's gaps are narrowed (docs/fairness.md): reweight or resample
+    the training rows, `reductions` (fairlearn's ExponentiatedGradient under `constraint`),
+    `adversarial` (fairlearn's adversarial debiasing; the deep extra), `postprocess` (thresholds
+    per group by fairlearn's ThresholdOptimizer; the attribute is then needed to predict)."""
+    constraint: Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity"] = (
+        "demographic_parity"
+    )
+    """The fairness constraint of reductions, adversarial and postprocess."""
+    min_group_rows: int = Field(30, ge=1)
+    """The data-quality report flags a sensitive group with fewer training rows (too small to
+    measure a rate on)."""
 
 
 class TrainConfig(_Strict):

@@ -33,6 +33,8 @@ Labels = npt.NDArray[np.generic]  # classes as the pipeline holds them, or value
 
 
 def supports(pipeline: Pipeline) -> bool:
+    if not isinstance(pipeline, Pipeline):  # e.g. a post-processed model (core.fair)
+        return False
     return all(isinstance(m, PARTIAL_FIT + WARM_START) for m in _members(pipeline.steps[-1][1]))
 
 
@@ -60,7 +62,7 @@ def update(
     pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, *, epochs: int = 5, extra_iter: int = 50
 ) -> Pipeline:
     """A copy of `pipeline` that has also learnt from (x, y); the original is left untouched."""
-    est = pipeline.steps[-1][1]
+    est = pipeline.steps[-1][1] if isinstance(pipeline, Pipeline) else pipeline
     if not supports(pipeline):
         kinds = sorted({type(m).__name__ for m in _members(est)})
         raise TrainingError(

@@ -23,6 +23,8 @@ from training.data import FeatureKinds
 
 MISSING_CATEGORY = "__missing__"
 TREE_FAMILIES = {"tree", "forest", "hgb"}
+DEEP_MAX_CATEGORIES = 500
+"""The deep family embeds categories (ordinal codes): it keeps this many levels, not one-hot's."""
 
 
 def _scaler(name: str) -> Any:
@@ -59,7 +61,7 @@ def build_preprocessor(
             )
     encoding = prep.encoding
     if encoding == "auto":
-        encoding = "ordinal" if family in TREE_FAMILIES else "onehot"
+        encoding = "ordinal" if family in TREE_FAMILIES | {"deep"} else "onehot"
     encoder: Any
     if encoding == "onehot":
         encoder = OneHotEncoder(
@@ -71,7 +73,7 @@ def build_preprocessor(
         encoder = OrdinalEncoder(
             handle_unknown="use_encoded_value",
             unknown_value=-1,
-            max_categories=prep.max_categories,
+            max_categories=DEEP_MAX_CATEGORIES if family == "deep" else prep.max_categories,
         )
     transformers: list[tuple[str, Any, list[str]]] = []
     if kinds.numeric:
@@ -83,7 +85,10 @@ def build_preprocessor(
                 ("encode", encoder),
             ]
         )
-        transformers.append(("cat", cat, kinds.categorical))
+        # the deep family reads its category codes from the first columns
+        transformers.insert(
+            0 if family == "deep" else len(transformers), ("cat", cat, kinds.categorical)
+        )
     if kinds.datetime:
         dt_steps: list[tuple[str, Any]] = [
             ("parts", DatetimeFeatures()),
@@ -116,5 +121,9 @@ def build_pipeline(
     ]
     if pca:
         steps.append(("pca", PCA(n_components=pca)))
+    if family == "deep":
+        ordinal = prep.encoding != "onehot" and not interactions and not pca
+        inner = getattr(estimator, "estimator", estimator)  # inside CalibratedClassifierCV
+        inner.set_params(n_categorical=len(kinds.categorical) if ordinal else 0)
     steps.append(("model", estimator))
     return Pipeline(steps)

@@ -94,6 +94,8 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
         declared=set(declared),
         rules=config.quality,
         seed=config.seed,
+        sensitive=config.fairness.sensitive,
+        min_group_rows=config.fairness.min_group_rows,
     )
     report.raise_if_failed()
     kinds = data.FeatureKinds(

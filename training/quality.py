@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,8 @@ class QualityReport:
     rows: int
     findings: list[Finding]
     dropped_columns: list[str]
+    groups: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    """Per sensitive column, each group's rows, share and target rate (see `group_report`)."""
 
     @property
     def failures(self) -> list[Finding]:
@@ -45,6 +47,7 @@ class QualityReport:
             "passed": not self.failures,
             "dropped_columns": self.dropped_columns,
             "findings": [asdict(f) for f in self.findings],
+            "sensitive_groups": self.groups,
         }
 
     def raise_if_failed(self) -> None:
@@ -85,8 +88,12 @@ def check(
     declared: set[str],
     rules: Quality,
     seed: int,
+    sensitive: list[str] | None = None,
+    min_group_rows: int = 30,
 ) -> QualityReport:
-    """Run every check; inferred id-like or constant columns are dropped, declared ones fail."""
+    """Run every check; inferred id-like or constant columns are dropped, declared ones fail.
+    Each `sensitive` column's groups are described, and a group under `min_group_rows` rows is a
+    `small_group` finding."""
     findings: list[Finding] = []
     dropped: list[str] = []
     n = len(frame)
@@ -224,4 +231,47 @@ def check(
                     f"column {col!r} alone predicts {target!r} almost perfectly "
                     f"(score {score:.3f}); suspected target leakage",
                 )
-    return QualityReport(rows=n, findings=findings, dropped_columns=dropped)
+    groups = {col: group_report(frame[col], y, task, min_group_rows) for col in sensitive or []}
+    for col, described in groups.items():
+        for g in described:
+            if g["too_small"]:
+                add(
+                    "small_group",
+                    col,
+                    float(str(g["rows"])),
+                    min_group_rows,
+                    f"group {g['group']!r} of sensitive column {col!r} has only {g['rows']} "
+                    f"row(s); under {min_group_rows} its rates and gaps are too noisy to measure",
+                )
+    return QualityReport(rows=n, findings=findings, dropped_columns=dropped, groups=groups)
+
+
+def group_report(
+    groups: pd.Series, y: pd.Series, task: str, min_rows: int
+) -> list[dict[str, object]]:
+    """Each group of a sensitive column (missing is a group): rows, share of the rows, and its
+    target rate: the positive (last-sorted) class's rate for two classes, every class's rate for
+    more, the target's mean for regression. `too_small` when under `min_rows` rows."""
+    names = groups.astype(object).where(groups.notna(), "__missing__").astype(str)
+    labels = y.dropna()
+    classes = sorted(labels.astype(str).unique()) if task == "classification" else []
+    out: list[dict[str, object]] = []
+    for name, rows in names.groupby(names, sort=True).groups.items():
+        yg = y.loc[rows].dropna()
+        item: dict[str, object] = {
+            "group": str(name),
+            "rows": len(rows),
+            "share": round(len(rows) / max(1, len(names)), 6),
+            "too_small": len(rows) < min_rows,
+        }
+        if task == "regression":
+            item["target_mean"] = float(yg.mean()) if len(yg) else None
+        elif len(classes) == 2:
+            item["positive_class"] = classes[1]
+            item["positive_rate"] = (
+                float((yg.astype(str) == classes[1]).mean()) if len(yg) else None
+            )
+        else:
+            item["class_rates"] = {c: float((yg.astype(str) == c).mean()) for c in classes}
+        out.append(item)
+    return out

@@ -12,7 +12,13 @@ from sklearn.utils.validation import has_fit_parameter
 
 from core import metrics as metric_contract
 from training import data, fairness
-from training.candidates import calibrated, make_estimator, model_space, preprocessing_space
+from training.candidates import (
+    calibrated,
+    make_estimator,
+    model_space,
+    preprocessing_space,
+    unavailable,
+)
 from training.config import Family, TrainConfig
 from training.errors import TrainingError
 from training.pipeline import build_pipeline
@@ -58,9 +64,14 @@ def search(prepared: Prepared, say: Progress) -> Selection:
     families = [
         f for f in config.models if not (f == "svm" and len(splits.x_train) > config.svm_max_rows)
     ]
+    for reason in filter(None, map(unavailable, families)):  # e.g. deep without torch
+        say(reason)
+    families = [f for f in families if unavailable(f) is None]
     skipped = sorted(set(config.models) - set(families))
     if not families:
-        raise TrainingError("no model family left to try (svm is skipped on large data)")
+        raise TrainingError(
+            "no model family left to try (svm is skipped on large data, deep without torch)"
+        )
     weights_search = None
     sens = config.fairness.sensitive
     if config.fairness.mitigation == "reweight":

@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from core.registry import Registry
-from training import publishing
+from training import mitigation, publishing
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
 from training.fitting import fit_and_calibrate
@@ -54,11 +54,15 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     publishing. Raises TrainingError; writes nothing."""
     started = time.monotonic()
     prepared = prepare(config, say)
+    mitigation.check(prepared)
     selection = search(prepared, say)
     fitted = fit_and_calibrate(prepared, selection, say)
+    fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)
     assessment = assess(prepared, fitted, selection, say)
     champion = score_champion(registry, prepared, assessment)
     manifest = build_manifest(prepared, selection, fitted, assessment, champion, started=started)
+    if mitigated is not None:
+        mitigation.record(manifest, prepared, assessment, mitigated)
     cfg = prepared.config
     reference = reference_frame(
         fitted.model, fitted.x_full, fitted.y_full, prepared.task, cfg.reference_rows, cfg.seed

@@ -8,6 +8,7 @@ worsening that must alert) -> retraining gate. Data: scikit-learn's bundled data
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
@@ -116,7 +117,12 @@ CASES = [
              ("model", LogisticRegression(max_iter=1000))])),
     Case("reg-imported", diabetes, "float", "imported",
          pipeline=lambda: RandomForestRegressor(n_estimators=40, random_state=0)),
+    # the deep family (the deep extra) through the whole loop, retraining included; its
+    # binary, regression and imported shapes: tests/training/test_deep.py
+    Case("multi-deep", iris, "str", "trained", ("deep",)),
 ]  # fmt: skip
+if importlib.util.find_spec("torch") is None:  # the deep extra is not installed here
+    CASES = [c for c in CASES if "deep" not in c.name]
 PY_TYPE = {"str": str, "int": int, "bool": bool, "float": float}
 
 
@@ -309,7 +315,7 @@ def test_the_whole_loop(world: dict[str, Any], case: Case, tmp_path: Path) -> No
     assert metric.worse_by(quiet["performance"]["realised"][metric.name], realised) > 0
 
     # the retraining gate judges the challenger in the metric's own direction
-    overrides = {**FAST, "models": ["linear"]}
+    overrides = {**FAST, "models": ["deep" if "deep" in case.families else "linear"]}
     result = retrain(
         registry=registry,
         store=store,
