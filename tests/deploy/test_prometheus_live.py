@@ -134,16 +134,37 @@ def test_dashboard_queries_and_alert_rules_on_a_real_prometheus(
         assert alert[0]["labels"]["model"] == "demo" and alert[0]["labels"]["version"] == "1"
 
         # both processes (three workers) are scraped and counted once each
-        up = prom.query('max_over_time(up{job="servewatch"}[20s]) == 1')
-        assert {r["metric"]["instance"] for r in up} == {f"127.0.0.1:{s.port}" for s in servers}
+        expected = {f"127.0.0.1:{s.port}" for s in servers}
+        up = prom.wait_for(
+            "both targets scraped",
+            lambda: (
+                {r["metric"]["instance"] for r in found}
+                if (found := prom.query('max_over_time(up{job="servewatch"}[20s]) == 1'))
+                and len(found) == len(expected)
+                else None
+            ),
+        )
+        assert up == expected
         answered = prom.query(
             'sum(servewatch_requests_total{model="demo",endpoint="predict",status="200"})'
         )
         assert float(answered[0]["value"][1]) == len(shifted) / 10
 
         # every dashboard expression runs; all but the known-empty ones have data
+        # rate() needs two samples of a series: wait for two scrapes after the traffic began
+        prom.wait_for(
+            "two scrapes of the traffic",
+            lambda: (
+                (
+                    counts := prom.query(
+                        'count_over_time(servewatch_requests_total{model="demo"}[5m])'
+                    )
+                )
+                and all(float(r["value"][1]) >= 2 for r in counts)
+            ),
+        )
         empty = set()
-        for title, expr in dashboard_queries({"model": "demo", "__rate_interval": "20s"}):
+        for title, expr in dashboard_queries({"model": "demo", "__rate_interval": "5m"}):
             if not prom.query(expr):
                 empty.add(title)
         assert empty == EMPTY
