@@ -65,9 +65,7 @@ def test_the_link_check_sees_a_missing_file_and_a_missing_heading(tmp_path: Path
 
 def test_every_setting_the_code_reads_is_documented() -> None:
     code = " ".join(
-        p.read_text()
-        for p in tracked((".py",))
-        if p.relative_to(ROOT).parts[0] in PACKAGES
+        p.read_text() for p in tracked((".py",)) if p.relative_to(ROOT).parts[0] in PACKAGES
     )
     docs = " ".join(p.read_text() for p in tracked((".md",)))
     settings = set(re.findall(r"SERVEWATCH_[A-Z0-9_]+", code))
