@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from operator import itemgetter
 from types import NoneType
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -115,6 +116,7 @@ def decode(
 
 
 _ACCEPTED: WeakKeyDictionary[Validator, dict[str, dict[str, frozenset[type]]]] = WeakKeyDictionary()
+_PICK = itemgetter("name", "datatype", "shape", "data")
 
 
 def _accepts(validator: Validator) -> dict[str, dict[str, frozenset[type]]]:
@@ -134,39 +136,36 @@ def _accepts(validator: Validator) -> dict[str, dict[str, frozenset[type]]]:
 def _common_rows(
     inputs: list[Any], accepts: dict[str, dict[str, frozenset[type]]]
 ) -> list[Any] | None:
-    """Rows from JSON tensors, one flat [n] per feature with values of their datatype's JSON
-    types; None for anything else (the careful path decides)."""
+    """Rows from JSON tensors: exactly one flat `[n]` tensor per feature (objects of the four
+    keys name, datatype, shape and data), in a datatype the feature takes, with values of that
+    datatype's JSON types; None for anything else (the careful path decides). A few C calls per
+    input: one lookup of the four keys, one of the feature's datatype, one of the value types."""
     columns: dict[str, list[Any]] = {}
     n = -1
-    for item in inputs:
-        if type(item) is not dict or "parameters" in item:
-            return None
-        name, datatype, shape, data = (
-            item.get("name"),
-            item.get("datatype"),
-            item.get("shape"),
-            item.get("data"),
-        )
-        ok = accepts.get(name, _NONE).get(datatype)  # type: ignore[arg-type]
-        if (
-            ok is None
-            or type(data) is not list
-            or shape != [len(data)]
-            or (n != -1 and len(data) != n)
-            or not ok.issuperset(map(type, data))
-        ):
-            return None
-        n = len(data)
-        columns[name] = data  # type: ignore[index]
-    if len(columns) != len(accepts) or len(inputs) != len(accepts) or n < 1:
+    try:
+        for item in inputs:
+            if len(item) != 4:  # `parameters` (binary data, a content type) or unknown keys
+                return None
+            name, datatype, shape, data = _PICK(item)
+            ok = accepts[name][datatype]
+            if (
+                type(data) is not list
+                or shape != [len(data)]
+                or (n != -1 and len(data) != n)
+                or type(shape[0]) is not int  # [1.0] == [1] and [True] == [1]
+                or not ok.issuperset(map(type, data))
+            ):
+                return None
+            n = len(data)
+            columns[name] = data
+    except (TypeError, KeyError):  # not an object, a key missing, an unknown input or datatype
         return None
+    if len(columns) != len(accepts) or len(inputs) != len(accepts) or n < 1:
+        return None  # an input missing or twice
     if n == 1:
         return [{k: v[0] for k, v in columns.items()}]
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-
-
-_NONE: dict[str, frozenset[type]] = {}
 
 
 def parse_request(raw: bytes, header_length: str | None) -> InferRequest:

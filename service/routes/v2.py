@@ -26,6 +26,8 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+hot = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+"""The infer routes, added to the app's own routes (service/main.py), not included."""
 
 PATH_PARAMETERS: list[dict[str, Any]] = [
     {
@@ -59,11 +61,10 @@ def _body(parameters: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-# The infer routes first: a router's routes are matched in order, and these are the hot ones.
 INFER_RESPONSES = oip_documented(400, 404, 413, 422, 503)
 
 
-@router.post(
+@hot.post(
     "/models/{name}/infer",
     response_model=OipInferenceResponse,
     responses=INFER_RESPONSES,
@@ -74,7 +75,7 @@ async def infer(request: Request) -> Response:
     return await _infer(request, None)
 
 
-@router.post(
+@hot.post(
     "/models/{name}/versions/{version}/infer",
     response_model=OipInferenceResponse,
     responses=INFER_RESPONSES,
