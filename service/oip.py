@@ -141,28 +141,32 @@ def _common_rows(
     datatype's JSON types; None for anything else (the careful path decides). A few C calls per
     input: one lookup of the four keys, one of the feature's datatype, one of the value types."""
     columns: dict[str, list[Any]] = {}
-    n = -1
+    wanted: list[int] | None = None  # the shape every input has: [n], n from the first one
     try:
         for item in inputs:
             if len(item) != 4:  # `parameters` (binary data, a content type) or unknown keys
                 return None
             name, datatype, shape, data = _PICK(item)
             ok = accepts[name][datatype]
-            if (
-                type(data) is not list
-                or shape != [len(data)]
-                or (n != -1 and len(data) != n)
-                or type(shape[0]) is not int  # [1.0] == [1] and [True] == [1]
-                or not ok.issuperset(map(type, data))
-            ):
+            if type(data) is not list:
                 return None
-            n = len(data)
+            if wanted is None:
+                wanted = [len(data)]
+            if shape != wanted or len(data) != wanted[0] or type(shape[0]) is not int:
+                return None  # (an int: [1.0] == [1] and [True] == [1])
+            if wanted[0] == 1:
+                if type(data[0]) not in ok:
+                    return None
+            elif not ok.issuperset(map(type, data)):
+                return None
             columns[name] = data
     except (TypeError, KeyError):  # not an object, a key missing, an unknown input or datatype
         return None
-    if len(columns) != len(accepts) or len(inputs) != len(accepts) or n < 1:
+    if wanted is None or wanted[0] < 1:
+        return None  # no inputs or no rows
+    if len(columns) != len(accepts) or len(inputs) != len(accepts):
         return None  # an input missing or twice
-    if n == 1:
+    if wanted[0] == 1:
         return [{k: v[0] for k, v in columns.items()}]
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
@@ -466,7 +470,74 @@ def render(
     req_id: str | None,
     wanted: list[str] | None,
 ) -> bytes:
-    """The inference response: `predict`, `predict_proba` (classifiers) and `prediction_id`."""
+    """The inference response: `predict`, `predict_proba` (classifiers) and `prediction_id`.
+
+    Every output (the common request asks for none by name) is joined from pieces built once per
+    version around the values' JSON; outputs asked for by name are built as a document."""
+    if wanted is None:
+        return _render_all(name, model, out, ids, req_id)
+    return _render(name, model, out, ids, req_id, wanted)
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    """The constant bytes of one version's response with every output, between the values."""
+
+    head: bytes  # model_version, then the predict output up to its shape
+    proba: bytes  # up to predict_proba's shape
+    proba_data: bytes  # the rest of its shape, up to its data
+    proba_tail: bytes  # its parameters (the classes)
+    ids: bytes  # the prediction_id output, up to its shape
+
+
+_PIECES: WeakKeyDictionary[LoadedModel, _Pieces] = WeakKeyDictionary()
+
+
+def _pieces(model: LoadedModel) -> _Pieces:
+    found = _PIECES.get(model)
+    if found is None:
+        classes = model.classes or []
+        found = _Pieces(
+            head=b'"model_version":' + orjson.dumps(str(model.version))
+            + b',"outputs":[{"name":"predict","datatype":'
+            + orjson.dumps(PREDICTION_TYPES[model.label_type]) + b',"shape":[',
+            proba=b'},{"name":"predict_proba","datatype":"FP64","shape":[',
+            proba_data=b"," + str(len(classes)).encode() + b'],"data":',
+            proba_tail=b',"parameters":{"classes":'
+            + orjson.dumps(orjson.dumps(classes).decode()) + b"}",
+            ids=b'},{"name":"prediction_id","datatype":"BYTES","shape":[',
+        )  # fmt: skip
+        _PIECES[model] = found
+    return found
+
+
+def _render_all(
+    name: str, model: LoadedModel, out: Outputs, ids: list[str], req_id: str | None
+) -> bytes:
+    """Every output, as `_render` writes them (tested equal), from the version's `_Pieces`."""
+    p = _pieces(model)
+    n = str(len(ids)).encode()
+    start = b'{"model_name":' + orjson.dumps(name) + b","
+    if req_id is not None:
+        start += b'"id":' + orjson.dumps(req_id) + b","
+    chunks = [start, p.head, n, b'],"data":', orjson.dumps(out.predictions)]
+    if out.probabilities is not None and model.classes:
+        classes = model.classes
+        flat = [q[c] for q in out.probabilities for c in classes]
+        chunks += [p.proba, n, p.proba_data, orjson.dumps(flat), p.proba_tail]
+    chunks += [p.ids, n, b'],"data":', orjson.dumps(ids), b"}]}"]
+    return b"".join(chunks)
+
+
+def _render(
+    name: str,
+    model: LoadedModel,
+    out: Outputs,
+    ids: list[str],
+    req_id: str | None,
+    wanted: list[str] | None,
+) -> bytes:
+    """The outputs in `wanted` (None: all) as one document."""
     n = len(ids)
     outputs: list[dict[str, Any]] = []
     if wanted is None or "predict" in wanted:
