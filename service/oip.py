@@ -93,7 +93,7 @@ class InferRequest:
 
 
 def decode(
-    raw: bytes, header_length: str | None, validator: Validator
+    raw: bytes | bytearray, header_length: str | None, validator: Validator
 ) -> tuple[InferRequest, list[Any]]:
     """The request and its rows as /v1 instances, for the version's validator.
 
@@ -172,9 +172,9 @@ def _common_rows(
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
-def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
+def parse_request(raw: bytes | bytearray, header_length: str | None) -> InferRequest:
     """The request's tensors, from a JSON body or the binary tensor extension's body."""
-    tail = b""
+    tail: bytes | bytearray = b""
     if header_length is not None:
         if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(raw):
             raise Malformed(
@@ -237,7 +237,7 @@ def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(req_id, tensors, _requested(body.get("outputs")))
 
 
-def _tensor(i: int, item: Any, tail: bytes, offset: int) -> tuple[Tensor, int]:
+def _tensor(i: int, item: Any, tail: bytes | bytearray, offset: int) -> tuple[Tensor, int]:
     if not isinstance(item, dict):
         raise Malformed(f"inputs[{i}] must be an object with name, datatype, shape and data")
     name = item.get("name")
@@ -308,7 +308,7 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def _from_binary(name: str, datatype: str, chunk: bytes) -> list[Any]:
+def _from_binary(name: str, datatype: str, chunk: bytes | bytearray) -> list[Any]:
     """Triton's binary tensor data: little-endian values, or 4-byte-length-prefixed strings."""
     if datatype == "BYTES":
         out: list[Any] = []
