@@ -243,3 +243,36 @@ def _counter(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def test_a_role_that_may_not_write_is_an_outage_not_a_refusal(pg_url: str) -> None:
+    """PostgreSQL: the service's role loses the right to insert (a DBA's REVOKE): its writes fail
+    as a schema gap (kept, retried), and succeed once the right is granted back."""
+    import uuid
+
+    admin = Admin(pg_url)
+    schema = pg_url.rsplit("%3D", 1)[1]
+    role = f"sw_ro_{uuid.uuid4().hex[:8]}"
+    owner = PredictionStore(pg_url)
+    owner.create_schema()
+    owner.dispose()
+    with admin.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    base = pg_url.split("://", 1)[1].split("@", 1)[1]
+    store = PredictionStore(f"postgresql://{role}@{base}")
+    try:
+        with pytest.raises(SchemaGap) as gap:
+            store.write_predictions(rows(2))
+        assert is_outage(gap.value)
+        with admin.engine.begin() as conn:
+            conn.exec_driver_sql(f"GRANT INSERT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+        store.write_predictions(rows(2))
+        assert sorted(admin.ids("sw_predictions")) == sorted(r["id"] for r in rows(2))
+    finally:
+        store.dispose()
+        with admin.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        admin.close()
