@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from service import metrics
-from service.store import PredictionStore
+from service.store import PredictionStore, SchemaGap
 
 log = logging.getLogger("servewatch.log")
 
@@ -78,10 +78,12 @@ def unlock(fd: int) -> None:
 
 def is_outage(exc: BaseException) -> bool:
     """The store is unreachable or unavailable (a retry may succeed), as opposed to the store
-    answering that it refuses the rows (bad data: no retry will succeed)."""
+    answering that it refuses the rows (bad data: no retry will succeed). A log table that is
+    missing (dropped, renamed) or cannot be created is an outage: it refuses any row."""
     from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
     outages: tuple[type[BaseException], ...] = (
+        SchemaGap,
         OperationalError,
         InterfaceError,
         DisconnectionError,
@@ -523,7 +525,8 @@ class LogWriter:
     def _mark_down(self, exc: Exception) -> None:
         if self.store_up:
             log.warning(
-                "prediction log store unreachable, spooling to %s: %s",
+                "prediction log store %s, spooling to %s: %s",
+                "is missing tables" if isinstance(exc, SchemaGap) else "unreachable",
                 self.spool.folder,
                 first_line(exc),
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from operator import itemgetter
 from types import NoneType
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -92,7 +93,7 @@ class InferRequest:
 
 
 def decode(
-    raw: bytes, header_length: str | None, validator: Validator
+    raw: bytes | bytearray, header_length: str | None, validator: Validator
 ) -> tuple[InferRequest, list[Any]]:
     """The request and its rows as /v1 instances, for the version's validator.
 
@@ -115,6 +116,7 @@ def decode(
 
 
 _ACCEPTED: WeakKeyDictionary[Validator, dict[str, dict[str, frozenset[type]]]] = WeakKeyDictionary()
+_PICK = itemgetter("name", "datatype", "shape", "data")
 
 
 def _accepts(validator: Validator) -> dict[str, dict[str, frozenset[type]]]:
@@ -134,44 +136,45 @@ def _accepts(validator: Validator) -> dict[str, dict[str, frozenset[type]]]:
 def _common_rows(
     inputs: list[Any], accepts: dict[str, dict[str, frozenset[type]]]
 ) -> list[Any] | None:
-    """Rows from JSON tensors, one flat [n] per feature with values of their datatype's JSON
-    types; None for anything else (the careful path decides)."""
+    """Rows from JSON tensors: exactly one flat `[n]` tensor per feature (objects of the four
+    keys name, datatype, shape and data), in a datatype the feature takes, with values of that
+    datatype's JSON types; None for anything else (the careful path decides). A few C calls per
+    input: one lookup of the four keys, one of the feature's datatype, one of the value types."""
     columns: dict[str, list[Any]] = {}
-    n = -1
-    for item in inputs:
-        if type(item) is not dict or "parameters" in item:
-            return None
-        name, datatype, shape, data = (
-            item.get("name"),
-            item.get("datatype"),
-            item.get("shape"),
-            item.get("data"),
-        )
-        ok = accepts.get(name, _NONE).get(datatype)  # type: ignore[arg-type]
-        if (
-            ok is None
-            or type(data) is not list
-            or shape != [len(data)]
-            or (n != -1 and len(data) != n)
-            or not ok.issuperset(map(type, data))
-        ):
-            return None
-        n = len(data)
-        columns[name] = data  # type: ignore[index]
-    if len(columns) != len(accepts) or len(inputs) != len(accepts) or n < 1:
+    wanted: list[int] | None = None  # the shape every input has: [n], n from the first one
+    try:
+        for item in inputs:
+            if len(item) != 4:  # `parameters` (binary data, a content type) or unknown keys
+                return None
+            name, datatype, shape, data = _PICK(item)
+            ok = accepts[name][datatype]
+            if type(data) is not list:
+                return None
+            if wanted is None:
+                wanted = [len(data)]
+            if shape != wanted or len(data) != wanted[0] or type(shape[0]) is not int:
+                return None  # (an int: [1.0] == [1] and [True] == [1])
+            if wanted[0] == 1:
+                if type(data[0]) not in ok:
+                    return None
+            elif not ok.issuperset(map(type, data)):
+                return None
+            columns[name] = data
+    except (TypeError, KeyError):  # not an object, a key missing, an unknown input or datatype
         return None
-    if n == 1:
+    if wanted is None or wanted[0] < 1:
+        return None  # no inputs or no rows
+    if len(columns) != len(accepts) or len(inputs) != len(accepts):
+        return None  # an input missing or twice
+    if wanted[0] == 1:
         return [{k: v[0] for k, v in columns.items()}]
     names = list(columns)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
-_NONE: dict[str, frozenset[type]] = {}
-
-
-def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
+def parse_request(raw: bytes | bytearray, header_length: str | None) -> InferRequest:
     """The request's tensors, from a JSON body or the binary tensor extension's body."""
-    tail = b""
+    tail: bytes | bytearray = b""
     if header_length is not None:
         if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(raw):
             raise Malformed(
@@ -234,7 +237,7 @@ def parse_request(raw: bytes, header_length: str | None) -> InferRequest:
     return InferRequest(req_id, tensors, _requested(body.get("outputs")))
 
 
-def _tensor(i: int, item: Any, tail: bytes, offset: int) -> tuple[Tensor, int]:
+def _tensor(i: int, item: Any, tail: bytes | bytearray, offset: int) -> tuple[Tensor, int]:
     if not isinstance(item, dict):
         raise Malformed(f"inputs[{i}] must be an object with name, datatype, shape and data")
     name = item.get("name")
@@ -305,7 +308,7 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def _from_binary(name: str, datatype: str, chunk: bytes) -> list[Any]:
+def _from_binary(name: str, datatype: str, chunk: bytes | bytearray) -> list[Any]:
     """Triton's binary tensor data: little-endian values, or 4-byte-length-prefixed strings."""
     if datatype == "BYTES":
         out: list[Any] = []
@@ -467,7 +470,74 @@ def render(
     req_id: str | None,
     wanted: list[str] | None,
 ) -> bytes:
-    """The inference response: `predict`, `predict_proba` (classifiers) and `prediction_id`."""
+    """The inference response: `predict`, `predict_proba` (classifiers) and `prediction_id`.
+
+    Every output (the common request asks for none by name) is joined from pieces built once per
+    version around the values' JSON; outputs asked for by name are built as a document."""
+    if wanted is None:
+        return _render_all(name, model, out, ids, req_id)
+    return _render(name, model, out, ids, req_id, wanted)
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    """The constant bytes of one version's response with every output, between the values."""
+
+    head: bytes  # model_version, then the predict output up to its shape
+    proba: bytes  # up to predict_proba's shape
+    proba_data: bytes  # the rest of its shape, up to its data
+    proba_tail: bytes  # its parameters (the classes)
+    ids: bytes  # the prediction_id output, up to its shape
+
+
+_PIECES: WeakKeyDictionary[LoadedModel, _Pieces] = WeakKeyDictionary()
+
+
+def _pieces(model: LoadedModel) -> _Pieces:
+    found = _PIECES.get(model)
+    if found is None:
+        classes = model.classes or []
+        found = _Pieces(
+            head=b'"model_version":' + orjson.dumps(str(model.version))
+            + b',"outputs":[{"name":"predict","datatype":'
+            + orjson.dumps(PREDICTION_TYPES[model.label_type]) + b',"shape":[',
+            proba=b'},{"name":"predict_proba","datatype":"FP64","shape":[',
+            proba_data=b"," + str(len(classes)).encode() + b'],"data":',
+            proba_tail=b',"parameters":{"classes":'
+            + orjson.dumps(orjson.dumps(classes).decode()) + b"}",
+            ids=b'},{"name":"prediction_id","datatype":"BYTES","shape":[',
+        )  # fmt: skip
+        _PIECES[model] = found
+    return found
+
+
+def _render_all(
+    name: str, model: LoadedModel, out: Outputs, ids: list[str], req_id: str | None
+) -> bytes:
+    """Every output, as `_render` writes them (tested equal), from the version's `_Pieces`."""
+    p = _pieces(model)
+    n = str(len(ids)).encode()
+    start = b'{"model_name":' + orjson.dumps(name) + b","
+    if req_id is not None:
+        start += b'"id":' + orjson.dumps(req_id) + b","
+    chunks = [start, p.head, n, b'],"data":', orjson.dumps(out.predictions)]
+    if out.probabilities is not None and model.classes:
+        classes = model.classes
+        flat = [q[c] for q in out.probabilities for c in classes]
+        chunks += [p.proba, n, p.proba_data, orjson.dumps(flat), p.proba_tail]
+    chunks += [p.ids, n, b'],"data":', orjson.dumps(ids), b"}]}"]
+    return b"".join(chunks)
+
+
+def _render(
+    name: str,
+    model: LoadedModel,
+    out: Outputs,
+    ids: list[str],
+    req_id: str | None,
+    wanted: list[str] | None,
+) -> bytes:
+    """The outputs in `wanted` (None: all) as one document."""
     n = len(ids)
     outputs: list[dict[str, Any]] = []
     if wanted is None or "predict" in wanted:

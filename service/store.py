@@ -5,7 +5,9 @@ The service owns these tables; monitoring reads them through `PredictionStore`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -172,6 +174,31 @@ INSERT_CHUNK_ROWS = 500  # 5,000 parameters per statement: inside SQLite's and l
 DEDUPE_WINDOW_S = 86_400.0
 
 
+# SQLSTATEs of PostgreSQL's refusals that hold whatever the rows are: the table or a column is
+# missing (dropped, renamed), or the role may not write to it (rights revoked).
+MISSING_SCHEMA_STATES = frozenset({"42P01", "42703", "42501"})
+MISSING_SCHEMA_SQLITE = ("no such table", "has no column named", "no such column")
+
+
+class SchemaGap(Exception):
+    """The log's tables (a table, a column, the partition a row belongs in, the right to write
+    to them) are not there, or could not be created: the store refuses every row, whatever it
+    holds, until they are back. An outage for the log writer, never a refusal of the rows."""
+
+
+def is_schema_gap(exc: BaseException) -> bool:
+    """`exc` (SQLAlchemy's, or the driver's own) says a table, column or partition of the log
+    is missing, or the rights to write to it are."""
+    orig = getattr(exc, "orig", None) or exc
+    state = getattr(orig, "sqlstate", None)
+    text = str(orig)
+    if state in MISSING_SCHEMA_STATES:
+        return True
+    if state == "23514" and "no partition of relation" in text:  # DEFAULT partition dropped
+        return True
+    return isinstance(orig, sqlite3.Error) and any(m in text for m in MISSING_SCHEMA_SQLITE)
+
+
 class PredictionStore:
     """Reads and writes the log tables; every write is idempotent (a row already logged under
     its id is skipped).
@@ -192,6 +219,24 @@ class PredictionStore:
         was down creates them once it is back, instead of failing every write."""
         if not self._schema_ready:
             self.create_schema()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around a write: the tables are created first; a missing table, column or partition
+        (dropped or renamed under a running service, by a person or a failed migration) or a
+        failed create raises `SchemaGap`, and the next write creates the tables again (what a
+        restart would do; idempotent)."""
+        try:
+            self._ensure_schema()
+        except Exception as exc:
+            raise SchemaGap(f"creating the log's tables failed: {_first_line(exc)}") from exc
+        try:
+            yield
+        except Exception as exc:
+            if not is_schema_gap(exc):
+                raise
+            self._schema_ready = False
+            raise SchemaGap(f"the log's tables are not all there: {_first_line(exc)}") from exc
 
     def create_schema(self) -> None:
         """Create the tables (partitioned on PostgreSQL), or add the columns older logs lack
@@ -290,16 +335,16 @@ class PredictionStore:
         """
         if not rows:
             return
-        self._ensure_schema()
-        now = self._db_now_sql
-        if self.engine.dialect.name == "postgresql":
-            self._copy_predictions(rows)
-            return
-        with self.engine.begin() as conn:
-            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
-                chunk = rows[start : start + INSERT_CHUNK_ROWS]
-                params = _params(chunk)
-                conn.exec_driver_sql(self._insert_sql(len(chunk), now), params)
+        with self._writing():
+            now = self._db_now_sql
+            if self.engine.dialect.name == "postgresql":
+                self._copy_predictions(rows)
+                return
+            with self.engine.begin() as conn:
+                for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+                    chunk = rows[start : start + INSERT_CHUNK_ROWS]
+                    params = _params(chunk)
+                    conn.exec_driver_sql(self._insert_sql(len(chunk), now), params)
 
     def _copy_predictions(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """PostgreSQL: look up which ids are already logged, then COPY the others straight into
@@ -352,8 +397,7 @@ class PredictionStore:
 
     def write_labels(self, rows: Sequence[FeedbackRow]) -> None:
         if rows:
-            self._ensure_schema()
-            with self.engine.begin() as conn:
+            with self._writing(), self.engine.begin() as conn:
                 conn.execute(_upsert_label(self.engine), list(rows))
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
@@ -401,6 +445,11 @@ class PredictionStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()
+    return text[0][:200] if text else type(exc).__name__
 
 
 def encode(value: Any) -> str:

@@ -18,9 +18,11 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
+hot = APIRouter(prefix="/v1/models", tags=["predict"])
+"""The hot route, added to the app's own routes (service/main.py), not included."""
 
 
-@router.post(
+@hot.post(
     "/{name}/predict",
     response_model=PredictResponse,
     responses=ERRORS,

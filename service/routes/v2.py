@@ -26,6 +26,8 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+hot = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+"""The infer routes, added to the app's own routes (service/main.py), not included."""
 
 PATH_PARAMETERS: list[dict[str, Any]] = [
     {
@@ -59,11 +61,10 @@ def _body(parameters: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-# The infer routes first: a router's routes are matched in order, and these are the hot ones.
 INFER_RESPONSES = oip_documented(400, 404, 413, 422, 503)
 
 
-@router.post(
+@hot.post(
     "/models/{name}/infer",
     response_model=OipInferenceResponse,
     responses=INFER_RESPONSES,
@@ -74,7 +75,7 @@ async def infer(request: Request) -> Response:
     return await _infer(request, None)
 
 
-@router.post(
+@hot.post(
     "/models/{name}/versions/{version}/infer",
     response_model=OipInferenceResponse,
     responses=INFER_RESPONSES,
@@ -179,13 +180,12 @@ async def _infer(request: Request, version: str | None) -> Response:
         slot = _slot(state, name, version)  # an unknown model is a 404 before its body is read
         call.version = str(slot.model.version)
         try:
-            if request.headers.get("content-encoding", "identity").lower() != "identity":
+            encoding, header_length = _headers(request)
+            if encoding is not None and encoding.lower() != "identity":
                 raise ProtocolError(400, "compressed request bodies are not supported")
             raw = await read_bytes(request, plane.max_body_bytes)
             try:
-                req, rows = oip.decode(
-                    bytes(raw), request.headers.get(oip.BINARY_HEADER), slot.model.validator
-                )
+                req, rows = oip.decode(raw, header_length, slot.model.validator)
             except oip.Malformed as exc:
                 raise ProtocolError(400, str(exc)) from None
             except oip.Rejected as exc:
@@ -213,6 +213,22 @@ async def _infer(request: Request, version: str | None) -> Response:
         except ServiceError as exc:
             raise ProtocolError(exc.status_code, exc.message) from None
         return Response(reply, media_type="application/json")
+
+
+_ENCODING = b"content-encoding"
+_HEADER_LENGTH = oip.BINARY_HEADER.encode()
+
+
+def _headers(request: Request) -> tuple[str | None, str | None]:
+    """Content-Encoding and Inference-Header-Content-Length (the first of each), in one pass
+    over the request's raw headers (ASGI gives their names in lower case)."""
+    encoding = header_length = None
+    for key, value in request.scope["headers"]:
+        if key == _ENCODING and encoding is None:
+            encoding = value.decode("latin-1")
+        elif key == _HEADER_LENGTH and header_length is None:
+            header_length = value.decode("latin-1")
+    return encoding, header_length
 
 
 def _problems(exc: InvalidInstances) -> str:

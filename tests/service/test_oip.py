@@ -373,3 +373,67 @@ def test_other_numeric_datatypes_and_the_common_path_agree_with_the_careful_one(
         careful = oip.instances(oip.parse_request(raw, None), validator.features, validator.known)
         assert common is not None and common == careful
         assert oip.decode(raw, None, validator)[1] == careful
+
+
+def test_the_common_path_leaves_every_unusual_request_to_the_careful_one(
+    client: TestClient,
+) -> None:
+    """Anything but one flat [n] tensor per feature, of the datatypes and JSON types it takes, is
+    not taken by the common path (it returns None), so the careful path answers it: the same
+    rows, or the same 400/422 as without the common path."""
+    from service import oip
+
+    validator = client.app.state.sw.manager.get("demo").model.validator  # type: ignore[attr-defined]
+    accepts = oip._accepts(validator)
+    one, two = tensors(rows(1)), tensors(rows(2))
+    unusual = {
+        "shape [1.0]": _with(tensors(rows(1)), "x1", shape=[1.0]),
+        "shape [true]": _with(tensors(rows(1)), "x1", shape=[True]),
+        "shape [1, 1]": _with(tensors(rows(1)), "x1", shape=[1, 1], data=[[0.5]]),
+        "parameters": _with(tensors(rows(1)), "x1", parameters={"content_type": "np"}),
+        "a key missing": {"inputs": [{k: v for k, v in t.items() if k != "shape"}
+                                     if t["name"] == "x1" else t for t in one["inputs"]]},
+        "an input twice": {"inputs": [*two["inputs"][:-1], two["inputs"][0]]},
+        "an input missing": {"inputs": two["inputs"][:-1]},
+        "an unknown input": {"inputs": [*one["inputs"][:-1], {**one["inputs"][-1], "name": "w"}]},
+        "lengths differ": _with(tensors(rows(2)), "x1", shape=[3], data=[1.0, 2.0, 3.0]),
+        "a string in FP64": _with(tensors(rows(2)), "x1", data=[0.5, "1"]),
+        "a bool in FP64 (one row)": _with(tensors(rows(1)), "x1", data=[True]),
+        "BOOL (converted)": _with(tensors(rows(1)), "x1", datatype="BOOL", data=[True]),
+        "no rows": tensors([]),
+        "not objects": {"inputs": [[1, 2, 3, 4]] * 5},
+        "a name not text": {"inputs": [{**t, "name": [t["name"]]} for t in one["inputs"]]},
+    }  # fmt: skip
+    for case, body in unusual.items():
+        assert oip._common_rows(body["inputs"], accepts) is None, case
+        raw = orjson.dumps(body)
+        try:
+            careful = oip.instances(
+                oip.parse_request(raw, None), validator.features, validator.known
+            )
+        except (oip.Malformed, oip.Rejected) as exc:
+            with pytest.raises(type(exc)) as same:
+                oip.decode(raw, None, validator)
+            assert str(same.value) == str(exc), case
+        else:
+            assert oip.decode(raw, None, validator)[1] == careful, case
+
+
+def test_the_joined_answer_is_the_document_answer(client: TestClient) -> None:
+    """Every output joined from the version's pieces is, value for value, what the document path
+    writes (classifier probabilities, a regression's none, with and without a request id)."""
+    from service import oip
+    from service.model import Outputs
+
+    model = client.app.state.sw.manager.get("demo").model  # type: ignore[attr-defined]
+    batch = rows(3)
+    out = model.predict_columns({k: [r[k] for r in batch] for k in batch[0]})
+    ids = ["a" * 32, "b" * 32, "c" * 32]
+    for outputs in (out, Outputs([0.5, -1.25, 3.0], None)):
+        for req_id in (None, 'an "id"'):
+            joined = oip.render("demo", model, outputs, ids, req_id, None)
+            document = oip._render("demo", model, outputs, ids, req_id, None)
+            assert orjson.loads(joined) == orjson.loads(document)
+            names = [o["name"] for o in orjson.loads(joined)["outputs"]]
+            with_proba = outputs.probabilities is not None
+            assert names == ["predict", *(["predict_proba"] if with_proba else []), "prediction_id"]
