@@ -46,6 +46,7 @@ from service.model import LoadedModel
 from training.demo import FEATURES, load_flights
 
 VENVS = ROOT / ".bench-venvs"
+PEER_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PEERS = {
     # uvloop 0.22+ breaks MLServer 1.7's inference worker processes (get_event_loop raises)
     "mlserver": ["mlserver>=1.6,<2", "mlserver-sklearn>=1.6,<2", "uvloop<0.22"],
@@ -202,7 +203,7 @@ def main() -> None:
     env = {"BENCH_MODEL": str(model_path), "PYTHONPATH": str(ROOT)}
     if args.peer_threads:  # as servewatch's model calls: no OpenMP threads fighting over 2 cores
         threads = str(args.peer_threads)
-        env |= {v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        env |= dict.fromkeys(PEER_THREAD_VARS, threads)
     servers: dict[str, Callable[[], Any]] = {}
     for workers in (1,) if args.peers_only else (1, 2):
         servers[f"servewatch --workers {workers}"] = lambda w=workers, model=name: ServeProcess(

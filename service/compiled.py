@@ -123,7 +123,8 @@ class _Ensemble:
 
     def constant(self, value: float, target: int) -> None:
         """A one-leaf tree adding `value` to `target`: a start value summed first, in order."""
-        self.add(np.array([-1]), np.array([-1]), [0], [0.0], [0], np.array([value]), target)
+        one = np.array([-1])
+        self.add(one, one, one, one, one, np.array([value]), target)
 
     def session(self, n_features: int, n_targets: int, *, float32: bool = False) -> Any:
         """An ONNX Runtime session summing the leaves per target, tree by tree in order: float64
@@ -131,7 +132,8 @@ class _Ensemble:
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
-        dtype, elem = (np.float32, TensorProto.FLOAT) if float32 else (np.float64, TensorProto.DOUBLE)
+        dtype: Any = np.float32 if float32 else np.float64
+        elem = TensorProto.FLOAT if float32 else TensorProto.DOUBLE
 
         node = helper.make_node(
             "TreeEnsemble",

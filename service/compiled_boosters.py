@@ -46,7 +46,7 @@ _EXPF = _libm()
 def _expf(x: Matrix) -> Matrix:
     """float32 exp as XGBoost computes it (the C library's expf, element by element)."""
     if _EXPF is None:  # the correctly rounded value; the load-time check decides
-        return np.exp(x.astype(np.float64)).astype(np.float32)  # type: ignore[no-any-return]
+        return np.exp(x.astype(np.float64)).astype(np.float32)
     flat = [_EXPF(v) for v in x.ravel().tolist()]
     return np.asarray(flat, dtype=np.float32).reshape(x.shape)
 
@@ -126,7 +126,7 @@ def _lightgbm(est: Any, ens: _Ensemble, offset: int) -> _Member:
     for k, info in enumerate(dump["tree_info"]):
         tree = _flatten_lightgbm(info["tree_structure"])
         ens.add(
-            np.where(tree["left"] < 0, -1, tree["left"]),
+            tree["left"],
             tree["right"],
             tree["feature"],
             tree["threshold"],
@@ -168,7 +168,7 @@ def _xgb_softmax(raw: Matrix) -> Matrix:
     total = np.zeros(len(x), dtype=np.float64)
     for k in range(e.shape[1]):  # in class order, as XGBoost adds them
         total += e[:, k]
-    return (e / total.astype(np.float32)[:, None]).astype(np.float64)  # type: ignore[no-any-return]
+    return (e / total.astype(np.float32)[:, None]).astype(np.float64)
 
 
 def _xgb_margin(base: float, objective: str) -> np.float32:
