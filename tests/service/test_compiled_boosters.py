@@ -15,9 +15,9 @@ from service.compiled import CompiledTrees
 from service.model import LoadedModel
 from tests.conftest import require_module
 from tests.data import classification_frame
+from tests.service.test_fastpath import KINDS, awkward_columns
 from training.config import Preprocessing
 from training.pipeline import build_pipeline
-from tests.service.test_fastpath import KINDS, awkward_columns
 
 lightgbm = require_module("lightgbm")
 xgboost = require_module("xgboost")
