@@ -411,6 +411,22 @@ class CompiledTrees:
         """Class probabilities (the first model's)."""
         return self._proba(self.members[0], self._run(x))
 
+    def binary_responses(self) -> Callable[[Matrix], Matrix] | None:
+        """x -> every member's response as one column each (n rows x members), in one
+        vectorised step, when every member is a binary classifier without a link of its own
+        (what `responses` answers for each, as a matrix); None otherwise."""
+        members = self.members
+        if not all(m.n_targets == 1 and m.n_classes == 2 and m.link is None for m in members):
+            return None
+        cols = np.array([m.offset for m in members])
+        divide = np.array([float(m.n_trees if m.baseline is None else 1) for m in members])
+        add = np.array([0.0 if m.baseline is None else float(m.baseline[0]) for m in members])
+
+        def responses(x: Matrix) -> Matrix:
+            return self._run(x)[:, cols] / divide + add  # type: ignore[no-any-return]
+
+        return responses
+
     def responses(self, x: Matrix) -> list[Matrix]:
         """Per model, what CalibratedClassifierCV calibrates: boosting's decision function (raw
         scores), a forest's probabilities; one column (1-D) when binary. One session call."""
