@@ -41,7 +41,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # Needs wrk (Debian: apt-get install wrk). The side-by-side run installs MLServer and BentoML in
-# their own venvs under .bench-venvs/ on first use. About 50 minutes in all (the first run also trains
+# their own venvs under .bench-venvs/ on first use. About 55 minutes in all (the first run also trains
 # one flights model per family into .bench-registry/, about 10 minutes more).
 bench: install
 	$(BIN)/python -m bench.compare
@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python -m bench.compare --model flights-forest --peers-only --connections 16,64
 	$(BIN)/python -m bench.compare --model flights-hgb --peers-only --connections 16,64
 	$(BIN)/python -m bench.tree_exactness
+	$(BIN)/python -m bench.readiness  # start-up to ready per tree family, compiled or not
 	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.monitoring
 	$(BIN)/python -m bench.report

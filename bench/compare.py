@@ -46,6 +46,7 @@ from service.model import LoadedModel
 from training.demo import FEATURES, load_flights
 
 VENVS = ROOT / ".bench-venvs"
+PEER_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PEERS = {
     # uvloop 0.22+ breaks MLServer 1.7's inference worker processes (get_event_loop raises)
     "mlserver": ["mlserver>=1.6,<2", "mlserver-sklearn>=1.6,<2", "uvloop<0.22"],
@@ -169,6 +170,13 @@ def main() -> None:
     ap.add_argument("--model", default="flights", help="flights, or flights-<family>")
     ap.add_argument("--connections", default="1,16,64")
     ap.add_argument("--peers-only", action="store_true", help="no ceiling, floor or 2 workers")
+    ap.add_argument(
+        "--peer-threads",
+        type=int,
+        default=1,
+        help="OMP/BLAS threads per peer process (servewatch runs its model calls on one: "
+        "SERVEWATCH_MODEL_THREADS=1); 0 leaves the peers' defaults (every core)",
+    )
     args = ap.parse_args()
     name = model_name = args.model
     if name == "flights":
@@ -193,6 +201,9 @@ def main() -> None:
     ]
 
     env = {"BENCH_MODEL": str(model_path), "PYTHONPATH": str(ROOT)}
+    if args.peer_threads:  # as servewatch's model calls: no OpenMP threads fighting over 2 cores
+        threads = str(args.peer_threads)
+        env |= dict.fromkeys(PEER_THREAD_VARS, threads)
     servers: dict[str, Callable[[], Any]] = {}
     for workers in (1,) if args.peers_only else (1, 2):
         servers[f"servewatch --workers {workers}"] = lambda w=workers, model=name: ServeProcess(
@@ -347,7 +358,12 @@ def main() -> None:
         f"\nmachine: {machine()}; model {model_name} v{version} ({model.manifest.model.family}, "
         f"served {model.serving_path}); median of {args.repeats} x "
         f"{args.seconds:.0f} s; wrk on the same 2 cores; servewatch with logging (SQLite) and "
-        "metrics on, defaults otherwise"
+        "metrics on, defaults otherwise; peers (and the ceiling and floor apps) with "
+        + (
+            f"OMP_NUM_THREADS={args.peer_threads} (BLAS likewise)"
+            if args.peer_threads
+            else "their default threads"
+        )
     )
     print(
         table(

@@ -4,7 +4,9 @@ On every flights row of 2013 (preprocessed by each model's own pipeline), the tr
 scikit-learn answer against: the compiled model (service/compiled.py, float64) and the same trees
 walked in float32 (thresholds and inputs rounded to float32, as skl2onnx's and most runtimes'
 float32 tree ensembles do). Counts rows whose probability moves by more than 1e-6 (the answers'
-rounding) and rows whose predicted class changes.
+rounding) and rows whose predicted class changes. Beside them, a LightGBM and an XGBoost
+classifier (100 trees, fitted on the bench's flights sample preprocessed by the HGB model's
+pipeline) against their compiled form (service/compiled_boosters.py).
 
     python -m bench.tree_exactness [--registry .bench-registry]
 """
@@ -16,12 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from bench.common import ensure_family_models, table
 from core.registry import Registry
 from service.compiled import CompiledTrees, _builder, _Ensemble
 from service.model import LoadedModel
-from training.demo import FEATURES, load_flights
+from training.demo import FEATURES, TARGET, load_flights
+
+try:
+    import lightgbm
+    import xgboost
+except ImportError:  # the lightgbm and xgboost extras
+    lightgbm = xgboost = None
 
 
 def trees_of(final: Any) -> list[Any]:
@@ -34,9 +43,9 @@ def float32_walk(est: Any) -> CompiledTrees:
     """The same trees with float32 thresholds (the input is rounded by the caller)."""
     compiled = CompiledTrees([est])
     ens = _Ensemble()
-    build = _builder(est)
-    assert build is not None
-    member = build(est, ens, 0)
+    found = _builder(est)
+    assert found is not None
+    member = found[0](est, ens, 0)
     ens.split = [float(np.float32(v)) for v in ens.split]
     compiled._session = ens.session(compiled.n_features, member.n_targets)
     return compiled
@@ -78,6 +87,35 @@ def main() -> None:
                     ]
                 )
         print(f"{family} done", flush=True)
+    if lightgbm is not None and xgboost is not None:
+        hgb = LoadedModel.load(reg, "flights-hgb", reg.resolve("flights-hgb"))
+        pre = hgb.pipeline[:-1]
+        sample = pd.read_parquet(args.registry / "flights-sample.parquet")
+        xs, ys = np.asarray(pre.transform(sample[FEATURES]), dtype=np.float64), sample[TARGET]
+        x = np.asarray(pre.transform(frame), dtype=np.float64)
+        for est in (
+            lightgbm.LGBMClassifier(n_estimators=100, verbose=-1, random_state=0),
+            xgboost.XGBClassifier(n_estimators=100, max_depth=6, random_state=0),
+        ):
+            est.fit(xs, ys)
+            want = est.predict_proba(x).astype(np.float64)
+            compiled = CompiledTrees.from_estimator(est)
+            assert compiled is not None
+            got = compiled.predict_proba(x)
+            diff = np.abs(got - want).max(axis=1)
+            flips = got.argmax(axis=1) != want.argmax(axis=1)
+            rows.append(
+                [
+                    "imported",
+                    type(est).__name__,
+                    "compiled (float32)" if "XGB" in type(est).__name__ else "compiled (float64)",
+                    f"{len(x):,}",
+                    f"{diff.max():.1e}",
+                    f"{int((diff > 1e-6).sum()):,} ({(diff > 1e-6).mean():.3%})",
+                    f"{int(flips.sum()):,}",
+                ]
+            )
+        print("lightgbm, xgboost done", flush=True)
     print()
     print(
         table(
@@ -86,8 +124,8 @@ def main() -> None:
                 "trees",
                 "walk",
                 "rows",
-                "max |Δp|",
-                "rows with |Δp| > 1e-6",
+                "max abs(Δp)",
+                "rows with abs(Δp) > 1e-6",
                 "rows with another class",
             ],
             rows,

@@ -70,6 +70,7 @@ class _Ensemble:
     leaf_target: list[int] = field(default_factory=list)
     leaf_weight: list[float] = field(default_factory=list)
     roots: list[int] = field(default_factory=list)
+    mode: int = 0  # every split: 0 BRANCH_LEQ (x <= split goes true), 1 BRANCH_LT (XGBoost's x <)
 
     def add(
         self,
@@ -82,7 +83,8 @@ class _Ensemble:
         target: int,
     ) -> None:
         """One binary tree (node arrays; a leaf has left == -1), its leaves adding `leaf[node]` to
-        output `target`. x <= threshold goes left; NaN goes left where `missing_left`."""
+        output `target`. x <= threshold (x < threshold: `mode` 1) goes left; NaN goes left where
+        `missing_left`."""
         is_leaf = left < 0
         if is_leaf[0]:  # a one-leaf tree: the operator needs a branch; both sides the same leaf
             lid = len(self.leaf_weight)
@@ -119,10 +121,19 @@ class _Ensemble:
         self.false_id.append(false[0])
         self.false_leaf.append(false[1])
 
-    def session(self, n_features: int, n_targets: int) -> Any:
-        """An ONNX Runtime session summing the leaves per target (float64 in, float64 out)."""
+    def constant(self, value: float, target: int) -> None:
+        """A one-leaf tree adding `value` to `target`: a start value summed first, in order."""
+        one = np.array([-1])
+        self.add(one, one, one, one, one, np.array([value]), target)
+
+    def session(self, n_features: int, n_targets: int, *, float32: bool = False) -> Any:
+        """An ONNX Runtime session summing the leaves per target, tree by tree in order: float64
+        in and out, or float32 throughout (`float32`: splits, leaves and the sums, as XGBoost)."""
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
+
+        dtype: Any = np.float32 if float32 else np.float64
+        elem = TensorProto.FLOAT if float32 else TensorProto.DOUBLE
 
         node = helper.make_node(
             "TreeEnsemble",
@@ -130,15 +141,17 @@ class _Ensemble:
             ["Y"],
             domain="ai.onnx.ml",
             nodes_featureids=self.feature,
-            nodes_splits=numpy_helper.from_array(np.asarray(self.split, dtype=np.float64)),
-            nodes_modes=numpy_helper.from_array(np.zeros(len(self.feature), dtype=np.uint8)),
+            nodes_splits=numpy_helper.from_array(np.asarray(self.split, dtype=dtype)),
+            nodes_modes=numpy_helper.from_array(
+                np.full(len(self.feature), self.mode, dtype=np.uint8)
+            ),
             nodes_truenodeids=self.true_id,
             nodes_trueleafs=self.true_leaf,
             nodes_falsenodeids=self.false_id,
             nodes_falseleafs=self.false_leaf,
             nodes_missing_value_tracks_true=self.missing_true,
             leaf_targetids=self.leaf_target,
-            leaf_weights=numpy_helper.from_array(np.asarray(self.leaf_weight, dtype=np.float64)),
+            leaf_weights=numpy_helper.from_array(np.asarray(self.leaf_weight, dtype=dtype)),
             tree_roots=self.roots,
             aggregate_function=1,  # SUM
             post_transform=0,  # NONE
@@ -147,8 +160,8 @@ class _Ensemble:
         graph = helper.make_graph(
             [node],
             "servewatch-trees",
-            [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, n_features])],
-            [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [None, n_targets])],
+            [helper.make_tensor_value_info("X", elem, [None, n_features])],
+            [helper.make_tensor_value_info("Y", elem, [None, n_targets])],
         )
         model = helper.make_model(
             graph,
@@ -202,6 +215,8 @@ class _Member:
     n_classes: int  # 0: regression
     baseline: Matrix | None  # boosting's start; None: a forest (or tree), averaged
     n_trees: int
+    # LightGBM, XGBoost: raw scores -> probabilities as the library computes them
+    link: Callable[[Matrix], Matrix] | None = None
 
 
 def _forest(est: Any, ens: _Ensemble, offset: int) -> _Member:
@@ -262,14 +277,22 @@ def _hist_boosting(est: Any, ens: _Ensemble, offset: int) -> _Member:
     return _Member(offset, len(iterations[0]), classes, baseline, 1)
 
 
-def _builder(est: Any) -> Callable[[Any, _Ensemble, int], _Member] | None:
+Builder = Callable[[Any, _Ensemble, int], _Member]
+
+
+def _builder(est: Any) -> tuple[Builder, str] | None:
+    """How a model's trees are written, and how its input is read: "float32" (scikit-learn's
+    trees: rounded to float32, compared in float64), "float64" (HGB, LightGBM) or "xgboost"
+    (float32 throughout, `<` splits)."""
     if isinstance(est, FORESTS + SINGLE):
-        return _forest
+        return _forest, "float32"
     if isinstance(est, GB):
-        return _boosting
+        return _boosting, "float32"
     if isinstance(est, HGB):
-        return _hist_boosting
-    return None
+        return _hist_boosting, "float64"
+    from service import compiled_boosters  # LightGBM's and XGBoost's dumped trees
+
+    return compiled_boosters.builder(est)
 
 
 def available() -> bool:
@@ -282,7 +305,11 @@ def is_tree_model(est: Any) -> bool:
     inner = getattr(est, "calibrated_classifiers_", None)
     if inner:
         return all(is_tree_model(cc.estimator) for cc in inner)
-    return isinstance(est, FORESTS + SINGLE + GB + HGB)
+    if isinstance(est, FORESTS + SINGLE + GB + HGB):
+        return True
+    from core.ecosystem import is_boosted_trees
+
+    return is_boosted_trees(est)
 
 
 class CompiledTrees:
@@ -296,20 +323,30 @@ class CompiledTrees:
     def __init__(self, estimators: list[Any]) -> None:
         first = estimators[0]
         self.n_features = int(first.n_features_in_)
-        # scikit-learn's own trees read float32; HistGradientBoosting reads float64.
-        self._float32 = not isinstance(first, HGB)
-        ens = _Ensemble()
+        found = _builder(first)
+        if found is None:
+            raise TypeError(type(first).__name__)
+        # scikit-learn's own trees read float32; HistGradientBoosting and LightGBM float64;
+        # XGBoost float32 and sums in float32.
+        self._reads = found[1]
+        ens = _Ensemble(mode=1 if self._reads == "xgboost" else 0)
         self.members: list[_Member] = []
         for est in estimators:
             build = _builder(est)
-            if build is None or isinstance(est, HGB) == self._float32:
+            if build is None or build[1] != self._reads:
                 raise TypeError(type(est).__name__)
             if int(est.n_features_in_) != self.n_features:
                 raise ValueError("members read different features")
             offset = sum(m.n_targets for m in self.members)
-            self.members.append(build(est, ens, offset))
+            self.members.append(build[0](est, ens, offset))
+        if self._reads == "xgboost" and len(self.members) > 1:
+            raise TypeError("XGBoost models as calibration members")
         self.n_classes = self.members[0].n_classes
-        self._session = ens.session(self.n_features, sum(m.n_targets for m in self.members))
+        self._session = ens.session(
+            self.n_features,
+            sum(m.n_targets for m in self.members),
+            float32=self._reads == "xgboost",
+        )
 
     @classmethod
     def from_estimator(cls, est: Any) -> CompiledTrees | None:
@@ -319,7 +356,7 @@ class CompiledTrees:
     @classmethod
     def from_estimators(cls, estimators: list[Any]) -> CompiledTrees | None:
         """Models of one kind in one session (`responses` answers for each), or None."""
-        if not AVAILABLE or not estimators or _builder(estimators[0]) is None:
+        if not AVAILABLE or not estimators:
             return None
         try:
             return cls(estimators)
@@ -330,10 +367,12 @@ class CompiledTrees:
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} features, got shape {x.shape}")
-        if self._float32:  # scikit-learn's trees read float32 and refuse what overflows it
+        if self._reads != "float64":  # scikit-learn's trees and XGBoost read float32
             with np.errstate(over="ignore"):
                 x32 = x.astype(np.float32)
-            if np.isinf(x32).any():
+            if self._reads == "xgboost":  # which sends what overflows float32 as infinity
+                return np.asarray(self._session.run(None, {"X": x32})[0], dtype=np.float64)
+            if np.isinf(x32).any():  # scikit-learn's trees refuse it
                 raise ValueError("Input contains infinity or a value too large for float32.")
             x = x32.astype(np.float64)
         return np.asarray(self._session.run(None, {"X": np.ascontiguousarray(x)})[0])
@@ -350,6 +389,8 @@ class CompiledTrees:
     @classmethod
     def _proba(cls, member: _Member, out: Matrix) -> Matrix:
         raw = cls._raw(member, out)
+        if member.link is not None:
+            return member.link(raw)
         if member.baseline is not None:  # boosting: the link
             if raw.shape[1] > 1:
                 return softmax(raw, axis=1)  # type: ignore[no-any-return]
@@ -369,6 +410,22 @@ class CompiledTrees:
     def predict_proba(self, x: Matrix) -> Matrix:
         """Class probabilities (the first model's)."""
         return self._proba(self.members[0], self._run(x))
+
+    def binary_responses(self) -> Callable[[Matrix], Matrix] | None:
+        """x -> every member's response as one column each (n rows x members), in one
+        vectorised step, when every member is a binary classifier without a link of its own
+        (what `responses` answers for each, as a matrix); None otherwise."""
+        members = self.members
+        if not all(m.n_targets == 1 and m.n_classes == 2 and m.link is None for m in members):
+            return None
+        cols = np.array([m.offset for m in members])
+        divide = np.array([float(m.n_trees if m.baseline is None else 1) for m in members])
+        add = np.array([0.0 if m.baseline is None else float(m.baseline[0]) for m in members])
+
+        def responses(x: Matrix) -> Matrix:
+            return self._run(x)[:, cols] / divide + add  # type: ignore[no-any-return]
+
+        return responses
 
     def responses(self, x: Matrix) -> list[Matrix]:
         """Per model, what CalibratedClassifierCV calibrates: boosting's decision function (raw

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -375,6 +376,35 @@ def _calibrator(cal: Any) -> Any:
     raise TypeError(type(cal).__name__)
 
 
+def _binary_calibration(cals: list[Any]) -> Any:
+    """Responses (n rows x members) -> the members' mean calibrated p1: all sigmoid in one
+    vectorised step; isotonic with one np.interp each (its clip is np.interp's own clamping
+    when the bounds are the first and last thresholds, as fitted)."""
+    if SIGMOID is not None and all(isinstance(c, SIGMOID) for c in cals):
+        a = np.array([float(c.a_) for c in cals])
+        b = np.array([float(c.b_) for c in cals])
+        return lambda r: expit(-(a * r + b)).mean(axis=1)
+    steps = []
+    for cal in cals:
+        if (
+            isinstance(cal, IsotonicRegression)
+            and cal.out_of_bounds == "clip"
+            and cal.X_min_ == cal.X_thresholds_[0]
+            and cal.X_max_ == cal.X_thresholds_[-1]
+        ):
+            steps.append(partial(np.interp, xp=cal.X_thresholds_, fp=cal.y_thresholds_))
+        else:
+            steps.append(_calibrator(cal))
+
+    def mean(r: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        total: np.ndarray[Any, Any] = np.asarray(steps[0](r[:, 0]))
+        for k in range(1, len(steps)):
+            total = total + steps[k](r[:, k])
+        return total / len(steps)
+
+    return mean
+
+
 def _calibration(cc: Any) -> Any:
     """One fitted `_CalibratedClassifier`'s calibrators: its estimator's response (1-D scores
     when binary, a column per class otherwise) -> class probabilities."""
@@ -414,12 +444,13 @@ def _calibrated_members(est: CalibratedClassifierCV, compile: bool) -> tuple[Any
     if compiled is None:
         raise TypeError("members neither replayed nor compiled")
 
-    if all(len(cc.calibrators) == 1 for cc in members):  # binary: average p1 once
-        positive = [_calibrator(cc.calibrators[0]) for cc in members]
+    binary = compiled.binary_responses()
+    if binary is not None and all(len(cc.calibrators) == 1 for cc in members):
+        # binary: the members' responses as one matrix, calibrated together, p1 averaged once
+        calibrate = _binary_calibration([cc.calibrators[0] for cc in members])
 
         def compiled_binary(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-            rs = compiled.responses(x)
-            p1 = sum(cal(r) for cal, r in zip(positive, rs, strict=True)) / len(rs)
+            p1 = calibrate(binary(x))
             return np.column_stack([1.0 - p1, p1])
 
         return compiled_binary, "onnx"

@@ -322,3 +322,28 @@ def test_onnxruntime_is_imported_only_when_a_tree_model_is_compiled() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_the_load_check_asks_each_side_once_per_batch_or_row() -> None:
+    """scikit-learn's answer on the check rows is most of a compiled load: each side answers
+    each batch once; when the batch is refused, each row once (and a row refused by both is
+    alike)."""
+    calls = {"mine": 0, "theirs": 0}
+
+    def counted(side: str, refuse_big: bool) -> Any:
+        def answer(x: Any) -> Any:
+            calls[side] += 1
+            if refuse_big and (np.abs(x) > 1e300).any():
+                raise ValueError("too large")
+            return np.column_stack([1 - x[:, 0] / 10, x[:, 0] / 10])
+
+        return answer
+
+    x = np.array([[1.0], [2.0], [3.0]])
+    assert LoadedModel._same_rows(counted("mine", True), counted("theirs", True), x)
+    assert calls == {"mine": 1, "theirs": 1}
+    calls.update(mine=0, theirs=0)
+    x[1, 0] = 1e308  # refused: row by row, the refused row alike on both sides
+    assert LoadedModel._same_rows(counted("mine", True), counted("theirs", True), x)
+    assert calls == {"mine": 3, "theirs": 4}  # theirs: the batch, then each row
+    assert not LoadedModel._same_rows(counted("mine", False), counted("theirs", True), x)
