@@ -11,6 +11,7 @@ Light on purpose (numpy only): the service imports it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,3 +42,20 @@ def check_threshold(value: float | None, field: str = "threshold") -> float | No
     if not 0.0 < float(value) < 1.0:
         raise ValueError(f"{field}: a threshold is strictly between 0 and 1, got {value!r}")
     return float(value)
+
+
+Decision = tuple[float | None, int]
+"""A version's decision: its threshold (None: argmax) and its positive class's column."""
+
+
+def of(decision: Mapping[str, Any] | None, classes: Sequence[Any] | None) -> Decision:
+    """The (threshold, positive column) a manifest's `decision` section describes; argmax and the
+    last class for manifests without one (older releases, regressors)."""
+    keys = [str(c) for c in classes or []]
+    last = max(len(keys) - 1, 0)
+    if not decision:
+        return None, last if len(keys) == 2 else 1
+    want = decision.get("positive_class")
+    positive = keys.index(str(want)) if want is not None and str(want) in keys else last
+    threshold = decision.get("threshold")
+    return (float(threshold) if threshold is not None else None), positive

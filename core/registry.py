@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from core.decision import of as decided_by
 from core.errors import RegistryError
 
 MANIFEST = "manifest.json"
@@ -130,12 +131,8 @@ class Manifest(BaseModel):
     @property
     def positive_index(self) -> int:
         """The positive class's column in `predict_proba` (the last class without a decision)."""
-        classes = self.classes or []
-        if self.decision is None or self.decision.positive_class is None:
-            return max(len(classes) - 1, 0)
-        keys = [str(c) for c in classes]
-        want = str(self.decision.positive_class)
-        return keys.index(want) if want in keys else max(len(classes) - 1, 0)
+        decision = self.decision.model_dump() if self.decision is not None else None
+        return decided_by(decision, self.classes)[1]
 
 
 def sha256_file(path: Path) -> str:
