@@ -9,6 +9,7 @@ from typing import Any
 from core import labels
 from core import metrics as metric_contract
 from core.decision import check_threshold
+from core.decision import of as decided_by
 from core.ecosystem import MissingModelPackage, load_model
 from core.registry import Registry
 from training import data, evaluate
@@ -82,7 +83,7 @@ def import_pipeline(
     given, positive = decision["threshold"] if decision else None, 1
     if decision is not None:
         keys = [labels.key(c) for c in model.classes_]
-        positive = keys.index(labels.key(decision["positive_class"]))
+        positive = decided_by(decision, keys)[1]
     try:
         metrics = evaluate.score_model(model, x, y, task, given, positive)
     except Exception as exc:
@@ -135,7 +136,7 @@ def _given_decision(
         return None
     classes = list(model.classes_)
     label_type = labels.label_type_of(classes)
-    if threshold is None and positive_label is None:
+    if len(classes) != 2 and threshold is None and positive_label is None:
         return {"threshold": None, "objective": "argmax", "why": "none given on import: argmax"}
     if len(classes) != 2:
         raise TrainingError(
@@ -157,7 +158,11 @@ def _given_decision(
     else:
         pos = next((keys.index(k) for k in ("1", "True") if k in keys), len(keys) - 1)
     native = labels.to_native(keys[pos], label_type)
-    why = f"given on import: P({native}) >= {threshold}" if threshold is not None else "argmax"
+    why = (
+        f"given on import: P({native}) >= {threshold}"
+        if threshold is not None
+        else "none given on import: argmax"
+    )
     return {
         "threshold": threshold,
         "positive_class": native,
