@@ -12,6 +12,7 @@ to December. Per month, realised precision, recall and F1 of "late" for:
   validation set, independently of servewatch's code.
 
     nice -n 19 python -m bench.threshold [--registry .bench-registry-threshold] [--retrain]
+        [--models hgb,linear] [--budget 60]
 """
 
 from __future__ import annotations
@@ -84,7 +85,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--registry", type=Path, default=ROOT / ".bench-registry-threshold")
     ap.add_argument("--retrain", action="store_true", help="train a fresh version first")
+    ap.add_argument("--models", help="families to search, e.g. hgb,linear (default: the config's)")
+    ap.add_argument("--budget", type=float, help="search.budget_seconds (default: the config's)")
     args = ap.parse_args()
+    overrides: dict[str, Any] = {
+        "models": args.models.split(",") if args.models else None,
+        "search.budget_seconds": args.budget,
+    }
     config_path = ROOT / "training/configs/flights.yaml"
     registry = Registry(args.registry)
     if args.retrain and args.registry.exists():
@@ -92,7 +99,7 @@ def main() -> None:
     if not registry.versions("flights"):
         print("training the flights demo (a few minutes) ...", flush=True)
         started = time.monotonic()
-        run_training(load_config(config_path, {}), registry, promote="always")
+        run_training(load_config(config_path, overrides), registry, promote="always")
         print(f"trained in {time.monotonic() - started:.0f} s", flush=True)
     version = registry.resolve("flights")
     model = LoadedModel.load(registry, "flights", version)
