@@ -66,3 +66,30 @@ def test_shadow_and_production_are_each_judged_by_their_own_threshold() -> None:
     assert report["production_realised"]["recall"] == 1 / 3
     assert report["shadow_realised"]["recall"] == 1.0
     assert report["agreement"] == 0.5
+
+
+def test_evidently_report_gets_the_served_classes_and_the_threshold() -> None:
+    from monitoring.drift import PREDICTION, TARGET, Labelled, _performance_section
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=300)
+    truth = np.where(rng.uniform(size=300) < p, "late", "on_time")
+    served = np.where(p >= 0.3, "late", "on_time")
+    frame = pd.DataFrame({TARGET: truth, PREDICTION: served, "late": p, "on_time": 1 - p})
+    labelled = Labelled(
+        "classification",
+        frame,
+        frame.copy(),
+        ["late", "on_time"],
+        True,
+        positive="late",
+        threshold=0.3,
+    )
+    _title, snapshot = _performance_section(labelled)
+    values = {
+        m["metric_name"] if "metric_name" in m else str(m.get("config", {}).get("type")): m["value"]
+        for m in snapshot.dict()["metrics"]
+    }
+    recall = [v for k, v in values.items() if k.startswith("Recall")]
+    expected = float(((served == "late") & (truth == "late")).sum() / (truth == "late").sum())
+    assert recall and abs(float(recall[0]) - expected) < 1e-9, values
