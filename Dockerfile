@@ -12,9 +12,13 @@ COPY training ./training
 COPY service ./service
 COPY monitoring ./monitoring
 COPY servewatch ./servewatch
-# The same install as the README's `make install`, without the dev extra and not editable.
+# The package with the extras a production service wants (not editable, no dev extra): `fast`
+# serves tree models compiled for ONNX Runtime, `explain` gives them exact TreeSHAP explanations.
+# Add `lightgbm`/`xgboost` for imported pipelines that end in them, `deep` for the deep family:
+#   docker build --build-arg EXTRAS=fast,explain,xgboost -t servewatch .
+ARG EXTRAS=fast,explain
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir . \
+    && /opt/venv/bin/pip install --no-cache-dir ".[${EXTRAS}]" \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 # ---- runtime stage: no compilers, no pip cache, a non-root user ----------------------------

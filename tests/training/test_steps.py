@@ -40,8 +40,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
     tmp_path: Path, clf_csv: Path
 ) -> None:
+    # A budget no machine hits, so that both runs try every trial and pick alike (at the FAST
+    # budget a loaded machine cut one run's search short of the other's).
     cfg = fast_config(
-        name="steps", data=str(clf_csv), target="label", fairness={"sensitive": ["group"]}
+        name="steps",
+        data=str(clf_csv),
+        target="label",
+        fairness={"sensitive": ["group"]},
+        search={"method": "random", "trials": 2, "budget_seconds": 3600, "max_rows": 1000},
     )
     said: list[str] = []
     prepared = prepare(cfg, said.append)
