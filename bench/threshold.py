@@ -73,10 +73,10 @@ def tuned_hgb(config_path: Path) -> tuple[TunedThresholdClassifierCV, float]:
             ("model", HistGradientBoostingClassifier(categorical_features=mask, random_state=0)),
         ]
     )
-    hgb.fit(s.x_train[cats + [c for c in FEATURES if c not in cats]], s.y_train)
+    hgb.fit(s.x_train[cats + [c for c in FEATURES if c not in cats]], s.y_train.astype(int))
     order = cats + [c for c in FEATURES if c not in cats]
     tuned = TunedThresholdClassifierCV(hgb, scoring="f1", cv="prefit", refit=False)
-    tuned.fit(s.x_val[order], s.y_val)
+    tuned.fit(s.x_val[order], s.y_val.astype(int))
     tuned.order_ = order  # type: ignore[attr-defined]
     return tuned, float(tuned.best_threshold_)
 
