@@ -137,5 +137,5 @@ def decision_lines(decision: dict[str, Any] | None) -> list[str]:
                     f"| {label} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | "
                     f"{_fmt(row['f1'])} |"
                 )
-    lines.append("- Probabilities are served unchanged; the threshold decides `prediction` only.")
+    lines += ["", "Probabilities are served unchanged; the threshold decides `prediction` only."]
     return lines
