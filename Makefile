@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/python -m bench.log_scale queries
 	$(BIN)/python -m bench.oip  # issue 18: /v2 (Open Inference Protocol) beside /v1
 	$(BIN)/python -m bench.deep  # the deep family's serving cost and each fairness mitigation
+	nice -n 19 $(BIN)/python -m bench.threshold  # issue 19: decision thresholds, flights May-December
 
 # The schemathesis run of `make test`, with 500 examples per operation instead of 15.
 fuzz: install

@@ -25,6 +25,8 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
+from core.decision import decide
+
 Task = Literal["classification", "regression"]
 
 
@@ -144,12 +146,18 @@ def class_codes(y: Any, classes: Sequence[Any]) -> np.ndarray[Any, Any]:
 
 
 def classification_metrics(
-    y: Any, proba: np.ndarray[Any, Any], classes: Sequence[Any]
+    y: Any,
+    proba: np.ndarray[Any, Any],
+    classes: Sequence[Any],
+    threshold: float | None = None,
+    positive: int = 1,
 ) -> dict[str, float]:
     """Every classification metric from probabilities (columns in `classes` order).
 
-    Labels that are no class of the model are left out (the caller counts them); with none left
-    every metric is NaN.
+    The predicted classes (accuracy, precision, recall, F1) are decided by `core.decision.decide`
+    with the version's `threshold` (None: argmax); precision, recall and F1 are of the class in
+    column `positive` for a binary classifier (macro for 3+). Labels that are no class of the
+    model are left out (the caller counts them); with none left every metric is NaN.
     """
     codes = class_codes(y, classes)
     known = codes >= 0
@@ -160,17 +168,22 @@ def classification_metrics(
     k = len(classes)
     if len(codes) == 0 or k < 2:
         return {name: float("nan") for name in CLASSIFICATION_METRICS}
-    pred = proba.argmax(axis=1)
+    pred = decide(proba, threshold, positive)
     binary = k == 2
     avg: Literal["binary", "macro"] = "binary" if binary else "macro"
     labels = list(range(k))
+    pos = positive if binary else 1
     out = {
         "accuracy": float(accuracy_score(codes, pred)),
         "precision": float(
-            precision_score(codes, pred, average=avg, labels=labels, zero_division=0)
+            precision_score(codes, pred, average=avg, labels=labels, pos_label=pos, zero_division=0)
         ),
-        "recall": float(recall_score(codes, pred, average=avg, labels=labels, zero_division=0)),
-        "f1": float(f1_score(codes, pred, average=avg, labels=labels, zero_division=0)),
+        "recall": float(
+            recall_score(codes, pred, average=avg, labels=labels, pos_label=pos, zero_division=0)
+        ),
+        "f1": float(
+            f1_score(codes, pred, average=avg, labels=labels, pos_label=pos, zero_division=0)
+        ),
         "log_loss": float(log_loss(codes, proba, labels=labels)),
     }
     onehot = np.eye(k)[codes]

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from core.decision import of as decided_by
 from core.errors import RegistryError
 
 MANIFEST = "manifest.json"
@@ -76,9 +77,24 @@ class ModelInfo(BaseModel):
     family: str | None = None
 
 
-MANIFEST_SCHEMA = 2
+class Decision(BaseModel):
+    """How a classifier's probabilities become its predicted class (`core.decision.decide`).
+
+    `threshold` None: the most probable class (argmax). A number (binary only): the positive
+    class when its probability is >= threshold. Older manifests have no `decision`: argmax."""
+
+    model_config = ConfigDict(extra="allow")
+    threshold: float | None = None
+    positive_class: Any = None
+    """The positive class as a JSON value of `label_type` (binary classifiers)."""
+    objective: str = "argmax"
+    """What the threshold was chosen for: argmax, f1, precision_at, recall_at, cost, given."""
+    why: str = ""
+
+
+MANIFEST_SCHEMA = 3
 """Bumped when a field is added that readers rely on; older manifests still load (every field
-added since version 1 has a default that means what the older release did)."""
+added since version 1 has a default that means what the older release did). 3: `decision`."""
 
 
 class Manifest(BaseModel):
@@ -103,7 +119,20 @@ class Manifest(BaseModel):
     personal_data: list[str] = []
     """Columns clients may send that are personal data: never features, redacted in the log."""
     metrics: dict[str, Any] = {}
+    decision: Decision | None = None
+    """The decision threshold (schema 3); None in older manifests and for regressors: argmax."""
     files: dict[str, str] = {}
+
+    @property
+    def threshold(self) -> float | None:
+        """The binary decision threshold, None for argmax."""
+        return self.decision.threshold if self.decision is not None else None
+
+    @property
+    def positive_index(self) -> int:
+        """The positive class's column in `predict_proba` (the last class without a decision)."""
+        decision = self.decision.model_dump() if self.decision is not None else None
+        return decided_by(decision, self.classes)[1]
 
 
 def sha256_file(path: Path) -> str:

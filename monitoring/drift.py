@@ -24,7 +24,8 @@ class Labelled:
 
     Both frames hold `target` and `prediction` (class text for classifiers, floats for
     regressors) and, for classifiers with probabilities, one column per class named by its text.
-    The positive class of a binary classifier is the last of `classes`.
+    `prediction` holds the classes as served: decided by the version's threshold when it has
+    one (`threshold`, for the class `positive`; the last of `classes` when None).
     """
 
     task: Literal["classification", "regression"]
@@ -32,6 +33,8 @@ class Labelled:
     reference: pd.DataFrame
     classes: list[str] | None = None
     probabilities: bool = False
+    positive: str | None = None
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,12 +140,13 @@ def _performance_section(labelled: Labelled) -> tuple[str, Any]:
         title, preset = "Regression performance (labelled rows)", RegressionPreset()
     else:
         classes = labelled.classes or []
+        positive = labelled.positive or (classes[-1] if classes else None)
         if len(classes) == 2:
             task = BinaryClassification(
                 target=TARGET,
                 prediction_labels=PREDICTION,
-                prediction_probas=classes[-1] if labelled.probabilities else None,
-                pos_label=classes[-1],
+                prediction_probas=positive if labelled.probabilities else None,
+                pos_label=positive,
             )
         else:
             task = MulticlassClassification(
@@ -156,7 +160,10 @@ def _performance_section(labelled: Labelled) -> tuple[str, Any]:
             numerical_columns=probas,
             classification=[task],
         )
-        title, preset = "Classification performance (labelled rows)", ClassificationPreset()
+        # The served classes are passed as `prediction`; with probabilities Evidently decides
+        # labels itself at 0.5 unless told the version's threshold.
+        preset = ClassificationPreset(probas_threshold=labelled.threshold)
+        title = "Classification performance (labelled rows)"
     cur = Dataset.from_pandas(labelled.current, data_definition=definition)
     ref = Dataset.from_pandas(labelled.reference, data_definition=definition)
     return title, Report([preset]).run(cur, ref)

@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator
 
 from core import labels
 from core import metrics as metric_contract
+from core.decision import of as decided_by
 from core.ecosystem import load_model
 from core.registry import MODEL_FILE, REFERENCE_FILE, Registry
 from service.store import PredictionStore
@@ -189,6 +190,7 @@ def retrain(
         checks={"recent_window": recent_rows, "original_test": Rows(test[features], y_test_orig)},
         fairness_rows=recent_rows,
         groups=recent[sensitive],
+        champion_decision=decided_by(raw.get("decision"), raw.get("classes")),
     )
     lineage: Lineage = {
         "parent_version": parent,
@@ -229,7 +231,11 @@ def retrain(
         manifest = candidate.manifest
         manifest.update(extra)
         say("promotion gate")
-        verdict = gate.verdict(candidate.model, manifest["classes"])
+        verdict = gate.verdict(
+            candidate.model,
+            manifest["classes"],
+            decided_by(manifest.get("decision"), manifest["classes"]),
+        )
         manifest["gate"] = verdict
         if dry_run:
             return RetrainResult(cfg.name, None, manifest, None, verdict)
@@ -279,13 +285,21 @@ def _incremental(
     manifest = updated_manifest(
         raw, challenger, test.x, test.y, rows=len(fresh.x), seconds=seconds, extra=extra
     )
-    verdict = gate.verdict(challenger, manifest["classes"])
+    verdict = gate.verdict(
+        challenger, manifest["classes"], decided_by(manifest.get("decision"), manifest["classes"])
+    )
     manifest["gate"] = verdict
     if dry_run:
         return RetrainResult(model, None, manifest, None, verdict)
     features = [f["name"] for f in raw["features"]]
     parent_reference = pd.read_parquet(registry.path(model, parent) / REFERENCE_FILE)
-    reference = updated_reference(challenger, parent_reference, features, raw["task"])
+    reference = updated_reference(
+        challenger,
+        parent_reference,
+        features,
+        raw["task"],
+        decided_by(raw.get("decision"), raw.get("classes")),
+    )
     version = publish(registry, model, Release(challenger, reference, manifest), quiet)
     promoted = promote_through_gate(registry, model, version, verdict["passed"])
     return RetrainResult(model, version, manifest, promoted, verdict)

@@ -8,6 +8,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +49,9 @@ from monitoring.summary import (
 )
 from monitoring.window import JsonScalar, ShadowRow, Window, read_shadow, read_window
 from service.store import PredictionStore
+
+DecisionOf = tuple[float | None, int]
+"""A version's decision: its threshold (None: argmax) and its positive class's column."""
 
 log = logging.getLogger("servewatch.monitor")
 
@@ -151,10 +156,10 @@ def run_monitoring(
                 manifest,
                 settings,
                 tmp / REPORT_FILE,
-                _labelled(window, reference, classes, rules.min_labelled_rows),
+                _labelled(window, reference, classes, rules.min_labelled_rows, manifest),
             )
         summary["quality"] = _quality(reference, current, manifest)
-        summary["performance"] = _performance(window, reference, classes)
+        summary["performance"] = _performance(window, reference, classes, _decision(manifest))
         summary["canary"] = _canary(
             registry, store, model, version, since, classes, rules, summary, settings
         )
@@ -162,7 +167,9 @@ def run_monitoring(
             store, model=model, since=since, until=until, cap=settings.monitor_max_rows
         )
         if shadow_rows:
-            summary["shadow"] = _shadow_report(shadow_rows, classes)
+            summary["shadow"] = _shadow_report(
+                shadow_rows, classes, partial(_version_decision, registry, model)
+            )
         if window.rows >= rules.min_rows:
             summary["explanation_drift"] = _explanation_drift(
                 registry, model, version, reference, current, manifest
@@ -376,7 +383,7 @@ def _canary(
         classes=classes,
         until=summary["window"]["until"],
     )
-    realised, used, _unusable = _realised(win, classes)
+    realised, used, _unusable = _realised(win, classes, _version_decision(registry, model, staging))
     out: CanaryReport = {"version": staging, "rows": win.rows, "labelled_rows": used}
     metric = summary.get("metric")
     performance = summary.get("performance")
@@ -415,8 +422,13 @@ def _canary(
     return out
 
 
-def _shadow_report(rows: list[ShadowRow], classes: list[str] | None) -> ShadowReport:
-    """How often the shadow (staging) version agrees with production, and both scores on labels."""
+def _shadow_report(
+    rows: list[ShadowRow],
+    classes: list[str] | None,
+    decision_of: Callable[[int], DecisionOf] = lambda _v: (None, 1),
+) -> ShadowReport:
+    """How often the shadow (staging) version agrees with production, and both scores on labels
+    (each side's classes decided by its own version's threshold, `decision_of(version)`)."""
     import orjson
 
     prod = [orjson.loads(r["production_prediction"]) for r in rows]
@@ -458,7 +470,10 @@ def _shadow_report(rows: list[ShadowRow], classes: list[str] | None) -> ShadowRe
                 proba = np.array(
                     [[orjson.loads(p).get(c, 0.0) for c in classes] for p in probabilities]  # type: ignore[arg-type]
                 )
-                return classification_metrics(y, proba, classes)
+                version = rows[0][
+                    "production_version" if side == "production" else "shadow_version"
+                ]
+                return classification_metrics(y, proba, classes, *decision_of(version))
             predictions = [
                 r["production_prediction" if side == "production" else "shadow_prediction"]
                 for r in labelled
@@ -528,8 +543,11 @@ def _quality(reference: pd.DataFrame, current: pd.DataFrame, manifest: Manifest)
     }
 
 
-def _realised(window: Window, classes: list[str] | None) -> tuple[Metrics | None, int, int]:
-    """Realised metrics on the labelled rows of a window: (metrics, rows used, unusable labels).
+def _realised(
+    window: Window, classes: list[str] | None, decision: DecisionOf = (None, 1)
+) -> tuple[Metrics | None, int, int]:
+    """Realised metrics on the labelled rows of a window: (metrics, rows used, unusable labels);
+    a classifier's classes decided by the version's `decision` (threshold, positive column).
 
     A label that is no class of the model, or not a finite number for a regressor, is counted and
     left out: what is in the log never stops a run.
@@ -542,7 +560,7 @@ def _realised(window: Window, classes: list[str] | None) -> tuple[Metrics | None
             return None, 0, len(labelled) - len(usable)
         y = [label_types.key(window.labels[i]) for i in usable]
         return (
-            classification_metrics(y, window.probabilities[usable], classes),
+            classification_metrics(y, window.probabilities[usable], classes, *decision),
             len(usable),
             (len(labelled) - len(usable)),
         )
@@ -555,7 +573,11 @@ def _realised(window: Window, classes: list[str] | None) -> tuple[Metrics | None
 
 
 def _labelled(
-    window: Window, reference: pd.DataFrame, classes: list[str] | None, min_rows: int
+    window: Window,
+    reference: pd.DataFrame,
+    classes: list[str] | None,
+    min_rows: int,
+    manifest: Manifest | None = None,
 ) -> Labelled | None:
     """The window's and the reference's labelled rows for the report's performance section, or
     None when the window has fewer than `min_rows` usable labels (as for realised performance)."""
@@ -604,7 +626,16 @@ def _labelled(
             cur[c] = window.probabilities[usable, k]
             ref_frame[c] = ref[f"{PROBA_PREFIX}{c}"].to_numpy(float)
     ref_frame = ref_frame[ref_frame[TARGET].isin(known)]
-    return Labelled("classification", cur, ref_frame, list(classes), probas)
+    threshold, positive = _decision(manifest) if manifest is not None else (None, len(classes) - 1)
+    return Labelled(
+        "classification",
+        cur,
+        ref_frame,
+        list(classes),
+        probas,
+        positive=classes[positive] if len(classes) == 2 else None,
+        threshold=threshold,
+    )
 
 
 def _finite(value: JsonScalar) -> float:
@@ -617,10 +648,26 @@ def _finite(value: JsonScalar) -> float:
         return float("nan")
 
 
+def _decision(manifest: Manifest) -> DecisionOf:
+    """A version's decision: its threshold (None: argmax) and its positive class's column."""
+    if manifest.task != "classification":
+        return None, 1
+    return manifest.threshold, manifest.positive_index
+
+
+def _version_decision(registry: Registry, model: str, version: int) -> DecisionOf:
+    """The decision of another version (canary, shadow); argmax when its manifest is unreadable."""
+    try:
+        return _decision(registry.manifest(model, version))
+    except Exception:
+        return None, 1
+
+
 def _performance(
     window: Window,
     reference: pd.DataFrame,
     classes: list[str] | None,
+    decision: DecisionOf = (None, 1),
 ) -> PerformanceSummary:
     out: PerformanceSummary = {"realised": None, "estimated": None, "reference_estimated": None}
     if classes is None:
@@ -630,11 +677,13 @@ def _performance(
     elif window.probabilities is None:
         out["estimate_note"] = "no label-free estimate: the log holds no class probabilities"
     else:
-        out["estimated"] = estimate(window.probabilities, classes)
+        out["estimated"] = estimate(window.probabilities, classes, *decision)
         ref_cols = [f"{PROBA_PREFIX}{c}" for c in classes]
         if all(c in reference for c in ref_cols):
-            out["reference_estimated"] = estimate(reference[ref_cols].to_numpy(float), classes)
-    realised, used, unusable = _realised(window, classes)
+            out["reference_estimated"] = estimate(
+                reference[ref_cols].to_numpy(float), classes, *decision
+            )
+    realised, used, unusable = _realised(window, classes, decision)
     out["unusable_labels"] = unusable
     if realised is not None:
         out["realised"] = realised

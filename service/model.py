@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from core import labels
+from core.decision import decide
 from core.ecosystem import MissingModelPackage, load_model_bytes
 from core.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
 from service.compiled import available as compiled_available
@@ -54,13 +55,6 @@ def redact(instance: dict[str, Any], personal: set[str], key: str | None) -> dic
             digest = hmac.new(key.encode(), str(instance[col]).encode(), hashlib.sha256)
             out[col] = "hmac:" + digest.hexdigest()[:32]
     return out
-
-
-def decide(proba: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Each row's predicted class (its column index) from its class probabilities: the most
-    probable, the first on a tie (as scikit-learn's predict). The one place probabilities become
-    classes, on every serving path and in the load-time check."""
-    return proba.argmax(axis=1)  # type: ignore[no-any-return]
 
 
 def _once(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -106,6 +100,9 @@ class LoadedModel:
         """The classes as text (probability keys), in `predict_proba` column order."""
         self.answers: list[Any] = []
         """The classes as answered: JSON values of the manifest's label type."""
+        self.threshold = manifest.threshold if manifest.task == "classification" else None
+        """The binary decision threshold (None: argmax); probabilities are never changed."""
+        self.positive = manifest.positive_index
         if manifest.task == "classification":
             self.classes = [labels.key(c) for c in pipeline.classes_]
             self.label_type: labels.LabelType = manifest.label_type or "string"
@@ -327,7 +324,8 @@ class LoadedModel:
             def theirs(x: Any) -> Any:
                 return own(x if reads is None else reads(x))
 
-            if mine is not None and self._same_rows(mine, theirs, expected):
+            same_rows = partial(self._same_rows, decided=self._decide)
+            if mine is not None and same_rows(mine, theirs, expected):
                 self._fast_est = est
                 if self._pre is None:
                     self._fast = bare
@@ -347,42 +345,58 @@ class LoadedModel:
             )
         return self._fast is not None or self._fast_est is not None
 
+    def _decide(self, proba: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Each row's predicted class index, by this version's decision (threshold or argmax)."""
+        return decide(proba, self.threshold, self.positive)
+
     @classmethod
     def _same_rows(
-        cls, mine: Callable[[Any], Any], theirs: Callable[[Any], Any], x: np.ndarray[Any, Any]
+        cls,
+        mine: Callable[[Any], Any],
+        theirs: Callable[[Any], Any],
+        x: np.ndarray[Any, Any],
+        decided: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] = decide,
     ) -> bool:
         """`mine` answers as `theirs` on the rows of `x`: all at once, or, when the estimator
         refuses the batch (a row scaled past the float range), row by row, each answered alike
         or refused by both. Alike: the same values (see `_same`) and, for probabilities, the
-        same predicted class (`decide`) on every row. Each side answers each batch or row once
-        (a scikit-learn forest's answer on the check rows is most of a compiled load's time)."""
+        same predicted class on every row, as `decided` (the version's own decision: its
+        threshold, when it has one) turns them into classes. Each side answers each batch or row
+        once (a scikit-learn forest's answer on the check rows is most of a compiled load's time)."""
         mine, theirs = _once(mine), _once(theirs)
         try:
             theirs(x)
         except Exception:
-            return all(cls._same_row(mine, theirs, r) for r in x[:, None])
-        return cls._same_row(mine, theirs, x)
+            return all(cls._same_row(mine, theirs, r, decided) for r in x[:, None])
+        return cls._same_row(mine, theirs, x, decided)
 
     @classmethod
     def _same_row(
-        cls, mine: Callable[[Any], Any], theirs: Callable[[Any], Any], row: np.ndarray[Any, Any]
+        cls,
+        mine: Callable[[Any], Any],
+        theirs: Callable[[Any], Any],
+        row: np.ndarray[Any, Any],
+        decided: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]],
     ) -> bool:
         """One row (or a batch the estimator answers) answered alike, or refused by both."""
         if not cls._same(partial(mine, row), partial(theirs, row)):
             return False
         try:
-            return cls._same_decisions(mine, theirs, row)
+            return cls._same_decisions(mine, theirs, row, decided)
         except Exception:  # refused by both
             return True
 
     @staticmethod
     def _same_decisions(
-        mine: Callable[[Any], Any], theirs: Callable[[Any], Any], x: np.ndarray[Any, Any]
+        mine: Callable[[Any], Any],
+        theirs: Callable[[Any], Any],
+        x: np.ndarray[Any, Any],
+        decided: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]],
     ) -> bool:
         want = np.asarray(theirs(x), dtype=float)
         if want.ndim != 2:  # regression values: nothing to decide
             return True
-        return bool(np.array_equal(decide(np.asarray(mine(x), dtype=float)), decide(want)))
+        return bool(np.array_equal(decided(np.asarray(mine(x), dtype=float)), decided(want)))
 
     @staticmethod
     def _same(fast: Callable[[], Any], slow: Callable[[], Any]) -> bool:
@@ -421,7 +435,7 @@ class LoadedModel:
         """One model call for all rows (a whole micro-batch)."""
         if self.classes is not None:
             proba = np.asarray(self._estimate(columns, "predict_proba"), dtype=float)
-            idx = decide(proba)
+            idx = self._decide(proba)
             answers = self.answers
             preds = [answers[i] for i in idx]
             rounded = np.round(proba, 6).tolist()

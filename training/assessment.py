@@ -20,6 +20,7 @@ from training.errors import TrainingError
 from training.fitting import Fitted
 from training.prepare import Prepared, Progress
 from training.selection import Selection
+from training.threshold import Chosen
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,22 @@ class Champion(TypedDict, total=False):
     challenger_score: float
 
 
-def assess(prepared: Prepared, fitted: Fitted, selection: Selection, say: Progress) -> Assessment:
-    """Score the model on the test set; raise TrainingError when the objective is not met."""
+def assess(
+    prepared: Prepared,
+    fitted: Fitted,
+    selection: Selection,
+    say: Progress,
+    chosen: Chosen | None = None,
+) -> Assessment:
+    """Score the model on the test set, its classes decided by `chosen` (None: argmax); raise
+    TrainingError when the objective is not met."""
     config, task, metric = prepared.config, prepared.task, prepared.metric
     model, features = fitted.model, prepared.features
     say("evaluating on the held-out test set")
     x_test, y_test = prepared.splits.x_test[features], prepared.splits.y_test
-    test_metrics = evaluate.score_model(model, x_test, y_test, task)
+    threshold = chosen.threshold if chosen is not None else None
+    positive = chosen.positive if chosen is not None else 1
+    test_metrics = evaluate.score_model(model, x_test, y_test, task, threshold, positive)
     baseline = evaluate.baseline_metrics(fitted.x_full, fitted.y_full, x_test, y_test, task)
     test_score = test_metrics[metric]
     judge = metric_contract.get(metric)
@@ -66,7 +76,7 @@ def assess(prepared: Prepared, fitted: Fitted, selection: Selection, say: Progre
             f"{judge.comparison} {config.objective.min_test_score}; "
             "nothing was published"
         )
-    predicted = model.predict(x_test)
+    predicted = evaluate.predict(model, x_test, task, threshold, positive)
     slices = evaluate.worst_slices(x_test, y_test, predicted, task, features)
     importances = evaluate.importance(model, x_test, y_test, selection.scoring, config.seed)
     say("explaining the model (contributions on the test set)")
@@ -77,9 +87,9 @@ def assess(prepared: Prepared, fitted: Fitted, selection: Selection, say: Progre
     sens = config.fairness.sensitive
     if sens:
         classes = prepared.classes
-        positive = classes[-1] if classes and len(classes) == 2 else None
+        pos_class = classes[positive] if classes and len(classes) == 2 else None
         fair = fairness.fairness_report(
-            prepared.splits.x_test[sens], y_test, predicted, task, positive
+            prepared.splits.x_test[sens], y_test, predicted, task, pos_class
         )
     return Assessment(
         x_test=x_test,
@@ -133,7 +143,7 @@ def _score_version(
             elif kind == "categorical":
                 x[col] = data.as_text(x[col])
         old = load_model(registry.path(name, version) / MODEL_FILE)
-        metrics = evaluate.score_model(old, x, y, task)
+        metrics = evaluate.score_model(old, x, y, task, champ.threshold, champ.positive_index)
     except Exception as exc:  # an incompatible champion is reported, never fatal
         return {"version": version, "error": f"{type(exc).__name__}: {exc}"[:300]}
     return {

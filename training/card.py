@@ -31,6 +31,7 @@ def render(manifest: dict[str, Any]) -> str:
         + ", ".join(f"{r['family']} ({_fmt(r['cv_score'])})" for r in m["model"]["candidates"]),
         f"- Hyperparameters: `{m['model']['params']}`",
         f"- Calibration: {m['model']['calibration']}",
+        *decision_lines(m.get("decision")),
         "",
         "## Metrics (held-out test set)",
         "| metric | model | trivial baseline |",
@@ -110,4 +111,31 @@ def mitigation_lines(mit: dict[str, Any] | None) -> list[str]:
     if method == "postprocess":
         lines.append("")
         lines.append(f"Predictions need `{mit['attribute']}`: its thresholds are per group.")
+    return lines
+
+
+def decision_lines(decision: dict[str, Any] | None) -> list[str]:
+    """Which threshold turns the probabilities into the served class, and why (issue 19)."""
+    if not decision:
+        return []
+    threshold = decision.get("threshold")
+    positive = decision.get("positive_class")
+    if threshold is None:
+        how = "the most probable class (argmax)"
+    else:
+        how = f"`{positive}` when P(`{positive}`) >= **{threshold:g}**, else the other class"
+    lines = ["", "## Decision", f"- Predicted class: {how}", f"- Why: {decision.get('why', '')}"]
+    if positive is not None:
+        lines.append(f"- Positive class (precision, recall, F1): `{positive}`")
+    validation = decision.get("validation") or {}
+    if validation:
+        lines += ["", "| validation rows | precision | recall | F1 |", "| --- | --- | --- | --- |"]
+        for name, label in (("threshold", f"threshold {threshold}"), ("argmax", "argmax")):
+            row = validation.get(name)
+            if row:
+                lines.append(
+                    f"| {label} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | "
+                    f"{_fmt(row['f1'])} |"
+                )
+    lines += ["", "Probabilities are served unchanged; the threshold decides `prediction` only."]
     return lines

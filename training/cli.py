@@ -204,6 +204,20 @@ def import_cmd(
             "requests, never features, logged as keyed hashes or not at all."
         ),
     ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Decision threshold of a binary classifier: `prediction` is the positive class "
+            "when its probability is >= this (default: the most probable class)."
+        ),
+    ] = None,
+    positive_label: Annotated[
+        str | None,
+        typer.Option(
+            help="The positive class the threshold applies to (default 1 or True, else the "
+            "last of the pipeline's classes)."
+        ),
+    ] = None,
 ) -> None:
     """Register a pipeline fitted elsewhere; schema, reference and metrics come from a sample."""
     from training.importer import import_pipeline
@@ -217,6 +231,8 @@ def import_cmd(
             target=target,
             registry=Registry(registry),
             personal_data=personal,
+            threshold=threshold,
+            positive_label=positive_label,
         )
     except ServewatchError as exc:
         raise _fail(exc) from None

@@ -114,6 +114,49 @@ class Fairness(_Strict):
     measure a rate on)."""
 
 
+class Costs(_Strict):
+    """What each kind of error costs, for `decision.objective: cost`."""
+
+    fp: float = Field(1.0, ge=0)
+    """A false positive (the positive class predicted for a negative row)."""
+    fn: float = Field(1.0, ge=0)
+    """A false negative (a positive row missed)."""
+
+    @model_validator(mode="after")
+    def _some_cost(self) -> Costs:
+        if self.fp == 0 and self.fn == 0:
+            raise ValueError("decision.costs: fp and fn cannot both be 0")
+        return self
+
+
+DecisionObjective = Literal["auto", "argmax", "f1", "precision_at", "recall_at", "cost"]
+
+
+class Decision(_Strict):
+    """How a binary classifier's probabilities become a class (docs/configuration.md)."""
+
+    objective: DecisionObjective = "auto"
+    """auto: f1 when the classes are imbalanced (the minority share of the training labels is
+    below `imbalance_share`), else argmax; f1: the F1 of the positive class; precision_at: the
+    highest recall whose precision is >= target; recall_at: the highest precision whose recall
+    is >= target; cost: the lowest fp * FP + fn * FN. Chosen on the validation rows."""
+    target: float | None = Field(None, gt=0, lt=1)
+    """The precision (precision_at) or recall (recall_at) to reach."""
+    costs: Costs = Field(default_factory=Costs)
+    positive_label: str | int | bool | None = None
+    """The positive class; default 1 or True for integer or boolean labels, else the minority
+    class of the training labels."""
+    imbalance_share: float = Field(0.35, gt=0, le=0.5)
+
+    @model_validator(mode="after")
+    def _target_when_needed(self) -> Decision:
+        if self.objective in ("precision_at", "recall_at") and self.target is None:
+            raise ValueError(
+                f"decision.target: objective {self.objective} needs a target between 0 and 1"
+            )
+        return self
+
+
 class TrainConfig(_Strict):
     """The effective configuration of one training run; saved in the manifest."""
 
@@ -135,6 +178,8 @@ class TrainConfig(_Strict):
     )
     search: Search = Field(default_factory=Search)
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"
+    decision: Decision = Field(default_factory=Decision)
+    """The decision threshold of a binary classifier, chosen on validation data."""
     fairness: Fairness = Field(default_factory=Fairness)
     reference_rows: int = Field(5000, ge=10)
     svm_max_rows: int = 5000

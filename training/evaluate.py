@@ -11,15 +11,37 @@ from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import confusion_matrix
 
+from core.decision import decide
 from core.metrics import classification_metrics, regression_metrics
 
 
-def score_model(model: Any, x: pd.DataFrame, y: pd.Series, task: str) -> dict[str, float]:
-    """Every metric of the task for a fitted model on (x, y)."""
+def score_model(
+    model: Any,
+    x: pd.DataFrame,
+    y: pd.Series,
+    task: str,
+    threshold: float | None = None,
+    positive: int = 1,
+) -> dict[str, float]:
+    """Every metric of the task for a fitted model on (x, y); a classifier's classes decided
+    with its `threshold` (None: argmax) for the class in column `positive`."""
     if task == "classification":
         classes = list(model.classes_)
-        return classification_metrics(y, model.predict_proba(x), classes)
+        return classification_metrics(y, model.predict_proba(x), classes, threshold, positive)
     return regression_metrics(y, model.predict(x))
+
+
+def predict(
+    model: Any, x: pd.DataFrame, task: str, threshold: float | None = None, positive: int = 1
+) -> np.ndarray[Any, Any]:
+    """The model's answers on x: a classifier's classes decided as the service decides them."""
+    if task == "classification":
+        proba = np.asarray(model.predict_proba(x), dtype=float)
+        picked: np.ndarray[Any, Any] = np.asarray(model.classes_)[
+            decide(proba, threshold, positive)
+        ]
+        return picked
+    return np.asarray(model.predict(x))
 
 
 def baseline_metrics(

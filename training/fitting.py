@@ -27,6 +27,9 @@ class Fitted:
     validation: dict[str, float]  # every metric of the task on the validation rows
     x_full: pd.DataFrame  # train + validation: the rows the final model learnt from
     y_full: pd.Series
+    validation_proba: npt.NDArray[np.float64] | None = None
+    """Classifiers: the validation rows' probabilities of the chosen calibration fitted on train
+    (the decision threshold is chosen on them, training/threshold.py)."""
 
 
 def fit_and_calibrate(prepared: Prepared, selection: Selection, say: Progress) -> Fitted:
@@ -67,6 +70,11 @@ def fit_and_calibrate(prepared: Prepared, selection: Selection, say: Progress) -
                 calibration = config.calibration
             say(f"calibration: {calibration} (validation Brier {briers})")
         val_metrics = evaluate.score_model(fitted[calibration], x_val, y_val, task)
+        val_proba = (
+            np.asarray(fitted[calibration].predict_proba(x_val), dtype=float)
+            if task == "classification"
+            else None
+        )
         x_full = pd.concat([x_tr, x_val])
         y_full = pd.concat([y_tr, y_val])
         w_full = None
@@ -81,7 +89,7 @@ def fit_and_calibrate(prepared: Prepared, selection: Selection, say: Progress) -
             y_full,
             w_full,
         )
-    return Fitted(model, calibration, val_metrics, x_full, y_full)
+    return Fitted(model, calibration, val_metrics, x_full, y_full, val_proba)
 
 
 def _fit(

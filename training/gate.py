@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator
 
 from core import labels
 from core import metrics as metric_contract
+from core.decision import Decision
 from training import evaluate, fairness
 
 
@@ -66,14 +67,27 @@ class Gate:
     checks: dict[str, Rows]
     fairness_rows: Rows  # the rows fairness is measured on (classification only)
     groups: pd.DataFrame  # their sensitive columns (none: no fairness check)
+    champion_decision: Decision = (None, 1)
+    """The champion's threshold (None: argmax) and positive column, from its manifest."""
 
-    def verdict(self, challenger: BaseEstimator, classes: Sequence[object] | None) -> GateVerdict:
-        """Judge `challenger`; `classes` are its manifest's (the last is the positive one)."""
+    def verdict(
+        self,
+        challenger: BaseEstimator,
+        classes: Sequence[object] | None,
+        decision: Decision = (None, 1),
+    ) -> GateVerdict:
+        """Judge `challenger`, its classes decided by its own `decision` (threshold, positive
+        column; the champion's by `champion_decision`); `classes` are its manifest's."""
         judge = metric_contract.get(self.metric)
         checks: dict[str, GateCheck] = {}
+        champ_d = self.champion_decision
         for label, rows in self.checks.items():
-            champ_s = evaluate.score_model(self.champion, rows.x, rows.y, self.task)[self.metric]
-            chall_s = evaluate.score_model(challenger, rows.x, rows.y, self.task)[self.metric]
+            champ_s = evaluate.score_model(self.champion, rows.x, rows.y, self.task, *champ_d)[
+                self.metric
+            ]
+            chall_s = evaluate.score_model(challenger, rows.x, rows.y, self.task, *decision)[
+                self.metric
+            ]
             worse_by = judge.worse_by(champ_s, chall_s)
             checks[label] = {
                 "champion": champ_s,
@@ -82,7 +96,7 @@ class Gate:
                 "worse_by": worse_by,
                 "passed": bool(worse_by <= self.margin),
             }
-        fair = self._fairness(challenger, classes)
+        fair = self._fairness(challenger, classes, decision)
         passed = all(c["passed"] for c in checks.values()) and fair.get("passed", True)
         return {
             "passed": bool(passed),
@@ -95,16 +109,20 @@ class Gate:
         }
 
     def _fairness(
-        self, challenger: BaseEstimator, classes: Sequence[object] | None
+        self, challenger: BaseEstimator, classes: Sequence[object] | None, decision: Decision
     ) -> FairnessVerdict:
         sensitive = list(self.groups.columns)
         if self.task != "classification" or not sensitive or not classes:
             return {}
-        positive = labels.key(classes[-1])  # compared as text, like classes
+        positive = labels.key(classes[decision[1]])  # compared as text, like classes
         y_text = self.fairness_rows.y.map(labels.key)
         gaps: dict[str, dict[str, float]] = {}
-        for name, pipe in (("champion", self.champion), ("challenger", challenger)):
-            predicted = pd.Series([labels.key(p) for p in pipe.predict(self.fairness_rows.x)])
+        for name, pipe, decided in (
+            ("champion", self.champion, self.champion_decision),
+            ("challenger", challenger, decision),
+        ):
+            answers = evaluate.predict(pipe, self.fairness_rows.x, self.task, *decided)
+            predicted = pd.Series([labels.key(p) for p in answers])
             rep = fairness.fairness_report(
                 self.groups, y_text, predicted.to_numpy(), self.task, positive
             )

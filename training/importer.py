@@ -8,6 +8,8 @@ from typing import Any
 
 from core import labels
 from core import metrics as metric_contract
+from core.decision import check_threshold
+from core.decision import of as decided_by
 from core.ecosystem import MissingModelPackage, load_model
 from core.registry import Registry
 from training import data, evaluate
@@ -28,8 +30,13 @@ def import_pipeline(
     registry: Registry,
     reference_rows: int = 5000,
     personal_data: list[str] | None = None,
+    threshold: float | None = None,
+    positive_label: str | None = None,
 ) -> int:
-    """Load, check on the sample, derive schema/metrics/reference, publish; returns the version."""
+    """Load, check on the sample, derive schema/metrics/reference, publish; returns the version.
+
+    `threshold` (binary classifiers only): `prediction` is the positive class (`positive_label`,
+    default 1 / True, else the last class) when its probability is >= it; None: argmax."""
     try:
         model = load_model(pipeline_path)
     except FileNotFoundError:
@@ -72,8 +79,13 @@ def import_pipeline(
     y = frame[target]
     if task == "classification":
         y = y.astype(type(model.classes_[0]) if len(model.classes_) else str)
+    decision = _given_decision(model, task, threshold, positive_label)
+    given, positive = decision["threshold"] if decision else None, 1
+    if decision is not None:
+        keys = [labels.key(c) for c in model.classes_]
+        positive = decided_by(decision, keys)[1]
     try:
-        metrics = evaluate.score_model(model, x, y, task)
+        metrics = evaluate.score_model(model, x, y, task, given, positive)
     except Exception as exc:
         raise TrainingError(
             f"the pipeline fails on the sample: {type(exc).__name__}: {exc}"
@@ -83,7 +95,9 @@ def import_pipeline(
     if task == "classification":
         label_type = labels.label_type_of(list(model.classes_))
         model_classes = labels.native_classes(list(model.classes_), label_type)
-    reference = reference_frame(model, x, y, task, reference_rows, seed=0)
+    reference = reference_frame(
+        model, x, y, task, reference_rows, seed=0, threshold=given, positive=positive
+    )
     manifest: dict[str, Any] = {
         "created_at": now(),
         "task": task,
@@ -102,9 +116,56 @@ def import_pipeline(
             "scored_on": "sample",
         },
         "model": {"family": type(model).__name__, "imported_from": str(pipeline_path)},
+        "decision": decision,
         "data": {"source": sample, "rows": len(frame), "fingerprint": data.fingerprint(frame)},
         "config": json.loads(config.model_dump_json()),
         "libraries": library_versions(),
     }
     # An imported version has no model card: its manifest lacks what the card describes.
     return publish(registry, name, Release(model, reference, manifest, card=False), quiet)
+
+
+def _given_decision(
+    model: Any, task: str, threshold: float | None, positive_label: str | None
+) -> dict[str, Any] | None:
+    """The manifest's `decision` of an imported classifier: the threshold given on import, or
+    argmax (None for a regressor). TrainingError names the option and the rule."""
+    if task != "classification":
+        if threshold is not None or positive_label is not None:
+            raise TrainingError("--threshold: only a classifier has a decision threshold")
+        return None
+    classes = list(model.classes_)
+    label_type = labels.label_type_of(classes)
+    if len(classes) != 2 and threshold is None and positive_label is None:
+        return {"threshold": None, "objective": "argmax", "why": "none given on import: argmax"}
+    if len(classes) != 2:
+        raise TrainingError(
+            f"--threshold: a threshold needs a binary classifier; this one has {len(classes)} "
+            "classes"
+        )
+    try:
+        check_threshold(threshold, "--threshold")
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    keys = [labels.key(c) for c in classes]
+    if positive_label is not None:
+        if positive_label not in keys:
+            raise TrainingError(
+                f"--positive-label: {positive_label!r} is not one of the classes "
+                f"({', '.join(keys)})"
+            )
+        pos = keys.index(positive_label)
+    else:
+        pos = next((keys.index(k) for k in ("1", "True") if k in keys), len(keys) - 1)
+    native = labels.to_native(keys[pos], label_type)
+    why = (
+        f"given on import: P({native}) >= {threshold}"
+        if threshold is not None
+        else "none given on import: argmax"
+    )
+    return {
+        "threshold": threshold,
+        "positive_class": native,
+        "objective": "given" if threshold is not None else "argmax",
+        "why": why,
+    }

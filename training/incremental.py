@@ -20,6 +20,8 @@ from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 
+from core.decision import Decision
+from core.decision import of as decided_by
 from core.registry import LABEL_COL
 from training import evaluate
 from training.errors import TrainingError
@@ -120,7 +122,10 @@ def updated_manifest(
         **parent["model"],
         "incremental_update": {"rows": rows, "seconds": round(seconds, 3)},
     }
-    test_metrics = evaluate.score_model(updated, x_test, y_test, parent["task"])
+    # The parent's decision (its threshold) is kept: chosen on validation rows the update has not
+    # replaced, and the service decides the updated model's classes by it.
+    decision = decided_by(parent.get("decision"), parent.get("classes"))
+    test_metrics = evaluate.score_model(updated, x_test, y_test, parent["task"], *decision)
     metric = parent["objective"]["metric"]
     manifest["metrics"] = {**parent["metrics"], "test": test_metrics}
     manifest["objective"] = {**parent["objective"], "test_score": test_metrics[metric]}
@@ -132,8 +137,23 @@ def updated_manifest(
 
 
 def updated_reference(
-    updated: Pipeline, parent_reference: pd.DataFrame, features: list[str], task: str
+    updated: Pipeline,
+    parent_reference: pd.DataFrame,
+    features: list[str],
+    task: str,
+    decision: Decision = (None, 1),
 ) -> pd.DataFrame:
-    """The parent's reference rows, predicted again by the updated model."""
+    """The parent's reference rows, predicted again by the updated model (its classes decided
+    by `decision`, the parent's threshold)."""
     ref = parent_reference
-    return reference_frame(updated, ref[features], ref[LABEL_COL], task, len(ref), 0)
+    threshold, positive = decision
+    return reference_frame(
+        updated,
+        ref[features],
+        ref[LABEL_COL],
+        task,
+        len(ref),
+        0,
+        threshold=threshold,
+        positive=positive,
+    )

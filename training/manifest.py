@@ -19,6 +19,7 @@ from training.fitting import Fitted
 from training.prepare import Prepared
 from training.schema import infer_schema
 from training.selection import Selection
+from training.threshold import Chosen
 
 
 def build_manifest(
@@ -27,6 +28,7 @@ def build_manifest(
     fitted: Fitted,
     assessment: Assessment,
     champion: Champion | None,
+    chosen: Chosen | None = None,
     *,
     started: float,
 ) -> dict[str, Any]:
@@ -72,6 +74,7 @@ def build_manifest(
                 "folds": selection.folds,
             },
         },
+        "decision": chosen.record if chosen is not None else None,
         "metrics": {
             "cv": {"score": best.score, "std": best.std, "scoring": selection.scoring},
             "validation": fitted.validation,

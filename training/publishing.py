@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from core import metrics as metric_contract
+from core.decision import decide
 from core.registry import (
     LABEL_COL,
     MODEL_FILE,
@@ -102,9 +103,18 @@ def promote_through_gate(registry: Registry, name: str, version: int, passed: bo
 
 
 def reference_frame(
-    model: BaseEstimator, x: pd.DataFrame, y: pd.Series, task: str, rows: int, seed: int
+    model: BaseEstimator,
+    x: pd.DataFrame,
+    y: pd.Series,
+    task: str,
+    rows: int,
+    seed: int,
+    *,
+    threshold: float | None = None,
+    positive: int = 1,
 ) -> pd.DataFrame:
-    """`reference.parquet`: a sample of inputs with the model's predictions and the labels."""
+    """`reference.parquet`: a sample of inputs with the model's predictions (classes decided
+    by the version's threshold, `core.decision.decide`) and the labels."""
     if len(x) > rows:
         idx = np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))
         x, y = x.iloc[idx], y.iloc[idx]
@@ -112,7 +122,8 @@ def reference_frame(
     if task == "classification":
         proba = model.predict_proba(x)
         classes = list(model.classes_)
-        ref[PREDICTION_COL] = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        picked = decide(np.asarray(proba, dtype=float), threshold, positive)
+        ref[PREDICTION_COL] = np.asarray(classes, dtype=object)[picked]
         for i, c in enumerate(classes):
             ref[f"{PROBA_PREFIX}{c}"] = proba[:, i]
         ref[PREDICTION_COL] = ref[PREDICTION_COL].astype(str)

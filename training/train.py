@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from core.registry import Registry
-from training import mitigation, publishing
+from training import mitigation, publishing, threshold
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
 from training.fitting import fit_and_calibrate
@@ -55,17 +55,28 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     started = time.monotonic()
     prepared = prepare(config, say)
     mitigation.check(prepared)
+    threshold.check(prepared)
     selection = search(prepared, say)
     fitted = fit_and_calibrate(prepared, selection, say)
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)
-    assessment = assess(prepared, fitted, selection, say)
+    fitted, chosen = threshold.step(prepared, fitted, say)
+    assessment = assess(prepared, fitted, selection, say, chosen)
     champion = score_champion(registry, prepared, assessment)
-    manifest = build_manifest(prepared, selection, fitted, assessment, champion, started=started)
+    manifest = build_manifest(
+        prepared, selection, fitted, assessment, champion, chosen, started=started
+    )
     if mitigated is not None:
         mitigation.record(manifest, prepared, assessment, mitigated)
     cfg = prepared.config
     reference = reference_frame(
-        fitted.model, fitted.x_full, fitted.y_full, prepared.task, cfg.reference_rows, cfg.seed
+        fitted.model,
+        fitted.x_full,
+        fitted.y_full,
+        prepared.task,
+        cfg.reference_rows,
+        cfg.seed,
+        threshold=chosen.threshold if chosen else None,
+        positive=chosen.positive if chosen else 1,
     )
     return Candidate(prepared, assessment, fitted.model, reference, manifest, champion)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter
 
@@ -21,6 +21,10 @@ class ServedModelDetail(ModelDetail):
     equal to the pipeline at load), the preprocessing replayed and the tree model compiled for
     ONNX Runtime (checked the same way), scikit-learn's own methods, or a mix (see
     docs/architecture.md, "Serving path")."""
+    threshold: float | None = None
+    """A binary classifier's decision threshold: `prediction` is `positive_class` when its
+    probability is >= threshold (None: the most probable class). Probabilities are unchanged."""
+    positive_class: Any = None
 
 
 def _aliases(state: StateDep, name: str) -> dict[str, int]:
@@ -55,6 +59,8 @@ async def get_model(name: str, state: StateDep) -> ServedModelDetail:
         metrics=m.metrics,
         created_at=m.created_at,
         serving_path=model.serving_path,
+        threshold=model.threshold,
+        positive_class=m.decision.positive_class if m.decision is not None else None,
     )
 
 

@@ -38,3 +38,23 @@ def test_expected_auc_edges() -> None:
     assert np.isnan(expected_roc_auc(np.array([0.0, 0.0])))
     # by hand: rows .9/.5/.1 step TPR by .9,.5,.1 (/1.5) and FPR by .1,.5,.9 (/1.5): area 77/90
     assert abs(expected_roc_auc(np.array([0.1, 0.9, 0.5])) - 77 / 90) < 1e-12
+
+
+def test_estimate_at_the_threshold_tracks_realised_f1_under_covariate_shift() -> None:
+    """With a decision threshold the estimate decides classes as the service does: its expected
+    precision, recall and F1 track the realised ones at the same threshold (issue 19)."""
+    rng = np.random.default_rng(1)
+    x, y = population(20_000, -1.0, rng)  # imbalanced: about 15% positive
+    model = LogisticRegression().fit(x, y)
+    for shift in (-1.0, -0.4, 0.3):
+        xs, ys = population(20_000, shift, rng)
+        proba = model.predict_proba(xs)
+        est = estimate(proba, ["0", "1"], 0.3, 1)
+        real = classification_metrics(ys.astype(str), proba, ["0", "1"], 0.3, 1)
+        for name in ("accuracy", "precision", "recall", "f1"):
+            assert abs(est[name] - real[name]) < 0.03, (shift, name, est, real)
+        argmax = classification_metrics(ys.astype(str), proba, ["0", "1"])
+        assert real["recall"] > argmax["recall"]  # the threshold, not argmax, was used
+    # the positive class may be the first column: the same figures with the columns swapped
+    swapped = estimate(proba[:, ::-1], ["1", "0"], 0.3, 0)
+    assert swapped == estimate(proba, ["0", "1"], 0.3, 1)

@@ -17,7 +17,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from core.registry import REFERENCE_FILE, Registry, verify_files
 from tests.conftest import fast_config
-from training import data
+from training import data, threshold
 from training.assessment import assess
 from training.errors import TrainingError
 from training.fitting import fit_and_calibrate
@@ -64,12 +64,16 @@ def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
     assert selection.family in {"linear", "hgb"} and selection.scoring == "roc_auc"
     fitted = fit_and_calibrate(prepared, selection, said.append)
     assert len(fitted.x_full) == len(x_train) + len(prepared.splits.x_val)
-    assessment = assess(prepared, fitted, selection, said.append)
-    manifest = build_manifest(prepared, selection, fitted, assessment, None, started=0.0)
+    fitted, chosen = threshold.step(prepared, fitted, said.append)
+    assert chosen is not None and chosen.threshold is None  # balanced classes: argmax
+    assert said[-1].startswith("decision: argmax (the most probable class)")
+    assessment = assess(prepared, fitted, selection, said.append, chosen)
+    manifest = build_manifest(prepared, selection, fitted, assessment, None, chosen, started=0.0)
     assert said[-1] == "explaining the model (contributions on the test set)"
 
     published = run_training(cfg, Registry(tmp_path)).manifest
-    for key in ("classes", "features", "objective", "model", "metrics", "fairness", "data"):
+    keys = ("classes", "features", "objective", "model", "metrics", "fairness", "data", "decision")
+    for key in keys:
         assert json.dumps(manifest[key], default=str) == json.dumps(published[key], default=str)
     assert published["model"]["search"]["folds"] == 2
 
