@@ -361,8 +361,9 @@ class LoadedModel:
         refuses the batch (a row scaled past the float range), row by row, each answered alike
         or refused by both. Alike: the same values (see `_same`) and, for probabilities, the
         same predicted class on every row, as `decided` (the version's own decision: its
-        threshold, when it has one) turns them into classes. Each side answers each batch or row
-        once (a scikit-learn forest's answer on the check rows is most of a compiled load's time)."""
+        threshold, when it has one) turns them into classes. Each side answers each batch or
+        row once (a scikit-learn forest's answer on the check rows is most of a compiled load's
+        time)."""
         mine, theirs = _once(mine), _once(theirs)
         try:
             theirs(x)
