@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from core.registry import Registry
-from training import mitigation, publishing
+from training import ensemble, mitigation, publishing
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
 from training.fitting import fit_and_calibrate
@@ -57,6 +57,7 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     mitigation.check(prepared)
     selection = search(prepared, say)
     fitted = fit_and_calibrate(prepared, selection, say)
+    fitted = ensemble.consider(prepared, selection, fitted, say)
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)
     assessment = assess(prepared, fitted, selection, say)
     champion = score_champion(registry, prepared, assessment)
