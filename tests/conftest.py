@@ -54,6 +54,8 @@ FAST = {
     "search": {"method": "random", "trials": 2, "budget_seconds": 10, "max_rows": 1000},
     "split": {"cv_folds": 2},
     "reference_rows": 200,
+    # issue 19: ensembles cost more fits; tests/training/test_ensemble.py turns them on
+    "ensemble": {"enabled": False},
 }
 
 

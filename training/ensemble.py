@@ -16,6 +16,7 @@ from sklearn.ensemble import (
 )
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from core import metrics as metric_contract
@@ -31,10 +32,37 @@ Gains = np.ndarray[Any, Any]
 def metric_value(
     metric: str, task: str, y: pd.Series, out: Outputs, classes: list[Any] | None
 ) -> float:
-    """The objective metric of outputs `out` on labels `y`."""
-    if task == "classification":
-        return metric_contract.classification_metrics(y, out, classes or [])[metric]
-    return metric_contract.regression_metrics(y, out)[metric]
+    """The objective metric of outputs `out` on labels `y`: the same figure as core.metrics
+    computes, only that one (the bootstrap computes it hundreds of times)."""
+    if task == "regression":
+        err = np.asarray(y, dtype=float) - out
+        if metric == "r2":
+            yv = np.asarray(y, dtype=float)
+            total = float(np.sum((yv - yv.mean()) ** 2))
+            return 1.0 - float(np.sum(err**2)) / total if total else float("nan")
+        return float(np.sqrt(np.mean(err**2)) if metric == "rmse" else np.mean(np.abs(err)))
+    codes = metric_contract.class_codes(y, classes or [])
+    known = codes >= 0
+    codes, proba = codes[known], out[known]
+    k = proba.shape[1]
+    if metric == "accuracy":
+        return float(np.mean(proba.argmax(axis=1) == codes))
+    if metric == "brier":
+        onehot = np.eye(k)[codes]
+        if k == 2:
+            return float(np.mean((proba[:, 1] - onehot[:, 1]) ** 2))
+        return float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+    if metric == "log_loss":
+        picked = np.clip(proba[np.arange(len(codes)), codes], 1e-15, 1.0)
+        return float(-np.mean(np.log(picked)))
+    if metric == "roc_auc":
+        present = np.unique(codes)
+        if len(present) < k:
+            return float("nan")
+        if k == 2:
+            return float(roc_auc_score(codes, proba[:, 1]))
+        return float(roc_auc_score(codes, proba, multi_class="ovr", labels=list(range(k))))
+    return metric_contract.classification_metrics(y, out, classes or [])[metric]
 
 
 def bootstrap_gain(

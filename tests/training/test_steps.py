@@ -17,7 +17,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from core.registry import REFERENCE_FILE, Registry, verify_files
 from tests.conftest import fast_config
-from training import data
+from training import data, ensemble
 from training.assessment import assess
 from training.errors import TrainingError
 from training.fitting import fit_and_calibrate
@@ -58,6 +58,7 @@ def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
     assert selection.family in {"linear", "hgb"} and selection.scoring == "roc_auc"
     fitted = fit_and_calibrate(prepared, selection, said.append)
     assert len(fitted.x_full) == len(x_train) + len(prepared.splits.x_val)
+    fitted = ensemble.consider(prepared, selection, fitted, said.append)  # issue 19: a step
     assessment = assess(prepared, fitted, selection, said.append)
     manifest = build_manifest(prepared, selection, fitted, assessment, None, started=0.0)
     assert said[-1] == "explaining the model (contributions on the test set)"
