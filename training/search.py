@@ -152,18 +152,15 @@ HALVING_MIN_ROWS = 150
 
 def halving_rungs(configs: int, rows: int) -> list[tuple[int, int]]:
     """(configurations, rows) of each rung of a successive-halving search: a third of the
-    configurations survive each rung and the rows triple, the last rung on every row."""
+    configurations go on from each rung with three times the rows, the last rung on every row;
+    no rung has fewer than HALVING_MIN_ROWS rows (small data: fewer rungs)."""
     counts = [configs]
     while counts[-1] > 1:
         counts.append(math.ceil(counts[-1] / HALVING_FACTOR))
-    rungs = []
-    for k, n in enumerate(counts):
-        r = rows // HALVING_FACTOR ** (len(counts) - 1 - k)
-        if r >= HALVING_MIN_ROWS or k == len(counts) - 1:
-            rungs.append((n, r))
-    if rungs and rungs[0][0] < configs:  # rungs dropped for too few rows: start wider there
-        rungs[0] = (configs, rungs[0][1])
-    return rungs
+    n = 1
+    while n < len(counts) and rows // HALVING_FACTOR**n >= HALVING_MIN_ROWS:
+        n += 1
+    return [(c, rows // HALVING_FACTOR ** (n - 1 - k)) for k, c in enumerate(counts[:n])]
 
 
 def search_family(
