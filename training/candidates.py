@@ -162,6 +162,14 @@ def default_params(family: str, task: str, space: Space) -> dict[str, Any]:
         "svm": {"C": 1.0, "gamma": "scale"},
         # exactly HistGradientBoosting*(): early stopping only above 10,000 rows
         "hgb": {"early_stopping": "auto"},
+        # core.deep's own defaults, spelled out (the manifest then names them)
+        "deep": {
+            "hidden_units": 64,
+            "depth": 2,
+            "dropout": 0.2,
+            "weight_decay": 1e-4,
+            "learning_rate": 3e-3,
+        },
     }
     model = defaults.get(family, {})
     pre: dict[str, Any] = {"pre_interactions": False, "pre_pca": None}

@@ -94,6 +94,9 @@ class Search(_Strict):
     family gets an equal share of what is left when its turn comes."""
     max_rows: int = Field(20_000, ge=100)
     """Rows sampled for cross-validated search; the final fit uses every training row."""
+    default_first: bool = True
+    """Each family's first trial is its untuned default (so the search never ends below it);
+    false: every trial is drawn from the space."""
     halving: bool = False
     """random/grid: successive halving, three times `trials` configurations raced on growing
     row samples (the best third goes on), about the cost of `trials` full evaluations."""

@@ -110,7 +110,7 @@ def search(prepared: Prepared, say: Progress) -> Selection:
             scoring=scoring,
             seed=config.seed,
             fit_params=fit_params,
-            default=default_params(family, task, space),
+            default=default_params(family, task, space) if config.search.default_first else None,
             halving=config.search.halving,
             on_trial=lambda fam, n, s: say(
                 f"search {fam}: trial {n}/{config.search.trials} cv {scoring}={s:.4f}"
