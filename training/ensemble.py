@@ -189,6 +189,9 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
             winners.append(method)
     judge = metric_contract.get(metric)
     say(f"ensemble of {info['members']} on validation {metric}: {scores}")
+    if not candidates:
+        info.update(published=False, reason="stacking alone was asked for, on time-ordered data")
+        return _with(fitted, info)
     if not winners:
         info.update(published=False, reason="no ensemble beat the best single model beyond noise")
         return _with(fitted, info)
