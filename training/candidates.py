@@ -138,8 +138,7 @@ def model_space(family: str, task: str, size: DataSize | None = None) -> Space:
             "max_leaf_nodes": IntRange(15, 63),
             "l2_regularization": FloatRange(1e-6, 1.0),
             # without early stopping (small data) more rounds only overfit, at a cost per round
-            # with early stopping, more rounds cost only what the validation split asks for
-            "max_iter": IntRange(50, 150) if _small(size) else IntRange(100, 500),
+            "max_iter": IntRange(50, 150) if _small(size) else IntRange(100, 300),
         }
     if family == "deep":
         return deep_space()
