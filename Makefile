@@ -41,7 +41,8 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # Needs wrk (Debian: apt-get install wrk). The side-by-side run installs MLServer and BentoML in
-# their own venvs under .bench-venvs/ on first use. About 55 minutes in all (the first run also trains
+# their own venvs under .bench-venvs/ on first use (FLAML too). About 100 minutes in all on an idle
+# 2-core machine (bench.quality ~30, bench.threshold ~15; the first run also trains
 # one flights model per family into .bench-registry/, about 10 minutes more).
 bench: install
 	$(BIN)/python -m bench.compare
@@ -61,6 +62,8 @@ bench: install
 	$(BIN)/python -m bench.oip  # issue 18: /v2 (Open Inference Protocol) beside /v1
 	$(BIN)/python -m bench.deep  # the deep family's serving cost and each fairness mitigation
 	nice -n 19 $(BIN)/python -m bench.threshold  # issue 19: decision thresholds, flights May-December
+	# issue 19: model quality against FLAML (own venv, .bench-venvs/flaml) and untuned defaults
+	$(BIN)/python -m bench.quality
 
 # The schemathesis run of `make test`, with 500 examples per operation instead of 15.
 fuzz: install

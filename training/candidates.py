@@ -151,6 +151,33 @@ def model_space(family: str, task: str, size: DataSize | None = None) -> Space:
     raise ValueError(f"unknown model family {family!r}")
 
 
+def default_params(family: str, task: str, space: Space) -> dict[str, Any]:
+    """The family's untuned configuration (the library's defaults, the plain preprocessing):
+    the search's first trial, so that it never ends below it."""
+    defaults: dict[str, dict[str, Any]] = {
+        "linear": {"alpha": 1e-4, "l1_ratio": 0.15}
+        if task == "classification"
+        else {"alpha": 0.01, "l1_ratio": 0.5},
+        "svm": {"C": 1.0, "gamma": "scale"},
+        # exactly HistGradientBoosting*(): early stopping only above 10,000 rows
+        "hgb": {"early_stopping": "auto"},
+        # core.deep's own defaults, spelled out (the manifest then names them)
+        "deep": {
+            "hidden_units": 64,
+            "depth": 2,
+            "dropout": 0.2,
+            "weight_decay": 1e-4,
+            "learning_rate": 3e-3,
+        },
+    }
+    model = defaults.get(family, {})
+    pre: dict[str, Any] = {"pre_interactions": False, "pre_pca": None}
+    scalers = space.get("pre_scaler")
+    if isinstance(scalers, Choice):
+        pre["pre_scaler"] = "standard" if "standard" in scalers.values else scalers.values[0]
+    return {**{k: v for k, v in pre.items() if k in space}, **model}
+
+
 def calibration_folds(size: DataSize | None, folds: int = 3) -> int:
     """Folds for CalibratedClassifierCV: `folds`, but no more than the rarest class has rows
     (scikit-learn refuses more folds than a class has members); at least 2."""
@@ -198,7 +225,8 @@ def make_estimator(
         cls_h = HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor
         if size is not None:
             p.setdefault("min_samples_leaf", _leaf_high(20, size, 20))
-        return cls_h(early_stopping=not small, random_state=seed, **p)
+        early = p.pop("early_stopping", not small)
+        return cls_h(early_stopping=early, random_state=seed, **p)
     if family == "deep":
         return deep_estimator(clf, p, seed)
     if family == "mlp":

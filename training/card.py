@@ -32,6 +32,7 @@ def render(manifest: dict[str, Any]) -> str:
         f"- Hyperparameters: `{m['model']['params']}`",
         f"- Calibration: {m['model']['calibration']}",
         *decision_lines(m.get("decision")),
+        *ensemble_lines(m["model"].get("ensemble")),
         "",
         "## Metrics (held-out test set)",
         "| metric | model | trivial baseline |",
@@ -139,3 +140,15 @@ def decision_lines(decision: dict[str, Any] | None) -> list[str]:
                 )
     lines += ["", "Probabilities are served unchanged; the threshold decides `prediction` only."]
     return lines
+def ensemble_lines(ens: dict[str, Any] | None) -> list[str]:
+    """Whether an ensemble of the best families was published, and the validation figures."""
+    if not ens or "members" not in ens:
+        return []
+    verdict = f"**{ens['method']}** published" if ens.get("published") else "not published"
+    scores = ", ".join(f"{k} {_fmt(v)}" for k, v in ens["validation"].items())
+    return [
+        f"- Ensemble of {', '.join(ens['members'])}: {verdict} ({ens['reason']}; validation "
+        f"{ens['metric']}: {scores}; lower {ens['confidence']:.0%} bound of the gain: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in ens["lower_gain"].items())
+        + ")"
+    ]

@@ -86,12 +86,38 @@ class FeatureEngineering(_Strict):
 
 class Search(_Strict):
     method: Literal["grid", "random", "bayes"] = "random"
+    """bayes: Optuna's TPE sampler, and its MedianPruner stops trials that fall behind."""
     trials: int = Field(8, ge=1)
-    """Trials per model family."""
+    """Trials per model family; the first is always the family's untuned default."""
     budget_seconds: float = Field(120, gt=0)
-    """Wall-clock budget for the whole search, shared by the families."""
+    """Wall-clock budget for the whole search (every family's trials, not each family's): each
+    family gets an equal share of what is left when its turn comes."""
     max_rows: int = Field(20_000, ge=100)
     """Rows sampled for cross-validated search; the final fit uses every training row."""
+    default_first: bool = True
+    """Each family's first trial is its untuned default (so the search never ends below it);
+    false: every trial is drawn from the space."""
+    halving: bool = False
+    """random/grid: successive halving, three times `trials` configurations raced on growing
+    row samples (the best third goes on), about the cost of `trials` full evaluations."""
+
+
+class Ensemble(_Strict):
+    """Soft voting or stacking of the best candidates, published only when it beats the best
+    single model on validation beyond noise (a bootstrap over the validation rows)."""
+
+    enabled: bool = True
+    size: int = Field(3, ge=2, le=7)
+    """How many of the best families (by CV score) are combined."""
+    methods: list[Literal["voting", "stacking"]] = Field(
+        default_factory=lambda: list[Literal["voting", "stacking"]](["voting", "stacking"]),
+        min_length=1,
+    )
+    """Which combinations are tried; stacking is skipped on time-ordered data."""
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    """The ensemble must win in this share of bootstrap resamples of the validation rows."""
+    bootstrap: int = Field(200, ge=20, le=5000)
+    """Bootstrap resamples of the validation rows."""
 
 
 class Fairness(_Strict):
@@ -177,6 +203,7 @@ class TrainConfig(_Strict):
         default_factory=lambda: list[Family](["linear", "tree", "forest", "hgb", "mlp"])
     )
     search: Search = Field(default_factory=Search)
+    ensemble: Ensemble = Field(default_factory=Ensemble)
     calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"
     decision: Decision = Field(default_factory=Decision)
     """The decision threshold of a binary classifier, chosen on validation data."""

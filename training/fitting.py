@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,13 +32,30 @@ class Fitted:
     validation_proba: npt.NDArray[np.float64] | None = None
     """Classifiers: the validation rows' probabilities of the chosen calibration fitted on train
     (the decision threshold is chosen on them, training/threshold.py)."""
+    on_train: Pipeline | None = None  # the same model fitted on train only (validation checks)
+    ensemble: dict[str, Any] | None = None  # the manifest's `model.ensemble` (training.ensemble)
 
 
-def fit_and_calibrate(prepared: Prepared, selection: Selection, say: Progress) -> Fitted:
-    """Fit on train, keep the calibration with the lowest validation Brier score (`auto`), then
-    refit on train + validation."""
+@dataclass(frozen=True)
+class TrainFit:
+    """A candidate fitted on the training rows, with the calibration validation chose."""
+
+    model: Pipeline
+    calibration: str
+    pipeline: Callable[[str | None], Pipeline]  # the unfitted candidate, calibrated or not
+
+    @property
+    def final_calibration(self) -> str | None:
+        """What the final fit wraps the estimator in (the svm's sigmoid is built in)."""
+        return self.calibration if self.calibration in ("sigmoid", "isotonic") else None
+
+
+def fit_on_train(
+    prepared: Prepared, family: str, params: dict[str, Any], size: Any, say: Progress
+) -> TrainFit:
+    """Fit a candidate on train and keep the calibration with the lowest validation Brier
+    score (`auto`), as every published model is calibrated."""
     config, task, splits = prepared.config, prepared.task, prepared.splits
-    family, params, size = selection.family, selection.best.params, selection.size
     features = prepared.features
     sens = config.fairness.sensitive
     reweight = config.fairness.mitigation == "reweight"
@@ -68,28 +87,37 @@ def fit_and_calibrate(prepared: Prepared, selection: Selection, say: Progress) -
                 calibration = min(briers, key=lambda k: (briers[k], k != "none"))
             else:
                 calibration = config.calibration
-            say(f"calibration: {calibration} (validation Brier {briers})")
-        val_metrics = evaluate.score_model(fitted[calibration], x_val, y_val, task)
-        val_proba = (
-            np.asarray(fitted[calibration].predict_proba(x_val), dtype=float)
-            if task == "classification"
-            else None
-        )
-        x_full = pd.concat([x_tr, x_val])
-        y_full = pd.concat([y_tr, y_val])
-        w_full = None
-        if reweight:
-            w_full = fairness.reweighting(
-                pd.concat([splits.x_train, splits.x_val])[sens[0]], y_full
-            )
-        say("final fit on train + validation")
-        model = _fit(
-            pipeline(calibration if calibration in ("sigmoid", "isotonic") else None),
-            x_full,
-            y_full,
-            w_full,
-        )
-    return Fitted(model, calibration, val_metrics, x_full, y_full, val_proba)
+            say(f"calibration of {family}: {calibration} (validation Brier {briers})")
+    return TrainFit(fitted[calibration], calibration, pipeline)
+
+
+def fit_and_calibrate(prepared: Prepared, selection: Selection, say: Progress) -> Fitted:
+    """Fit on train, keep the calibration with the lowest validation Brier score (`auto`), then
+    refit on train + validation."""
+    config, task, splits = prepared.config, prepared.task, prepared.splits
+    features = prepared.features
+    sens = config.fairness.sensitive
+    chosen = fit_on_train(prepared, selection.family, selection.best.params, selection.size, say)
+    x_tr, y_tr = splits.x_train[features], splits.y_train
+    x_val, y_val = splits.x_val[features], splits.y_val
+    val_metrics = evaluate.score_model(chosen.model, x_val, y_val, task)
+    val_proba = (
+        np.asarray(chosen.model.predict_proba(x_val), dtype=float)
+        if task == "classification"
+        else None
+    )
+    x_full = pd.concat([x_tr, x_val])
+    y_full = pd.concat([y_tr, y_val])
+    w_full = None
+    if config.fairness.mitigation == "reweight":
+        w_full = fairness.reweighting(pd.concat([splits.x_train, splits.x_val])[sens[0]], y_full)
+    say("final fit on train + validation")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = _fit(chosen.pipeline(chosen.final_calibration), x_full, y_full, w_full)
+    return Fitted(
+        model, chosen.calibration, val_metrics, x_full, y_full, val_proba, on_train=chosen.model
+    )
 
 
 def _fit(

@@ -37,6 +37,8 @@ def build_manifest(
     `started` is the run's `time.monotonic()` at its start (for `training_seconds`)."""
     config, task, splits = prepared.config, prepared.task, prepared.splits
     best = selection.best
+    ens = fitted.ensemble or {}
+    published = bool(ens.get("published"))
     classes = prepared.classes
     schema = infer_schema(fitted.x_full, prepared.kinds)
     return {
@@ -54,15 +56,19 @@ def build_manifest(
             "passed": True,  # a run that misses its objective publishes nothing
         },
         "model": {
-            "family": selection.family,
-            "params": best.params,
+            "family": "ensemble" if published else selection.family,
+            "params": {"method": ens["method"], "members": ens["params"]}
+            if published
+            else best.params,
             "calibration": fitted.calibration,
+            "ensemble": fitted.ensemble,
             "candidates": [
                 {
                     "family": r.family,
                     "cv_score": r.best.score if r.best else None,
                     "cv_std": r.best.std if r.best else None,
                     "trials": len(r.trials),
+                    "default_cv_score": r.trials[0].score if r.trials else None,
                 }
                 for r in selection.results
             ],

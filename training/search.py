@@ -1,8 +1,10 @@
-"""Hyperparameter search (grid, random, Bayesian via Optuna) under trial and time budgets."""
+"""Hyperparameter search (grid, random, Bayesian via Optuna; pruning, successive halving) under
+trial and time budgets."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -11,8 +13,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit, cross_val_score
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
 from training.candidates import Choice, FloatRange, Space, grid_values, sample
@@ -79,6 +83,8 @@ class Trial:
     score: float
     std: float
     seconds: float
+    rows: int = 0  # rows the trial was cross-validated on (fewer on a halving search's early rungs)
+    pruned: bool = False  # stopped after some folds by the Bayesian search's pruner
 
 
 @dataclass
@@ -88,8 +94,40 @@ class FamilyResult:
 
     @property
     def best(self) -> Trial | None:
-        ok = [t for t in self.trials if np.isfinite(t.score)]
+        """The best trial on the most rows any trial saw (a halving search's last rung); pruned
+        trials never win."""
+        most = max((t.rows for t in self.trials), default=0)
+        ok = [t for t in self.trials if np.isfinite(t.score) and not t.pruned and t.rows == most]
         return max(ok, key=lambda t: t.score) if ok else None
+
+
+class Pruned(Exception):
+    """Raised by a fold report to stop a trial that cannot catch up (Optuna's pruner said so)."""
+
+
+FoldReport = Callable[[int, float], None]
+
+
+def _cv_score(
+    pipe: Pipeline,
+    x: pd.DataFrame,
+    y: pd.Series,
+    cv: Any,
+    scoring: str,
+    fit_params: dict[str, Any] | None,
+    report: FoldReport | None = None,
+) -> tuple[float, float]:
+    """Mean and standard deviation of `scoring` over the folds of `cv`; after each fold
+    `report(fold, running mean)` may raise Pruned."""
+    scorer = get_scorer(scoring)
+    scores: list[float] = []
+    for i, (tr, te) in enumerate(cv.split(x, y)):
+        params = {k: np.asarray(v)[tr] for k, v in (fit_params or {}).items()}
+        est = clone(pipe).fit(x.iloc[tr], y.iloc[tr], **params)
+        scores.append(float(scorer(est, x.iloc[te], y.iloc[te])))
+        if report is not None:
+            report(i, float(np.mean(scores)))
+    return float(np.mean(scores)), float(np.std(scores))
 
 
 def _proposals(method: str, space: Space, trials: int, seed: int) -> list[dict[str, Any]]:
@@ -103,6 +141,26 @@ def _proposals(method: str, space: Space, trials: int, seed: int) -> list[dict[s
         return [grid[i] for i in order[:trials]]
     rng = np.random.default_rng(seed)
     return [sample(space, rng) for _ in range(trials)]
+
+
+HALVING_FACTOR = 3
+"""A halving search samples this many times `trials` configurations and keeps the best third
+of them on each rung, with three times the rows."""
+HALVING_MIN_ROWS = 150
+"""A halving search's first rung has at least this many rows (fewer score too noisily)."""
+
+
+def halving_rungs(configs: int, rows: int) -> list[tuple[int, int]]:
+    """(configurations, rows) of each rung of a successive-halving search: a third of the
+    configurations go on from each rung with three times the rows, the last rung on every row;
+    no rung has fewer than HALVING_MIN_ROWS rows (small data: fewer rungs)."""
+    counts = [configs]
+    while counts[-1] > 1:
+        counts.append(math.ceil(counts[-1] / HALVING_FACTOR))
+    n = 1
+    while n < len(counts) and rows // HALVING_FACTOR**n >= HALVING_MIN_ROWS:
+        n += 1
+    return [(c, rows // HALVING_FACTOR ** (n - 1 - k)) for k, c in enumerate(counts[:n])]
 
 
 def search_family(
@@ -120,65 +178,129 @@ def search_family(
     seed: int,
     fit_params: dict[str, Any] | None = None,
     on_trial: TrialCallback | None = None,
+    default: dict[str, Any] | None = None,
+    halving: bool = False,
 ) -> FamilyResult:
     """Evaluate up to `trials` points of `space` by cross-validation until `deadline`.
 
-    The first trial always runs, so every family gets a score even on a tight budget.
+    `default` (the family's untuned configuration) is the first trial, so the search never
+    ends below it; the first trial always runs, so every family gets a score even on a tight
+    budget. `bayes` prunes trials (Optuna's MedianPruner on the running fold mean); `halving`
+    (random or grid) samples HALVING_FACTOR times as many configurations and races them on
+    growing row samples, spending about the cost of `trials` full evaluations.
     """
     result = FamilyResult(family)
 
-    def evaluate(params: dict[str, Any]) -> float:
+    def evaluate(
+        params: dict[str, Any],
+        rows: np.ndarray[Any, Any] | None = None,
+        report: FoldReport | None = None,
+    ) -> float:
         start = time.perf_counter()
+        xs, ys, fp = x, y, fit_params
+        if rows is not None:
+            xs, ys = x.iloc[rows], y.iloc[rows]
+            fp = {k: np.asarray(v)[rows] for k, v in (fit_params or {}).items()} or None
+        pruned = False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             warnings.filterwarnings("ignore", message=".*number of unique classes.*")
             try:
-                scores = cross_val_score(
-                    build(params),
-                    x,
-                    y,
-                    cv=cv,
-                    scoring=scoring,
-                    params=fit_params,
-                    error_score="raise",
-                )
-                score, std = float(np.mean(scores)), float(np.std(scores))
+                score, std = _cv_score(build(params), xs, ys, cv, scoring, fp, report)
+            except Pruned as exc:
+                score, std, pruned = float(exc.args[0]), float("nan"), True
             except (ValueError, ArithmeticError):
                 score, std = float("-inf"), float("nan")
-        result.trials.append(Trial(params, score, std, time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        result.trials.append(Trial(params, score, std, seconds, len(xs), pruned))
         if on_trial:
             on_trial(family, len(result.trials), score)
         return score
 
+    if default is not None:
+        evaluate(default)
     if method == "bayes" and space:
-        import optuna  # heavy: imported only when Bayesian search is asked for
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(
-            direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
-        )
-
-        def objective(trial: Any) -> float:
-            params: dict[str, Any] = {}
-            for name, dim in space.items():
-                if isinstance(dim, Choice):
-                    idx = trial.suggest_categorical(name, list(range(len(dim.values))))
-                    params[name] = dim.values[idx]
-                elif isinstance(dim, FloatRange):
-                    params[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
-                else:
-                    params[name] = trial.suggest_int(name, dim.low, dim.high, log=dim.log)
-            value = evaluate(params)
-            return value if np.isfinite(value) else -1e12
-
-        evaluate_first = True
-        while len(result.trials) < trials and (evaluate_first or time.monotonic() < deadline):
-            evaluate_first = False
-            study.optimize(objective, n_trials=1)
+        _bayes(space, evaluate, result, trials, deadline, seed)
         return result
-
-    for i, params in enumerate(_proposals(method, space, trials, seed)):
-        if i > 0 and time.monotonic() >= deadline:
+    if halving and method in ("random", "grid") and space:
+        _halving(space, evaluate, result, method, trials, deadline, seed, len(x))
+        return result
+    for params in _proposals(method, space, trials, seed):
+        if len(result.trials) >= trials:
+            break
+        if result.trials and time.monotonic() >= deadline:
             break
         evaluate(params)
     return result
+
+
+def _bayes(
+    space: Space,
+    evaluate: Callable[..., float],
+    result: FamilyResult,
+    trials: int,
+    deadline: float,
+    seed: int,
+) -> None:
+    """Optuna's TPE sampler; its MedianPruner stops a trial whose running fold mean falls below
+    the median of earlier trials at the same fold."""
+    import optuna  # heavy: imported only when Bayesian search is asked for
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+
+    def objective(trial: Any) -> float:
+        params: dict[str, Any] = {}
+        for name, dim in space.items():
+            if isinstance(dim, Choice):
+                idx = trial.suggest_categorical(name, list(range(len(dim.values))))
+                params[name] = dim.values[idx]
+            elif isinstance(dim, FloatRange):
+                params[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
+            else:
+                params[name] = trial.suggest_int(name, dim.low, dim.high, log=dim.log)
+
+        def report(fold: int, mean: float) -> None:
+            trial.report(mean, fold)
+            if trial.should_prune():
+                raise Pruned(mean)
+
+        value = evaluate(params, report=report)
+        if result.trials[-1].pruned:
+            raise optuna.TrialPruned()
+        return value if np.isfinite(value) else -1e12
+
+    while len(result.trials) < trials and (not result.trials or time.monotonic() < deadline):
+        study.optimize(objective, n_trials=1)
+
+
+def _halving(
+    space: Space,
+    evaluate: Callable[..., float],
+    result: FamilyResult,
+    method: str,
+    trials: int,
+    deadline: float,
+    seed: int,
+    rows_total: int,
+) -> None:
+    """Successive halving: HALVING_FACTOR x `trials` configurations on a row sample, the best
+    third on three times the rows, ... the last on every row, where the default (evaluated on
+    every row first) competes with them."""
+    configs = _proposals(method, space, trials * HALVING_FACTOR, seed)
+    rungs = halving_rungs(len(configs), rows_total)
+    order = np.random.default_rng(seed).permutation(rows_total)
+    scores = {i: float("nan") for i in range(len(configs))}
+    alive = list(range(len(configs)))
+    for k, (keep, rows) in enumerate(rungs):
+        if k > 0:
+            alive = sorted(alive, key=lambda i: -np.nan_to_num(scores[i], nan=-np.inf))[:keep]
+        sample_rows = np.sort(order[:rows])
+        for i in alive:
+            if result.trials and time.monotonic() >= deadline:
+                return
+            scores[i] = evaluate(configs[i], rows=None if rows >= rows_total else sample_rows)

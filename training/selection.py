@@ -14,6 +14,7 @@ from core import metrics as metric_contract
 from training import data, fairness
 from training.candidates import (
     calibrated,
+    default_params,
     make_estimator,
     model_space,
     preprocessing_space,
@@ -109,6 +110,8 @@ def search(prepared: Prepared, say: Progress) -> Selection:
             scoring=scoring,
             seed=config.seed,
             fit_params=fit_params,
+            default=default_params(family, task, space) if config.search.default_first else None,
+            halving=config.search.halving,
             on_trial=lambda fam, n, s: say(
                 f"search {fam}: trial {n}/{config.search.trials} cv {scoring}={s:.4f}"
             ),

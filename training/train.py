@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from core.registry import Registry
-from training import mitigation, publishing, threshold
+from training import ensemble, mitigation, publishing, threshold
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
 from training.fitting import fit_and_calibrate
@@ -58,6 +58,7 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     threshold.check(prepared)
     selection = search(prepared, say)
     fitted = fit_and_calibrate(prepared, selection, say)
+    fitted = ensemble.consider(prepared, selection, fitted, say)
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)
     fitted, chosen = threshold.step(prepared, fitted, say)
     assessment = assess(prepared, fitted, selection, say, chosen)

@@ -17,7 +17,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from core.registry import REFERENCE_FILE, Registry, verify_files
 from tests.conftest import fast_config
-from training import data, threshold
+from training import data, ensemble, threshold
 from training.assessment import assess
 from training.errors import TrainingError
 from training.fitting import fit_and_calibrate
@@ -64,6 +64,7 @@ def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
     assert selection.family in {"linear", "hgb"} and selection.scoring == "roc_auc"
     fitted = fit_and_calibrate(prepared, selection, said.append)
     assert len(fitted.x_full) == len(x_train) + len(prepared.splits.x_val)
+    fitted = ensemble.consider(prepared, selection, fitted, said.append)  # issue 19: a step
     fitted, chosen = threshold.step(prepared, fitted, said.append)
     assert chosen is not None and chosen.threshold is None  # balanced classes: argmax
     assert said[-1].startswith("decision: argmax (the most probable class)")
