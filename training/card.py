@@ -140,6 +140,8 @@ def decision_lines(decision: dict[str, Any] | None) -> list[str]:
                 )
     lines += ["", "Probabilities are served unchanged; the threshold decides `prediction` only."]
     return lines
+
+
 def ensemble_lines(ens: dict[str, Any] | None) -> list[str]:
     """Whether an ensemble of the best families was published, and the validation figures."""
     if not ens or "members" not in ens:
