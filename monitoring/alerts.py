@@ -34,8 +34,9 @@ class AlertRules(BaseModel):
     """Absolute bound for realised and estimated performance: a floor, or a ceiling for metrics
     where lower is better (rmse, mae, log_loss, brier)."""
     max_drop: float = Field(0.05, ge=0)
-    """Largest allowed worsening from the version's test score (a fall, or a rise for metrics
-    where lower is better)."""
+    """Largest allowed worsening (a fall, or a rise for metrics where lower is better): of the
+    realised score from the version's test score, and of the estimated score from the same
+    estimate on the version's reference sample (where the log has one; else the test score)."""
     min_labelled_rows: int = Field(100, ge=1)
     missing_share_increase: float = 0.1
     """Missing share of a feature above its reference share by more than this."""
@@ -195,6 +196,13 @@ def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
         "realised": performance.get("realised") if performance else None,
         "estimated": performance.get("estimated") if performance else None,
     }
+    # The label-free estimate is judged against itself on the reference sample: an estimate read
+    # from the model's own probabilities is biased wherever they are not perfectly calibrated, and
+    # the bias is the same on both, so only a change in the traffic moves the difference.
+    ref_scores = performance.get("reference_estimated") if performance else None
+    ref_estimate = ref_scores.get(metric) if ref_scores and metric else None
+    if ref_estimate is not None and ref_estimate != ref_estimate:  # NaN
+        ref_estimate = None
     for kind, scores in measured.items():
         value = scores.get(metric) if scores and metric else None
         rule = f"{kind}_performance"
@@ -207,8 +215,11 @@ def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
         limits: list[float] = []
         if rules.performance_floor is not None:
             limits.append(rules.performance_floor)
-        if test_score is not None:
-            limits.append(judge.limit(test_score, rules.max_drop))
+        baseline, against = test_score, "test score"
+        if kind == "estimated" and ref_estimate is not None:
+            baseline, against = ref_estimate, "estimate on the reference sample"
+        if baseline is not None:
+            limits.append(judge.limit(baseline, rules.max_drop))
         threshold = judge.strictest(limits)
         breached = threshold is not None and not judge.meets(value, threshold)
         out.append(
@@ -217,8 +228,8 @@ def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
                 breached,
                 value,
                 threshold,
-                f"{kind} {metric} {value:.3f} {judge.shortfall} {threshold:.3f} (test score "
-                f"{test_score if test_score is not None else float('nan'):.3f})"
+                f"{kind} {metric} {value:.3f} {judge.shortfall} {threshold:.3f} ({against} "
+                f"{baseline if baseline is not None else float('nan'):.3f})"
                 if breached
                 else f"{kind} {metric} {value:.3f}",
                 "critical",

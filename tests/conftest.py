@@ -51,16 +51,7 @@ def require_module(name: str) -> ModuleType:
 
 FAST = {
     "models": ["linear", "hgb"],
-    # default_first false: the shared fixture keeps the searched model its monitoring figures were
-    # set on (issue 19: with the untuned default first, tests/monitoring/test_runner.py saw an
-    # estimated_performance alert on 50 unlabelled rows; see the issue-19b report)
-    "search": {
-        "method": "random",
-        "trials": 2,
-        "budget_seconds": 10,
-        "max_rows": 1000,
-        "default_first": False,
-    },
+    "search": {"method": "random", "trials": 2, "budget_seconds": 10, "max_rows": 1000},
     "split": {"cv_folds": 2},
     "reference_rows": 200,
     # issue 19: ensembles cost more fits; tests/training/test_ensemble.py turns them on

@@ -20,6 +20,7 @@ def summary(
     labelled: int = 500,
     metric: str = "accuracy",
     test_score: float = 0.80,
+    reference_estimated: float | None = None,
 ) -> dict[str, Any]:
     return {
         "model": "m",
@@ -34,6 +35,9 @@ def summary(
             "realised": {metric: realised} if realised is not None else None,
             "estimated": {metric: estimated} if estimated is not None else None,
             "realised_rows": labelled,
+            "reference_estimated": (
+                {metric: reference_estimated} if reference_estimated is not None else None
+            ),
         },
     }
 
@@ -92,6 +96,29 @@ def test_each_rule_fires_on_its_condition() -> None:
     assert active_rules(summary(rows=10), rules) == {"insufficient_data"}
     floor = AlertRules(performance_floor=0.9)
     assert active_rules(summary(realised=0.85), floor) == {"realised_performance"}
+
+
+def test_the_estimate_is_judged_against_the_same_estimate_on_the_reference() -> None:
+    """An under-confident model estimates 0.70 on the reference whose test score is 0.80: the same
+    0.70 on the traffic is no drop; a fall from the reference's estimate is, whatever the test
+    score; and without a reference estimate the test score is the baseline."""
+    rules = AlertRules(max_drop=0.05)
+    assert active_rules(summary(estimated=0.70, reference_estimated=0.70), rules) == set()
+    assert active_rules(summary(estimated=0.64, reference_estimated=0.70), rules) == {
+        "estimated_performance"
+    }
+    over = summary(estimated=0.86, reference_estimated=0.95)  # over-confident: above the test
+    assert active_rules(over, rules) == {"estimated_performance"}
+    verdict = {c.rule: c for c in conditions(over, rules)}["estimated_performance"]
+    assert verdict.threshold == pytest.approx(0.90)
+    assert "estimate on the reference sample 0.950" in verdict.message
+    assert active_rules(summary(estimated=0.70, reference_estimated=float("nan")), rules) == {
+        "estimated_performance"
+    }
+    # the realised score is still judged against the test score
+    assert active_rules(summary(realised=0.70, reference_estimated=0.70), rules) == {
+        "realised_performance"
+    }
 
 
 def test_realised_performance_needs_enough_labels() -> None:
