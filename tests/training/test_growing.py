@@ -135,7 +135,7 @@ def _build(params: dict[str, Any]) -> Any:
 FRAME = classification_frame(800)
 
 
-def _sample(n: int, family: str) -> tuple[pd.DataFrame, pd.Series, None]:
+def _sample(n: int, _family: str) -> tuple[pd.DataFrame, pd.Series, None]:
     rows = FRAME.iloc[:n]
     return rows[["x1", "x2", "color"]], rows["label"], None
 
