@@ -160,7 +160,7 @@ def ensemble_lines(ens: dict[str, Any] | None) -> list[str]:
 def _rows_note(m: dict[str, Any]) -> str:
     """How many training rows the CV scores are on (more than the search's sample when the
     finalists were re-scored on more rows, `search.grow_rows`)."""
-    rows = m["metrics"]["cv"].get("rows")
+    rows = (m["metrics"].get("cv") or {}).get("rows")
     grown = m["model"]["search"].get("grown_rows") or []
     if not rows:
         return ""
