@@ -28,7 +28,8 @@ def render(manifest: dict[str, Any]) -> str:
         "## Model",
         f"- Family: **{m['model']['family']}**, chosen by {m['model']['search']['folds']}-fold "
         f"cross-validation on `{m['objective']['metric']}` among: "
-        + ", ".join(f"{r['family']} ({_fmt(r['cv_score'])})" for r in m["model"]["candidates"]),
+        + ", ".join(f"{r['family']} ({_fmt(r['cv_score'])})" for r in m["model"]["candidates"])
+        + _rows_note(m),
         f"- Hyperparameters: `{m['model']['params']}`",
         f"- Calibration: {m['model']['calibration']}",
         *decision_lines(m.get("decision")),
@@ -154,3 +155,13 @@ def ensemble_lines(ens: dict[str, Any] | None) -> list[str]:
         + ", ".join(f"{k} {_fmt(v)}" for k, v in ens["lower_gain"].items())
         + ")"
     ]
+
+
+def _rows_note(m: dict[str, Any]) -> str:
+    """How many training rows the CV scores are on (more than the search's sample when the
+    finalists were re-scored on more rows, `search.grow_rows`)."""
+    rows = (m["metrics"].get("cv") or {}).get("rows")
+    grown = m["model"]["search"].get("grown_rows") or []
+    if not rows:
+        return ""
+    return f" (scores on {rows} rows" + (", re-scored on more rows)" if grown else ")")

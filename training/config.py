@@ -100,6 +100,12 @@ class Search(_Strict):
     halving: bool = False
     """random/grid: successive halving, three times `trials` configurations raced on growing
     row samples (the best third goes on), about the cost of `trials` full evaluations."""
+    grow_rows: bool = True
+    """When the search ends with budget left and training has more rows than `max_rows`, the
+    finalists are re-scored by the same CV on twice the rows, again up to every training row,
+    while the measured cost says the next rung fits the budget; the choice uses those scores."""
+    grow_finalists: int = Field(2, ge=1, le=10)
+    """Configurations of each family re-scored on more rows (its best ones)."""
 
 
 class Ensemble(_Strict):

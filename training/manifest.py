@@ -67,6 +67,7 @@ def build_manifest(
                     "family": r.family,
                     "cv_score": r.best.score if r.best else None,
                     "cv_std": r.best.std if r.best else None,
+                    "cv_rows": r.best.rows if r.best else None,
                     "trials": len(r.trials),
                     "default_cv_score": r.trials[0].score if r.trials else None,
                 }
@@ -77,12 +78,18 @@ def build_manifest(
                 "method": config.search.method,
                 "scoring": selection.scoring,
                 "rows": selection.rows,
+                "grown_rows": selection.rungs[1:],
                 "folds": selection.folds,
             },
         },
         "decision": chosen.record if chosen is not None else None,
         "metrics": {
-            "cv": {"score": best.score, "std": best.std, "scoring": selection.scoring},
+            "cv": {
+                "score": best.score,
+                "std": best.std,
+                "scoring": selection.scoring,
+                "rows": best.rows,
+            },
             "validation": fitted.validation,
             "test": assessment.metrics,
             "baseline": assessment.baseline,

@@ -130,6 +130,32 @@ def _cv_score(
     return float(np.mean(scores)), float(np.std(scores))
 
 
+def evaluate_trial(
+    build: Callable[[dict[str, Any]], Pipeline],
+    params: dict[str, Any],
+    x: pd.DataFrame,
+    y: pd.Series,
+    cv: Any,
+    scoring: str,
+    fit_params: dict[str, Any] | None = None,
+    report: FoldReport | None = None,
+) -> Trial:
+    """One configuration cross-validated on `x`, `y`: a failed fit scores -inf, a pruned one its
+    running mean (marked `pruned`)."""
+    start = time.perf_counter()
+    pruned = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*number of unique classes.*")
+        try:
+            score, std = _cv_score(build(params), x, y, cv, scoring, fit_params, report)
+        except Pruned as exc:
+            score, std, pruned = float(exc.args[0]), float("nan"), True
+        except (ValueError, ArithmeticError):
+            score, std = float("-inf"), float("nan")
+    return Trial(params, score, std, time.perf_counter() - start, len(x), pruned)
+
+
 def _proposals(method: str, space: Space, trials: int, seed: int) -> list[dict[str, Any]]:
     if method == "grid":
         names = list(space)
@@ -196,26 +222,15 @@ def search_family(
         rows: np.ndarray[Any, Any] | None = None,
         report: FoldReport | None = None,
     ) -> float:
-        start = time.perf_counter()
         xs, ys, fp = x, y, fit_params
         if rows is not None:
             xs, ys = x.iloc[rows], y.iloc[rows]
             fp = {k: np.asarray(v)[rows] for k, v in (fit_params or {}).items()} or None
-        pruned = False
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            warnings.filterwarnings("ignore", message=".*number of unique classes.*")
-            try:
-                score, std = _cv_score(build(params), xs, ys, cv, scoring, fp, report)
-            except Pruned as exc:
-                score, std, pruned = float(exc.args[0]), float("nan"), True
-            except (ValueError, ArithmeticError):
-                score, std = float("-inf"), float("nan")
-        seconds = time.perf_counter() - start
-        result.trials.append(Trial(params, score, std, seconds, len(xs), pruned))
+        trial = evaluate_trial(build, params, xs, ys, cv, scoring, fp, report)
+        result.trials.append(trial)
         if on_trial:
-            on_trial(family, len(result.trials), score)
-        return score
+            on_trial(family, len(result.trials), trial.score)
+        return trial.score
 
     if default is not None:
         evaluate(default)

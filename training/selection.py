@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+import pandas as pd
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
@@ -22,6 +23,7 @@ from training.candidates import (
 )
 from training.config import Family, TrainConfig
 from training.errors import TrainingError
+from training.growing import grow, sample_rows
 from training.pipeline import build_pipeline
 from training.prepare import Prepared, Progress
 from training.search import FamilyResult, Trial, make_cv, search_family
@@ -37,6 +39,7 @@ class Selection:
     skipped: list[Family]  # families not tried (svm on large data)
     scoring: str  # the scikit-learn scorer of the objective's metric
     rows: int  # training rows the search ran on
+    rungs: list[int]  # rows the finalists were re-scored on (`rows` first; search.grow_rows)
     folds: int  # CV folds as actually split (fewer than asked on small data)
     size: data.DataSize  # one fold's training part: spaces and estimators are sized to it
 
@@ -44,18 +47,14 @@ class Selection:
 def search(prepared: Prepared, say: Progress) -> Selection:
     """Search each family within its share of the budget. Raises TrainingError when none fits."""
     config, task, splits = prepared.config, prepared.task, prepared.splits
-    x_search, y_search = splits.x_train, splits.y_train
-    if len(x_search) > config.search.max_rows:
-        if config.time_column:
-            x_search, y_search = (
-                x_search.iloc[-config.search.max_rows :],
-                y_search.iloc[-config.search.max_rows :],
-            )
-        else:
-            idx = np.random.default_rng(config.seed).choice(
-                len(x_search), config.search.max_rows, replace=False
-            )
-            x_search, y_search = x_search.iloc[np.sort(idx)], y_search.iloc[np.sort(idx)]
+    total, ordered = len(splits.x_train), bool(config.time_column)
+    start = min(total, config.search.max_rows)
+
+    def rows_of(n: int) -> tuple[pd.DataFrame, pd.Series]:
+        idx = sample_rows(total, start, n, ordered, config.seed)
+        return splits.x_train.iloc[idx], splits.y_train.iloc[idx]
+
+    x_search, y_search = rows_of(start)
     cv = make_cv(task, config.split.cv_folds, bool(config.time_column), config.seed)
     folds = cv.get_n_splits(x_search, y_search)  # fewer than asked on small data
     # Spaces and estimators are sized to one fold's training rows; the final fits keep the
@@ -73,15 +72,23 @@ def search(prepared: Prepared, say: Progress) -> Selection:
         raise TrainingError(
             "no model family left to try (svm is skipped on large data, deep without torch)"
         )
-    weights_search = None
     sens = config.fairness.sensitive
-    if config.fairness.mitigation == "reweight":
-        if not sens:
-            raise TrainingError("fairness.mitigation reweight needs fairness.sensitive columns")
-        weights_search = fairness.reweighting(x_search[sens[0]], y_search)
+    if config.fairness.mitigation == "reweight" and not sens:
+        raise TrainingError("fairness.mitigation reweight needs fairness.sensitive columns")
+
+    def sample(n: int, family: str) -> tuple[pd.DataFrame, pd.Series, dict[str, Any] | None]:
+        """The search's rows, features and fit parameters (reweighting's weights) on n rows."""
+        x, y = rows_of(n)
+        fit_params = None
+        if config.fairness.mitigation == "reweight" and has_fit_parameter(
+            make_estimator(family, task, {}, 0), "sample_weight"
+        ):
+            fit_params = {"model__sample_weight": fairness.reweighting(x[sens[0]], y)}
+        return x[prepared.features], y, fit_params
 
     deadline = time.monotonic() + config.search.budget_seconds
     results: list[FamilyResult] = []
+    builds: dict[str, Callable[[dict[str, Any]], Pipeline]] = {}
     for i, family in enumerate(families):
         family_deadline = time.monotonic() + (deadline - time.monotonic()) / (len(families) - i)
         space = {
@@ -92,17 +99,14 @@ def search(prepared: Prepared, say: Progress) -> Selection:
         def build(params: dict[str, Any], family: str = family) -> Pipeline:
             return candidate_pipeline(prepared.kinds, family, params, task, config, size=size)
 
-        fit_params = None
-        if weights_search is not None and has_fit_parameter(
-            make_estimator(family, task, {}, 0), "sample_weight"
-        ):
-            fit_params = {"model__sample_weight": weights_search}
+        builds[family] = build
+        x_fam, y_fam, fit_params = sample(start, family)
         res = search_family(
             family,
             space,
             build,
-            x_search[prepared.features],
-            y_search,
+            x_fam,
+            y_fam,
             method=config.search.method,
             trials=config.search.trials,
             deadline=family_deadline,
@@ -117,13 +121,27 @@ def search(prepared: Prepared, say: Progress) -> Selection:
             ),
         )
         results.append(res)
+    reached = [start]
+    if config.search.grow_rows and start < total:
+        reached = grow(
+            results,
+            builds,
+            sample,
+            start=start,
+            total=total,
+            per_family=config.search.grow_finalists,
+            deadline=deadline,
+            cv=cv,
+            scoring=scoring,
+            say=say,
+        )
     # Scorers are greater-is-better (errors are negated), so the highest CV score wins.
     ranked = [(r, r.best) for r in results if r.best is not None]
     ranked.sort(key=lambda pair: -pair[1].score)
     if not ranked:
         raise TrainingError("every candidate failed to fit; check the data-quality report")
     chosen, best = ranked[0]
-    say(f"best family: {chosen.family} (cv {scoring}={best.score:.4f})")
+    say(f"best family: {chosen.family} (cv {scoring}={best.score:.4f} on {best.rows} rows)")
     return Selection(
         results=results,
         family=chosen.family,
@@ -131,6 +149,7 @@ def search(prepared: Prepared, say: Progress) -> Selection:
         skipped=skipped,
         scoring=scoring,
         rows=len(x_search),
+        rungs=reached,
         folds=folds,
         size=size,
     )
