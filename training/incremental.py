@@ -1,11 +1,12 @@
 """Incremental updates: a fitted pipeline learns from new rows without refitting from scratch.
 
 The preprocessing stays as fitted (the model keeps its input contract). The estimator learns:
-SGD linear models and MLPs through `partial_fit`. Calibrators, where present, are refitted on the
-new rows. HistGradientBoosting is refused: scikit-learn's `warm_start` fits a new bin mapper on the
-new rows and then reads the earlier trees, whose splits are bin indices of the old mapper, through
-it, so the new trees correct a wrong baseline (measured on flights: 50 more trees on July rows with
-a delay rate of 0.31 left the mean predicted probability there at 0.41).
+SGD linear models and MLPs through `partial_fit`, in shuffled passes; SGD models fitted with the
+'optimal' schedule learn at a small constant step (`UPDATE_ETA`). Calibrators, where present, are
+refitted on the new rows. HistGradientBoosting is refused: scikit-learn's `warm_start` fits a new
+bin mapper on the new rows and then reads the earlier trees, whose splits are bin indices of the
+old mapper, through it, so the new trees correct a wrong baseline (measured on flights: 50 more
+trees on July rows with a delay rate of 0.31 left the mean predicted probability there at 0.41).
 """
 
 from __future__ import annotations
@@ -47,12 +48,26 @@ def _members(est: BaseEstimator) -> list[BaseEstimator]:
     return [est]
 
 
-def _learn(member: BaseEstimator, xt: Floats, y: Labels, *, epochs: int) -> None:
+UPDATE_ETA = 1e-3
+"""The step of an SGD update whose model was fitted with scikit-learn's 'optimal' schedule. That
+schedule's step where the fit ended (about 0.05 per row on the flights demo) moved coefficients by
+about 1 in one pass over a window, so the update kept the last rows' noise: the mean P(late) on a
+window whose rate is 0.31 went from 0.28 to 0.50; at this step it goes to 0.31 and the log loss on
+later months falls (0.623 to 0.546)."""
+
+
+def _learn(member: BaseEstimator, xt: Floats, y: Labels, *, epochs: int, seed: int = 0) -> None:
+    """`epochs` passes of `partial_fit` over the rows, each in a fresh seeded order (a window
+    arrives in time order; learning it in that order weighs its last rows most)."""
+    if isinstance(member, SGDClassifier | SGDRegressor) and member.learning_rate == "optimal":
+        member.set_params(learning_rate="constant", eta0=UPDATE_ETA)
+    rng = np.random.default_rng(seed)
     for _ in range(epochs):
+        order = rng.permutation(len(xt))
         if hasattr(member, "classes_"):
-            member.partial_fit(xt, y, classes=member.classes_)
+            member.partial_fit(xt[order], y[order], classes=member.classes_)
         else:
-            member.partial_fit(xt, y)
+            member.partial_fit(xt[order], y[order])
 
 
 def update(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, *, epochs: int = 5) -> Pipeline:

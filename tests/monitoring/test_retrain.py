@@ -149,12 +149,6 @@ def test_dry_run_publishes_nothing_and_too_few_labels_fail_clearly(
     assert "gate" in res.output and "dry run: nothing published" in res.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, open: the SGD champion's incremental update overshoots (mean predicted "
-    "P(late) on July/August 0.12 before, 0.47 after 5 partial_fit passes over a window whose rate "
-    "is 0.31; the months' rate is 0.27). Until this test passes, prefer a full retrain.",
-)
 def test_incremental_update_learns_from_the_window_only(
     linear_setup: tuple[Registry, PredictionStore],
 ) -> None:
