@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -248,12 +249,9 @@ class DataPlane:
             raise Unavailable(str(exc)) from None
         version = str(model.version)
         if out.probabilities is not None:
-            counts: dict[str, int] = {}
-            for p in out.predictions:
-                k = labels.key(p)
-                counts[k] = counts.get(k, 0) + 1
-            for cls, n in counts.items():
-                metrics.child(metrics.PREDICTIONS, name, version, cls).inc(n)
+            # counted in C; one model's classes are of one type, so no two of them are equal
+            for cls, n in Counter(out.predictions).items():
+                metrics.child(metrics.PREDICTIONS, name, version, labels.key(cls)).inc(n)
         else:
             metrics.PREDICTIONS.labels(name, version, "").inc(len(instances))
             hist = metrics.PREDICTION_VALUES.labels(name, version)

@@ -148,13 +148,56 @@ def partitions(conn: Connection, table: str) -> list[Partition]:
     )
 
 
-def create_tables(conn: Connection) -> None:
-    """The partitioned tables and their DEFAULT partitions (the safety net: no row is refused)."""
+# The relations a log table named `table` owns: its root (checked by the caller to be missing),
+# each with the root's oid found by walking up from the relation's table through pg_inherits.
+_OWNED_NAMES = """
+WITH RECURSIVE named AS (
+    SELECT c.oid, c.relname, c.relkind,
+           CASE WHEN c.relkind IN ('i', 'I') THEN x.indrelid ELSE c.oid END AS tbl
+    FROM pg_class c LEFT JOIN pg_index x ON x.indexrelid = c.oid
+    WHERE c.relnamespace = current_schema()::regnamespace
+      AND (starts_with(c.relname, %(table)s) OR starts_with(c.relname, 'ix_' || %(table)s))
+), up AS (
+    SELECT oid, tbl FROM named
+    UNION ALL
+    SELECT up.oid, i.inhparent FROM up JOIN pg_inherits i ON i.inhrelid = up.tbl
+)
+SELECT n.oid, n.relname, n.relkind, r.relname
+FROM named n
+JOIN up u ON u.oid = n.oid
+JOIN pg_class r ON r.oid = u.tbl
+WHERE NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = u.tbl) AND r.oid <> n.oid
+"""
+
+
+def free_names(conn: Connection, table: str) -> list[tuple[str, str]]:
+    """`table` is missing, but a table renamed from it (by a person, a failed migration) took
+    its partitions, indexes and key along under the log's names, which are unique per schema:
+    rename each after the table it belongs to now (`sw_predictions_p20261129_0000` of
+    `sw_saved` becomes `sw_saved_p20261129_0000`), so the log can be created again. Top-level
+    tables are never renamed. Returns (old, new) names. Call under `lock`."""
+    moved = []
+    for oid, name, kind, root in conn.exec_driver_sql(_OWNED_NAMES, {"table": table}).all():
+        new = name.replace(table, root, 1)
+        if len(new) > 63 or relkind(conn, new) is not None:  # NAMEDATALEN, or taken
+            new = f"{name[: 63 - len(str(oid)) - 1]}_{oid}"
+        what = "INDEX" if kind in ("i", "I") else "TABLE"
+        conn.exec_driver_sql(f'ALTER {what} "{name}" RENAME TO "{new}"')
+        moved.append((name, new))
+    return moved
+
+
+def create_tables(conn: Connection) -> list[tuple[str, str]]:
+    """The partitioned tables and their DEFAULT partitions (the safety net: no row is refused);
+    the names `free_names` moved out of the way, if any."""
+    moved = []
     if relkind(conn, PREDICTIONS) is None:
+        moved += free_names(conn, PREDICTIONS)
         conn.exec_driver_sql(PREDICTIONS_DDL)
         for ddl in PREDICTIONS_INDEXES:
             conn.exec_driver_sql(ddl)
     if relkind(conn, FEEDBACK) is None:
+        moved += free_names(conn, FEEDBACK)
         conn.exec_driver_sql(FEEDBACK_DDL)
         for ddl in FEEDBACK_INDEXES:
             conn.exec_driver_sql(ddl)
@@ -163,6 +206,7 @@ def create_tables(conn: Connection) -> None:
             conn.exec_driver_sql(
                 f"CREATE TABLE {table}{DEFAULT_SUFFIX} PARTITION OF {table} DEFAULT"
             )
+    return moved
 
 
 def add_columns(conn: Connection) -> None:

@@ -6,6 +6,7 @@ The service owns these tables; monitoring reads them through `PredictionStore`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
@@ -19,6 +20,8 @@ from sqlalchemy.engine import Engine
 
 from core.rows import FeedbackRow, PredictionRow
 from service import partitions
+
+log = logging.getLogger("servewatch.log")
 
 metadata = sa.MetaData()
 
@@ -260,6 +263,8 @@ class PredictionStore:
             if columns and "ingested_at" not in columns:
                 conn.execute(sa.text("ALTER TABLE sw_predictions ADD COLUMN ingested_at FLOAT"))
                 conn.execute(sa.text("UPDATE sw_predictions SET ingested_at = created_at"))
+        with self.engine.begin() as conn:
+            _said_moved(_free_sqlite_index_names(conn))
         metadata.create_all(self.engine)
         with self.engine.begin() as conn:  # retention deletes (and finds the oldest row) by it
             conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {INGESTED_INDEX}"))
@@ -280,7 +285,7 @@ class PredictionStore:
             if partitions.relkind(conn, partitions.PREDICTIONS) == "r":
                 partitions.add_columns(conn)
             else:
-                partitions.create_tables(conn)
+                _said_moved(partitions.create_tables(conn))
                 done = partitions.maintain(
                     conn,
                     interval_s=self.partition_s,
@@ -445,6 +450,53 @@ class PredictionStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _said_moved(moved: list[tuple[str, str]]) -> None:
+    if moved:
+        log.warning(
+            "the log's tables were missing while a renamed copy held their names; renamed %s",
+            ", ".join(f"{old} -> {new}" for old, new in moved),
+        )
+
+
+def _free_sqlite_index_names(conn: sa.Connection) -> list[tuple[str, str]]:
+    """SQLite: indexes of a table renamed from a log table keep the log's index names, which are
+    unique per database, so the log's own could not be created with it. A missing log table's
+    index names held by another table are given to that table (the index is dropped and built
+    again under its table's name: SQLite cannot rename an index)."""
+    ours: dict[str, list[str]] = {
+        table.name: [str(ix.name) for ix in table.indexes if ix.name]
+        for table in (predictions, feedback)
+    }
+    ours[predictions.name].append(INGESTED_INDEX.split()[0])
+    present = {
+        r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    moved: list[tuple[str, str]] = []
+    for table, names in ours.items():
+        if table in present:
+            continue
+        for name in names:
+            row = conn.exec_driver_sql(
+                "SELECT tbl_name, sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+                (name,),
+            ).first()
+            if row is None or row[1] is None:
+                continue
+            holder, sql = str(row[0]), str(row[1])
+            new = name.replace(table, holder, 1)
+            if (
+                new == name
+                or conn.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE name = ?", (new,)
+                ).first()
+            ):
+                new = f"{name}_of_{holder}"
+            conn.exec_driver_sql(f'DROP INDEX "{name}"')
+            conn.exec_driver_sql(sql.replace(name, f'"{new}"', 1))
+            moved.append((name, new))
+    return moved
 
 
 def _first_line(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from core import metrics as metric_contract
 from training.fitting import Fitted, TrainFit, fit_on_train
 from training.prepare import Prepared, Progress
 from training.search import make_cv
-from training.selection import Selection, candidate_pipeline
+from training.selection import Selection
 
 Outputs = np.ndarray[Any, Any]  # class probabilities (classification) or values (regression)
 Gains = np.ndarray[Any, Any]
@@ -137,15 +137,7 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
     classes = list(fitted.on_train.classes_) if task == "classification" else None
 
     def chosen_pipeline(calibrate: str | None) -> Pipeline:
-        return candidate_pipeline(
-            prepared.kinds,
-            selection.family,
-            selection.best.params,
-            task,
-            config,
-            calibrate,
-            size=selection.size,
-        )
+        return selection.pipeline(prepared, calibrate)
 
     fits: list[tuple[str, TrainFit]] = []
     for r in ranked:

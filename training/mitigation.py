@@ -21,7 +21,7 @@ from training.errors import TrainingError
 from training.fitting import Fitted
 from training.pipeline import build_pipeline
 from training.prepare import Prepared, Progress
-from training.selection import Selection, candidate_pipeline
+from training.selection import Selection
 
 BINARY_ONLY = {"reductions", "adversarial", "postprocess"}
 """fairlearn's reductions, adversarial debiasing and threshold optimizer take two classes."""
@@ -99,7 +99,7 @@ def apply(
 ) -> tuple[Fitted, Mitigation | None]:
     """The model with `fairness.mitigation` applied (fitted on train + validation), and what
     the comparison needs; `fitted` unchanged (and None) for `none`."""
-    config, task, splits = prepared.config, prepared.task, prepared.splits
+    config, splits = prepared.config, prepared.splits
     fair = config.fairness
     method = fair.mitigation
     if method == "none":
@@ -109,15 +109,7 @@ def apply(
     calibrate = fitted.calibration if fitted.calibration in ("sigmoid", "isotonic") else None
 
     def chosen() -> Any:
-        return candidate_pipeline(
-            prepared.kinds,
-            selection.family,
-            selection.best.params,
-            task,
-            config,
-            calibrate,
-            size=selection.size,
-        )
+        return selection.pipeline(prepared, calibrate)
 
     say(f"fairness mitigation: {method} for {attribute!r}")
     with warnings.catch_warnings():  # reductions refit the estimator many times

@@ -43,6 +43,19 @@ class Selection:
     folds: int  # CV folds as actually split (fewer than asked on small data)
     size: data.DataSize  # one fold's training part: spaces and estimators are sized to it
 
+    def pipeline(self, prepared: Prepared, calibrate: str | None = None) -> Pipeline:
+        """The chosen family's candidate with its best parameters, unfitted (ensembles and
+        mitigation fit it again)."""
+        return candidate_pipeline(
+            prepared.kinds,
+            self.family,
+            self.best.params,
+            prepared.task,
+            prepared.config,
+            calibrate,
+            size=self.size,
+        )
+
 
 def search(prepared: Prepared, say: Progress) -> Selection:
     """Search each family within its share of the budget. Raises TrainingError when none fits."""

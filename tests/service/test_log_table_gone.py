@@ -57,21 +57,28 @@ class Admin:
     def has(self, table: str) -> bool:
         return sa.inspect(self.engine).has_table(table)
 
-    def move_aside(self, old: str) -> None:
-        """PostgreSQL: rename what a renamed partitioned log keeps under the log's names (its
-        partitions, its indexes and key), so the log's own names are free again: the step a
-        person renaming a table in PostgreSQL takes for its name to be reused."""
-        with self.engine.begin() as conn:
-            found = conn.exec_driver_sql(
-                "SELECT relname, relkind FROM pg_class "
-                "WHERE relnamespace = current_schema()::regnamespace "
-                "AND (starts_with(relname, %s) OR starts_with(relname, %s))",
-                ("sw_predictions", "ix_sw_predictions"),
-            ).all()
-            for name, kind in found:
-                what = "INDEX" if kind in ("i", "I") else "TABLE"
-                new = name.replace("sw_predictions", old, 1)
-                conn.exec_driver_sql(f"ALTER {what} {name} RENAME TO {new}")
+    def indexes(self, table: str) -> set[str]:
+        """The names of `table`'s own indexes (its key's too on PostgreSQL)."""
+        with self.engine.connect() as conn:
+            if self.sqlite:
+                sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+            else:
+                sql = (
+                    "SELECT indexname FROM pg_indexes "
+                    "WHERE schemaname = current_schema() AND tablename = %s"
+                )
+            return {r[0] for r in conn.exec_driver_sql(sql, (table,))}
+
+    def partitions(self, table: str) -> set[str]:
+        with self.engine.connect() as conn:
+            return {
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = to_regclass(%s)",
+                    (table,),
+                )
+            }
 
     def close(self) -> None:
         self.engine.dispose()
@@ -100,7 +107,28 @@ VANISH: dict[str, tuple[str, ...]] = {
         "DROP TABLE sw_predictions",
     ),
     "rename": ("ALTER TABLE sw_predictions RENAME TO sw_saved",),
+    # renamed under a name that starts with the log's own: never taken for one of its leftovers
+    "rename_prefixed": ("ALTER TABLE sw_predictions RENAME TO sw_predictions_old",),
 }
+SAVED = {"drop": "sw_saved", "rename": "sw_saved", "rename_prefixed": "sw_predictions_old"}
+LOG_INDEXES = {"ix_sw_predictions_model_time", "ix_sw_predictions_model_ingested"}
+
+
+def check_both_indexed(admin: Admin, how: str) -> None:
+    """The log created again has its indexes under its own names; a renamed table keeps its
+    indexes (and on PostgreSQL its partitions), renamed after it where they had the log's."""
+    assert LOG_INDEXES <= admin.indexes("sw_predictions")
+    if admin.sqlite:
+        assert "ix_sw_predictions_ingested" in admin.indexes("sw_predictions")
+    if how == "drop":
+        return
+    saved = SAVED[how]
+    kept = admin.indexes(saved)
+    assert {n.replace("sw_predictions", saved, 1) for n in LOG_INDEXES} <= kept, kept
+    if not admin.sqlite:
+        parts = admin.partitions(saved)
+        assert parts and all(p.startswith(saved + "_") for p in parts), parts
+        assert admin.partitions("sw_predictions")  # the new log's own
 
 
 def spool_files(spool: Path) -> tuple[list[Path], list[Path]]:
@@ -157,20 +185,13 @@ def test_the_writer_keeps_rows_while_the_table_is_gone_and_writes_them_once_back
             assert writer.try_put(later[i : i + 10])
             time.sleep(0.005)
         wait_for(lambda: metrics.LOG_WRITE_FAILURES._value.get() > failures)
-        if how == "rename" and not admin.sqlite:
-            # Its partitions and indexes kept their names, so the new log cannot be created:
-            # the rows wait (failures counted, none set aside) until a person moves them aside.
-            wait_for(lambda: writer.spool.rows == 300)
-            time.sleep(1.0)  # a few retries
-            assert not admin.has("sw_predictions") and not spool_files(spool_dir)[1]
-            assert writer.spool.rows == 300 and not writer.store_up
-            admin.move_aside("sw_saved")
         wait_for(lambda: len(admin.ids("sw_predictions")) == 300, timeout=20)
         wait_for(lambda: spool_files(spool_dir) == ([], []))
     finally:
         writer.close()
         store.dispose()
-    saved = admin.ids("sw_saved")
+    check_both_indexed(admin, how)
+    saved = admin.ids(SAVED[how])
     logged = admin.ids("sw_predictions")
     assert sorted(saved) == sorted(r["id"] for r in first)
     assert sorted(logged) == sorted(r["id"] for r in later)  # each once, none lost
@@ -214,8 +235,6 @@ def test_the_log_table_vanishes_under_traffic_and_no_answered_row_is_lost(
         admin.run(*VANISH[how])
         at_gap = len(answered)
         until(lambda: len(answered) > at_gap + 200, "answers after the table went")
-        if how == "rename" and not admin.sqlite:
-            admin.move_aside("sw_saved")  # see the writer's test above
         until(lambda: admin.has("sw_predictions"), "the table created again")
         metrics_text = httpx.get(server.url + "/metrics").text
         until(lambda: len(answered) > at_gap + 600, "more answers once it was back")
@@ -231,7 +250,8 @@ def test_the_log_table_vanishes_under_traffic_and_no_answered_row_is_lost(
     )
     assert failures >= 1, output[-2000:]
     assert "is missing tables, spooling" in output, output[-2000:]
-    logged = admin.ids("sw_predictions") + admin.ids("sw_saved")
+    check_both_indexed(admin, how)
+    logged = admin.ids("sw_predictions") + admin.ids(SAVED[how])
     assert len(logged) == len(set(logged))  # none twice
     assert set(answered) <= set(logged), output[-2000:]  # none lost
     assert spool_files(spool_dir) == ([], [])  # nothing waiting, nothing set aside as bad
