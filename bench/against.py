@@ -2,8 +2,9 @@
 
 Both trees serve the same flights model side by side, each started from its own source (the
 baseline from a temporary `git worktree`); wrk loads one at a time, alternating the order every
-round, and the table gives each side's median and the ratio (this tree / baseline). Ratios, not
-absolute figures: the machine is shared.
+round, and the table gives each side's median and the ratio (this tree / baseline), in requests per
+second and in the server's own CPU time per request (from /proc: steadier than throughput when
+other work shares the machine). Ratios, not absolute figures: the machine is shared.
 
     python -m bench.against --baseline HEAD~1 [--current HEAD] [--rounds 5] [--seconds 5]
                             [--connections 16] [--rows 1]
@@ -23,7 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT, ensure_demo_model, free_port, machine, table, wait_ready, wrk
+from bench.common import (
+    ROOT,
+    cpu_seconds,
+    ensure_demo_model,
+    free_port,
+    machine,
+    table,
+    wait_ready,
+    wrk,
+)
 from bench.serving import instances
 
 
@@ -101,21 +111,26 @@ def main() -> None:
         print(f"machine: {machine()}; {args.rows}-row requests, {args.connections} connections")
         runs: dict[str, list[float]] = {t.label: [] for t in trees}
         p99: dict[str, list[float]] = {t.label: [] for t in trees}
+        cpu: dict[str, list[float]] = {t.label: [] for t in trees}  # server CPU us per request
         errors = dict.fromkeys(runs, 0)
         for t in trees:  # warm-up: first calls, caches, the heap frozen after load
             wrk(f"{t.url}/v1/models/flights/predict", body, connections=4, seconds=1)
         for r in range(args.rounds):
             for t in trees if r % 2 == 0 else trees[::-1]:
+                used = cpu_seconds(t.proc.pid)
                 res = wrk(
                     f"{t.url}/v1/models/flights/predict",
                     body,
                     connections=args.connections,
                     seconds=args.seconds,
                 )
+                used = cpu_seconds(t.proc.pid) - used
                 runs[t.label].append(res.rps)
+                cpu[t.label].append(used / (res.rps * round(args.seconds)) * 1e6)
                 p99[t.label].append(res.p99_ms)
                 errors[t.label] += res.errors
         base = statistics.median(runs[trees[1].label])
+        base_cpu = statistics.median(cpu[trees[1].label])
         rows = [
             [
                 label,
@@ -124,10 +139,15 @@ def main() -> None:
                 f"{statistics.median(p99[label]):.1f}",
                 errors[label],
                 f"{statistics.median(v) / base:.3f}",
+                f"{statistics.median(cpu[label]):,.0f}",
+                f"{min(cpu[label]):,.0f}-{max(cpu[label]):,.0f}",
+                f"{statistics.median(cpu[label]) / base_cpu:.3f}",
             ]
             for label, v in runs.items()
         ]
-        print(table(["tree", "req/s (median)", "range", "p99 ms", "errors", "ratio"], rows))
+        head = ["tree", "req/s (median)", "range", "p99 ms", "errors", "ratio"]
+        head += ["CPU us/req (median)", "range", "CPU ratio"]
+        print(table(head, rows))
     finally:
         for t in trees:
             t.stop()

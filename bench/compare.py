@@ -393,7 +393,7 @@ def peer_ratios(results: list[tuple[str, int, int, Any]]) -> str:
     by = {(name, n, c): r for name, n, c, r in results}
     lines = []
     for (name, n, c), mine in by.items():
-        if name != "servewatch --workers 1":
+        if name != "servewatch --workers 1" or mine.errors:
             continue
         peers = [
             r

@@ -58,6 +58,8 @@ CREATE TABLE {FEEDBACK} (
 ) PARTITION BY RANGE (prediction_id)
 """
 FEEDBACK_INDEXES = (f"CREATE INDEX ix_{FEEDBACK}_model_time ON {FEEDBACK} (model, received_at)",)
+INDEX_SUFFIXES = {PREDICTIONS: ("model_time", "model_ingested"), FEEDBACK: ("model_time",)}
+"""The suffixes of the indexes above (`ix_<table>_<suffix>`)."""
 FEEDBACK_COLUMNS = "prediction_id, model, label, received_at"
 
 
@@ -148,15 +150,17 @@ def partitions(conn: Connection, table: str) -> list[Partition]:
     )
 
 
-# The relations a log table named `table` owns: its root (checked by the caller to be missing),
-# each with the root's oid found by walking up from the relation's table through pg_inherits.
-_OWNED_NAMES = """
+# Relations in the current schema under one of the names the log's own DDL gives (`%(names)s`
+# exactly, or a time partition's name), with the top-level table each belongs to now, found by
+# walking up from the relation's table (an index's: the table it indexes) through pg_inherits.
+# Top-level tables themselves are left out: only what a renamed table took along is listed.
+_HELD_NAMES = """
 WITH RECURSIVE named AS (
     SELECT c.oid, c.relname, c.relkind,
            CASE WHEN c.relkind IN ('i', 'I') THEN x.indrelid ELSE c.oid END AS tbl
     FROM pg_class c LEFT JOIN pg_index x ON x.indexrelid = c.oid
     WHERE c.relnamespace = current_schema()::regnamespace
-      AND (starts_with(c.relname, %(table)s) OR starts_with(c.relname, 'ix_' || %(table)s))
+      AND (c.relname = ANY(%(names)s) OR c.relname ~ %(pattern)s)
 ), up AS (
     SELECT oid, tbl FROM named
     UNION ALL
@@ -168,21 +172,48 @@ JOIN up u ON u.oid = n.oid
 JOIN pg_class r ON r.oid = u.tbl
 WHERE NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = u.tbl) AND r.oid <> n.oid
 """
+MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+
+
+def quoted(name: str) -> str:
+    """`name` as an SQL identifier, whatever it holds (case, spaces, quotes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _taken(conn: Connection, name: str) -> bool:
+    return (
+        conn.exec_driver_sql(
+            "SELECT 1 FROM pg_class WHERE relname = %s "
+            "AND relnamespace = current_schema()::regnamespace",
+            (name,),
+        ).first()
+        is not None
+    )
 
 
 def free_names(conn: Connection, table: str) -> list[tuple[str, str]]:
     """`table` is missing, but a table renamed from it (by a person, a failed migration) took
-    its partitions, indexes and key along under the log's names, which are unique per schema:
-    rename each after the table it belongs to now (`sw_predictions_p20261129_0000` of
-    `sw_saved` becomes `sw_saved_p20261129_0000`), so the log can be created again. Top-level
-    tables are never renamed. Returns (old, new) names. Call under `lock`."""
+    its key, its indexes and its partitions along under the names the log's DDL gives, which
+    are unique per schema: rename each after the table it belongs to now
+    (`sw_predictions_p20261129_0000` of `sw_saved` becomes `sw_saved_p20261129_0000`), so the
+    log can be created again. Only those names are touched (a partition's own indexes, named
+    by PostgreSQL, never collide), and never a top-level table. Returns (old, new) names. Call
+    under `lock`."""
+    names = [
+        f"{table}_pkey",
+        f"{table}{DEFAULT_SUFFIX}",
+        f"{table}{LEGACY_SUFFIX}",
+        *(f"ix_{table}_{suffix}" for suffix in INDEX_SUFFIXES[table]),
+    ]
+    pattern = f"^{table}_p[0-9]{{8}}_[0-9]{{4}}$"
     moved = []
-    for oid, name, kind, root in conn.exec_driver_sql(_OWNED_NAMES, {"table": table}).all():
+    held = conn.exec_driver_sql(_HELD_NAMES, {"names": names, "pattern": pattern}).all()
+    for oid, name, kind, root in held:
         new = name.replace(table, root, 1)
-        if len(new) > 63 or relkind(conn, new) is not None:  # NAMEDATALEN, or taken
-            new = f"{name[: 63 - len(str(oid)) - 1]}_{oid}"
+        if len(new.encode()) > MAX_NAME_BYTES or _taken(conn, new):
+            new = f"{name}_{oid}"  # a log name is short: this fits, and no log name has a suffix
         what = "INDEX" if kind in ("i", "I") else "TABLE"
-        conn.exec_driver_sql(f'ALTER {what} "{name}" RENAME TO "{new}"')
+        conn.exec_driver_sql(f"ALTER {what} {quoted(name)} RENAME TO {quoted(new)}")
         moved.append((name, new))
     return moved
 

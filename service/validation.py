@@ -11,6 +11,7 @@ problem and is the reference for what is valid.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
@@ -55,6 +56,10 @@ class Validator:
         self._specs = [
             (f.name, f.kind, f.nullable, f.min, f.max, self._cats.get(f.name)) for f in features
         ]
+        # every feature's value of an instance in one C call (a 1-tuple when there is one)
+        self._values: Callable[[Any], Any] = (
+            itemgetter(*self.names) if len(self.names) > 1 else _one(self.names)
+        )
 
     def check(self, instances: list[Any]) -> Checked | list[Problem]:
         """Columns for the model (with out-of-range and unseen counts), or every problem."""
@@ -66,14 +71,21 @@ class Validator:
         `_check_each` (which finds the problem, or applies a coercion)."""
         if len(instances) == 1:
             return self._check_one(instances[0])
-        if set(map(type, instances)) != {dict} or not all(map(self.known.issuperset, instances)):
+        if set(map(type, instances)) != {dict}:
+            return None
+        # n keys each, all n features found below: no other key (else check what the others are)
+        if set(map(len, instances)) != {len(self.names)} and not all(
+            map(self.known.issuperset, instances)
+        ):
             return None
         columns: dict[str, list[Any]] = {}
         out_of_range: dict[str, int] = {}
         unseen: dict[str, int] = {}
         try:
-            for f in self.features:
-                col = list(map(itemgetter(f.name), instances))
+            # the instances' values, transposed to one tuple per feature, in two C calls
+            by_feature = zip(*map(self._values, instances), strict=True)
+            for f, values in zip(self.features, by_feature, strict=True):
+                col = list(values)
                 types = set(map(type, col))
                 present = col
                 if NoneType in types:
@@ -218,6 +230,12 @@ class Validator:
 
 
 _NUMBER_TYPES = {int, float}
+
+
+def _one(names: list[str]) -> Callable[[Any], tuple[Any]]:
+    """An instance's values as a 1-tuple (`itemgetter` of one name returns the bare value)."""
+    (name,) = names or [""]
+    return lambda inst: (inst[name],)
 
 
 def _count_outside(values: list[Any], low: float | None, high: float | None) -> int:

@@ -52,7 +52,7 @@ class Admin:
         if not self.has(table):
             return []
         with self.engine.connect() as conn:
-            return [r[0] for r in conn.exec_driver_sql(f"SELECT id FROM {table}")]
+            return [r[0] for r in conn.exec_driver_sql(f'SELECT id FROM "{table}"')]
 
     def has(self, table: str) -> bool:
         return sa.inspect(self.engine).has_table(table)
@@ -76,7 +76,7 @@ class Admin:
                 for r in conn.exec_driver_sql(
                     "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                     "WHERE i.inhparent = to_regclass(%s)",
-                    (table,),
+                    (f'"{table}"',),
                 )
             }
 
@@ -154,6 +154,91 @@ def test_a_missing_table_is_told_from_rows_the_store_refuses(admin: Admin) -> No
             store.write_predictions([row])
         assert not is_outage(refused.value), refused.value  # refused rows stay refused
     store.dispose()
+
+
+def write_through_a_gap(store: PredictionStore, batch: list[dict[str, Any]]) -> None:
+    """A write to a log whose table went: refused as a gap once, then written (the store's
+    create runs first), as the writer's retry does."""
+    with pytest.raises(SchemaGap):
+        store.write_predictions(batch)
+    store.write_predictions(batch)
+
+
+def test_renamed_twice_under_odd_names_and_other_tables_left_alone(admin: Admin) -> None:
+    """Two renames in a row (one to a name that needs quoting) each leave the log free to come
+    back; a person's own table whose name starts with the log's, and its index, are never
+    renamed; each renamed table keeps its rows and its indexes under its own name."""
+    store = PredictionStore(admin.url)
+    store.create_schema()
+    store.write_predictions(rows(5))
+    admin.run(
+        "CREATE TABLE sw_predictions_archive (id INTEGER PRIMARY KEY, note TEXT)",
+        "CREATE INDEX ix_sw_predictions_archive_note ON sw_predictions_archive (note)",
+    )
+    admin.run('ALTER TABLE sw_predictions RENAME TO "Saved Log"')
+    write_through_a_gap(store, rows(5, start=100))
+    admin.run("ALTER TABLE sw_predictions RENAME TO sw_saved2")
+    write_through_a_gap(store, rows(5, start=200))
+    store.dispose()
+    assert sorted(admin.ids("Saved Log")) == sorted(r["id"] for r in rows(5))
+    assert sorted(admin.ids("sw_saved2")) == sorted(r["id"] for r in rows(5, start=100))
+    assert sorted(admin.ids("sw_predictions")) == sorted(r["id"] for r in rows(5, start=200))
+    assert LOG_INDEXES <= admin.indexes("sw_predictions")
+    for saved in ("Saved Log", "sw_saved2"):
+        kept = admin.indexes(saved)
+        assert {n.replace("sw_predictions", saved, 1) for n in LOG_INDEXES} <= kept, kept
+    assert "ix_sw_predictions_archive_note" in admin.indexes("sw_predictions_archive")
+    if not admin.sqlite:
+        assert admin.indexes("sw_predictions_archive") == {
+            "sw_predictions_archive_pkey",
+            "ix_sw_predictions_archive_note",
+        }
+        parts = admin.partitions("Saved Log")
+        assert parts and all(p.startswith("Saved Log_") for p in parts), parts
+
+
+def test_workers_creating_the_log_at_once_after_a_rename_leave_it_every_index(
+    tmp_path: Path,
+) -> None:
+    """SQLite, several stores (as several workers) creating the log at the same moment after
+    a rename of a table of 20,000 rows: the names are moved once, under one write lock, and the
+    new log ends with every index (a worker that read the catalogue before another moved the
+    names could otherwise drop the new log's index)."""
+    url = f"sqlite:///{tmp_path}/log.db"
+    admin = Admin(url)
+    for attempt in range(3):
+        first = PredictionStore(url)
+        first.create_schema()
+        first.write_predictions(rows(20_000, start=attempt * 100_000))
+        first.dispose()
+        admin.run(f"ALTER TABLE sw_predictions RENAME TO sw_saved{attempt}")
+        stores = [PredictionStore(url) for _ in range(4)]
+        gate = threading.Barrier(len(stores))
+        failed: list[BaseException] = []
+
+        def create(
+            store: PredictionStore,
+            gate: threading.Barrier = gate,
+            failed: list[BaseException] = failed,
+        ) -> None:
+            gate.wait()
+            try:
+                store.create_schema()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failed.append(exc)
+
+        threads = [threading.Thread(target=create, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for s in stores:
+            s.dispose()
+        assert not failed, failed
+        assert LOG_INDEXES | {"ix_sw_predictions_ingested"} <= admin.indexes("sw_predictions")
+        kept = admin.indexes(f"sw_saved{attempt}")
+        assert f"ix_sw_saved{attempt}_model_time" in kept, kept
+    admin.close()
 
 
 @pytest.mark.parametrize("how", sorted(VANISH))
