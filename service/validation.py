@@ -57,6 +57,8 @@ class Validator:
             (f.name, f.kind, f.nullable, f.min, f.max, self._cats.get(f.name)) for f in features
         ]
         # every feature's value of an instance in one C call (a 1-tuple when there is one)
+        # as many keys as features, all found: no other key (feature names are unique)
+        self._by_count = len(set(self.names)) == len(self.names)
         self._values: Callable[[Any], Any] = (
             itemgetter(*self.names) if len(self.names) > 1 else _one(self.names)
         )
@@ -73,10 +75,8 @@ class Validator:
             return self._check_one(instances[0])
         if set(map(type, instances)) != {dict}:
             return None
-        # n keys each, all n features found below: no other key (else check what the others are)
-        if set(map(len, instances)) != {len(self.names)} and not all(
-            map(self.known.issuperset, instances)
-        ):
+        counted = self._by_count and set(map(len, instances)) == {len(self.names)}
+        if not counted and not all(map(self.known.issuperset, instances)):
             return None
         columns: dict[str, list[Any]] = {}
         out_of_range: dict[str, int] = {}

@@ -118,3 +118,7 @@ def test_many_plain_rows_take_the_quick_pass_and_others_do_not() -> None:
     checked = VALIDATOR._check_common(personal)
     assert checked is not None and checked.columns["n"] == [2.0, 2.0, 2.0]
     assert ONE_FEATURE._check_common([{"x": 1}, {"x": None}]) is not None
+    # a schema naming a feature twice: as many keys as names no longer means no other key
+    twice = Validator([FEATURES[0], FEATURES[0]])
+    assert twice._check_common([{"x": 1.0, "zzz": 2}] * 2) is None
+    assert isinstance(twice._check_each([{"x": 1.0, "zzz": 2}] * 2), list)
