@@ -124,6 +124,10 @@ class Ensemble(_Strict):
     """The ensemble must win in this share of bootstrap resamples of the validation rows."""
     bootstrap: int = Field(200, ge=20, le=5000)
     """Bootstrap resamples of the validation rows."""
+    max_row_ms: float | None = Field(10.0, gt=0)
+    """Longest one-row prediction the ensemble may take, its members' calls on scikit-learn
+    added up (an ensemble is served on scikit-learn, not on the compiled or numpy paths: a forest
+    member alone costs tens of milliseconds a call); None: no limit."""
 
 
 class Fairness(_Strict):

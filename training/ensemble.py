@@ -1,8 +1,10 @@
 """Ensembles: soft voting or stacking of the best candidates, published only when it beats the
-best single model on validation beyond noise (a bootstrap over the validation rows)."""
+best single model on validation beyond noise (a bootstrap over the validation rows) and its
+one-row prediction fits `ensemble.max_row_ms` (ensembles serve on scikit-learn)."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -106,6 +108,22 @@ def _outputs(model: Any, x: pd.DataFrame, task: str) -> Outputs:
     return np.asarray(model.predict(x), dtype=float)
 
 
+def one_row_ms(members: list[Any], x: pd.DataFrame, task: str, calls: int = 5) -> float:
+    """Milliseconds a one-row prediction of every member takes, added up (median of `calls`
+    after a first call): what serving an ensemble of them costs per single-row request."""
+    row = x.iloc[:1]
+    total = 0.0
+    for model in members:
+        _outputs(model, row, task)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            _outputs(model, row, task)
+            times.append(time.perf_counter() - start)
+        total += float(np.median(times))
+    return total * 1000
+
+
 def _combiner(method: str, task: str, members: list[tuple[str, Any]], cv: Any) -> Any:
     clf = task == "classification"
     if method == "voting":
@@ -191,6 +209,17 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
     for method in winners[1:]:
         if judge.better(scores[method], scores[best]):
             best = method
+    row_ms = one_row_ms([t.model for _, t in fits], x_val, task)
+    info["row_ms"] = round(row_ms, 2)
+    if cfg.max_row_ms is not None and row_ms > cfg.max_row_ms:
+        info.update(
+            published=False,
+            reason=f"{best} beat the best single model, but a one-row prediction of its members "
+            f"takes {row_ms:.1f} ms on scikit-learn, over ensemble.max_row_ms {cfg.max_row_ms:g} "
+            "(ensembles are served on scikit-learn)",
+        )
+        say(f"ensemble not published: {info['reason']}")
+        return _with(fitted, info)
     info.update(published=True, method=best, reason=f"{best} beat the best single model")
     members = [(f, t.pipeline(t.final_calibration if best == "voting" else None)) for f, t in fits]
     cv = make_cv(task, config.split.cv_folds, False, config.seed)

@@ -36,6 +36,8 @@ FAST: dict[str, Any] = {
     "search": {"method": "random", "trials": 3, "budget_seconds": 30, "max_rows": 1000},
     "split": {"cv_folds": 2},
     "reference_rows": 300,
+    # the ensembles here are judged on quality; how slow one may serve is tested on its own
+    "ensemble": {"max_row_ms": None},
 }
 NO_LEAK_GATE = {"fail_on": ["min_rows", "single_class", "target_missing"]}  # x0 is the label
 RULES = AlertRules(min_rows=80, min_labelled_rows=50, max_drop=0.15, drift_share=0.5)
@@ -157,6 +159,21 @@ def test_an_ensemble_that_cannot_win_is_not_published(tmp_path: Path) -> None:
     assert "not published" in card.render({**manifest, "version": 1})
 
 
+def test_an_ensemble_that_wins_but_serves_too_slowly_is_not_published(tmp_path: Path) -> None:
+    """The same data as the winning case, with a one-row budget no ensemble fits: the single
+    model is published, and the manifest says why, with the measured time."""
+    manifest = train(tmp_path, "slow", additive_plus_xor(), ensemble={"max_row_ms": 0.001})
+    ens = manifest["model"]["ensemble"]
+    assert ens["published"] is False and manifest["model"]["family"] in ("linear", "tree")
+    assert ens["row_ms"] > 0.001
+    assert "ensemble.max_row_ms" in ens["reason"] and "beat the best single model" in ens["reason"]
+    assert "not published" in card.render({**manifest, "version": 1})
+    named = {"name": "slow", "data": "slow.csv", "target": "target"}
+    assert TrainConfig.model_validate(named).ensemble.max_row_ms == 10.0
+    unlimited = TrainConfig.model_validate({**named, "ensemble": {"max_row_ms": None}})
+    assert unlimited.ensemble.max_row_ms is None
+
+
 def test_ensembles_switched_off_or_with_one_family_are_not_tried(tmp_path: Path) -> None:
     off = train(tmp_path, "off", one_split(400), ensemble={"enabled": False}, quality=NO_LEAK_GATE)
     assert off["model"]["ensemble"] is None
@@ -172,6 +189,7 @@ def test_ensembles_switched_off_or_with_one_family_are_not_tried(tmp_path: Path)
         ("ensemble:\n  methods: [boosting]\n", "ensemble.methods"),
         ("ensemble:\n  methods: []\n", "ensemble.methods"),
         ("ensemble:\n  confidence: 0.3\n", "ensemble.confidence"),
+        ("ensemble:\n  max_row_ms: 0\n", "ensemble.max_row_ms"),
         ("ensemble:\n  bootstrap: 5\n", "ensemble.bootstrap"),
         ("ensemble:\n  wat: 1\n", "ensemble.wat"),
         ("search:\n  halving: maybe\n", "search.halving"),
