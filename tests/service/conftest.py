@@ -7,8 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,24 @@ def pg_url() -> Iterator[str]:
 
 def registry_of(path: Path) -> Registry:
     return Registry(path)
+
+
+def all_at_once(call: Callable[[Any], object], items: Sequence[Any]) -> list[BaseException]:
+    """`call` on every item, each in its own thread, started together (as several workers or
+    CronJobs would); what they raised."""
+    gate = threading.Barrier(len(items))
+    raised: list[BaseException] = []
+
+    def run(item: Any) -> None:
+        gate.wait()
+        try:
+            call(item)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            raised.append(exc)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return raised

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from service.logwriter import LogWriter, Spool, is_outage
 from service.store import PredictionStore, SchemaGap, is_schema_gap, normalise_url
-from tests.service.conftest import Server
+from tests.service.conftest import Server, all_at_once
 from tests.service.test_http import hammer, metric_total
 from tests.service.test_logwriter import rows, wait_for
 
@@ -213,25 +213,7 @@ def test_workers_creating_the_log_at_once_after_a_rename_leave_it_every_index(
         first.dispose()
         admin.run(f"ALTER TABLE sw_predictions RENAME TO sw_saved{attempt}")
         stores = [PredictionStore(url) for _ in range(4)]
-        gate = threading.Barrier(len(stores))
-        failed: list[BaseException] = []
-
-        def create(
-            store: PredictionStore,
-            gate: threading.Barrier = gate,
-            failed: list[BaseException] = failed,
-        ) -> None:
-            gate.wait()
-            try:
-                store.create_schema()
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                failed.append(exc)
-
-        threads = [threading.Thread(target=create, args=(s,)) for s in stores]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        failed = all_at_once(lambda store: store.create_schema(), stores)
         for s in stores:
             s.dispose()
         assert not failed, failed

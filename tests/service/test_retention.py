@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from service.config import Settings
 from service.main import create_app
 from service.partitions import period_start
 from service.store import PredictionStore, normalise_url, prediction_rows
+from tests.service.conftest import all_at_once
 
 HOUR = 3600
 RETAIN_DAYS = 2.0
@@ -195,19 +195,8 @@ def test_an_unpartitioned_log_with_rows_is_migrated_once_by_concurrent_workers(
         ).scalar_one()
     assert abs(stamped - time.time()) < 60
     old_ids.append(early[0]["id"])
-    errors: list[BaseException] = []
-
-    def start(store: PredictionStore) -> None:  # `servewatch log maintain`, three at once
-        try:
-            retention.maintain(store, None, migrate=True)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # `servewatch log maintain`, three at once
+    errors = all_at_once(lambda store: retention.maintain(store, None, migrate=True), stores)
     assert errors == []
     store = stores[0]
     with store.engine.connect() as conn:
