@@ -75,6 +75,25 @@ def _once(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return call
 
 
+def _soft_voting(est: Any) -> bool:
+    """scikit-learn's soft VotingClassifier or a VotingRegressor, fitted, whose members are
+    pipelines or estimators the service can load on their own."""
+    from sklearn.ensemble import VotingClassifier, VotingRegressor
+
+    if isinstance(est, VotingClassifier):
+        return est.voting == "soft" and hasattr(est, "estimators_")
+    return isinstance(est, VotingRegressor) and hasattr(est, "estimators_")
+
+
+def _average(
+    members: list[LoadedModel], columns: dict[str, list[Any]], method: str, weights: Any
+) -> np.ndarray[Any, Any]:
+    """As VotingClassifier.predict_proba / VotingRegressor.predict: the members' answers,
+    averaged with the ensemble's weights."""
+    answers = [np.asarray(m._estimate(columns, method), dtype=float) for m in members]
+    return np.average(answers, axis=0, weights=weights)
+
+
 class ModelLoadError(Exception):
     """The version's files failed the hash check or did not load; the old version keeps serving."""
 
@@ -118,6 +137,8 @@ class LoadedModel:
         self._explainer: Any = None
         self._fast: FastPreprocessor | NumericColumns | None = None
         self._fast_est: FastEstimator | None = None
+        self._members: list[LoadedModel] = []
+        """A soft-voting ensemble's members, each on its own fast path (empty: not used)."""
         self._explainer_lock = threading.Lock()
         self._numeric_set = {f.name for f in manifest.features if f.kind == "numeric"}
         self._datetime_set = {f.name for f in manifest.features if f.kind == "datetime"}
@@ -175,6 +196,11 @@ class LoadedModel:
         """Which code runs a model call: "numpy" (every fitted part replayed), "compiled" (the
         preprocessing replayed, the tree model compiled for ONNX Runtime), "sklearn" (none: the
         pipeline's own methods) or "mixed" (some parts, the others scikit-learn's own)."""
+        if self._members:  # an ensemble: as its members run, together
+            paths = {m.serving_path for m in self._members}
+            if paths <= {"numpy", "compiled"}:
+                return "compiled" if "compiled" in paths else "numpy"
+            return "mixed"
         parts = [self._fast_est is not None]
         if self._pre is not None:
             parts.append(self._fast is not None)
@@ -293,6 +319,8 @@ class LoadedModel:
             return self._check_and_enable(sample, compiled)
 
     def _check_and_enable(self, sample: pd.DataFrame, compiled: bool) -> bool:
+        if self._pre is None and _soft_voting(self._final):
+            return self._enable_members(sample, compiled)
         columns = self.check_columns(sample)
         final = self._final
         reads: Callable[[Any], Any] | None = None  # how the estimator reads the matrix
@@ -419,6 +447,38 @@ class LoadedModel:
         except Exception:
             return False
 
+    def _enable_members(self, sample: pd.DataFrame, compiled: bool) -> bool:
+        """A soft-voting ensemble (training's `ensemble` family, or one fitted elsewhere) whose
+        members are pipelines: each member gets its own fast path, checked against its own
+        pipeline, and the weighted average of their answers is checked against the ensemble's
+        own on the same rows, predicted classes included; any doubt keeps scikit-learn."""
+        voting = self._final
+        members = [LoadedModel(self.manifest, est, self.path) for est in voting.estimators_]
+        for member in members:
+            member.enable_fast_path(sample, compiled=compiled)
+        if all(m.serving_path == "sklearn" for m in members):
+            return False
+        method = "predict_proba" if self.classes is not None else "predict"
+        columns = self.check_columns(sample)
+        try:
+            want = np.asarray(getattr(voting, method)(self.frame(columns)), dtype=float)
+            got = _average(members, columns, method, voting.weights)
+        except Exception:
+            return False
+        same = got.shape == want.shape and bool(
+            np.allclose(got, want, rtol=1e-12, atol=1e-9, equal_nan=True)
+        )
+        if same and want.ndim == 2:
+            same = bool(np.array_equal(self._decide(got), self._decide(want)))
+        if not same:
+            log.warning("%s v%s: ensemble members' fast paths differ; not used", *self._id())
+            return False
+        self._members = members
+        return True
+
+    def _id(self) -> tuple[str, int]:
+        return self.name, self.version
+
     def _features(self, columns: dict[str, list[Any]]) -> Any:
         """The preprocessed matrix the final estimator reads."""
         if self._fast is not None:
@@ -429,6 +489,8 @@ class LoadedModel:
     def _estimate(self, columns: dict[str, list[Any]], method: str) -> Any:
         """`predict_proba` or `predict` of the final estimator (its numpy replay when verified)
         on the preprocessed rows."""
+        if self._members:
+            return _average(self._members, columns, method, self._final.weights)
         fast = getattr(self._fast_est, method, None) if self._fast_est is not None else None
         return (fast or getattr(self._final, method))(self._features(columns))
 

@@ -126,8 +126,9 @@ class Ensemble(_Strict):
     """Bootstrap resamples of the validation rows."""
     max_row_ms: float | None = Field(10.0, gt=0)
     """Longest one-row prediction the ensemble may take, its members' calls on scikit-learn
-    added up (an ensemble is served on scikit-learn, not on the compiled or numpy paths: a forest
-    member alone costs tens of milliseconds a call); None: no limit."""
+    added up: a stacking ensemble's cost served, an upper bound for a soft-voting one (served on its
+    members' fast paths); a forest member alone costs tens of milliseconds there. None: no
+    limit."""
 
 
 class Fairness(_Strict):

@@ -216,7 +216,7 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
             published=False,
             reason=f"{best} beat the best single model, but a one-row prediction of its members "
             f"takes {row_ms:.1f} ms on scikit-learn, over ensemble.max_row_ms {cfg.max_row_ms:g} "
-            "(ensembles are served on scikit-learn)",
+            "(ensemble.max_row_ms: null publishes it)",
         )
         say(f"ensemble not published: {info['reason']}")
         return _with(fitted, info)

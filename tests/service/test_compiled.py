@@ -347,3 +347,75 @@ def test_the_load_check_asks_each_side_once_per_batch_or_row() -> None:
     assert LoadedModel._same_rows(counted("mine", True), counted("theirs", True), x)
     assert calls == {"mine": 3, "theirs": 4}  # theirs: the batch, then each row
     assert not LoadedModel._same_rows(counted("mine", False), counted("theirs", True), x)
+
+
+def test_a_soft_voting_ensemble_serves_on_its_members_fast_paths() -> None:
+    """Training's `ensemble` family: a Pipeline holding a soft VotingClassifier of pipelines.
+    Each member gets its own fast path (numpy replay, compiled trees) and the weighted average
+    answers as scikit-learn's ensemble, on awkward rows too, for two and three classes; hard
+    voting stays scikit-learn's."""
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import Pipeline
+
+    from tests.data import classification_frame
+    from training.config import Preprocessing
+    from training.pipeline import build_pipeline
+
+    frame = classification_frame(300)
+    three = np.where(frame["x1"] < -0.5, "low", np.where(frame["x1"] < 0.5, "mid", "high"))
+    for labels in (frame["label"], pd.Series(three)):
+        prep = Preprocessing()
+        sgd = SGDClassifier(loss="log_loss", random_state=0)
+        rf = RandomForestClassifier(n_estimators=15, random_state=0)
+        members = [
+            ("linear", build_pipeline(KINDS, sgd, family="linear", prep=prep)),
+            ("forest", build_pipeline(KINDS, rf, family="forest", prep=prep)),
+        ]
+        for voting, weights in (("soft", [2.0, 1.0]), ("hard", None)):
+            pipe = Pipeline(
+                [("model", VotingClassifier(members, voting=voting, weights=weights))]
+            ).fit(frame[KINDS.all], labels)
+            model = loaded(pipe, frame, KINDS)
+            used = model.enable_fast_path(frame[KINDS.all].head(50))
+            if voting == "hard":
+                assert not used and model.serving_path == "sklearn"
+                continue
+            paths = {m.serving_path for m in model._members}
+            # the forest compiled; the linear member replayed (two classes) or, for three,
+            # its preprocessing replayed and scikit-learn's multi-class SGD
+            assert used and "compiled" in paths and paths <= {"numpy", "compiled", "mixed"}
+            assert model.serving_path == ("compiled" if "mixed" not in paths else "mixed")
+            cols = awkward_columns(frame)
+            out = model.predict_columns(cols)
+            want = pipe.predict_proba(model.frame(cols))
+            got = [[p[c] for c in model.classes or []] for p in out.probabilities or []]
+            np.testing.assert_allclose(got, np.round(want, 6), atol=1e-12)
+            expected = [str(c) for c in pipe.predict(model.frame(cols))]
+            assert [str(p) for p in out.predictions] == expected
+
+
+def test_an_ensemble_whose_average_differs_stays_on_scikit_learn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The load check compares the members' average with the ensemble's own answer."""
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.pipeline import Pipeline
+
+    from service import model as model_module
+    from tests.data import classification_frame
+    from training.config import Preprocessing
+    from training.pipeline import build_pipeline
+
+    frame = classification_frame(300)
+    forest = build_pipeline(
+        KINDS, RandomForestClassifier(n_estimators=10, random_state=0), family="forest",
+        prep=Preprocessing(),
+    )  # fmt: skip
+    pipe = Pipeline([("model", VotingClassifier([("f", forest)], voting="soft"))])
+    pipe.fit(frame[KINDS.all], frame["label"])
+    real = model_module._average
+    monkeypatch.setattr(model_module, "_average", lambda *a: real(*a) * 0.999 + 0.0005)
+    model = loaded(pipe, frame, KINDS)
+    assert not model.enable_fast_path(frame[KINDS.all].head(50))
+    assert model.serving_path == "sklearn" and not model._members
