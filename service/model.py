@@ -76,8 +76,7 @@ def _once(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def _soft_voting(est: Any) -> bool:
-    """scikit-learn's soft VotingClassifier or a VotingRegressor, fitted, whose members are
-    pipelines or estimators the service can load on their own."""
+    """scikit-learn's soft VotingClassifier or a VotingRegressor, fitted."""
     from sklearn.ensemble import VotingClassifier, VotingRegressor
 
     if isinstance(est, VotingClassifier):
@@ -139,6 +138,7 @@ class LoadedModel:
         self._fast_est: FastEstimator | None = None
         self._members: list[LoadedModel] = []
         """A soft-voting ensemble's members, each on its own fast path (empty: not used)."""
+        self._weights: list[float] | None = None
         self._explainer_lock = threading.Lock()
         self._numeric_set = {f.name for f in manifest.features if f.kind == "numeric"}
         self._datetime_set = {f.name for f in manifest.features if f.kind == "datetime"}
@@ -448,22 +448,34 @@ class LoadedModel:
             return False
 
     def _enable_members(self, sample: pd.DataFrame, compiled: bool) -> bool:
-        """A soft-voting ensemble (training's `ensemble` family, or one fitted elsewhere) whose
-        members are pipelines: each member gets its own fast path, checked against its own
-        pipeline, and the weighted average of their answers is checked against the ensemble's
-        own on the same rows, predicted classes included; any doubt keeps scikit-learn."""
+        """A soft-voting ensemble (training's `ensemble` family, or one fitted elsewhere): each
+        member gets its own fast path, checked against that member, and the weighted average of
+        their answers is checked against the ensemble's own on the same rows, predicted classes
+        included. Any doubt keeps scikit-learn, said in the log: a member that fails to load on
+        its own, or an ensemble that refuses a check row (a member without an imputer, say:
+        the rows hold a missing value of every feature), is not compared row by row (scikit-
+        learn's ensemble takes tens of ms a row). A member's `answers` are not used: members
+        are fitted on the ensemble's class indices."""
         voting = self._final
-        members = [LoadedModel(self.manifest, est, self.path) for est in voting.estimators_]
-        for member in members:
-            member.enable_fast_path(sample, compiled=compiled)
-        if all(m.serving_path == "sklearn" for m in members):
-            return False
+        # as scikit-learn weighs: one weight per member that was not dropped
+        weights = (
+            None
+            if voting.weights is None
+            else [w for (_, e), w in zip(voting.estimators, voting.weights, strict=True)
+                  if e != "drop"]
+        )  # fmt: skip
         method = "predict_proba" if self.classes is not None else "predict"
-        columns = self.check_columns(sample)
         try:
+            members = [LoadedModel(self.manifest, est, self.path) for est in voting.estimators_]
+            for member in members:
+                member.enable_fast_path(sample, compiled=compiled)
+            if all(m.serving_path == "sklearn" for m in members):
+                return False
+            columns = self.check_columns(sample)
             want = np.asarray(getattr(voting, method)(self.frame(columns)), dtype=float)
-            got = _average(members, columns, method, voting.weights)
-        except Exception:
+            got = _average(members, columns, method, weights)
+        except Exception as exc:
+            log.warning("%s v%s: ensemble stays on scikit-learn (%s)", *self._id(), exc)
             return False
         same = got.shape == want.shape and bool(
             np.allclose(got, want, rtol=1e-12, atol=1e-9, equal_nan=True)
@@ -473,7 +485,7 @@ class LoadedModel:
         if not same:
             log.warning("%s v%s: ensemble members' fast paths differ; not used", *self._id())
             return False
-        self._members = members
+        self._members, self._weights = members, weights
         return True
 
     def _id(self) -> tuple[str, int]:
@@ -490,7 +502,7 @@ class LoadedModel:
         """`predict_proba` or `predict` of the final estimator (its numpy replay when verified)
         on the preprocessed rows."""
         if self._members:
-            return _average(self._members, columns, method, self._final.weights)
+            return _average(self._members, columns, method, self._weights)
         fast = getattr(self._fast_est, method, None) if self._fast_est is not None else None
         return (fast or getattr(self._final, method))(self._features(columns))
 

@@ -393,6 +393,66 @@ def test_a_soft_voting_ensemble_serves_on_its_members_fast_paths() -> None:
             np.testing.assert_allclose(got, np.round(want, 6), atol=1e-12)
             expected = [str(c) for c in pipe.predict(model.frame(cols))]
             assert [str(p) for p in out.predictions] == expected
+            # the members answer, not scikit-learn's ensemble
+            ensemble = pipe.steps[-1][1]
+            ensemble.predict_proba = ensemble.predict = None
+            again = model.predict_columns(cols)
+            assert again.probabilities == out.probabilities
+
+
+def test_dropped_members_and_their_weights_are_left_out_as_scikit_learn_leaves_them() -> None:
+    from sklearn.ensemble import VotingClassifier, VotingRegressor
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import Pipeline
+
+    from tests.data import classification_frame
+    from training.config import Preprocessing
+    from training.pipeline import build_pipeline
+
+    frame = classification_frame(300)
+    prep = Preprocessing()
+    members = [
+        ("linear", build_pipeline(KINDS, SGDClassifier(loss="log_loss", random_state=0),
+                                  family="linear", prep=prep)),
+        ("gone", "drop"),
+        ("forest", build_pipeline(KINDS, RandomForestClassifier(n_estimators=10, random_state=0),
+                                  family="forest", prep=prep)),
+    ]  # fmt: skip
+    pipe = Pipeline([("model", VotingClassifier(members, voting="soft", weights=[2, 1, 5]))])
+    pipe.fit(frame[KINDS.all], frame["label"])
+    model = loaded(pipe, frame, KINDS)
+    assert model.enable_fast_path(frame[KINDS.all].head(50)) and model._weights == [2, 5]
+    cols = awkward_columns(frame)
+    got = [
+        [p[c] for c in model.classes or []] for p in model.predict_columns(cols).probabilities or []
+    ]
+    np.testing.assert_allclose(got, np.round(pipe.predict_proba(model.frame(cols)), 6), atol=1e-12)
+    assert VotingRegressor  # the regressor's weights are filtered by the same code
+
+
+def test_an_ensemble_that_refuses_a_check_row_stays_on_scikit_learn_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A member without an imputer refuses the check rows' missing values: the ensemble keeps
+    scikit-learn's path, and the log says why."""
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tests.data import classification_frame
+
+    frame = classification_frame(300)
+    numeric = ["x1", "x2"]
+    kinds = type(KINDS)(numeric=numeric, categorical=[], datetime=[])
+    x = frame[numeric].fillna(0.0)
+    member = Pipeline([("scale", StandardScaler()), ("lr", LogisticRegression())])
+    pipe = Pipeline([("model", VotingClassifier([("lr", member)], voting="soft"))])
+    pipe.fit(x, frame["label"])
+    model = loaded(pipe, x.assign(label=frame["label"]), kinds)
+    with caplog.at_level("WARNING"):
+        assert not model.enable_fast_path(x.head(50))
+    assert model.serving_path == "sklearn" and not model._members
+    assert "stays on scikit-learn" in caplog.text
 
 
 def test_an_ensemble_whose_average_differs_stays_on_scikit_learn(
