@@ -475,21 +475,18 @@ class LoadedModel:
             want = np.asarray(getattr(voting, method)(self.frame(columns)), dtype=float)
             got = _average(members, columns, method, weights)
         except Exception as exc:
-            log.warning("%s v%s: ensemble stays on scikit-learn (%s)", *self._id(), exc)
+            log.warning("%s v%s: ensemble stays on scikit-learn (%s)", self.name, self.version, exc)
             return False
-        same = got.shape == want.shape and bool(
-            np.allclose(got, want, rtol=1e-12, atol=1e-9, equal_nan=True)
-        )
-        if same and want.ndim == 2:
-            same = bool(np.array_equal(self._decide(got), self._decide(want)))
-        if not same:
-            log.warning("%s v%s: ensemble members' fast paths differ; not used", *self._id())
+        if not (
+            self._same(lambda: got, lambda: want)
+            and self._same_decisions(lambda _: got, lambda _: want, want, self._decide)
+        ):
+            log.warning(
+                "%s v%s: ensemble members' fast paths differ; not used", self.name, self.version
+            )
             return False
         self._members, self._weights = members, weights
         return True
-
-    def _id(self) -> tuple[str, int]:
-        return self.name, self.version
 
     def _features(self, columns: dict[str, list[Any]]) -> Any:
         """The preprocessed matrix the final estimator reads."""
