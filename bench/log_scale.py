@@ -128,7 +128,7 @@ def make_store(layout: str, url: str) -> Any:
 
 def writer_main(args: argparse.Namespace) -> None:
     """One replica's log writer, fed as fast as it takes rows for `seconds`; prints JSON."""
-    from service.ids import new_ids
+    from service.ids import IdKeys
     from service.logwriter import LogWriter, Spool
     from service.store import prediction_rows
 
@@ -140,11 +140,12 @@ def writer_main(args: argparse.Namespace) -> None:
     writer.start()
     inputs = [INPUTS] * 50
     probs = [{"yes": 0.31, "no": 0.69}] * 50
+    keys = IdKeys("bench-key-0123456789")
     sent = 0
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
         rows = prediction_rows(
-            ids=new_ids(50),
+            ids=keys.new(50, "m"),
             model="m",
             version=1,
             created_at=time.time(),

@@ -118,6 +118,9 @@ def export(
     out: Annotated[Path, typer.Option(help="CSV or Parquet file to write.")],
     labelled: Annotated[bool, typer.Option(help="Only rows with feedback labels.")] = True,
     version: Annotated[int | None, typer.Option(help="Only this version.")] = None,
+    max_rows: Annotated[int, typer.Option(min=1, help="The newest this many rows at most.")] = (
+        1_000_000
+    ),
     registry: RegistryOpt = None,
     database_url: DbOpt = None,
 ) -> None:
@@ -138,11 +141,14 @@ def export(
     except Exception as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    rows = PredictionStore(settings.database_url).read_window(model, version=version)
+    store = PredictionStore(settings.database_url)
+    rows = (
+        store.read_labelled(model, version=version, cap=max_rows)
+        if labelled
+        else store.read_window(model, version=version, limit=max_rows)
+    )
     records = []
     for r in rows:
-        if labelled and r["label"] is None:
-            continue
         rec = orjson.loads(r["inputs"])
         rec[target] = orjson.loads(r["label"]) if r["label"] is not None else None
         rec["logged_at"] = pd.Timestamp(r["created_at"], unit="s")

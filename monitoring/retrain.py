@@ -70,15 +70,18 @@ class RetrainResult(TrainResult):
     verdict: GateVerdict
 
 
+LABELLED_CAP = 200_000
+"""Most labelled log rows a retraining reads (the newest): its memory is bounded by it."""
+
+
 def labelled_window(
     store: PredictionStore, model: str, target: str, *, since: float | None, time_column: str | None
 ) -> pd.DataFrame:
-    """Logged inputs with their feedback labels, oldest first, one row per prediction id."""
-    rows = [r for r in store.read_window(model) if r["label"] is not None]
-    if since is not None:
-        rows = [r for r in rows if r["created_at"] >= since]
+    """Logged inputs with their feedback labels, oldest first, one row per prediction id: the
+    newest `LABELLED_CAP` labelled rows, read by the store's labelled-window query."""
+    rows = store.read_labelled(model, cap=LABELLED_CAP, since=since)
     records = []
-    for r in rows:
+    for r in reversed(rows):
         rec = orjson.loads(r["inputs"])
         rec[target] = orjson.loads(r["label"])
         rec["__id"] = r["id"]

@@ -11,7 +11,7 @@ import orjson
 import pandas as pd
 import sqlalchemy as sa
 
-from service.store import PredictionStore, feedback, predictions
+from service.store import PredictionStore, feedback, labelled, predictions
 
 SAMPLE_HEX = 4  # the last 4 hex digits of an id (random bits) decide sampling
 
@@ -92,7 +92,6 @@ def read_window(
         keep = int(16**SAMPLE_HEX * cap / total * 1.05) + 1
         bound = f"{min(keep, 16**SAMPLE_HEX - 1):0{SAMPLE_HEX}x}"
         cond.append(sa.func.substr(predictions.c.id, 33 - SAMPLE_HEX, SAMPLE_HEX) < bound)
-    j = predictions.outerjoin(feedback, feedback.c.prediction_id == predictions.c.id)
     stmt = (
         sa.select(
             predictions.c.created_at,
@@ -101,7 +100,7 @@ def read_window(
             predictions.c.probabilities,
             feedback.c.label,
         )
-        .select_from(j)
+        .select_from(labelled(predictions))
         .where(*cond)
         .order_by(predictions.c.ingested_at.desc())
         .limit(min(cap, last) if last is not None else cap)
@@ -155,8 +154,8 @@ def read_shadow(
     """Shadow rows joined to the production prediction they shadowed (and its label)."""
     prod = predictions.alias("prod")
     shadow = predictions.alias("shadow")
-    j = shadow.join(prod, prod.c.id == shadow.c.ref_id).outerjoin(
-        feedback, feedback.c.prediction_id == prod.c.id
+    j = shadow.join(
+        labelled(prod), sa.and_(prod.c.id == shadow.c.ref_id, prod.c.model == shadow.c.model)
     )
     cond = [shadow.c.model == model, shadow.c.shadow.is_(True)]
     if since is not None:

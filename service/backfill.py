@@ -6,12 +6,13 @@ service writes (`prediction_rows`), 0.1 ms apart from `start`, with optional lab
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from core.rows import FeedbackRow
-from service.ids import new_ids
+from service.ids import IdKeys
 from service.store import PredictionStore, encode, prediction_rows
 
 
@@ -29,11 +30,14 @@ def backfill(
     *,
     labels: Sequence[Any] | None = None,
     start: float | None = None,
+    keys: IdKeys | None = None,
 ) -> list[str]:
-    """Predict `records` with `model`, log them (and their labels); returns their ids."""
+    """Predict `records` with `model`, log them (and their labels); returns their ids (tagged
+    with `keys`, else with a throw-away key: then feedback finds them in the log)."""
     columns = {k: [r.get(k) for r in records] for k in records[0]}
     out = model.predict_columns(columns)
-    ids = new_ids(len(records))
+    keys = keys or IdKeys(secrets.token_hex(16))  # the service's keys, for ids it accepts
+    ids = keys.new(len(records), model.name)
     t0 = time.time() if start is None else start
     rows = prediction_rows(
         ids=ids,

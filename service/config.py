@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     """HMAC key for personal-data columns in requests: logged as keyed hashes; unset: dropped."""
     feedback_token: str | None = None
     """Bearer token for feedback. Unset: feedback is open."""
+    id_key: str | None = None
+    """Key prediction ids are tagged with: feedback is accepted only for an id tagged for its
+    model. Unset: a key generated once and kept in the log database (`sw_id_keys`), shared by
+    every worker and replica writing to it."""
+    id_previous_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Keys ids were tagged with before a rotation, comma-separated: labels for their ids are
+    still accepted (keep a key here until the log's retention has passed)."""
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_instances: int = Field(1000, ge=1)
     batch_max_rows: int = Field(256, ge=1)
@@ -89,7 +96,7 @@ class Settings(BaseSettings):
     def _split_lists(cls, data: object) -> object:
         if not isinstance(data, dict):
             return data
-        for key in ("models", "shadow"):
+        for key in ("models", "shadow", "id_previous_keys"):
             if isinstance(data.get(key), str):
                 data[key] = [m.strip() for m in data[key].split(",") if m.strip()]
         if isinstance(data.get("canary"), str):
@@ -110,10 +117,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"SERVEWATCH_CANARY: share for {name} must be between 0 and 1")
             if name in self.shadow:
                 raise ValueError(f"{name} cannot have both a shadow and a canary")
-        for name in ("admin_token", "feedback_token", "signing_key", "personal_data_key"):
+        for name in ("admin_token", "feedback_token", "signing_key", "personal_data_key", "id_key"):
             token = getattr(self, name)
             if token is not None and len(token) < 16:
                 raise ValueError(f"SERVEWATCH_{name.upper()} must be at least 16 characters")
+        if any(len(k) < 16 for k in self.id_previous_keys):
+            raise ValueError("SERVEWATCH_ID_PREVIOUS_KEYS: each key must be at least 16 characters")
         return self
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from service.errors import (
     PayloadTooLarge,
     Unavailable,
 )
-from service.ids import issued_at, new_ids
+from service.ids import MAX_FUTURE_S, IdKeys, issued_at, normalise
 from service.logwriter import LogFull, LogWriter
 from service.model import LoadedModel, Outputs, redact
 from service.models import ModelManager, Slot
@@ -40,9 +41,9 @@ from service.validation import Checked
 
 log = logging.getLogger("servewatch.predict")
 
-# A label may arrive before its prediction row is flushed (or from another replica's queue):
-# ids issued this recently are accepted and join once the row lands.
-FEEDBACK_GRACE_S = 120.0
+KEY_RELOAD_S = 10.0
+"""Least time between two reads of the log's id keys (an id no known key tagged may be another
+process's, made while the store was away and added since)."""
 
 # Builds a protocol's reply from the answering model, its outputs and the prediction ids
 # (the Open Inference Protocol's routes hand one in; /v1's reply is the default).
@@ -93,6 +94,37 @@ class DataPlane:
         self.settings = settings
         self.max_body_bytes = settings.max_body_bytes
         self._sync = settings.log_durability == "sync"
+        self._keys_read_at = -1e9
+        self._pending_key: str | None = None
+        if settings.id_key is not None:
+            self.ids = IdKeys(settings.id_key, settings.id_previous_keys)
+        else:  # until the log's keys are read (`read_keys`), a key of this process's own
+            self._pending_key = secrets.token_hex(32)
+            self.ids = IdKeys(self._pending_key)
+
+    def read_keys(self) -> bool:
+        """Take the id keys kept in the log (SERVEWATCH_ID_KEY unset), adding this process's own
+        key if it tagged ids with it while the store was away; False when the keys are
+        configured or were read less than `KEY_RELOAD_S` ago. Raises when the store is away."""
+        now = time.monotonic()
+        if self.settings.id_key is not None or now - self._keys_read_at < KEY_RELOAD_S:
+            return False
+        self._keys_read_at = now
+        keys = self.store.id_secrets(self._pending_key)
+        self._pending_key = None
+        self.ids = IdKeys(keys[0], keys[1:])
+        return True
+
+    async def keep_keys(self, every_s: float = 5.0) -> None:
+        """Background: read the log's id keys until it answers once (a process that started
+        while the store was away tags with its own key; other processes must learn it)."""
+        while self._pending_key is not None:
+            try:
+                await run_in_threadpool(self.read_keys)
+            except Exception as exc:  # the store is still away: the next try
+                log.debug("id keys not read: %s", exc)
+            if self._pending_key is not None:
+                await asyncio.sleep(every_s)
 
     def call(self, endpoint: str, name: str) -> Call:
         return Call(self, endpoint, name)
@@ -140,7 +172,7 @@ class DataPlane:
                     checked = projected
         call.version = str(slot.model.version)
         out = await slot.batcher.predict(checked.columns, len(instances))
-        ids = new_ids(len(instances))
+        ids = self.ids.new(len(instances), name)
         reply = await self.answer(call, slot.model, instances, out, ids, render=render)
         shadow = manager.staging.get(name) if name in manager.shadow else None
         if shadow is not None:
@@ -160,7 +192,8 @@ class DataPlane:
             self.manager.executor, model.explain_columns, checked.columns
         )
         extras = [{"explanation": e} for e in explanations]
-        return await self.answer(call, model, instances, out, new_ids(len(instances)), extras)
+        ids = self.ids.new(len(instances), call.name)
+        return await self.answer(call, model, instances, out, ids, extras)
 
     def check(self, slot: Slot, name: str, body: Any) -> tuple[list[dict[str, Any]], Checked]:
         """The body's instances, checked against the version's schema (422 naming each problem)."""
@@ -215,7 +248,7 @@ class DataPlane:
         personal = self.manager.personal(name)
         key = self.settings.personal_data_key
         return prediction_rows(
-            ids=new_ids(len(ids)) if shadow else ids,
+            ids=self.ids.new(len(ids), name) if shadow else ids,
             model=name,
             version=model.version,
             created_at=time.time(),
@@ -294,42 +327,82 @@ class DataPlane:
 
     async def feedback(self, name: str, body: Any) -> FeedbackResponse:
         """Store ground-truth labels for earlier predictions; labels are checked against the
-        production version's label type and classes."""
+        production version's label type and classes, ids against the rules of `id_problems`.
+        A 422 names the refused items; nothing is stored then."""
         given = feedback_labels(body, self.manager.get(name).model)
         ids = [pid for pid, _ in given]
         try:
-            in_db = await run_in_threadpool(self.store.existing_ids, ids)
+            problems = await self.id_problems(name, ids)
         except Exception:
             metrics.FEEDBACK.labels(name, "store_down").inc(len(ids))
             raise Unavailable("the prediction log store is unreachable; retry later") from None
+        if problems:
+            metrics.FEEDBACK.labels(name, "refused").inc(len(ids))
+            raise InvalidRequest(f"{len(problems)} prediction id(s) refused", problems[:100])
         now = time.time()
-        recent = self.writer.recent
-        rows: list[FeedbackRow] = []
-        items = []
-        for pid, label in given:
-            issued = issued_at(pid)
-            known = (
-                pid in in_db
-                or pid in recent
-                or (issued is not None and now - issued <= FEEDBACK_GRACE_S)
-            )
-            if known:
-                rows.append(
-                    FeedbackRow(prediction_id=pid, model=name, label=encode(label), received_at=now)
-                )
-            items.append(
-                {"prediction_id": pid, "status": "stored" if known else "unknown_prediction"}
-            )
+        rows = [
+            FeedbackRow(prediction_id=pid, model=name, label=encode(label), received_at=now)
+            for pid, label in given
+        ]
         try:
             await run_in_threadpool(self.store.write_labels, rows)
         except Exception:
             metrics.FEEDBACK.labels(name, "store_down").inc(len(ids))
             raise Unavailable("the prediction log store is unreachable; retry later") from None
         metrics.FEEDBACK.labels(name, "stored").inc(len(rows))
-        metrics.FEEDBACK.labels(name, "unknown").inc(len(ids) - len(rows))
         return FeedbackResponse.model_validate(
-            {"stored": len(rows), "unknown": len(ids) - len(rows), "items": items}
+            {
+                "stored": len(rows),
+                "unknown": 0,
+                "items": [{"prediction_id": pid, "status": "stored"} for pid in ids],
+            }
         )
+
+    async def id_problems(self, name: str, ids: list[str]) -> list[dict[str, Any]]:
+        """A problem per id feedback may not label: not shaped like ours (`id_format`), dated
+        ahead of this clock (`id_future`), older than the log's retention (`id_expired`), or
+        not issued by this service for `name` (`id_not_issued`): neither tagged for `name`
+        under a current or previous key, nor (an id from before tags) in the log for `name`."""
+        now = time.time()
+        days = self.settings.log_retention_days
+        oldest = now - days * 86_400 if days else None
+        problems: list[dict[str, Any]] = []
+        untagged: list[tuple[int, str]] = []
+        for i, pid in enumerate(ids):
+            field, issued = f"labels.{i}.prediction_id", issued_at(pid)
+            if issued is None:
+                problems.append(_id_problem(field, "id_format", "not a prediction id of ours"))
+            elif issued > now + MAX_FUTURE_S:
+                problems.append(_id_problem(field, "id_future", "dated ahead of the clock"))
+            elif oldest is not None and issued < oldest:
+                problems.append(
+                    _id_problem(field, "id_expired", f"older than the log's retention ({days} d)")
+                )
+            elif not self.ids.issued(pid, name):
+                untagged.append((i, pid))
+        if untagged and not problems:
+            found = await run_in_threadpool(self._untagged_known, name, [p for _, p in untagged])
+            problems = [
+                _id_problem(
+                    f"labels.{i}.prediction_id",
+                    "id_not_issued",
+                    f"no prediction of {name!r} was issued under this id",
+                )
+                for i, pid in untagged
+                if pid not in found
+            ]
+        return problems
+
+    def _untagged_known(self, name: str, ids: list[str]) -> set[str]:
+        """Of ids no known key tagged for `name`: those tagged under a key the log has gained
+        since it was read, and those the log holds a prediction of `name` under."""
+        if self.read_keys():
+            ids = [pid for pid in ids if not self.ids.issued(pid, name)]
+        return self.store.existing_ids(name, ids) if ids else set()
+
+
+def _id_problem(field: str, rule: str, message: str) -> dict[str, Any]:
+    return {"field": field, "rule": rule, "message": message}
 
 
 def _problem(feature: str, rule: str, message: str) -> dict[str, Any]:
@@ -367,7 +440,7 @@ def feedback_labels(body: Any, model: LoadedModel) -> list[tuple[str, Any]]:
             rule, _, message = str(exc).partition(": ")
             problems.append({"field": f"labels.{i}.label", "rule": rule, "message": message})
             continue
-        out.append((item.prediction_id, label))
+        out.append((normalise(item.prediction_id), label))
     if problems:
         raise InvalidRequest(f"{len(problems)} label(s) rejected", problems[:100])
     return out

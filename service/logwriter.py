@@ -203,34 +203,6 @@ class Spool:
             self._lock_fd = -1
 
 
-class RecentIds:
-    """Ids this process answered lately, so feedback can join rows not yet flushed.
-
-    Kept as a few generations of sets (adding a request's ids is one C-level `set.update`);
-    when the newest is full the oldest is dropped, so between 3/4 of `capacity` and all of it
-    are remembered.
-    """
-
-    GENERATIONS = 4
-
-    def __init__(self, capacity: int = 200_000) -> None:
-        self._per_gen = max(1, capacity // self.GENERATIONS)
-        self._gens: deque[set[str]] = deque([set()])
-        self._lock = threading.Lock()
-
-    def add(self, ids: list[str]) -> None:
-        with self._lock:
-            newest = self._gens[-1]
-            newest.update(ids)
-            if len(newest) >= self._per_gen:
-                self._gens.append(set())
-                if len(self._gens) > self.GENERATIONS:
-                    self._gens.popleft()
-
-    def __contains__(self, item: object) -> bool:
-        return any(item in gen for gen in list(self._gens))
-
-
 class LogWriter:
     def __init__(
         self,
@@ -250,7 +222,6 @@ class LogWriter:
         self.max_rows = max_rows
         self.retry_s = retry_s
         self.ack_timeout_s = ack_timeout_s
-        self.recent = RecentIds()
         self.store_up = True
         self._buf: deque[Mapping[str, Any]] = deque()
         self._inflight: list[Mapping[str, Any]] = []  # taken from the queue, not yet safe
@@ -302,7 +273,6 @@ class LogWriter:
                 self._cond.notify()  # group commit: write what is queued now, no flush delay
             elif len(self._buf) >= self.batch_rows:
                 self._cond.notify()
-        self.recent.add([r["id"] for r in rows])
         return True
 
     async def put(
@@ -360,7 +330,6 @@ class LogWriter:
         with self._spool_lock:  # one writer of the spool at a time
             ok = self.spool.append(rows)
         if ok:
-            self.recent.add([r["id"] for r in rows])
             metrics.LOG_SPOOL_ROWS.set(self.spool.rows)
         return ok
 

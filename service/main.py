@@ -95,8 +95,12 @@ def create_app(
         if not manager.refs:
             problems.append(f"the registry {settings.registry} holds no model")
         plane = DataPlane(manager, writer, store, settings)
+        try:
+            await run_in_threadpool(plane.read_keys)
+        except Exception as exc:  # ids are tagged with this process's key until the store answers
+            log.error("prediction id keys unreadable at start: %s", str(exc).splitlines()[0])
         app.state.sw = AppState(settings, manager, store, writer, plane, collectors, problems)
-        running = []
+        running = [asyncio.create_task(plane.keep_keys())]
         if settings.reload_interval_s > 0:
             running.append(asyncio.create_task(manager.watch(settings.reload_interval_s)))
         if settings.log_maintenance_interval_s > 0:

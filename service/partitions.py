@@ -61,6 +61,7 @@ FEEDBACK_INDEXES = (f"CREATE INDEX ix_{FEEDBACK}_model_time ON {FEEDBACK} (model
 INDEX_SUFFIXES = {PREDICTIONS: ("model_time", "model_ingested"), FEEDBACK: ("model_time",)}
 """The suffixes of the indexes above (`ix_<table>_<suffix>`)."""
 FEEDBACK_COLUMNS = "prediction_id, model, label, received_at"
+MAX_PERIOD_START = 253_402_300_800  # 10000-01-01: datetime's limit
 
 
 def id_bound(t: float) -> str:
@@ -73,6 +74,10 @@ def period_start(t: float, interval_s: int) -> int:
 
 
 def partition_name(table: str, start: int) -> str:
+    """`<table>_pYYYYMMDD_HHMM`; a period before the epoch or past year 9999 has no partition
+    (maintenance never asks for one: `_default_periods`)."""
+    if not 0 <= start < MAX_PERIOD_START:
+        raise ValueError(f"no partition for a period starting at {start} (Unix s)")
     return f"{table}_p{datetime.fromtimestamp(start, UTC):%Y%m%d_%H%M}"
 
 
@@ -381,20 +386,28 @@ def ensure_period(conn: Connection, table: str, start: int, end: int) -> tuple[s
     return name, int(moved or 0)
 
 
-def _default_periods(conn: Connection, table: str, interval_s: int) -> set[int]:
-    """The periods of the rows waiting in `table`'s DEFAULT partition."""
+ID_SHAPE_SQL = "^[0-9a-f]{12}[0-9a-v]{20}$"
+"""An id of ours, as a PostgreSQL regular expression (service.ids.SHAPE)."""
+
+
+def _default_periods(conn: Connection, table: str, interval_s: int, last: int) -> set[int]:
+    """The periods of the rows waiting in `table`'s DEFAULT partition, from the epoch to the
+    period starting at `last`: rows dated outside (a clock far off, ids not ours, which
+    feedback refuses) never get a partition; they wait in DEFAULT, where retention removes
+    them (see `_drop_behind`)."""
     if table == FEEDBACK:
         expr = (
             "floor(('x' || lpad(substr(prediction_id, 1, 12), 16, '0'))::bit(64)::bigint "
             f"/ 1000.0 / {interval_s})"
         )
-        where = "WHERE prediction_id ~ '^[0-9a-f]{32}$'"  # other ids stay in DEFAULT
+        where = f"WHERE prediction_id ~ '{ID_SHAPE_SQL}'"  # other ids stay in DEFAULT
     else:
         expr, where = f"floor(ingested_at / {interval_s})", ""
     rows = conn.exec_driver_sql(
         f"SELECT DISTINCT {expr} FROM {table}{DEFAULT_SUFFIX} {where}"
     ).all()
-    return {int(r[0]) * interval_s for r in rows}
+    periods = {int(r[0]) * interval_s for r in rows}
+    return {p for p in periods if 0 <= p <= last}
 
 
 def maintain(
@@ -412,9 +425,10 @@ def maintain(
         now = float(conn.exec_driver_sql(f"SELECT {DB_NOW}").scalar_one())
     done = Maintenance()
     first = period_start(now, interval_s)
+    last = first + ahead * interval_s
     for table in (PREDICTIONS, FEEDBACK):
         wanted = {first + k * interval_s for k in range(ahead + 1)}
-        wanted |= _default_periods(conn, table, interval_s)
+        wanted |= _default_periods(conn, table, interval_s, last)
         for start in sorted(wanted):
             for lo, hi in _gaps(partitions(conn, table), start, start + interval_s):
                 name, moved = ensure_period(conn, table, int(lo), int(hi))
@@ -424,24 +438,50 @@ def maintain(
                 else:
                     done.rows_moved += moved
     if retention_s is not None:
-        _drop_behind(conn, now - retention_s, done)
+        _drop_behind(conn, now - retention_s, last + interval_s, done)
     done.oldest_ingested_at = oldest(conn)
     return done
 
 
-def _drop_behind(conn: Connection, cutoff: float, done: Maintenance) -> None:
+# Labels of a partition (or DEFAULT) received before the cutoff that join no prediction row of
+# their model: what retention removes from DEFAULT and from partitions dated past the horizon.
+_ORPHAN_LABELS = (
+    "DELETE FROM {name} f WHERE f.received_at < %s AND NOT EXISTS (SELECT 1 FROM "
+    + PREDICTIONS
+    + " p WHERE p.id = f.prediction_id AND p.model = f.model)"
+)
+
+
+def _drop_behind(conn: Connection, cutoff: float, horizon: float, done: Maintenance) -> None:
     """Drop prediction partitions that end at or before `cutoff` (every row in them is older
-    than the setting), then label partitions whose predictions are all gone.
+    than the setting), then label partitions whose predictions are all gone. DEFAULT is kept
+    too: its rows ingested before the cutoff are deleted, and so are its labels received
+    before it that join no row, as are those of label partitions dated past `horizon` (made by
+    releases that let future-dated ids in), each dropped once empty.
     """
     for p in partitions(conn, PREDICTIONS):
-        if p.is_default or p.hi is None or p.hi > cutoff:
+        if p.is_default:
+            n = conn.exec_driver_sql(
+                f"DELETE FROM {p.name} WHERE ingested_at < %s", (cutoff,)
+            ).rowcount
+            done.rows_dropped += int(n or 0)
+            continue
+        if p.hi is None or p.hi > cutoff:
             continue
         rows = conn.exec_driver_sql(f"SELECT count(*) FROM {p.name}").scalar_one()
         conn.exec_driver_sql(f"DROP TABLE {p.name}")
         done.dropped.append(p.name)
         done.rows_dropped += int(rows)
     for p in partitions(conn, FEEDBACK):
-        if p.is_default or p.hi is None or p.hi > cutoff:
+        if p.is_default or (p.lo is not None and p.lo >= horizon):
+            n = conn.exec_driver_sql(_ORPHAN_LABELS.format(name=p.name), (cutoff,)).rowcount
+            done.labels_dropped += int(n or 0)
+            empty = conn.exec_driver_sql(f"SELECT 1 FROM {p.name} LIMIT 1").first() is None
+            if not p.is_default and empty:
+                conn.exec_driver_sql(f"DROP TABLE {p.name}")
+                done.dropped.append(p.name)
+            continue
+        if p.hi is None or p.hi > cutoff:
             continue
         lo = "" if p.lo is None else f"id >= '{id_bound(p.lo)}' AND "
         joined = conn.exec_driver_sql(

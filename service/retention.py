@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from service.partitions import Maintenance
-from service.store import PredictionStore, log_retention
+from service.store import PredictionStore, insert_or, log_retention
 
 log = logging.getLogger("servewatch.retention")
 
@@ -34,7 +34,8 @@ _DELETE_ROWS = (
 _DELETE_LABELS = (
     "DELETE FROM sw_feedback WHERE prediction_id IN (SELECT f.prediction_id FROM sw_feedback f "
     "WHERE f.received_at < :cutoff AND NOT EXISTS "
-    "(SELECT 1 FROM sw_predictions p WHERE p.id = f.prediction_id) LIMIT :batch)"
+    "(SELECT 1 FROM sw_predictions p WHERE p.id = f.prediction_id AND p.model = f.model) "
+    "LIMIT :batch)"
 )
 
 
@@ -83,22 +84,30 @@ def _purge(store: PredictionStore, retention_s: float | None, now: float) -> Mai
 
 
 def _record(store: PredictionStore, done: Maintenance) -> None:
+    """Add the pass's findings to the totals in `sw_log_retention`, in one statement that reads
+    and writes the row under its lock (passes of several workers at once add up)."""
+    row = log_retention.c
+    stmt = insert_or(store.engine, log_retention).values(
+        key="log",
+        ran_at=time.time(),
+        oldest_ingested_at=done.oldest_ingested_at,
+        rows_dropped=done.rows_dropped,
+        labels_dropped=done.labels_dropped,
+        partitions_dropped=len(done.dropped),
+    )
+    new = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["key"],
+        set_={
+            "ran_at": new.ran_at,
+            "oldest_ingested_at": new.oldest_ingested_at,
+            "rows_dropped": row.rows_dropped + new.rows_dropped,
+            "labels_dropped": row.labels_dropped + new.labels_dropped,
+            "partitions_dropped": row.partitions_dropped + new.partitions_dropped,
+        },
+    )
     with store.engine.begin() as conn:
-        old = conn.execute(sa.select(log_retention).where(log_retention.c.key == "log")).first()
-        totals = {
-            "rows_dropped": done.rows_dropped + (old.rows_dropped if old else 0),
-            "labels_dropped": done.labels_dropped + (old.labels_dropped if old else 0),
-            "partitions_dropped": len(done.dropped) + (old.partitions_dropped if old else 0),
-        }
-        values: dict[str, Any] = {
-            "ran_at": time.time(),
-            "oldest_ingested_at": done.oldest_ingested_at,
-            **totals,
-        }
-        if old is None:
-            conn.execute(log_retention.insert().values(key="log", **values))
-        else:
-            conn.execute(log_retention.update().where(log_retention.c.key == "log").values(values))
+        conn.execute(stmt)
 
 
 def summary(done: Maintenance) -> dict[str, Any]:

@@ -6,9 +6,12 @@ The service owns these tables; monitoring reads them through `PredictionStore`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
+import secrets
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
@@ -57,6 +60,16 @@ feedback = sa.Table(
     sa.Index("ix_sw_feedback_model_time", "model", "received_at"),
 )
 
+# The keys prediction ids are tagged with when SERVEWATCH_ID_KEY is unset: `deployment` (made by
+# the first process to start), and keys processes made while the store was away (`p-...`).
+id_keys = sa.Table(
+    "sw_id_keys",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 # What log maintenance last did (one row; totals since the log was created): read by the
 # service's /metrics at scrape time, whichever process (worker, CronJob) ran it.
 log_retention = sa.Table(
@@ -98,19 +111,26 @@ def make_engine(url: str) -> Engine:
     )
 
 
-def _upsert_label(engine: Engine) -> Any:
-    stmt: Any
+def insert_or(engine: Engine, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT."""
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt = pg_insert(feedback)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(feedback)
+    return sqlite_insert(table)
+
+
+def _upsert_label(engine: Engine) -> Any:
+    stmt = insert_or(engine, feedback)
     return stmt.on_conflict_do_update(
         index_elements=["prediction_id"],
-        set_={"label": stmt.excluded.label, "received_at": stmt.excluded.received_at},
+        set_={
+            "model": stmt.excluded.model,
+            "label": stmt.excluded.label,
+            "received_at": stmt.excluded.received_at,
+        },
     )
 
 
@@ -418,16 +438,33 @@ class PredictionStore:
             with self._writing(), self.engine.begin() as conn:
                 conn.execute(_upsert_label(self.engine), list(rows))
 
-    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+    def existing_ids(self, model: str, ids: Iterable[str]) -> set[str]:
+        """The ids among `ids` the log holds a prediction of `model` under."""
         wanted = list(ids)
         found: set[str] = set()
         self._ensure_schema()
         with self.engine.connect() as conn:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
-                res = conn.execute(sa.select(predictions.c.id).where(predictions.c.id.in_(chunk)))
-                found.update(r[0] for r in res)
+                stmt = sa.select(predictions.c.id).where(
+                    predictions.c.model == model, predictions.c.id.in_(chunk)
+                )
+                found.update(r[0] for r in conn.execute(stmt))
         return found
+
+    def id_secrets(self, pending: str | None = None) -> list[str]:
+        """The keys of `sw_id_keys`, the deployment's (the one to tag with) first; it is made on
+        first use. `pending`, a key a process tagged with while the store was away, is added."""
+        self._ensure_schema()
+        stmt = insert_or(self.engine, id_keys).on_conflict_do_nothing(index_elements=["name"])
+        made = [{"name": "deployment", "secret": secrets.token_hex(32), "created_at": time.time()}]
+        if pending is not None:
+            name = "p-" + hashlib.sha256(pending.encode()).hexdigest()[:16]
+            made.append({"name": name, "secret": pending, "created_at": time.time()})
+        with self.engine.begin() as conn:
+            conn.execute(stmt, made)
+            rows = conn.execute(sa.select(id_keys.c.name, id_keys.c.secret)).all()
+        return [s for name, s in sorted(rows, key=lambda r: (r[0] != "deployment", r[0]))]
 
     def count_predictions(self, model: str | None = None) -> int:
         stmt = sa.select(sa.func.count()).select_from(predictions)
@@ -445,10 +482,9 @@ class PredictionStore:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Logged predictions (newest first) with their label joined where feedback has one."""
-        j = predictions.outerjoin(feedback, feedback.c.prediction_id == predictions.c.id)
         stmt = (
             sa.select(predictions, feedback.c.label)
-            .select_from(j)
+            .select_from(labelled(predictions))
             .where(predictions.c.model == model)
         )
         if version is not None:
@@ -461,8 +497,46 @@ class PredictionStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
+    def read_labelled(
+        self,
+        model: str,
+        *,
+        cap: int,
+        version: int | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest `cap` answered predictions of `model` that have a label (made at or after
+        `since`), newest first: `id`, `version`, `created_at`, `inputs` and `label` as logged
+        (JSON text). The filter and the cap run in the database: memory holds `cap` rows at
+        most, however long the log."""
+        stmt = (
+            sa.select(
+                predictions.c.id,
+                predictions.c.version,
+                predictions.c.created_at,
+                predictions.c.inputs,
+                feedback.c.label,
+            )
+            .select_from(labelled(predictions, inner=True))
+            .where(predictions.c.model == model, predictions.c.shadow.is_(False))
+        )
+        if version is not None:
+            stmt = stmt.where(predictions.c.version == version)
+        if since is not None:
+            stmt = stmt.where(predictions.c.created_at >= since)
+        stmt = stmt.order_by(predictions.c.created_at.desc()).limit(cap)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def labelled(rows: sa.FromClause, *, inner: bool = False) -> sa.Join:
+    """`rows` (the predictions table or an alias of it) with their labels: a label joins the
+    prediction of its own model under its id, never another model's."""
+    on = sa.and_(feedback.c.prediction_id == rows.c.id, feedback.c.model == rows.c.model)
+    return rows.join(feedback, on) if inner else rows.outerjoin(feedback, on)
 
 
 def _said_moved(moved: list[tuple[str, str]]) -> None:

@@ -214,20 +214,6 @@ def test_a_log_created_before_shadow_rows_is_migrated(tmp_path: Path) -> None:
     assert store.read_window("m")[0]["ref_id"] == "a" * 32
 
 
-def test_recent_ids_remember_the_newest_and_stay_bounded() -> None:
-    from service.logwriter import RecentIds
-
-    recent = RecentIds(capacity=100)
-    batches = [[f"id-{b}-{i}" for i in range(10)] for b in range(100)]
-    for batch in batches:
-        recent.add(batch)
-    newest = [i for batch in batches[-7:] for i in batch]  # the last 70 ids (>= 3/4 capacity)
-    assert all(i in recent for i in newest)
-    assert not any(i in recent for i in batches[0])
-    remembered = sum(i in recent for batch in batches for i in batch)
-    assert 75 <= remembered <= 100 + 10
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

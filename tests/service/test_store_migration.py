@@ -111,5 +111,5 @@ def test_a_store_that_was_down_at_start_gets_its_tables_on_the_first_write(tmp_p
             latency_ms=1.0,
         )  # fmt: skip
     )
-    assert store.existing_ids(["d" * 32]) == {"d" * 32}
+    assert store.existing_ids("m", ["d" * 32]) == {"d" * 32}
     store.engine.dispose()

@@ -293,7 +293,7 @@ def test_a_published_ensemble_serves_explains_and_monitors(
     assert res.status_code == 200, res.text
     store = PredictionStore(f"sqlite:///{served['root']}/log.db")
     deadline = time.monotonic() + 30
-    while len(store.existing_ids(ids)) < len(ids):
+    while len(store.existing_ids(name, ids)) < len(ids):
         assert time.monotonic() < deadline, "predictions did not reach the log"
         time.sleep(0.1)
     summary = run_monitoring(
