@@ -392,9 +392,9 @@ ID_SHAPE_SQL = "^[0-9a-f]{12}[0-9a-v]{20}$"
 
 def _default_periods(conn: Connection, table: str, interval_s: int, last: int) -> set[int]:
     """The periods of the rows waiting in `table`'s DEFAULT partition, from the epoch to the
-    period starting at `last`: rows dated outside (a clock far off, ids not ours, which
-    feedback refuses) never get a partition; they wait in DEFAULT, where retention removes
-    them (see `_drop_behind`)."""
+    period starting at `last` (and before year 10000): rows dated outside (ids dated ahead,
+    which feedback refuses, or not ours) never get a partition; they wait in DEFAULT, where
+    retention removes them (see `_drop_behind`)."""
     if table == FEEDBACK:
         expr = (
             "floor(('x' || lpad(substr(prediction_id, 1, 12), 16, '0'))::bit(64)::bigint "
@@ -407,7 +407,7 @@ def _default_periods(conn: Connection, table: str, interval_s: int, last: int) -
         f"SELECT DISTINCT {expr} FROM {table}{DEFAULT_SUFFIX} {where}"
     ).all()
     periods = {int(r[0]) * interval_s for r in rows}
-    return {p for p in periods if 0 <= p <= last}
+    return {p for p in periods if 0 <= p <= last and p + interval_s < MAX_PERIOD_START}
 
 
 def maintain(
@@ -428,7 +428,10 @@ def maintain(
     last = first + ahead * interval_s
     for table in (PREDICTIONS, FEEDBACK):
         wanted = {first + k * interval_s for k in range(ahead + 1)}
-        wanted |= _default_periods(conn, table, interval_s, last)
+        # labels: ids are dated by the service's clock, never ahead (feedback refuses them);
+        # rows: by the database's, whatever it says
+        until = last if table == FEEDBACK else MAX_PERIOD_START
+        wanted |= _default_periods(conn, table, interval_s, until)
         for start in sorted(wanted):
             for lo, hi in _gaps(partitions(conn, table), start, start + interval_s):
                 name, moved = ensure_period(conn, table, int(lo), int(hi))
