@@ -21,7 +21,7 @@ from service.dataplane import DataPlane
 from service.deps import AppState
 from service.logwriter import LogWriter, Spool
 from service.models import ModelManager, settle_heap
-from service.retention import RetentionCollector, maintenance_loop
+from service.retention import RetentionCollector, maintain, maintenance_loop
 from service.routes import explain, health, models, predict, v2
 from service.store import PredictionStore
 
@@ -77,8 +77,8 @@ def create_app(
         )
         retention_metrics = RetentionCollector(store)
         collectors.append(retention_metrics)
-        try:
-            await run_in_threadpool(store.create_schema)
+        try:  # the tables, and a maintenance pass without retention, recorded for /metrics
+            await run_in_threadpool(maintain, store, None)
         except Exception as exc:  # the service still answers; rows wait in the spool
             log.error("prediction log store unreachable at start: %s", str(exc).splitlines()[0])
         writer = LogWriter(

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from service.partitions import Maintenance
-from service.store import PredictionStore, insert_or, log_retention
+from service.store import PredictionStore, insert_or, is_schema_gap, log_retention
 
 log = logging.getLogger("servewatch.retention")
 
@@ -131,6 +131,11 @@ async def maintenance_loop(
             log.info("log maintenance: %s", summary(done))
 
 
+LAST_RUN = "servewatch_log_maintenance_last_run_timestamp_seconds"
+LAST_RUN_HELP = "When log maintenance (partitions, retention) last ran; 0: never."
+_UNKNOWN = object()
+
+
 class RetentionCollector(Collector):
     """The last maintenance pass's findings as metrics, read from the store at scrape time."""
 
@@ -141,6 +146,7 @@ class RetentionCollector(Collector):
         self._lock = threading.Lock()
 
     def _state(self) -> Any:
+        """The recorded row; None when no pass is recorded; `_UNKNOWN` when the store is away."""
         with self._lock:
             at, row = self._cached
             if time.monotonic() - at >= self.cache_s:
@@ -150,14 +156,20 @@ class RetentionCollector(Collector):
                             sa.select(log_retention).where(log_retention.c.key == "log")
                         ).first()
                 except Exception as exc:  # a scrape never fails because the store is away
-                    log.warning("log retention state unavailable: %s", str(exc)[:200])
-                    row = None
+                    if not is_schema_gap(exc):
+                        log.warning("log retention state unavailable: %s", str(exc)[:200])
+                        row = _UNKNOWN
+                    else:  # the table is not there: no pass ever completed
+                        row = None
                 self._cached = (time.monotonic(), row)
             return row
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         row = self._state()
-        if row is None:
+        if row is _UNKNOWN:
+            return
+        if row is None:  # from start: 0 says "never ran" (ServewatchLogMaintenanceStale fires)
+            yield GaugeMetricFamily(LAST_RUN, LAST_RUN_HELP, value=0.0)
             return
         if row.oldest_ingested_at is not None:
             yield GaugeMetricFamily(
@@ -165,11 +177,7 @@ class RetentionCollector(Collector):
                 "Age of the oldest logged prediction (by ingest time) at the last maintenance.",
                 value=max(0.0, time.time() - row.oldest_ingested_at),
             )
-        yield GaugeMetricFamily(
-            "servewatch_log_maintenance_last_run_timestamp_seconds",
-            "When log maintenance (partitions, retention) last ran.",
-            value=row.ran_at,
-        )
+        yield GaugeMetricFamily(LAST_RUN, LAST_RUN_HELP, value=row.ran_at)
         for name, helptext, value in (
             ("rows_dropped", "Prediction rows removed by retention.", row.rows_dropped),
             ("labels_dropped", "Feedback labels removed by retention.", row.labels_dropped),

@@ -269,7 +269,8 @@ def test_retention_metrics_and_the_maintain_command(tmp_path: Path) -> None:
     insert(store, {pid_at(now - 10 * 86_400, 1): (now - 10 * 86_400, now - 10 * 86_400),
                    pid_at(now - 3600, 2): (now - 3600, now - 3600)})  # fmt: skip
     collector = retention.RetentionCollector(store, cache_s=0)
-    assert list(collector.collect()) == []  # no pass yet: nothing to say
+    never = {m.name: m.samples[0].value for m in collector.collect()}
+    assert never == {"servewatch_log_maintenance_last_run_timestamp_seconds": 0.0}  # no pass yet
 
     from servewatch.cli import app
 
@@ -291,6 +292,25 @@ def test_retention_metrics_and_the_maintain_command(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "log_retention_days" in bad.output
     assert "greater than 0" in bad.output and "Traceback" not in bad.output
     store.engine.dispose()
+
+
+def test_maintenance_is_exported_from_start_and_never_is_zero(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Before any pass (no table even) the last run is 0, so ServewatchLogMaintenanceStale can
+    fire for a log whose maintenance never ran; a service records a pass as it starts."""
+    fresh = PredictionStore(f"sqlite:///{tmp_path}/fresh.db")
+    (metric,) = retention.RetentionCollector(fresh, cache_s=0).collect()
+    assert metric.name == "servewatch_log_maintenance_last_run_timestamp_seconds"
+    assert metric.samples[0].value == 0.0
+    away = PredictionStore("postgresql://nobody@127.0.0.1:1/none")
+    assert list(retention.RetentionCollector(away, cache_s=0).collect()) == []  # unknown
+    before = time.time()
+    with TestClient(create_app(settings)) as client:
+        client.app.state.sw.extra_collectors[-1].cache_s = 0  # type: ignore[attr-defined]
+        text = client.get("/metrics").text
+    (line,) = [x for x in text.splitlines() if x.startswith(metric.name)]
+    assert float(line.split()[1]) >= before - 1
 
 
 def test_the_service_exposes_what_maintenance_found_on_metrics(settings: Settings) -> None:
