@@ -61,7 +61,7 @@ def run(
     database_url: DbOpt = None,
 ) -> None:
     """One monitoring run. Exit code 0 whether or not alerts fire; 2 when the run cannot happen."""
-    from monitoring.runner import MonitorError, run_monitoring
+    from monitoring.runner import MonitorError, Settling, run_monitoring
     from service.store import PredictionStore
 
     settings = _settings(registry, database_url)
@@ -86,6 +86,9 @@ def run(
             since=since_ts,
             last=last,
         )
+    except Settling as exc:  # not a failure: the rows are there, a later run takes them
+        console.print(f"[yellow]not yet:[/yellow] {exc}", highlight=False)
+        return
     except MonitorError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None

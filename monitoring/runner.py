@@ -9,6 +9,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -47,7 +48,14 @@ from monitoring.summary import (
     QualitySummary,
     ShadowReport,
 )
-from monitoring.window import JsonScalar, ShadowRow, Window, read_shadow, read_window
+from monitoring.window import (
+    JsonScalar,
+    ShadowRow,
+    Window,
+    read_shadow,
+    read_window,
+    settling,
+)
 from service.store import PredictionStore
 
 DecisionOf = tuple[float | None, int]
@@ -58,6 +66,20 @@ log = logging.getLogger("servewatch.monitor")
 
 class MonitorError(ServewatchError):
     """The run itself cannot happen (unknown model, no data); worded for the user."""
+
+
+class Settling(MonitorError):
+    """Rows are logged, but all of them within `SERVEWATCH_MONITOR_SETTLE_S` of the run: not a
+    failed run (the command exits 0); a run from `ready_at` includes them."""
+
+    def __init__(self, model: str, version: int, rows: int, ready_at: float) -> None:
+        when = datetime.fromtimestamp(ready_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        super().__init__(
+            f"{rows} logged prediction(s) for {model} v{version} wait for the settle window "
+            f"(SERVEWATCH_MONITOR_SETTLE_S); a run from {when} includes them"
+        )
+        self.rows = rows
+        self.ready_at = ready_at
 
 
 def notifiers_from(settings: MonitorSettings) -> list[alerting.Notifier]:
@@ -125,6 +147,9 @@ def run_monitoring(
             until=until,
         )
     if window.rows == 0:
+        waiting, newest = settling(store, model, version, until)
+        if waiting and newest is not None:
+            raise Settling(model, version, waiting, newest + settings.monitor_settle_s)
         raise MonitorError(f"no logged predictions for {model} v{version}; nothing to monitor")
 
     metric, test_score = _watched(manifest, rules)

@@ -67,6 +67,19 @@ def count(
         return int(conn.execute(stmt).scalar_one())
 
 
+def settling(
+    store: PredictionStore, model: str, version: int, until: float
+) -> tuple[int, float | None]:
+    """Rows of the version ingested after `until` (inside the settle window), and the newest
+    one's ingest time."""
+    stmt = sa.select(sa.func.count(), sa.func.max(predictions.c.ingested_at)).where(
+        *_filters(model, version, until, None)
+    )
+    with store.engine.connect() as conn:
+        n, newest = conn.execute(stmt).one()
+    return int(n), None if newest is None else float(newest)
+
+
 def read_window(
     store: PredictionStore,
     *,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from monitoring.collector import MonitoringCollector
 from monitoring.config import MonitorSettings
 from monitoring.routes import make_router
-from monitoring.runner import MonitorError, run_monitoring
+from monitoring.runner import MonitorError, Settling, run_monitoring
 from monitoring.store import MonitorStore
 from servewatch.cli import app as cli
 from service.config import Settings
@@ -100,6 +100,29 @@ def test_unknown_model_and_empty_log_fail_clearly(
         run_monitoring(settings=msettings, store=store, model="ghost")
     with pytest.raises(MonitorError, match="no logged predictions"):
         run(msettings, store)
+
+
+def test_rows_inside_the_settle_window_are_announced_not_a_failed_run(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    """A run within SERVEWATCH_MONITOR_SETTLE_S of the last traffic: it says how many rows wait
+    and from when a run includes them; the command exits 0, and a later run takes them."""
+    log_traffic(store, msettings.registry, traffic(40, seed=3))
+    settling = msettings.model_copy(update={"monitor_settle_s": 3600.0})
+    with pytest.raises(Settling, match=r"40 logged prediction\(s\) for demo v1 wait") as exc:
+        run(settling, store)
+    assert exc.value.rows == 40
+    assert store.now() + 3500 < exc.value.ready_at <= store.now() + 3600
+    assert MonitorStore(store).latest("demo") == []  # nothing recorded as a run
+    common = ["--registry", str(msettings.registry), "--database-url", store.url]
+    res = CliRunner().invoke(
+        cli,
+        ["monitor", "run", "--model", "demo", *common],
+        env={"SERVEWATCH_MONITOR_SETTLE_S": "3600"},
+    )
+    assert res.exit_code == 0, res.output
+    assert "wait for the settle window" in res.output and "UTC" in res.output
+    assert run(msettings.model_copy(update={"monitor_settle_s": 0.0}), store)["rows"] == 40
 
 
 def test_window_far_over_the_cap_is_sampled_in_the_database(
@@ -331,7 +354,7 @@ def test_a_window_ends_settle_seconds_before_the_run(
     they wait for the next run."""
     log_traffic(store, msettings.registry, traffic(250, seed=23))
     settled = msettings.model_copy(update={"monitor_settle_s": 3600})
-    with pytest.raises(MonitorError, match="no logged predictions"):
+    with pytest.raises(Settling, match="250 logged prediction"):
         run(settled, store)
     assert run(msettings, store)["rows"] == 250
 
