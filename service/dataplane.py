@@ -331,8 +331,8 @@ class DataPlane:
         A 422 names the refused items; nothing is stored then."""
         given = feedback_labels(body, self.manager.get(name).model)
         ids = [pid for pid, _ in given]
-        try:
-            problems = await self.id_problems(name, ids)
+        try:  # up to 10,000 tags to check, and maybe the log to ask: off the event loop
+            problems = await run_in_threadpool(self.id_problems, name, ids)
         except Exception:
             metrics.FEEDBACK.labels(name, "store_down").inc(len(ids))
             raise Unavailable("the prediction log store is unreachable; retry later") from None
@@ -340,9 +340,9 @@ class DataPlane:
             metrics.FEEDBACK.labels(name, "refused").inc(len(ids))
             raise InvalidRequest(f"{len(problems)} prediction id(s) refused", problems[:100])
         now = time.time()
-        rows = [
+        rows = [  # an id given twice: its last label (one upsert cannot touch a row twice)
             FeedbackRow(prediction_id=pid, model=name, label=encode(label), received_at=now)
-            for pid, label in given
+            for pid, label in dict(given).items()
         ]
         try:
             await run_in_threadpool(self.store.write_labels, rows)
@@ -358,7 +358,7 @@ class DataPlane:
             }
         )
 
-    async def id_problems(self, name: str, ids: list[str]) -> list[dict[str, Any]]:
+    def id_problems(self, name: str, ids: list[str]) -> list[dict[str, Any]]:
         """A problem per id feedback may not label: not shaped like ours (`id_format`), dated
         ahead of this clock (`id_future`), older than the log's retention (`id_expired`), or
         not issued by this service for `name` (`id_not_issued`): neither tagged for `name`
@@ -381,7 +381,7 @@ class DataPlane:
             elif not self.ids.issued(pid, name):
                 untagged.append((i, pid))
         if untagged and not problems:
-            found = await run_in_threadpool(self._untagged_known, name, [p for _, p in untagged])
+            found = self._untagged_known(name, [p for _, p in untagged])
             problems = [
                 _id_problem(
                     f"labels.{i}.prediction_id",

@@ -60,7 +60,7 @@ class FeedbackRequest(BaseModel):
 
 class FeedbackItem(BaseModel):
     prediction_id: str
-    status: str  # "stored" or "unknown_prediction"
+    status: str  # "stored" (a refused id makes the whole request a 422)
 
 
 class FeedbackResponse(BaseModel):

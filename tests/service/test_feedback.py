@@ -350,4 +350,11 @@ def test_feedback_rules_on_postgresql(pg_settings: Settings) -> None:
         assert rules(post(c, ["a\x00" + "b" * 30])) == [("labels.0.prediction_id", "id_format")]
         assert rules(post(c, ["f" * 32])) == [("labels.0.prediction_id", "id_future")]
         assert post(c, [pid.upper()]).status_code == 200
+        twice = c.post(
+            "/v1/models/demo/feedback",
+            json={"labels": [{"prediction_id": pid, "label": "no"},
+                             {"prediction_id": pid.upper(), "label": "yes"}]},
+        )  # fmt: skip
+        assert twice.status_code == 200, twice.text  # one upsert, the last label
+        assert twice.json()["stored"] == 1
     assert labels_in(pg_settings) == {pid: ("demo", '"yes"')}
