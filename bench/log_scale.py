@@ -381,7 +381,8 @@ def query_row(layout: str, n: int, now: float) -> dict[str, float]:
         )
     join = sa.text(
         "SELECT count(*), avg((f.label = p.prediction)::int) FROM sw_predictions p "
-        "JOIN sw_feedback f ON f.prediction_id = p.id WHERE p.model = 'm' AND p.version = 1 "
+        "JOIN sw_feedback f ON f.prediction_id = p.id AND f.model = p.model "
+        "WHERE p.model = 'm' AND p.version = 1 "
         "AND p.ingested_at > :since AND p.ingested_at <= :until"
     )
 

@@ -193,10 +193,10 @@ def send_labels(url: str, name: str, ids: list[str], labels: list[Any]) -> None:
     assert res.json()["stored"] == len(ids)
 
 
-def wait_logged(store: PredictionStore, ids: list[str]) -> None:
+def wait_logged(store: PredictionStore, model: str, ids: list[str]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if len(store.existing_ids(ids)) == len(ids):
+        if len(store.existing_ids(model, ids)) == len(ids):
             return
         time.sleep(0.1)
     raise AssertionError("answered predictions did not reach the log in 30 s")
@@ -269,7 +269,7 @@ def test_the_whole_loop(world: dict[str, Any], case: Case, tmp_path: Path) -> No
 
     # good labels (JSON numbers for an integer or float model, the classes as they are otherwise)
     send_labels(url, case.name, ids, native(frame["target"]))
-    wait_logged(store, ids)
+    wait_logged(store, case.name, ids)
     msettings = MonitorSettings(
         registry=registry.root, database_url=world["db"], monitor_reports_dir=tmp_path / "reports"
     )
@@ -306,7 +306,7 @@ def test_the_whole_loop(world: dict[str, Any], case: Case, tmp_path: Path) -> No
     answered = predict(url, case.name, moved)
     ids = [p["prediction_id"] for p in answered]
     send_labels(url, case.name, ids, worse_labels(case, frame, list(manifest.classes or [])))
-    wait_logged(store, ids)
+    wait_logged(store, case.name, ids)
     loud = monitor()
     fired = {a["rule"] for a in loud["alerts"]}
     assert {"dataset_drift", "realised_performance"} <= fired, loud["alerts"]
