@@ -109,8 +109,8 @@ class DataPlane:
         now = time.monotonic()
         if self.settings.id_key is not None or now - self._keys_read_at < KEY_RELOAD_S:
             return False
-        self._keys_read_at = now
         keys = self.store.id_secrets(self._pending_key)
+        self._keys_read_at = now
         self._pending_key = None
         self.ids = IdKeys(keys[0], keys[1:])
         return True
