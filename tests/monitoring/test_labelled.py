@@ -72,3 +72,31 @@ def test_retraining_reads_at_most_its_cap_of_labelled_rows(
     assert list(frame["__id"]) == ids[-30:]
     assert frame["label"].notna().all()
     store.engine.dispose()
+
+
+def test_the_shadow_comparison_joins_labels_of_its_own_model(any_store: PredictionStore) -> None:
+    """A shadow answer beside the production answer it shadowed and that answer's label; a label
+    stored under another model for that id joins nothing."""
+    from monitoring.window import read_shadow
+
+    store, now = any_store, time.time()
+    answered = prediction_rows(
+        ids=["a" * 32], model="m", version=1, created_at=now, inputs=[{}],
+        predictions=["yes"], probabilities=None, latency_ms=1.0,
+    )  # fmt: skip
+    shadow = prediction_rows(
+        ids=["b" * 32], model="m", version=2, created_at=now, inputs=[{}],
+        predictions=["no"], probabilities=None, latency_ms=0.0, shadow=True, ref_ids=["a" * 32],
+    )  # fmt: skip
+    store.write_predictions(answered + shadow)
+    store.write_labels(
+        [FeedbackRow(prediction_id="a" * 32, model="m", label='"yes"', received_at=now)]
+    )
+    (row,) = read_shadow(store, model="m", since=None, cap=10)
+    assert (row["production_version"], row["shadow_version"], row["label"]) == (1, 2, '"yes"')
+    store.write_labels(
+        [FeedbackRow(prediction_id="a" * 32, model="x", label='"no"', received_at=now)]
+    )
+    (row,) = read_shadow(store, model="m", since=None, cap=10)
+    assert row["label"] is None
+    store.engine.dispose()
