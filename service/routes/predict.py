@@ -48,7 +48,9 @@ async def predict(request: Request) -> Response:
 async def feedback(
     request: Request, name: str, state: StateDep, _auth: FeedbackAuthDep
 ) -> FeedbackResponse:
-    """Labels are checked against the production version's label type and classes."""
+    """Labels are checked against the production version's label type and classes, ids against
+    the feedback rules: a prediction this service issued for this model, dated neither ahead of
+    the clock nor past the log's retention (a 422 names each refused item and its rule)."""
     state.plane.manager.get(name)
     body = await read_json(request, state.plane.max_body_bytes)
     return await state.plane.feedback(name, body)
