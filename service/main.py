@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -78,7 +79,7 @@ def create_app(
         retention_metrics = RetentionCollector(store)
         collectors.append(retention_metrics)
         try:  # the tables, and a maintenance pass without retention, recorded for /metrics
-            await run_in_threadpool(maintain, store, None)
+            await run_in_threadpool(partial(maintain, store, None, at_start=True))
         except Exception as exc:  # the service still answers; rows wait in the spool
             log.error("prediction log store unreachable at start: %s", str(exc).splitlines()[0])
         writer = LogWriter(

@@ -45,24 +45,32 @@ def maintain(
     *,
     now: float | None = None,
     migrate: bool = False,
+    at_start: bool = False,
 ) -> Maintenance:
     """One maintenance pass: create partitions ahead, move rows out of DEFAULT and, with
     `retention_days`, remove what is older; recorded in `sw_log_retention`. `now` (Unix s)
     defaults to the database's clock. `migrate` partitions an unpartitioned PostgreSQL log
-    first; otherwise such a log is purged by batched deletes, as SQLite is."""
+    first; otherwise such a log is purged by batched deletes, as SQLite is. `at_start` (the
+    service's pass as it starts) leaves out the scan an unpartitioned PostgreSQL log needs to
+    find its oldest row (no index leads with `ingested_at`): the recorded one stays."""
     retention_s = retention_days * 86_400 if retention_days else None
     done = None
-    if store.engine.dialect.name == "postgresql":
+    postgresql = store.engine.dialect.name == "postgresql"
+    if postgresql:
         done = store.maintain_partitions(retention_s, now, migrate=migrate)
     else:
         store.create_schema()
+    measured = True
     if done is None:
-        done = _purge(store, retention_s, store.now() if now is None else now)
-    _record(store, done)
+        measured = not (at_start and postgresql)
+        done = _purge(store, retention_s, store.now() if now is None else now, oldest=measured)
+    _record(store, done, oldest=measured)
     return done
 
 
-def _purge(store: PredictionStore, retention_s: float | None, now: float) -> Maintenance:
+def _purge(
+    store: PredictionStore, retention_s: float | None, now: float, *, oldest: bool = True
+) -> Maintenance:
     """An unpartitioned log (SQLite, or PostgreSQL before `servewatch log maintain`)."""
     done = Maintenance()
     if retention_s is not None:
@@ -77,15 +85,17 @@ def _purge(store: PredictionStore, retention_s: float | None, now: float) -> Mai
                     done.labels_dropped += n
                 if n < DELETE_BATCH:
                     break
-    with store.engine.connect() as conn:
-        oldest = conn.execute(sa.text("SELECT min(ingested_at) FROM sw_predictions")).scalar()
-    done.oldest_ingested_at = None if oldest is None else float(oldest)
+    if oldest:
+        with store.engine.connect() as conn:
+            first = conn.execute(sa.text("SELECT min(ingested_at) FROM sw_predictions")).scalar()
+        done.oldest_ingested_at = None if first is None else float(first)
     return done
 
 
-def _record(store: PredictionStore, done: Maintenance) -> None:
+def _record(store: PredictionStore, done: Maintenance, *, oldest: bool = True) -> None:
     """Add the pass's findings to the totals in `sw_log_retention`, in one statement that reads
-    and writes the row under its lock (passes of several workers at once add up)."""
+    and writes the row under its lock (passes of several workers at once add up); the oldest
+    row's time only when the pass measured it."""
     row = log_retention.c
     stmt = insert_or(store.engine, log_retention).values(
         key="log",
@@ -100,7 +110,7 @@ def _record(store: PredictionStore, done: Maintenance) -> None:
         index_elements=["key"],
         set_={
             "ran_at": new.ran_at,
-            "oldest_ingested_at": new.oldest_ingested_at,
+            "oldest_ingested_at": new.oldest_ingested_at if oldest else row.oldest_ingested_at,
             "rows_dropped": row.rows_dropped + new.rows_dropped,
             "labels_dropped": row.labels_dropped + new.labels_dropped,
             "partitions_dropped": row.partitions_dropped + new.partitions_dropped,

@@ -181,3 +181,32 @@ def test_maintenance_totals_add_up_when_passes_run_at_once(
         row = conn.execute(sa.text("SELECT * FROM sw_log_retention")).one()
     assert (row.rows_dropped, row.labels_dropped, row.partitions_dropped) == (24, 8, 8)
     store.engine.dispose()
+
+
+def test_the_start_pass_on_an_unpartitioned_log_keeps_the_oldest_it_knows(pg_url: str) -> None:
+    """A service records a pass as it starts, without the whole-table scan an unpartitioned
+    PostgreSQL log needs for its oldest row: the oldest recorded before stays."""
+    from tests.service.test_retention import OLD_FEEDBACK, OLD_PREDICTIONS
+
+    store = PredictionStore(pg_url)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(OLD_PREDICTIONS))
+        conn.execute(sa.text(OLD_FEEDBACK))
+    store.create_schema()  # stays unpartitioned, gains ingested_at
+    insert(store, {hex_id(1000.0, 1): (1000.0, 1000.0)})
+    assert retention.maintain(store, None).oldest_ingested_at == 1000.0
+
+    def recorded() -> tuple[float, float | None]:
+        with store.engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT * FROM sw_log_retention")).one()
+        return row.ran_at, row.oldest_ingested_at
+
+    first, _ = recorded()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM sw_predictions"))
+    retention.maintain(store, None, at_start=True)
+    ran, oldest = recorded()
+    assert ran >= first and oldest == 1000.0  # not measured at start
+    retention.maintain(store, None)
+    assert recorded()[1] is None  # measured: the log is empty
+    store.engine.dispose()
