@@ -210,3 +210,18 @@ def test_the_start_pass_on_an_unpartitioned_log_keeps_the_oldest_it_knows(pg_url
     retention.maintain(store, None)
     assert recorded()[1] is None  # measured: the log is empty
     store.engine.dispose()
+
+
+def test_a_tagged_id_waiting_in_default_moves_to_its_partition(pg_url: str) -> None:
+    """A label for a tagged id (base32hex in its middle) from a period without a partition waits
+    in DEFAULT and is moved once maintenance makes the partition, as a legacy id's is."""
+    store = PredictionStore(pg_url)
+    store.create_schema()
+    then = store.now() - 5 * DAY
+    tagged = f"{int(then * 1000):012x}" + "uv0g" * 2 + "0123456789ab"
+    legacy = hex_id(then, 9)
+    raw_labels(store, [tagged, legacy], received_at=then)
+    assert ids_in(store, "sw_feedback_default") == {tagged, legacy}
+    done = retention.maintain(store, None)
+    assert done.labels_moved == 2 and ids_in(store, "sw_feedback_default") == set()
+    store.engine.dispose()
