@@ -287,6 +287,30 @@ def test_a_key_made_while_the_store_was_away_is_learned_by_the_others(settings: 
     assert other.read_keys() and all(other.ids.issued(i, "demo") for i in ids)
 
 
+def test_the_key_task_retries_until_the_store_answers(settings: Settings) -> None:
+    """keep_keys: the background task a process runs while its own key is not in the log."""
+    import asyncio
+
+    store = PredictionStore(settings.database_url)
+
+    class Flaky:
+        tries = 0
+
+        def id_secrets(self, pending: str | None = None) -> list[str]:
+            self.tries += 1
+            if self.tries < 3:
+                raise ConnectionError("store away")
+            return store.id_secrets(pending)
+
+    flaky = Flaky()
+    plane = DataPlane(None, None, flaky, settings)  # type: ignore[arg-type]
+    ids = plane.ids.new(1, "demo")
+    asyncio.run(asyncio.wait_for(plane.keep_keys(every_s=0.01), 10))
+    assert flaky.tries == 3
+    other = DataPlane(None, None, store, settings)  # type: ignore[arg-type]
+    assert other.read_keys() and other.ids.issued(ids[0], "demo")
+
+
 def test_ids_are_tagged_for_their_model_and_time_ordered() -> None:
     keys = IdKeys("k" * 16, ["p" * 16])
     first = keys.new(100, "demo")
