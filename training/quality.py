@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import r2_score, roc_auc_score
-from sklearn.model_selection import cross_val_predict
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from training.config import Quality
@@ -57,26 +58,104 @@ class QualityReport:
             raise TrainingError(f"data-quality gate failed: {first.message}{more}")
 
 
+LEAK_FOLDS = 3
+"""Folds of the leakage check's cross-fitting (shuffled: a file sorted by target hides nothing)."""
+MAX_STAT_LEVELS = 100
+"""A numeric column with at most this many distinct values is also scored by its per-value
+target statistics (a numeric code is a category too: a depth-4 tree cannot split 25 codes)."""
+
+
+def _leak_folds(y: pd.Series, task: str, seed: int) -> Any:
+    """Shuffled folds, stratified for classification; None when a class has fewer than 2 rows."""
+    if task != "classification":
+        return KFold(LEAK_FOLDS, shuffle=True, random_state=seed)
+    smallest = int(y.value_counts().min())
+    if smallest < 2:
+        return None
+    return StratifiedKFold(min(LEAK_FOLDS, smallest), shuffle=True, random_state=seed)
+
+
+def _target_matrix(y: pd.Series, task: str) -> tuple[np.ndarray, list[str]]:
+    """The target as numbers: one column per class (one-hot) or the value itself."""
+    if task != "classification":
+        return y.to_numpy(dtype=float).reshape(-1, 1), []
+    classes = sorted(y.astype(str).unique())
+    text = y.astype(str).to_numpy()
+    return np.column_stack([(text == c).astype(float) for c in classes]), classes
+
+
+def _oof_target_stats(codes: np.ndarray, t: np.ndarray, folds: list[Any]) -> np.ndarray:
+    """Each row's category mean of the target, fitted on the other folds' rows (a category
+    unseen there gets those rows' overall mean)."""
+    out = np.empty_like(t)
+    for tr, te in folds:
+        n_codes = int(codes.max()) + 1
+        counts = np.bincount(codes[tr], minlength=n_codes).astype(float)
+        prior = t[tr].mean(axis=0)
+        for j in range(t.shape[1]):
+            sums = np.bincount(codes[tr], weights=t[tr, j], minlength=n_codes)
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), prior[j])
+            out[te, j] = means[codes[te]]
+    return out
+
+
+def _oof_tree(values: np.ndarray, t: np.ndarray, task: str, folds: list[Any], seed: int) -> Any:
+    """A shallow tree's out-of-fold predictions of the one feature (class shares or values)."""
+    out = np.empty_like(t)
+    for tr, te in folds:
+        if task == "classification":
+            labels = t[tr].argmax(axis=1)
+            tree = DecisionTreeClassifier(max_depth=4, random_state=seed).fit(values[tr], labels)
+            out[te] = 0.0
+            out[np.ix_(te, tree.classes_)] = tree.predict_proba(values[te])
+        else:
+            reg = DecisionTreeRegressor(max_depth=6, random_state=seed).fit(values[tr], t[tr, 0])
+            out[te, 0] = reg.predict(values[te])
+    return out
+
+
+def _score(pred: np.ndarray, t: np.ndarray, task: str) -> float:
+    """ROC AUC (either direction) for two classes; for more, the lowest of each class's
+    one-vs-rest ROC AUC (a leak tells every class apart; an honest strong feature, such as
+    iris's petal length, leaves two classes overlapping); R² for regression."""
+    if task != "classification":
+        return float(r2_score(t[:, 0], pred[:, 0]))
+    if t.shape[1] == 2:
+        auc = float(roc_auc_score(t[:, 1], pred[:, 1]))
+        return max(auc, 1 - auc)
+    return min(float(roc_auc_score(t[:, j], pred[:, j])) for j in range(t.shape[1]))
+
+
 def _single_feature_score(x: pd.Series, y: pd.Series, task: str, seed: int) -> float:
-    """How well one feature alone predicts the target (ROC AUC or R², cross-validated)."""
-    if x.dtype == object:
-        values = x.astype("category").cat.codes.to_numpy().reshape(-1, 1).astype(float)
-    else:
+    """How well one feature alone predicts the target, cross-fitted on shuffled folds: a
+    shallow tree on its values (numeric) and its per-category target statistics (categorical,
+    or numeric with few distinct values); the better of the two. ROC AUC or R²."""
+    cv = _leak_folds(y, task, seed)
+    if cv is None:
+        return float("nan")
+    t, _ = _target_matrix(y, task)
+    folds = list(cv.split(np.zeros(len(y)), t.argmax(axis=1) if task == "classification" else None))
+    scores = []
+    numeric = x.dtype != object and not isinstance(x.dtype, pd.CategoricalDtype)
+    if numeric:
         values = x.to_numpy(dtype=float, na_value=np.nan).reshape(-1, 1)
         values = np.nan_to_num(
             values, nan=np.nanmin(values) - 1 if np.isfinite(values).any() else 0
         )
-    if task == "classification":
-        counts = y.value_counts()
-        if len(counts) != 2 or counts.min() < 2:
-            return float("nan")
-        folds = min(3, int(counts.min()))  # stratified: no more folds than the rarer class's rows
-        tree = DecisionTreeClassifier(max_depth=4, random_state=seed)
-        proba = cross_val_predict(tree, values, y, cv=folds, method="predict_proba")[:, 1]
-        auc = roc_auc_score(y, proba)
-        return float(max(auc, 1 - auc))
-    reg = DecisionTreeRegressor(max_depth=6, random_state=seed)
-    return float(r2_score(y, cross_val_predict(reg, values, y, cv=3)))
+        scores.append(_score(_oof_tree(values, t, task, folds, seed), t, task))
+    if not numeric or x.nunique(dropna=False) <= MAX_STAT_LEVELS:
+        codes = pd.Series(pd.factorize(x.astype(object).where(x.notna(), "\0missing"))[0])
+        scores.append(_score(_oof_target_stats(codes.to_numpy(), t, folds), t, task))
+    return max(scores)
+
+
+def _integral(s: pd.Series) -> bool:
+    """Whole numbers only, whatever the dtype (numeric columns are float64 by now): what an
+    integer identifier looks like."""
+    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return False
+    values = s.dropna().to_numpy(dtype=float)
+    return bool(len(values)) and bool(np.all(np.isfinite(values) & (np.mod(values, 1) == 0)))
 
 
 def check(
@@ -181,7 +260,7 @@ def check(
                 dropped.append(col)
                 add("constant", col, 1, 1, f"column {col!r} is constant; dropped from the features")
             continue
-        if col in kinds.categorical or pd.api.types.is_integer_dtype(s):
+        if col in kinds.categorical or _integral(s):
             uniq = s.nunique(dropna=True) / max(1, s.notna().sum())
             if uniq >= rules.id_unique_share and n >= 20:
                 if col in declared:
