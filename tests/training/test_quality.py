@@ -104,14 +104,18 @@ def test_too_few_rows() -> None:
 
 
 def leak_check(
-    frame: pd.DataFrame, target: str, task: str, numeric: list[str], categorical: list[str] = []
+    frame: pd.DataFrame,
+    target: str,
+    task: str,
+    numeric: list[str],
+    categorical: tuple[str, ...] = (),
 ) -> QualityReport:
     """The gate on `frame` with every rule but leakage quiet."""
     return check(
         frame,
         target=target,
         task=task,
-        kinds=FeatureKinds(numeric=numeric, categorical=categorical, datetime=[]),
+        kinds=FeatureKinds(numeric=numeric, categorical=list(categorical), datetime=[]),
         declared=set(),
         rules=Quality(fail_on=["leakage"]),
         seed=0,
@@ -142,7 +146,7 @@ def test_a_categorical_code_that_fixes_the_label_fails_the_gate() -> None:
         }
     )
     frame["label"] = np.where(np.isin(level, [0, 3, 4, 8, 9, 11, 15, 17, 20, 21, 24]), "y", "n")
-    report = leak_check(frame, "label", "classification", ["x"], ["code", "honest"])
+    report = leak_check(frame, "label", "classification", ["x"], ("code", "honest"))
     assert {(f.rule, f.column) for f in report.failures} == {("leakage", "code")}
 
 
