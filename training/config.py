@@ -48,13 +48,17 @@ class Split(_Strict):
     validation_size: float = Field(0.2, gt=0, lt=0.9)
     """Share of the non-test rows held out for validation (calibration, early checks)."""
     cv_folds: int = Field(3, ge=2, le=20)
+    keep_copies_together: bool = True
+    """Rows identical in every column but the target go to one side of the train, validation
+    and test split and of every CV fold (see training/data.py `copy_groups`)."""
 
 
 class Quality(_Strict):
     """Thresholds of the data-quality gate; a finding over a threshold in fail_on fails the run."""
 
     max_missing_share: float = 0.5
-    max_duplicate_share: float = 0.3
+    max_duplicate_share: float = 0.05
+    """Rows repeating an earlier row's features, over this share, are a `duplicates` finding."""
     id_unique_share: float = 0.95
     leakage_score: float = 0.98
     """A single feature that scores this well on its own (ROC AUC or R²) is a suspected leak."""

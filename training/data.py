@@ -170,50 +170,102 @@ class Splits:
     y_val: pd.Series
     x_test: pd.DataFrame
     y_test: pd.Series
+    copies: int = 0
+    """Rows that have a copy (identical but for the target), each copy kept on its row's side."""
+
+
+COPIES_CAP = 10
+"""Rows identical to at most max(COPIES_CAP, 1% of the rows) others are copies and are kept on
+one side of every split; a value repeated more often is a natural repeat (a table of few
+distinct rows, such as a few categorical columns) and its rows are split as any others."""
+
+
+def copy_groups(x: pd.DataFrame) -> np.ndarray | None:
+    """A group id per row: rows identical in every column share one (copies), a natural repeat's
+    rows (see COPIES_CAP) and unique rows get their own. None when no row has a copy."""
+    n = len(x)
+    if n == 0:
+        return None
+    codes, _ = pd.factorize(pd.util.hash_pandas_object(x, index=False).to_numpy())
+    sizes = np.bincount(codes)[codes]
+    copied = (sizes > 1) & (sizes <= max(COPIES_CAP, math.ceil(0.01 * n)))
+    if not copied.any():
+        return None
+    groups: np.ndarray = np.arange(n) + codes.max() + 1  # unique ids above every code
+    groups[copied] = codes[copied]
+    return groups
+
+
+def group_members(groups: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each group's first row and all its rows, groups in the order of their first rows."""
+    order = np.argsort(groups, kind="stable")
+    ordered = groups[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    members = np.split(order, starts[1:])
+    first = np.array([m[0] for m in members])
+    by_row = np.argsort(first, kind="stable")
+    return first[by_row], [members[i] for i in by_row]
+
+
+def _expand(positions: np.ndarray, members: list[np.ndarray] | None) -> np.ndarray:
+    """The rows of the groups at `positions` (the positions themselves without groups)."""
+    if members is None:
+        return np.asarray(positions)
+    if not len(positions):
+        return np.asarray(positions, dtype=int)
+    return np.concatenate([members[i] for i in positions])
 
 
 def split(frame: pd.DataFrame, target: str, task: str, config: TrainConfig) -> Splits:
     """Hold out the test set first, then split the rest into train and validation.
 
     With a time column every split is ordered in time: test is the latest rows, validation
-    the latest of the rest, so no future row is ever used for training.
+    the latest of the rest, so no future row is ever used for training. Copies (rows identical
+    in every column but the target) are kept on one side of each split: a test row's copy in
+    training would score the model on a row it learned (see `copy_groups`).
     """
     x, y = frame.drop(columns=[target]), frame[target]
     s = config.split
+    groups = copy_groups(x) if s.keep_copies_together else None
+    copies = 0 if groups is None else int((np.bincount(groups)[groups] > 1).sum())
     if config.time_column:
         order = np.argsort(frame[config.time_column].to_numpy(), kind="stable")
         x, y = x.iloc[order], y.iloc[order]
         n_test = max(1, int(round(len(x) * s.test_size)))
-        rest_x, rest_y = x.iloc[:-n_test], y.iloc[:-n_test]
-        n_val = max(1, int(round(len(rest_x) * s.validation_size)))
+        n_rest = len(x) - n_test
+        n_val = max(1, int(round(n_rest * s.validation_size)))
+        side = np.zeros(len(x), dtype=int)
+        side[n_rest - n_val :] = 1
+        side[n_rest:] = 2
+        if groups is not None:  # a copy goes with its latest twin (copies share their time)
+            side = pd.Series(side).groupby(groups[order]).transform("max").to_numpy()
+        parts = [np.flatnonzero(side == k) for k in range(3)]
+        if not all(len(p) for p in parts):
+            raise TrainingError("cannot split the data: too few distinct rows for every split")
+        tr, va, te = parts
         return Splits(
-            rest_x.iloc[:-n_val],
-            rest_y.iloc[:-n_val],
-            rest_x.iloc[-n_val:],
-            rest_y.iloc[-n_val:],
-            x.iloc[-n_test:],
-            y.iloc[-n_test:],
+            x.iloc[tr], y.iloc[tr], x.iloc[va], y.iloc[va], x.iloc[te], y.iloc[te], copies
         )
-    strat = y if task == "classification" else None
+    reps, members = (np.arange(len(x)), None) if groups is None else group_members(groups)
+    strat = y.iloc[reps] if task == "classification" else None
     try:
-        rest_x, x_test, rest_y, y_test = train_test_split(
-            x,
-            y,
-            test_size=_held_out(len(x), s.test_size, strat),
+        rest, test = train_test_split(
+            np.arange(len(reps)),
+            test_size=_held_out(len(reps), s.test_size, strat),
             random_state=config.seed,
             stratify=strat,
         )
-        strat_rest = rest_y if task == "classification" else None
-        x_tr, x_val, y_tr, y_val = train_test_split(
-            rest_x,
-            rest_y,
-            test_size=_held_out(len(rest_x), s.validation_size, strat_rest),
+        strat_rest = strat.iloc[rest] if strat is not None else None
+        tr, va = train_test_split(
+            rest,
+            test_size=_held_out(len(rest), s.validation_size, strat_rest),
             random_state=config.seed,
             stratify=strat_rest,
         )
     except ValueError as exc:
         raise TrainingError(f"cannot split the data: {exc}") from None
-    return Splits(x_tr, y_tr, x_val, y_val, x_test, y_test)
+    tr, va, te = (_expand(p, members) for p in (tr, va, test))
+    return Splits(x.iloc[tr], y.iloc[tr], x.iloc[va], y.iloc[va], x.iloc[te], y.iloc[te], copies)
 
 
 def _held_out(rows: int, share: float, strat: pd.Series | None) -> int:

@@ -176,7 +176,9 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
             )
         if "stacking" in cfg.methods and not config.time_column:
             # a stack learns its weights on out-of-fold outputs, which needs unordered folds
-            cv = make_cv(task, config.split.cv_folds, False, config.seed)
+            cv = make_cv(
+                task, config.split.cv_folds, False, config.seed, config.split.keep_copies_together
+            )
             stack = _combiner("stacking", task, [(f, t.pipeline(None)) for f, t in fits], cv)
             candidates["stacking"] = _outputs(stack.fit(x_tr, y_tr), x_val, task)
     scores = {"single": metric_value(metric, task, y_val, single, classes)}
@@ -222,7 +224,7 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
         return _with(fitted, info)
     info.update(published=True, method=best, reason=f"{best} beat the best single model")
     members = [(f, t.pipeline(t.final_calibration if best == "voting" else None)) for f, t in fits]
-    cv = make_cv(task, config.split.cv_folds, False, config.seed)
+    cv = make_cv(task, config.split.cv_folds, False, config.seed, config.split.keep_copies_together)
     say(f"final fit of the {best} ensemble on train + validation")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

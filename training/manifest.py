@@ -110,6 +110,7 @@ def build_manifest(
                 "train": len(splits.x_train),
                 "validation": len(splits.x_val),
                 "test": len(splits.x_test),
+                "copies_kept_together": splits.copies,
                 "ordered_by": config.time_column,
             },
             "time_range": _time_range(splits, config.time_column),

@@ -237,10 +237,6 @@ def check(
                 rules.min_class_share,
                 f"class {counts.idxmin()!r} of {target!r} is only {counts.min():.2%} of rows",
             )
-    dup = float(frame.duplicated().mean()) if n else 0.0
-    if dup > rules.max_duplicate_share:
-        add("duplicates", None, dup, rules.max_duplicate_share, f"{dup:.1%} of rows are duplicates")
-
     for col in kinds.all:
         s = frame[col]
         miss = float(s.isna().mean())
@@ -295,6 +291,18 @@ def check(
                         rules.max_outlier_share,
                         f"column {col!r} has {share:.1%} outliers beyond 3 IQR",
                     )
+    features = [c for c in kinds.all if c not in dropped]
+    repeats = int(frame[features].duplicated().sum()) if n and features else 0
+    if repeats / max(1, n) > rules.max_duplicate_share:
+        add(
+            "duplicates",
+            None,
+            repeats / n,
+            rules.max_duplicate_share,
+            f"{repeats} rows ({repeats / n:.1%}) repeat an earlier row's features; copies are "
+            "kept on one side of every split (split.keep_copies_together), but the model learns "
+            "from fewer distinct rows than the count says",
+        )
     if y.notna().all() and y.nunique() >= 2:
         sample = frame.sample(min(n, 20_000), random_state=seed) if n > 20_000 else frame
         for col in kinds.all:

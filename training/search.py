@@ -19,6 +19,7 @@ from sklearn.metrics import get_scorer
 from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
+from training import data
 from training.candidates import Choice, FloatRange, Space, grid_values, sample
 
 TrialCallback = Callable[[str, int, float], None]
@@ -31,8 +32,26 @@ def fold_count(folds: int, rows: int, smallest_class: int | None = None) -> int:
     return max(2, min(folds, cap))
 
 
+def _copies(X: Any, keep: bool = True) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """The copy groups of the rows of X (data.copy_groups): each group's first row and rows;
+    None without copies or when `keep` is false."""
+    if not keep:
+        return None
+    groups = data.copy_groups(X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X)))
+    return None if groups is None else data.group_members(groups)
+
+
+def _expand(folds: Any, members: list[np.ndarray]) -> Any:
+    """Folds over groups' first rows as folds over every row of the groups."""
+    for tr, te in folds:
+        yield np.concatenate([members[i] for i in tr]), np.concatenate([members[i] for i in te])
+
+
 class SizedStratifiedKFold(StratifiedKFold):  # type: ignore[misc]
-    """StratifiedKFold that caps its folds by the rarest class of the y it splits."""
+    """StratifiedKFold that caps its folds by the rarest class of the y it splits and keeps
+    copies (identical feature rows) in one fold."""
+
+    keep_copies = True  # make_cv sets it from split.keep_copies_together
 
     def _sized(self, y: Any) -> StratifiedKFold:
         counts = pd.Series(np.asarray(y)).value_counts()
@@ -40,41 +59,74 @@ class SizedStratifiedKFold(StratifiedKFold):  # type: ignore[misc]
         return StratifiedKFold(n_splits=n, shuffle=self.shuffle, random_state=self.random_state)
 
     def split(self, X: Any, y: Any, groups: Any = None) -> Any:
-        return self._sized(y).split(X, y, groups)
+        copies = _copies(X, self.keep_copies)
+        if copies is None:
+            return self._sized(y).split(X, y, groups)
+        first, members = copies
+        y_first = np.asarray(y)[first]
+        return _expand(self._sized(y_first).split(np.zeros(len(first)), y_first), members)
 
     def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
-        return self.n_splits if y is None else int(self._sized(y).n_splits)
+        if y is None:
+            return int(self.n_splits)
+        copies = None if X is None else _copies(X, self.keep_copies)
+        return int(self._sized(y if copies is None else np.asarray(y)[copies[0]]).n_splits)
 
 
 class SizedKFold(KFold):  # type: ignore[misc]
-    """KFold that caps its folds at half the rows it splits."""
+    """KFold that caps its folds at half the rows it splits and keeps copies in one fold."""
+
+    keep_copies = True  # make_cv sets it from split.keep_copies_together
 
     def split(self, X: Any, y: Any = None, groups: Any = None) -> Any:
-        n = fold_count(self.n_splits, len(X))
-        return KFold(n, shuffle=self.shuffle, random_state=self.random_state).split(X, y, groups)
+        copies = _copies(X, self.keep_copies)
+        rows = len(X) if copies is None else len(copies[0])
+        folds = KFold(fold_count(self.n_splits, rows), shuffle=self.shuffle,
+                      random_state=self.random_state)  # fmt: skip
+        if copies is None:
+            return folds.split(X, y, groups)
+        return _expand(folds.split(np.zeros(rows)), copies[1])
 
     def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
-        return self.n_splits if X is None else fold_count(self.n_splits, len(X))
+        if X is None:
+            return int(self.n_splits)
+        copies = _copies(X, self.keep_copies)
+        return fold_count(self.n_splits, len(X) if copies is None else len(copies[0]))
 
 
 class SizedTimeSeriesSplit(TimeSeriesSplit):  # type: ignore[misc]
-    """TimeSeriesSplit that caps its folds so every training window has rows."""
+    """TimeSeriesSplit that caps its folds so every training window has rows; a training row
+    with a copy in the fold's test window is left out of that fold's training."""
+
+    keep_copies = True  # make_cv sets it from split.keep_copies_together
 
     def split(self, X: Any, y: Any = None, groups: Any = None) -> Any:
-        return TimeSeriesSplit(fold_count(self.n_splits, len(X))).split(X, y, groups)
+        folds = TimeSeriesSplit(fold_count(self.n_splits, len(X))).split(X, y, groups)
+        copies = _copies(X, self.keep_copies)
+        if copies is None:
+            return folds
+        ids = np.empty(len(X), dtype=int)
+        for i, rows in enumerate(copies[1]):
+            ids[rows] = i
+        return ((tr[~np.isin(ids[tr], ids[te])], te) for tr, te in folds)
 
     def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
         return self.n_splits if X is None else fold_count(self.n_splits, len(X))
 
 
-def make_cv(task: str, folds: int, ordered: bool, seed: int) -> Any:
+def make_cv(task: str, folds: int, ordered: bool, seed: int, keep_copies: bool = True) -> Any:
     """The search's splitter; its folds are sized at split time to the rows and classes given
-    (`cv.get_n_splits(x, y)` says how many a data set gets)."""
+    (`cv.get_n_splits(x, y)` says how many a data set gets); copies (identical feature rows) stay
+    in one fold unless `keep_copies` is false."""
+    cv: Any
     if ordered:
-        return SizedTimeSeriesSplit(n_splits=folds)
-    if task == "classification":
-        return SizedStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return SizedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        cv = SizedTimeSeriesSplit(n_splits=folds)
+    elif task == "classification":
+        cv = SizedStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        cv = SizedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    cv.keep_copies = keep_copies
+    return cv
 
 
 @dataclass

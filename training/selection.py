@@ -68,7 +68,13 @@ def search(prepared: Prepared, say: Progress) -> Selection:
         return splits.x_train.iloc[idx], splits.y_train.iloc[idx]
 
     x_search, y_search = rows_of(start)
-    cv = make_cv(task, config.split.cv_folds, bool(config.time_column), config.seed)
+    cv = make_cv(
+        task,
+        config.split.cv_folds,
+        bool(config.time_column),
+        config.seed,
+        config.split.keep_copies_together,
+    )
     folds = cv.get_n_splits(x_search, y_search)  # fewer than asked on small data
     # Spaces and estimators are sized to one fold's training rows; the final fits keep the
     # same sizing so that the model fitted is the one the search chose.

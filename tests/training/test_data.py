@@ -81,3 +81,77 @@ def test_fingerprint_changes_with_content() -> None:
     other.loc[0, "x1"] += 1
     assert data.fingerprint(frame) == data.fingerprint(frame.copy())
     assert data.fingerprint(frame) != data.fingerprint(other)
+
+
+def with_copies(n: int = 400, share: float = 0.25, seed: int = 0) -> pd.DataFrame:
+    """classification_frame with `share` of its rows a copy of another row (the issue's 25%)."""
+    frame = classification_frame(n, seed).drop(columns="when")
+    rng = np.random.default_rng(seed)
+    copies = frame.iloc[rng.choice(n, int(n * share), replace=False)]
+    return pd.concat([frame, copies], ignore_index=True).sample(frac=1.0, random_state=seed)
+
+
+def key(x: pd.DataFrame) -> set[int]:
+    return set(pd.util.hash_pandas_object(x, index=False))
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_copies_are_kept_on_one_side_of_the_split(task: str) -> None:
+    """Rows identical in every column but the target never straddle train, validation and test
+    (before, 40% of the test rows had a copy in train + validation); stratification holds."""
+    frame = with_copies()
+    target = "label"
+    if task == "regression":
+        frame["label"] = frame["x1"] * 2.0
+    s = data.split(frame, target, task, fast_config())
+    assert s.copies == 200
+    assert key(s.x_test).isdisjoint(key(s.x_train) | key(s.x_val))
+    assert key(s.x_val).isdisjoint(key(s.x_train))
+    assert len(s.x_train) + len(s.x_val) + len(s.x_test) == len(frame)
+    assert abs(len(s.x_test) / len(frame) - 0.2) < 0.03
+    if task == "classification":
+        share = (frame["label"] == "yes").mean()
+        assert abs((s.y_test == "yes").mean() - share) < 0.05
+
+
+def test_copies_are_kept_together_in_a_time_ordered_split() -> None:
+    frame = classification_frame(300)
+    frame = pd.concat([frame, frame.iloc[::4]], ignore_index=True).sample(frac=1, random_state=2)
+    s = data.split(frame, "label", "classification", fast_config(time_column="when"))
+    assert key(s.x_test).isdisjoint(key(s.x_train) | key(s.x_val))
+    assert key(s.x_val).isdisjoint(key(s.x_train))
+    assert s.x_train["when"].max() < s.x_val["when"].min()
+    assert s.x_val["when"].max() < s.x_test["when"].min()
+
+
+def test_keeping_copies_together_can_be_turned_off_and_natural_repeats_are_split() -> None:
+    frame = with_copies()
+    cfg = fast_config()
+    off = cfg.model_copy(
+        update={"split": cfg.split.model_copy(update={"keep_copies_together": False})}
+    )
+    s = data.split(frame, "label", "classification", off)
+    assert s.copies == 0 and not key(s.x_test).isdisjoint(key(s.x_train))
+    # two binary columns: four distinct rows, each repeated ~100 times, split like any rows
+    rng = np.random.default_rng(0)
+    few = pd.DataFrame({"a": rng.integers(0, 2, 400), "b": rng.choice(["p", "q"], 400)})
+    few["label"] = rng.choice(["yes", "no"], 400)
+    s = data.split(few, "label", "classification", fast_config())
+    assert s.copies == 0 and len(s.x_test) == 80
+
+
+@pytest.mark.parametrize(
+    ("task", "ordered"), [("classification", False), ("regression", False), ("regression", True)]
+)
+def test_cv_folds_keep_copies_in_one_fold(task: str, ordered: bool) -> None:
+    from training.search import make_cv
+
+    frame = with_copies(300)
+    x, y = frame[["x1", "x2", "color"]], frame["label"]
+    cv = make_cv(task, 3, ordered, 0)
+    folds = list(cv.split(x, y))
+    assert len(folds) == cv.get_n_splits(x, y) == 3
+    for tr, te in folds:
+        assert key(x.iloc[te]).isdisjoint(key(x.iloc[tr]))
+        if not ordered:
+            assert len(tr) + len(te) == len(x)
