@@ -207,6 +207,10 @@ class TrainConfig(_Strict):
     target: str | None = None
     task: Task | None = None
     time_column: str | None = None
+    time_format: str | None = None
+    """How `time_column`'s text is read: a strftime format (`%d/%m/%Y %H:%M`) or `dayfirst`;
+    unset: month first and day first are both tried, the one that reads more values wins. A
+    value that cannot be read fails a time-ordered run (it would sort last)."""
     seed: int = 42
     objective: Objective = Field(default_factory=Objective)
     features: Features = Field(default_factory=Features)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +137,48 @@ def as_text(series: pd.Series) -> pd.Series:
     out = series.astype("string").astype(object)
     out[series.isna()] = None
     return out
+
+
+@dataclass(frozen=True)
+class ParsedTimes:
+    """The time column read as times, and what could not be read."""
+
+    column: str
+    values: pd.Series  # timezone-naive (UTC when the text had an offset); NaT where unreadable
+    how: str  # "as given", "day first" (asked), "day first, detected", or the time_format
+    unparseable: int  # values present that could not be read
+    example: str | None  # one of them
+    missing: int  # values absent
+
+
+def parse_times(raw: pd.Series, column: str, time_format: str | None = None) -> ParsedTimes:
+    """Read the time column: with `time_format` (a strftime format, or "dayfirst") as told;
+    without, month first and day first are both tried and the reading that leaves fewer values
+    unread wins (13/02/2024 is read day first rather than dropped)."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        values = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz else raw
+        return ParsedTimes(column, values, "as given", 0, None, int(raw.isna().sum()))
+    tries: list[tuple[str, dict[str, object]]]
+    if time_format == "dayfirst":
+        tries = [("day first", {"dayfirst": True})]
+    elif time_format:
+        tries = [(time_format, {"format": time_format})]
+    else:
+        tries = [("as given", {}), ("day first, detected", {"dayfirst": True})]
+    present = raw.notna()
+    best: ParsedTimes | None = None
+    for how, options in tries:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+            parsed = pd.to_datetime(raw, errors="coerce", utc=True, **options)  # type: ignore[call-overload]
+        values = parsed.dt.tz_localize(None)
+        bad = raw[present & values.isna()]
+        example = str(bad.iloc[0]) if len(bad) else None
+        found = ParsedTimes(column, values, how, len(bad), example, int((~present).sum()))
+        if best is None or found.unparseable < best.unparseable:
+            best = found
+    assert best is not None
+    return best
 
 
 @dataclass(frozen=True)

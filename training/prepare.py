@@ -82,8 +82,10 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
     if not kinds.all:
         raise TrainingError("no feature columns left after excluding target, drop and personal")
     frame = data.coerce_types(frame, kinds)
+    times = None
     if config.time_column and config.time_column not in kinds.datetime:
-        frame[config.time_column] = pd.to_datetime(frame[config.time_column], errors="coerce")
+        times = data.parse_times(frame[config.time_column], config.time_column, config.time_format)
+        frame[config.time_column] = times.values
 
     say("data-quality gate")
     report = quality.check(
@@ -96,6 +98,7 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
         seed=config.seed,
         sensitive=config.fairness.sensitive,
         min_group_rows=config.fairness.min_group_rows,
+        times=times,
     )
     report.raise_if_failed()
     kinds = data.FeatureKinds(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from training.config import Quality
-from training.data import FeatureKinds
+from training.data import FeatureKinds, ParsedTimes
 from training.errors import TrainingError
 
 MIN_CLASS_ROWS = 5
@@ -149,6 +150,42 @@ def _single_feature_score(x: pd.Series, y: pd.Series, task: str, seed: int) -> f
     return max(scores)
 
 
+def time_findings(times: ParsedTimes, add: Callable[..., None]) -> None:
+    """The time column's unreadable and missing values (failures), and a day-first reading."""
+    col, n = times.column, len(times.values)
+    if times.unparseable:
+        add(
+            "time_unparseable",
+            col,
+            times.unparseable,
+            0,
+            f"time column {col!r}: {times.unparseable} of {n} values cannot be read as times "
+            f"(read {times.how}), e.g. {times.example!r}; set time_format (a strftime format such "
+            "as '%d/%m/%Y %H:%M', or dayfirst) or clean them: an unread time sorts last and "
+            "breaks the time order of the split",
+            force_fail=True,
+        )
+    if times.missing:
+        add(
+            "time_missing",
+            col,
+            times.missing,
+            0,
+            f"time column {col!r} is missing in {times.missing} of {n} rows; a time-ordered "
+            "split cannot place them (drop or fill those rows)",
+            force_fail=True,
+        )
+    if times.how == "day first, detected":
+        add(
+            "time_dayfirst",
+            col,
+            0,
+            0,
+            f"time column {col!r} was read day first (month first left values unread); "
+            "set time_format to choose",
+        )
+
+
 def _integral(s: pd.Series) -> bool:
     """Whole numbers only, whatever the dtype (numeric columns are float64 by now): what an
     integer identifier looks like."""
@@ -169,10 +206,12 @@ def check(
     seed: int,
     sensitive: list[str] | None = None,
     min_group_rows: int = 30,
+    times: ParsedTimes | None = None,
 ) -> QualityReport:
     """Run every check; inferred id-like or constant columns are dropped, declared ones fail.
     Each `sensitive` column's groups are described, and a group under `min_group_rows` rows is a
-    `small_group` finding."""
+    `small_group` finding. `times`, the time column as read, fails the run where a value is
+    unreadable or missing (a time-ordered split cannot place it)."""
     findings: list[Finding] = []
     dropped: list[str] = []
     n = len(frame)
@@ -291,6 +330,8 @@ def check(
                         rules.max_outlier_share,
                         f"column {col!r} has {share:.1%} outliers beyond 3 IQR",
                     )
+    if times is not None:
+        time_findings(times, add)
     features = [c for c in kinds.all if c not in dropped]
     repeats = int(frame[features].duplicated().sum()) if n and features else 0
     if repeats / max(1, n) > rules.max_duplicate_share:

@@ -115,13 +115,17 @@ def test_copies_are_kept_on_one_side_of_the_split(task: str) -> None:
 
 
 def test_copies_are_kept_together_in_a_time_ordered_split() -> None:
+    """Twenty rows a timestamp (as flights share their hour), half of them copied: the cuts fall
+    inside a timestamp, between a row and its copy, unless copies go together."""
     frame = classification_frame(300)
-    frame = pd.concat([frame, frame.iloc[::4]], ignore_index=True).sample(frac=1, random_state=2)
+    frame["when"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(300) // 20, "h")
+    frame = pd.concat([frame, frame.iloc[::2]], ignore_index=True).sample(frac=1, random_state=2)
     s = data.split(frame, "label", "classification", fast_config(time_column="when"))
+    assert s.copies == 300
     assert key(s.x_test).isdisjoint(key(s.x_train) | key(s.x_val))
     assert key(s.x_val).isdisjoint(key(s.x_train))
-    assert s.x_train["when"].max() < s.x_val["when"].min()
-    assert s.x_val["when"].max() < s.x_test["when"].min()
+    assert s.x_train["when"].max() <= s.x_val["when"].min()
+    assert s.x_val["when"].max() <= s.x_test["when"].min()
 
 
 def test_keeping_copies_together_can_be_turned_off_and_natural_repeats_are_split() -> None:
@@ -155,3 +159,51 @@ def test_cv_folds_keep_copies_in_one_fold(task: str, ordered: bool) -> None:
         assert key(x.iloc[te]).isdisjoint(key(x.iloc[tr]))
         if not ordered:
             assert len(tr) + len(te) == len(x)
+
+
+def dayfirst_csv(tmp_path: Path, bad: str | None = None) -> Path:
+    """classification_frame with its time column written day first (25/01/2024 10:00)."""
+    frame = classification_frame(300)
+    frame["when"] = frame["when"].dt.strftime("%d/%m/%Y %H:%M")
+    if bad is not None:
+        frame.loc[7, "when"] = bad
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_day_first_times_are_detected_and_the_split_stays_in_time_order(tmp_path: Path) -> None:
+    """Read month first (as before), 02/01 was February and 13/01 NaT, sorted last: the test rows
+    were not the newest. Read day first (detected: a finding says so), the order holds."""
+    from training.prepare import prepare, quiet
+
+    cfg = fast_config(data=str(dayfirst_csv(tmp_path)), target="label", time_column="when")
+    prepared = prepare(cfg, quiet)
+    s = prepared.splits
+    assert prepared.frame["when"].notna().all()
+    assert s.x_train["when"].max() < s.x_val["when"].min() <= s.x_val["when"].max()
+    assert s.x_val["when"].max() < s.x_test["when"].min()
+    assert s.x_test["when"].max() == pd.Timestamp("2024-01-13 11:00")
+    assert ("time_dayfirst", "when") in {(f.rule, f.column) for f in prepared.report.findings}
+    told = prepare(cfg.model_copy(update={"time_format": "%d/%m/%Y %H:%M"}), quiet)
+    assert told.frame["when"].equals(prepared.frame["when"])
+    assert "time_dayfirst" not in {f.rule for f in told.report.findings}
+
+
+def test_unreadable_times_fail_a_time_ordered_run_naming_column_count_and_example(
+    tmp_path: Path,
+) -> None:
+    from training.prepare import prepare, quiet
+
+    cfg = fast_config(data=str(dayfirst_csv(tmp_path, "not a date")), target="label")
+    cfg = cfg.model_copy(update={"time_column": "when"})
+    with pytest.raises(TrainingError, match="time column 'when': 1 of 300 .*'not a date'"):
+        prepare(cfg, quiet)
+    told = cfg.model_copy(update={"time_format": "%m/%d/%Y %H:%M"})  # the wrong way round
+    with pytest.raises(TrainingError, match="time column 'when': 13 of 300 .*%m/%d/%Y"):
+        prepare(told, quiet)
+    frame = classification_frame(300)
+    frame.loc[[3, 9], "when"] = pd.NaT
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(TrainingError, match="'when' is missing in 2 of 300 rows"):
+        prepare(cfg.model_copy(update={"data": str(tmp_path / "m.csv")}), quiet)
