@@ -27,9 +27,14 @@ def render(manifest: dict[str, Any]) -> str:
         "",
         "## Model",
         f"- Family: **{m['model']['family']}**, chosen by {m['model']['search']['folds']}-fold "
-        f"cross-validation on `{m['objective']['metric']}` among: "
-        + ", ".join(f"{r['family']} ({_fmt(r['cv_score'])})" for r in m["model"]["candidates"])
+        f"cross-validation on `{m['objective']['metric']}` among (each family's best CV score "
+        "of its trials): "
+        + ", ".join(
+            f"{r['family']} ({_fmt(r['cv_score'])} best of {r['trials']})"
+            for r in m["model"]["candidates"]
+        )
         + _rows_note(m),
+        *cv_lines(m["metrics"].get("cv")),
         f"- Hyperparameters: `{m['model']['params']}`",
         f"- Calibration: {m['model']['calibration']}",
         *decision_lines(m.get("decision")),
@@ -154,6 +159,19 @@ def ensemble_lines(ens: dict[str, Any] | None) -> list[str]:
         f"{ens['metric']}: {scores}; lower {ens['confidence']:.0%} bound of the gain: "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in ens["lower_gain"].items())
         + ")"
+    ]
+
+
+def cv_lines(cv: dict[str, Any] | None) -> list[str]:
+    """The chosen configuration's CV score, labelled as what it is: the best of its trials."""
+    if not cv:
+        return []
+    score = cv.get("best_of_trials", cv.get("score"))
+    trials = cv.get("trials")
+    of = f"the best of {trials} trials" if trials else "the best of the search's trials"
+    return [
+        f"- CV score of the chosen configuration: {_fmt(score)} ({of}: optimistic by "
+        "selection; the held-out test metrics below are the unbiased figures)"
     ]
 
 

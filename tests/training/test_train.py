@@ -185,6 +185,18 @@ def test_model_card_and_quality_report(trained_registry: Path) -> None:
     assert json.loads((folder / "data_quality.json").read_text())["passed"] is True
 
 
+def test_the_cv_score_is_labelled_the_best_of_its_trials(trained_registry: Path) -> None:
+    """metrics.cv.score is the best of N trials' CV scores (optimistic by selection): the
+    manifest and the card say so; `score` stays readable under its old name."""
+    reg = Registry(trained_registry)
+    cv = reg.raw_manifest("demo", 1)["metrics"]["cv"]
+    assert cv["best_of_trials"] == cv["score"]
+    assert cv["trials"] == fast_config().search.trials
+    assert "optimistic by selection" in cv["note"]
+    card = (reg.path("demo", 1) / "model_card.md").read_text()
+    assert f"best of {cv['trials']} trials: optimistic by selection" in card
+
+
 def test_feature_engineering_options_and_svm_are_searched(tmp_path: Path, clf_csv: Path) -> None:
     cfg = fast_config(
         name="fe",
