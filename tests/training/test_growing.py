@@ -33,8 +33,9 @@ def _frame(task: str) -> tuple[pd.DataFrame, str]:
     if task == "regression":
         return regression_frame(ROWS), "y"
     frame = classification_frame(ROWS)
-    if task == "multiclass":  # int labels, three classes
-        frame["label"] = pd.cut(frame["x1"], [-np.inf, -0.5, 0.5, np.inf], labels=[0, 1, 2])
+    if task == "multiclass":  # int labels, three classes (noisy: x1 alone must not fix them)
+        noisy = frame["x1"] + np.random.default_rng(1).normal(0, 0.3, len(frame))
+        frame["label"] = pd.cut(noisy, [-np.inf, -0.5, 0.5, np.inf], labels=[0, 1, 2])
         frame["label"] = frame["label"].astype(int)
     return frame, "label"
 
