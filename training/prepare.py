@@ -83,7 +83,7 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
         raise TrainingError("no feature columns left after excluding target, drop and personal")
     frame = data.coerce_types(frame, kinds)
     times = None
-    if config.time_column and config.time_column not in kinds.datetime:
+    if config.time_column:  # a datetime feature is parsed by now; its missing times still count
         times = data.parse_times(frame[config.time_column], config.time_column, config.time_format)
         frame[config.time_column] = times.values
 

@@ -205,5 +205,11 @@ def test_unreadable_times_fail_a_time_ordered_run_naming_column_count_and_exampl
     frame = classification_frame(300)
     frame.loc[[3, 9], "when"] = pd.NaT
     frame.to_csv(tmp_path / "m.csv", index=False)
+    missing = cfg.model_copy(update={"data": str(tmp_path / "m.csv")})
     with pytest.raises(TrainingError, match="'when' is missing in 2 of 300 rows"):
-        prepare(cfg.model_copy(update={"data": str(tmp_path / "m.csv")}), quiet)
+        prepare(missing, quiet)
+    as_feature = missing.model_copy(
+        update={"features": missing.features.model_copy(update={"datetime": ["when"]})}
+    )
+    with pytest.raises(TrainingError, match="'when' is missing in 2 of 300 rows"):
+        prepare(as_feature, quiet)
