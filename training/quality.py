@@ -76,21 +76,21 @@ def _leak_folds(y: pd.Series, task: str, seed: int) -> Any:
     return StratifiedKFold(min(LEAK_FOLDS, smallest), shuffle=True, random_state=seed)
 
 
-def _target_matrix(y: pd.Series, task: str) -> tuple[np.ndarray, list[str]]:
-    """The target as numbers: one column per class (one-hot) or the value itself."""
+def _target_matrix(y: pd.Series, task: str) -> np.ndarray:
+    """The target as numbers: one column per class (one-hot, classes sorted as text) or the
+    value itself."""
     if task != "classification":
-        return y.to_numpy(dtype=float).reshape(-1, 1), []
-    classes = sorted(y.astype(str).unique())
+        return y.to_numpy(dtype=float).reshape(-1, 1)
     text = y.astype(str).to_numpy()
-    return np.column_stack([(text == c).astype(float) for c in classes]), classes
+    return np.column_stack([(text == c).astype(float) for c in sorted(set(text))])
 
 
 def _oof_target_stats(codes: np.ndarray, t: np.ndarray, folds: list[Any]) -> np.ndarray:
     """Each row's category mean of the target, fitted on the other folds' rows (a category
     unseen there gets those rows' overall mean)."""
     out = np.empty_like(t)
+    n_codes = int(codes.max()) + 1
     for tr, te in folds:
-        n_codes = int(codes.max()) + 1
         counts = np.bincount(codes[tr], minlength=n_codes).astype(float)
         prior = t[tr].mean(axis=0)
         for j in range(t.shape[1]):
@@ -134,7 +134,7 @@ def _single_feature_score(x: pd.Series, y: pd.Series, task: str, seed: int) -> f
     cv = _leak_folds(y, task, seed)
     if cv is None:
         return float("nan")
-    t, _ = _target_matrix(y, task)
+    t = _target_matrix(y, task)
     folds = list(cv.split(np.zeros(len(y)), t.argmax(axis=1) if task == "classification" else None))
     scores = []
     numeric = x.dtype != object and not isinstance(x.dtype, pd.CategoricalDtype)
