@@ -340,9 +340,10 @@ def check(
             None,
             repeats / n,
             rules.max_duplicate_share,
-            f"{repeats} rows ({repeats / n:.1%}) repeat an earlier row's features; copies are "
-            "kept on one side of every split (split.keep_copies_together), but the model learns "
-            "from fewer distinct rows than the count says",
+            f"{repeats} rows ({repeats / n:.1%}) repeat an earlier row's features: copies are "
+            "kept on one side of every split (split.keep_copies_together; a row repeated over "
+            "max(10, 1% of the rows) times is a natural repeat, split as any), and the model "
+            "learns from fewer distinct rows than the count says",
         )
     if y.notna().all() and y.nunique() >= 2:
         sample = frame.sample(min(n, 20_000), random_state=seed) if n > 20_000 else frame
