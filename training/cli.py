@@ -42,6 +42,10 @@ def train(
     time_column: Annotated[
         str | None, typer.Option(help="Order every split by this column.")
     ] = None,
+    time_format: Annotated[
+        str | None,
+        typer.Option(help="How the time column's text reads: a strftime format, or dayfirst."),
+    ] = None,
     search: Annotated[str | None, typer.Option(help="grid, random or bayes.")] = None,
     budget_seconds: Annotated[float | None, typer.Option(help="Search time budget.")] = None,
     trials: Annotated[int | None, typer.Option(help="Search trials per model family.")] = None,
@@ -62,6 +66,7 @@ def train(
         "task": task,
         "name": name,
         "time_column": time_column,
+        "time_format": time_format,
         "seed": seed,
         "search.method": search,
         "search.budget_seconds": budget_seconds,

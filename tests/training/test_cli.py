@@ -63,6 +63,11 @@ def test_train_from_flags_alone_then_list_show_promote_rollback(
         (["--target", "label", "--search", "annealing"], "search.method"),
         (["--target", "label", "--task", "ranking"], "task"),
         (["--target", "label", "--promote", "maybe"], "--promote must be"),
+        (
+            ["--target", "label", "--time-column", "when", "--time-format", "%d/%m/%Y"],
+            "time column 'when': 400 of 400 values cannot be read as times (read %d/%m/%Y), "
+            "e.g. '2024-01-01 00:00:00'",
+        ),
     ],
 )
 def test_train_errors_are_one_line_with_nonzero_exit(
