@@ -64,6 +64,7 @@ bench: install
 	nice -n 19 $(BIN)/python -m bench.threshold  # issue 19: decision thresholds, flights May-December
 	# issue 19: model quality against FLAML (own venv, .bench-venvs/flaml) and untuned defaults
 	$(BIN)/python -m bench.quality
+	nice -n 19 $(BIN)/python -m bench.copies  # issue 34: copied rows and the test score (~3 min)
 
 # The schemathesis run of `make test`, with 500 examples per operation instead of 15.
 fuzz: install
