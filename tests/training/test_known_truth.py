@@ -3,7 +3,7 @@
 Every case draws a training file from a generator, trains (few trials, fast families), and scores
 the trained model on fresh rows of the same generator: the manifest's test score must match them
 within its noise (three standard deviations of the score over fresh samples of the test set's
-size). Cases: pure-noise features (chance, for classification and regression), a planted leak
+size). Cases: pure-noise features (chance: binary, three classes, regression), a planted leak
 (the gate stops it; without it the score holds), duplicated rows (copies must not put test rows
 in training) and a shift in time (the latest rows are the test, as the future will be).
 """
@@ -44,11 +44,21 @@ def noise_regression(n: int, seed: int) -> pd.DataFrame:
     return frame
 
 
+def noise_classes(n: int, seed: int) -> pd.DataFrame:
+    """Four normal features, three integer classes drawn independently of them."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(0, 1, (n, 4)), columns=FEATURES)
+    frame["label"] = rng.integers(0, 3, n)
+    return frame
+
+
 def score(candidate: Candidate, rows: pd.DataFrame) -> float:
     """The manifest's test metric of the candidate's model on `rows`."""
     model, x, y = candidate.model, rows[FEATURES], rows["label"]
     if candidate.prepared.task == "regression":
         return float(r2_score(y, model.predict(x)))
+    if candidate.prepared.n_classes > 2:  # accuracy; the model answers labels as text
+        return float(np.mean(model.predict(x).astype(str) == y.astype(str).to_numpy()))
     yes = list(model.classes_).index("yes")
     return float(roc_auc_score(y == "yes", model.predict_proba(x)[:, yes]))
 
@@ -76,14 +86,18 @@ def train(tmp_path: Path, frame: pd.DataFrame, **config: object) -> Candidate:
 
 @pytest.mark.parametrize(
     ("make", "metric", "chance"),
-    [(lambda n, s: binary(n, s, signal=0.0), "roc_auc", 0.5), (noise_regression, "r2", 0.0)],
-    ids=["binary", "regression"],
+    [
+        (lambda n, s: binary(n, s, signal=0.0), "roc_auc", 0.5),
+        (noise_classes, "accuracy", 1 / 3),
+        (noise_regression, "r2", 0.0),
+    ],
+    ids=["binary", "multiclass", "regression"],
 )
 def test_pure_noise_scores_chance(
     tmp_path: Path, make: Callable[[int, int], pd.DataFrame], metric: str, chance: float
 ) -> None:
-    """Nothing to learn: the test score is chance (AUC 0.5, R² 0 or below), as on fresh rows;
-    the CV score, the best of the trials, is labelled as such."""
+    """Nothing to learn: the test score is chance (AUC 0.5, accuracy a third, R² 0 or below),
+    as on fresh rows; the CV score, the best of the trials, is labelled as such."""
     candidate = train(
         tmp_path, make(800, 1), models=["linear", "tree"], objective={"metric": metric}
     )
