@@ -75,7 +75,7 @@ def search(prepared: Prepared, say: Progress) -> Selection:
         config.seed,
         config.split.keep_copies_together,
     )
-    folds = cv.get_n_splits(x_search, y_search)  # fewer than asked on small data
+    folds = cv.get_n_splits(x_search[prepared.features], y_search)  # fewer on small data
     # Spaces and estimators are sized to one fold's training rows; the final fits keep the
     # same sizing so that the model fitted is the one the search chose.
     size = data.size_of(x_search[prepared.features], y_search, task).fold_train(folds)
