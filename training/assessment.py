@@ -166,9 +166,7 @@ def score_champion(
         champion["challenger_score"] = assessment.score
     else:
         decision = (chosen.threshold, chosen.positive) if chosen is not None else (None, 1)
-        mine = evaluate.score_model(
-            model, assessment.x_test.loc[rows], y, prepared.task, *decision
-        )
+        mine = evaluate.score_model(model, assessment.x_test.loc[rows], y, prepared.task, *decision)
         champion["challenger_score"] = mine[prepared.metric]
     return champion
 

@@ -49,13 +49,13 @@ def _floats(values: npt.NDArray[np.float64]) -> Hashes:
 
 def _column(series: pd.Series) -> Hashes:
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        return _floats(series.astype("float64").to_numpy(na_value=np.nan))
+        return _floats(series.to_numpy(dtype=np.float64, na_value=np.nan))
     values = series.astype(object).to_numpy()
     missing = np.asarray(pd.isna(values), dtype=bool)
     numeric = np.fromiter(
         (isinstance(v, int | float | np.number) for v in values), dtype=bool, count=len(values)
     )
-    floats = np.full(len(values), np.nan)
+    floats: npt.NDArray[np.float64] = np.full(len(values), np.nan)
     number_rows = numeric & ~missing
     floats[number_rows] = values[number_rows].astype(float)
     out = _floats(floats)

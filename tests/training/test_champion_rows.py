@@ -61,10 +61,10 @@ def test_the_champion_is_scored_only_on_rows_it_did_not_learn_from(
     first, both = two_files
     v1 = train(first, tmp_path)
     folder = Registry(tmp_path).path("m", 1)
-    assert v1["data"]["row_fingerprints"]["rows"] == {"train": 5120, "validation": 1280, "test": 1600}
-    assert fingerprints.ROWS_FILE in v1["files"] and verify_files(
-        folder, Registry(tmp_path).manifest("m", 1)
-    ) == []
+    split = {"train": 5120, "validation": 1280, "test": 1600}
+    assert v1["data"]["row_fingerprints"]["rows"] == split
+    assert fingerprints.ROWS_FILE in v1["files"]
+    assert verify_files(folder, Registry(tmp_path).manifest("m", 1)) == []
     assert (folder / fingerprints.ROWS_FILE).stat().st_size < 8000 * 16  # ~9 bytes a row
 
     v2 = train(both, tmp_path)
