@@ -71,7 +71,8 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     )
     manifest["data"]["row_fingerprints"] = rows.record()
     if mitigated is not None:
-        mitigation.record(manifest, prepared, assessment, mitigated)
+        positive = chosen.positive if chosen is not None else 1
+        mitigation.record(manifest, prepared, assessment, mitigated, positive)
     cfg = prepared.config
     reference = reference_frame(
         fitted.model,
