@@ -76,7 +76,7 @@ def build_manifest(
             "skipped_families": selection.skipped,
             "search": {
                 "method": config.search.method,
-                "scoring": selection.scoring,
+                "scoring": str(selection.scoring),
                 "rows": selection.rows,
                 "grown_rows": selection.rungs[1:],
                 "folds": selection.folds,
@@ -87,7 +87,7 @@ def build_manifest(
             "cv": {
                 "score": best.score,
                 "std": best.std,
-                "scoring": selection.scoring,
+                "scoring": str(selection.scoring),
                 "rows": best.rows,
             },
             "validation": fitted.validation,
