@@ -148,5 +148,8 @@ def test_a_row_hashes_the_same_whatever_type_its_columns_were_read_as() -> None:
     )
     other = fingerprints.hashes(as_numbers, ["t", "n", "y"])  # column order matters
     assert len(set(fingerprints.hashes(as_numbers, columns)) & set(other)) == 0
+    when = pd.DataFrame({"w": pd.to_datetime(["2024-01-20 10:00:00", None])})
+    as_text = pd.DataFrame({"w": ["2024-01-20 10:00:00", None]})  # as a CSV reads it
+    assert list(fingerprints.hashes(when, ["w"])) == list(fingerprints.hashes(as_text, ["w"]))
     text = pd.DataFrame({"n": ["1", "2", None], "t": ["x", None, "z"], "y": [1, 0, 1]})
     assert fingerprints.hashes(text, columns)[0] != fingerprints.hashes(as_numbers, columns)[0]
