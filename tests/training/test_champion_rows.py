@@ -153,3 +153,29 @@ def test_a_row_hashes_the_same_whatever_type_its_columns_were_read_as() -> None:
     assert list(fingerprints.hashes(when, ["w"])) == list(fingerprints.hashes(as_text, ["w"]))
     text = pd.DataFrame({"n": ["1", "2", None], "t": ["x", None, "z"], "y": [1, 0, 1]})
     assert fingerprints.hashes(text, columns)[0] != fingerprints.hashes(as_numbers, columns)[0]
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_regressors_and_multiclass_models_are_compared_on_unseen_rows(
+    tmp_path: Path, task: str
+) -> None:
+    frame = noisy(1300, 3)
+    if task == "regression":
+        frame["y"] = frame["a"] * 3 + frame["b"] + np.random.default_rng(0).normal(0, 1, 1300)
+    else:
+        frame["y"] = pd.cut(frame["a"] + frame["b"], [-np.inf, -0.5, 0.5, np.inf], labels=False)
+    first, both = tmp_path / "v1.csv", tmp_path / "v2.csv"
+    frame.head(1000).to_csv(first, index=False)
+    frame.to_csv(both, index=False)
+    linear = {**TREE, "models": ["linear"]}
+    for path in (first, both):
+        cfg = fast_config(**linear, name="m", data=str(path), target="y")
+        manifest = run_training(cfg, Registry(tmp_path / "r")).manifest
+    s = prepare(fast_config(**linear, name="m", data=str(first), target="y"), quiet).splits
+    learned = set(pd.concat([s.x_train, s.x_val])["a"])
+    s2 = prepare(fast_config(**linear, name="m", data=str(both), target="y"), quiet).splits
+    unseen = int((~s2.x_test["a"].isin(learned)).sum())
+    champ = manifest["champion"]
+    assert 100 <= unseen < len(s2.x_test)
+    assert (champ["comparison"], champ["rows"]) == ("unseen_rows", unseen)
+    assert np.isfinite(champ["champion_score"]) and np.isfinite(champ["challenger_score"])
