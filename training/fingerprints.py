@@ -55,7 +55,9 @@ def _column(series: pd.Series) -> Hashes:
         known = stamps[~np.isnat(stamps)]
         whole = bool((known.astype("datetime64[s]") == known).all())
         text = np.char.replace(np.datetime_as_string(stamps, unit="s" if whole else "ns"), "T", " ")
-        series = pd.Series(text.astype(object), index=series.index).where(series.notna(), None)
+        values = text.astype(object)
+        values[np.isnat(stamps)] = None
+        series = pd.Series(values, index=series.index)
     values = series.astype(object).to_numpy()
     missing = np.asarray(pd.isna(values), dtype=bool)
     numeric = np.fromiter(

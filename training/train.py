@@ -67,9 +67,8 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     assessment = assess(prepared, fitted, selection, say, chosen)
     champion = score_champion(registry, prepared, assessment, fitted.model, chosen, raw)
     manifest = build_manifest(
-        prepared, selection, fitted, assessment, champion, chosen, started=started
+        prepared, selection, fitted, assessment, champion, chosen, started=started, rows=rows
     )
-    manifest["data"]["row_fingerprints"] = rows.record()
     if mitigated is not None:
         positive = chosen.positive if chosen is not None else 1
         mitigation.record(manifest, prepared, assessment, mitigated, positive)
