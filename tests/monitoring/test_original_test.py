@@ -100,3 +100,17 @@ def test_a_champion_without_fingerprints_is_split_again_as_its_training_split(
     assert result.manifest["lineage"]["original"]["test_rebuilt_from"] == "split"
     metric = manifest["objective"]["metric"]
     assert original["champion"] == pytest.approx(manifest["metrics"]["test"][metric], abs=1e-12)
+
+
+def test_an_incremental_update_records_the_parents_rows_and_the_windows(tmp_path: Path) -> None:
+    registry, store, manifest = champion_and_log(tmp_path, months(600, 0))
+    result = retrain(registry=registry, store=store, model="m", incremental=True)
+    prints = result.manifest["data"]["row_fingerprints"]
+    parent = manifest["data"]["row_fingerprints"]["rows"]
+    used = result.manifest["lineage"]["log_window"]["used_for_training"]
+    assert prints["rows"] == {**parent, "train": parent["train"] + used}
+    assert result.manifest["lineage"]["original"]["test_rebuilt_from"] == "fingerprints"
+    folder = registry.path("m", result.version or 0)
+    assert fingerprints.ROWS_FILE in result.manifest["files"]
+    table = pd.read_parquet(folder / fingerprints.ROWS_FILE)
+    assert len(table) == sum(prints["rows"].values())
