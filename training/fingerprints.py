@@ -61,7 +61,9 @@ def _column(series: pd.Series) -> Hashes:
     values = series.astype(object).to_numpy()
     missing = np.asarray(pd.isna(values), dtype=bool)
     numeric = np.fromiter(
-        (isinstance(v, int | float | np.number) for v in values), dtype=bool, count=len(values)
+        (isinstance(v, int | float | np.number | np.bool_) for v in values),
+        dtype=bool,
+        count=len(values),
     )
     floats: npt.NDArray[np.float64] = np.full(len(values), np.nan)
     number_rows = numeric & ~missing

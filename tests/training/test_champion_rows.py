@@ -142,6 +142,7 @@ def test_a_row_hashes_the_same_whatever_type_its_columns_were_read_as() -> None:
     as_numbers = pd.DataFrame({"n": [1, 2, None], "t": ["x", None, "z"], "y": [True, False, True]})
     as_objects = as_numbers.astype(object).where(as_numbers.notna(), None)
     as_objects["n"] = [1.0, 2, float("nan")]
+    as_objects["y"] = [np.True_, False, 1]  # numpy's booleans are numbers too
     columns = ["n", "t", "y"]
     assert list(fingerprints.hashes(as_numbers, columns)) == list(
         fingerprints.hashes(as_objects, columns)
