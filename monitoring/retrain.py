@@ -13,8 +13,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
+import numpy as np
 import orjson
 import pandas as pd
 from sklearn.base import BaseEstimator
@@ -25,9 +26,10 @@ from core.decision import of as decided_by
 from core.ecosystem import load_model
 from core.registry import MODEL_FILE, REFERENCE_FILE, Registry
 from service.store import PredictionStore
-from training import data
+from training import data, fingerprints
 from training.config import TrainConfig
 from training.errors import TrainingError
+from training.fingerprints import RowPrints
 from training.gate import Gate, GateVerdict, Rows
 from training.incremental import update, updated_manifest, updated_reference
 from training.prepare import Progress, quiet
@@ -52,6 +54,8 @@ class OriginalData(TypedDict):
 
     source: str | None
     rows: int
+    test_rows: NotRequired[int]  # the parent's test rows found in it (kept out of training)
+    test_rebuilt_from: NotRequired[Rebuilt]
 
 
 class Lineage(TypedDict):
@@ -61,6 +65,44 @@ class Lineage(TypedDict):
     original: OriginalData
     log_window: LogWindow
     incremental: NotRequired[bool]  # True for an incremental update
+
+
+Rebuilt = Literal["fingerprints", "split"]
+"""How the parent's test rows were found: its recorded row fingerprints, or (versions published
+before them) by splitting the data again as its training run did."""
+
+
+def original_test(
+    prints: RowPrints | None,
+    manifest: dict[str, Any],
+    original: pd.DataFrame,
+    config: TrainConfig,
+    kinds: data.FeatureKinds,
+) -> tuple[pd.Index, Rebuilt]:
+    """The rows of `original` (as read) that were the parent's test rows, by its fingerprints
+    `prints` (None: published before them, split again)."""
+    if prints is not None and all(c in original.columns for c in prints.columns):
+        hit = np.isin(fingerprints.hashes(original, prints.columns), prints.of("test"))
+        return original.index[hit], "fingerprints"
+    target, task = manifest["target"], manifest["task"]
+    frame = data.coerce_types(original, kinds)
+    frame = frame[frame[target].notna()]
+    if task == "classification":  # training splits on the labels as text
+        frame[target] = frame[target].astype(str)
+    time_column = config.time_column
+    keep = [*kinds.all, target]
+    if time_column and time_column not in keep:
+        frame[time_column] = pd.to_datetime(frame[time_column], errors="coerce")
+        keep.append(time_column)
+    return data.split(frame[keep], target, task, config).x_test.index, "split"
+
+
+def _with_window(prints: RowPrints | None, window: pd.DataFrame) -> RowPrints | None:
+    """The parent's fingerprints and the labelled window's rows (as logged) as training rows;
+    None when the parent records none."""
+    if prints is None or any(c not in window.columns for c in prints.columns):
+        return None
+    return fingerprints.with_rows(prints, window, "train")
 
 
 @dataclass
@@ -157,31 +199,22 @@ def retrain(
     recent = window.iloc[-n_hold:]
     fresh = window.iloc[:-n_hold]
     champion = load_model(registry.path(model, parent) / MODEL_FILE)
-    # The original test split, rebuilt exactly as the champion's training run made it.
     champ_kinds = data.FeatureKinds(
         numeric=[f["name"] for f in raw["features"] if f["kind"] == "numeric"],
         categorical=[f["name"] for f in raw["features"] if f["kind"] == "categorical"],
         datetime=[f["name"] for f in raw["features"] if f["kind"] == "datetime"],
     )
-    orig = data.coerce_types(original, champ_kinds)
-    orig = orig[orig[target].notna()]
-    keep = [
-        *features,
-        target,
-        *(
-            [config.time_column]
-            if config.time_column and config.time_column not in features
-            else []
-        ),
-    ]
-    test = data.split(orig[keep], target, task, config).x_test
-    y_test_orig = orig.loc[test.index, target]
+    prints = fingerprints.load(registry.path(model, parent), raw)
+    test_index, rebuilt = original_test(prints, raw, original, config, champ_kinds)
+    orig = data.coerce_types(original.loc[test_index], champ_kinds)
+    test, y_test_orig = orig[features], orig[target]
     # The challenger never trains on the rows it will be judged on: the original test split stays
     # held out, as it was for the champion.
-    combined = pd.concat(
-        [original.drop(index=test.index), fresh.drop(columns=["__id", "__logged_at"])],
-        ignore_index=True,
-    )
+    rest = original.drop(index=test_index)
+    if config.time_column and not pd.api.types.is_datetime64_any_dtype(rest[config.time_column]):
+        # parsed as training parses it: the log's rows carry their times as timestamps
+        rest[config.time_column] = pd.to_datetime(rest[config.time_column], errors="coerce")
+    combined = pd.concat([rest, fresh.drop(columns=["__id", "__logged_at"])], ignore_index=True)
     recent_rows = Rows(data.coerce_types(recent, champ_kinds)[features], recent[target])
     sensitive = [c for c in config.fairness.sensitive if c in recent.columns]
     gate = Gate(
@@ -197,7 +230,12 @@ def retrain(
     )
     lineage: Lineage = {
         "parent_version": parent,
-        "original": {"source": config.data, "rows": len(original)},
+        "original": {
+            "source": config.data,
+            "rows": len(original),
+            "test_rows": len(test_index),
+            "test_rebuilt_from": rebuilt,
+        },
         "log_window": {
             "from": float(window["__logged_at"].min()),
             "to": float(window["__logged_at"].max()),
@@ -221,6 +259,7 @@ def retrain(
             gate,
             extra,
             dry_run=dry_run,
+            rows=_with_window(prints, fresh),
         )
     say = progress or quiet
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,8 +312,10 @@ def _incremental(
     extra: dict[str, Any],
     *,
     dry_run: bool,
+    rows: RowPrints | None,
 ) -> RetrainResult:
-    """Update the parent from the new window only, gate it like a full retrain, publish."""
+    """Update the parent from the new window only, gate it like a full retrain, publish; its
+    row fingerprints are the parent's and the window's (`rows`; None: it records none)."""
     if len(fresh.x) == 0:
         raise TrainingError("no labelled rows left for the update after the gate's hold-out")
     started = time.perf_counter()
@@ -292,6 +333,9 @@ def _incremental(
         challenger, manifest["classes"], decided_by(manifest.get("decision"), manifest["classes"])
     )
     manifest["gate"] = verdict
+    manifest["data"] = {k: v for k, v in (raw.get("data") or {}).items() if k != "row_fingerprints"}
+    if rows is not None:
+        manifest["data"]["row_fingerprints"] = rows.record()
     if dry_run:
         return RetrainResult(model, None, manifest, None, verdict)
     features = [f["name"] for f in raw["features"]]
@@ -303,6 +347,7 @@ def _incremental(
         raw["task"],
         decided_by(raw.get("decision"), raw.get("classes")),
     )
-    version = publish(registry, model, Release(challenger, reference, manifest), quiet)
+    release = Release(challenger, reference, manifest, rows=rows)
+    version = publish(registry, model, release, quiet)
     promoted = promote_through_gate(registry, model, version, verdict["passed"])
     return RetrainResult(model, version, manifest, promoted, verdict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -15,7 +15,7 @@ from core import explain
 from core import metrics as metric_contract
 from core.ecosystem import load_model
 from core.registry import MODEL_FILE, Registry
-from training import data, evaluate, fairness
+from training import data, evaluate, fairness, fingerprints
 from training.errors import TrainingError
 from training.fitting import Fitted
 from training.prepare import Prepared, Progress
@@ -40,15 +40,27 @@ class Assessment:
     fairness: dict[str, Any]  # per sensitive attribute
 
 
+MIN_UNSEEN_ROWS = 100
+"""The fewest test rows the champion never learnt from that a comparison is made on, when some of
+the test rows were left out as seen (a smaller test set none of whose rows it saw is used whole)."""
+
+Comparison = Literal["unseen_rows", "may_include_seen_rows", "too_few_unseen_rows"]
+
+
 class Champion(TypedDict, total=False):
-    """The production version scored on the challenger's test rows (or why it could not be)."""
+    """The production version scored on the challenger's test rows that it did not learn from
+    (or why it could not be)."""
 
     version: int
     error: str  # set instead of the scores when the champion could not be scored
     metrics: dict[str, float]
     champion_score: float
     metric: str
-    challenger_score: float
+    challenger_score: float  # on the same rows as champion_score
+    comparison: Comparison
+    rows: int  # the test rows both were scored on (or, too few: the unseen ones)
+    seen_rows_left_out: int  # test rows the champion trained or validated on
+    note: str
 
 
 def assess(
@@ -107,20 +119,68 @@ def assess(
 
 
 def score_champion(
-    registry: Registry, prepared: Prepared, assessment: Assessment
+    registry: Registry,
+    prepared: Prepared,
+    assessment: Assessment,
+    model: Any,
+    chosen: Chosen | None,
+    raw: pd.DataFrame,
 ) -> Champion | None:
-    """The production version scored on the same test rows, with its own feature schema; None
-    when there is no production version."""
+    """The production version and `model` scored on the test rows the production version did
+    not learn from (its row fingerprints say which; `raw` is the run's data as read), each with
+    its own feature schema and decision; None when there is no production version. Too few such
+    rows: no scores, the note says why (promotion then leaves the new version in staging)."""
     name = prepared.config.name
     version = registry.alias_version(name, "production") if registry.versions(name) else None
     if version is None:
         return None
-    x = prepared.frame.loc[assessment.x_test.index]
-    champion = _score_version(
-        registry, name, version, x, assessment.y_test, prepared.task, prepared.metric
-    )
-    champion["challenger_score"] = assessment.score
+    test = assessment.x_test.index
+    seen = _seen_by(registry, name, version, raw.loc[test])
+    comparison: Comparison
+    if seen is None:
+        rows, comparison = test, "may_include_seen_rows"
+        note = f"v{version} has no row fingerprints for these rows (it was published before "
+        note += "they were recorded, or imported): both scores may include rows it trained on"
+    else:
+        rows, comparison = test[~seen], "unseen_rows"
+        note = f"{int(seen.sum())} test rows v{version} trained or validated on were left out"
+        if seen.any() and len(rows) < MIN_UNSEEN_ROWS:
+            return {
+                "version": version,
+                "metric": prepared.metric,
+                "comparison": "too_few_unseen_rows",
+                "rows": len(rows),
+                "seen_rows_left_out": int(seen.sum()),
+                "note": f"only {len(rows)} of the {len(test)} test rows are unseen by v{version} "
+                f"(at least {MIN_UNSEEN_ROWS} are needed): not compared; judge it on labelled "
+                "traffic (staging canary, servewatch retrain's recent window)",
+            }
+    x = prepared.frame.loc[rows]
+    y = assessment.y_test.loc[rows]
+    champion = _score_version(registry, name, version, x, y, prepared.task, prepared.metric)
+    champion["comparison"] = comparison
+    champion["rows"] = len(rows)
+    champion["seen_rows_left_out"] = len(test) - len(rows)
+    champion["note"] = note
+    if len(rows) == len(test):
+        champion["challenger_score"] = assessment.score
+    else:
+        decision = (chosen.threshold, chosen.positive) if chosen is not None else (None, 1)
+        mine = evaluate.score_model(model, assessment.x_test.loc[rows], y, prepared.task, *decision)
+        champion["challenger_score"] = mine[prepared.metric]
     return champion
+
+
+def _seen_by(
+    registry: Registry, name: str, version: int, raw_test: pd.DataFrame
+) -> npt.NDArray[np.bool_] | None:
+    """Which of the test rows (as read) `version` trained or validated on; None when it records
+    no fingerprints or they are over columns these rows lack."""
+    prints = fingerprints.load(registry.path(name, version), registry.raw_manifest(name, version))
+    if prints is None or any(c not in raw_test.columns for c in prints.columns):
+        return None
+    learned = prints.of(*fingerprints.LEARNED)
+    return np.isin(fingerprints.hashes(raw_test, prints.columns), learned)
 
 
 def _score_version(

@@ -52,8 +52,7 @@ def render(manifest: dict[str, Any]) -> str:
         f" (passed: {m['objective']['passed']})",
         "",
     ]
-    if m.get("champion"):
-        lines += ["## Champion comparison", f"```\n{m['champion']}\n```", ""]
+    lines += champion_lines(m.get("champion"))
     lines += ["## Fairness"]
     if m["fairness"]:
         for attr, rep in m["fairness"].items():
@@ -92,6 +91,29 @@ def render(manifest: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def champion_lines(champ: dict[str, Any] | None) -> list[str]:
+    """The production version against this one, and on which rows."""
+    if not champ:
+        return []
+    lines = ["## Champion comparison"]
+    version = champ.get("version")
+    if "error" in champ:
+        lines.append(f"- v{version} could not be scored: {champ['error']}")
+    elif "champion_score" in champ:
+        where = {
+            "unseen_rows": f"on {champ.get('rows')} test rows neither version trained on",
+            "may_include_seen_rows": f"on {champ.get('rows')} test rows, which may include rows "
+            f"v{version} trained on",
+        }.get(champ.get("comparison", ""), "on the test rows")
+        lines.append(
+            f"- `{champ['metric']}` {where}: v{version} {_fmt(champ['champion_score'])}, "
+            f"this version {_fmt(champ['challenger_score'])}"
+        )
+    if champ.get("note"):
+        lines.append(f"- {champ['note']}")
+    return [*lines, ""]
 
 
 def mitigation_lines(mit: dict[str, Any] | None) -> list[str]:

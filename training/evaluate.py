@@ -94,7 +94,7 @@ def worst_slices(
 
 
 def importance(
-    model: Any, x: pd.DataFrame, y: pd.Series, scoring: str, seed: int, *, max_rows: int = 2000
+    model: Any, x: pd.DataFrame, y: pd.Series, scoring: Any, seed: int, *, max_rows: int = 2000
 ) -> dict[str, float]:
     """Permutation importance of each raw input feature on (a sample of) the test set."""
     if len(x) > max_rows:

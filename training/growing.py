@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from training.search import FamilyResult, Trial, evaluate_trial
+from training.search import FamilyResult, Scoring, Trial, evaluate_trial
 
 GROW_FACTOR = 2
 """Each rung has twice the rows of the one before (the last one every training row)."""
@@ -74,7 +74,7 @@ def grow(
     per_family: int,
     deadline: float,
     cv: Any,
-    scoring: str,
+    scoring: Scoring,
     say: Callable[[str], None],
     clock: Callable[[], float] = time.monotonic,
 ) -> list[int]:

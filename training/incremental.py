@@ -2,11 +2,13 @@
 
 The preprocessing stays as fitted (the model keeps its input contract). The estimator learns:
 SGD linear models and MLPs through `partial_fit`, in shuffled passes; SGD models fitted with the
-'optimal' schedule learn at a small constant step (`UPDATE_ETA`). Calibrators, where present, are
-refitted on the new rows. HistGradientBoosting is refused: scikit-learn's `warm_start` fits a new
-bin mapper on the new rows and then reads the earlier trees, whose splits are bin indices of the
-old mapper, through it, so the new trees correct a wrong baseline (measured on flights: 50 more
-trees on July rows with a delay rate of 0.31 left the mean predicted probability there at 0.41).
+'optimal' schedule learn at a small constant step (`UPDATE_ETA`); an MLP fitted with early
+stopping learns with it off (scikit-learn's `partial_fit` refuses it), and the manifest says so.
+Calibrators, where present, are refitted on the new rows. HistGradientBoosting is refused:
+scikit-learn's `warm_start` fits a new bin mapper on the new rows and then reads the earlier
+trees, whose splits are bin indices of the old mapper, through it, so the new trees correct a
+wrong baseline (measured on flights: 50 more trees on July rows with a delay rate of 0.31 left
+the mean predicted probability there at 0.41).
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ def _learn(member: BaseEstimator, xt: Floats, y: Labels, *, epochs: int, seed: i
     arrives in time order; learning it in that order weighs its last rows most)."""
     if isinstance(member, SGDClassifier | SGDRegressor) and member.learning_rate == "optimal":
         member.set_params(learning_rate="constant", eta0=UPDATE_ETA)
+    early = _early_stopped(member)
+    if early:  # partial_fit holds out no validation rows: it refuses early stopping
+        member.set_params(early_stopping=False)
+        if member.best_loss_ is None:  # kept only without early stopping
+            member.best_loss_ = min(member.loss_curve_, default=np.inf)
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         order = rng.permutation(len(xt))
@@ -68,6 +75,18 @@ def _learn(member: BaseEstimator, xt: Floats, y: Labels, *, epochs: int, seed: i
             member.partial_fit(xt[order], y[order], classes=member.classes_)
         else:
             member.partial_fit(xt[order], y[order])
+    if early:  # as configured again: a full refit stops early, a later update works the same
+        member.set_params(early_stopping=True)
+
+
+def _early_stopped(member: BaseEstimator) -> bool:
+    return isinstance(member, MLPClassifier | MLPRegressor) and bool(member.early_stopping)
+
+
+EARLY_STOPPING_NOTE = (
+    "the MLP was fitted with early stopping; it learnt the update with it off (partial_fit "
+    "holds out no validation rows): the epochs are the update's fixed passes"
+)
 
 
 def update(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, *, epochs: int = 5) -> Pipeline:
@@ -127,10 +146,12 @@ def updated_manifest(
     }
     manifest.update(extra)
     manifest["created_at"] = now()
-    manifest["model"] = {
-        **parent["model"],
-        "incremental_update": {"rows": rows, "seconds": round(seconds, 3)},
-    }
+    record: dict[str, Any] = {"rows": rows, "seconds": round(seconds, 3)}
+    if isinstance(updated, Pipeline) and any(
+        _early_stopped(m) for m in _members(updated.steps[-1][1])
+    ):
+        record["note"] = EARLY_STOPPING_NOTE
+    manifest["model"] = {**parent["model"], "incremental_update": record}
     # The parent's decision (its threshold) is kept: chosen on validation rows the update has not
     # replaced, and the service decides the updated model's classes by it.
     decision = decided_by(parent.get("decision"), parent.get("classes"))

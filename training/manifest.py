@@ -15,6 +15,7 @@ import pandas as pd
 from core import labels
 from training import data
 from training.assessment import Assessment, Champion
+from training.fingerprints import RowPrints
 from training.fitting import Fitted
 from training.prepare import Prepared
 from training.schema import infer_schema
@@ -31,10 +32,12 @@ def build_manifest(
     chosen: Chosen | None = None,
     *,
     started: float,
+    rows: RowPrints | None = None,
 ) -> dict[str, Any]:
     """The manifest of a trained version, before publishing adds `version`, `files`, `plots`.
 
-    `started` is the run's `time.monotonic()` at its start (for `training_seconds`)."""
+    `started` is the run's `time.monotonic()` at its start (for `training_seconds`); `rows` its
+    row fingerprints (`data.row_fingerprints`)."""
     config, task, splits = prepared.config, prepared.task, prepared.splits
     best = selection.best
     ens = fitted.ensemble or {}
@@ -76,7 +79,7 @@ def build_manifest(
             "skipped_families": selection.skipped,
             "search": {
                 "method": config.search.method,
-                "scoring": selection.scoring,
+                "scoring": str(selection.scoring),
                 "rows": selection.rows,
                 "grown_rows": selection.rungs[1:],
                 "folds": selection.folds,
@@ -91,7 +94,7 @@ def build_manifest(
                 "note": f"the best of {picked} trials' cross-validated scores: optimistic by "
                 "selection; the test score is the unbiased figure",
                 "std": best.std,
-                "scoring": selection.scoring,
+                "scoring": str(selection.scoring),
                 "rows": best.rows,
             },
             "validation": fitted.validation,
@@ -118,6 +121,7 @@ def build_manifest(
                 "ordered_by": config.time_column,
             },
             "time_range": _time_range(splits, config.time_column),
+            **({"row_fingerprints": rows.record()} if rows is not None else {}),
         },
         "personal_data": config.features.personal,
         "config": json.loads(config.model_copy(update={"task": task}).model_dump_json()),

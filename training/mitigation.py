@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import has_fit_parameter
 
+from core import labels
 from core.fair import AdversarialClassifier, ReductionClassifier, ThresholdedClassifier
 from training import evaluate, fairness
 from training.assessment import Assessment
@@ -139,7 +140,7 @@ def _apply(
         model = chosen().fit(x_full.iloc[idx], y_full.iloc[idx])
         constraint = None
     elif method == "postprocess":
-        model = ThresholdedClassifier(fitted.model, attribute, fair.constraint).fit(x_full, y_full)
+        model = _postprocess(prepared, fitted, chosen, attribute)
     elif method == "reductions":
         family, params = _weighted_family(selection, task)
         pre = {k[4:]: v for k, v in params.items() if k.startswith("pre_")}
@@ -173,6 +174,20 @@ def _apply(
     return mitigated, Mitigation(method, constraint, attribute, family, fitted.model)
 
 
+def _postprocess(
+    prepared: Prepared, fitted: Fitted, chosen: Any, attribute: str
+) -> ThresholdedClassifier:
+    """The chosen model fitted on the training rows, its thresholds per group fitted on the
+    validation rows: thresholds fitted on rows the model learnt from (where its probabilities
+    are near certain) barely move its test gap."""
+    splits, features = prepared.splits, prepared.features
+    base = fitted.on_train
+    if base is None:
+        base = chosen().fit(splits.x_train[features], splits.y_train)
+    held_out = ThresholdedClassifier(base, attribute, prepared.config.fairness.constraint)
+    return held_out.fit(splits.x_val[features], splits.y_val)
+
+
 def _weighted_family(selection: Selection, task: str) -> tuple[str, dict[str, Any]]:
     """The best family whose estimator takes sample weights (ExponentiatedGradient refits it on
     weighted rows), with its best parameters; the chosen family when it does."""
@@ -193,20 +208,25 @@ def _gaps(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def record(
-    manifest: dict[str, Any], prepared: Prepared, assessment: Assessment, mitigation: Mitigation
+    manifest: dict[str, Any],
+    prepared: Prepared,
+    assessment: Assessment,
+    mitigation: Mitigation,
+    positive: int = 1,
 ) -> None:
     """Add `mitigation` to the manifest: the test score and fairness gaps of the model with the
-    mitigation and without it, on the same test rows. A post-processed model's schema marks its
-    sensitive attribute as required (it is read at prediction time)."""
+    mitigation and without it, on the same test rows, of the same positive class (column
+    `positive`, the decision's). A post-processed model's schema marks its sensitive attribute
+    as required (it is read at prediction time)."""
     config, task, metric = prepared.config, prepared.task, prepared.metric
     x_test, y_test = assessment.x_test, assessment.y_test
     sens = config.fairness.sensitive
     classes = prepared.classes
-    positive = classes[-1] if classes and len(classes) == 2 else None
+    pos_class = classes[positive] if classes and len(classes) == 2 else None
     plain = mitigation.unmitigated
-    plain_metrics = evaluate.score_model(plain, x_test, y_test, task)
+    plain_metrics = evaluate.score_model(plain, x_test, y_test, task, None, positive)
     plain_fair = fairness.fairness_report(
-        prepared.splits.x_test[sens], y_test, plain.predict(x_test), task, positive
+        prepared.splits.x_test[sens], y_test, plain.predict(x_test), task, pos_class
     )
     manifest["mitigation"] = {
         "method": mitigation.method,
@@ -214,6 +234,9 @@ def record(
         "attribute": mitigation.attribute,
         "family": mitigation.family,
         "metric": metric,
+        "positive_class": (
+            None if pos_class is None else labels.to_native(pos_class, prepared.label_type)
+        ),
         "none": {"test_score": plain_metrics[metric], "fairness": _gaps(plain_fair)},
         mitigation.method: {
             "test_score": assessment.score,

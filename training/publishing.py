@@ -25,6 +25,7 @@ from core.registry import (
 from training import card
 from training.assessment import Champion
 from training.errors import TrainingError
+from training.fingerprints import RowPrints
 from training.prepare import Progress
 
 Promote = Literal["auto", "always", "never"]
@@ -51,6 +52,7 @@ class Release:
     manifest: dict[str, Any]
     reports: Callable[[Path, dict[str, Any]], None] | None = None
     card: bool = True  # write model_card.md
+    rows: RowPrints | None = None  # the row fingerprints (manifest's `data.row_fingerprints`)
 
 
 def publish(registry: Registry, name: str, release: Release, say: Progress) -> int:
@@ -59,6 +61,8 @@ def publish(registry: Registry, name: str, release: Release, say: Progress) -> i
     def stage(folder: Path) -> dict[str, Any]:
         joblib.dump(release.model, folder / MODEL_FILE, compress=3)
         release.reference.to_parquet(folder / REFERENCE_FILE, index=False)
+        if release.rows is not None:
+            release.rows.save(folder)
         if release.reports is not None:
             release.reports(folder, release.manifest)
         if release.card:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import get_scorer
+from sklearn.metrics import brier_score_loss, f1_score, get_scorer, precision_score, recall_score
 from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
@@ -23,6 +23,43 @@ from training import data
 from training.candidates import Choice, FloatRange, Space, grid_values, sample
 
 TrialCallback = Callable[[str, int, float], None]
+
+
+@dataclass(frozen=True)
+class PositiveScorer:
+    """scikit-learn's binary scorer `name` (f1, precision, recall, neg_brier_score) of the class
+    `positive`, the label as the pipeline holds it (text): scikit-learn's own scorers take 1 as
+    the positive class, which labels held as text never are, so every fit "failed"."""
+
+    name: str
+    positive: Any
+
+    def __call__(self, estimator: Any, x: Any, y: Any) -> float:
+        truth = np.asarray(y, dtype=object)
+        if self.name == "neg_brier_score":
+            column = list(estimator.classes_).index(self.positive)
+            proba = np.asarray(estimator.predict_proba(x), dtype=float)[:, column]
+            return -float(brier_score_loss(truth == self.positive, proba))
+        score = {"f1": f1_score, "precision": precision_score, "recall": recall_score}[self.name]
+        predicted = np.asarray(estimator.predict(x), dtype=object)
+        return float(score(truth, predicted, pos_label=self.positive, zero_division=0))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Scoring = str | PositiveScorer
+"""What the search scores by: a scikit-learn scoring string, or a binary scorer of a class."""
+POSITIVE_SCORERS = ("f1", "precision", "recall", "neg_brier_score")
+
+
+def objective_scoring(scoring: str, positive: Any = None) -> Scoring:
+    """The scorer of scikit-learn scoring string `scoring` for the positive class `positive`
+    (binary classifiers; None otherwise): a PositiveScorer where the string's scorer would take
+    1 as the positive class."""
+    if positive is not None and scoring in POSITIVE_SCORERS:
+        return PositiveScorer(scoring, positive)
+    return scoring
 
 
 def fold_count(folds: int, rows: int, smallest_class: int | None = None) -> int:
@@ -165,7 +202,7 @@ def _cv_score(
     x: pd.DataFrame,
     y: pd.Series,
     cv: Any,
-    scoring: str,
+    scoring: Scoring,
     fit_params: dict[str, Any] | None,
     report: FoldReport | None = None,
 ) -> tuple[float, float]:
@@ -188,7 +225,7 @@ def evaluate_trial(
     x: pd.DataFrame,
     y: pd.Series,
     cv: Any,
-    scoring: str,
+    scoring: Scoring,
     fit_params: dict[str, Any] | None = None,
     report: FoldReport | None = None,
 ) -> Trial:
@@ -252,7 +289,7 @@ def search_family(
     trials: int,
     deadline: float,
     cv: Any,
-    scoring: str,
+    scoring: Scoring,
     seed: int,
     fit_params: dict[str, Any] | None = None,
     on_trial: TrialCallback | None = None,

@@ -26,7 +26,15 @@ from training.errors import TrainingError
 from training.growing import grow, sample_rows
 from training.pipeline import build_pipeline
 from training.prepare import Prepared, Progress
-from training.search import FamilyResult, Trial, make_cv, search_family
+from training.search import (
+    FamilyResult,
+    Scoring,
+    Trial,
+    make_cv,
+    objective_scoring,
+    search_family,
+)
+from training.threshold import positive_index
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,7 @@ class Selection:
     family: str
     best: Trial
     skipped: list[Family]  # families not tried (svm on large data)
-    scoring: str  # the scikit-learn scorer of the objective's metric
+    scoring: Scoring  # the objective metric's scorer (`str()` is scikit-learn's name for it)
     rows: int  # training rows the search ran on
     rungs: list[int]  # rows the finalists were re-scored on (`rows` first; search.grow_rows)
     folds: int  # CV folds as actually split (fewer than asked on small data)
@@ -79,7 +87,9 @@ def search(prepared: Prepared, say: Progress) -> Selection:
     # Spaces and estimators are sized to one fold's training rows; the final fits keep the
     # same sizing so that the model fitted is the one the search chose.
     size = data.size_of(x_search[prepared.features], y_search, task).fold_train(folds)
-    scoring = metric_contract.get(prepared.metric).scorer(prepared.n_classes)
+    scoring = objective_scoring(
+        metric_contract.get(prepared.metric).scorer(prepared.n_classes), _positive(prepared)
+    )
     families = [
         f for f in config.models if not (f == "svm" and len(splits.x_train) > config.svm_max_rows)
     ]
@@ -172,6 +182,15 @@ def search(prepared: Prepared, say: Progress) -> Selection:
         folds=folds,
         size=size,
     )
+
+
+def _positive(prepared: Prepared) -> str | None:
+    """A binary classifier's positive class as the pipelines hold it (text), else None."""
+    classes = prepared.classes
+    if not classes or len(classes) != 2:
+        return None
+    config, splits = prepared.config, prepared.splits
+    return classes[positive_index(config.decision, classes, splits.y_train, prepared.label_type)]
 
 
 def candidate_pipeline(

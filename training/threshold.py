@@ -10,7 +10,7 @@ choose the same threshold for F1); the first best threshold wins a tie.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,8 +19,10 @@ from core import labels
 from core.metrics import class_codes, classification_metrics
 from training.config import Decision as DecisionConfig
 from training.errors import TrainingError
-from training.fitting import Fitted
 from training.prepare import Prepared, Progress
+
+if TYPE_CHECKING:  # fitting imports selection, which imports this module
+    from training.fitting import Fitted
 
 GRID = np.round(np.arange(0.005, 1.0, 0.005), 3)
 """The thresholds tried: 0.005, 0.01, ..., 0.995."""

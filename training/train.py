@@ -11,9 +11,10 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from core.registry import Registry
-from training import ensemble, mitigation, publishing, threshold
+from training import ensemble, fingerprints, mitigation, publishing, threshold
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
+from training.fingerprints import RowPrints
 from training.fitting import fit_and_calibrate
 from training.manifest import build_manifest
 from training.prepare import Prepared, Progress, prepare, quiet
@@ -43,10 +44,11 @@ class Candidate:
     reference: pd.DataFrame
     manifest: dict[str, Any]
     champion: Champion | None
+    rows: RowPrints  # the row fingerprints of its train, validation and test rows
 
     def release(self) -> Release:
         reports = partial(save_reports, prepared=self.prepared, assessment=self.assessment)
-        return Release(self.model, self.reference, self.manifest, reports=reports)
+        return Release(self.model, self.reference, self.manifest, reports=reports, rows=self.rows)
 
 
 def train_candidate(config: TrainConfig, registry: Registry, say: Progress = quiet) -> Candidate:
@@ -54,6 +56,7 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     publishing. Raises TrainingError; writes nothing."""
     started = time.monotonic()
     prepared = prepare(config, say)
+    raw, rows = fingerprints.of_run(prepared)
     mitigation.check(prepared)
     threshold.check(prepared)
     selection = search(prepared, say)
@@ -62,12 +65,13 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)
     fitted, chosen = threshold.step(prepared, fitted, say)
     assessment = assess(prepared, fitted, selection, say, chosen)
-    champion = score_champion(registry, prepared, assessment)
+    champion = score_champion(registry, prepared, assessment, fitted.model, chosen, raw)
     manifest = build_manifest(
-        prepared, selection, fitted, assessment, champion, chosen, started=started
+        prepared, selection, fitted, assessment, champion, chosen, started=started, rows=rows
     )
     if mitigated is not None:
-        mitigation.record(manifest, prepared, assessment, mitigated)
+        positive = chosen.positive if chosen is not None else 1
+        mitigation.record(manifest, prepared, assessment, mitigated, positive)
     cfg = prepared.config
     reference = reference_frame(
         fitted.model,
@@ -79,7 +83,7 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
         threshold=chosen.threshold if chosen else None,
         positive=chosen.positive if chosen else 1,
     )
-    return Candidate(prepared, assessment, fitted.model, reference, manifest, champion)
+    return Candidate(prepared, assessment, fitted.model, reference, manifest, champion, rows)
 
 
 def run_training(

@@ -17,7 +17,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from core.registry import REFERENCE_FILE, Registry, verify_files
 from tests.conftest import fast_config
-from training import data, ensemble, threshold
+from training import data, ensemble, fingerprints, threshold
 from training.assessment import assess
 from training.errors import TrainingError
 from training.fitting import fit_and_calibrate
@@ -54,6 +54,8 @@ def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
     assert prepared.metric == "roc_auc" == prepared.config.objective.metric  # default filled in
     assert prepared.classes == ["no", "yes"] and prepared.label_type == "string"
     assert said == [f"reading {clf_csv}", "data-quality gate"]
+    _, rows = fingerprints.of_run(prepared)  # issue 34: which rows each split holds
+    assert len(rows.of("test")) == len(prepared.splits.x_test)
     selection = search(prepared, said.append)
     # Sized to one fold's training part of the rows actually searched, folds as split.
     x_train, y_train = prepared.splits.x_train, prepared.splits.y_train
@@ -69,7 +71,9 @@ def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
     assert chosen is not None and chosen.threshold is None  # balanced classes: argmax
     assert said[-1].startswith("decision: argmax (the most probable class)")
     assessment = assess(prepared, fitted, selection, said.append, chosen)
-    manifest = build_manifest(prepared, selection, fitted, assessment, None, chosen, started=0.0)
+    manifest = build_manifest(
+        prepared, selection, fitted, assessment, None, chosen, started=0.0, rows=rows
+    )
     assert said[-1] == "explaining the model (contributions on the test set)"
 
     published = run_training(cfg, Registry(tmp_path)).manifest
