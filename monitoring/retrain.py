@@ -212,8 +212,11 @@ def retrain(
     # held out, as it was for the champion.
     rest = original.drop(index=test_index)
     if config.time_column and not pd.api.types.is_datetime64_any_dtype(rest[config.time_column]):
-        # parsed as training parses it: the log's rows carry their times as timestamps
-        rest[config.time_column] = pd.to_datetime(rest[config.time_column], errors="coerce")
+        # parsed as training parses it (its time_format, or the reading that leaves fewer values
+        # unread): the log's rows carry their times as timestamps
+        times = original[config.time_column]
+        parsed = data.parse_times(times, config.time_column, config.time_format).values
+        rest[config.time_column] = parsed.loc[rest.index]
     combined = pd.concat([rest, fresh.drop(columns=["__id", "__logged_at"])], ignore_index=True)
     recent_rows = Rows(data.coerce_types(recent, champ_kinds)[features], recent[target])
     sensitive = [c for c in config.fairness.sensitive if c in recent.columns]
