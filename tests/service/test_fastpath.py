@@ -209,10 +209,14 @@ def test_a_replay_that_differs_is_not_used(monkeypatch: pytest.MonkeyPatch) -> N
     real = FastEstimator.from_estimator
     monkeypatch.setattr(
         FastEstimator,
-        "from_estimator",
+        "attempt",
         classmethod(
-            lambda cls, est, **kw: cls(lambda x: real(est).predict_proba(x) + 1e-6, None)  # type: ignore[union-attr]
-        ),  # type: ignore[union-attr]
+            lambda cls, est, **kw: (
+                cls(lambda x: real(est).predict_proba(x) + 1e-6, None),  # type: ignore[union-attr]
+                "none",
+                "",
+            )
+        ),
     )
     model = build()
     model.enable_fast_path(sample)
