@@ -43,6 +43,7 @@ from sklearn.linear_model import (
 )
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
+    FunctionTransformer,
     MinMaxScaler,
     OneHotEncoder,
     OrdinalEncoder,
@@ -119,10 +120,23 @@ fitted pipeline does."""
 ENCODERS = (OneHotEncoder, OrdinalEncoder, TargetEncoder)
 
 
+def _identity(step: Any) -> bool:
+    """None, 'passthrough', or the FunctionTransformer a fitted ColumnTransformer puts in place
+    of 'passthrough' (no function, no validation)."""
+    if step is None or (isinstance(step, str) and step == "passthrough"):
+        return True
+    return (
+        isinstance(step, FunctionTransformer)
+        and step.func is None
+        and step.inverse_func is None
+        and not step.validate
+    )
+
+
 def _steps(trans: Any) -> list[Any]:
-    """A part's fitted steps in order, 'passthrough' and None steps left out."""
+    """A part's fitted steps in order, identities left out."""
     steps = [s for _, s in trans.steps] if isinstance(trans, Pipeline) else [trans]
-    return [s for s in steps if s is not None and not (isinstance(s, str) and s == "passthrough")]
+    return [s for s in steps if not _identity(s)]
 
 
 def none_columns(est: Any, columns: list[str]) -> set[str]:
@@ -146,9 +160,11 @@ def none_columns(est: Any, columns: list[str]) -> set[str]:
                 found |= none_columns(trans, _names(est, cols))
         return found
     found = set()
-    for step in _steps(est):  # imputers keep the columns in place; the first encoder ends it
+    for step in _steps(est):  # imputers pass columns on; the first encoder ends it
         if isinstance(step, SimpleImputer) and step.missing_values is None:
             found |= set(columns)
+        if isinstance(step, SimpleImputer) and hasattr(step, "statistics_"):
+            columns = _kept(step, columns)
         categories = getattr(step, "categories_", None)
         if isinstance(step, ENCODERS) and categories is not None:
             pairs = zip(columns, categories, strict=False)
@@ -164,10 +180,18 @@ def missing_token(none: set[str], column: str) -> Any:
     return None if column in none else np.nan
 
 
+def _kept(imputer: SimpleImputer, columns: list[str]) -> list[str]:
+    """The columns a fitted imputer passes on: those empty in training are dropped unless it
+    keeps empty features."""
+    if imputer.keep_empty_features:
+        return columns
+    return [c for c, v in zip(columns, imputer.statistics_, strict=True) if not _missing(v)]
+
+
 def _imputer(step: Any, *, categorical: bool = False) -> SimpleImputer:
     """The fitted SimpleImputer if the replay implements its parameters, else TypeError: missing
-    means NaN (or None for categories), a known strategy, one fill value per column (a column
-    empty in training is dropped by scikit-learn: not replayed), dense indicators."""
+    means NaN (or None for categories), a known strategy, one fill value per column (or none
+    for a column empty in training, which scikit-learn drops: see `_kept`), dense indicators."""
     if not isinstance(step, SimpleImputer):
         raise TypeError(type(step).__name__)
     mv = step.missing_values
@@ -176,8 +200,8 @@ def _imputer(step: Any, *, categorical: bool = False) -> SimpleImputer:
     if step.strategy not in ("mean", "median", "most_frequent", "constant"):
         raise TypeError(f"strategy={step.strategy!r}")
     stats = list(step.statistics_)
-    if any(v is None or _nan(v) for v in stats):
-        raise TypeError("a feature without a fill value (empty in training)")
+    if any(v is None or _nan(v) for v in stats) and step.keep_empty_features:
+        raise TypeError("a feature without a fill value")
     if not categorical and not all(isinstance(v, int | float | np.number) for v in stats):
         raise TypeError("non-numeric fill values")
     indicator = step.indicator_ if step.add_indicator else None
@@ -235,6 +259,7 @@ class _Numeric:
         self.columns = columns
         self.lower = self.upper = None
         self.fill: np.ndarray[Any, Any] | None = None
+        self.keep: np.ndarray[Any, Any] | None = None
         self.indicators: list[int] = []
         self.scale: _Scale | None = None
         stage = 0  # what may come next: 0 anything, 1 an imputer or a scaler, 2 a scaler
@@ -244,7 +269,10 @@ class _Numeric:
                 stage = 1
             elif isinstance(step, SimpleImputer) and stage <= 1:
                 imputer = _imputer(step)
-                self.fill = np.asarray(imputer.statistics_, dtype=float)
+                fill = np.asarray(imputer.statistics_, dtype=float)
+                if np.isnan(fill).any():  # empty in training: dropped (its indicator stays)
+                    self.keep = np.flatnonzero(~np.isnan(fill))
+                self.fill = fill[self.keep] if self.keep is not None else fill
                 if imputer.indicator_ is not None:
                     self.indicators = list(imputer.indicator_.features_)
                 stage = 2
@@ -261,7 +289,10 @@ class _Numeric:
             x = np.clip(x, self.lower, self.upper)
         missing = np.isnan(x)
         if self.fill is not None:
-            x = np.where(missing, self.fill, x)
+            if self.keep is not None:
+                x = np.where(missing[:, self.keep], self.fill, x[:, self.keep])
+            else:
+                x = np.where(missing, self.fill, x)
         if self.indicators:
             x = np.hstack([x, missing[:, self.indicators].astype(float)])
         if self.scale is not None:
@@ -280,16 +311,18 @@ class _Categorical:
         steps = _steps(trans)
         if not steps or not isinstance(steps[-1], ENCODERS):
             raise TypeError("no encoder")
+        kept = columns
         for step in steps[:-1]:
-            _imputer(step, categorical=True)
+            kept = _kept(_imputer(step, categorical=True), kept)
         encoder = steps[-1]
-        if encoder.handle_unknown == "error":  # scikit-learn raises on an unseen category
+        if getattr(encoder, "handle_unknown", None) == "error":  # raises on an unseen category
             raise TypeError("handle_unknown='error'")
         self.columns = columns
         named = hasattr(steps[0], "feature_names_in_")
-        cats = [list(c) for c in encoder.categories_]
-        if len(cats) != len(columns):
+        if len(encoder.categories_) != len(kept):
             raise TypeError("the encoder does not read one column per input column")
+        learned = dict(zip(kept, encoder.categories_, strict=True))
+        cats = [list(learned.get(c, [])) for c in columns]  # none: dropped by the imputer
 
         def run(rows: list[list[Any]]) -> np.ndarray[Any, Any]:
             x: Any = np.array(rows, dtype=object).reshape(len(rows), len(columns))
@@ -369,6 +402,8 @@ class _Datetime:
             raise TypeError("missing-value indicators")
         self.columns = columns
         self.fill = np.asarray(imputer.statistics_, dtype=float)
+        if np.isnan(self.fill).any():
+            raise TypeError("a timestamp column empty in training")
         self.scale = _Scale(steps[2]) if len(steps) == 3 else None
 
     @staticmethod

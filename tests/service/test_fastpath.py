@@ -331,7 +331,7 @@ def _edit(pipe: Any, part: str, step: str, **params: Any) -> Any:
         lambda p: _edit(p, "num", "impute", missing_values=-1.0),
         lambda p: _edit(p, "num", "impute", strategy=np.nanmean),
         lambda p: _edit(
-            p, "num", "impute", statistics_=np.array([np.nan, 1.0]), keep_empty_features=False
+            p, "num", "impute", strategy="constant", statistics_=np.array([np.nan, 1.0])
         ),
         lambda p: _edit(p, "cat", "impute", missing_values="?"),
         lambda p: _edit(p, "cat", "encode", handle_unknown="error"),
@@ -340,7 +340,7 @@ def _edit(pipe: Any, part: str, step: str, **params: Any) -> Any:
     ids=[
         "missing-values--1",
         "callable-strategy",
-        "empty-feature",
+        "constant-nan-fill",
         "cat-missing-?",
         "unknown-error",
         "minmax-clip",
