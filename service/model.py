@@ -542,7 +542,10 @@ class LoadedModel:
         if self._fast is not None:
             return self._fast.transform(columns)
         frame = self.frame(columns)
-        return frame if self._pre is None else self._pre.transform(frame)
+        if self._pre is None:
+            return frame
+        out = self._pre.transform(frame)  # sparse one-hot: dense for a replayed estimator
+        return out.toarray() if self._fast_est is not None and hasattr(out, "toarray") else out
 
     def _estimate(self, columns: dict[str, list[Any]], method: str) -> Any:
         """`predict_proba` or `predict` of the final estimator (its numpy replay when verified)

@@ -1,6 +1,7 @@
 """The numpy replays of the preprocessing and the estimator give exactly the pipeline's output,
 or are not used."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -411,3 +412,43 @@ def test_the_model_endpoint_and_model_info_show_the_serving_path(client: Any) ->
     info = [m for m in metrics.splitlines() if m.startswith("servewatch_model_info{")]
     want = ('model="demo"', 'version="1"', f'path="{served.serving_path}"')
     assert [m for m in info if all(w in m for w in want) and m.endswith(" 1.0")], info
+    assert body["serving_parts"] == {
+        part: {"path": p.runs, "reason": "none", "detail": ""} for part, p in served.plan.items()
+    }
+    parts = [m for m in metrics.splitlines() if m.startswith("servewatch_model_serving_path{")]
+    for part, p in served.plan.items():
+        want = ('model="demo"', 'version="1"', f'part="{part}"', f'path="{p.runs}"')
+        assert [m for m in parts if all(w in m for w in want) and m.endswith(" 1.0")], parts
+
+
+def test_a_part_off_its_fast_path_is_named_with_the_reason(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, registry_copy: Path
+) -> None:
+    """The issue's silent fallback made visible: a replay that differs at load shows on the
+    model endpoint, in the metric the shipped rule watches, and in `servewatch models show`."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from servewatch.cli import app as cli
+    from service.main import create_app
+
+    real = fastpath._Categorical.transform
+    monkeypatch.setattr(fastpath._Categorical, "transform", lambda *a: real(*a) + 1.0)
+    with TestClient(create_app(settings)) as client:
+        body = client.get("/v1/models/demo").json()
+        metrics = client.get("/metrics").text
+    pre = body["serving_parts"]["preprocessing"]
+    assert body["serving_path"] in {"mixed", "sklearn"}
+    assert (pre["path"], pre["reason"]) == ("sklearn", "differs")
+    assert "differs from the pipeline" in pre["detail"]
+    want = 'part="preprocessing",path="sklearn",reason="differs"'
+    assert [m for m in metrics.splitlines() if want in m and m.endswith(" 1.0")], metrics
+    shown = CliRunner().invoke(cli, ["models", "show", "demo:1", "--registry", str(registry_copy)])
+    assert shown.exit_code == 0, shown.output
+    serving = json.loads(shown.stdout)["serving"]
+    assert serving["parts"]["preprocessing"]["reason"] == "differs"
+    assert serving["path"] == body["serving_path"]
+    plain = CliRunner().invoke(
+        cli, ["models", "show", "demo:1", "--no-load", "--registry", str(registry_copy)]
+    )
+    assert "serving" not in json.loads(plain.stdout)
