@@ -10,7 +10,7 @@ import typer
 
 from core.errors import ServewatchError
 from core.registry import Registry
-from training.cli import RegistryOpt, _fail, out
+from training.cli import RegistryOpt, console, out
 
 
 def _split_ref(ref: str) -> tuple[str, str | None]:
@@ -58,7 +58,8 @@ def show(
         version = reg.resolve(name, vref)
         shown = dict(reg.raw_manifest(name, version))
     except ServewatchError as exc:
-        raise _fail(exc) from None
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
     if load:
         shown["serving"] = serving(reg, name, version)
     out.print_json(json.dumps(shown, default=str))

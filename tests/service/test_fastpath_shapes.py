@@ -63,15 +63,6 @@ def flights_gaps() -> tuple[pd.DataFrame, str, dict[str, Any]]:
     return frame[cols], "late", {"datetime": ["time_hour"]}
 
 
-def flights_regression() -> tuple[pd.DataFrame, str, dict[str, Any]]:
-    """The same real gaps, a number to predict (the arrival delay)."""
-    frame, _, kinds = flights_gaps()
-    raw = _table("flights", 20000)
-    delays = pd.concat([raw[raw["tailnum"].notna()].head(260), raw[raw["tailnum"].isna()].head(40)])
-    frame = frame.drop(columns=["late"]).assign(arr_delay=delays["arr_delay"].to_numpy())
-    return frame[frame["arr_delay"].notna()].reset_index(drop=True), "arr_delay", kinds
-
-
 def planes_codes() -> tuple[pd.DataFrame, str, dict[str, Any]]:
     """Real planes: integer-coded categories (engines; year, with gaps: "2004", not "2004.0"),
     many manufacturers, a number column empty in these rows (speed), three engine kinds."""
@@ -87,6 +78,12 @@ def planes_codes() -> tuple[pd.DataFrame, str, dict[str, Any]]:
         "engine",
         {"categorical": ["year", "manufacturer", "engines", "type"]},
     )
+
+
+def planes_regression() -> tuple[pd.DataFrame, str, dict[str, Any]]:
+    """The same planes, a number to predict (seats), gaps in a category column (year)."""
+    frame, _, kinds = planes_codes()
+    return frame, "seats", {**kinds, "task": "regression"}
 
 
 def airports_text() -> tuple[pd.DataFrame, str, dict[str, Any]]:
@@ -117,13 +114,13 @@ def complete() -> tuple[pd.DataFrame, str, dict[str, Any]]:
 
 SHAPES: dict[str, Callable[[], tuple[pd.DataFrame, str, dict[str, Any]]]] = {
     "flights-text-and-number-gaps": flights_gaps,
-    "flights-regression": flights_regression,
     "planes-integer-codes-empty-column": planes_codes,
     "airports-text-gaps": airports_text,
     "booleans-and-an-empty-text-column": booleans,
+    "planes-regression": planes_regression,
     "gaps-only-at-serving": complete,
 }
-NEEDS_FLIGHTS = {"flights-text-and-number-gaps", "flights-regression", "planes-integer-codes-"
+NEEDS_FLIGHTS = {"flights-text-and-number-gaps", "planes-regression", "planes-integer-codes-"
                  "empty-column", "airports-text-gaps"}  # fmt: skip
 FAMILIES = ["linear", "tree", "forest", "hgb", "mlp", "svm", "deep"]
 ON_FAST_PATH = {"linear": "numpy", "tree": "compiled", "forest": "compiled", "hgb": "compiled"}
@@ -141,10 +138,11 @@ class Served:
 
 def prepared(frame: pd.DataFrame, target: str, declared: dict[str, Any]) -> tuple[Any, ...]:
     """Training's own reading of the data: kinds inferred or declared, types coerced."""
+    declared = dict(declared)
+    task = declared.pop("task", None) or data.infer_task(frame[target])
     config = TrainConfig.model_validate(
         {"name": "t", "data": "x.csv", "target": target, "features": declared}
     )
-    task = data.infer_task(frame[target])
     kinds = data.infer_feature_kinds(frame, config, excluded={target})
     x = data.coerce_types(frame[kinds.all], kinds)
     return x, frame[target], task, kinds
