@@ -1,10 +1,13 @@
 """Fitted pipeline parts replayed with plain numpy: the ColumnTransformer and linear estimators.
 
 scikit-learn's ColumnTransformer spends most of a one-row prediction on input checks and pandas
-indexing. For the preprocessing that `training/pipeline.py` builds (clip, impute with indicators,
-scale; impute + one-hot/ordinal; timestamp parts, impute, scale) the fitted parameters are simple,
-so they are replayed here on column lists. Anything else (interactions, PCA, another transformer)
-returns None and the pipeline is used as it is. FastEstimator does the same for linear models,
+indexing. For the preprocessing that `training/pipeline.py` builds, and the common ones fitted
+elsewhere (clip, impute with indicators, scale; impute + one-hot/ordinal/target encoding;
+timestamp parts, impute, scale), the fitted parameters are simple, so they are replayed here on
+column lists; parts are told apart by their fitted steps. Anything else (interactions, PCA,
+another transformer) returns None, with the reason, and the pipeline is used as it is. Missing
+categories are answered as the fitted part answers None, NaN and pd.NA (`_Categorical`), and the
+service hands the pipeline a null as it was trained (`none_columns`). FastEstimator does the same for linear models,
 plain or calibrated: their predict_proba is a matrix product and a sigmoid, but scikit-learn's input
 checks cost about 0.2 ms per call and CalibratedClassifierCV makes six. Tree models (trees,
 forests, boosting), plain or calibrated, are compiled for ONNX Runtime instead
