@@ -7,14 +7,14 @@ timestamp parts, impute, scale), the fitted parameters are simple, so they are r
 column lists; parts are told apart by their fitted steps. Anything else (interactions, PCA,
 another transformer) returns None, with the reason, and the pipeline is used as it is. Missing
 categories are answered as the fitted part answers None, NaN and pd.NA (`_Categorical`), and the
-service hands the pipeline a null as it was trained (`none_columns`). FastEstimator does the same for linear models,
-plain or calibrated: their predict_proba is a matrix product and a sigmoid, but scikit-learn's input
-checks cost about 0.2 ms per call and CalibratedClassifierCV makes six. Tree models (trees,
-forests, boosting), plain or calibrated, are compiled for ONNX Runtime instead
-(service/compiled.py); their calibration is replayed here like a linear model's. Equality with
-the pipeline is checked when a version loads (service/model.py), on reference rows and on
-generated awkward ones, and every fitted parameter the replay relies on is checked explicitly
-here: a part whose parameters it does not implement is not replayed.
+service hands the pipeline a null as it was trained (`none_columns`). FastEstimator does the
+same for linear models, plain or calibrated: their predict_proba is a matrix product and a
+sigmoid, but scikit-learn's input checks cost about 0.2 ms per call and CalibratedClassifierCV
+makes six. Tree models (trees, forests, boosting), plain or calibrated, are compiled for ONNX
+Runtime instead (service/compiled.py); their calibration is replayed here like a linear
+model's. Equality with the pipeline is checked when a version loads (service/model.py), on
+reference rows and on generated awkward ones, and every fitted parameter the replay relies on is
+checked explicitly here: a part whose parameters it does not implement is not replayed.
 
 Timestamps are parsed by one function, `parse_timestamp`, on both paths: `LoadedModel.frame`
 (what the pipeline reads) and the replay, so the two cannot disagree on what a value means.
