@@ -7,7 +7,7 @@ timestamp parts, impute, scale), the fitted parameters are simple, so they are r
 column lists; parts are told apart by their fitted steps. Anything else (interactions, PCA,
 another transformer) returns None, with the reason, and the pipeline is used as it is. Missing
 categories are answered as the fitted part answers None, NaN and pd.NA (`_Categorical`), and the
-service hands the pipeline a null as it was trained (`none_columns`). FastEstimator does the
+service hands the pipeline a null as it was trained (`core.missing`). FastEstimator does the
 same for linear models, plain or calibrated: their predict_proba is a matrix product and a
 sigmoid, but scikit-learn's input checks cost about 0.2 ms per call and CalibratedClassifierCV
 makes six. Tree models (trees, forests, boosting), plain or calibrated, are compiled for ONNX
@@ -46,15 +46,21 @@ from sklearn.linear_model import (
 )
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
-    FunctionTransformer,
     MinMaxScaler,
-    OneHotEncoder,
-    OrdinalEncoder,
     RobustScaler,
     StandardScaler,
-    TargetEncoder,
 )
 
+from core.missing import (
+    ENCODERS,
+    MISSING_KINDS,
+    column_names,
+    fitted_steps,
+    is_missing,
+    kept_columns,
+    missing_token,
+    none_columns,
+)
 from core.transformers import DatetimeFeatures, QuantileClipper
 from service.compiled import CompiledTrees, is_tree_model
 from service.compiled import available as compiled_available
@@ -111,90 +117,10 @@ def _nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _missing(value: Any) -> bool:
-    """None, NaN or pd.NA: a missing value in an object column."""
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-MISSING_KINDS: tuple[Any, ...] = (None, np.nan, pd.NA)
-"""What a missing category can be in an object column. The service sends None (JSON null),
-which reaches the pipeline as its column's `missing_token`; the replay answers each kind as the
-fitted pipeline does."""
-ENCODERS = (OneHotEncoder, OrdinalEncoder, TargetEncoder)
-
-
-def _identity(step: Any) -> bool:
-    """None, 'passthrough', or the FunctionTransformer a fitted ColumnTransformer puts in place
-    of 'passthrough' (no function, no validation)."""
-    if step is None or (isinstance(step, str) and step == "passthrough"):
-        return True
-    return (
-        isinstance(step, FunctionTransformer)
-        and step.func is None
-        and step.inverse_func is None
-        and not step.validate
-    )
-
-
-def _steps(trans: Any) -> list[Any]:
-    """A part's fitted steps in order, identities left out."""
-    steps = [s for _, s in trans.steps] if isinstance(trans, Pipeline) else [trans]
-    return [s for s in steps if not _identity(s)]
-
-
-def none_columns(est: Any, columns: list[str]) -> set[str]:
-    """The input columns in which the fitted `est` takes None as its missing value: an imputer
-    with missing_values=None, or an encoder that learned None as a category (a version trained
-    before training read missing text as NaN, or a pipeline fitted elsewhere on None). In every
-    other column a missing value reaches the pipeline as NaN, as pandas reads one and as an
-    imputer's default missing_values=np.nan expects it."""
-    members = getattr(est, "estimators_", None)
-    if type(est).__name__ in ("VotingClassifier", "VotingRegressor") and members:
-        return set().union(*(none_columns(m, columns) for m in members))
-    if isinstance(est, Pipeline):
-        first = est.steps[0][1]
-        if isinstance(first, ColumnTransformer):
-            return none_columns(first, columns)
-        columns = [str(c) for c in getattr(first, "feature_names_in_", columns)]
-    if isinstance(est, ColumnTransformer):
-        found: set[str] = set()
-        for _, trans, cols in est.transformers_:
-            if not isinstance(trans, str):
-                found |= none_columns(trans, _names(est, cols))
-        return found
-    found = set()
-    for step in _steps(est):  # imputers pass columns on; the first encoder ends it
-        if isinstance(step, SimpleImputer) and step.missing_values is None:
-            found |= set(columns)
-        if isinstance(step, SimpleImputer) and hasattr(step, "statistics_"):
-            columns = _kept(step, columns)
-        categories = getattr(step, "categories_", None)
-        if isinstance(step, ENCODERS) and categories is not None:
-            pairs = zip(columns, categories, strict=False)
-            found |= {c for c, cats in pairs if any(v is None for v in cats)}
-        if not isinstance(step, SimpleImputer):
-            break
-    return found
-
-
-def missing_token(none: set[str], column: str) -> Any:
-    """What a missing value (JSON null) of category column `column` becomes for the pipeline:
-    None where it was trained with None (`none_columns`), else NaN."""
-    return None if column in none else np.nan
-
-
-def _kept(imputer: SimpleImputer, columns: list[str]) -> list[str]:
-    """The columns a fitted imputer passes on: those empty in training are dropped unless it
-    keeps empty features."""
-    if imputer.keep_empty_features:
-        return columns
-    return [c for c, v in zip(columns, imputer.statistics_, strict=True) if not _missing(v)]
-
-
 def _imputer(step: Any, *, categorical: bool = False) -> SimpleImputer:
     """The fitted SimpleImputer if the replay implements its parameters, else TypeError: missing
     means NaN (or None for categories), a known strategy, one fill value per column (or none
-    for a column empty in training, which scikit-learn drops: see `_kept`), dense indicators."""
+    for a column empty in training, which scikit-learn drops: `kept_columns`), dense indicators."""
     if not isinstance(step, SimpleImputer):
         raise TypeError(type(step).__name__)
     mv = step.missing_values
@@ -311,20 +237,20 @@ class _Categorical:
     depends on one input column in these steps, so a row is the blocks of its values."""
 
     def __init__(self, trans: Any, columns: list[str], none: set[str]) -> None:
-        steps = _steps(trans)
+        steps = fitted_steps(trans)
         if not steps or not isinstance(steps[-1], ENCODERS):
             raise TypeError("no encoder")
-        kept = columns
+        passed = columns
         for step in steps[:-1]:
-            kept = _kept(_imputer(step, categorical=True), kept)
+            passed = kept_columns(_imputer(step, categorical=True), passed)
         encoder = steps[-1]
         if getattr(encoder, "handle_unknown", None) == "error":  # raises on an unseen category
             raise TypeError("handle_unknown='error'")
         self.columns = columns
         named = hasattr(steps[0], "feature_names_in_")
-        if len(encoder.categories_) != len(kept):
+        if len(encoder.categories_) != len(passed):
             raise TypeError("the encoder does not read one column per input column")
-        learned = dict(zip(kept, encoder.categories_, strict=True))
+        learned = dict(zip(passed, encoder.categories_, strict=True))
         cats = [list(learned.get(c, [])) for c in columns]  # none: dropped by the imputer
 
         def run(rows: list[list[Any]]) -> np.ndarray[Any, Any]:
@@ -335,7 +261,7 @@ class _Categorical:
             return np.asarray(out.toarray() if hasattr(out, "toarray") else out, dtype=float)
 
         # A known value per column to hold the others fixed (a category that is a value).
-        base = [next((c for c in cs if not _missing(c)), UNSEEN) for cs in cats]
+        base = [next((c for c in cs if not is_missing(c)), UNSEEN) for cs in cats]
         zero = run([base])[0]
         self.base = zero
         self.codes: list[dict[Any, int]] = []
@@ -345,7 +271,7 @@ class _Categorical:
         """Per column, the table row standing for "refused" (-1: nothing is refused)."""
         taken = np.zeros(len(zero), dtype=bool)
         for i, col in enumerate(columns):
-            values = [c for c in cats[i] if not _missing(c)] + [UNSEEN]
+            values = [c for c in cats[i] if not is_missing(c)] + [UNSEEN]
             out = run([[*base[:i], v, *base[i + 1 :]] for v in values])
             codes = {v: k for k, v in enumerate(values)}
             rows = [out]
@@ -382,7 +308,7 @@ class _Categorical:
             rows = [codes.get(v, unseen) for v in values]
             if unseen in rows:  # NaN is a key only as its own object: look again
                 rows = [
-                    codes[np.nan] if r == unseen and _missing(v) else r
+                    codes[np.nan] if r == unseen and is_missing(v) else r
                     for r, v in zip(rows, values, strict=True)
                 ]
             if self.refused[i] >= 0 and self.refused[i] in rows:
@@ -428,18 +354,6 @@ class _Datetime:
         return x
 
 
-def _names(pre: ColumnTransformer, cols: Any) -> list[str]:
-    """A fitted ColumnTransformer part's input columns by name (given as names, positions, a
-    mask or a slice)."""
-    every = [str(c) for c in getattr(pre, "feature_names_in_", [])]
-    picked = np.arange(len(every))[cols] if isinstance(cols, slice) else np.asarray(cols)
-    if picked.dtype == bool:
-        picked = np.flatnonzero(picked)
-    if picked.dtype.kind in "iu":
-        return [every[i] for i in picked]
-    return [str(c) for c in picked]
-
-
 def _part(trans: Any, columns: list[str], none: set[str]) -> Any:
     """One ColumnTransformer part's replay, told apart by its fitted steps; TypeError when the
     replay does not implement it."""
@@ -447,7 +361,7 @@ def _part(trans: Any, columns: list[str], none: set[str]) -> Any:
         if trans != "passthrough":
             raise TypeError(trans)
         return _Numeric([], columns)
-    steps = _steps(trans)
+    steps = fitted_steps(trans)
     if steps and isinstance(steps[0], DatetimeFeatures):
         return _Datetime(steps, columns)
     if any(isinstance(s, ENCODERS) for s in steps):
@@ -483,7 +397,7 @@ class FastPreprocessor:
                     return None, f"not replayed: {type(pre).__name__} fitted without column names"
                 return cls([(type(pre).__name__, _part(pre, names, none))]), ""
             for name, trans, cols in pre.transformers_:
-                columns = _names(pre, cols)
+                columns = column_names(pre, cols)
                 if isinstance(trans, str) and trans == "drop" or not columns:
                     continue
                 try:

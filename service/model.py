@@ -19,14 +19,9 @@ import pandas as pd
 from core import labels
 from core.decision import decide
 from core.ecosystem import MissingModelPackage, load_model_bytes
+from core.missing import is_missing, none_columns
 from core.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
-from service.fastpath import (
-    FastEstimator,
-    FastPreprocessor,
-    NumericColumns,
-    none_columns,
-    parse_timestamp,
-)
+from service.fastpath import FastEstimator, FastPreprocessor, NumericColumns, parse_timestamp
 from service.validation import Validator
 
 log = logging.getLogger("servewatch.model")
@@ -172,7 +167,7 @@ class LoadedModel:
         self._datetime_set = {f.name for f in manifest.features if f.kind == "datetime"}
         self._none = none_columns(pipeline, self._columns)
         """Category columns whose missing value the pipeline was trained with as None (the
-        others get NaN, see `fastpath.none_columns`)."""
+        others get NaN, see `core.missing.none_columns`)."""
 
     @classmethod
     def load(
@@ -295,7 +290,7 @@ class LoadedModel:
         Timestamps are parsed per value by `parse_timestamp`, the function the numpy replay
         uses: both paths read every value alike, and a micro-batch never mixes formats. A
         missing category (None) reaches the pipeline as it was trained: NaN, or None where the
-        pipeline learned None (`fastpath.none_columns`); the replay answers the same."""
+        pipeline learned None (`core.missing.none_columns`); the replay answers the same."""
         data: dict[str, Any] = {}
         numeric, dates, none = self._numeric_set, self._datetime_set, self._none
         for col in self._columns:
@@ -304,10 +299,9 @@ class LoadedModel:
                 data[col] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
             elif col in dates:
                 data[col] = np.array([parse_timestamp(v) for v in values], dtype="datetime64[ns]")
-            elif col in none or None not in values:
-                data[col] = np.array(values, dtype=object)
-            else:
-                data[col] = np.array([np.nan if v is None else v for v in values], dtype=object)
+            else:  # a gap as the pipeline was trained with it (None or NaN)
+                token = None if col in none else np.nan
+                data[col] = np.array([token if is_missing(v) else v for v in values], dtype=object)
         return pd.DataFrame(data, copy=False)
 
     def check_columns(self, sample: pd.DataFrame) -> dict[str, list[Any]]:

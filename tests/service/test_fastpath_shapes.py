@@ -28,11 +28,12 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
 
 from core import labels
+from core.missing import as_trained, missing_token, none_columns
 from core.registry import Manifest
 from service import fastpath
 from service.model import LoadedModel
 from tests.data import classification_frame
-from training import data
+from training import data, evaluate
 from training.candidates import calibrated, make_estimator, unavailable
 from training.config import Preprocessing, TrainConfig
 from training.pipeline import build_pipeline
@@ -217,11 +218,11 @@ def answers(model: LoadedModel, columns: dict[str, list[Any]]) -> np.ndarray[Any
 def assert_serves_as_trained(s: Served) -> None:
     """The service's answer for each row (missing values sent as null) is the pipeline's answer
     for that row as training read it: the null reached the pipeline as training's gap did."""
-    rows = s.x.head(120)
+    rows = as_trained(s.x.head(120), s.pipeline)
     want = (
         s.pipeline.predict_proba(rows) if s.model.classes is not None else s.pipeline.predict(rows)
     )
-    got = answers(s.model, requests(rows))
+    got = answers(s.model, requests(s.x.head(120)))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
 
 
@@ -291,6 +292,24 @@ def test_versions_trained_with_none_keep_a_fast_path_and_their_answers(family: s
     assert "opted" in s.model._none  # learned None: served None, as trained
     assert_fast(s, family)
     assert_serves_as_trained(s)
+
+
+def test_training_scores_a_version_trained_with_none_as_it_is_served() -> None:
+    """Champion checks, gates and imports read data with gaps as NaN now: a version that learned
+    None is scored with its gaps as None, as the service answers it."""
+    s = legacy("linear")
+    x = s.x.apply(lambda c: c.map(lambda v: np.nan if v is None else v))  # as training reads now
+    with_none = as_trained(x, s.pipeline)
+    assert with_none["opted"].map(lambda v: v is None).any()
+    as_nan = s.pipeline.predict_proba(x)
+    as_served = s.pipeline.predict_proba(with_none)
+    assert not np.array_equal(as_nan, as_served)  # the representation matters to this model
+    y = pd.Series(np.asarray(s.pipeline.classes_)[x.index % 2], index=x.index)
+    got = evaluate.predict(s.pipeline, x, "classification")
+    np.testing.assert_array_equal(got, np.asarray(s.pipeline.classes_)[as_served.argmax(axis=1)])
+    assert evaluate.score_model(s.pipeline, x, y, "classification") == evaluate.score_model(
+        s.pipeline, with_none, y, "classification"
+    )
 
 
 # --- pipelines fitted elsewhere, with the common encoders --------------------------------------
@@ -395,7 +414,7 @@ def test_imported_pipelines_with_common_encoders_load_on_a_fast_path(name: str) 
     build, on_none, path = IMPORTED[name]
     s = _imported(build(), _airports(), "dst", none=on_none)
     assert s.model.serving_path == path, s.model.plan
-    assert_serves_as_trained(s) if not on_none else None
+    assert_serves_as_trained(s)
     probe = s.model.check_columns(s.x.head(50))
     np.testing.assert_allclose(
         answers(s.model, probe),
@@ -451,10 +470,10 @@ def test_the_category_replay_answers_every_kind_of_missing_as_the_pipeline(learn
     ).fit(frame, np.arange(len(column)) % 2)
     fast = fastpath.FastPreprocessor.from_pipeline(pipe)
     assert fast is not None
-    none = fastpath.none_columns(pipe, ["c", "x"])
+    none = none_columns(pipe, ["c", "x"])
     assert none == ({"c"} if learned in ("none", "both") else set())
     for value in [None, np.nan, float("nan"), pd.NA, "a", "unseen"]:
-        token = fastpath.missing_token(none, "c") if value is None else value
+        token = missing_token(none, "c") if value is None else value
         sent = pd.DataFrame({"c": pd.Series([token], dtype=object), "x": [1.0]})
         try:
             want = pipe[0].transform(sent)
