@@ -332,7 +332,7 @@ def _edit(pipe: Any, part: str, step: str, **params: Any) -> Any:
         lambda p: _edit(p, "num", "impute", missing_values=-1.0),
         lambda p: _edit(p, "num", "impute", strategy=np.nanmean),
         lambda p: _edit(
-            p, "num", "impute", strategy="constant", statistics_=np.array([np.nan, 1.0])
+            p, "num", "impute", statistics_=np.array([np.nan, 1.0]), keep_empty_features=True
         ),
         lambda p: _edit(p, "cat", "impute", missing_values="?"),
         lambda p: _edit(p, "cat", "encode", handle_unknown="error"),
@@ -341,7 +341,7 @@ def _edit(pipe: Any, part: str, step: str, **params: Any) -> Any:
     ids=[
         "missing-values--1",
         "callable-strategy",
-        "constant-nan-fill",
+        "kept-feature-without-fill",
         "cat-missing-?",
         "unknown-error",
         "minmax-clip",
