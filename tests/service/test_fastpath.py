@@ -452,3 +452,7 @@ def test_a_part_off_its_fast_path_is_named_with_the_reason(
         cli, ["models", "show", "demo:1", "--no-load", "--registry", str(registry_copy)]
     )
     assert "serving" not in json.loads(plain.stdout)
+    (registry_copy / "demo/1/model.joblib").write_bytes(b"tampered")  # fails its hash at load
+    broken = CliRunner().invoke(cli, ["models", "show", "demo:1", "--registry", str(registry_copy)])
+    assert broken.exit_code == 0, broken.output  # the manifest is still shown
+    assert "refused" in json.loads(broken.stdout)["serving"]["error"]
