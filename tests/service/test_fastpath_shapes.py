@@ -270,6 +270,24 @@ def test_training_imputes_missing_categories_instead_of_learning_none() -> None:
     assert s.model._none == set()
 
 
+def test_json_booleans_for_a_boolean_column_answer_as_trained() -> None:
+    """Training reads a boolean column as the categories "True" and "False"; a client sends
+    true and false (and null), which the validator used to refuse."""
+    s = trained("booleans-and-an-empty-text-column", "linear")
+    rows = s.x.head(60)
+    flags = {"member", "opted"}
+    instances = [
+        {c: None if pd.isna(v) else (v == "True" if c in flags else v) for c, v in r.items()}
+        for r in rows.to_dict(orient="records")
+    ]
+    assert any(i["opted"] is None for i in instances)
+    assert any(i["member"] is True for i in instances)
+    checked = s.model.validator.check(instances)
+    assert not isinstance(checked, list), checked
+    want = s.pipeline.predict_proba(rows)
+    np.testing.assert_allclose(answers(s.model, checked.columns), want, rtol=1e-12, atol=1e-9)
+
+
 # --- versions published before the fix: trained with None for a missing category -------------
 
 
