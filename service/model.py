@@ -407,6 +407,8 @@ class LoadedModel:
 
     def _note(self, part: str, plan: Part) -> None:
         """`part` stays on scikit-learn, and why: logged (a warning where a fast path exists)."""
+        if len(plan.detail) > 300:  # an exception's text can be long
+            plan = Part(plan.runs, plan.reason, plan.detail[:297] + "...")
         self.plan[part] = plan
         level = logging.WARNING if plan.reason in WARNED else logging.INFO
         log.log(level, "%s v%s: %s on scikit-learn (%s: %s)", self.name, self.version, part,
