@@ -30,7 +30,11 @@ def serving(registry: Registry, name: str, version: int) -> dict[str, Any]:
     from service.model import LoadedModel, ModelLoadError
 
     try:
-        model = LoadedModel.load(registry, name, version, compiled=Settings().compiled_trees)
+        compiled = Settings().compiled_trees  # SERVEWATCH_COMPILED_TREES, as `serve` reads it
+    except ValueError as exc:
+        return {"error": f"settings: {exc}"}
+    try:
+        model = LoadedModel.load(registry, name, version, compiled=compiled)
     except ModelLoadError as exc:
         return {"error": str(exc)}
     parts = {
