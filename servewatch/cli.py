@@ -6,6 +6,7 @@ import typer
 
 from monitoring.cli import monitor_app, retrain_cmd
 from servewatch.log import log_app
+from servewatch.models import show
 from servewatch.serve import serve
 from training.cli import models_app, train
 
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("train")(train)
+models_app.command("show")(show)
 app.add_typer(models_app, name="models")
 app.command("serve")(serve)
 app.add_typer(monitor_app, name="monitor")

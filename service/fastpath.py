@@ -1,17 +1,20 @@
 """Fitted pipeline parts replayed with plain numpy: the ColumnTransformer and linear estimators.
 
 scikit-learn's ColumnTransformer spends most of a one-row prediction on input checks and pandas
-indexing. For the preprocessing that `training/pipeline.py` builds (clip, impute with indicators,
-scale; impute + one-hot/ordinal; timestamp parts, impute, scale) the fitted parameters are simple,
-so they are replayed here on column lists. Anything else (interactions, PCA, another transformer)
-returns None and the pipeline is used as it is. FastEstimator does the same for linear models,
-plain or calibrated: their predict_proba is a matrix product and a sigmoid, but scikit-learn's input
-checks cost about 0.2 ms per call and CalibratedClassifierCV makes six. Tree models (trees,
-forests, boosting), plain or calibrated, are compiled for ONNX Runtime instead
-(service/compiled.py); their calibration is replayed here like a linear model's. Equality with
-the pipeline is checked when a version loads (service/model.py), on reference rows and on
-generated awkward ones, and every fitted parameter the replay relies on is checked explicitly
-here: a part whose parameters it does not implement is not replayed.
+indexing. For the preprocessing that `training/pipeline.py` builds, and the common ones fitted
+elsewhere (clip, impute with indicators, scale; impute + one-hot/ordinal/target encoding;
+timestamp parts, impute, scale), the fitted parameters are simple, so they are replayed here on
+column lists; parts are told apart by their fitted steps. Anything else (interactions, PCA,
+another transformer) returns None, with the reason, and the pipeline is used as it is. Missing
+categories are answered as the fitted part answers None, NaN and pd.NA (`_Categorical`), and the
+service hands the pipeline a null as it was trained (`core.missing`). FastEstimator does the
+same for linear models, plain or calibrated: their predict_proba is a matrix product and a
+sigmoid, but scikit-learn's input checks cost about 0.2 ms per call and CalibratedClassifierCV
+makes six. Tree models (trees, forests, boosting), plain or calibrated, are compiled for ONNX
+Runtime instead (service/compiled.py); their calibration is replayed here like a linear
+model's. Equality with the pipeline is checked when a version loads (service/model.py), on
+reference rows and on generated awkward ones, and every fitted parameter the replay relies on is
+checked explicitly here: a part whose parameters it does not implement is not replayed.
 
 Timestamps are parsed by one function, `parse_timestamp`, on both paths: `LoadedModel.frame`
 (what the pipeline reads) and the replay, so the two cannot disagree on what a value means.
@@ -25,6 +28,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.special import expit, softmax
 from sklearn.base import is_regressor
 from sklearn.calibration import CalibratedClassifierCV
@@ -43,14 +47,23 @@ from sklearn.linear_model import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import (
     MinMaxScaler,
-    OneHotEncoder,
-    OrdinalEncoder,
     RobustScaler,
     StandardScaler,
 )
 
+from core.missing import (
+    ENCODERS,
+    MISSING_KINDS,
+    column_names,
+    fitted_steps,
+    is_missing,
+    kept_columns,
+    missing_token,
+    none_columns,
+)
 from core.transformers import DatetimeFeatures, QuantileClipper
-from service.compiled import CompiledTrees
+from service.compiled import CompiledTrees, is_tree_model
+from service.compiled import available as compiled_available
 
 try:  # private in scikit-learn: when a release moves it, sigmoid calibration is not replayed
     from sklearn.calibration import _SigmoidCalibration as _Sigmoid
@@ -106,8 +119,8 @@ def _nan(value: Any) -> bool:
 
 def _imputer(step: Any, *, categorical: bool = False) -> SimpleImputer:
     """The fitted SimpleImputer if the replay implements its parameters, else TypeError: missing
-    means NaN (or None for categories), a known strategy, one fill value per column (a column
-    empty in training is dropped by scikit-learn: not replayed), dense indicators."""
+    means NaN (or None for categories), a known strategy, one fill value per column (or none
+    for a column empty in training, which scikit-learn drops: `kept_columns`), dense indicators."""
     if not isinstance(step, SimpleImputer):
         raise TypeError(type(step).__name__)
     mv = step.missing_values
@@ -116,8 +129,8 @@ def _imputer(step: Any, *, categorical: bool = False) -> SimpleImputer:
     if step.strategy not in ("mean", "median", "most_frequent", "constant"):
         raise TypeError(f"strategy={step.strategy!r}")
     stats = list(step.statistics_)
-    if any(v is None or _nan(v) for v in stats):
-        raise TypeError("a feature without a fill value (empty in training)")
+    if any(v is None or _nan(v) for v in stats) and step.keep_empty_features:
+        raise TypeError("a feature without a fill value")
     if not categorical and not all(isinstance(v, int | float | np.number) for v in stats):
         raise TypeError("non-numeric fill values")
     indicator = step.indicator_ if step.add_indicator else None
@@ -167,34 +180,36 @@ class _Scale:
         return x * self.factor + self.offset  # type: ignore[no-any-return]
 
 
-def _scale(step: Any) -> _Scale | None:
-    """The scaler's replay, None for no scaling, TypeError when unsupported."""
-    if step == "passthrough" or step is None:
-        return None
-    return _Scale(step)
-
-
 class _Numeric:
-    def __init__(self, pipe: Pipeline, columns: list[str]) -> None:
+    """Number columns: a QuantileClipper, a SimpleImputer (indicators too) and a scaler, each
+    optional, in that order ('passthrough' alone: the numbers as they are)."""
+
+    def __init__(self, steps: list[Any], columns: list[str]) -> None:
         self.columns = columns
         self.lower = self.upper = None
+        self.fill: np.ndarray[Any, Any] | None = None
+        self.keep: np.ndarray[Any, Any] | None = None
+        self.indicators: list[int] = []
         self.scale: _Scale | None = None
-        steps = dict(pipe.steps)
-        unknown = set(steps) - {"clip", "impute", "scale"}
-        if unknown:
-            raise TypeError(f"steps {sorted(unknown)}")
-        if "clip" in steps:
-            clip = steps["clip"]
-            if not isinstance(clip, QuantileClipper):
-                raise TypeError(type(clip).__name__)
-            self.lower, self.upper = clip.lower_bounds_, clip.upper_bounds_
-        imputer = _imputer(steps["impute"])
-        self.fill = np.asarray(imputer.statistics_, dtype=float)
-        self.indicators = (
-            list(imputer.indicator_.features_) if imputer.indicator_ is not None else []
-        )
-        if "scale" in steps:
-            self.scale = _scale(steps["scale"])
+        stage = 0  # what may come next: 0 anything, 1 an imputer or a scaler, 2 a scaler
+        for step in steps:
+            if isinstance(step, QuantileClipper) and stage == 0:
+                self.lower, self.upper = step.lower_bounds_, step.upper_bounds_
+                stage = 1
+            elif isinstance(step, SimpleImputer) and stage <= 1:
+                imputer = _imputer(step)
+                fill = np.asarray(imputer.statistics_, dtype=float)
+                if np.isnan(fill).any():  # empty in training: dropped (its indicator stays)
+                    self.keep = np.flatnonzero(~np.isnan(fill))
+                self.fill = fill[self.keep] if self.keep is not None else fill
+                if imputer.indicator_ is not None:
+                    self.indicators = list(imputer.indicator_.features_)
+                stage = 2
+            elif stage <= 2 and not isinstance(step, QuantileClipper | SimpleImputer):
+                self.scale = _Scale(step)  # TypeError: not a scaler the replay implements
+                stage = 3
+            else:
+                raise TypeError(f"{type(step).__name__} after another step")
 
     def transform(self, data: dict[str, list[Any]], n: int) -> np.ndarray[Any, Any]:
         # One conversion for all columns; numpy reads None as NaN in a float array.
@@ -202,7 +217,11 @@ class _Numeric:
         if self.lower is not None:
             x = np.clip(x, self.lower, self.upper)
         missing = np.isnan(x)
-        x = np.where(missing, self.fill, x)
+        if self.fill is not None:
+            if self.keep is not None:
+                x = np.where(missing[:, self.keep], self.fill, x[:, self.keep])
+            else:
+                x = np.where(missing, self.fill, x)
         if self.indicators:
             x = np.hstack([x, missing[:, self.indicators].astype(float)])
         if self.scale is not None:
@@ -211,56 +230,89 @@ class _Numeric:
 
 
 class _Categorical:
-    def __init__(self, pipe: Pipeline, columns: list[str]) -> None:
-        steps = dict(pipe.steps)
-        if set(steps) != {"impute", "encode"}:
-            raise TypeError(f"steps {sorted(steps)}")
-        imputer = _imputer(steps["impute"], categorical=True)
-        encoder = steps["encode"]
-        if not isinstance(encoder, OneHotEncoder | OrdinalEncoder):
-            raise TypeError(type(encoder).__name__)
-        if encoder.handle_unknown == "error":  # scikit-learn raises on an unseen category
+    """Category columns through a fitted imputer and encoder (one-hot, ordinal or target
+    encoding), read off the fitted part itself: per column, the output block of every learned
+    category, of an unseen one and of each kind of missing value (None, NaN, pd.NA), each as the
+    part answers it (or refuses it) with the other columns held fixed. Each output column
+    depends on one input column in these steps, so a row is the blocks of its values."""
+
+    def __init__(self, trans: Any, columns: list[str], none: set[str]) -> None:
+        steps = fitted_steps(trans)
+        if not steps or not isinstance(steps[-1], ENCODERS):
+            raise TypeError("no encoder")
+        passed = columns
+        for step in steps[:-1]:
+            passed = kept_columns(_imputer(step, categorical=True), passed)
+        encoder = steps[-1]
+        if getattr(encoder, "handle_unknown", None) == "error":  # raises on an unseen category
             raise TypeError("handle_unknown='error'")
         self.columns = columns
-        self.fill = imputer.statistics_
-        self.width = len(pipe.get_feature_names_out())
-        # Each feature's block, read off the fitted encoder once per known category.
-        base = {c: cats[0] for c, cats in zip(columns, encoder.categories_, strict=True)}
-        zero = encoder.transform(self._frame([base], columns))
-        zero = np.asarray(zero.toarray() if hasattr(zero, "toarray") else zero, dtype=float)[0]
+        named = hasattr(steps[0], "feature_names_in_")
+        if len(encoder.categories_) != len(passed):
+            raise TypeError("the encoder does not read one column per input column")
+        learned = dict(zip(passed, encoder.categories_, strict=True))
+        cats = [list(learned.get(c, [])) for c in columns]  # none: dropped by the imputer
+
+        def run(rows: list[list[Any]]) -> np.ndarray[Any, Any]:
+            x: Any = np.array(rows, dtype=object).reshape(len(rows), len(columns))
+            if named:
+                x = pd.DataFrame(x, columns=columns)
+            out = trans.transform(x)
+            return np.asarray(out.toarray() if hasattr(out, "toarray") else out, dtype=float)
+
+        # A known value per column to hold the others fixed (a category that is a value).
+        base = [next((c for c in cs if not is_missing(c)), UNSEEN) for cs in cats]
+        zero = run([base])[0]
+        self.base = zero
         self.codes: list[dict[Any, int]] = []
         self.tables: list[np.ndarray[Any, Any]] = []
         self.blocks: list[np.ndarray[Any, Any]] = []
+        self.refused: list[int] = []
+        """Per column, the table row standing for "refused" (-1: nothing is refused)."""
+        taken = np.zeros(len(zero), dtype=bool)
         for i, col in enumerate(columns):
-            values = [*encoder.categories_[i], UNSEEN]
-            out = encoder.transform(self._frame([{**base, col: v} for v in values], columns))
-            out = np.asarray(out.toarray() if hasattr(out, "toarray") else out, dtype=float)
-            changes = np.any(out != zero, axis=0)
-            if not isinstance(encoder, OneHotEncoder):
-                changes = np.zeros(len(zero), dtype=bool)
-                changes[i] = True
-            else:
-                names = encoder.get_feature_names_out()
-                inputs = getattr(encoder, "feature_names_in_", None)
-                prefix = str(inputs[i]) if inputs is not None else f"x{i}"
-                changes = np.array([str(n).startswith(f"{prefix}_") for n in names])
+            values = [c for c in cats[i] if not is_missing(c)] + [UNSEEN]
+            out = run([[*base[:i], v, *base[i + 1 :]] for v in values])
+            codes = {v: k for k, v in enumerate(values)}
+            rows = [out]
+            refused = -1  # a refused value's row: never read (the call raises first)
+            token = missing_token(none, col)
+            for kind in MISSING_KINDS:
+                probe = token if kind is None else kind
+                try:
+                    rows.append(run([[*base[:i], probe, *base[i + 1 :]]]))
+                except (TypeError, ValueError):  # as scikit-learn refuses it (pd.NA, say)
+                    if refused < 0:
+                        refused = sum(len(r) for r in rows)
+                        rows.append(zero[None, :])
+                    codes[kind] = refused
+                    continue
+                codes[kind] = sum(len(r) for r in rows) - 1
+            table = np.vstack(rows)
+            changes = ~np.all((table == zero) | (np.isnan(table) & np.isnan(zero)), axis=0)
+            if np.any(changes & taken):
+                raise TypeError("an output column depends on two input columns")
+            taken |= changes
             block = np.flatnonzero(changes)
             self.blocks.append(block)
-            # value -> row of this feature's block (the last row: unseen)
-            self.codes.append({v: k for k, v in enumerate(values)})
-            self.tables.append(out[:, block])
-
-    @staticmethod
-    def _frame(rows: list[dict[str, Any]], columns: list[str]) -> np.ndarray[Any, Any]:
-        # The encoder was fitted on the imputer's output: a plain object array in column order.
-        return np.array([[r[c] for c in columns] for r in rows], dtype=object)
+            self.codes.append(codes)
+            self.tables.append(table[:, block])
+            self.refused.append(refused)
 
     def transform(self, data: dict[str, list[Any]], n: int) -> np.ndarray[Any, Any]:
-        x = np.zeros((n, self.width))
+        x = np.repeat(self.base[None, :], n, axis=0)
         for i, col in enumerate(self.columns):
-            codes, fill = self.codes[i], self.fill[i]
+            codes = self.codes[i]
             unseen = codes[UNSEEN]
-            rows = [codes.get(fill if v is None else v, unseen) for v in data[col]]
+            values = data[col]
+            rows = [codes.get(v, unseen) for v in values]
+            if unseen in rows:  # NaN is a key only as its own object: look again
+                rows = [
+                    codes[np.nan] if r == unseen and is_missing(v) else r
+                    for r, v in zip(rows, values, strict=True)
+                ]
+            if self.refused[i] >= 0 and self.refused[i] in rows:
+                raise ValueError(f"{col}: a missing value the pipeline refuses")
             x[:, self.blocks[i]] = self.tables[i][rows]
         return x
 
@@ -271,18 +323,17 @@ class _Datetime:
     not match it into NaT, so in a micro-batch one client's format could blank another's; here
     every value is parsed on its own (the service has validated it as ISO 8601)."""
 
-    def __init__(self, pipe: Pipeline, columns: list[str]) -> None:
-        steps = dict(pipe.steps)
-        if set(steps) - {"parts", "impute", "scale"} or "impute" not in steps:
-            raise TypeError(f"steps {sorted(steps)}")
-        if not isinstance(steps["parts"], DatetimeFeatures):
-            raise TypeError(type(steps["parts"]).__name__)
-        imputer = _imputer(steps["impute"])
+    def __init__(self, steps: list[Any], columns: list[str]) -> None:
+        if len(steps) not in (2, 3) or not isinstance(steps[0], DatetimeFeatures):
+            raise TypeError("timestamps: not parts, imputer, scaler")
+        imputer = _imputer(steps[1])
         if imputer.add_indicator:
             raise TypeError("missing-value indicators")
         self.columns = columns
         self.fill = np.asarray(imputer.statistics_, dtype=float)
-        self.scale = _scale(steps["scale"]) if "scale" in steps else None
+        if np.isnan(self.fill).any():
+            raise TypeError("a timestamp column empty in training")
+        self.scale = _Scale(steps[2]) if len(steps) == 3 else None
 
     @staticmethod
     def _parts(value: Any) -> tuple[float, float, float]:
@@ -303,37 +354,60 @@ class _Datetime:
         return x
 
 
+def _part(trans: Any, columns: list[str], none: set[str]) -> Any:
+    """One ColumnTransformer part's replay, told apart by its fitted steps; TypeError when the
+    replay does not implement it."""
+    if isinstance(trans, str):
+        if trans != "passthrough":
+            raise TypeError(trans)
+        return _Numeric([], columns)
+    steps = fitted_steps(trans)
+    if steps and isinstance(steps[0], DatetimeFeatures):
+        return _Datetime(steps, columns)
+    if any(isinstance(s, ENCODERS) for s in steps):
+        return _Categorical(trans, columns, none)
+    return _Numeric(steps, columns)
+
+
 class FastPreprocessor:
-    """Column lists in, the ColumnTransformer's output matrix out."""
+    """Column lists in, the preprocessing's output matrix out: a ColumnTransformer (training's
+    or one fitted elsewhere) whose parts are number, category and timestamp steps the replay
+    implements, or one such part on every column."""
 
     def __init__(self, parts: list[tuple[str, Any]]) -> None:
         self.parts = parts
 
     @classmethod
     def from_pipeline(cls, pipeline: Pipeline) -> FastPreprocessor | None:
+        return cls.attempt(pipeline)[0]
+
+    @classmethod
+    def attempt(cls, pipeline: Pipeline) -> tuple[FastPreprocessor | None, str]:
+        """The replay of the pipeline's preprocessing, or None and why not."""
+        if len(pipeline.steps) != 2:
+            middle = ", ".join(type(s).__name__ for _, s in pipeline.steps[1:-1])
+            return None, f"not replayed: {middle} between the preprocessing and the estimator"
         pre = pipeline.steps[0][1]
-        if not isinstance(pre, ColumnTransformer) or len(pipeline.steps) != 2:
-            return None
-        if getattr(pre, "sparse_output_", False):
-            return None
+        names = [str(c) for c in getattr(pre, "feature_names_in_", [])]
+        none = none_columns(pipeline, names)
         parts: list[tuple[str, Any]] = []
         try:
+            if not isinstance(pre, ColumnTransformer):
+                if not names:
+                    return None, f"not replayed: {type(pre).__name__} fitted without column names"
+                return cls([(type(pre).__name__, _part(pre, names, none))]), ""
             for name, trans, cols in pre.transformers_:
-                if isinstance(trans, str) and trans == "drop" or len(cols) == 0:
+                columns = column_names(pre, cols)
+                if isinstance(trans, str) and trans == "drop" or not columns:
                     continue
-                if name == "remainder":  # passed through or transformed: not replayed
-                    return None
-                if name == "num":
-                    parts.append(("num", _Numeric(trans, list(cols))))
-                elif name == "cat":
-                    parts.append(("cat", _Categorical(trans, list(cols))))
-                elif name == "dt":
-                    parts.append(("dt", _Datetime(trans, list(cols))))
-                else:
-                    return None  # interactions, PCA, anything else: the pipeline as it is
-        except (TypeError, AttributeError, KeyError, ValueError):
-            return None
-        return cls(parts)
+                try:
+                    parts.append((name, _part(trans, columns, none)))
+                except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+                    kind = type(trans).__name__ if not isinstance(trans, Pipeline) else "Pipeline"
+                    return None, f"not replayed: part {name!r} ({kind}): {exc}"
+        except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+            return None, f"not replayed: {exc}"
+        return cls(parts), ""
 
     def transform(self, data: dict[str, list[Any]]) -> np.ndarray[Any, Any]:
         n = len(next(iter(data.values())))
@@ -427,6 +501,30 @@ def _calibration(cc: Any) -> Any:
     return multi
 
 
+class Unavailable(Exception):
+    """A fast path exists for this part but is not used here: `code` "disabled" (compiled trees
+    turned off) or "onnxruntime_missing"."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+def _compiled(estimators: list[Any], compile: bool) -> CompiledTrees:
+    """Tree models compiled into one session; Unavailable when compiling is off or onnxruntime
+    is missing, TypeError when they are not tree models this compiles (and why)."""
+    if not all(is_tree_model(e) for e in estimators):
+        raise TypeError("neither replayed (linear models) nor compiled (tree models)")
+    if not compile:
+        raise Unavailable("disabled", "compiled trees are off (SERVEWATCH_COMPILED_TREES=false)")
+    if not compiled_available():
+        raise Unavailable("onnxruntime_missing", "onnxruntime is not installed (servewatch[fast])")
+    try:
+        return CompiledTrees(estimators)
+    except (TypeError, AttributeError, ValueError, IndexError) as exc:
+        raise TypeError(f"not compiled: {exc}") from None
+
+
 def _calibrated_members(est: CalibratedClassifierCV, compile: bool) -> tuple[Any, str]:
     """x -> the mean of the members' calibrated probabilities, and "numpy" (linear members
     replayed) or "onnx" (tree members compiled into one session); TypeError otherwise."""
@@ -440,9 +538,7 @@ def _calibrated_members(est: CalibratedClassifierCV, compile: bool) -> tuple[Any
             return sum(parts) / len(parts)  # type: ignore[no-any-return]
 
         return replayed, "numpy"
-    compiled = CompiledTrees.from_estimators([cc.estimator for cc in members]) if compile else None
-    if compiled is None:
-        raise TypeError("members neither replayed nor compiled")
+    compiled = _compiled([cc.estimator for cc in members], compile)
 
     binary = compiled.binary_responses()
     if binary is not None and all(len(cc.calibrators) == 1 for cc in members):
@@ -515,27 +611,37 @@ class FastEstimator:
 
     @classmethod
     def from_estimator(cls, est: Any, *, compile: bool = True) -> FastEstimator | None:
+        return cls.attempt(est, compile=compile)[0]
+
+    @classmethod
+    def attempt(cls, est: Any, *, compile: bool = True) -> tuple[FastEstimator | None, str, str]:
+        """The estimator's replay or compiled form, or None with a reason code ("unsupported",
+        "disabled", "onnxruntime_missing") and what it is about."""
         try:
-            if isinstance(est, CalibratedClassifierCV):
-                fused = _fused_binary_sigmoid(est)
-                if fused is not None:
-                    return cls(fused, None)
-                proba, kind = _calibrated_members(est, compile)
-                return cls(proba, None, kind)
-            if not isinstance(est, LINEAR):
-                compiled = CompiledTrees.from_estimator(est) if compile else None
-                if compiled is None:
-                    return None
-                if compiled.n_classes:
-                    return cls(compiled.predict_proba, None, "onnx")
-                return cls(None, compiled.predict, "onnx")
-            scores = _linear_scores(est)
-        except (TypeError, AttributeError, ValueError):
-            return None
+            return cls._build(est, compile), "none", ""
+        except Unavailable as exc:
+            return None, exc.code, exc.detail
+        except (TypeError, AttributeError, ValueError) as exc:
+            return None, "unsupported", f"{type(est).__name__}: {exc}"
+
+    @classmethod
+    def _build(cls, est: Any, compile: bool) -> FastEstimator:
+        if isinstance(est, CalibratedClassifierCV):
+            fused = _fused_binary_sigmoid(est)
+            if fused is not None:
+                return cls(fused, None)
+            proba, kind = _calibrated_members(est, compile)
+            return cls(proba, None, kind)
+        if not isinstance(est, LINEAR):
+            compiled = _compiled([est], compile)
+            if compiled.n_classes:
+                return cls(compiled.predict_proba, None, "onnx")
+            return cls(None, compiled.predict, "onnx")
+        scores = _linear_scores(est)
         if is_regressor(est):
             return cls(None, scores)
         if getattr(est, "loss", "log_loss") != "log_loss":
-            return None  # no probabilities to replay (hinge, modified_huber, ...)
+            raise TypeError(f"loss={est.loss!r}: no probabilities to replay")
         if len(est.classes_) == 2:
 
             def logistic(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -545,4 +651,4 @@ class FastEstimator:
             return cls(logistic, None)
         if isinstance(est, LogisticRegression):
             return cls(lambda x: softmax(scores(x), axis=1), None)
-        return None  # one-vs-rest SGD over many classes: the estimator as it is
+        raise TypeError("one-vs-rest over several classes")

@@ -127,6 +127,14 @@ MODEL_INFO = Gauge(
     ["model", "version", "path"],
     multiprocess_mode="livemax",
 )
+MODEL_SERVING_PATH = Gauge(
+    "servewatch_model_serving_path",
+    "1 for each part (preprocessing, estimator) of each served version's model call: what runs "
+    "it (path: numpy, compiled, sklearn) and, on sklearn, why (reason: unsupported, differs, "
+    "unchecked, disabled, onnxruntime_missing; none on a fast path).",
+    ["model", "version", "part", "path", "reason"],
+    multiprocess_mode="livemax",
+)
 STAGING_INFO = Gauge(
     "servewatch_staging_info",
     "1 for each staging version a worker runs as shadow or canary (0 once a canary is stopped).",

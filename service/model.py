@@ -19,9 +19,8 @@ import pandas as pd
 from core import labels
 from core.decision import decide
 from core.ecosystem import MissingModelPackage, load_model_bytes
+from core.missing import is_missing, none_columns
 from core.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
-from service.compiled import available as compiled_available
-from service.compiled import is_tree_model
 from service.fastpath import FastEstimator, FastPreprocessor, NumericColumns, parse_timestamp
 from service.validation import Validator
 
@@ -93,6 +92,24 @@ def _average(
     return np.average(answers, axis=0, weights=weights)
 
 
+WARNED = frozenset({"differs", "unchecked", "onnxruntime_missing"})
+"""Reasons a part stays on scikit-learn although a fast path exists for it (the shipped
+Prometheus rule ServewatchSlowServingPath warns on them)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """How one part of a version's model call runs ("numpy", "compiled" or "sklearn") and, on
+    scikit-learn, why: `reason` "none" (on its fast path), "unsupported" (no fast path
+    implements it), "differs" (the fast path's answers differed on the check rows),
+    "unchecked" (no check rows, or the pipeline refused them), "disabled" (turned off) or
+    "onnxruntime_missing"; `detail` says what, in words."""
+
+    runs: str
+    reason: str = "none"
+    detail: str = ""
+
+
 class ModelLoadError(Exception):
     """The version's files failed the hash check or did not load; the old version keeps serving."""
 
@@ -140,8 +157,17 @@ class LoadedModel:
         """A soft-voting ensemble's members, each on its own fast path (empty: not used)."""
         self._weights: list[float] | None = None
         self._explainer_lock = threading.Lock()
+        off = Part("sklearn", "disabled", "the fast paths are off")
+        self.plan: dict[str, Part] = {"estimator": off}
+        """Per part of the model call ("preprocessing", "estimator"; an ensemble's
+        "member N preprocessing"...): what runs it and why (`Part`)."""
+        if self._pre is not None:
+            self.plan = {"preprocessing": off, **self.plan}
         self._numeric_set = {f.name for f in manifest.features if f.kind == "numeric"}
         self._datetime_set = {f.name for f in manifest.features if f.kind == "datetime"}
+        self._none = none_columns(pipeline, self._columns)
+        """Category columns whose missing value the pipeline was trained with as None (the
+        others get NaN, see `core.missing.none_columns`)."""
 
     @classmethod
     def load(
@@ -181,8 +207,10 @@ class LoadedModel:
             try:
                 source: Any = io.BytesIO(reference) if reference else path / REFERENCE_FILE
                 sample = pd.read_parquet(source).head(200)
-            except Exception:  # no usable reference: the pipeline as it is
+            except Exception as exc:  # no usable reference: the pipeline as it is
                 sample = None
+                unchecked = Part("sklearn", "unchecked", f"no reference rows to check on ({exc})")
+                model.plan = dict.fromkeys(model.plan, unchecked)
             if sample is not None:
                 model.enable_fast_path(sample, compiled=compiled)
         try:
@@ -260,17 +288,20 @@ class LoadedModel:
         """Typed columns straight into one DataFrame (no per-column casts afterwards).
 
         Timestamps are parsed per value by `parse_timestamp`, the function the numpy replay
-        uses: both paths read every value alike, and a micro-batch never mixes formats."""
+        uses: both paths read every value alike, and a micro-batch never mixes formats. A
+        missing category (None) reaches the pipeline as it was trained: NaN, or None where the
+        pipeline learned None (`core.missing.none_columns`); the replay answers the same."""
         data: dict[str, Any] = {}
-        numeric, dates = self._numeric_set, self._datetime_set
+        numeric, dates, none = self._numeric_set, self._datetime_set, self._none
         for col in self._columns:
             values = columns[col]
             if col in numeric:
                 data[col] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
             elif col in dates:
                 data[col] = np.array([parse_timestamp(v) for v in values], dtype="datetime64[ns]")
-            else:
-                data[col] = np.array(values, dtype=object)
+            else:  # a gap as the pipeline was trained with it (None or NaN)
+                token = None if col in none else np.nan
+                data[col] = np.array([token if is_missing(v) else v for v in values], dtype=object)
         return pd.DataFrame(data, copy=False)
 
     def check_columns(self, sample: pd.DataFrame) -> dict[str, list[Any]]:
@@ -327,24 +358,33 @@ class LoadedModel:
         if self._pre is None:  # a bare estimator: only on number columns, as one matrix
             names = [str(c) for c in getattr(final, "feature_names_in_", self._columns)]
             if set(names) - self._numeric_set or len(names) != len(self._columns):
+                what = f"a bare {type(final).__name__} reading category or timestamp columns"
+                self._note("estimator", Part("sklearn", "unsupported", what))
                 return False
             bare = NumericColumns(names)
             expected = bare.transform(columns)
             if hasattr(final, "feature_names_in_"):
                 reads = partial(pd.DataFrame, columns=names)
         else:
+            fast, why = FastPreprocessor.attempt(self.pipeline)
+            if fast is None:
+                self._note("preprocessing", Part("sklearn", "unsupported", why))
             try:
-                expected = np.asarray(self._pre.transform(self.frame(columns)))
-            except Exception:  # any doubt: the pipeline stays
+                out = self._pre.transform(self.frame(columns))
+                expected = np.asarray(out.toarray() if hasattr(out, "toarray") else out)
+            except Exception as exc:  # any doubt: the pipeline stays
+                refused = Part("sklearn", "unchecked", f"the pipeline refuses a check row: {exc}")
+                if fast is not None:
+                    self._note("preprocessing", refused)
+                self._note("estimator", refused)
                 return False
-            fast = FastPreprocessor.from_pipeline(self.pipeline)
             if fast is not None and self._same(lambda: fast.transform(columns), lambda: expected):
                 self._fast = fast
+                self.plan["preprocessing"] = Part("numpy")
             elif fast is not None:
-                log.warning(
-                    "%s v%s: numpy preprocessing differs; not used", self.name, self.version
-                )
-        est = FastEstimator.from_estimator(final, compile=compiled)
+                what = "the numpy replay differs from the pipeline on the check rows"
+                self._note("preprocessing", Part("sklearn", "differs", what))
+        est, code, detail = FastEstimator.attempt(final, compile=compiled)
         if est is not None:
             method = "predict_proba" if self.classes is not None else "predict"
             mine, own = getattr(est, method), getattr(final, method)
@@ -355,23 +395,24 @@ class LoadedModel:
             same_rows = partial(self._same_rows, decided=self._decide)
             if mine is not None and same_rows(mine, theirs, expected):
                 self._fast_est = est
+                self.plan["estimator"] = Part("compiled" if est.kind == "onnx" else "numpy")
                 if self._pre is None:
                     self._fast = bare
             else:
-                log.warning(
-                    "%s v%s: %s estimator differs from scikit-learn's; not used",
-                    self.name,
-                    self.version,
-                    est.kind,
-                )
-        elif compiled and not compiled_available() and is_tree_model(final):
-            log.warning(
-                "%s v%s: onnxruntime is not installed (servewatch[fast]); the tree model runs on "
-                "scikit-learn",
-                self.name,
-                self.version,
-            )
+                what = f"the {est.kind} estimator differs from scikit-learn's on the check rows"
+                self._note("estimator", Part("sklearn", "differs", what))
+        else:
+            self._note("estimator", Part("sklearn", code, detail))
         return self._fast is not None or self._fast_est is not None
+
+    def _note(self, part: str, plan: Part) -> None:
+        """`part` stays on scikit-learn, and why: logged (a warning where a fast path exists)."""
+        if len(plan.detail) > 300:  # an exception's text can be long
+            plan = Part(plan.runs, plan.reason, plan.detail[:297] + "...")
+        self.plan[part] = plan
+        level = logging.WARNING if plan.reason in WARNED else logging.INFO
+        log.log(level, "%s v%s: %s on scikit-learn (%s: %s)", self.name, self.version, part,
+                plan.reason, plan.detail)  # fmt: skip
 
     def _decide(self, proba: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Each row's predicted class index, by this version's decision (threshold or argmax)."""
@@ -469,21 +510,25 @@ class LoadedModel:
             members = [LoadedModel(self.manifest, est, self.path) for est in voting.estimators_]
             for member in members:
                 member.enable_fast_path(sample, compiled=compiled)
+            self.plan = {
+                f"member {i} {part}": p for i, m in enumerate(members) for part, p in m.plan.items()
+            }
             if all(m.serving_path == "sklearn" for m in members):
                 return False
             columns = self.check_columns(sample)
             want = np.asarray(getattr(voting, method)(self.frame(columns)), dtype=float)
             got = _average(members, columns, method, weights)
         except Exception as exc:
-            log.warning("%s v%s: ensemble stays on scikit-learn (%s)", self.name, self.version, exc)
+            self.plan = {}
+            self._note("ensemble", Part("sklearn", "unchecked", f"stays on scikit-learn: {exc}"))
             return False
         if not (
             self._same(lambda: got, lambda: want)
             and self._same_decisions(lambda _: got, lambda _: want, want, self._decide)
         ):
-            log.warning(
-                "%s v%s: ensemble members' fast paths differ; not used", self.name, self.version
-            )
+            self.plan = {}
+            what = "the members' fast paths, averaged, differ from the ensemble"
+            self._note("ensemble", Part("sklearn", "differs", what))
             return False
         self._members, self._weights = members, weights
         return True
@@ -493,7 +538,10 @@ class LoadedModel:
         if self._fast is not None:
             return self._fast.transform(columns)
         frame = self.frame(columns)
-        return frame if self._pre is None else self._pre.transform(frame)
+        if self._pre is None:
+            return frame
+        out = self._pre.transform(frame)  # sparse one-hot: dense for a replayed estimator
+        return out.toarray() if self._fast_est is not None and hasattr(out, "toarray") else out
 
     def _estimate(self, columns: dict[str, list[Any]], method: str) -> Any:
         """`predict_proba` or `predict` of the final estimator (its numpy replay when verified)

@@ -213,11 +213,15 @@ class ModelManager:
             info = metrics.MODEL_INFO if role == "production" else metrics.STAGING_INFO
             path = [model.serving_path] if role == "production" else []  # model_info's path label
             info.labels(ref.name, str(version), *path).set(1)
+            if role == "production":
+                _serving_parts(model, 1)
             if role == "staging":
                 self.canary_guards.pop(ref.name, None)  # a new canary starts with a clean record
             if old is not None:
                 old_path = [old.model.serving_path] if role == "production" else []
                 info.labels(ref.name, str(old.model.version), *old_path).set(0)
+                if role == "production":
+                    _serving_parts(old.model, 0)
                 metrics.MODEL_RELOADS.labels(ref.name, "swapped").inc()
                 log.info("swapped %s v%s -> v%s", ref.name, old.model.version, version)
                 self.spawn(self._retire(old))
@@ -254,3 +258,11 @@ class ModelManager:
             await asyncio.gather(*self._background, return_exceptions=True)
         for slot in [*self.slots.values(), *self.staging.values()]:
             await slot.batcher.close()
+
+
+def _serving_parts(model: LoadedModel, value: int) -> None:
+    """servewatch_model_serving_path: one series per part of the version's model call."""
+    for part, plan in model.plan.items():
+        metrics.MODEL_SERVING_PATH.labels(
+            model.name, str(model.version), part, plan.runs, plan.reason
+        ).set(value)

@@ -198,7 +198,7 @@ class Validator:
                         out_of_range[name] = out_of_range.get(name, 0) + 1
                     columns[name].append(num)
                 elif f.kind == "categorical":
-                    if isinstance(value, bool) or not isinstance(value, str | int | float):
+                    if not isinstance(value, str | int | float):  # bool is an int
                         problems.append(
                             Problem(
                                 i, name, "type", f"{name!r} must be a string, got {_short(value)}"
@@ -260,6 +260,8 @@ def _as_number(value: Any) -> float | None:
 
 
 def _num_to_str(value: int | float) -> str:
+    """A number or boolean sent for a category, as training writes it (`training.data.as_text`):
+    3 and 3.0 as "3", true as "True"."""
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 

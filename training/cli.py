@@ -141,31 +141,6 @@ def list_models(registry: RegistryOpt = Path("registry")) -> None:
     out.print(table)
 
 
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, "@" + alias
-    if ":" in ref:
-        name, version = ref.split(":", 1)
-        return name, version
-    return ref, None
-
-
-@models_app.command("show")
-def show(
-    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")],
-    registry: RegistryOpt = Path("registry"),
-) -> None:
-    """Print a version's manifest."""
-    reg = Registry(registry)
-    name, vref = _split_ref(ref)
-    try:
-        version = reg.resolve(name, vref)
-    except ServewatchError as exc:
-        raise _fail(exc) from None
-    out.print_json(json.dumps(reg.raw_manifest(name, version), default=str))
-
-
 @models_app.command("promote")
 def promote_cmd(
     name: str,

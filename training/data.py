@@ -133,10 +133,16 @@ def coerce_types(frame: pd.DataFrame, kinds: FeatureKinds) -> pd.DataFrame:
 
 
 def as_text(series: pd.Series) -> pd.Series:
-    """Strings as plain Python objects, missing values as None (what the encoders expect)."""
-    out = series.astype("string").astype(object)
-    out[series.isna()] = None
-    return out
+    """Strings as plain Python objects (whole numbers without ".0", as the service turns a
+    number sent for a category into text), every missing value (None, NaN, pd.NA, NaT) as NaN: the
+    one representation of "missing" from here to the encoder, the one the categorical imputer
+    (missing_values=np.nan) replaces; a None would pass it and become a category of its own."""
+    if pd.api.types.is_float_dtype(series):  # integer codes with gaps: "3", as the service reads 3
+        text = [str(int(v)) if v.is_integer() else str(v) for v in series.to_numpy()]
+    else:
+        text = series.astype("string").astype(object).tolist()
+    values = [np.nan if gap else v for v, gap in zip(text, series.isna(), strict=True)]
+    return pd.Series(values, index=series.index, name=series.name, dtype=object)
 
 
 @dataclass(frozen=True)

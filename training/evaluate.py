@@ -13,6 +13,7 @@ from sklearn.metrics import confusion_matrix
 
 from core.decision import decide
 from core.metrics import classification_metrics, regression_metrics
+from core.missing import as_trained
 
 
 def score_model(
@@ -24,7 +25,9 @@ def score_model(
     positive: int = 1,
 ) -> dict[str, float]:
     """Every metric of the task for a fitted model on (x, y); a classifier's classes decided
-    with its `threshold` (None: argmax) for the class in column `positive`."""
+    with its `threshold` (None: argmax) for the class in column `positive`. Gaps reach the model
+    as it was trained with them (`core.missing.as_trained`), as the service sends them."""
+    x = as_trained(x, model)
     if task == "classification":
         classes = list(model.classes_)
         return classification_metrics(y, model.predict_proba(x), classes, threshold, positive)
@@ -35,6 +38,7 @@ def predict(
     model: Any, x: pd.DataFrame, task: str, threshold: float | None = None, positive: int = 1
 ) -> np.ndarray[Any, Any]:
     """The model's answers on x: a classifier's classes decided as the service decides them."""
+    x = as_trained(x, model)
     if task == "classification":
         proba = np.asarray(model.predict_proba(x), dtype=float)
         picked: np.ndarray[Any, Any] = np.asarray(model.classes_)[

@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator
 
 from core import metrics as metric_contract
 from core.decision import decide
+from core.missing import as_trained
 from core.registry import (
     LABEL_COL,
     MODEL_FILE,
@@ -123,6 +124,7 @@ def reference_frame(
         idx = np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))
         x, y = x.iloc[idx], y.iloc[idx]
     ref = x.reset_index(drop=True).copy()
+    x = as_trained(x, model)  # gaps as the model was trained with them
     if task == "classification":
         proba = model.predict_proba(x)
         classes = list(model.classes_)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from core.errors import RegistryError
 from service.deps import AdminDep, StateDep
@@ -15,12 +16,29 @@ from service.schemas import ModelDetail, ModelSummary, ReloadResponse, documente
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
+class ServingPart(BaseModel):
+    path: Literal["numpy", "compiled", "sklearn"]
+    """What runs this part of the model call."""
+    reason: Literal[
+        "none", "unsupported", "differs", "unchecked", "disabled", "onnxruntime_missing"
+    ]
+    """Why it runs on scikit-learn ("none": on its fast path): no fast path implements it; its
+    fast path's answers differed on the load-time check rows; it could not be checked (no
+    reference rows, or the pipeline refused a check row); turned off; onnxruntime missing."""
+    detail: str = ""
+    """What, in words (e.g. "SVC: neither replayed (linear models) nor compiled (tree
+    models)")."""
+
+
 class ServedModelDetail(ModelDetail):
     serving_path: Literal["numpy", "compiled", "sklearn", "mixed"]
     """What runs this version's model calls: its fitted parts replayed with numpy (checked
     equal to the pipeline at load), the preprocessing replayed and the tree model compiled for
     ONNX Runtime (checked the same way), scikit-learn's own methods, or a mix (see
     docs/architecture.md, "Serving path")."""
+    serving_parts: dict[str, ServingPart] = {}
+    """Per part of the model call ("preprocessing", "estimator"; an ensemble's "member N
+    estimator"...): what runs it and, where scikit-learn does, why."""
     threshold: float | None = None
     """A binary classifier's decision threshold: `prediction` is `positive_class` when its
     probability is >= threshold (None: the most probable class). Probabilities are unchanged."""
@@ -59,6 +77,10 @@ async def get_model(name: str, state: StateDep) -> ServedModelDetail:
         metrics=m.metrics,
         created_at=m.created_at,
         serving_path=model.serving_path,
+        serving_parts={
+            part: ServingPart(path=p.runs, reason=p.reason, detail=p.detail)
+            for part, p in model.plan.items()
+        },
         threshold=model.threshold,
         positive_class=m.decision.positive_class if m.decision is not None else None,
     )

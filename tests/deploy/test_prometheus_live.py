@@ -179,6 +179,8 @@ def test_dashboard_queries_and_alert_rules_on_a_real_prometheus(
         ]
         assert groups and bad_rules == []
         assert not active(prom, "ServewatchHighErrorRate") and not active(prom, WRITE_FAILURES)
+        assert not active(prom, "ServewatchSlowServingPath")  # the demo is on its fast path
+        assert prom.query('servewatch_model_serving_path{model="demo",reason="none"} == 1')
 
         # the store goes away for the servers: writes fail and go to the spools, answers go on;
         # ServewatchLogWriteFailures fires on each instance, then resolves once the store is

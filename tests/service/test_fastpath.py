@@ -1,6 +1,7 @@
 """The numpy replays of the preprocessing and the estimator give exactly the pipeline's output,
 or are not used."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -209,10 +210,14 @@ def test_a_replay_that_differs_is_not_used(monkeypatch: pytest.MonkeyPatch) -> N
     real = FastEstimator.from_estimator
     monkeypatch.setattr(
         FastEstimator,
-        "from_estimator",
+        "attempt",
         classmethod(
-            lambda cls, est, **kw: cls(lambda x: real(est).predict_proba(x) + 1e-6, None)  # type: ignore[union-attr]
-        ),  # type: ignore[union-attr]
+            lambda cls, est, **kw: (
+                cls(lambda x: real(est).predict_proba(x) + 1e-6, None),  # type: ignore[union-attr]
+                "none",
+                "",
+            )
+        ),
     )
     model = build()
     model.enable_fast_path(sample)
@@ -327,7 +332,7 @@ def _edit(pipe: Any, part: str, step: str, **params: Any) -> Any:
         lambda p: _edit(p, "num", "impute", missing_values=-1.0),
         lambda p: _edit(p, "num", "impute", strategy=np.nanmean),
         lambda p: _edit(
-            p, "num", "impute", statistics_=np.array([np.nan, 1.0]), keep_empty_features=False
+            p, "num", "impute", statistics_=np.array([np.nan, 1.0]), keep_empty_features=True
         ),
         lambda p: _edit(p, "cat", "impute", missing_values="?"),
         lambda p: _edit(p, "cat", "encode", handle_unknown="error"),
@@ -336,7 +341,7 @@ def _edit(pipe: Any, part: str, step: str, **params: Any) -> Any:
     ids=[
         "missing-values--1",
         "callable-strategy",
-        "empty-feature",
+        "kept-feature-without-fill",
         "cat-missing-?",
         "unknown-error",
         "minmax-clip",
@@ -407,3 +412,47 @@ def test_the_model_endpoint_and_model_info_show_the_serving_path(client: Any) ->
     info = [m for m in metrics.splitlines() if m.startswith("servewatch_model_info{")]
     want = ('model="demo"', 'version="1"', f'path="{served.serving_path}"')
     assert [m for m in info if all(w in m for w in want) and m.endswith(" 1.0")], info
+    assert body["serving_parts"] == {
+        part: {"path": p.runs, "reason": "none", "detail": ""} for part, p in served.plan.items()
+    }
+    parts = [m for m in metrics.splitlines() if m.startswith("servewatch_model_serving_path{")]
+    for part, p in served.plan.items():
+        want = ('model="demo"', 'version="1"', f'part="{part}"', f'path="{p.runs}"')
+        assert [m for m in parts if all(w in m for w in want) and m.endswith(" 1.0")], parts
+
+
+def test_a_part_off_its_fast_path_is_named_with_the_reason(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, registry_copy: Path
+) -> None:
+    """The issue's silent fallback made visible: a replay that differs at load shows on the
+    model endpoint, in the metric the shipped rule watches, and in `servewatch models show`."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from servewatch.cli import app as cli
+    from service.main import create_app
+
+    real = fastpath._Categorical.transform
+    monkeypatch.setattr(fastpath._Categorical, "transform", lambda *a: real(*a) + 1.0)
+    with TestClient(create_app(settings)) as client:
+        body = client.get("/v1/models/demo").json()
+        metrics = client.get("/metrics").text
+    pre = body["serving_parts"]["preprocessing"]
+    assert body["serving_path"] in {"mixed", "sklearn"}
+    assert (pre["path"], pre["reason"]) == ("sklearn", "differs")
+    assert "differs from the pipeline" in pre["detail"]
+    want = 'part="preprocessing",path="sklearn",reason="differs"'
+    assert [m for m in metrics.splitlines() if want in m and m.endswith(" 1.0")], metrics
+    shown = CliRunner().invoke(cli, ["models", "show", "demo:1", "--registry", str(registry_copy)])
+    assert shown.exit_code == 0, shown.output
+    serving = json.loads(shown.stdout)["serving"]
+    assert serving["parts"]["preprocessing"]["reason"] == "differs"
+    assert serving["path"] == body["serving_path"]
+    plain = CliRunner().invoke(
+        cli, ["models", "show", "demo:1", "--no-load", "--registry", str(registry_copy)]
+    )
+    assert "serving" not in json.loads(plain.stdout)
+    (registry_copy / "demo/1/model.joblib").write_bytes(b"tampered")  # fails its hash at load
+    broken = CliRunner().invoke(cli, ["models", "show", "demo:1", "--registry", str(registry_copy)])
+    assert broken.exit_code == 0, broken.output  # the manifest is still shown
+    assert "refused" in json.loads(broken.stdout)["serving"]["error"]
