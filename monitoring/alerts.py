@@ -42,6 +42,8 @@ class AlertRules(BaseModel):
     """Missing share of a feature above its reference share by more than this."""
     out_of_range_share: float = 0.1
     """Share of numeric values outside the training range (any feature) above this."""
+    unseen_category_share: float = 0.1
+    """Share of a categorical feature's values that are no category seen in training above this."""
     fire_after: int = Field(1, ge=1)
     """Consecutive breaching runs before an alert fires."""
     resolve_after: int = Field(2, ge=1)
@@ -175,6 +177,20 @@ def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
                 f"{worst_oor[1]:.0%} of {worst_oor[0]!r} outside the training range",
             )
         )
+        worst_unseen = max(
+            quality.get("unseen_category_share", {}).items(),
+            key=lambda kv: kv[1],
+            default=(None, 0.0),
+        )
+        out.append(
+            Condition(
+                "unseen_categories",
+                worst_unseen[1] > rules.unseen_category_share,
+                worst_unseen[1],
+                rules.unseen_category_share,
+                f"{worst_unseen[1]:.0%} of {worst_unseen[0]!r} are categories unseen in training",
+            )
+        )
     canary = summary.get("canary")
     if canary and "worse" in canary:
         out.append(
@@ -271,6 +287,12 @@ def evaluate(
         new_states[c.rule] = st
         if st["active"]:
             active.append(_alert(summary, c, "firing", st))
+    for rule, prev in states.items():  # not evaluated this run: kept as it was, never dropped
+        if rule not in new_states:
+            new_states[rule] = prev.copy()
+            if prev["active"]:
+                c = Condition(rule, None, None, None, f"{rule} still firing: not judged this run")
+                active.append(_alert(summary, c, "firing", prev))
     return active, changed, new_states
 
 

@@ -76,14 +76,14 @@ def run(
     if model is None:
         console.print("[red]error:[/red] pass --model NAME or --all")
         raise typer.Exit(2)
-    since_ts = time.time() - parse_duration(since) if since else None
+    ago = parse_duration(since) if since else None  # before the database's clock
     try:
         summary = run_monitoring(
             settings=settings,
             store=PredictionStore(settings.database_url),
             model=model,
             version=version,
-            since=since_ts,
+            ago=ago,
             last=last,
         )
     except Settling as exc:  # not a failure: the rows are there, a later run takes them

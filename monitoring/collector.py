@@ -1,4 +1,5 @@
-"""MonitoringCollector: the latest stored run per model as Prometheus gauges, read at scrape time.
+"""MonitoringCollector: the latest stored scheduled run per model as Prometheus gauges, read at
+scrape time (manual runs change no alert state, so they do not move the gauges).
 
 Works the same whether the run happened in this process, in a CronJob on another pod or in a
 command-line run: the database is the source of truth.
@@ -33,7 +34,7 @@ class MonitoringCollector(Collector):
             if time.monotonic() - at < self.cache_s:
                 return runs
             try:
-                runs = [r for m in self.store.models() for r in self.store.latest(m)]
+                runs = [r for m in self.store.models() for r in self.store.latest_scheduled(m)]
             except Exception as exc:  # a scrape never fails because the store is away
                 log.warning("monitoring results unavailable: %s", str(exc).splitlines()[0][:200])
                 runs = []

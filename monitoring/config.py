@@ -24,8 +24,12 @@ class MonitorSettings(BaseSettings):
     monitor_reports_dir: Path = Path("var/reports")
     monitor_keep_runs: int = Field(100, ge=1)
     """Runs (and their reports) kept per model; older ones are pruned."""
+    monitor_drift_false_alarm: float = Field(0.01, gt=0, lt=1)
+    """Chance per run that healthy traffic flags any column as drifted (the drift tests' level,
+    Benjamini-Hochberg over the columns)."""
     monitor_drift_method: str | None = None
-    """Evidently stat test for every column (psi, ks, wasserstein, ...); unset: Evidently picks."""
+    """Evidently stat test for every column (psi, ks, wasserstein, ...) instead of servewatch's
+    choice; its default threshold, no stated false-alarm rate."""
     alert_rules: Path | None = None
     """YAML file of alert thresholds (see docs/monitoring.md); unset: the defaults."""
     alert_webhook_url: str | None = None

@@ -12,10 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 TARGET = "target"
 PREDICTION = "prediction"
+
+FALSE_ALARM = 0.01
+"""Default chance, per run, that healthy traffic flags any column as drifted."""
+KS = "ks"
+POOLED_CHI2 = "servewatch_chi2"
+"""Our stat test registered with Evidently: chi-square on both samples, rare categories pooled."""
+ALL_MISSING = "all_missing"
+"""The method of a column with no value on one side (not testable; drifted)."""
+FEW_VALUES = 10
+"""A numeric column with at most this many distinct reference values is tested as categories."""
+MIN_EXPECTED = 5
+"""Smallest expected count of a chi-square cell; rarer categories are pooled."""
 
 
 @dataclass(frozen=True)
@@ -65,29 +78,84 @@ def run_drift(
     numeric: list[str],
     categorical: list[str],
     method: str | None = None,
+    false_alarm: float = FALSE_ALARM,
     html_path: Path | None = None,
     labelled: Labelled | None = None,
 ) -> DriftResult:
-    """Column drift of `current` against `reference` with Evidently's DataDriftPreset.
+    """Column drift of `current` against `reference`, reported by Evidently's DataDriftPreset.
 
-    `method` is any Evidently stat test name (e.g. "psi", "ks", "wasserstein"); None lets
-    Evidently pick per column by type and size. The HTML report goes to `html_path` if given,
-    with the performance section when `labelled` is given and the window's data summary.
+    By default each column gets a two-sample p-value test chosen for its type (`choose_test`),
+    and every column is judged at one Benjamini-Hochberg threshold over all the columns, so that
+    on healthy traffic the run flags any column at all with probability at most `false_alarm`.
+    `method` (any Evidently stat test name: "psi", "ks", "wasserstein", ...) replaces that for
+    every column at the test's own default threshold, with no stated false-alarm rate.
+
+    A column with no value on one side (a feature that arrives 100% missing) cannot be tested:
+    it is reported as drifted (`all_missing`, p = 0) and left out of Evidently's preset, which
+    refuses an empty column. The HTML report goes to `html_path` if given, with the performance
+    section when `labelled` is given and the window's data summary.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset, DataSummaryPreset
 
+    _register()
     columns = [*numeric, *categorical]
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    ref = Dataset.from_pandas(reference[columns], data_definition=definition)
-    cur = Dataset.from_pandas(current[columns], data_definition=definition)
-    preset = DataDriftPreset(method=method) if method else DataDriftPreset()
-    snapshot = Report([preset], include_tests=True).run(cur, ref)
-    data = snapshot.dict()
-    result = DriftResult(evidently_json=data)
+    empty = {c: _empty(reference[c]) or _empty(current[c]) for c in columns}
+    tested = [c for c in columns if not empty[c]]
+    result = DriftResult()
+    plan = {c: choose_test(reference[c], c in numeric) for c in tested}
+    pvalues = {c: p_value(reference[c], current[c], plan[c]) for c in tested}
+    for c in columns:
+        if empty[c]:  # one side has no value at all; both: nothing moved
+            pvalues[c] = 1.0 if _empty(reference[c]) and _empty(current[c]) else 0.0
+    cutoff = bh_threshold(list(pvalues.values()), false_alarm)
+    for c in columns:
+        if empty[c]:
+            result.columns[c] = ColumnDrift(c, ALL_MISSING, pvalues[c], cutoff, pvalues[c] == 0.0)
+    definition = DataDefinition(
+        numerical_columns=[c for c in numeric if c in tested],
+        categorical_columns=[c for c in categorical if c in tested],
+    )
+    ref = Dataset.from_pandas(reference[tested], data_definition=definition)
+    cur = Dataset.from_pandas(current[tested], data_definition=definition)
+    if method:
+        preset = DataDriftPreset(columns=tested, method=method)
+    else:
+        preset = DataDriftPreset(
+            columns=tested,
+            per_column_method=dict(plan),
+            per_column_threshold=dict.fromkeys(tested, cutoff),
+        )
+    data: dict[str, Any] = {}
+    snapshot = None
+    if tested:
+        snapshot = Report([preset], include_tests=True).run(cur, ref)
+        data = snapshot.dict()
+    result.evidently_json = data
     if html_path is not None:
-        sections: list[tuple[str, Any]] = [("Data drift", snapshot)]
-        if labelled is not None:
+        sections: list[tuple[str, Any]] = []
+        if snapshot is not None:
+            sections.append(("Data drift", snapshot))
+        if len(tested) < len(columns):
+            missing = ", ".join(c for c in columns if empty[c])
+            sections.append(
+                ("Columns with no value", f"not tested (no value on one side): {missing}")
+            )
+        one_class = (
+            labelled is not None
+            and labelled.task == "classification"
+            and labelled.current[TARGET].nunique() < 2
+        )
+        if labelled is not None and one_class:
+            only = labelled.current[TARGET].iloc[0] if len(labelled.current) else None
+            result.performance_error = (
+                f"The window's {len(labelled.current)} labelled rows all hold one class "
+                f"({only!r}): Evidently's classification report needs two. The metrics these "
+                "labels define (accuracy among them) are in the run's summary, which names the "
+                "ones they do not define (performance.undefined)."
+            )
+            sections.append(("Performance (labelled rows)", result.performance_error))
+        elif labelled is not None:
             try:
                 title, perf = _performance_section(labelled)
                 result.performance_json = perf.dict()
@@ -95,7 +163,10 @@ def run_drift(
             except Exception as exc:  # a window Evidently cannot score keeps its drift report
                 result.performance_error = f"{type(exc).__name__}: {exc}"[:300]
                 sections.append(("Performance (labelled rows)", result.performance_error))
-        summary = Report([DataSummaryPreset(columns=columns)]).run(cur, ref)
+        summary = Report([DataSummaryPreset(columns=columns)]).run(
+            Dataset.from_pandas(current[columns], data_definition=_loose(numeric, categorical)),
+            Dataset.from_pandas(reference[columns], data_definition=_loose(numeric, categorical)),
+        )
         sections.append(("Data summary of the window", summary))
         html_path.write_text(_page(sections), encoding="utf-8")
     verdicts = {
@@ -103,7 +174,7 @@ def run_drift(
         for t in data.get("tests", [])
         if t.get("metric_config", {}).get("params", {}).get("type", "").endswith("ValueDrift")
     }
-    for m in data["metrics"]:
+    for m in data.get("metrics", []):
         cfg = m.get("config", {})
         kind = cfg.get("type", "")
         if kind.endswith("ValueDrift"):
@@ -115,10 +186,122 @@ def run_drift(
                 threshold=float(cfg.get("threshold") or 0.0),
                 drifted=bool(verdicts.get(m["id"], False)),
             )
-        elif kind.endswith("DriftedColumnsCount"):
-            result.drifted_count = int(m["value"]["count"])
-            result.drifted_share = float(m["value"]["share"])
+    drifted = [c for c, d in result.columns.items() if d.drifted]
+    result.drifted_count = len(drifted)
+    result.drifted_share = len(drifted) / max(1, len(columns))
     return result
+
+
+def _loose(numeric: list[str], categorical: list[str]) -> Any:
+    from evidently import DataDefinition
+
+    return DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+
+
+def _empty(values: pd.Series) -> bool:
+    """No finite value at all (Evidently drops NaN and infinities before testing)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return not np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)).any()
+    return bool(values.isna().all())
+
+
+def choose_test(reference: pd.Series, numeric: bool) -> str:
+    """KS for a numeric column with more than FEW_VALUES distinct values in the reference;
+    chi-square with rare categories pooled (`POOLED_CHI2`) for categories and the few-valued
+    numerics (hours, months, counts), where KS's ties make it blunt."""
+    if numeric and reference.dropna().nunique() > FEW_VALUES:
+        return KS
+    return POOLED_CHI2
+
+
+def p_value(reference: pd.Series, current: pd.Series, test: str) -> float:
+    """The two-sample p-value of `test` (KS or POOLED_CHI2) on the finite values of both."""
+    ref, cur = _finite(reference), _finite(current)
+    if test == KS:
+        from scipy.stats import ks_2samp
+
+        return float(ks_2samp(ref.to_numpy(float), cur.to_numpy(float))[1])
+    return pooled_chi2(ref, cur)
+
+
+def _finite(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values):
+        return values.replace([np.inf, -np.inf], np.nan).dropna()
+    return values.dropna()
+
+
+def pooled_chi2(reference: pd.Series, current: pd.Series) -> float:
+    """Chi-square test that both samples come from one categorical distribution (a 2 x k
+    contingency table, so the reference's own sampling error counts).
+
+    Categories whose expected count in the smaller sample is under MIN_EXPECTED are pooled into
+    one "other" cell (merged into the smallest kept category while it is itself too small): the
+    chi-square approximation holds, a long tail of rare levels cannot fire the test, and a
+    category absent from the reference counts for its share like any other, not as p = 0.
+    """
+    from scipy.stats import chi2_contingency
+
+    counts = pd.concat(
+        [reference.value_counts(), current.value_counts()], axis=1, keys=["ref", "cur"]
+    ).fillna(0.0)
+    n_ref, n_cur = float(counts["ref"].sum()), float(counts["cur"].sum())
+    if n_ref == 0 or n_cur == 0:
+        return 1.0
+    total = counts.sum(axis=1).sort_values(ascending=False)
+    expected = total * min(n_ref, n_cur) / (n_ref + n_cur)
+    kept = list(expected.index[expected >= MIN_EXPECTED])
+    table = counts.loc[kept].to_numpy(dtype=float)
+    rest = counts.drop(index=kept).sum().to_numpy(dtype=float)
+    if rest.sum() > 0:
+        if rest.sum() * min(n_ref, n_cur) / (n_ref + n_cur) >= MIN_EXPECTED or not kept:
+            table = np.vstack([table, rest]) if kept else rest[None, :]
+        else:
+            table[-1] += rest
+    if table.shape[0] < 2:
+        return 1.0
+    return float(chi2_contingency(table.T, correction=False)[1])
+
+
+def bh_threshold(pvalues: list[float], false_alarm: float) -> float:
+    """The Benjamini-Hochberg cut-off: the columns with p <= it are the drifted ones.
+
+    With no real drift, the chance that any column is flagged is at most `false_alarm` (BH
+    controls the family-wise error under the global null); with several drifted columns it
+    flags more of them than a Bonferroni cut-off would.
+    """
+    p = np.sort(np.asarray(pvalues, dtype=float))
+    m = len(p)
+    if m == 0:
+        return false_alarm
+    ranks = np.nonzero(p <= false_alarm * np.arange(1, m + 1) / m)[0]
+    return false_alarm * (int(ranks[-1]) + 1) / m if len(ranks) else false_alarm / m
+
+
+def _pooled_chi2_test(
+    reference: pd.Series, current: pd.Series, _feature_type: object, threshold: float
+) -> tuple[float, bool]:
+    p = pooled_chi2(reference, current)
+    return p, p <= threshold
+
+
+def _register() -> None:
+    """Make POOLED_CHI2 an Evidently stat test, so its report shows the same test and p-value."""
+    from evidently.legacy.calculations.stattests.registry import (
+        StatTest,
+        _registered_stat_tests,
+        register_stattest,
+    )
+    from evidently.legacy.core import ColumnType
+
+    if POOLED_CHI2 in _registered_stat_tests:
+        return
+    test = StatTest(
+        name=POOLED_CHI2,
+        display_name="chi-square p_value (rare categories pooled)",
+        allowed_feature_types=[ColumnType.Categorical, ColumnType.Numerical],
+        default_threshold=FALSE_ALARM,
+    )
+    register_stattest(test, default_impl=_pooled_chi2_test)
 
 
 def _performance_section(labelled: Labelled) -> tuple[str, Any]:

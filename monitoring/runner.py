@@ -34,13 +34,14 @@ from monitoring.config import MonitorSettings
 from monitoring.drift import PREDICTION, TARGET, Labelled
 from monitoring.estimate import estimate
 from monitoring.notifiers import AlertmanagerNotifier, WebhookNotifier
-from monitoring.store import MonitorStore
+from monitoring.store import Cursor, MonitorStore
 from monitoring.summary import (
     REPORT_FILE,
     CanaryReport,
     ColumnDriftSummary,
     DriftSummary,
     ExplanationDrift,
+    LateLabels,
     Metrics,
     MonitorSummary,
     PerformanceSummary,
@@ -52,6 +53,8 @@ from monitoring.window import (
     JsonScalar,
     ShadowRow,
     Window,
+    count,
+    read_labels,
     read_shadow,
     read_window,
     settling,
@@ -98,11 +101,20 @@ def run_monitoring(
     model: str,
     version: int | None = None,
     since: float | None = None,
+    ago: float | None = None,
     last: int | None = None,
     notifiers: list[alerting.Notifier] | None = None,
     rules: alerting.AlertRules | None = None,
 ) -> MonitorSummary:
-    """Drift, data quality, realised and estimated performance, alerts; stored and returned."""
+    """Drift, data quality, realised and estimated performance, alerts; stored and returned.
+
+    A scheduled run (no `since`, `ago` or `last`) judges the version's rows ingested since its
+    previous scheduled run, and the labels that met their prediction since then; fewer than
+    `min_rows` rows (or `min_labelled_rows` labels) are carried to the next run instead of being
+    judged, so every row and label is judged once. A manual run (`since`: an ingest time, `ago`:
+    seconds before the database's clock, `last`: the newest N) reports on its window and its
+    rows' labels but moves no cursor, changes no alert state and notifies no one.
+    """
     started = time.time()
     registry = Registry(settings.registry)
     try:
@@ -112,13 +124,14 @@ def run_monitoring(
         raise MonitorError(str(exc)) from None
     rules = rules or alerting.load_rules(settings.alert_rules)
     store.stamp_unstamped(model)
-    until = store.now() - settings.monitor_settle_s
+    now = store.now()
+    until = now - settings.monitor_settle_s
+    if ago is not None:
+        since = now - ago
+    manual = since is not None or last is not None
     mstore = MonitorStore(store)
     mstore.create_schema()
-    if since is None and last is None:
-        prev = mstore.latest(model)
-        if prev and prev[0]["version"] == version:
-            since = prev[0]["window_end"]
+    cursor = Cursor(since, None) if manual else mstore.cursor(model, version)
     classes = (
         [label_types.key(c) for c in manifest.classes or []]
         if manifest.task == "classification"
@@ -128,40 +141,52 @@ def run_monitoring(
         store,
         model=model,
         version=version,
-        since=since,
+        since=cursor.rows_until,
         last=last,
         cap=settings.monitor_max_rows,
         classes=classes,
         until=until,
     )
-    if window.rows < rules.min_rows and last is None:
-        # Too little since the last run: look at the newest rows instead, up to the minimum.
-        window = read_window(
-            store,
-            model=model,
-            version=version,
-            since=None,
-            last=rules.min_rows,
-            cap=settings.monitor_max_rows,
-            classes=classes,
-            until=until,
-        )
-    if window.rows == 0:
+    if window.rows == 0 and count(store, model, version, None, until) == 0:
         waiting, newest = settling(store, model, version, until)
         if waiting and newest is not None:
             raise Settling(model, version, waiting, newest + settings.monitor_settle_s)
         raise MonitorError(f"no logged predictions for {model} v{version}; nothing to monitor")
-
+    enough = window.rows >= rules.min_rows
+    labels = window
+    if not manual:
+        labels = read_labels(
+            store,
+            model=model,
+            version=version,
+            since=cursor.labels_until,
+            until=until,
+            cap=settings.monitor_max_rows,
+            classes=classes,
+        )
+    # too few to judge: carried to the next scheduled run, never judged twice
+    rows_until = until if enough else cursor.rows_until
+    labels_until: float | None = until
+    other_cursors: dict[int, Cursor] = {}
     metric, test_score = _watched(manifest, rules)
     summary: MonitorSummary = {
         "model": model,
         "version": version,
         "status": "ok",
+        "manual": manual,
         "started_at": started,
-        "window": {"start": window.start, "end": window.end, "since": since, "until": until},
+        "window": {
+            "start": window.start,
+            "end": window.end,
+            "since": cursor.rows_until,
+            "until": until,
+            "carried": not enough and not manual,
+            "labels_since": None if manual else cursor.labels_until,
+            "labels_until": None if manual else until,
+        },
         "rows": window.rows,
         "rows_in_window": window.total_rows,
-        "labelled_rows": sum(lab is not None for lab in window.labels),
+        "labelled_rows": sum(lab is not None for lab in labels.labels),
         "metric": metric,
         "test_score": test_score,
     }
@@ -174,33 +199,89 @@ def run_monitoring(
     try:
         reference = _reference(registry, model, version)
         current = _current_frame(window, manifest)
-        if window.rows >= rules.min_rows:
+        if enough:
             summary["drift"], summary["prediction_drift"] = _drift(
                 reference,
                 current,
                 manifest,
                 settings,
                 tmp / REPORT_FILE,
-                _labelled(window, reference, classes, rules.min_labelled_rows, manifest),
+                _labelled(labels, reference, classes, rules.min_labelled_rows, manifest),
             )
-        summary["quality"] = _quality(reference, current, manifest)
-        summary["performance"] = _performance(window, reference, classes, _decision(manifest))
+        if window.rows:
+            summary["quality"] = _quality(reference, current, manifest)
+        summary["performance"] = _performance(
+            window, reference, classes, _decision(manifest), labelled=labels, with_estimate=enough
+        )
+        if not enough:
+            summary["performance"]["estimate_note"] = (
+                f"not estimated: {window.rows} rows in the window, fewer than min_rows "
+                f"({rules.min_rows}); they are judged with the next window"
+            )
+        undefined = _undefined(labels, classes, _decision(manifest)[1])
+        realised = summary["performance"]["realised"]
+        if undefined and realised is not None:
+            summary["performance"]["undefined"] = undefined
+            for name in undefined:
+                realised[name] = float("nan")
+        if summary["performance"].get("realised_rows", 0) < rules.min_labelled_rows:
+            labels_until = cursor.labels_until  # too few labels: carried, judged once later
+        if not manual:
+            summary["window"]["labels_until"] = labels_until
+            late, other_cursors = _late_labels(
+                registry, store, mstore, model, version, until, settings.monitor_max_rows
+            )
+            if late:
+                summary["late_labels"] = late
         summary["canary"] = _canary(
-            registry, store, model, version, since, classes, rules, summary, settings
+            registry, store, model, version, cursor.rows_until, classes, rules, summary, settings
         )
         shadow_rows = read_shadow(
-            store, model=model, since=since, until=until, cap=settings.monitor_max_rows
+            store, model=model, since=cursor.rows_until, until=until, cap=settings.monitor_max_rows
         )
         if shadow_rows:
             summary["shadow"] = _shadow_report(
                 shadow_rows, classes, partial(_version_decision, registry, model)
             )
-        if window.rows >= rules.min_rows:
+        if enough:
             summary["explanation_drift"] = _explanation_drift(
                 registry, model, version, reference, current, manifest
             )
-        states = mstore.alert_states(model)
+        states = mstore.alert_states(model, version)
+        retired = {} if manual else mstore.other_versions_active(model, version)
         active, changed, new_states = alerting.evaluate(summary, rules, states)
+        if manual:  # what this window breaches; the schedule's alert state is not touched
+            active = [
+                alerting.Alert(
+                    model,
+                    version,
+                    c.rule,
+                    "firing",
+                    c.severity,
+                    c.value,
+                    c.threshold,
+                    c.message,
+                    None,
+                )  # fmt: skip
+                for c in alerting.conditions(summary, rules)
+                if c.breached
+            ]
+            changed = []
+        changed += [
+            alerting.Alert(
+                model,
+                old,
+                rule,
+                "resolved",
+                severity,
+                None,
+                None,
+                f"v{old} is no longer monitored: {model} serves v{version}",
+                None,
+            )
+            for old, fired in retired.items()
+            for rule, severity in fired.items()
+        ]
         summary["alerts"] = [a.as_dict() for a in active]
         summary["transitions"] = [a.as_dict() for a in changed]
         context: alerting.AlertContext = {
@@ -242,7 +323,8 @@ def run_monitoring(
             rows=window.rows,
             summary=failed,
             report_dir=None,
-            alert_states=mstore.alert_states(model),
+            alert_states=None,
+            cursor=None if manual else Cursor(until, until),
         )
         raise MonitorError(
             f"monitoring run for {model} v{version} failed ({reason}); recorded, and the next "
@@ -260,7 +342,10 @@ def run_monitoring(
             rows=window.rows,
             summary=summary,
             report_dir=str(final),
-            alert_states=new_states,
+            alert_states=None if manual else new_states,
+            cursor=None if manual else Cursor(rows_until, labels_until),
+            retired=list(retired),
+            other_cursors=other_cursors,
         )
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)  # no run row: no report either
@@ -336,6 +421,7 @@ def _drift(
         numeric=numeric + ([PREDICTION_COL] if pred_numeric else []),
         categorical=categorical + ([] if pred_numeric else [PREDICTION_COL]),
         method=settings.monitor_drift_method,
+        false_alarm=settings.monitor_drift_false_alarm,
         html_path=html,
         labelled=labelled,
     )
@@ -380,6 +466,57 @@ def _drift(
         pred_drift["reference_shares"] = shares(ref[PREDICTION_COL])
         pred_drift["current_shares"] = shares(current[PREDICTION_COL])
     return drift, pred_drift
+
+
+def _late_labels(
+    registry: Registry,
+    store: PredictionStore,
+    mstore: MonitorStore,
+    model: str,
+    version: int,
+    until: float,
+    cap: int,
+) -> tuple[list[LateLabels], dict[int, Cursor]]:
+    """Labels that met predictions of the model's other monitored versions since those versions'
+    last scheduled runs (a retired version's late feedback): each version's realised figures on
+    them, by its own decision, and its labels cursor moved on. Reported, not alerted on: the
+    version no longer serves."""
+    out: list[LateLabels] = []
+    moved: dict[int, Cursor] = {}
+    for other, cur in mstore.cursors(model).items():
+        if other == version:
+            continue
+        try:
+            manifest = registry.manifest(model, other)
+        except Exception:
+            continue
+        classes = (
+            [label_types.key(c) for c in manifest.classes or []]
+            if manifest.task == "classification"
+            else None
+        )
+        labels = read_labels(
+            store,
+            model=model,
+            version=other,
+            since=cur.labels_until,
+            until=until,
+            cap=cap,
+            classes=classes,
+        )
+        if labels.rows == 0:
+            continue
+        realised, used, unusable = _realised(labels, classes, _decision(manifest))
+        out.append(
+            {
+                "version": other,
+                "labelled_rows": used,
+                "unusable_labels": unusable,
+                "realised": realised,
+            }
+        )
+        moved[other] = Cursor(cur.rows_until, until)
+    return out, moved
 
 
 def _canary(
@@ -663,6 +800,33 @@ def _labelled(
     )
 
 
+def _undefined(labels: Window, classes: list[str] | None, positive: int) -> dict[str, str]:
+    """Realised metrics the window's labels leave undefined, and why: ROC AUC without every
+    class among the labels; a binary model's recall without a positive label, F1 without a
+    positive label or prediction, precision without a positive prediction."""
+    if classes is None:
+        return {}
+    present = {label_types.key(v) for v in labels.labels if v is not None} & set(classes)
+    if not present:
+        return {}
+    out: dict[str, str] = {}
+    if len(present) < len(classes):
+        out["roc_auc"] = f"needs every class among the labels; they hold only {sorted(present)}"
+    if len(classes) == 2:
+        pos = classes[positive]
+        predicted = {
+            label_types.key(p) for p, v in zip(labels.predictions, labels.labels, strict=True)
+            if v is not None
+        }  # fmt: skip
+        if pos not in predicted:
+            out["precision"] = f"no labelled row was predicted the positive class {pos!r}"
+        if pos not in present:
+            out["recall"] = f"no label is the positive class {pos!r}"
+            if pos not in predicted:
+                out["f1"] = f"neither a label nor a prediction is the positive class {pos!r}"
+    return out
+
+
 def _finite(value: JsonScalar) -> float:
     """A logged value as a float (NaN when it is none)."""
     if value is None or isinstance(value, bool):
@@ -693,9 +857,16 @@ def _performance(
     reference: pd.DataFrame,
     classes: list[str] | None,
     decision: DecisionOf = (None, 1),
+    *,
+    labelled: Window | None = None,
+    with_estimate: bool = True,
 ) -> PerformanceSummary:
+    """Estimated performance on `window` (unless `with_estimate` is False: too few rows) and
+    realised performance on `labelled` (the run's labels window; default: the window's labels)."""
     out: PerformanceSummary = {"realised": None, "estimated": None, "reference_estimated": None}
-    if classes is None:
+    if not with_estimate:
+        pass
+    elif classes is None:
         out["estimate_note"] = (
             "no label-free estimate for regression: it is read from class probabilities"
         )
@@ -708,7 +879,9 @@ def _performance(
             out["reference_estimated"] = estimate(
                 reference[ref_cols].to_numpy(float), classes, *decision
             )
-    realised, used, unusable = _realised(window, classes, decision)
+    realised, used, unusable = _realised(
+        labelled if labelled is not None else window, classes, decision
+    )
     out["unusable_labels"] = unusable
     if realised is not None:
         out["realised"] = realised

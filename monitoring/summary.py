@@ -45,7 +45,16 @@ class WindowSpan(TypedDict):
     since: float | None
     """Ingest-time lower bound (exclusive); None: from the start of the log (or `--last`)."""
     until: NotRequired[float]
-    """Ingest-time upper bound (inclusive): the next run starts here. Older releases: absent."""
+    """Ingest-time upper bound (inclusive). Older releases: absent."""
+    labels_since: NotRequired[float | None]
+    """Labels judged are those that met their prediction after this (exclusive) and up to
+    `labels_until`, whenever the prediction was made; None: from the first. Manual runs: None
+    (they judge their own rows' labels). Older releases: absent."""
+    labels_until: NotRequired[float | None]
+    """Where the next scheduled run's labels start (stays at `labels_since` when fewer than
+    `min_labelled_rows` labels came: they are carried)."""
+    carried: NotRequired[bool]
+    """Fewer than `min_rows` rows: not judged, carried into the next scheduled window."""
 
 
 class ColumnDriftSummary(TypedDict):
@@ -106,6 +115,9 @@ class PerformanceSummary(TypedDict):
     present in fresh summaries; absent in older releases'."""
     realised_rows: NotRequired[int]
     """Labelled rows the realised figures were computed on; present when `realised` is."""
+    undefined: NotRequired[dict[str, str]]
+    """Realised metrics the labels cannot define (NaN in `realised`), with why: e.g. ROC AUC
+    when the labels hold one class."""
 
 
 class CanaryReport(TypedDict):
@@ -139,6 +151,16 @@ class ShadowReport(TypedDict):
     labelled_rows: NotRequired[int]
 
 
+class LateLabels(TypedDict):
+    """Labels that met predictions of another, no longer monitored version of the model since its
+    last scheduled run: that version's realised figures on them (reported, not alerted on)."""
+
+    version: int
+    labelled_rows: int
+    unusable_labels: int
+    realised: Metrics | None
+
+
 class FeatureContribution(TypedDict):
     """Mean |contribution| of one feature on the reference sample and on the window."""
 
@@ -167,7 +189,7 @@ class AlertDict(TypedDict):
 
 
 class AlertState(TypedDict):
-    """Hysteresis state of one rule for one model (a row of `sw_alert_state`)."""
+    """Hysteresis state of one rule for one model version (a row of `sw_monitor_alerts`)."""
 
     active: bool
     streak: int
@@ -183,6 +205,9 @@ class MonitorSummary(TypedDict):
     version: int
     status: NotRequired[RunStatus]
     """Always written since runs can fail and be recorded; absent in older releases' (ok)."""
+    manual: NotRequired[bool]
+    """A `--since`/`--last` run: moves no scheduled window, changes no alert state, notifies
+    no one; its `alerts` are what its window breaches. Older releases: absent."""
     started_at: float
     window: WindowSpan
     rows: int
@@ -201,6 +226,8 @@ class MonitorSummary(TypedDict):
     """None when no other version is at the staging alias."""
     shadow: NotRequired[ShadowReport]
     explanation_drift: NotRequired[ExplanationDrift]
+    late_labels: NotRequired[list[LateLabels]]
+    """Scheduled runs: late labels of the model's other versions, when some came."""
     alerts: NotRequired[list[AlertDict]]
     """Alerts firing after this run."""
     transitions: NotRequired[list[AlertDict]]

@@ -1,4 +1,5 @@
-"""The window of logged predictions a run looks at, read with bounded memory."""
+"""The windows a run looks at, read with bounded memory: logged predictions by their ingest time,
+and labels by the time they were paired with their prediction."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class Window:
 
     @property
     def rows(self) -> int:
-        return len(self.inputs)
+        return len(self.predictions)
 
 
 def _filters(
@@ -80,6 +81,14 @@ def settling(
     return int(n), None if newest is None else float(newest)
 
 
+def _sampled(column: sa.ColumnElement[str], total: int, cap: int) -> sa.ColumnElement[bool]:
+    """Ids whose random low bits fall under the share cap/total: every row can be drawn, and the
+    same rows always give the same sample."""
+    keep = max(1, int(16**SAMPLE_HEX * cap / total))
+    bound = f"{min(keep, 16**SAMPLE_HEX - 1):0{SAMPLE_HEX}x}"
+    return sa.func.substr(column, 33 - SAMPLE_HEX, SAMPLE_HEX) < bound
+
+
 def read_window(
     store: PredictionStore,
     *,
@@ -92,19 +101,20 @@ def read_window(
     until: float | None = None,
 ) -> Window:
     """Rows of `model` v`version` ingested after `since` up to `until` (or the newest `last`),
-    at most `cap` of them.
+    at most `cap` of them, with the labels they have now.
 
-    Over the cap, rows are sampled in the database by the random low bits of their ids: the same
-    window always gives the same sample, and memory never holds more than `cap` rows.
+    Over the cap, rows are sampled in the database by the random low bits of their ids (not by
+    their time: every row of the window can be drawn), so the same window always gives the same
+    sample and memory never holds more than `cap` rows.
     """
     total = count(store, model, version, since, until)
     if last is not None:
         total = min(total, last)
     cond = _filters(model, version, since, until)
+    order: sa.ColumnElement[object] = predictions.c.ingested_at.desc()
     if last is None and total > cap:
-        keep = int(16**SAMPLE_HEX * cap / total * 1.05) + 1
-        bound = f"{min(keep, 16**SAMPLE_HEX - 1):0{SAMPLE_HEX}x}"
-        cond.append(sa.func.substr(predictions.c.id, 33 - SAMPLE_HEX, SAMPLE_HEX) < bound)
+        cond.append(_sampled(predictions.c.id, total, cap))
+        order = sa.func.substr(predictions.c.id, 33 - SAMPLE_HEX, SAMPLE_HEX)
     stmt = (
         sa.select(
             predictions.c.created_at,
@@ -115,14 +125,80 @@ def read_window(
         )
         .select_from(labelled(predictions))
         .where(*cond)
-        .order_by(predictions.c.ingested_at.desc())
+        .order_by(order)
         .limit(min(cap, last) if last is not None else cap)
     )
-    times, inputs, preds, probs, labels = [], [], [], [], []
+    return _window(store, stmt, classes, total, until, inputs=True)
+
+
+def paired_at() -> sa.ColumnElement[float]:
+    """When a label met its prediction: the later of the label's arrival and the prediction's
+    ingest (a label can reach the store before a spooled prediction does)."""
+    return sa.case(
+        (feedback.c.received_at > predictions.c.ingested_at, feedback.c.received_at),
+        else_=predictions.c.ingested_at,
+    )
+
+
+def read_labels(
+    store: PredictionStore,
+    *,
+    model: str,
+    version: int,
+    since: float | None,
+    until: float | None,
+    cap: int,
+    classes: list[str] | None,
+) -> Window:
+    """The version's labelled predictions whose label met its prediction in (since, until],
+    whenever the prediction itself was made or judged: a label that arrives days after its
+    prediction's window ran is judged by the run that sees it, against that prediction's
+    version. Sampled by id bits over `cap` like `read_window`; `inputs` is left empty."""
+    j = labelled(predictions, inner=True)
+    cond: list[sa.ColumnElement[bool]] = [
+        predictions.c.model == model,
+        predictions.c.version == version,
+        predictions.c.shadow.is_(False),
+    ]
+    if since is not None:
+        cond.append(paired_at() > since)
+    if until is not None:
+        cond.append(paired_at() <= until)
+    with store.engine.connect() as conn:
+        counted = sa.select(sa.func.count()).select_from(j).where(*cond)
+        total = int(conn.execute(counted).scalar_one())
+    if total > cap:
+        cond.append(_sampled(predictions.c.id, total, cap))
+    stmt = (
+        sa.select(
+            predictions.c.created_at,
+            predictions.c.prediction,
+            predictions.c.probabilities,
+            feedback.c.label,
+        )
+        .select_from(j)
+        .where(*cond)
+        .order_by(sa.func.substr(predictions.c.id, 33 - SAMPLE_HEX, SAMPLE_HEX))
+        .limit(cap)
+    )
+    return _window(store, stmt, classes, total, until, inputs=False)
+
+
+def _window(
+    store: PredictionStore,
+    stmt: sa.Select[tuple[object, ...]],
+    classes: list[str] | None,
+    total: int,
+    until: float | None,
+    *,
+    inputs: bool,
+) -> Window:
+    times, rows, preds, probs, labels = [], [], [], [], []
     with store.engine.connect() as conn:
         for r in conn.execute(stmt):
             times.append(r.created_at)
-            inputs.append(orjson.loads(r.inputs))
+            if inputs:
+                rows.append(orjson.loads(r.inputs))
             preds.append(orjson.loads(r.prediction))
             probs.append(orjson.loads(r.probabilities) if r.probabilities else None)
             labels.append(orjson.loads(r.label) if r.label is not None else None)
@@ -132,7 +208,7 @@ def read_window(
             [[(p or {}).get(c, 0.0) for c in classes] for p in probs], dtype=np.float64
         )
     return Window(
-        inputs=pd.DataFrame.from_records(inputs) if inputs else pd.DataFrame(),
+        inputs=pd.DataFrame.from_records(rows) if rows else pd.DataFrame(),
         predictions=preds,
         probabilities=proba,
         labels=[str(lab) if lab is not None and classes is not None else lab for lab in labels],

@@ -70,14 +70,15 @@ def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_h
     assert list(body["history"][0]) == ["finished_at", "version", "rows", "drifted_share", "alerts"]
     top = [k for k, _ in skeleton(stored)]
     assert top == [
-        "model", "version", "status", "started_at", "window", "rows", "rows_in_window",
+        "model", "version", "status", "manual", "started_at", "window", "rows", "rows_in_window",
         "labelled_rows", "metric", "test_score", "drift", "prediction_drift", "quality",
         "performance", "canary", "explanation_drift", "alerts", "transitions", "notifier_errors",
         "finished_at", "seconds", "report_dir",
     ]  # fmt: skip
     shape = dict(skeleton(stored))
     assert shape["window"] == [["start", "float"], ["end", "float"], ["since", "NoneType"],
-                               ["until", "float"]]  # fmt: skip
+                               ["until", "float"], ["carried", "bool"],
+                               ["labels_since", "NoneType"], ["labels_until", "float"]]  # fmt: skip
     assert dict(shape["drift"])["columns"][0][1] == [
         ["column", "str"], ["method", "str"], ["score", "float"], ["threshold", "float"],
         ["drifted", "bool"],
