@@ -131,13 +131,16 @@ def read_window(
     return _window(store, stmt, classes, total, until, inputs=True)
 
 
-def paired_at() -> sa.ColumnElement[float]:
-    """When a label met its prediction: the later of the label's arrival and the prediction's
-    ingest (a label can reach the store before a spooled prediction does)."""
-    return sa.case(
-        (feedback.c.received_at > predictions.c.ingested_at, feedback.c.received_at),
-        else_=predictions.c.ingested_at,
-    )
+def _met(since: float | None, until: float | None) -> list[list[sa.ColumnElement[bool]]]:
+    """A label met its prediction at the later of the label's arrival and the prediction's ingest
+    (a label can reach the store before a spooled prediction does). Meetings in (since, until] as
+    two disjoint sets of conditions each index can serve: labels that arrived in the span (their
+    predictions ingested by its end), and predictions ingested in it whose labels came before."""
+    got, ingested = feedback.c.received_at, predictions.c.ingested_at
+    upper = [] if until is None else [got <= until, ingested <= until]
+    if since is None:
+        return [upper]
+    return [[got > since, *upper], [ingested > since, got <= since, *upper[1:]]]
 
 
 def read_labels(
@@ -155,31 +158,30 @@ def read_labels(
     prediction's window ran is judged by the run that sees it, against that prediction's
     version. Sampled by id bits over `cap` like `read_window`; `inputs` is left empty."""
     j = labelled(predictions, inner=True)
-    cond: list[sa.ColumnElement[bool]] = [
+    mine = [
         predictions.c.model == model,
         predictions.c.version == version,
         predictions.c.shadow.is_(False),
     ]
-    if since is not None:
-        cond.append(paired_at() > since)
-    if until is not None:
-        cond.append(paired_at() <= until)
+    branches = [[*mine, *met] for met in _met(since, until)]
     with store.engine.connect() as conn:
-        counted = sa.select(sa.func.count()).select_from(j).where(*cond)
-        total = int(conn.execute(counted).scalar_one())
-    if total > cap:
-        cond.append(_sampled(predictions.c.id, total, cap))
-    stmt = (
-        sa.select(
-            predictions.c.created_at,
-            predictions.c.prediction,
-            predictions.c.probabilities,
-            feedback.c.label,
+        total = sum(
+            int(conn.execute(sa.select(sa.func.count()).select_from(j).where(*b)).scalar_one())
+            for b in branches
         )
-        .select_from(j)
-        .where(*cond)
-        .order_by(sa.func.substr(predictions.c.id, 33 - SAMPLE_HEX, SAMPLE_HEX))
-        .limit(cap)
+    if total > cap:
+        branches = [[*b, _sampled(predictions.c.id, total, cap)] for b in branches]
+    columns = (
+        predictions.c.id,
+        predictions.c.created_at,
+        predictions.c.prediction,
+        predictions.c.probabilities,
+        feedback.c.label,
+    )
+    both = sa.union_all(*(sa.select(*columns).select_from(j).where(*b) for b in branches))
+    rows = both.subquery()
+    stmt = (
+        sa.select(rows).order_by(sa.func.substr(rows.c.id, 33 - SAMPLE_HEX, SAMPLE_HEX)).limit(cap)
     )
     return _window(store, stmt, classes, total, until, inputs=False)
 

@@ -61,6 +61,16 @@ def test_labels_that_arrive_after_their_window_ran_are_judged_by_the_next_run(
     assert second["performance"]["realised"]["accuracy"] > 0.6
     third = run(msettings, store, rules=rules)
     assert third["labelled_rows"] == 0  # judged once
+    # a label that reached the store before its (spooled) prediction: judged when both are in
+    early = traffic(100, seed=30)
+    ids = log_traffic(store, msettings.registry, early, labelled=False)
+    store.write_labels(
+        [
+            FeedbackRow(prediction_id=i, model="demo", label=encode(lab), received_at=1.0)
+            for i, lab in zip(ids, early["label"], strict=True)
+        ]
+    )
+    assert run(msettings, store, rules=rules)["labelled_rows"] == 100
 
 
 def test_too_few_labels_are_carried_until_there_are_enough(
