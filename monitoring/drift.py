@@ -163,9 +163,10 @@ def run_drift(
             except Exception as exc:  # a window Evidently cannot score keeps its drift report
                 result.performance_error = f"{type(exc).__name__}: {exc}"[:300]
                 sections.append(("Performance (labelled rows)", result.performance_error))
+        every = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
         summary = Report([DataSummaryPreset(columns=columns)]).run(
-            Dataset.from_pandas(current[columns], data_definition=_loose(numeric, categorical)),
-            Dataset.from_pandas(reference[columns], data_definition=_loose(numeric, categorical)),
+            Dataset.from_pandas(current[columns], data_definition=every),
+            Dataset.from_pandas(reference[columns], data_definition=every),
         )
         sections.append(("Data summary of the window", summary))
         html_path.write_text(_page(sections), encoding="utf-8")
@@ -186,16 +187,11 @@ def run_drift(
                 threshold=float(cfg.get("threshold") or 0.0),
                 drifted=bool(verdicts.get(m["id"], False)),
             )
+    result.columns = {c: result.columns[c] for c in columns if c in result.columns}
     drifted = [c for c, d in result.columns.items() if d.drifted]
     result.drifted_count = len(drifted)
     result.drifted_share = len(drifted) / max(1, len(columns))
     return result
-
-
-def _loose(numeric: list[str], categorical: list[str]) -> Any:
-    from evidently import DataDefinition
-
-    return DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
 
 
 def _empty(values: pd.Series) -> bool:
