@@ -224,3 +224,23 @@ def test_alert_state_of_the_release_before_is_given_to_the_newest_runs_version(
     }
     assert not sa.inspect(store.engine).has_table(OLD_ALERT_STATE)
     mstore.create_schema()  # again: nothing to do
+
+
+def test_the_cli_since_is_a_manual_run_on_the_databases_clock(
+    msettings: MonitorSettings, store: PredictionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from servewatch.cli import app as cli
+
+    monkeypatch.setenv("SERVEWATCH_MONITOR_REPORTS_DIR", str(msettings.monitor_reports_dir))
+    log_traffic(store, msettings.registry, traffic(50, seed=45), labelled=False)
+    common = ["--registry", str(msettings.registry), "--database-url", store.url]
+    res = CliRunner().invoke(
+        cli, ["monitor", "run", "--model", "demo", "--since", "1h", "--json", *common]
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["manual"] and out["rows"] == 50
+    assert out["window"]["until"] - out["window"]["since"] == pytest.approx(3600, abs=1)
+    assert MonitorStore(store).cursor("demo", 1).rows_until is None  # the schedule is untouched
