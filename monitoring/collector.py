@@ -50,7 +50,8 @@ class MonitoringCollector(Collector):
         )
         score = GaugeMetricFamily(
             "servewatch_feature_drift_score",
-            "Drift score per feature (Evidently's method; see docs).",
+            "Drift score per feature: a p-value for the ks and chi2 tests (lower: drift), "
+            "a distance for Evidently's distance methods.",
             labels=["model", "version", "feature", "method"],
         )
         drifted = GaugeMetricFamily(
