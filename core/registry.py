@@ -264,7 +264,7 @@ class Registry:
         return sorted(
             int(p.name)
             for p in model_dir.iterdir()
-            if p.name.isdigit() and (p / MANIFEST).is_file()
+            if p.name.isascii() and p.name.isdigit() and (p / MANIFEST).is_file()
         )
 
     def path(self, name: str, version: int) -> Path:
@@ -318,7 +318,7 @@ class Registry:
             if found is None:
                 raise RegistryError(f"model {name} has no alias {ref[1:]!r}")
             return found
-        if not ref.isdigit() or int(ref) not in versions:
+        if not (ref.isascii() and ref.isdigit()) or int(ref) not in versions:
             raise RegistryError(f"model {name} has no version {ref!r} (versions: {versions})")
         return int(ref)
 

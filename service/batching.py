@@ -18,6 +18,7 @@ arriving), gets a direct, unbatched call on that version. No call can wait on a 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from itertools import chain
 from typing import Any
 
 from service import metrics
-from service.errors import Unavailable
+from service.errors import InvalidInstances, Unavailable
 from service.model import LoadedModel, Outputs
+
+log = logging.getLogger("servewatch.batching")
 
 
 @dataclass
@@ -66,8 +69,10 @@ class MicroBatcher:
 
     async def predict(self, columns: dict[str, list[Any]], rows: int) -> Outputs:
         if self._closed:  # retired by a swap: answer on this version, one call, no batching
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self.model.predict_columns, columns)
+            try:
+                return await self._call(columns, inline=False)
+            except Exception as exc:
+                raise await self._refused(columns, rows, exc, inline=False) from None
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         self._inflight += 1
         try:
@@ -77,7 +82,6 @@ class MicroBatcher:
             self._inflight -= 1
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         last_jobs = 1
         while True:
             first = await self._queue.get()
@@ -96,41 +100,87 @@ class MicroBatcher:
                 jobs.append(job)
                 rows += job.rows
             last_jobs = len(jobs)
-            merged = _merge(jobs) if len(jobs) > 1 else first.columns
-            start = time.perf_counter()
             try:
-                if inline:
-                    out = self.model.predict_columns(merged)
-                else:
-                    out = await loop.run_in_executor(
-                        self._executor, self.model.predict_columns, merged
-                    )
+                await self._answer(jobs, rows, inline)
             except asyncio.CancelledError:  # closed past its deadline: nobody waits forever
                 _fail(jobs, Unavailable("the model version was retired mid-call; retry"))
                 raise
-            except Exception as exc:  # the callers get the error; the loop goes on
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            elapsed = time.perf_counter() - start
-            self.mean_call_s = (
-                elapsed
-                if self.mean_call_s == float("inf")
-                else 0.8 * self.mean_call_s + 0.2 * elapsed
-            )
-            self._call_hist.observe(elapsed)
-            self._batch_hist.observe(rows)
-            offset = 0
-            for job in jobs:
-                end = offset + job.rows
-                part = Outputs(
-                    out.predictions[offset:end],
-                    out.probabilities[offset:end] if out.probabilities is not None else None,
-                )
+
+    async def _call(self, columns: dict[str, list[Any]], inline: bool) -> Outputs:
+        if inline:
+            return self.model.predict_columns(columns)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.model.predict_columns, columns)
+
+    async def _answer(self, jobs: list[_Job], rows: int, inline: bool) -> None:
+        """One call for `jobs`; when it raises, each half is called again, down to the one
+        request the error belongs to (so one request's bad value never fails another's)."""
+        merged = _merge(jobs) if len(jobs) > 1 else jobs[0].columns
+        start = time.perf_counter()
+        try:
+            out = await self._call(merged, inline)
+        except Exception as exc:
+            if len(jobs) == 1:
+                job = jobs[0]
+                refused = await self._refused(job.columns, job.rows, exc, inline)
                 if not job.future.done():
-                    job.future.set_result(part)
-                offset = end
+                    job.future.set_exception(refused)
+                return
+            half = len(jobs) // 2
+            for some in (jobs[:half], jobs[half:]):
+                await self._answer(some, sum(j.rows for j in some), inline)
+            return
+        elapsed = time.perf_counter() - start
+        self.mean_call_s = (
+            elapsed if self.mean_call_s == float("inf") else 0.8 * self.mean_call_s + 0.2 * elapsed
+        )
+        self._call_hist.observe(elapsed)
+        self._batch_hist.observe(rows)
+        offset = 0
+        for job in jobs:
+            end = offset + job.rows
+            part = Outputs(
+                out.predictions[offset:end],
+                out.probabilities[offset:end] if out.probabilities is not None else None,
+            )
+            if not job.future.done():
+                job.future.set_result(part)
+            offset = end
+
+    async def _refused(
+        self, columns: dict[str, list[Any]], rows: int, exc: Exception, inline: bool
+    ) -> Exception:
+        """What one request whose call raised gets: for an error about the input (ValueError,
+        TypeError, ArithmeticError: scikit-learn's way of refusing a value), `ModelRefused`
+        naming the rows that fail on their own (found by halving, as many calls as needed and
+        no more than twice the rows); any other error as it is (a 500 for that request only)."""
+        if not isinstance(exc, ValueError | TypeError | ArithmeticError):
+            log.error(
+                "model call of %s v%s failed", self.model.name, self.model.version, exc_info=exc
+            )
+            return exc
+        bad: list[int] = []
+        if rows > 1:
+            await self._bad_rows(columns, list(range(rows)), bad, inline)
+        bad = bad or list(range(rows))
+        metrics.VALIDATION_ERRORS.labels(self.model.name, "_instance", "model_refused").inc(
+            len(bad)
+        )
+        return ModelRefused(bad, f"{type(exc).__name__}: {_first_line(exc)}")
+
+    async def _bad_rows(
+        self, columns: dict[str, list[Any]], rows: list[int], bad: list[int], inline: bool
+    ) -> None:
+        if len(rows) == 1:
+            bad.append(rows[0])
+            return
+        half = len(rows) // 2
+        for part in (rows[:half], rows[half:]):
+            picked = {n: [col[i] for i in part] for n, col in columns.items()}
+            try:
+                await self._call(picked, inline)
+            except Exception:
+                await self._bad_rows(columns, part, bad, inline)
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Let queued and running calls finish (in-flight requests complete), then stop; later
@@ -149,6 +199,25 @@ class MicroBatcher:
         while not self._queue.empty():
             stranded.append(self._queue.get_nowait())
         _fail(stranded, Unavailable("the model version was retired; retry"))
+
+
+class ModelRefused(InvalidInstances):
+    """The model raised on these rows of a request (each tried on its own): a 422 naming them."""
+
+    def __init__(self, rows: list[int], reason: str) -> None:
+        message = f"the model cannot predict for {len(rows)} instance(s): {reason}"
+        super().__init__(
+            message,
+            [
+                {"instance": i, "feature": "", "rule": "model_refused", "message": reason}
+                for i in rows[:100]
+            ],
+        )
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 def _fail(jobs: list[_Job], exc: Exception) -> None:

@@ -446,3 +446,16 @@ class CompiledTrees:
                 proba = self._proba(member, out)
                 found.append(proba[:, 1] if proba.shape[1] == 2 else proba)
         return found
+
+
+def reads_float32(est: Any) -> bool:
+    """A tree model that reads its input as float32 and refuses a number beyond its range
+    (scikit-learn's trees, forests and gradient boosting), plain or calibrated (XGBoost reads
+    such a number as infinity; HistGradientBoosting and LightGBM read float64)."""
+    inner = getattr(est, "calibrated_classifiers_", None)
+    if inner:
+        return any(reads_float32(cc.estimator) for cc in inner)
+    if not is_tree_model(est):
+        return False
+    found = _builder(est)
+    return found is not None and found[1] == "float32"

@@ -21,6 +21,7 @@ from core.decision import decide
 from core.ecosystem import MissingModelPackage, load_model_bytes
 from core.missing import is_missing, none_columns
 from core.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
+from service.compiled import reads_float32
 from service.fastpath import FastEstimator, FastPreprocessor, NumericColumns, parse_timestamp
 from service.validation import Validator
 
@@ -51,9 +52,37 @@ def redact(instance: dict[str, Any], personal: set[str], key: str | None) -> dic
     out = {k: v for k, v in instance.items() if k not in personal}
     if key:
         for col in personal & instance.keys():
-            digest = hmac.new(key.encode(), str(instance[col]).encode(), hashlib.sha256)
+            digest = hmac.new(key.encode(), _text(instance[col]).encode(), hashlib.sha256)
             out[col] = "hmac:" + digest.hexdigest()[:32]
     return out
+
+
+def _text(value: Any) -> str:
+    """The text a personal value is hashed from: `str` of it, as always; a value nested too deep
+    for `str` (a RecursionError) is written out without recursion instead."""
+    if type(value) not in (dict, list):
+        return str(value)
+    try:
+        return str(value)
+    except RecursionError:
+        parts: list[str] = []
+        stack: list[tuple[bool, Any]] = [(False, value)]  # (a closing or key token?, item)
+        while stack:
+            token, item = stack.pop()
+            if token:
+                parts.append(item)
+            elif type(item) is list:
+                parts.append("[")
+                stack.append((True, "]"))
+                stack.extend((False, v) for v in reversed(item))
+            elif type(item) is dict:
+                parts.append("{")
+                stack.append((True, "}"))
+                for k, v in reversed(list(item.items())):
+                    stack += [(False, v), (True, f"{k!r}:")]
+            else:
+                parts.append(repr(item) + ",")
+        return "".join(parts)
 
 
 def _once(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -81,6 +110,18 @@ def _soft_voting(est: Any) -> bool:
     if isinstance(est, VotingClassifier):
         return est.voting == "soft" and hasattr(est, "estimators_")
     return isinstance(est, VotingRegressor) and hasattr(est, "estimators_")
+
+
+def _estimators(est: Any) -> list[Any]:
+    """The fitted estimators that read the rows: an ensemble's members (voting, stacking), else
+    the estimator itself."""
+    from sklearn.ensemble import StackingClassifier, StackingRegressor
+
+    members = getattr(est, "estimators_", None)
+    voting = _soft_voting(est) or type(est).__name__.startswith("Voting")
+    if members is not None and (voting or isinstance(est, StackingClassifier | StackingRegressor)):
+        return list(members)
+    return [est]
 
 
 def _average(
@@ -168,6 +209,10 @@ class LoadedModel:
         self._none = none_columns(pipeline, self._columns)
         """Category columns whose missing value the pipeline was trained with as None (the
         others get NaN, see `core.missing.none_columns`)."""
+        self._reference: bytes | None = None
+        """reference.parquet as hashed at load (the explainer's background): never re-read."""
+        # a value beyond float32's range is refused in validation, not by the model's call
+        self.validator.float32 = any(reads_float32(m) for m in _estimators(self._final))
 
     @classmethod
     def load(
@@ -202,11 +247,10 @@ class LoadedModel:
         except Exception as exc:
             raise ModelLoadError(f"{name} v{version}: model file failed to load ({exc})") from None
         model = cls(checked.manifest, pipeline, path)
+        model._reference = checked.contents.get(REFERENCE_FILE) or None
         if fast_path:
-            reference = checked.contents.get(REFERENCE_FILE)
             try:
-                source: Any = io.BytesIO(reference) if reference else path / REFERENCE_FILE
-                sample = pd.read_parquet(source).head(200)
+                sample = pd.read_parquet(io.BytesIO(model._reference or b"")).head(200)
             except Exception as exc:  # no usable reference: the pipeline as it is
                 sample = None
                 unchecked = Part("sklearn", "unchecked", f"no reference rows to check on ({exc})")
@@ -242,7 +286,9 @@ class LoadedModel:
             if self._explainer is None:
                 from core.explain import Explainer
 
-                background = pd.read_parquet(self.path / REFERENCE_FILE)
+                if self._reference is None:
+                    raise ValueError(f"{self.name} v{self.version} has no checked reference sample")
+                background = pd.read_parquet(io.BytesIO(self._reference))
                 self._explainer = Explainer(
                     self.pipeline, self._columns, background, task=self.manifest.task
                 )

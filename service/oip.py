@@ -23,7 +23,7 @@ import orjson
 
 from core.registry import FeatureSchema
 from service.model import LoadedModel, Outputs
-from service.validation import Validator
+from service.validation import Validator, short_repr
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -176,12 +176,14 @@ def parse_request(raw: bytes | bytearray, header_length: str | None) -> InferReq
     """The request's tensors, from a JSON body or the binary tensor extension's body."""
     tail: bytes | bytearray = b""
     if header_length is not None:
-        if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(raw):
+        text = header_length.strip()
+        # isdigit() alone takes "²" (which int() refuses): ASCII digits only
+        if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= len(raw):
             raise Malformed(
                 f"Inference-Header-Content-Length {header_length!r} must be a whole number of "
                 f"bytes within the body's {len(raw)}"
             )
-        cut = int(header_length)
+        cut = int(text)
         raw, tail = raw[:cut], raw[cut:]
     if not raw:
         raise Malformed("empty body; expected an inference request object")
@@ -230,10 +232,12 @@ def parse_request(raw: bytes | bytearray, header_length: str | None) -> InferReq
             f"the binary part holds {len(tail)} bytes but the inputs' binary_data_size add up "
             f"to {offset}"
         )
-    names = [t.name for t in tensors]
-    if len(set(names)) < len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise Malformed(f"input(s) {dupes} appear more than once")
+    seen: set[str] = set()
+    dupes: set[str] = set()
+    for t in tensors:  # linear: a request chooses how many inputs it sends
+        (dupes if t.name in seen else seen).add(t.name)
+    if dupes:
+        raise Malformed(f"input(s) {sorted(dupes)[:20]} appear more than once")
     return InferRequest(req_id, tensors, _requested(body.get("outputs")))
 
 
@@ -295,16 +299,27 @@ def _requested(outputs: Any) -> list[str] | None:
     return names
 
 
+MAX_DEPTH = 32
+"""Deepest nesting of a tensor's JSON data (a shape has a dimension per level)."""
+
+
 def _flatten(data: list[Any]) -> list[Any]:
-    """Nested (row-major) data as one flat list."""
+    """Nested (row-major) data as one flat list; without recursion (JSON nested a thousand
+    levels deep is a Malformed request, not a RecursionError)."""
     if not any(type(v) is list for v in data):
         return data
     out: list[Any] = []
-    for v in data:
-        if type(v) is list:
-            out.extend(_flatten(v))
-        else:
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if type(v) is list:
+                if len(stack) >= MAX_DEPTH:
+                    raise Malformed(f"tensor data nested more than {MAX_DEPTH} levels deep")
+                stack.append(iter(v))
+                break
             out.append(v)
+        else:
+            stack.pop()
     return out
 
 
@@ -441,7 +456,7 @@ def _values(t: Tensor, problems: list[tuple[str, str, str]]) -> list[Any]:
             continue
         bad += 1
         if bad <= 5:
-            problems.append((t.name, "type", f"{dt} element {i} is {_short(v)}, not {want}"))
+            problems.append((t.name, "type", f"{dt} element {i} is {short_repr(v)}, not {want}"))
     if dt == "BOOL":
         return [None if v is None else float(v) for v in data]
     return data
@@ -455,11 +470,6 @@ _JSON_TYPES: dict[str, tuple[frozenset[type], str]] = {
     "BOOL": (frozenset((bool, NoneType)), "true or false"),
     "BYTES": (frozenset((str, NoneType)), "a string"),
 }
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def render(

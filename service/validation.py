@@ -11,6 +11,7 @@ problem and is the reference for what is valid.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,13 +43,28 @@ class Checked:
     columns: dict[str, list[Any]]
     out_of_range: dict[str, int] = field(default_factory=dict)
     unseen: dict[str, int] = field(default_factory=dict)
+    coerced: bool = False
+    """A value was converted (a number sent for a category, text for a number): the columns,
+    not the request's instances, say what the model read (and what is logged)."""
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: a tree model that reads float32 refuses anything beyond it."""
 
 
 class Validator:
     """Built once per loaded version; `check(instances)` returns columns or problems."""
 
-    def __init__(self, features: list[FeatureSchema], personal: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        features: list[FeatureSchema],
+        personal: set[str] | None = None,
+        *,
+        float32: bool = False,
+    ) -> None:
         self.features = features
+        self.float32 = float32
+        """The model reads numbers as float32: a value beyond its range is a problem."""
         self.names = [f.name for f in features]
         self.personal = personal or set()
         self.known = set(self.names) | self.personal
@@ -99,6 +115,8 @@ class Validator:
                     if present:
                         if not math.isfinite(sum(map(float, present))):
                             return None  # an infinite value (or a sum that overflows): look closer
+                        if self.float32 and max(map(abs, present)) > FLOAT32_MAX:
+                            return None
                         low = f.min is not None and min(present) < f.min
                         high = f.max is not None and max(present) > f.max
                         if low or high:
@@ -144,6 +162,8 @@ class Validator:
                         return None
                 elif kind_of is not float or not math.isfinite(value):
                     return None
+                if self.float32 and abs(value) > FLOAT32_MAX:
+                    return None
                 if (low is not None and value < low) or (high is not None and value > high):
                     out_of_range[name] = 1
             elif kind_of is not str:
@@ -163,6 +183,7 @@ class Validator:
         columns: dict[str, list[Any]] = {n: [] for n in self.names}
         out_of_range: dict[str, int] = {}
         unseen: dict[str, int] = {}
+        coerced = False
         for i, inst in enumerate(instances):
             if not isinstance(inst, dict):
                 problems.append(Problem(i, "", "type", "each instance must be a JSON object"))
@@ -190,22 +211,41 @@ class Validator:
                     if num is None:
                         problems.append(
                             Problem(
-                                i, name, "type", f"{name!r} must be a number, got {_short(value)}"
+                                i,
+                                name,
+                                "type",
+                                f"{name!r} must be a number, got {short_repr(value)}",
+                            )
+                        )
+                        continue
+                    if self.float32 and abs(num) > FLOAT32_MAX:
+                        problems.append(
+                            Problem(
+                                i,
+                                name,
+                                "float32_range",
+                                f"{name!r} is {num:g}; this model reads float32, which holds "
+                                f"numbers up to {FLOAT32_MAX:.7g} in magnitude",
                             )
                         )
                         continue
                     if (f.min is not None and num < f.min) or (f.max is not None and num > f.max):
                         out_of_range[name] = out_of_range.get(name, 0) + 1
+                    coerced = coerced or isinstance(value, str)
                     columns[name].append(num)
                 elif f.kind == "categorical":
                     if not isinstance(value, str | int | float):  # bool is an int
                         problems.append(
                             Problem(
-                                i, name, "type", f"{name!r} must be a string, got {_short(value)}"
+                                i,
+                                name,
+                                "type",
+                                f"{name!r} must be a string, got {short_repr(value)}",
                             )
                         )
                         continue
                     text = value if isinstance(value, str) else _num_to_str(value)
+                    coerced = coerced or text is not value
                     if len(text) > 1000:
                         problems.append(
                             Problem(
@@ -226,7 +266,7 @@ class Validator:
                     columns[name].append(value)
         if problems:
             return problems
-        return Checked(columns, out_of_range, unseen)
+        return Checked(columns, out_of_range, unseen, coerced)
 
 
 _NUMBER_TYPES = {int, float}
@@ -272,6 +312,12 @@ def _as_datetime(value: str) -> datetime | None:
         return None
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
+def short_repr(value: Any) -> str:
+    """A value as shown in a message: a few levels, a few items, 40 characters (reprlib never
+    recurses past its level, so a body nested 1,000 deep cannot overflow the stack)."""
+    text = _REPR.repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

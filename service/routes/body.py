@@ -28,7 +28,7 @@ async def read_json(request: Request, limit: int) -> Any:
 async def read_bytes(request: Request, limit: int) -> bytearray:
     """The raw body, 413 as soon as it is over `limit` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
     body = bytearray()
     try:

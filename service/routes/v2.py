@@ -124,7 +124,7 @@ def _slot(state: AppState, name: str, version: str | None) -> Slot:
 
 
 def _version(name: str, text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # isdigit() alone takes "²", int() does not
         raise ProtocolError(404, f"version {text!r} of {name!r}: versions are whole numbers")
     return int(text)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.batching import MicroBatcher
+from service.batching import MicroBatcher, ModelRefused
 from service.model import Outputs
 
 
@@ -97,8 +97,53 @@ def test_a_failing_call_fails_its_callers_and_the_batcher_goes_on(inline: float)
 
     first, after = asyncio.run(scenario())
     assert first[0].predictions == [1]
-    assert isinstance(first[1], ValueError)
+    assert isinstance(first[1], ModelRefused) and first[1].status_code == 422
+    assert "ValueError: bad row" in first[1].message
     assert after.predictions == [2]
+
+
+class Broken(Echo):
+    """A model whose every call raises an error that is no input's fault."""
+
+    def predict_columns(self, columns: dict[str, list[Any]]) -> Outputs:
+        self.calls.append((len(columns["x"]), threading.current_thread().name))
+        raise RuntimeError("model file corrupt")
+
+
+@pytest.mark.parametrize("inline", [0.0, 1.0])
+def test_a_batch_that_raises_is_split_until_each_request_has_its_own_answer(
+    inline: float,
+) -> None:
+    """One request of 32 in a micro-batch carries a row the model refuses: the batch is halved
+    and called again until that request alone fails (its bad row named), the 31 others get
+    their predictions; a few calls, not one per request. An error that is no input's fault
+    reaches each request as it is (a 500 each), still one answer per request."""
+    model = Echo(delay_s=0.002, fail_on=-1)
+    requests = [[i, -1] if i == 7 else [i, i + 100] for i in range(32)]
+
+    async def scenario(m: Echo) -> list[Any]:
+        with ThreadPoolExecutor(1, thread_name_prefix="model") as ex:
+            batcher = MicroBatcher(m, ex, max_rows=256, max_wait_s=0.01, inline_max_s=inline)  # type: ignore[arg-type]
+            batcher.start()
+            try:
+                return await asyncio.gather(
+                    *(batcher.predict({"x": r}, len(r)) for r in requests),
+                    return_exceptions=True,
+                )
+            finally:
+                await batcher.close()
+
+    got = asyncio.run(scenario(model))
+    for i, out in enumerate(got):
+        if i == 7:
+            assert isinstance(out, ModelRefused)
+            assert [d["instance"] for d in out.details or []] == [1]
+        else:
+            assert out.predictions == requests[i]
+    assert len(model.calls) <= 2 * 32 + 4  # halving: bounded by twice the requests (and rows)
+    broken = Broken()
+    got = asyncio.run(scenario(broken))
+    assert all(isinstance(out, RuntimeError) for out in got)
 
 
 def test_a_retired_batcher_still_answers_and_never_strands_a_call() -> None:
