@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     still accepted (keep a key here until the log's retention has passed)."""
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_instances: int = Field(1000, ge=1)
+    explain_max_instances: int = Field(100, ge=1)
+    """Most instances one /explain request may carry (sampling Shapley costs thousands of model
+    calls a row); more get a 422 naming the limit."""
+    explain_threads: int = Field(1, ge=1)
+    """Threads that compute explanations, apart from the model thread (predictions never wait
+    for an explanation); four times as many explain requests may wait, more get a 503."""
+    shadow_max_inflight: int = Field(64, ge=1)
+    """Shadow calls (requests) a worker runs or queues at once; beyond it a request's shadow is
+    dropped, counted as servewatch_shadow_predictions_total{result="dropped"}, never delaying
+    the answer."""
     batch_max_rows: int = Field(256, ge=1)
     """Micro-batching: most rows gathered into one model call."""
     batch_max_wait_ms: float = Field(1.0, ge=0)

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
@@ -94,6 +95,10 @@ class DataPlane:
         self.settings = settings
         self.max_body_bytes = settings.max_body_bytes
         self._sync = settings.log_durability == "sync"
+        # explanations get threads of their own: a long one never holds the model thread
+        self.explain_pool = ThreadPoolExecutor(settings.explain_threads, "explain")
+        self._explains = 0  # explain requests computing or waiting for a thread
+        self._shadows = 0  # shadow calls running or queued
         self._keys_read_at = -1e9
         self._pending_key: str | None = None
         if settings.id_key is not None:
@@ -125,6 +130,9 @@ class DataPlane:
                 log.debug("id keys not read: %s", exc)
             if self._pending_key is not None:
                 await asyncio.sleep(every_s)
+
+    def close(self) -> None:
+        self.explain_pool.shutdown(wait=True, cancel_futures=True)
 
     def call(self, endpoint: str, name: str) -> Call:
         return Call(self, endpoint, name)
@@ -176,21 +184,47 @@ class DataPlane:
         reply = await self.answer(call, slot.model, instances, out, ids, render=render)
         shadow = manager.staging.get(name) if name in manager.shadow else None
         if shadow is not None:
-            manager.spawn(self.shadow_predict(name, shadow, instances, ids))
+            if self._shadows >= self.settings.shadow_max_inflight:  # bounded: dropped, counted
+                staged = str(shadow.model.version)
+                metrics.SHADOW_PREDICTIONS.labels(name, staged, "dropped").inc(len(instances))
+            else:
+                self._shadows += 1
+                manager.spawn(self.shadow_predict(name, shadow, instances, ids))
         return reply
 
     async def explain(self, call: Call, body: Any) -> bytes:
-        """Predictions with each input feature's contribution; the JSON reply."""
+        """Predictions with each input feature's contribution; the JSON reply. At most
+        `explain_max_instances` rows (422 beyond), computed on the explain threads (a 503 when
+        four requests per thread already wait), never on the model thread or the event loop."""
         slot = self.manager.get(call.name)
         call.version = str(slot.model.version)
+        limit = self.settings.explain_max_instances
+        given = body.get("instances") if isinstance(body, dict) else None
+        if isinstance(given, list) and len(given) > limit:
+            raise InvalidInstances(
+                f"{len(given)} instances to explain; the limit is {limit} "
+                "(SERVEWATCH_EXPLAIN_MAX_INSTANCES)",
+                [
+                    _problem(
+                        "instances",
+                        "explain_max_instances",
+                        f"at most {limit} instances per explain request",
+                    )
+                ],
+            )
         instances, checked = self.check(slot, call.name, body)
         model = slot.model
-        out = await slot.batcher.predict(checked.columns, len(instances))
-        loop = asyncio.get_running_loop()
-        # Same single model thread as predictions: explanations never over-subscribe the CPU.
-        explanations = await loop.run_in_executor(
-            self.manager.executor, model.explain_columns, checked.columns
-        )
+        if self._explains >= 4 * self.settings.explain_threads:
+            raise Unavailable("explanations are busy; retry later")
+        self._explains += 1
+        try:
+            out = await slot.batcher.predict(checked.columns, len(instances))
+            loop = asyncio.get_running_loop()
+            explanations = await loop.run_in_executor(
+                self.explain_pool, model.explain_columns, checked.columns
+            )
+        finally:
+            self._explains -= 1
         extras = [{"explanation": e} for e in explanations]
         ids = self.ids.new(len(instances), call.name)
         return await self.answer(call, model, instances, out, ids, extras)
@@ -230,6 +264,12 @@ class DataPlane:
             metrics.OUT_OF_RANGE.labels(name, feat).inc(n)
         for feat, n in checked.unseen.items():
             metrics.UNSEEN_CATEGORIES.labels(name, feat).inc(n)
+        if checked.coerced:  # logged (and monitored) as the model read them: 1.0 -> "1"
+            cols = checked.columns
+            instances = [
+                {**inst, **{n: col[i] for n, col in cols.items()}}
+                for i, inst in enumerate(instances)
+            ]
         return instances, checked
 
     def log_rows(
@@ -305,7 +345,16 @@ class DataPlane:
     async def shadow_predict(
         self, name: str, slot: Slot, instances: list[dict[str, Any]], parent_ids: list[str]
     ) -> None:
-        """The staging version on the same inputs, off the request path; logged, never returned."""
+        """The staging version on the same inputs, off the request path; logged, never returned
+        (one of at most `shadow_max_inflight` at once: the caller counted it in)."""
+        try:
+            await self._shadow(name, slot, instances, parent_ids)
+        finally:
+            self._shadows -= 1
+
+    async def _shadow(
+        self, name: str, slot: Slot, instances: list[dict[str, Any]], parent_ids: list[str]
+    ) -> None:
         version = str(slot.model.version)
         try:
             shadow_checked = slot.model.validator.check(project(instances, slot))
@@ -434,6 +483,15 @@ def feedback_labels(body: Any, model: LoadedModel) -> list[tuple[str, Any]]:
         ) from None
     out, problems = [], []
     for i, item in enumerate(request.labels):
+        if "\x00" in item.prediction_id:  # no id of ours has one (and PostgreSQL refuses it)
+            problems.append(
+                {
+                    "field": f"labels.{i}.prediction_id",
+                    "rule": "characters",
+                    "message": "a prediction id never holds a NUL character",
+                }
+            )
+            continue
         try:
             label = labels.coerce(item.label, model.label_type, model.answers or None)
         except ValueError as exc:

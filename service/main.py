@@ -120,6 +120,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             await manager.close()  # in-flight predictions finish and reach the queue
+            plane.close()
             await run_in_threadpool(writer.close)  # the queue drains before exit
             executor.shutdown(wait=True)
             store.dispose()

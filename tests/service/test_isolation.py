@@ -9,7 +9,10 @@ first step refuses some values (a ValueError, as scikit-learn refuses a value)."
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ import pytest
 from sklearn import datasets
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from typer.testing import CliRunner
@@ -44,6 +48,17 @@ def refuse_huge(x: Any) -> Any:
     if np.abs(arr).max(initial=0.0) > 1e6:
         raise ValueError("a value over 1e6 is not supported")
     return arr
+
+
+def gated(x: Any) -> Any:
+    """A pipeline step that waits, on a big batch (an explanation's: over 1,000 rows), until the
+    file named by $ISOLATION_GATE exists: the test holds an explanation mid-computation."""
+    if len(x) >= 1000:
+        gate = Path(os.environ["ISOLATION_GATE"])
+        deadline = time.monotonic() + 60
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return np.asarray(x, dtype=float)
 
 
 def cancer() -> pd.DataFrame:
@@ -74,6 +89,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     imported(root, registry, "forest", RandomForestClassifier(n_estimators=10, random_state=0))
     refuser = make_pipeline(FunctionTransformer(refuse_huge), LogisticRegression())
     imported(root, registry, "refuser", refuser)
+    slow = make_pipeline(FunctionTransformer(gated), KNeighborsClassifier())
+    imported(root, registry, "gated", slow)
     reg = regression_frame(200)
     reg.to_csv(root / "reg.csv", index=False)
     run_training(
@@ -87,8 +104,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "SERVEWATCH_SPOOL_DIR": str(root / "spool"),
             "SERVEWATCH_RELOAD_INTERVAL_S": "0",
             "SERVEWATCH_BATCH_MAX_WAIT_MS": "5",  # requests gather into shared micro-batches
+            "ISOLATION_GATE": str(root / "gate"),
         }
     )
+    srv.gate = root / "gate"  # type: ignore[attr-defined]
     yield srv
     shutil.rmtree(root / "spool", ignore_errors=True)
     srv.stop()
@@ -164,3 +183,34 @@ def test_any_other_model_error_fails_only_its_own_request_and_rows(server: Serve
         },
     )
     assert v2.status_code == 422 and "model_refused" in v2.json()["error"]
+
+
+def test_predictions_are_answered_while_a_long_explanation_runs(server: Server) -> None:
+    """An explanation (sampling Shapley, 40 rows: one call of 40 x 8 x 4 rows) is held inside
+    the model's own code; meanwhile predictions of that model and of another are answered (before:
+    explanations ran on the one model thread every model's predictions need)."""
+    good = {"a": 14.0, "b": 19.0, "c": 700.0}
+    done = threading.Event()
+    result: list[httpx.Response] = []
+
+    def explain() -> None:
+        body = {"instances": [good] * 40}
+        result.append(httpx.post(f"{server.url}/v1/models/gated/explain", json=body, timeout=120))
+        done.set()
+
+    thread = threading.Thread(target=explain)
+    thread.start()
+    try:
+        time.sleep(0.5)  # let the explanation reach its big call (not a timing assertion)
+        for model in ("forest", "gated"):
+            r = httpx.post(
+                f"{server.url}/v1/models/{model}/predict", json={"instances": [good]}, timeout=30
+            )
+            assert r.status_code == 200, r.text
+        assert not done.is_set()  # the explanation still waits at the gate
+    finally:
+        server.gate.touch()  # type: ignore[attr-defined]
+        thread.join(120)
+    assert result[0].status_code == 200, result[0].text
+    explanation = result[0].json()["predictions"][0]["explanation"]
+    assert explanation["method"] == "sampling_shapley"

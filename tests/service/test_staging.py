@@ -218,3 +218,34 @@ def test_a_canary_with_worse_realised_performance_is_withdrawn(
             for _ in range(20)
         }
     assert versions == {1}
+
+
+def test_shadow_calls_are_bounded_and_a_dropped_shadow_never_touches_the_answer(
+    with_staging: Path, tmp_path: Path
+) -> None:
+    """With `shadow_max_inflight` shadow calls already running, a request's shadow is dropped
+    and counted; the request is answered by production as always, and shadowed again once a
+    slot is free (before: a shadow task was spawned per request, without bound)."""
+    settings = settings_for(with_staging, tmp_path, shadow=["demo"], shadow_max_inflight=2)
+
+    def dropped() -> float:
+        labels = {"model": "demo", "version": "2", "result": "dropped"}
+        return REGISTRY.get_sample_value("servewatch_shadow_predictions_total", labels) or 0.0
+
+    before = dropped()
+    batch = instances(5)
+    with TestClient(create_app(settings)) as c:
+        plane = c.app.state.sw.plane  # type: ignore[attr-defined]
+        plane._shadows = 2  # two shadow calls in flight (as under a burst)
+        busy = c.post("/v1/models/demo/predict", json={"instances": batch})
+        assert busy.status_code == 200
+        assert dropped() == before + 5
+        plane._shadows = 0
+        free = c.post("/v1/models/demo/predict", json={"instances": batch})
+    assert [p["probabilities"] for p in busy.json()["predictions"]] == [
+        p["probabilities"] for p in free.json()["predictions"]
+    ]
+    rows = PredictionStore(settings.database_url).read_window("demo")
+    shadowed = {r["ref_id"] for r in rows if r["shadow"]}
+    assert shadowed == {p["prediction_id"] for p in free.json()["predictions"]}
+    assert plane._shadows == 0  # every shadow call that ran gave its slot back
