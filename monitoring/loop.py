@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import time
@@ -15,6 +14,7 @@ from monitoring.config import MonitorSettings
 from monitoring.runner import MonitorError, run_monitoring
 from monitoring.summary import MonitorSummary
 from service.store import PredictionStore
+from service.supervise import healthy
 
 log = logging.getLogger("servewatch.monitor")
 
@@ -67,11 +67,13 @@ def run_all(settings: MonitorSettings, store: PredictionStore) -> list[str]:
 
 
 async def monitor_loop(settings: MonitorSettings, store: PredictionStore) -> None:
-    """Every `monitor_interval` seconds, off the event loop (Evidently is CPU-bound)."""
+    """Every `monitor_interval` seconds, off the event loop (Evidently is CPU-bound). Run under
+    the service's supervisor: an error outside a model's run (which `run_all` logs and goes
+    on from) is logged, counted and retried, never swallowed."""
     while True:
         await asyncio.sleep(settings.monitor_interval)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(run_all, settings, store)
+        await asyncio.to_thread(run_all, settings, store)
+        healthy()
 
 
 def retrain_reason(settings: MonitorSettings, model: str, summary: MonitorSummary) -> str | None:

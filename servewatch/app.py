@@ -26,9 +26,9 @@ def build() -> FastAPI:
     mstore = MonitorStore(PredictionStore(settings.database_url))
     with contextlib.suppress(Exception):
         mstore.create_schema()  # the store may be down at start; runs create it later
-    background = []
+    background = {}
     if msettings.monitor_interval > 0:
-        background.append(lambda: monitor_loop(msettings, mstore.store))
+        background["monitoring"] = lambda: monitor_loop(msettings, mstore.store)
     return create_app(
         settings,
         extra_collectors=[MonitoringCollector(mstore)],

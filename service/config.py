@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     """Disk for the whole spool, shared out equally among the workers."""
     reload_interval_s: float = Field(5.0, ge=0)
     """How often to check the registry's aliases for a new version (0: never)."""
+    task_retry_s: float = Field(1.0, gt=0)
+    """Pause before a failed background task (watcher, log maintenance, monitoring loop) starts
+    again; doubled with each failure in a row, up to 60 s. Three in a row fail /readyz."""
     opentelemetry: bool = False
     """FastAPI's own OpenTelemetry spans, metrics and logs, for an OTel SDK you configure; off by
     default (Prometheus metrics are always on), which also skips its per-request check."""

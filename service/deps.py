@@ -14,6 +14,7 @@ from service.errors import NotFound, Unauthorized
 from service.logwriter import LogWriter
 from service.models import ModelManager
 from service.store import PredictionStore
+from service.supervise import Supervisor
 
 
 @dataclass
@@ -25,6 +26,7 @@ class AppState:
     plane: DataPlane
     extra_collectors: list[Any] = field(default_factory=list)
     load_problems: list[str] = field(default_factory=list)
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
 
 # Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per

@@ -394,6 +394,7 @@ class LogWriter:
         self._crashes_in_row += 1
         self._last_crash = f"{type(exc).__name__}: {first_line(exc)}"
         metrics.LOG_WRITER_RESTARTS.inc()
+        metrics.TASK_FAILURES.labels("log_writer").inc()  # as every background task counts
         metrics.LOG_WRITER_UP.set(0)
         pause = min(self.retry_s * 2.0 ** min(self._crashes_in_row - 1, 10), MAX_RESTART_PAUSE_S)
         log.error("prediction log writer crashed, restarting in %.1f s", pause, exc_info=exc)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+import math
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -25,6 +26,7 @@ from service.models import ModelManager, settle_heap
 from service.retention import RetentionCollector, maintain, maintenance_loop
 from service.routes import explain, health, models, predict, v2
 from service.store import PredictionStore
+from service.supervise import Supervisor
 
 log = logging.getLogger("servewatch.service")
 
@@ -36,17 +38,17 @@ def create_app(
     *,
     extra_collectors: Iterable[Any] = (),
     extra_routers: Iterable[APIRouter] = (),
-    background: Iterable[BackgroundTask] = (),
+    background: Mapping[str, BackgroundTask] | None = None,
 ) -> FastAPI:
     """Build the app. Models load in the lifespan, never at import time.
 
     `extra_collectors` are Prometheus collectors added to /metrics (the monitoring gauges);
-    `extra_routers` add routes (monitoring results); `background` are coroutines run for the
-    app's lifetime (the monitoring loop). The service does not import monitoring: the
-    composition root hands them in.
+    `extra_routers` add routes (monitoring results); `background` are coroutines, by name, run
+    for the app's lifetime under the supervisor (the monitoring loop). The service does not
+    import monitoring: the composition root hands them in.
     """
     collectors = list(extra_collectors)
-    tasks_to_run = list(background)
+    tasks_to_run = dict(background or {})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,19 +102,26 @@ def create_app(
             await run_in_threadpool(plane.read_keys)
         except Exception as exc:  # ids are tagged with this process's key until the store answers
             log.error("prediction id keys unreadable at start: %s", str(exc).splitlines()[0])
-        app.state.sw = AppState(settings, manager, store, writer, plane, collectors, problems)
+        supervisor = Supervisor(retry_s=settings.task_retry_s)
+        app.state.sw = AppState(
+            settings, manager, store, writer, plane, collectors, problems, supervisor
+        )
+        # ends once the log's id keys are read (retrying until then): not a lifetime task
         running = [asyncio.create_task(plane.keep_keys())]
         if settings.reload_interval_s > 0:
-            running.append(asyncio.create_task(manager.watch(settings.reload_interval_s)))
+            tasks_to_run["watcher"] = partial(manager.watch, settings.reload_interval_s)
         if settings.log_maintenance_interval_s > 0:
-            running.append(
-                asyncio.create_task(
-                    maintenance_loop(
-                        store, settings.log_retention_days, settings.log_maintenance_interval_s
-                    )
-                )
+            tasks_to_run["log_maintenance"] = partial(
+                maintenance_loop,
+                store,
+                settings.log_retention_days,
+                settings.log_maintenance_interval_s,
             )
-        running += [asyncio.create_task(task()) for task in tasks_to_run]
+        healthy_s = {"log_maintenance": 2 * settings.log_maintenance_interval_s}
+        running += [
+            supervisor.start(name, task, healthy_s=healthy_s.get(name, math.inf))
+            for name, task in tasks_to_run.items()
+        ]
         try:
             yield
         finally:

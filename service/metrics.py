@@ -116,6 +116,12 @@ LOG_WRITER_UP = Gauge(
     "1 while the log writer runs; 0 from a crash to its next clean cycle, or once its thread died.",
     multiprocess_mode="livemin",
 )
+TASK_FAILURES = Counter(
+    "servewatch_background_task_failures_total",
+    "Failures of a background task (watcher, log_maintenance, monitoring, log_writer); each was "
+    "logged and the task retried after a backoff.",
+    ["task"],
+)
 LOG_ACK_TIMEOUTS = Counter(
     "servewatch_log_ack_timeouts_total",
     "Requests refused (503) because the log did not take their rows within the ack timeout.",

@@ -20,6 +20,7 @@ from service.batching import MicroBatcher
 from service.canary import CanaryGuard, CanaryLimits
 from service.errors import NotFound
 from service.model import LoadedModel, ModelLoadError
+from service.supervise import healthy
 
 log = logging.getLogger("servewatch.models")
 
@@ -129,6 +130,8 @@ class ModelManager:
                 continue
             try:
                 await self.swap(ServedRef(name, "@staging"), role="staging")
+            except (OSError, ValueError) as exc:  # aliases.json unreadable for a moment
+                log.warning("staging of %s not checked, kept as it is: %s", name, exc)
             except (ModelLoadError, RegistryError) as exc:
                 gone = self.staging.pop(name, None)
                 if gone is not None:  # the alias was cleared (e.g. a canary rolled back)
@@ -233,7 +236,9 @@ class ModelManager:
         return await self.swap(self.get(name).ref)
 
     async def watch(self, interval_s: float) -> None:
-        """Follow alias changes in the registry: a promote or rollback reaches every replica."""
+        """Follow alias changes in the registry: a promote or rollback reaches every replica.
+        Run under the supervisor (service/supervise.py): a pass that fails for another reason
+        than a refused version is retried, counted, and shown by /readyz while it persists."""
         while True:
             await asyncio.sleep(interval_s)
             for slot in list(self.slots.values()):
@@ -246,6 +251,7 @@ class ModelManager:
                         "reload of %s refused, old version keeps serving: %s", slot.ref.name, exc
                     )
             await self._load_staging()
+            healthy()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run work off the request path (shadow predictions); close() waits for it."""

@@ -20,6 +20,7 @@ async def readiness_problems(state: StateDep, *, store: bool) -> list[str]:
     writer_problem = state.writer.problem()
     if writer_problem is not None:
         problems.append(writer_problem)
+    problems += state.supervisor.problems()  # a background task failing again and again
     if store:
         try:
             await run_in_threadpool(state.store.ping)

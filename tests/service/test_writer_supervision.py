@@ -26,6 +26,8 @@ from service.main import create_app
 from tests.service.conftest import example
 from tests.service.test_logwriter import FlakyStore, rows, wait_for
 
+TASK_FAILURES = "servewatch_background_task_failures_total"
+
 
 def sample(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
@@ -61,10 +63,13 @@ def test_a_crash_in_the_spool_fallback_keeps_the_batch_and_restarts_the_writer(
     vanished = FileNotFoundError(2, "No such file or directory", "spool/other-worker.jsonl")
     spool = FaultySpool(tmp_path / "spool", 10_000_000, vanished, fail=2)
     restarts = sample("servewatch_log_writer_restarts_total")
+    labelled = REGISTRY.get_sample_value(TASK_FAILURES, {"task": "log_writer"}) or 0.0
     writer = LogWriter(store, spool, batch_rows=50, flush_s=0.02, max_rows=1000, retry_s=0.05)
     writer.start()
     assert writer.try_put(rows(50))
     wait_for(lambda: sample("servewatch_log_writer_restarts_total") >= restarts + 2)
+    # counted as every supervised background task is (service/supervise.py)
+    assert REGISTRY.get_sample_value(TASK_FAILURES, {"task": "log_writer"}) == labelled + 2
     wait_for(lambda: writer.spool.rows == 50)  # the third attempt spooled the batch it held
     assert writer._thread.is_alive() and writer.problem() is None
     assert sample("servewatch_log_writer_up") == 1
