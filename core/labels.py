@@ -92,6 +92,10 @@ def _number(value: Any) -> float:
         raise ValueError("type: a regression label is a number, not a boolean")
     try:
         number = float(value)
+    except OverflowError:  # an integer past a float's range
+        raise ValueError(
+            "finite: a regression label is a finite number, got a larger one"
+        ) from None
     except (TypeError, ValueError):
         raise ValueError(f"type: a regression label is a number, got {value!r}") from None
     if not math.isfinite(number):
@@ -125,7 +129,7 @@ def _as_type(value: Any, label_type: LabelType) -> Any:
     if label_type == "float":
         try:
             return float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
     if isinstance(value, str):
         return value

@@ -180,6 +180,7 @@ def create_app(
         )
         schemas.update(oip_request.pop("$defs", {}))
         schemas["OipInferenceRequest"] = oip_request
+        _links(doc)
         state: AppState | None = getattr(app.state, "sw", None)
         if state is not None:
             body = doc["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]
@@ -210,6 +211,35 @@ def create_app(
         return Response(body, media_type=ctype)
 
     return app
+
+
+def _links(doc: dict[str, Any]) -> None:
+    """OpenAPI links for the workflow a client follows (and schemathesis' stateful run): a
+    prediction's id and answer to its feedback, and the model's description."""
+    paths = doc["paths"]
+    predict = paths["/v1/models/{name}/predict"]["post"]
+    feedback = paths["/v1/models/{name}/feedback"]["post"]
+    model = paths["/v1/models/{name}"]["get"]
+    name = {"name": "$request.path.name"}
+    predict["responses"]["200"]["links"] = {
+        "Feedback": {
+            "operationId": feedback["operationId"],
+            "parameters": name,
+            "requestBody": {
+                "labels": [
+                    {
+                        "prediction_id": "$response.body#/predictions/0/prediction_id",
+                        "label": "$response.body#/predictions/0/prediction",
+                    }
+                ]
+            },
+            "description": "A ground-truth label for the first prediction (here: its answer).",
+        },
+        "Model": {"operationId": model["operationId"], "parameters": name},
+    }
+    feedback["responses"]["200"]["links"] = {
+        "Model": {"operationId": model["operationId"], "parameters": name}
+    }
 
 
 def app_from_env() -> FastAPI:

@@ -213,6 +213,7 @@ def parse_request(raw: bytes | bytearray, header_length: str | None) -> InferReq
             if (
                 type(name) is str
                 and name
+                and type(datatype) is str
                 and datatype in DATATYPES
                 and type(shape) is list
                 and len(shape) == 1
@@ -248,7 +249,7 @@ def _tensor(i: int, item: Any, tail: bytes | bytearray, offset: int) -> tuple[Te
     if not isinstance(name, str) or not name:
         raise Malformed(f"inputs[{i}] needs a 'name' (a non-empty string)")
     datatype = item.get("datatype")
-    if datatype not in DATATYPES:
+    if type(datatype) is not str or datatype not in DATATYPES:  # (a list is unhashable)
         raise Malformed(
             f"input {name!r}: datatype {datatype!r} is not one of the protocol's "
             f"({', '.join(sorted(DATATYPES))})"
