@@ -251,7 +251,7 @@ def _tensor(i: int, item: Any, tail: bytes | bytearray, offset: int) -> tuple[Te
     datatype = item.get("datatype")
     if type(datatype) is not str or datatype not in DATATYPES:  # (a list is unhashable)
         raise Malformed(
-            f"input {name!r}: datatype {datatype!r} is not one of the protocol's "
+            f"input {name!r}: datatype {short_repr(datatype)} is not one of the protocol's "
             f"({', '.join(sorted(DATATYPES))})"
         )
     shape = item.get("shape")
@@ -261,15 +261,18 @@ def _tensor(i: int, item: Any, tail: bytes | bytearray, offset: int) -> tuple[Te
         or not all(type(d) is int and d >= 0 for d in shape)
     ):
         raise Malformed(
-            f"input {name!r}: shape must be a list of whole numbers >= 0, got {shape!r}"
+            f"input {name!r}: shape must be a list of whole numbers >= 0, got {short_repr(shape)}"
         )
+    if len(shape) > MAX_DEPTH:  # the product of 50,000 dimensions is a CPU bomb
+        raise Malformed(f"input {name!r}: a shape has at most {MAX_DEPTH} dimensions")
     count = math.prod(shape)
     params = item.get("parameters")
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
         if type(size) is not int or size < 0 or offset + size > len(tail):
+            shown = short_repr(size)
             raise Malformed(
-                f"input {name!r}: binary_data_size {size!r} runs past the body's binary part"
+                f"input {name!r}: binary_data_size {shown} runs past the body's binary part"
             )
         data = _from_binary(name, datatype, tail[offset : offset + size])
         used = size

@@ -191,7 +191,12 @@ class Validator:
             for key in inst:
                 if key not in self.known:
                     problems.append(
-                        Problem(i, str(key), "unknown", f"{key!r} is not a feature of this model")
+                        Problem(
+                            i,
+                            str(key),
+                            "unknown",
+                            f"{short_repr(key)} is not a feature of this model",
+                        )
                     )
             for f in self.features:
                 name = f.name
