@@ -61,3 +61,17 @@ def test_explanations_on_the_numpy_path_equal_the_pipelines(settings: Settings) 
     cols = {k: [v, v] for k, v in example().items()}
     cols["x1"][1] = None  # a missing value, imputed by both
     assert fast.explain_columns(cols) == slow.explain_columns(cols)
+
+
+def test_the_explainer_never_reads_the_reference_sample_again_after_its_check(
+    settings: Settings,
+) -> None:
+    """The background comes from the bytes hashed at load: a reference.parquet replaced on disk
+    afterwards (here: garbage) is never read (before: the explainer re-read the file)."""
+    from core.registry import Registry
+
+    model = LoadedModel.load(Registry(settings.registry), "demo", 1)
+    (model.path / "reference.parquet").write_bytes(b"not a parquet file")
+    columns = {k: [v] for k, v in example().items()}
+    (got,) = model.explain_columns(columns)
+    assert set(got["contributions"]) == {"x1", "x2", "color", "group", "when"}

@@ -139,3 +139,19 @@ def test_duplicate_input_names_are_named_once_among_thousands(client: TestClient
     res = client.post("/v2/models/demo/infer", json={"inputs": inputs})
     assert res.status_code == 400
     assert "['f5', 'f7'] appear more than once" in res.json()["error"]
+
+
+def test_a_shape_of_thousands_of_dimensions_is_refused_before_its_product(
+    client: TestClient,
+) -> None:
+    """The element count of a shape was its product: 20,000 dimensions of 10**18 made a number
+    of 360,000 digits, minutes of CPU on the event loop. At most 32 dimensions."""
+    shape = "[" + ",".join(["1000000000000000000"] * 2000) + "]"
+    body = '{"inputs": [{"name": "x1", "datatype": "FP64", "shape": SHAPE, "data": [[0.5]]}]}'
+    res = client.post(
+        "/v2/models/demo/infer",
+        content=body.replace("SHAPE", shape).encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert res.status_code == 400
+    assert "at most 32 dimensions" in res.json()["error"]
