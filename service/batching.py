@@ -10,9 +10,9 @@ handing it to a thread would cost more than the call and, holding the GIL, gain 
 Slower models (trees, boosting) run on the model thread so the loop keeps serving I/O. The
 average follows the measured calls, so a model that slows down moves off the loop.
 
-One request never fails another: a call that raises is halved and made again until the error belongs
-to one request, whose refused rows are named the same way (422 `model_refused`); the others get their
-predictions. At most twice as many calls as requests, only when a call fails.
+One request never fails another: a call that raises is halved and made again until the error
+belongs to one request, whose refused rows are named the same way (422 `model_refused`); the others
+get their predictions. At most twice as many calls as requests, and only when a call fails.
 
 A batcher that has been closed (its version swapped out) still answers: a request that took the
 old version's slot before the swap, and reached `predict` only after it (its body was still
