@@ -483,15 +483,6 @@ def feedback_labels(body: Any, model: LoadedModel) -> list[tuple[str, Any]]:
         ) from None
     out, problems = [], []
     for i, item in enumerate(request.labels):
-        if "\x00" in item.prediction_id:  # no id of ours has one (and PostgreSQL refuses it)
-            problems.append(
-                {
-                    "field": f"labels.{i}.prediction_id",
-                    "rule": "characters",
-                    "message": "a prediction id never holds a NUL character",
-                }
-            )
-            continue
         try:
             label = labels.coerce(item.label, model.label_type, model.answers or None)
         except ValueError as exc:
