@@ -7,19 +7,20 @@ FROM python:3.11-slim-bookworm AS base
 # Without access to Docker Hub, scripts/build_base_image.sh builds a stand-in for the base image
 # from Debian's packages. The base line stays first: that script reads it.
 
-# ---- dependencies: layers cached until pyproject.toml changes (no sources yet) ---------------
+# ---- dependencies: layers cached until pyproject.toml changes (no sources, an empty README) ---
 FROM base AS deps-serve
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 # The base dependency set is serving's; `fast` adds ONNX Runtime. Add `lightgbm`/`xgboost` for
 # imported pipelines that end in them: docker build --build-arg SERVE_EXTRAS=fast,xgboost .
 # The venv has no pip of its own: the base image's pip installs into it (--python). The test
 # suites that wheels ship are removed (numpy, scipy, pandas, scikit-learn: ~50 MB).
 ARG SERVE_EXTRAS=fast
-RUN python -m venv --without-pip /opt/venv \
+RUN touch README.md \
+    && python -m venv --without-pip /opt/venv \
     && pip --python=/opt/venv/bin/python install "/src[${SERVE_EXTRAS}]" \
     && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
 
@@ -31,6 +32,7 @@ RUN pip --python=/opt/venv/bin/python install "/src[${FULL_EXTRAS}]" \
 
 # ---- the package itself: the only layers a source change rebuilds --------------------------
 FROM deps-serve AS build-serve
+COPY README.md ./
 COPY core ./core
 COPY training ./training
 COPY service ./service

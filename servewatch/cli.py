@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import typer
@@ -38,19 +39,38 @@ EXTRA_OF = {
 }
 
 
+# What a command imports once it runs (checked before it starts, so that it fails at once).
+NEEDS = {
+    ("train",): ("optuna", "matplotlib"),
+    ("retrain",): ("optuna", "matplotlib", "evidently"),
+    ("monitor", "run"): ("evidently",),
+}
+
+
+def _missing(module: str, argv: list[str]) -> None:
+    command = " ".join(a for a in argv[:2] if not a.startswith("-"))
+    typer.echo(
+        f"error: `servewatch {command}` needs the Python package {module!r}, which is not "
+        f"installed here: pip install 'servewatch[{EXTRA_OF[module]}]' (or use the full image)",
+        err=True,
+    )
+    sys.exit(1)
+
+
 def main() -> None:
     """Run the command; a missing optional package is one line naming its extra, status 1."""
+    argv = sys.argv[1:]
+    words = tuple(a for a in argv[:2] if not a.startswith("-"))
+    if "--help" not in argv:
+        for command, modules in NEEDS.items():
+            if words[: len(command)] == command:
+                for module in modules:
+                    if importlib.util.find_spec(module) is None:
+                        _missing(module, argv)
     try:
         app()
     except ModuleNotFoundError as exc:
         root = (exc.name or "").split(".", 1)[0]
-        extra = EXTRA_OF.get(root)
-        if extra is None:
+        if root not in EXTRA_OF:
             raise
-        command = " ".join(a for a in sys.argv[1:3] if not a.startswith("-"))
-        typer.echo(
-            f"error: `servewatch {command}` needs the Python package {root!r}, which is not "
-            f"installed here: pip install 'servewatch[{extra}]' (or use the full image)",
-            err=True,
-        )
-        sys.exit(1)
+        _missing(root, argv)
