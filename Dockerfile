@@ -16,19 +16,25 @@ WORKDIR /src
 COPY pyproject.toml ./
 # The base dependency set is serving's; `fast` adds ONNX Runtime. Add `lightgbm`/`xgboost` for
 # imported pipelines that end in them: docker build --build-arg SERVE_EXTRAS=fast,xgboost .
-# The venv has no pip of its own: the base image's pip installs into it (--python). The test
-# suites that wheels ship are removed (numpy, scipy, pandas, scikit-learn: ~50 MB).
+# The venv has no pip of its own: the base image's pip installs into it (--python). What the
+# wheels ship for their own tests and for compiling against them is removed (test suites, ONNX's
+# backend test data, C headers and Cython sources: ~75 MB).
 ARG SERVE_EXTRAS=fast
 RUN touch README.md \
     && python -m venv --without-pip /opt/venv \
     && pip --python=/opt/venv/bin/python install "/src[${SERVE_EXTRAS}]" \
-    && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
+    && rm -rf /opt/venv/lib/python3.11/site-packages/onnx/backend/test \
+    && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
+    && find /opt/venv -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.c' -o -name '*.cpp' \
+       -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' \) -delete
 
 FROM deps-serve AS deps-full
 # Everything (`full`: train, monitor, explain, fast) on top of the serving set.
 ARG FULL_EXTRAS=full
 RUN pip --python=/opt/venv/bin/python install "/src[${FULL_EXTRAS}]" \
-    && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
+    && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
+    && find /opt/venv -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.c' -o -name '*.cpp' \
+       -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' \) -delete
 
 # ---- the package itself: the only layers a source change rebuilds --------------------------
 FROM deps-serve AS build-serve
