@@ -18,11 +18,17 @@ COPY pyproject.toml ./
 # imported pipelines that end in them: docker build --build-arg SERVE_EXTRAS=fast,xgboost .
 # The venv has no pip of its own: the base image's pip installs into it (--python). What the
 # wheels ship for their own tests and for compiling against them is removed (test suites, ONNX's
-# backend test data, C headers and Cython sources: ~75 MB).
+# backend test data, C headers and Cython sources: ~75 MB), and the extension modules' symbol
+# tables (~38 MB; not in the *.libs folders, whose patched OpenBLAS breaks when stripped).
+# binutils (strip) stays in this build stage: the runtime stages copy only /opt/venv.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils=2.40-2 \
+    && rm -rf /var/lib/apt/lists/*
 ARG SERVE_EXTRAS=fast
 RUN touch README.md \
     && python -m venv --without-pip /opt/venv \
     && pip --python=/opt/venv/bin/python install "/src[${SERVE_EXTRAS}]" \
+    && find /opt/venv -type f -name '*.so*' -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
     && rm -rf /opt/venv/lib/python3.11/site-packages/onnx/backend/test \
     && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
     && find /opt/venv -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.c' -o -name '*.cpp' \
