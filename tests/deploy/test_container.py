@@ -219,7 +219,11 @@ class Container:
 
 def run_once(image: str, registry: Path, data: Path, env: dict[str, str], *cmd: str) -> Container:
     box = Container(image, registry, data, env, *cmd)
-    box.wait()
+    try:
+        box.wait()
+    except BaseException:
+        box.remove()  # e.g. a server that never exits: the test fails, nothing is left running
+        raise
     return box
 
 
