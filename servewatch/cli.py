@@ -47,6 +47,13 @@ NEEDS = {
 }
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # sys.modules[module] is None: marked as not importable
+        return False
+
+
 def _missing(module: str, argv: list[str]) -> None:
     command = " ".join(a for a in argv[:2] if not a.startswith("-"))
     typer.echo(
@@ -65,7 +72,7 @@ def main() -> None:
         for command, modules in NEEDS.items():
             if words[: len(command)] == command:
                 for module in modules:
-                    if importlib.util.find_spec(module) is None:
+                    if not _installed(module):
                         _missing(module, argv)
     try:
         app()

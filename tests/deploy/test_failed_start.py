@@ -106,3 +106,30 @@ def test_a_worker_that_fails_to_start_fails_the_server(registry_copy: Path, tmp_
     res = serve({"SERVEWATCH_REGISTRY": str(registry_copy)}, tmp_path, 2)
     assert res.returncode == 3, res.stderr[-2000:]
     assert res.stderr.strip().splitlines()[-1].startswith("error: a worker failed to start")
+
+
+@pytest.mark.parametrize(
+    ("argv", "module", "extra"),
+    [
+        (["monitor", "run", "--all"], "evidently", "monitor"),
+        (["train", "--data", "x.csv", "--target", "y"], "optuna", "train"),
+        (["retrain", "--model", "m"], "optuna", "train"),
+    ],
+)
+def test_a_command_without_its_extra_says_which_in_one_line(
+    argv: list[str], module: str, extra: str
+) -> None:
+    """As in the serve image, which lacks Evidently and Optuna: one line, status 1, at once."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; sys.argv = ['servewatch', *{argv!r}]; "
+        "from servewatch.cli import main; main()"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ
+    )
+    assert res.returncode == 1, res.stderr
+    assert one_line_error(res) == (
+        f"error: `servewatch {argv[0] if argv[0] != 'monitor' else 'monitor run'}` needs the "
+        f"Python package {module!r}, which is not installed here: "
+        f"pip install 'servewatch[{extra}]' (or use the full image)"
+    )
