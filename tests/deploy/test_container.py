@@ -422,3 +422,19 @@ def test_the_monitoring_cronjob_command_runs_in_the_full_image(
     assert set(runs) == set(SHAPES) and all(rows >= 60 for rows in runs.values()), runs
     reports = data / "reports"
     assert {p.name for p in reports.iterdir() if p.is_dir()} == set(SHAPES)
+
+
+def test_the_retention_cronjob_command_runs_in_the_serve_image(
+    images: tuple[str, str], shared: Shared, serving: tuple[Container, Path]
+) -> None:
+    """`servewatch log maintain` (the retention CronJob's args) needs nothing of the full image."""
+    _box, data = serving
+    cronjob = yaml.safe_load((ROOT / "k8s/base/retention-cronjob.yaml").read_text())
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "servewatch"
+    job = run_once(images[0], shared.registry, data, {}, *container["args"])
+    try:
+        assert job.state()["ExitCode"] == 0, job.logs()
+        assert json.loads(job.logs())["dropped"] == []
+    finally:
+        job.remove()
