@@ -18,8 +18,8 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -150,6 +150,21 @@ def _fsync_write(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _staging_dir(model_dir: Path) -> Path:
+    """A new hidden folder with the mode the umask gives any folder (not mkdtemp's 0700).
+
+    A version must be readable by whoever serves it: another uid, another machine after a copy.
+    """
+    for _attempt in range(100):
+        path = model_dir / f"{STAGING_PREFIX}{secrets.token_hex(8)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise RegistryError(f"could not create a staging folder in {model_dir}")
 
 
 def _canonical(manifest: dict[str, Any]) -> bytes:
@@ -343,7 +358,7 @@ class Registry:
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
         self._prune_stale_staging(model_dir)
-        tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+        tmp = _staging_dir(model_dir)
         try:
             manifest = stage(tmp)
             files = {

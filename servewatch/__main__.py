@@ -1,5 +1,5 @@
 """`python -m servewatch` runs the command line."""
 
-from servewatch.cli import app
+from servewatch.cli import main
 
-app()
+main()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import logging
 
 from fastapi import FastAPI
 
@@ -27,7 +29,12 @@ def build() -> FastAPI:
     with contextlib.suppress(Exception):
         mstore.create_schema()  # the store may be down at start; runs create it later
     background = {}
-    if msettings.monitor_interval > 0:
+    if msettings.monitor_interval > 0 and importlib.util.find_spec("evidently") is None:
+        logging.getLogger("servewatch.monitor").warning(
+            "monitoring in process is off: Evidently is not installed here (the serve image); "
+            "run `servewatch monitor run --all` where it is (the full image, as the CronJob does)"
+        )
+    elif msettings.monitor_interval > 0:
         background["monitoring"] = lambda: monitor_loop(msettings, mstore.store)
     return create_app(
         settings,

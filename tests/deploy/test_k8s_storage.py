@@ -223,7 +223,7 @@ def calls(path: Path) -> list[ast.Call]:
 def uvicorn_drain_s(settings: Any) -> float:
     """uvicorn's timeout_graceful_shutdown in servewatch/serve.py (requests in flight finish)."""
     path = ROOT / "servewatch/serve.py"
-    (call,) = [c for c in calls(path) if ast.unparse(c.func) == "uvicorn.run"]
+    (call,) = [c for c in calls(path) if ast.unparse(c.func) in ("uvicorn.run", "uvicorn.Config")]
     kw = {k.arg: k.value for k in call.keywords}
     if "timeout_graceful_shutdown" not in kw:
         pytest.fail(f"{path}: uvicorn.run without timeout_graceful_shutdown waits without bound")
