@@ -14,7 +14,6 @@ from monitoring.config import MonitorSettings
 from monitoring.runner import MonitorError, run_monitoring
 from monitoring.summary import MonitorSummary
 from service.store import PredictionStore
-from service.supervise import healthy
 
 log = logging.getLogger("servewatch.monitor")
 
@@ -70,6 +69,10 @@ async def monitor_loop(settings: MonitorSettings, store: PredictionStore) -> Non
     """Every `monitor_interval` seconds, off the event loop (Evidently is CPU-bound). Run under
     the service's supervisor: an error outside a model's run (which `run_all` logs and goes
     on from) is logged, counted and retried, never swallowed."""
+    # imported here, in the service's process: service.supervise brings the service's metrics,
+    # which a `monitor run` job (the CronJob, no PROMETHEUS_MULTIPROC_DIR of its own) must not load
+    from service.supervise import healthy
+
     while True:
         await asyncio.sleep(settings.monitor_interval)
         await asyncio.to_thread(run_all, settings, store)
