@@ -112,13 +112,21 @@ def run_monitoring(
     previous scheduled run, and the labels that met their prediction since then; fewer than
     `min_rows` rows (or `min_labelled_rows` labels) are carried to the next run instead of being
     judged, so every row and label is judged once. A manual run (`since`: an ingest time, `ago`:
-    seconds before the database's clock, `last`: the newest N) reports on its window and its
-    rows' labels but moves no cursor, changes no alert state and notifies no one.
+    seconds before the database's clock, `last`: the newest N), or a run of a version production
+    does not serve, reports on its window and its rows' labels but moves no cursor, changes no
+    alert state and notifies no one.
     """
     started = time.time()
     registry = Registry(settings.registry)
     try:
-        version = version if version is not None else registry.resolve(model)
+        serving: int | None = registry.resolve(model)
+    except Exception as exc:
+        if version is None:
+            raise MonitorError(str(exc)) from None
+        serving = None
+    try:
+        version = version if version is not None else serving
+        assert version is not None
         manifest = registry.manifest(model, version)
     except Exception as exc:
         raise MonitorError(str(exc)) from None
@@ -128,7 +136,9 @@ def run_monitoring(
     until = now - settings.monitor_settle_s
     if ago is not None:
         since = now - ago
-    manual = since is not None or last is not None
+    # a run of another version than production's (--version) reports on it like a manual run:
+    # production's windows, alert states and labels are the scheduled runs' alone
+    manual = since is not None or last is not None or version != serving
     mstore = MonitorStore(store)
     mstore.create_schema()
     cursor = Cursor(since, None) if manual else mstore.cursor(model, version)

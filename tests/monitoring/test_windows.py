@@ -173,6 +173,7 @@ def test_alert_state_is_kept_per_version_and_resolved_when_another_serves(
     model = LoadedModel.load(Registry(registry), "demo", 2)
     rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
     backfill(store, model, rows.to_dict(orient="records"))
+    Registry(registry).set_alias("demo", "production", 2)
     v2 = run(msettings, store, version=2)
     assert v2["rows"] == 250  # v2's own rows, from its first
     assert "out_of_range" not in {a["rule"] for a in v2["alerts"]}  # v1's state is not v2's
@@ -189,9 +190,38 @@ def test_alert_state_is_kept_per_version_and_resolved_when_another_serves(
     assert [(x["version"], x["labelled_rows"]) for x in late] == [(1, 250)]
     assert "late_labels" not in run(msettings, store, version=2)
     # rolled back: v1 goes on from its own window, not its whole history
+    Registry(registry).set_alias("demo", "production", 1)
     log_traffic(store, registry, traffic(250, seed=44))
-    back = run(msettings, store, version=1)
+    back = run(msettings, store)
+    assert back["version"] == 1 and not back["manual"]
     assert back["rows"] == 250 and back["window"]["since"] == v1["window"]["until"]
+
+
+def test_a_run_of_a_version_production_does_not_serve_leaves_productions_state(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    """`monitor run --version V` of another version reports like a manual run: production's
+    firing alerts, windows and labels stay the scheduled runs' (it resolved them before)."""
+    registry = msettings.registry
+    shutil.copytree(registry / "demo" / "1", registry / "demo" / "2")
+    manifest = registry / "demo" / "2" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 2}))
+    Registry(registry).set_alias("demo", "production", 2)
+    model = LoadedModel.load(Registry(registry), "demo", 2)
+    shifted = traffic(250, seed=45, shift=2.0)
+    rows = shifted[FEATURES].astype(object).where(shifted[FEATURES].notna(), None)
+    backfill(store, model, rows.to_dict(orient="records"))
+    prod = run(msettings, store)
+    assert prod["version"] == 2 and "out_of_range" in {a["rule"] for a in prod["alerts"]}
+    mstore = MonitorStore(store)
+    before = (mstore.cursor("demo", 2), mstore.alert_states("demo", 2))
+    log_traffic(store, registry, traffic(250, seed=46))  # v1's rows (the log_traffic helper)
+    other = run(msettings, store, version=1)
+    assert other["version"] == 1 and other["manual"] and other["transitions"] == []
+    assert (mstore.cursor("demo", 2), mstore.alert_states("demo", 2)) == before
+    gauges = MonitoringCollector(MonitorStore(store), cache_s=0)
+    versions = {s.labels.get("version") for m in gauges.collect() for s in m.samples} - {None}
+    assert versions == {"2"}  # the gauges still show production's scheduled run
 
 
 def test_alert_state_of_the_release_before_is_given_to_the_newest_runs_version(
