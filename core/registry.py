@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from core.decision import of as decided_by
+from core.digits import whole_number
 from core.errors import RegistryError
 
 MANIFEST = "manifest.json"
@@ -333,7 +334,7 @@ class Registry:
             if found is None:
                 raise RegistryError(f"model {name} has no alias {ref[1:]!r}")
             return found
-        if not (ref.isascii() and ref.isdigit()) or int(ref) not in versions:
+        if whole_number(ref) not in versions:
             raise RegistryError(f"model {name} has no version {ref!r} (versions: {versions})")
         return int(ref)
 

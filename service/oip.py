@@ -21,6 +21,7 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import orjson
 
+from core.digits import whole_number
 from core.registry import FeatureSchema
 from service.model import LoadedModel, Outputs
 from service.validation import Validator, short_repr
@@ -177,13 +178,12 @@ def parse_request(raw: bytes | bytearray, header_length: str | None) -> InferReq
     tail: bytes | bytearray = b""
     if header_length is not None:
         text = header_length.strip()
-        # isdigit() alone takes "²" (which int() refuses): ASCII digits only
-        if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= len(raw):
+        cut = whole_number(text)
+        if cut is None or not 0 < cut <= len(raw):
             raise Malformed(
-                f"Inference-Header-Content-Length {header_length!r} must be a whole number of "
-                f"bytes within the body's {len(raw)}"
+                f"Inference-Header-Content-Length {header_length[:40]!r} must be a whole number "
+                f"of bytes within the body's {len(raw)}"
             )
-        cut = int(text)
         raw, tail = raw[:cut], raw[cut:]
     if not raw:
         raise Malformed("empty body; expected an inference request object")

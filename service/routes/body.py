@@ -8,6 +8,7 @@ import orjson
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
+from core.digits import whole_number
 from service.errors import BadRequest, ClientGone, PayloadTooLarge
 
 
@@ -27,9 +28,11 @@ async def read_json(request: Request, limit: int) -> Any:
 
 async def read_bytes(request: Request, limit: int) -> bytearray:
     """The raw body, 413 as soon as it is over `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
+    declared = request.headers.get("content-length") or ""
+    size = whole_number(declared)
+    too_long = size is None and declared.isascii() and declared.isdigit()  # past 18 digits
+    if too_long or (size is not None and size > limit):
+        raise PayloadTooLarge(f"body of {declared[:40]} bytes is over the limit of {limit} bytes")
     body = bytearray()
     try:
         async for chunk in request.stream():

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from core.digits import whole_number
 from service import metrics, oip
 from service.dataplane import DataPlane
 from service.deps import AppState, StateDep
@@ -124,9 +125,10 @@ def _slot(state: AppState, name: str, version: str | None) -> Slot:
 
 
 def _version(name: str, text: str) -> int:
-    if not (text.isascii() and text.isdigit()):  # isdigit() alone takes "²", int() does not
-        raise ProtocolError(404, f"version {text!r} of {name!r}: versions are whole numbers")
-    return int(text)
+    number = whole_number(text)
+    if number is None:
+        raise ProtocolError(404, f"version {text[:40]!r} of {name!r}: versions are whole numbers")
+    return number
 
 
 @router.get(

@@ -54,6 +54,25 @@ def test_unicode_digits_in_a_version_or_a_header_are_refused_not_crashed(
     assert res.status_code == 200
 
 
+def test_thousands_of_digits_in_a_version_or_a_header_are_refused_not_crashed(
+    client: TestClient,
+) -> None:
+    """int() raises on more than 4,300 digits: a version path or a header of 5,000 digits."""
+    digits = "1" * 5000
+    for path in (f"/v2/models/demo/versions/{digits}/ready", f"/v2/models/demo/versions/{digits}"):
+        res = client.get(path)
+        assert res.status_code == 404, res.text[:200]
+        assert "whole numbers" in res.json()["error"]
+    body = {"inputs": [{"name": "x1", "datatype": "FP64", "shape": [1], "data": [0.5]}]}
+    res = client.post(
+        "/v2/models/demo/infer",
+        content=json.dumps(body).encode(),
+        headers={"inference-header-content-length": digits},
+    )
+    assert res.status_code == 400, res.text[:200]
+    assert "Inference-Header-Content-Length" in res.json()["error"]
+
+
 def test_json_nested_a_thousand_levels_deep_is_a_4xx_on_both_protocols(client: TestClient) -> None:
     """RecursionError in oip._flatten (tensor data) and in the message's repr of a value."""
     json_type = {"content-type": "application/json"}
