@@ -64,6 +64,7 @@ class Supervisor:
         """Run `task()` for the app's lifetime, restarted after any failure; a run that lasts
         `healthy_s` counts as recovered (for a task that does not call `healthy()`)."""
         state = self.states[name] = _State(name, healthy_s)
+        metrics.TASK_FAILURES.labels(name)  # exported at 0 from start, for increase() and alerts
         context = contextvars.copy_context()
         context.run(_current.set, state)
         return asyncio.get_running_loop().create_task(
@@ -96,10 +97,10 @@ class Supervisor:
                 )
                 await asyncio.sleep(pause)
 
-    def problems(self) -> list[str]:
-        """The tasks failing `persist_after` times in a row or more, for readiness."""
+    def problems(self, only: frozenset[str] | None = None) -> list[str]:
+        """The tasks (of `only`, when given) failing `persist_after` times in a row or more."""
         return [
             f"background task {s.name} failed {s.in_row} times in a row ({s.last_error}); retrying"
             for s in self.states.values()
-            if s.failing(self.persist_after)
+            if s.failing(self.persist_after) and (only is None or s.name in only)
         ]

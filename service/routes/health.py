@@ -11,6 +11,8 @@ from service.schemas import Health
 
 router = APIRouter(tags=["health"])
 
+SERVING_TASKS = frozenset({"watcher"})  # the hot-reload watcher: which versions this replica serves
+
 
 async def readiness_problems(state: StateDep, *, store: bool) -> list[str]:
     """What keeps this replica from being ready (empty: ready); /v2/health/ready asks too."""
@@ -20,7 +22,10 @@ async def readiness_problems(state: StateDep, *, store: bool) -> list[str]:
     writer_problem = state.writer.problem()
     if writer_problem is not None:
         problems.append(writer_problem)
-    problems += state.supervisor.problems()  # a background task failing again and again
+    # a background task failing again and again; with store=false (the Kubernetes probe) only the
+    # one this replica's answers depend on: the log's maintenance and the monitoring loop fail
+    # with the store or the reports' volume, on every replica at once, and are alerted on
+    problems += state.supervisor.problems(None if store else SERVING_TASKS)
     if store:
         try:
             await run_in_threadpool(state.store.ping)
