@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -394,7 +395,7 @@ class DataPlane:
             for pid, label in dict(given).items()
         ]
         try:
-            await run_in_threadpool(self.store.write_labels, rows)
+            await run_in_threadpool(partial(self.store.write_labels, rows, db_clock=True))
         except Exception:
             metrics.FEEDBACK.labels(name, "store_down").inc(len(ids))
             raise Unavailable("the prediction log store is unreachable; retry later") from None

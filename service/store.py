@@ -122,8 +122,12 @@ def insert_or(engine: Engine, table: sa.Table) -> Any:
     return sqlite_insert(table)
 
 
-def _upsert_label(engine: Engine) -> Any:
+def _upsert_label(engine: Engine, now_sql: str | None = None) -> Any:
+    """Insert or replace labels; with `now_sql`, stamped by that SQL clock (the database's)
+    instead of the rows' own `received_at`."""
     stmt = insert_or(engine, feedback)
+    if now_sql is not None:
+        stmt = stmt.values(received_at=sa.literal_column(now_sql))
     return stmt.on_conflict_do_update(
         index_elements=["prediction_id"],
         set_={
@@ -433,10 +437,17 @@ class PredictionStore:
             + " ON CONFLICT (id) DO NOTHING"
         )
 
-    def write_labels(self, rows: Sequence[FeedbackRow]) -> None:
+    def write_labels(self, rows: Sequence[FeedbackRow], *, db_clock: bool = False) -> None:
+        """Insert or replace labels. `db_clock`: `received_at` is the database's clock as the
+        row is written (the service's labels: monitoring's labels window reads by that clock, so
+        a replica's clock or a slow write can never put a label behind a window that ran)."""
         if rows:
+            now_sql = self._db_now_sql if db_clock else None
+            params: list[Any] = list(rows)
+            if db_clock:
+                params = [{k: v for k, v in r.items() if k != "received_at"} for r in rows]
             with self._writing(), self.engine.begin() as conn:
-                conn.execute(_upsert_label(self.engine), list(rows))
+                conn.execute(_upsert_label(self.engine, now_sql), params)
 
     def existing_ids(self, model: str, ids: Iterable[str]) -> set[str]:
         """The ids among `ids` the log holds a prediction of `model` under."""

@@ -73,6 +73,30 @@ def test_labels_that_arrive_after_their_window_ran_are_judged_by_the_next_run(
     assert run(msettings, store, rules=rules)["labelled_rows"] == 100
 
 
+def test_a_label_stamped_by_a_clock_behind_the_databases_is_still_judged(
+    msettings: MonitorSettings, any_store: PredictionStore
+) -> None:
+    """The service's labels are stamped by the database's clock as they are written: a replica
+    whose clock is behind (or a write delayed past the settle time) stamped a label inside a
+    labels window that had already run, and no later run read it."""
+    store = any_store
+    rules = AlertRules(min_rows=10_000)
+    log_traffic(store, msettings.registry, traffic(150, seed=35))  # labelled: judged by run 1
+    frame = traffic(150, seed=34)
+    ids = log_traffic(store, msettings.registry, frame, labelled=False)
+    first = run(msettings, store, rules=rules)
+    assert first["labelled_rows"] == 150
+    behind = first["window"]["labels_until"] - 1.0  # the replica's clock, a moment behind
+    store.write_labels(
+        [
+            FeedbackRow(prediction_id=i, model="demo", label=encode(lab), received_at=behind)
+            for i, lab in zip(ids, frame["label"], strict=True)
+        ],
+        db_clock=True,
+    )
+    assert run(msettings, store, rules=rules)["labelled_rows"] == 150
+
+
 def test_too_few_labels_are_carried_until_there_are_enough(
     msettings: MonitorSettings, store: PredictionStore
 ) -> None:
