@@ -55,7 +55,9 @@ def fit_top_class(
     proba: Floats, codes: npt.NDArray[np.int64], threshold: float | None = None, positive: int = 1
 ) -> TopClassCalibration | None:
     """The top-class recalibration of a multi-class model from held-out rows (`codes`: each row's
-    true class column, -1 for none); None for binary models or too few rows."""
+    true class column, -1 for none); None for binary models, too few rows, or a top class whose
+    mean probability is within two standard errors of its accuracy on those rows (recalibrating
+    would only carry their sampling error over)."""
     proba = np.asarray(proba, dtype=float)
     known = codes >= 0
     if proba.ndim != 2 or proba.shape[1] < 3 or known.sum() < MIN_CALIBRATION_ROWS:
@@ -65,6 +67,9 @@ def fit_top_class(
     proba, codes = proba[known], codes[known]
     picked = decide(proba, threshold, positive)
     confidence = proba[np.arange(len(proba)), picked]
+    gap = (picked == codes) - confidence
+    if abs(gap.mean()) < 2 * gap.std(ddof=1) / np.sqrt(len(gap)):
+        return None  # calibrated within the held-out rows' own sampling error: nothing to fix
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
     iso.fit(confidence, (picked == codes).astype(float))
     return TopClassCalibration(

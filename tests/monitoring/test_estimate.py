@@ -93,7 +93,10 @@ def test_the_multi_class_estimate_is_within_its_bound_under_covariate_shift() ->
         assert raw < real - 0.03  # the bias this fixes
         est = estimate(proba, classes, calibration=calibration)["accuracy"]
         assert abs(est - real) < 0.02, (shift, est, real)
-    # too few held-out rows, or a binary model: no recalibration
+    # a calibrated model (multinomial, no one-vs-rest step), too few held-out rows, or a binary
+    # model: no recalibration, which would only carry the held-out rows' sampling error over
+    calibrated = LogisticRegression().fit(*three_classes(6000, 0.0, rng))
+    assert fit_top_class(calibrated.predict_proba(x_ref), y_ref.astype(np.int64)) is None
     assert fit_top_class(model.predict_proba(x_ref[:50]), y_ref[:50].astype(np.int64)) is None
     assert fit_top_class(np.c_[1 - ys[:500] * 0.5, ys[:500] * 0.5], ys[:500]) is None
 
