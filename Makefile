@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.monitoring
 	$(BIN)/python -m bench.drift_rates  # issue 33: drift false alarms and detection per window size
+	$(BIN)/python -m bench.alerts  # issue 33: false alarms and detection of the performance rules per window size
 	$(BIN)/python -m bench.report
 	# issue 17: the prediction log with replicas writing to one PostgreSQL, and at 1M/10M rows
 	# (needs PostgreSQL at 127.0.0.1:5432; creates and drops sw_bench_log_* databases, ~6 GB at 10M)

@@ -93,6 +93,22 @@ class Decision(BaseModel):
     why: str = ""
 
 
+class ReferenceSample(BaseModel):
+    """What `reference.parquet` was drawn from (manifest `reference`; absent before issue 33,
+    when it was drawn from the train and validation rows: in-sample predictions)."""
+
+    model_config = ConfigDict(extra="allow")
+    drawn_from: str
+    """test, test+out_of_fold (test rows topped up with out-of-fold predictions of train and
+    validation rows), import_sample, or train+validation."""
+    unseen: bool
+    """True: every row's prediction comes from a model that never trained on it."""
+    rows: dict[str, int] = {}
+
+
+IN_SAMPLE_REFERENCE = ReferenceSample(drawn_from="train+validation", unseen=False)
+"""What a manifest without `reference` means: the older releases' in-sample sample."""
+
 MANIFEST_SCHEMA = 3
 """Bumped when a field is added that readers rely on; older manifests still load (every field
 added since version 1 has a default that means what the older release did). 3: `decision`."""
@@ -123,6 +139,8 @@ class Manifest(BaseModel):
     decision: Decision | None = None
     """The decision threshold (schema 3); None in older manifests and for regressors: argmax."""
     files: dict[str, str] = {}
+    reference: ReferenceSample = IN_SAMPLE_REFERENCE
+    """What reference.parquet was drawn from; older manifests: train+validation (in-sample)."""
 
     @property
     def threshold(self) -> float | None:

@@ -13,9 +13,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core import metrics as metric_contract
-from monitoring.summary import AlertDict, AlertState, AlertStatus, MonitorSummary, Severity
+from monitoring.summary import (
+    AlertDict,
+    AlertState,
+    AlertStatus,
+    ExplanationDrift,
+    MonitorSummary,
+    Severity,
+)
 
 log = logging.getLogger("servewatch.alerts")
+
+MIN_ATTRIBUTION_SHARE = 0.01
+"""explanation_drift ignores features with less than this share of the total mean |contribution|."""
 
 
 class AlertRules(BaseModel):
@@ -37,6 +47,13 @@ class AlertRules(BaseModel):
     """Largest allowed worsening (a fall, or a rise for metrics where lower is better): of the
     realised score from the version's test score, and of the estimated score from the same
     estimate on the version's reference sample (where the log has one; else the test score)."""
+    confidence: float = Field(0.99, gt=0.5, lt=1)
+    """Noise bands: a healthy window stays inside its band this often. A performance rule
+    breaches only beyond both `max_drop` (and `performance_floor`) and the band for the window's
+    rows; explanation drift only beyond both `explanation_change` and its band."""
+    explanation_change: float = Field(0.25, ge=0)
+    """explanation_drift: a feature's mean |contribution| moved by more than this share of its
+    value on the reference sample (and beyond the noise band)."""
     min_labelled_rows: int = Field(100, ge=1)
     missing_share_increase: float = 0.1
     """Missing share of a feature above its reference share by more than this."""
@@ -204,6 +221,23 @@ def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
                 "critical",
             )
         )
+    out.extend(_performance_conditions(summary, rules))
+    explanation = summary.get("explanation_drift")
+    if enough and explanation:
+        out.append(_explanation_condition(explanation, rules))
+    return out
+
+
+def _worse(metric: metric_contract.Metric, value: float, by: float) -> float:
+    """`value` made worse by `by` (in the metric's units)."""
+    return value - by if metric.higher_is_better else value + by
+
+
+def _performance_conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
+    """realised_performance and estimated_performance: the watched metric against the bounds
+    (`performance_floor`, `max_drop` from the baseline), each breached only beyond the noise band
+    of a window of this many rows where the run measured one (`performance.noise`)."""
+    out: list[Condition] = []
     metric = rules.metric or summary.get("metric")
     test_score = summary.get("test_score")
     performance = summary.get("performance")
@@ -212,6 +246,7 @@ def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
         "realised": performance.get("realised") if performance else None,
         "estimated": performance.get("estimated") if performance else None,
     }
+    noise = performance.get("noise") if performance else None
     # The label-free estimate is judged against itself on the reference sample: an estimate read
     # from the model's own probabilities is biased wherever they are not perfectly calibrated, and
     # the bias is the same on both, so only a change in the traffic moves the difference.
@@ -228,30 +263,76 @@ def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
             out.append(Condition(rule, None, None, None, f"no {kind} {metric} this run"))
             continue
         judge = metric_contract.get(metric)
+        band = (noise["realised"] if kind == "realised" else noise["estimated"]) if noise else None
+        width = band["widths"].get(metric) if band else None
         limits: list[float] = []
         if rules.performance_floor is not None:
-            limits.append(rules.performance_floor)
+            floor = rules.performance_floor
+            limits.append(_worse(judge, floor, width) if width is not None else floor)
         baseline, against = test_score, "test score"
         if kind == "estimated" and ref_estimate is not None:
             baseline, against = ref_estimate, "estimate on the reference sample"
         if baseline is not None:
-            limits.append(judge.limit(baseline, rules.max_drop))
+            by_drop = judge.limit(baseline, rules.max_drop)
+            if width is not None:  # both needed: the looser of the two
+                by_noise = _worse(judge, baseline, width)
+                by_drop = by_drop if judge.meets(by_noise, by_drop) else by_noise
+            limits.append(by_drop)
         threshold = judge.strictest(limits)
         breached = threshold is not None and not judge.meets(value, threshold)
+        said = f"{kind} {metric} {value:.3f}"
+        if band and width is not None and noise is not None:
+            said += (
+                f" (noise band {width:.3g} at {noise['confidence']:.0%} for {band['rows']:,} rows)"
+            )
         out.append(
             Condition(
                 rule,
                 breached,
                 value,
                 threshold,
-                f"{kind} {metric} {value:.3f} {judge.shortfall} {threshold:.3f} ({against} "
+                f"{said} {judge.shortfall} {threshold:.3f} ({against} "
                 f"{baseline if baseline is not None else float('nan'):.3f})"
                 if breached
-                else f"{kind} {metric} {value:.3f}",
+                else said,
                 "critical",
             )
         )
     return out
+
+
+def _explanation_condition(explanation: ExplanationDrift, rules: AlertRules) -> Condition:
+    """explanation_drift: a feature whose mean |contribution| moved by more than
+    `explanation_change` of its reference value and beyond its noise band (where measured)."""
+    moved: list[tuple[str, float]] = []
+    features = {
+        name: f
+        for name, f in explanation["features"].items()
+        if isinstance(f.get("reference"), float | int) and isinstance(f.get("change"), float | int)
+    }
+    total = sum(f["reference"] for f in features.values())
+    changes: dict[str, float] = {}
+    for name, f in features.items():
+        if f["reference"] <= MIN_ATTRIBUTION_SHARE * total:
+            continue  # a feature the model hardly uses: its relative changes are noise
+        changes[name] = f["change"] / f["reference"]
+        band = f.get("band")
+        if abs(changes[name]) > rules.explanation_change and (
+            band is None or abs(f["change"]) > band
+        ):
+            moved.append((name, changes[name]))
+    moved.sort(key=lambda m: -abs(m[1]))
+    worst = max((abs(c) for c in changes.values()), default=0.0)
+    return Condition(
+        "explanation_drift",
+        bool(moved),
+        abs(moved[0][1]) if moved else worst,
+        rules.explanation_change,
+        "mean |contribution| moved beyond chance: "
+        + ", ".join(f"{n} {r:+.0%}" for n, r in moved[:5])
+        if moved
+        else f"largest change of a feature's mean |contribution| {worst:.0%}",
+    )
 
 
 def evaluate(

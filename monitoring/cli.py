@@ -108,6 +108,21 @@ def run(
     console.print(
         f"estimated {perf.get('estimated')}; realised {perf.get('realised')}", highlight=False
     )
+    metric, noise = summary.get("metric"), perf.get("noise")
+    if metric and noise:
+        bands = [
+            f"{kind} {metric} worse by up to {band['widths'][metric]:.4g} in {band['rows']:,} rows"
+            for kind, band in (("realised", noise["realised"]), ("estimated", noise["estimated"]))
+            if band and metric in band["widths"]
+        ]
+        if bands:
+            console.print(
+                f"noise band at {noise['confidence']:.0%}: {'; '.join(bands)} ({noise['note']})",
+                highlight=False,
+            )
+    reference = summary.get("reference")
+    if reference and not reference["unseen"]:
+        console.print(f"reference sample: {reference['note']}", highlight=False)
     for a in summary["alerts"]:
         console.print(
             f"[yellow]ALERT[/yellow] {a['rule']} ({a['severity']}): {a['message']}", highlight=False

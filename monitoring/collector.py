@@ -64,6 +64,12 @@ class MonitoringCollector(Collector):
             "Realised (labelled) and estimated (label-free) performance.",
             labels=["model", "version", "metric", "kind"],
         )
+        band = GaugeMetricFamily(
+            "servewatch_model_performance_band",
+            "How much worse than its baseline a healthy window of the latest run's size scores "
+            "by chance (the noise band at the rules' confidence, in the metric's units).",
+            labels=["model", "version", "metric", "kind"],
+        )
         alerts = GaugeMetricFamily(
             "servewatch_alert_active",
             "1 for each alert firing after the latest run.",
@@ -106,10 +112,18 @@ class MonitoringCollector(Collector):
                 for metric, value in stored.items():
                     if isinstance(value, int | float) and value == value:
                         perf.add_metric([model, version, metric, kind], value)
+            noise = performance.get("noise") if performance else None
+            bands = {
+                "realised": noise.get("realised") if noise else None,
+                "estimated": noise.get("estimated") if noise else None,
+            }
+            for kind, spread in bands.items():
+                for metric, width in (spread["widths"] if spread else {}).items():
+                    band.add_metric([model, version, metric, kind], width)
             explanation = s.get("explanation_drift")
             for feat, c in (explanation.get("features", {}) if explanation else {}).items():
                 contrib.add_metric([model, version, feat, "reference"], c["reference"])
                 contrib.add_metric([model, version, feat, "current"], c["current"])
             for a in s.get("alerts", []):
                 alerts.add_metric([model, version, a["rule"], a["severity"]], 1.0)
-        yield from (share, score, drifted, perf, contrib, alerts, last, rows)
+        yield from (share, score, drifted, perf, band, contrib, alerts, last, rows)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from core import labels as label_types
@@ -30,9 +31,10 @@ from core.registry import (
     Registry,
 )
 from monitoring import alerts as alerting
+from monitoring import noise
 from monitoring.config import MonitorSettings
 from monitoring.drift import PREDICTION, TARGET, Labelled
-from monitoring.estimate import estimate
+from monitoring.estimate import estimate, fit_top_class
 from monitoring.notifiers import AlertmanagerNotifier, WebhookNotifier
 from monitoring.store import Cursor, MonitorStore
 from monitoring.summary import (
@@ -47,6 +49,7 @@ from monitoring.summary import (
     PerformanceSummary,
     PredictionDrift,
     QualitySummary,
+    ReferenceNote,
     ShadowReport,
 )
 from monitoring.window import (
@@ -199,6 +202,7 @@ def run_monitoring(
         "labelled_rows": sum(lab is not None for lab in labels.labels),
         "metric": metric,
         "test_score": test_score,
+        "reference": _reference_note(manifest),
     }
     report_dir = settings.monitor_reports_dir / model
     tmp = report_dir / f".tmp-{uuid.uuid4().hex}"
@@ -221,7 +225,14 @@ def run_monitoring(
         if window.rows:
             summary["quality"] = _quality(reference, current, manifest)
         summary["performance"] = _performance(
-            window, reference, classes, _decision(manifest), labelled=labels, with_estimate=enough
+            window,
+            reference,
+            classes,
+            _decision(manifest),
+            manifest,
+            rules.confidence,
+            labelled=labels,
+            with_estimate=enough,
         )
         if not enough:
             summary["performance"]["estimate_note"] = (
@@ -255,7 +266,7 @@ def run_monitoring(
             )
         if enough:
             summary["explanation_drift"] = _explanation_drift(
-                registry, model, version, reference, current, manifest
+                registry, model, version, reference, current, manifest, rules.confidence
             )
         states = mstore.alert_states(model, version)
         retired = {} if manual else mstore.other_versions_active(model, version)
@@ -666,27 +677,40 @@ def _explanation_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     manifest: Manifest,
+    confidence: float = 0.99,
     rows: int = 300,
 ) -> ExplanationDrift:
-    """Mean |contribution| per feature on the reference sample and on the window, side by side:
-    a feature that starts to matter more or less shows here even when its values look stable."""
+    """Mean |contribution| per feature on the reference sample and on the window, side by side,
+    with the band their difference strays by chance (`monitoring.noise.mean_spread`): a feature
+    that starts to matter more or less shows here even when its values look stable."""
     from service.model import LoadedModel
 
     loaded = LoadedModel.load(registry, model, version)
     explainer = loaded.explainer()
     names = [f.name for f in manifest.features]
 
-    def mean_abs(frame: pd.DataFrame) -> dict[str, float]:
+    def per_row(frame: pd.DataFrame) -> npt.NDArray[np.float64]:
         sample = frame[names].sample(min(rows, len(frame)), random_state=0)
         typed = loaded.frame({c: sample[c].tolist() for c in names})
-        return explainer.explain(typed).mean_abs()  # type: ignore[no-any-return]
+        explained = explainer.explain(typed)
+        order = [explained.features.index(f) for f in names]
+        values: npt.NDArray[np.float64] = np.abs(np.asarray(explained.contributions, dtype=float))
+        return values[:, order]
 
-    ref, cur = mean_abs(reference), mean_abs(current)
+    ref, cur = per_row(reference), per_row(current)
+    ref_mean, cur_mean = ref.mean(axis=0), cur.mean(axis=0)
     return {
         "method": explainer.method,
         "features": {
-            f: {"reference": ref[f], "current": cur[f], "change": cur[f] - ref[f]} for f in names
+            f: {
+                "reference": float(ref_mean[i]),
+                "current": float(cur_mean[i]),
+                "change": float(cur_mean[i] - ref_mean[i]),
+                "band": noise.mean_spread(ref[:, i], cur[:, i], confidence, len(names)),
+            }
+            for i, f in enumerate(names)
         },
+        "rows": {"reference": len(ref), "current": len(cur)},
     }
 
 
@@ -867,6 +891,8 @@ def _performance(
     reference: pd.DataFrame,
     classes: list[str] | None,
     decision: DecisionOf = (None, 1),
+    manifest: Manifest | None = None,
+    confidence: float = 0.99,
     *,
     labelled: Window | None = None,
     with_estimate: bool = True,
@@ -874,6 +900,14 @@ def _performance(
     """Estimated performance on `window` (unless `with_estimate` is False: too few rows) and
     realised performance on `labelled` (the run's labels window; default: the window's labels)."""
     out: PerformanceSummary = {"realised": None, "estimated": None, "reference_estimated": None}
+    unseen = manifest is not None and manifest.reference.unseen
+    ref_rows = noise.from_reference(reference, classes)
+    ref_proba = ref_rows.proba
+    calibration = (
+        fit_top_class(ref_proba, ref_rows.codes, *decision)
+        if unseen and ref_proba is not None and ref_rows.codes is not None
+        else None
+    )
     if not with_estimate:
         pass
     elif classes is None:
@@ -883,17 +917,57 @@ def _performance(
     elif window.probabilities is None:
         out["estimate_note"] = "no label-free estimate: the log holds no class probabilities"
     else:
-        out["estimated"] = estimate(window.probabilities, classes, *decision)
-        ref_cols = [f"{PROBA_PREFIX}{c}" for c in classes]
-        if all(c in reference for c in ref_cols):
-            out["reference_estimated"] = estimate(
-                reference[ref_cols].to_numpy(float), classes, *decision
-            )
-    realised, used, unusable = _realised(
-        labelled if labelled is not None else window, classes, decision
-    )
+        out["estimated"] = estimate(window.probabilities, classes, *decision, calibration)
+        if ref_proba is not None:
+            out["reference_estimated"] = estimate(ref_proba, classes, *decision, calibration)
+    labels = labelled if labelled is not None else window
+    realised, used, unusable = _realised(labels, classes, decision)
     out["unusable_labels"] = unusable
     if realised is not None:
         out["realised"] = realised
         out["realised_rows"] = used
+    split = (manifest.model_extra or {}).get("data", {}).get("split", {}) if manifest else {}
+    test_rows = split.get("test") if isinstance(split, dict) else None
+    out["noise"] = noise.performance_noise(
+        unseen=unseen,
+        reference=ref_rows,
+        reference_proba=ref_proba,
+        window=_window_rows(labels, classes),
+        window_proba=window.probabilities if classes is not None and with_estimate else None,
+        realised_rows=used,
+        decision=decision,
+        confidence=confidence,
+        test_rows=test_rows if isinstance(test_rows, int) else None,
+        calibration=calibration,
+    )
     return out
+
+
+def _window_rows(window: Window, classes: list[str] | None) -> noise.Labelled:
+    """The window's usable labelled rows, as the realised figures use them."""
+    labelled = [i for i, lab in enumerate(window.labels) if lab is not None]
+    if classes is not None:
+        if window.probabilities is None:
+            return noise.Labelled()
+        codes = metric_contract.class_codes([window.labels[i] for i in labelled], classes)
+        return noise.Labelled(codes=codes, proba=window.probabilities[labelled])
+    y = np.array([_finite(window.labels[i]) for i in labelled], dtype=float)
+    pred = np.array([_finite(window.predictions[i]) for i in labelled], dtype=float)
+    return noise.Labelled(y=y, pred=pred)
+
+
+def _reference_note(manifest: Manifest) -> ReferenceNote:
+    """What the version's reference sample was drawn from, for the run record."""
+    ref = manifest.reference
+    if ref.unseen:
+        note = "drawn from rows the model never trained on"
+    elif ref.drawn_from == "train+validation":
+        note = (
+            "in-sample: drawn from the rows the model was fitted on (a version published before "
+            "servewatch drew it from unseen rows); its figures look better than fresh traffic"
+        )
+    else:
+        note = (
+            "may hold rows the model was fitted on: its figures may look better than fresh traffic"
+        )
+    return {"drawn_from": ref.drawn_from, "unseen": ref.unseen, "note": note}

@@ -101,6 +101,36 @@ class QualitySummary(TypedDict):
     """Numeric features with a training range only."""
 
 
+class NoiseBand(TypedDict):
+    """How much worse than its baseline a healthy window of `rows` rows scores by chance."""
+
+    rows: int
+    widths: Metrics
+    """Metric -> the band's width, in the metric's units (a worsening, always >= 0)."""
+
+
+class NoiseSummary(TypedDict):
+    """The noise bands of a run's performance figures (`monitoring.noise`)."""
+
+    confidence: float
+    """A healthy window stays inside its band this often."""
+    source: Literal["unseen", "window"]
+    """unseen: bootstrap of the version's reference rows it never trained on; window: the
+    window's own spread (versions whose reference is in-sample)."""
+    note: str
+    realised: NoiseBand | None
+    estimated: NoiseBand | None
+
+
+class ReferenceNote(TypedDict):
+    """What the version's reference sample was drawn from (the manifest's `reference`)."""
+
+    drawn_from: str
+    unseen: bool
+    """False: rows the model was fitted on (versions published before issue 33, imports)."""
+    note: str
+
+
 class PerformanceSummary(TypedDict):
     realised: Metrics | None
     """On the labelled rows; None with fewer usable labels than a metric needs (or none)."""
@@ -118,6 +148,8 @@ class PerformanceSummary(TypedDict):
     undefined: NotRequired[dict[str, str]]
     """Realised metrics the labels cannot define (NaN in `realised`), with why: e.g. ROC AUC
     when the labels hold one class."""
+    noise: NotRequired[NoiseSummary]
+    """The noise bands of the figures above; absent in older releases' summaries."""
 
 
 class CanaryReport(TypedDict):
@@ -167,11 +199,15 @@ class FeatureContribution(TypedDict):
     reference: float
     current: float
     change: float
+    band: NotRequired[float]
+    """How far `change` strays by chance (at the rules' confidence); absent in older summaries."""
 
 
 class ExplanationDrift(TypedDict):
     method: str
     features: dict[str, FeatureContribution]
+    rows: NotRequired[dict[str, int]]
+    """Rows explained on each side: {"reference": n, "current": m}."""
 
 
 class AlertDict(TypedDict):
@@ -218,6 +254,8 @@ class MonitorSummary(TypedDict):
     metric: str | None
     """The version's objective metric, if its manifest names one."""
     test_score: float | None
+    reference: NotRequired[ReferenceNote]
+    """What the reference sample was drawn from; absent in older releases' summaries."""
     drift: NotRequired[DriftSummary]
     prediction_drift: NotRequired[PredictionDrift]
     quality: NotRequired[QualitySummary]

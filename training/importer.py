@@ -117,6 +117,12 @@ def import_pipeline(
         },
         "model": {"family": type(model).__name__, "imported_from": str(pipeline_path)},
         "decision": decision,
+        # the sample may hold the pipeline's training rows: monitoring treats it as in-sample
+        "reference": {
+            "drawn_from": "import_sample",
+            "unseen": False,
+            "rows": {"import_sample": len(reference)},
+        },
         "data": {"source": sample, "rows": len(frame), "fingerprint": data.fingerprint(frame)},
         "config": json.loads(config.model_dump_json()),
         "libraries": library_versions(),

@@ -163,6 +163,11 @@ def updated_manifest(
     manifest["error_analysis"] = {"worst_slices": []}
     manifest["fairness"] = {}
     manifest["plots"] = []
+    reference = parent.get("reference")
+    if isinstance(reference, dict) and set(reference.get("rows", {})) - {"test"}:
+        # the parent's validation and out-of-fold reference rows are rows it was fitted on, and
+        # the update starts from it: predicted again by the update, they are in-sample
+        manifest["reference"] = {**reference, "unseen": False}
     return manifest
 
 

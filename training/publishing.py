@@ -9,9 +9,11 @@ from typing import Any, Literal
 
 import joblib
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from core import labels
 from core import metrics as metric_contract
 from core.decision import decide
 from core.missing import as_trained
@@ -107,6 +109,12 @@ def promote_through_gate(registry: Registry, name: str, version: int, passed: bo
     return "production"
 
 
+REFERENCE_MIN_UNSEEN = 1000
+"""A test set smaller than this (or than `reference_rows`) is topped up to it with out-of-fold
+predictions of train and validation rows, so drift tests and noise bands have rows to go on."""
+OUT_OF_FOLD_FOLDS = 5
+
+
 def reference_frame(
     model: BaseEstimator,
     x: pd.DataFrame,
@@ -118,23 +126,148 @@ def reference_frame(
     threshold: float | None = None,
     positive: int = 1,
 ) -> pd.DataFrame:
-    """`reference.parquet`: a sample of inputs with the model's predictions (classes decided
-    by the version's threshold, `core.decision.decide`) and the labels."""
+    """A sample of inputs with `model`'s predictions (classes decided by the version's threshold,
+    `core.decision.decide`) and the labels, in the layout of `reference.parquet`."""
     if len(x) > rows:
         idx = np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))
         x, y = x.iloc[idx], y.iloc[idx]
-    ref = x.reset_index(drop=True).copy()
-    x = as_trained(x, model)  # gaps as the model was trained with them
+    fed = as_trained(x, model)  # gaps as the model was trained with them
     if task == "classification":
-        proba = model.predict_proba(x)
-        classes = list(model.classes_)
-        picked = decide(np.asarray(proba, dtype=float), threshold, positive)
+        return _frame(
+            x,
+            y,
+            task,
+            np.asarray(model.predict_proba(fed), dtype=float),
+            list(model.classes_),
+            threshold,
+            positive,
+        )
+    return _frame(x, y, task, np.asarray(model.predict(fed), dtype=float))
+
+
+def _frame(
+    x: pd.DataFrame,
+    y: pd.Series,
+    task: str,
+    predicted: npt.NDArray[np.float64],
+    classes: list[Any] | None = None,
+    threshold: float | None = None,
+    positive: int = 1,
+) -> pd.DataFrame:
+    """Inputs, predictions (probabilities per class for a classifier) and labels."""
+    ref = x.reset_index(drop=True).copy()
+    if task == "classification" and classes is not None:
+        picked = decide(predicted, threshold, positive)
         ref[PREDICTION_COL] = np.asarray(classes, dtype=object)[picked]
         for i, c in enumerate(classes):
-            ref[f"{PROBA_PREFIX}{c}"] = proba[:, i]
+            ref[f"{PROBA_PREFIX}{c}"] = predicted[:, i]
         ref[PREDICTION_COL] = ref[PREDICTION_COL].astype(str)
         ref[LABEL_COL] = y.astype(str).to_numpy()
     else:
-        ref[PREDICTION_COL] = model.predict(x)
+        ref[PREDICTION_COL] = predicted
         ref[LABEL_COL] = y.to_numpy(dtype=float)
     return ref
+
+
+def unseen_reference(
+    model: BaseEstimator,
+    test: tuple[pd.DataFrame, pd.Series],
+    fitted_on: tuple[pd.DataFrame, pd.Series],
+    task: str,
+    rows: int,
+    seed: int,
+    *,
+    threshold: float | None = None,
+    positive: int = 1,
+    validation: tuple[BaseEstimator, pd.DataFrame, pd.Series] | None = None,
+    say: Progress | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """`reference.parquet` from rows the model never trained on, and the manifest's `reference`
+    record saying what it was drawn from.
+
+    The test rows (up to `rows`). When there are fewer than min(rows, REFERENCE_MIN_UNSEEN), topped
+    up with the validation rows as predicted by the same model fitted on the training rows only
+    (`validation`: that model, x, y; it never saw them, and costs no fit), then with out-of-fold
+    predictions of rows the final model was fitted on (`fitted_on`): each predicted by a copy of
+    the model refitted without its fold, only as many folds as needed. A model that cannot be
+    refitted (some mitigations) keeps what it has."""
+    x_test, y_test = test
+    parts = [
+        reference_frame(
+            model, x_test, y_test, task, rows, seed, threshold=threshold, positive=positive
+        )
+    ]
+    record: dict[str, Any] = {"drawn_from": "test", "unseen": True, "rows": {"test": len(parts[0])}}
+    wanted = min(rows, REFERENCE_MIN_UNSEEN) - len(parts[0])
+    if wanted > 0 and validation is not None and len(validation[1]):
+        on_train, x_val, y_val = validation
+        parts.append(
+            reference_frame(
+                on_train, x_val, y_val, task, wanted, seed, threshold=threshold, positive=positive
+            )
+        )
+        record["rows"]["validation"] = len(parts[-1])
+        wanted -= len(parts[-1])
+    x_fit, y_fit = fitted_on
+    if wanted > 0 and len(x_fit) >= OUT_OF_FOLD_FOLDS * 2:
+        try:
+            used = validation[1].index if validation is not None else pd.Index([])
+            parts.append(
+                _out_of_fold(
+                    model, x_fit, y_fit, task, wanted, seed, threshold, positive, exclude=used
+                )
+            )
+            record["rows"]["out_of_fold"] = len(parts[-1])
+            record["folds"] = OUT_OF_FOLD_FOLDS
+        except Exception as exc:  # what there is is still honest
+            if say is not None:
+                say(f"reference: no out-of-fold rows ({type(exc).__name__} refitting the model)")
+            record["out_of_fold_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    record["drawn_from"] = "+".join(record["rows"])
+    return pd.concat(parts, ignore_index=True), record
+
+
+def _out_of_fold(
+    model: BaseEstimator,
+    x: pd.DataFrame,
+    y: pd.Series,
+    task: str,
+    rows: int,
+    seed: int,
+    threshold: float | None,
+    positive: int,
+    exclude: pd.Index | None = None,
+) -> pd.DataFrame:
+    """Up to `rows` rows of `x` (none whose index is in `exclude`: already in the reference), each
+    predicted by `model` refitted on the other folds; only as many folds are fitted as it takes
+    to reach `rows` (one, when a fold holds enough)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold
+
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(x), dtype=bool)
+    classes = list(model.classes_) if task == "classification" else None
+    predicted = np.zeros((len(x), len(classes))) if classes is not None else np.zeros(len(x))
+    folds = KFold(OUT_OF_FOLD_FOLDS, shuffle=True, random_state=seed)
+    for train_idx, held_idx in folds.split(x):
+        missing = rows - int(chosen.sum())
+        if missing <= 0:
+            break
+        if exclude is not None and len(exclude):
+            held_idx = held_idx[~x.index[held_idx].isin(exclude)]
+        held_idx = np.sort(rng.permutation(held_idx)[:missing])
+        if len(held_idx) == 0:
+            continue
+        chosen[held_idx] = True
+        copy = clone(model).fit(x.iloc[train_idx], y.iloc[train_idx])
+        held = as_trained(x.iloc[held_idx], copy)
+        if classes is None:
+            predicted[held_idx] = copy.predict(held)
+            continue
+        proba = np.asarray(copy.predict_proba(held), dtype=float)
+        own = [labels.key(c) for c in copy.classes_]
+        for j, c in enumerate(classes):  # a class the fold never saw keeps probability 0
+            if labels.key(c) in own:
+                predicted[held_idx, j] = proba[:, own.index(labels.key(c))]
+    idx = np.flatnonzero(chosen)
+    return _frame(x.iloc[idx], y.iloc[idx], task, predicted[idx], classes, threshold, positive)

@@ -18,7 +18,7 @@ from training.fingerprints import RowPrints
 from training.fitting import fit_and_calibrate
 from training.manifest import build_manifest
 from training.prepare import Prepared, Progress, prepare, quiet
-from training.publishing import Alias, Promote, Release, publish, reference_frame
+from training.publishing import Alias, Promote, Release, publish, unseen_reference
 from training.selection import search
 
 __all__ = ["Candidate", "Progress", "Promote", "TrainResult", "run_training", "train_candidate"]
@@ -72,16 +72,26 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     if mitigated is not None:
         positive = chosen.positive if chosen is not None else 1
         mitigation.record(manifest, prepared, assessment, mitigated, positive)
-    cfg = prepared.config
-    reference = reference_frame(
+    cfg, splits = prepared.config, prepared.splits
+    columns = list(fitted.x_full.columns)
+    # the same model fitted on train only never saw the validation rows (a mitigated model's
+    # on_train is the unmitigated one: not the same model)
+    validation = (
+        (fitted.on_train, splits.x_val[columns], splits.y_val)
+        if fitted.on_train is not None and mitigated is None
+        else None
+    )
+    reference, manifest["reference"] = unseen_reference(
         fitted.model,
-        fitted.x_full,
-        fitted.y_full,
+        (splits.x_test[columns], splits.y_test),
+        (fitted.x_full, fitted.y_full),
         prepared.task,
         cfg.reference_rows,
         cfg.seed,
         threshold=chosen.threshold if chosen else None,
         positive=chosen.positive if chosen else 1,
+        validation=validation,
+        say=say,
     )
     return Candidate(prepared, assessment, fitted.model, reference, manifest, champion, rows)
 

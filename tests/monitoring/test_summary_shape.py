@@ -71,9 +71,9 @@ def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_h
     top = [k for k, _ in skeleton(stored)]
     assert top == [
         "model", "version", "status", "manual", "started_at", "window", "rows", "rows_in_window",
-        "labelled_rows", "metric", "test_score", "drift", "prediction_drift", "quality",
-        "performance", "canary", "explanation_drift", "alerts", "transitions", "notifier_errors",
-        "finished_at", "seconds", "report_dir",
+        "labelled_rows", "metric", "test_score", "reference", "drift", "prediction_drift",
+        "quality", "performance", "canary", "explanation_drift", "alerts", "transitions",
+        "notifier_errors", "finished_at", "seconds", "report_dir",
     ]  # fmt: skip
     shape = dict(skeleton(stored))
     assert shape["window"] == [["start", "float"], ["end", "float"], ["since", "NoneType"],
@@ -89,17 +89,21 @@ def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_h
     assert [k for k, _ in shape["quality"]] == [
         "missing_share", "missing_increase", "unseen_category_share", "out_of_range_share",
     ]  # fmt: skip
+    assert shape["reference"] == [["drawn_from", "str"], ["unseen", "bool"], ["note", "str"]]
     assert [k for k, _ in shape["performance"]] == [
-        "realised", "estimated", "reference_estimated", "unusable_labels", "realised_rows",
+        "realised", "estimated", "reference_estimated", "unusable_labels", "realised_rows", "noise",
     ]  # fmt: skip
+    noise = dict(dict(shape["performance"])["noise"])
+    assert list(noise) == ["confidence", "source", "note", "realised", "estimated"]
+    assert [k for k, _ in noise["realised"]] == ["rows", "widths"]
     assert shape["canary"] == [
         ["version", "int"], ["rows", "int"], ["labelled_rows", "int"], ["realised", "float"],
         ["production", "float"], ["worse_by", "float"], ["limit", "float"], ["worse", "bool"],
         ["withdrawn", "bool"],
     ]  # fmt: skip
-    assert [k for k, _ in shape["explanation_drift"]] == ["method", "features"]
+    assert [k for k, _ in shape["explanation_drift"]] == ["method", "features", "rows"]
     assert dict(shape["explanation_drift"])["features"][0][1] == [
-        ["reference", "float"], ["current", "float"], ["change", "float"],
+        ["reference", "float"], ["current", "float"], ["change", "float"], ["band", "float"],
     ]  # fmt: skip
     assert shape["alerts"] == [[
         ["model", "str"], ["version", "int"], ["rule", "str"], ["status", "str"],

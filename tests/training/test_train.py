@@ -84,7 +84,11 @@ def test_exported_pipeline_scores_raw_rows_like_the_reference(trained_registry: 
     assert {PREDICTION_COL, LABEL_COL, f"{PROBA_PREFIX}yes"} <= set(ref.columns)
     features = ["x1", "x2", "color", "group", "when"]
     proba = model.predict_proba(ref[features])[:, 1]
-    np.testing.assert_allclose(proba, ref[f"{PROBA_PREFIX}yes"], atol=1e-9)
+    # the test rows are the exported model's own answers; the rows that top the reference up are
+    # predicted by models that never saw them (issue 33), so they differ
+    tested = Registry(trained_registry).manifest("demo", 1).reference.rows["test"]
+    np.testing.assert_allclose(proba[:tested], ref[f"{PROBA_PREFIX}yes"][:tested], atol=1e-9)
+    assert not np.allclose(proba[tested:], ref[f"{PROBA_PREFIX}yes"][tested:], atol=1e-9)
     # unseen category and missing values are handled inside the pipeline
     odd = ref[features].head(2).copy()
     odd["color"] = "purple"

@@ -1,0 +1,104 @@
+"""reference.parquet is drawn from rows the model never trained on, and the manifest says so
+(issue 33: it was drawn from train + validation rows, whose predictions are in-sample)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+
+from core.registry import LABEL_COL, PROBA_PREFIX, Registry
+from tests.conftest import fast_config
+from training.prepare import prepare, quiet
+from training.publishing import REFERENCE_MIN_UNSEEN, unseen_reference
+
+
+def data(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    y = pd.Series(np.where(x["a"] + rng.normal(size=n) > 0, "yes", "no"))
+    return x, y
+
+
+def test_a_large_test_set_alone_makes_the_reference() -> None:
+    x_fit, y_fit = data(2000, 0)
+    x_test, y_test = data(1500, 1)
+    model = LogisticRegression().fit(x_fit, y_fit)
+    ref, record = unseen_reference(
+        model, (x_test, y_test), (x_fit, y_fit), "classification", 1200, 0
+    )
+    assert record == {"drawn_from": "test", "unseen": True, "rows": {"test": 1200}}
+    assert len(ref) == 1200
+    assert set(ref["a"]) <= set(x_test["a"])  # test rows only
+
+
+def test_a_small_test_set_is_topped_up_with_out_of_fold_predictions() -> None:
+    """An overfitting model: its in-sample probabilities are 0 or 1, the out-of-fold ones are
+    what it says of rows it did not see."""
+    x_fit, y_fit = data(600, 2)
+    x_test, y_test = data(80, 3)
+    model = DecisionTreeClassifier(random_state=0).fit(x_fit, y_fit)
+    ref, record = unseen_reference(
+        model, (x_test, y_test), (x_fit, y_fit), "classification", 5000, 0
+    )
+    assert record["drawn_from"] == "test+out_of_fold" and record["unseen"] is True
+    # topped up towards the minimum: every fitted row, as fewer exist
+    assert REFERENCE_MIN_UNSEEN - 80 > 600
+    assert record["rows"] == {"test": 80, "out_of_fold": 600}
+    assert len(ref) == 680
+    oof = ref.iloc[80:]
+    assert set(oof["a"]) <= set(x_fit["a"])
+    # in-sample the tree is right on every row; out of fold it is not
+    in_sample = model.predict_proba(oof[["a", "b"]])[:, 1]
+    assert np.array_equal(in_sample, (oof[LABEL_COL] == "yes").to_numpy(float))
+    oof_right = (oof[f"{PROBA_PREFIX}yes"] >= 0.5) == (oof[LABEL_COL] == "yes")
+    assert 0.5 < oof_right.mean() < 0.95
+
+
+class Prefitted(LogisticRegression):
+    """Fitted elsewhere: a copy cannot be fitted again (as some mitigated models)."""
+
+    def fit(self, *args: object, **kwargs: object) -> "Prefitted":
+        raise RuntimeError("this estimator is fitted once, elsewhere")
+
+
+def test_a_model_that_cannot_be_refitted_keeps_the_test_rows() -> None:
+    x_fit, y_fit = data(300, 4)
+    x_test, y_test = data(50, 5)
+    model = Prefitted()
+    LogisticRegression.fit(model, x_fit, y_fit)
+    ref, record = unseen_reference(
+        model, (x_test, y_test), (x_fit, y_fit), "classification", 500, 0
+    )
+    assert record["drawn_from"] == "test" and "out_of_fold_error" in record
+    assert len(ref) == 50
+
+
+def test_a_trained_version_records_its_reference_and_holds_the_test_rows(
+    trained_registry: Path, clf_csv: Path
+) -> None:
+    manifest = Registry(trained_registry).raw_manifest("demo", 1)
+    record = manifest["reference"]
+    assert record["unseen"] is True
+    assert record["drawn_from"] == "test+validation+out_of_fold"
+    split = manifest["data"]["split"]
+    # every test row, every validation row (predicted by the model fitted on train only), then
+    # out-of-fold rows up to reference_rows
+    assert record["rows"]["test"] == split["test"]
+    assert record["rows"]["validation"] == split["validation"]
+    assert sum(record["rows"].values()) == 200
+    ref = pd.read_parquet(trained_registry / "demo" / "1" / "reference.parquet")
+    config = fast_config(
+        name="demo",
+        data=str(clf_csv),
+        target="label",
+        fairness={"sensitive": ["group"]},
+        features={"datetime": ["when"]},
+    )
+    prepared = prepare(config, quiet)
+    test_x1, val_x1 = set(prepared.splits.x_test["x1"]), set(prepared.splits.x_val["x1"])
+    n_test, n_val = split["test"], split["validation"]
+    assert set(ref["x1"].iloc[:n_test]) == test_x1
+    assert set(ref["x1"].iloc[n_test : n_test + n_val]) == val_x1
+    assert set(ref["x1"].iloc[n_test + n_val :]) <= set(prepared.splits.x_train["x1"])
