@@ -64,7 +64,10 @@ def maintain(
     if done is None:
         measured = not (at_start and postgresql)
         done = _purge(store, retention_s, store.now() if now is None else now, oldest=measured)
-    _record(store, done, oldest=measured)
+    # the service's start pass removes nothing (no retention): it does not count as a run of the
+    # retention the ServewatchLogMaintenanceStale rule watches (restarts would hide a broken
+    # CronJob), except on a log that has never recorded one
+    _record(store, done, oldest=measured, keep_ran_at=at_start)
     return done
 
 
@@ -92,7 +95,9 @@ def _purge(
     return done
 
 
-def _record(store: PredictionStore, done: Maintenance, *, oldest: bool = True) -> None:
+def _record(
+    store: PredictionStore, done: Maintenance, *, oldest: bool = True, keep_ran_at: bool = False
+) -> None:
     """Add the pass's findings to the totals in `sw_log_retention`, in one statement that reads
     and writes the row under its lock (passes of several workers at once add up); the oldest
     row's time only when the pass measured it."""
@@ -109,7 +114,7 @@ def _record(store: PredictionStore, done: Maintenance, *, oldest: bool = True) -
     stmt = stmt.on_conflict_do_update(
         index_elements=["key"],
         set_={
-            "ran_at": new.ran_at,
+            "ran_at": row.ran_at if keep_ran_at else new.ran_at,
             "oldest_ingested_at": new.oldest_ingested_at if oldest else row.oldest_ingested_at,
             "rows_dropped": row.rows_dropped + new.rows_dropped,
             "labels_dropped": row.labels_dropped + new.labels_dropped,
