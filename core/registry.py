@@ -278,6 +278,18 @@ def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
     return problems
 
 
+def split_ref(text: str) -> tuple[str, str | None]:
+    """NAME, NAME:VERSION or NAME@ALIAS as (name, ref) for `Registry.resolve`: ("m", "3"),
+    ("m", "@staging") or ("m", None)."""
+    if "@" in text:
+        name, alias = text.split("@", 1)
+        return name, "@" + alias
+    if ":" in text:
+        name, version = text.split(":", 1)
+        return name, version
+    return text, None
+
+
 class Registry:
     """Read and write access to one registry root."""
 

@@ -97,6 +97,13 @@ def notifiers_from(settings: MonitorSettings) -> list[alerting.Notifier]:
     return out
 
 
+def _class_keys(manifest: Manifest) -> list[str] | None:
+    """A classifier's classes as the log's label keys (None for a regressor)."""
+    if manifest.task != "classification":
+        return None
+    return [label_types.key(c) for c in manifest.classes or []]
+
+
 def run_monitoring(
     *,
     settings: MonitorSettings,
@@ -145,11 +152,7 @@ def run_monitoring(
     mstore = MonitorStore(store)
     mstore.create_schema()
     cursor = Cursor(since, None) if manual else mstore.cursor(model, version)
-    classes = (
-        [label_types.key(c) for c in manifest.classes or []]
-        if manifest.task == "classification"
-        else None
-    )
+    classes = _class_keys(manifest)
     window = read_window(
         store,
         model=model,
@@ -511,11 +514,7 @@ def _late_labels(
             manifest = registry.manifest(model, other)
         except Exception:
             continue
-        classes = (
-            [label_types.key(c) for c in manifest.classes or []]
-            if manifest.task == "classification"
-            else None
-        )
+        classes = _class_keys(manifest)
         labels = read_labels(
             store,
             model=model,

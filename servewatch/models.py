@@ -9,18 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from core.errors import ServewatchError
-from core.registry import Registry
+from core.registry import Registry, split_ref
 from training.cli import RegistryOpt, console, out
-
-
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, "@" + alias
-    if ":" in ref:
-        name, version = ref.split(":", 1)
-        return name, version
-    return ref, None
 
 
 def serving(registry: Registry, name: str, version: int) -> dict[str, Any]:
@@ -57,7 +47,7 @@ def show(
 ) -> None:
     """Print a version's manifest (and, under `serving`, what the service would run it on)."""
     reg = Registry(registry)
-    name, vref = _split_ref(ref)
+    name, vref = split_ref(ref)
     try:
         version = reg.resolve(name, vref)
         shown = dict(reg.raw_manifest(name, version))

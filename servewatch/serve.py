@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 
 from core.errors import RegistryError
-from core.registry import MANIFEST, Registry
+from core.registry import MANIFEST, Registry, split_ref
 from service.config import Settings
 
 STARTUP_FAILURE = 3  # uvicorn's exit status for a worker that failed to start
@@ -108,7 +108,7 @@ def registry_problem(settings: Settings) -> str | None:
     who = f"uid {os.getuid()}"
     try:
         registry = Registry(root)
-        names = [_parse_ref(w)[0] for w in settings.models] or registry.models()
+        names = [split_ref(w)[0] for w in settings.models] or registry.models()
     except PermissionError as exc:
         return f"cannot read {exc.filename or root} (the registry) as {who}: permission denied"
     except OSError as exc:
@@ -119,7 +119,7 @@ def registry_problem(settings: Settings) -> str | None:
         return f"the registry {root} holds no model (train one, or copy a version folder in)"
     unresolved = []
     for wanted in settings.models or names:
-        name, ref = _parse_ref(wanted)
+        name, ref = split_ref(wanted)
         try:
             version_dir = registry.path(name, registry.resolve(name, ref))
             files = [MANIFEST, *registry.raw_manifest(name, int(version_dir.name)).get("files", {})]
@@ -133,17 +133,6 @@ def registry_problem(settings: Settings) -> str | None:
     if len(unresolved) == len(settings.models or names):
         return "no model can be served: " + "; ".join(unresolved)
     return None
-
-
-def _parse_ref(text: str) -> tuple[str, str | None]:
-    """NAME, NAME:VERSION or NAME@ALIAS as (name, ref), as service.models.ServedRef reads it."""
-    if "@" in text:
-        name, alias = text.split("@", 1)
-        return name, "@" + alias
-    if ":" in text:
-        name, version = text.split(":", 1)
-        return name, version
-    return text, None
 
 
 def run(settings: Settings) -> None:

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from core.errors import RegistryError
-from core.registry import Registry
+from core.registry import Registry, split_ref
 from service import metrics
 from service.batching import MicroBatcher
 from service.canary import CanaryGuard, CanaryLimits
@@ -47,13 +47,7 @@ class ServedRef:
 
     @classmethod
     def parse(cls, text: str) -> ServedRef:
-        if "@" in text:
-            name, alias = text.split("@", 1)
-            return cls(name, "@" + alias)
-        if ":" in text:
-            name, version = text.split(":", 1)
-            return cls(name, version)
-        return cls(text, None)
+        return cls(*split_ref(text))
 
     @property
     def follows_alias(self) -> bool:
