@@ -22,9 +22,10 @@ def maintain(
         typer.Option(help="Remove rows older than this [env SERVEWATCH_LOG_RETENTION_DAYS]."),
     ] = None,
 ) -> None:
-    """Create the log tables (partitioning an unpartitioned PostgreSQL log: run it once every
-    pod runs this release), create partitions ahead, move rows out of the DEFAULT partition and
-    drop what is older than the retention; prints what it did as JSON."""
+    """Create the log tables (partitioning an unpartitioned PostgreSQL log once no pod of a
+    release before the partitioned log writes to it: until then `"migration": "deferred"`),
+    create partitions ahead, move rows out of the DEFAULT partition and drop what is older than
+    the retention; prints what it did as JSON."""
     from service.retention import maintain as run_maintenance
     from service.retention import summary
     from service.store import PredictionStore

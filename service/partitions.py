@@ -103,6 +103,10 @@ class Maintenance:
     rows_dropped: int = 0
     labels_dropped: int = 0
     oldest_ingested_at: float | None = None
+    migration: str = ""
+    """"partitioned" when this pass partitioned the log; "deferred" when writers of an earlier
+    release kept it from doing so (`earlier_writers`)."""
+    earlier_writers: int = 0
 
 
 def lock(conn: Connection) -> None:
@@ -267,6 +271,32 @@ def add_columns(conn: Connection) -> None:
         f"CREATE INDEX IF NOT EXISTS ix_{PREDICTIONS}_model_ingested "
         f"ON {PREDICTIONS} (model, version, ingested_at)"
     )
+
+
+EARLIER_STAGING = "sw_staging"
+"""The temporary table through which every release before the partitioned log (those since
+2026-11-28) COPYs its rows on PostgreSQL: one per session that has written, kept until the
+session ends."""
+
+
+def earlier_writers(conn: Connection) -> int:
+    """Sessions of a release before the partitioned log that write to this database (the pods
+    of the previous release during a rolling update): each holds its staging table. They insert
+    with `ON CONFLICT (id)`, which a partitioned table (key: id, ingested_at) refuses, and spool
+    the refused rows as bad: `migrate` must wait until they are gone. The unpartitioned log
+    tables are locked first, for the rest of the transaction, so that a session of theirs that
+    has not staged yet cannot make its table (`LIKE sw_predictions`) before the migration
+    commits. Call under `lock`."""
+    plain = [t for t in (PREDICTIONS, FEEDBACK) if relkind(conn, t) == "r"]
+    if plain:
+        conn.exec_driver_sql(f"LOCK TABLE {', '.join(plain)} IN ACCESS EXCLUSIVE MODE")
+    found = conn.exec_driver_sql(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s AND c.relkind = 'r' AND n.nspname ~ '^pg_temp_[0-9]+$' "
+        "AND n.oid IS DISTINCT FROM pg_my_temp_schema()",
+        (EARLIER_STAGING,),
+    ).scalar_one()
+    return int(found)
 
 
 def migrate(conn: Connection, interval_s: int) -> bool:

@@ -64,6 +64,8 @@ def maintain(
     if done is None:
         measured = not (at_start and postgresql)
         done = _purge(store, retention_s, store.now() if now is None else now, oldest=measured)
+        if store.earlier_writers:
+            done.migration, done.earlier_writers = "deferred", store.earlier_writers
     # the service's start pass removes nothing (no retention): it does not count as a run of the
     # retention the ServewatchLogMaintenanceStale rule watches (restarts would hide a broken
     # CronJob), except on a log that has never recorded one

@@ -241,6 +241,9 @@ class PredictionStore:
         self.partition_s = partition_hours * 3600
         self.partitions_ahead = partitions_ahead
         self._schema_ready = False
+        self.earlier_writers = 0
+        """Sessions of an earlier release that kept the last `maintain_partitions(migrate=True)`
+        from partitioning the log (`service.partitions.earlier_writers`)."""
 
     def _ensure_schema(self) -> None:
         """Create (or migrate) the tables on first use: a service that started while the store
@@ -313,12 +316,27 @@ class PredictionStore:
         """PostgreSQL, in one transaction under the advisory lock: create the tables, the
         partitions ahead and those DEFAULT holds rows for, and with `retention_s` drop what is
         older (see `service.partitions.maintain`). An unpartitioned log gets the columns it
-        lacks and is partitioned only with `migrate`; None when it stays unpartitioned."""
+        lacks and is partitioned only with `migrate`, and only once no pod of a release before
+        the partitioned log writes to it (`earlier_writers` counts those that deferred it); None
+        when it stays unpartitioned."""
         done = None
+        migrated = False
+        self.earlier_writers = 0
         with self.engine.begin() as conn:
             partitions.lock(conn)
-            if migrate:
-                partitions.migrate(conn, self.partition_s)
+            kinds = {
+                partitions.relkind(conn, t) for t in (partitions.PREDICTIONS, partitions.FEEDBACK)
+            }
+            if migrate and "r" in kinds:
+                self.earlier_writers = partitions.earlier_writers(conn)
+                if self.earlier_writers:
+                    log.warning(
+                        "the log stays unpartitioned: %d session(s) of a release before the "
+                        "partitioned log still write to it; the next maintenance tries again",
+                        self.earlier_writers,
+                    )
+                else:
+                    migrated = partitions.migrate(conn, self.partition_s)
             if partitions.relkind(conn, partitions.PREDICTIONS) == "r":
                 partitions.add_columns(conn)
             else:
@@ -330,6 +348,7 @@ class PredictionStore:
                     retention_s=retention_s,
                     now=now,
                 )
+                done.migration = "partitioned" if migrated else ""
             metadata.create_all(conn)  # the other tables; the partitioned ones exist
         self._schema_ready = True
         return done

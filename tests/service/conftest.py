@@ -56,7 +56,9 @@ def free_port() -> int:
 class Server:
     """`servewatch serve` in a subprocess on 127.0.0.1 (real HTTP through uvicorn)."""
 
-    def __init__(self, env: dict[str, str], workers: int = 1) -> None:
+    def __init__(self, env: dict[str, str], workers: int = 1, cwd: Path | None = None) -> None:
+        """`cwd`: another checkout to run (`python -m` puts the working folder first on the
+        path, before PYTHONPATH)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **env}
@@ -72,6 +74,7 @@ class Server:
                 str(workers),
             ],
             env=full_env,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
