@@ -273,7 +273,7 @@ def add_columns(conn: Connection) -> None:
     )
 
 
-EARLIER_STAGING = "sw_staging"
+EARLIER_STAGING = "sw_predictions_in"
 """The temporary table through which every release before the partitioned log (those since
 2026-11-28) COPYs its rows on PostgreSQL: one per session that has written, kept until the
 session ends."""
