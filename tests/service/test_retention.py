@@ -352,3 +352,50 @@ def test_a_drop_waiting_behind_a_long_read_gives_up_instead_of_queueing_the_writ
         assert (done.rows_moved, done.rows_dropped) == ((0, 1) if passes else (1, 0))
     assert ids_in(store) == set()
     store.engine.dispose()
+
+
+def test_the_migration_waits_for_the_previous_release_s_writers(pg_url: str) -> None:
+    """A session of the release before the partitioned log has staged rows (its temporary
+    `sw_predictions_in`, as its pods make): `log maintain` leaves the log unpartitioned and says
+    why; once that session is gone, the next pass partitions, and its rows are kept."""
+    engine = sa.create_engine(normalise_url(pg_url))
+    with engine.begin() as conn:
+        conn.execute(sa.text(OLD_PREDICTIONS))
+        conn.execute(sa.text(OLD_FEEDBACK))
+    old_pod = engine.connect()  # the previous release's write path (854c29f service/store.py)
+    old_pod.execute(
+        sa.text(
+            f"CREATE TEMP TABLE IF NOT EXISTS {partitions.EARLIER_STAGING} "
+            "(LIKE sw_predictions) ON COMMIT DELETE ROWS"
+        )
+    )
+    old_pod.execute(
+        sa.text(
+            "INSERT INTO sw_predictions VALUES "
+            "('a', 'm', 1, 1.0, '{}', '\"yes\"', NULL, 1.0, false)"
+        )
+    )
+    old_pod.commit()
+    from servewatch.cli import app
+
+    store = PredictionStore(pg_url)
+    try:
+        waited = retention.maintain(store, None, migrate=True)
+        assert (waited.migration, waited.earlier_writers) == ("deferred", 1)
+        with store.engine.connect() as conn:
+            assert partitions.relkind(conn, "sw_predictions") == "r"
+        result = CliRunner().invoke(app, ["log", "maintain", "--database-url", pg_url])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["migration"] == "deferred"
+        old_pod.close()  # the pod is replaced: its sessions end
+        engine.dispose()
+        done = retention.maintain(store, None, migrate=True)
+        assert (done.migration, done.earlier_writers) == ("partitioned", 0)
+        with store.engine.connect() as conn:
+            assert partitions.relkind(conn, "sw_predictions") == "p"
+        assert ids_in(store) == {"a"}
+        assert retention.maintain(store, None, migrate=True).migration == ""
+    finally:
+        old_pod.close()
+        store.dispose()
+        engine.dispose()
