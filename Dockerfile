@@ -18,8 +18,11 @@ COPY pyproject.toml ./
 # imported pipelines that end in them: docker build --build-arg SERVE_EXTRAS=fast,xgboost .
 # The venv has no pip of its own: the base image's pip installs into it (--python). What the
 # wheels ship for their own tests and for compiling against them is removed (test suites, ONNX's
-# backend test data, C headers and Cython sources: ~75 MB), and the extension modules' symbol
-# tables (~38 MB; not in the *.libs folders, whose patched OpenBLAS breaks when stripped).
+# backend test data, C headers and Cython sources: ~75 MB), the extension modules' symbol
+# tables (~38 MB; not in the *.libs folders, whose patched OpenBLAS breaks when stripped), and
+# what ONNX Runtime's wheel ships beside its Python API: its C library for programs that link it
+# (35 MB; the Python module is linked statically and never loads it) and its model-conversion
+# tools (transformers, quantization, tools: 4 MB). The last line checks a session still runs.
 # binutils (strip) stays in this build stage: the runtime stages copy only /opt/venv.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends binutils=2.40-2 \
@@ -29,10 +32,14 @@ RUN touch README.md \
     && python -m venv --without-pip /opt/venv \
     && pip --python=/opt/venv/bin/python install "/src[${SERVE_EXTRAS}]" \
     && find /opt/venv -type f -name '*.so*' -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
-    && rm -rf /opt/venv/lib/python3.11/site-packages/onnx/backend/test \
+    && sp=/opt/venv/lib/python3.11/site-packages \
+    && rm -rf "$sp/onnx/backend/test" "$sp"/onnxruntime/capi/libonnxruntime.so.* \
+       "$sp/onnxruntime/transformers" "$sp/onnxruntime/quantization" "$sp/onnxruntime/tools" \
     && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
     && find /opt/venv -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.c' -o -name '*.cpp' \
-       -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' \) -delete
+       -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' \) -delete \
+    && /opt/venv/bin/python -c "import onnxruntime as o; o.InferenceSession" \
+    && find /opt/venv -depth -type d -name __pycache__ -exec rm -rf {} +
 
 FROM deps-serve AS deps-full
 # Everything (`full`: train, monitor, explain, fast) on top of the serving set.
