@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 # which a partitioned table (key: id, ingested_at) cannot take, and issues ids without tags.
 PREVIOUS = "854c29f9ff46233aaac9ab5496fc06493ec5a43a"
 ROOT = Path(__file__).resolve().parents[2]
-LOAD_S = 3.0  # seconds of load in each phase
+LOAD_S = 2.0  # seconds of load in each phase
 
 
 @pytest.fixture(scope="module")
