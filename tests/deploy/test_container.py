@@ -316,6 +316,26 @@ def test_serve_image_lacks_the_heavy_packages_and_says_what_to_use(
     assert "sampling" in res_explain.text
 
 
+SERVE_GOAL_MB = 450  # the serve image on the official python:3.11-slim-bookworm (issue 27)
+OFFICIAL_BASE_MB = 130  # that base image, as Docker Hub lists it (docs/deploy.md)
+
+
+def test_serve_image_fits_its_size_goal_on_the_official_base(images: tuple[str, str]) -> None:
+    """What the Dockerfile adds to its base (the venv, the user, the folders) plus the official
+    base stays within the goal, whichever base this engine has (the stand-in is larger); ONNX
+    Runtime's C library and conversion tools, which serving never loads, are not in it."""
+    name = (ROOT / "Dockerfile").read_text().split()[1]  # FROM python:3.11-slim-bookworm AS base
+    base = docker("image", "inspect", "-f", "{{ .Size }}", name)
+    serve = docker("image", "inspect", "-f", "{{ .Size }}", images[0])
+    added_mb = (int(serve.stdout) - int(base.stdout)) / 1e6
+    assert added_mb + OFFICIAL_BASE_MB <= SERVE_GOAL_MB, f"{added_mb:.0f} MB over the base"
+    gone = "import glob, onnxruntime as o, os; d = os.path.dirname(o.__file__); print(" + (
+        "glob.glob(d + '/capi/libonnxruntime.so*') + glob.glob(d + '/transformers'))"
+    )
+    res = docker("run", "--rm", "--entrypoint", "python", images[0], "-c", gone)
+    assert res.stdout.strip() == "[]"
+
+
 def test_sigterm_under_load_exits_0_and_loses_nothing(
     images: tuple[str, str], shared: Shared
 ) -> None:
