@@ -12,6 +12,7 @@ partitioned. Then the same on SQLite, both replicas on one file (one volume).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -47,12 +48,15 @@ def previous(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The previous release's tree (`git archive` of `PREVIOUS`)."""
     dest = tmp_path_factory.mktemp("previous")
     archive = dest.parent / "previous.tar"
+    git = ["git", "-C", str(ROOT)]
+    if subprocess.run([*git, "cat-file", "-e", PREVIOUS], capture_output=True).returncode:
+        # a shallow clone lacks the commit: ask its origin for the history once
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run([*git, "fetch", "-q", "--unshallow"], capture_output=True, timeout=120)
     made = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "-o", str(archive), PREVIOUS],
-        capture_output=True,
-        text=True,
+        [*git, "archive", "-o", str(archive), PREVIOUS], capture_output=True, text=True
     )
-    if made.returncode != 0:  # a shallow clone lacks the commit
+    if made.returncode != 0:
         message = f"commit {PREVIOUS[:12]} not in this clone: {made.stderr.strip()}"
         if os.environ.get("SERVEWATCH_REQUIRE_TOOLS"):
             pytest.fail(message)
