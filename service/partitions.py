@@ -284,9 +284,10 @@ def earlier_writers(conn: Connection) -> int:
     of the previous release during a rolling update): each holds its staging table. They insert
     with `ON CONFLICT (id)`, which a partitioned table (key: id, ingested_at) refuses, and spool
     the refused rows as bad: `migrate` must wait until they are gone. The unpartitioned log
-    tables are locked first, for the rest of the transaction, so that a session of theirs that
-    has not staged yet cannot make its table (`LIKE sw_predictions`) before the migration
-    commits. Call under `lock`."""
+    tables are locked first, for the rest of the transaction: a write of theirs in flight
+    (its staging table not committed yet) finishes first and is counted, and none starts until
+    the migration has committed. Not seen: a process of theirs that has not logged a prediction
+    since it started (it has no staging table yet). Call under `lock`."""
     plain = [t for t in (PREDICTIONS, FEEDBACK) if relkind(conn, t) == "r"]
     if plain:
         conn.exec_driver_sql(f"LOCK TABLE {', '.join(plain)} IN ACCESS EXCLUSIVE MODE")
