@@ -210,7 +210,7 @@ class PostgresSource:
 
     def count(self) -> int:
         with self._cursor() as cur:
-            cur.execute(f"SELECT count(*) FROM {self._from}")  # type: ignore[arg-type]
+            cur.execute(f"SELECT count(*) FROM {self._from}")
             return int(cur.fetchone()[0])
 
     def _frame(self, sql: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
