@@ -2,7 +2,7 @@
 
 One data set of `--rows` rows (7 columns: 3 numbers, 3 strings, a timestamp) in a PostgreSQL
 table and in a hive-partitioned Parquet folder (a file per month partition, 50,000-row row
-groups). Each measurement runs in its own process so its peak memory (max RSS) is its own; the
+groups). Each measurement runs in its own process so its peak memory (VmHWM) is its own; the
 process's RSS after the imports is given too (what the reading added is the difference).
 
     python -m bench.sources [--rows 2000000] [--sample 20000] [--url postgresql://...]
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -70,6 +69,14 @@ def build(url: str, rows: int, folder: Path) -> None:
     frame.to_parquet(folder, partition_cols=["month"], row_group_size=50_000, index=False)
 
 
+def high_water_mb() -> float:
+    """This process's peak RSS (VmHWM: ru_maxrss on Linux keeps the parent's across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def measure(kind: str, url: str, folder: str, sample: int) -> dict[str, float]:
     """One measurement, in this process: seconds, rows, peak RSS and RSS after the imports."""
     import pandas  # noqa: F401  (imported before the baseline RSS)
@@ -78,7 +85,7 @@ def measure(kind: str, url: str, folder: str, sample: int) -> dict[str, float]:
     from training import sources
     from training.config import SourceOptions
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = high_water_mb()
     t0 = time.perf_counter()
     if kind.startswith("pg"):
         table_opts = SourceOptions(table=f"{SCHEMA}.rides")
@@ -88,7 +95,7 @@ def measure(kind: str, url: str, folder: str, sample: int) -> dict[str, float]:
         src = sources.open_source(folder, SourceOptions())
     frame = src.read() if kind.endswith("whole") else src.sample(sample, 0)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = high_water_mb()
     return {"seconds": seconds, "rows": len(frame), "peak_mb": peak, "base_mb": base}
 
 

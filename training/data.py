@@ -35,8 +35,9 @@ def read_data(source: str, options: SourceOptions | None = None, seed: int = 0) 
         if source != "demo:flights":
             raise TrainingError(f"data {source!r}: unknown demo; the packaged one is demo:flights")
         return Loaded(demo.load_flights(), {"kind": "demo", "name": source})
-    if sources.is_source(source):
-        return sources.load(source, options or SourceOptions(), seed)
+    options = options or SourceOptions()
+    if sources.is_source(source) or options.query or options.table:  # the latter: a clear error
+        return sources.load(source, options, seed)
     path = Path(source)
     if not path.is_file():
         raise TrainingError(f"data {source}: no such file")

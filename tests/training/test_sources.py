@@ -189,3 +189,13 @@ def test_password_is_taken_out_of_a_url() -> None:
         == "postgresql://u@db.example:5433/x?sslmode=require"
     )
     assert sources.without_password("postgresql://u@h/x") == "postgresql://u@h/x"
+
+
+def test_the_cli_takes_a_query_and_refuses_it_for_a_file(clf_csv: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from servewatch.cli import app
+
+    args = ["train", "--data", str(clf_csv), "--target", "label", "--query", "SELECT 1"]
+    res = CliRunner().invoke(app, [*args, "--registry", str(tmp_path)])
+    assert res.exit_code == 2 and "apply to a postgresql:// --data only" in res.output
