@@ -46,7 +46,8 @@ def build(url: str, rows: int, folder: Path) -> None:
             "x3": rng.integers(0, 1000, rows).astype(float),
             "color": rng.choice(["red", "green", "blue"], rows),
             "city": rng.choice([f"city-{i}" for i in range(50)], rows),
-            "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365 * 86400, rows), "s"),
+            "when": pd.Timestamp("2024-01-01")
+            + pd.to_timedelta(rng.integers(0, 365 * 86400, rows), "s"),
             "label": rng.choice(["yes", "no"], rows),
         }
     )
@@ -55,7 +56,7 @@ def build(url: str, rows: int, folder: Path) -> None:
         conn.execute(f"CREATE SCHEMA {SCHEMA}")
         conn.execute(
             f"CREATE TABLE {SCHEMA}.rides (x1 float8, x2 float8, x3 float8, color text, "
-            "city text, \"when\" timestamp, label text)"
+            'city text, "when" timestamp, label text)'
         )
         step = 500_000
         with conn.cursor() as cur:
