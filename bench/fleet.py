@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from bench.common import load_average, machine, table
 
 SCHEMA = "bench_fleet"
-MODES = {
+MODES: dict[str, list[str | None]] = {
     "one process (--all)": [None],
     "2 shards (--shard 0/2, 1/2)": ["0/2", "1/2"],
     "2 shards + an overlapping pod on 0/2": ["0/2", "1/2", "0/2"],
@@ -107,7 +107,7 @@ def main() -> None:
         conn.execute(sa.text(f"CREATE SCHEMA {SCHEMA}"))
     url = f"{args.url}?options=-csearch_path%3D{SCHEMA}"
     tmp = Path(tempfile.mkdtemp(prefix="sw-bench-fleet-"))
-    results = []
+    results: list[tuple[str, int, float, int, int, int]] = []
     try:
         names = build(url, tmp / "registry", args.models, args.rows)
         env = {
@@ -130,7 +130,7 @@ def main() -> None:
                 )
             twice = sum(1 for n in runs.values() if n > 1)
             missed = sum(1 for n in names if runs[n] == 0)
-            results.append([mode, len(shards), seconds, sum(runs.values()), twice, missed])
+            results.append((mode, len(shards), seconds, sum(runs.values()), twice, missed))
         engine.dispose()
     finally:
         with admin.begin() as conn:

@@ -267,11 +267,12 @@ def _first(exc: Exception) -> str:
 
 
 def _plain_values(frame: pd.DataFrame, what: str) -> None:
-    """TrainingError for a column of values a model cannot take (json, arrays, bytes)."""
+    """TrainingError for a column of values a model cannot take (json, arrays, bytes), judged
+    on its first values."""
     for col in frame.columns:
         if frame[col].dtype != object:
             continue
-        values = frame[col].dropna()
+        values = frame[col].dropna().head(WIDTH_ROWS)  # a SQL column holds one type
         odd = values[~values.map(lambda v: isinstance(v, _PLAIN) or _is_time(v))]
         if len(odd):
             kind = type(odd.iloc[0]).__name__
