@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from service.store import PredictionStore, insert_or
 
@@ -98,13 +97,21 @@ def model_lock(store: PredictionStore, model: str, lock_dir: Path) -> Iterator[b
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _ensure(engine: Engine) -> None:
-    metadata.create_all(engine, checkfirst=True)
+def create_schema(store: PredictionStore) -> None:
+    """Monitoring's tables and the slots, created by one pod at a time: pods of a new fleet
+    starting together would otherwise race on CREATE TABLE (PostgreSQL's unique violation)."""
+    from monitoring.store import metadata as monitoring_tables
+
+    with store.engine.begin() as conn:
+        if store.engine.dialect.name == "postgresql":
+            lock = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")
+            conn.execute(lock, {"name": LOCK_PREFIX + "schema"})
+        monitoring_tables.create_all(conn)
+        metadata.create_all(conn)
 
 
 def slot_done(store: PredictionStore, model: str, slot: int) -> bool:
     """Whether `model`'s run of `slot` finished."""
-    _ensure(store.engine)
     with store.engine.connect() as conn:
         row = conn.execute(
             sa.select(slots.c.model).where(slots.c.model == model, slots.c.slot == slot)

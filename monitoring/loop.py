@@ -59,6 +59,7 @@ def run_fleet(
     another process is running is left to it); with `slot_seconds`, a model whose run of the
     current slot finished is skipped and each run finished is recorded (monitoring/fleet.py)."""
     outcome = fleet.FleetOutcome()
+    fleet.create_schema(store)
     slot = fleet.current_slot(store, slot_seconds) if slot_seconds else None
     lock_dir = settings.monitor_reports_dir / ".locks"
     for model in fleet.models_of(Registry(settings.registry).models(), shard):
