@@ -132,6 +132,10 @@ def test_the_lock_on_sqlite_is_a_file_per_model(
         assert run_fleet(settings, store).busy == ["demo"]
     with fleet.model_lock(store, "demo", lock_dir) as again:
         assert again
+    # the slot record on SQLite too: run once in the slot, then found done
+    first = run_fleet(settings, store, None, 3600)
+    second = run_fleet(settings, store, None, 3600)
+    assert (first.ran, second.ran, second.done) == (["demo"], [], ["demo"])
 
 
 def test_the_cli_runs_a_shard_and_refuses_a_bad_one(
