@@ -57,6 +57,14 @@ def run(
     since: Annotated[str | None, typer.Option(help="Window: the last 30m, 6h, 7d ...")] = None,
     last: Annotated[int | None, typer.Option(help="Window: the newest N predictions.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="With --all: only shard K/N of the models (K from 0; e.g. 0/2)."),
+    ] = None,
+    slot: Annotated[
+        str | None,
+        typer.Option(help="With --all: a model run once in this slot (10m ...) is not run again."),
+    ] = None,
     registry: RegistryOpt = None,
     database_url: DbOpt = None,
 ) -> None:
@@ -66,13 +74,11 @@ def run(
 
     settings = _settings(registry, database_url)
     if all_models:
-        from monitoring.loop import run_all
-
-        failed = run_all(settings, PredictionStore(settings.database_url))
-        if failed:
-            console.print(f"[red]error:[/red] monitoring failed for: {', '.join(failed)}")
-            raise typer.Exit(1)
+        _run_fleet(settings, shard, slot, json_out)
         return
+    if shard or slot:
+        console.print("[red]error:[/red] --shard and --slot go with --all")
+        raise typer.Exit(2)
     if model is None:
         console.print("[red]error:[/red] pass --model NAME or --all")
         raise typer.Exit(2)
@@ -128,6 +134,36 @@ def run(
             f"[yellow]ALERT[/yellow] {a['rule']} ({a['severity']}): {a['message']}", highlight=False
         )
     console.print(f"report: {summary['report_dir']}/{REPORT_FILE}", highlight=False)
+
+
+def _run_fleet(
+    settings: MonitorSettings, shard: str | None, slot: str | None, json_out: bool
+) -> None:
+    """`monitor run --all [--shard K/N] [--slot 10m]`: exit 1 when a model's run failed."""
+    from dataclasses import asdict
+
+    from monitoring.fleet import parse_shard
+    from monitoring.loop import run_fleet
+    from service.store import PredictionStore
+
+    try:
+        part = parse_shard(shard) if shard else None
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    seconds = parse_duration(slot) if slot else None
+    outcome = run_fleet(settings, PredictionStore(settings.database_url), part, seconds)
+    if json_out:
+        typer.echo(json.dumps(asdict(outcome)))
+    else:
+        console.print(
+            f"ran {len(outcome.ran)}, failed {len(outcome.failed)}; skipped "
+            f"{len(outcome.busy)} running elsewhere, {len(outcome.done)} done in this slot",
+            highlight=False,
+        )
+    if outcome.failed:
+        console.print(f"[red]error:[/red] monitoring failed for: {', '.join(outcome.failed)}")
+        raise typer.Exit(1)
 
 
 @monitor_app.command("export")

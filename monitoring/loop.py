@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from core.registry import Registry
+from monitoring import fleet
 from monitoring.config import MonitorSettings
 from monitoring.runner import MonitorError, run_monitoring
 from monitoring.summary import MonitorSummary
@@ -42,27 +43,63 @@ def run_all(settings: MonitorSettings, store: PredictionStore) -> list[str]:
         except BlockingIOError:
             return failed  # another worker is running this round
         try:
-            for model in Registry(settings.registry).models():
-                try:
-                    s = run_monitoring(settings=settings, store=store, model=model)
-                    maybe_retrain(settings, store, model, s)
-                    drift = s.get("drift")
-                    log.info(
-                        "monitoring %s v%s: %d rows, drift share %s, alerts %s",
-                        model,
-                        s["version"],
-                        s["rows"],
-                        drift["drifted_share"] if drift else None,
-                        [a["rule"] for a in s["alerts"]],
-                    )
-                except MonitorError as exc:
-                    log.info("monitoring %s skipped: %s", model, exc)
-                except Exception:
-                    log.exception("monitoring run for %s failed; the loop goes on", model)
-                    failed.append(model)
+            failed = run_fleet(settings, store).failed
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
     return failed
+
+
+def run_fleet(
+    settings: MonitorSettings,
+    store: PredictionStore,
+    shard: fleet.Shard | None = None,
+    slot_seconds: float | None = None,
+) -> fleet.FleetOutcome:
+    """A run of each model of `shard` (every model without one), each under its lock (a model
+    another process is running is left to it); with `slot_seconds`, a model whose run of the
+    current slot finished is skipped and each run finished is recorded (monitoring/fleet.py)."""
+    outcome = fleet.FleetOutcome()
+    fleet.create_schema(store)
+    slot = fleet.current_slot(store, slot_seconds) if slot_seconds else None
+    lock_dir = settings.monitor_reports_dir / ".locks"
+    for model in fleet.models_of(Registry(settings.registry).models(), shard):
+        with fleet.model_lock(store, model, lock_dir) as mine:
+            if not mine:
+                outcome.busy.append(model)
+                continue
+            if slot is not None and fleet.slot_done(store, model, slot):
+                outcome.done.append(model)
+                continue
+            if not run_one(settings, store, model):
+                outcome.failed.append(model)
+                continue
+            outcome.ran.append(model)
+            if slot is not None:
+                fleet.mark_done(store, model, slot)
+    return outcome
+
+
+def run_one(settings: MonitorSettings, store: PredictionStore, model: str) -> bool:
+    """One model's run and the retrain it may ask for; False when it failed unexpectedly (too
+    little data is not a failure). Logs, never raises."""
+    try:
+        s = run_monitoring(settings=settings, store=store, model=model)
+        maybe_retrain(settings, store, model, s)
+        drift = s.get("drift")
+        log.info(
+            "monitoring %s v%s: %d rows, drift share %s, alerts %s",
+            model,
+            s["version"],
+            s["rows"],
+            drift["drifted_share"] if drift else None,
+            [a["rule"] for a in s["alerts"]],
+        )
+    except MonitorError as exc:
+        log.info("monitoring %s skipped: %s", model, exc)
+    except Exception:
+        log.exception("monitoring run for %s failed; the loop goes on", model)
+        return False
+    return True
 
 
 async def monitor_loop(settings: MonitorSettings, store: PredictionStore) -> None:

@@ -187,7 +187,7 @@ def retrain(
     features = [f["name"] for f in raw["features"]]
     if not config.data:
         raise TrainingError(f"{model} v{parent} records no training data to start from")
-    original = data.load_dataset(config.data)
+    original = data.load_dataset(config.data, config.source, config.seed)
     window = labelled_window(store, model, target, since=since, time_column=config.time_column)
     window = _usable_labels(window, target, raw)
     if len(window) < min_rows:

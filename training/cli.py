@@ -28,7 +28,18 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def train(
-    data: Annotated[str | None, typer.Option(help="CSV or Parquet file, or demo:flights.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV or Parquet file, Parquet dataset folder, postgresql:// URL, or demo:flights."
+        ),
+    ] = None,
+    query: Annotated[
+        str | None, typer.Option(help="With a postgresql:// --data: the SQL that reads the rows.")
+    ] = None,
+    table: Annotated[
+        str | None, typer.Option(help="With a postgresql:// --data: the table to read.")
+    ] = None,
     target: Annotated[str | None, typer.Option(help="Target column.")] = None,
     task: Annotated[
         str | None, typer.Option(help="classification or regression (inferred).")
@@ -62,6 +73,8 @@ def train(
 
     overrides = {
         "data": data,
+        "source.query": query,
+        "source.table": table,
         "target": target,
         "task": task,
         "name": name,

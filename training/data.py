@@ -13,20 +13,31 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from training.config import TrainConfig
+from training import sources
+from training.config import SourceOptions, TrainConfig
 from training.errors import TrainingError
+from training.sources import Loaded
 
 DEMO_PREFIX = "demo:"
 
 
-def load_dataset(source: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file, or a packaged demo (`demo:flights`)."""
+def load_dataset(source: str, options: SourceOptions | None = None, seed: int = 0) -> pd.DataFrame:
+    """Read a CSV or Parquet file, a Parquet dataset folder, a PostgreSQL query or table
+    (training/sources.py), or a packaged demo (`demo:flights`)."""
+    return read_data(source, options, seed).frame
+
+
+def read_data(source: str, options: SourceOptions | None = None, seed: int = 0) -> Loaded:
+    """`load_dataset`, with the record of where the rows came from (for the manifest)."""
     if source.startswith(DEMO_PREFIX):
         from training import demo
 
         if source != "demo:flights":
             raise TrainingError(f"data {source!r}: unknown demo; the packaged one is demo:flights")
-        return demo.load_flights()
+        return Loaded(demo.load_flights(), {"kind": "demo", "name": source})
+    options = options or SourceOptions()
+    if sources.is_source(source) or options.query or options.table:  # the latter: a clear error
+        return sources.load(source, options, seed)
     path = Path(source)
     if not path.is_file():
         raise TrainingError(f"data {source}: no such file")
@@ -43,7 +54,7 @@ def load_dataset(source: str) -> pd.DataFrame:
         ) from None
     if frame.empty:
         raise TrainingError(f"data {source}: no rows")
-    return frame
+    return Loaded(frame, {"kind": "file", "path": source})
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:

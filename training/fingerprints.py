@@ -129,8 +129,9 @@ def with_rows(prints: RowPrints, frame: pd.DataFrame, split: str) -> RowPrints:
 def of_run(prepared: Prepared) -> tuple[pd.DataFrame, RowPrints]:
     """The run's data as read (again: the prepared frame has its types coerced; rows keep their
     positions as index, as the splits do), and its fingerprints over features and target."""
-    assert prepared.config.data is not None  # prepare refuses a run without data
-    raw = data.load_dataset(prepared.config.data)
+    cfg = prepared.config
+    assert cfg.data is not None  # prepare refuses a run without data
+    raw = data.load_dataset(cfg.data, cfg.source, cfg.seed)
     s = prepared.splits
     index = {"train": s.x_train.index, "validation": s.x_val.index, "test": s.x_test.index}
     return raw, of_splits(raw, [*prepared.features, prepared.target], index)

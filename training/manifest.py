@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from core import labels
-from training import data
+from training import data, sources
 from training.assessment import Assessment, Champion
 from training.fingerprints import RowPrints
 from training.fitting import Fitted
@@ -110,7 +110,8 @@ def build_manifest(
         },
         "data_quality": prepared.report.to_dict(),
         "data": {
-            "source": config.data,
+            "source": sources.without_password(config.data) if config.data else None,
+            **({"read": prepared.source} if prepared.source else {}),
             "rows": len(prepared.frame),
             "fingerprint": data.fingerprint(prepared.frame[prepared.keep]),
             "split": {
@@ -124,7 +125,11 @@ def build_manifest(
             **({"row_fingerprints": rows.record()} if rows is not None else {}),
         },
         "personal_data": config.features.personal,
-        "config": json.loads(config.model_copy(update={"task": task}).model_dump_json()),
+        "config": json.loads(
+            config.model_copy(
+                update={"task": task, "data": config.data and sources.without_password(config.data)}
+            ).model_dump_json()
+        ),
         "libraries": library_versions(),
         "git_commit": git_commit(),
         "training_seconds": round(time.monotonic() - started, 1),

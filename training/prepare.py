@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -34,6 +35,7 @@ class Prepared:
     keep: list[str]  # the columns split: features, target, sensitive, time
     report: quality.QualityReport
     splits: data.Splits
+    source: dict[str, Any] = field(default_factory=dict)  # where the rows came from (sources)
 
     @property
     def target(self) -> str:
@@ -56,7 +58,8 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
     if not config.target:
         raise TrainingError("no target: pass --target COLUMN (or target: in the config)")
     say(f"reading {config.data}")
-    frame = data.load_dataset(config.data)
+    loaded = data.read_data(config.data, config.source, config.seed)
+    frame = loaded.frame
     target = config.target
     data.require_columns(frame, [target], "target")
     feats = config.features
@@ -131,4 +134,5 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
         keep=keep,
         report=report,
         splits=splits,
+        source=loaded.record,
     )

@@ -29,5 +29,5 @@ def test_each_workload_runs_the_image_it_needs(overlay: str) -> None:
             full = container["image"].endswith("-full")
             assert full == monitors, (overlay, doc["metadata"]["name"], container["image"], args)
             seen[" ".join(args[:2])] = full
-    assert seen == {"servewatch serve": overlay != "prod", "servewatch monitor": True,
+    assert seen == {"servewatch serve": overlay == "dev", "servewatch monitor": True,
                     "servewatch log": False}  # fmt: skip

@@ -1,0 +1,201 @@
+"""Training data read where it lives: a real PostgreSQL table or query, a real hive-partitioned
+Parquet dataset folder of many files (training/sources.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from core.registry import Registry
+from service.store import normalise_url
+from tests.conftest import fast_config
+from tests.data import classification_frame
+from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
+from training import sources
+from training.config import SourceOptions
+from training.errors import TrainingError
+from training.train import run_training
+
+
+def _table(url: str, frame: pd.DataFrame, name: str = "rides") -> None:
+    engine = sa.create_engine(normalise_url(url))
+    frame.to_sql(name, engine, index=False)
+    engine.dispose()
+
+
+def _sql(url: str, statement: str) -> None:
+    engine = sa.create_engine(normalise_url(url))
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """3000 rows in a hive-partitioned folder: part=0/1/2, each file of 15 row groups."""
+    frame = classification_frame(3000, seed=3)
+    frame["part"] = np.arange(len(frame)) % 3
+    folder = tmp_path / "rides"
+    frame.to_parquet(folder, partition_cols=["part"], row_group_size=200)
+    return folder
+
+
+def test_table_read_whole_and_sampled_in_the_source(pg_url: str) -> None:  # noqa: F811
+    frame = classification_frame(3000, seed=1)
+    _table(pg_url, frame)
+    whole = sources.load(pg_url, SourceOptions(table="rides"), seed=1)
+    assert len(whole.frame) == 3000
+    assert whole.frame["x1"].dtype == np.float64 and whole.frame["label"].dtype == object
+    assert whole.record["rows_in_source"] == 3000 and "sampled_in_source" not in whole.record
+    a = sources.load(pg_url, SourceOptions(table="rides", max_rows=500), seed=1)
+    b = sources.load(pg_url, SourceOptions(table="rides", max_rows=500), seed=1)
+    c = sources.load(pg_url, SourceOptions(table="rides", max_rows=500), seed=2)
+    assert len(a.frame) == 500 and a.record["sampled_in_source"] == {"rows": 500, "seed": 1}
+    pd.testing.assert_frame_equal(a.frame, b.frame)  # the same seed, the same rows
+    assert set(a.frame["x1"]) != set(c.frame["x1"])
+    assert set(a.frame["x1"]) <= set(frame["x1"])
+    # spread over the table, not its first rows
+    assert a.frame["when"].max() > frame["when"].iloc[2500]
+
+
+def test_query_is_sampled_by_a_keyed_hash(pg_url: str) -> None:  # noqa: F811
+    frame = classification_frame(2000, seed=2)
+    _table(pg_url, frame)
+    query = "SELECT x1, x2, color, label FROM rides WHERE color <> 'red';"
+    opts = SourceOptions(query=query, max_rows=300)
+    got = sources.load(pg_url, opts, seed=7)
+    assert len(got.frame) == 300 and list(got.frame.columns) == ["x1", "x2", "color", "label"]
+    assert "red" not in set(got.frame["color"])
+    assert got.record["query"] == query
+    assert got.record["rows_in_source"] == int((frame["color"] != "red").sum())
+    again = sources.search_sample(pg_url, SourceOptions(query=query), 300, seed=7)
+    pd.testing.assert_frame_equal(got.frame, again)
+
+
+def test_parquet_dataset_folder_whole_and_by_row_groups(dataset: Path) -> None:
+    whole = sources.load(str(dataset), SourceOptions(), seed=0)
+    assert len(whole.frame) == 3000
+    assert sorted(whole.frame["part"].unique().tolist()) == [0, 1, 2]  # the hive key, a column
+    assert whole.record["files"] == 3 and len(whole.record["fingerprint"]) == 64
+    a = sources.load(str(dataset), SourceOptions(max_rows=400), seed=0)
+    b = sources.load(str(dataset), SourceOptions(max_rows=400), seed=0)
+    assert len(a.frame) == 400 and a.record["rows_read"] == 400
+    pd.testing.assert_frame_equal(a.frame, b.frame)
+    assert a.frame["part"].nunique() > 1  # row groups from more than one file
+    # a file added changes the dataset's fingerprint
+    extra = dataset / "part=3"
+    extra.mkdir()
+    classification_frame(10).assign().to_parquet(extra / "more.parquet", index=False)
+    assert (
+        sources.load(str(dataset), SourceOptions(), 0).record["fingerprint"]
+        != (whole.record["fingerprint"])
+    )
+
+
+def test_a_run_on_a_table_records_the_query_not_the_data(
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _table(pg_url, classification_frame(600, seed=4))
+    url = pg_url.replace("postgres@", "postgres:secret@")  # trust auth ignores the password
+    query = "SELECT * FROM rides WHERE x2 IS NOT NULL"
+    cfg = fast_config(name="sql", data=url, target="label", source={"query": query})
+    result = run_training(cfg, Registry(tmp_path / "reg"))
+    read = result.manifest["data"]["read"]
+    assert read["kind"] == "postgresql" and read["query"] == query
+    assert read["rows_read"] == result.manifest["data"]["rows"] > 500
+    text = (tmp_path / "reg" / "sql" / "1" / "manifest.json").read_text()
+    assert "secret" not in text
+    assert result.manifest["config"]["source"]["query"] == query
+
+
+def test_a_run_on_a_sampled_parquet_dataset(dataset: Path, tmp_path: Path) -> None:
+    cfg = fast_config(name="pq", data=str(dataset), target="label", source={"max_rows": 1000})
+    result = run_training(cfg, Registry(tmp_path / "reg"))
+    d = result.manifest["data"]
+    assert d["rows"] == 1000 and d["read"]["rows_in_source"] == 3000
+    assert d["read"]["path"] == str(dataset) and d["read"]["sampled_in_source"]["rows"] == 1000
+    split = d["split"]
+    assert split["train"] + split["validation"] + split["test"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"query": "SELEC * FROM rides"}, "query fails.*SyntaxError"),
+        ({"table": "nowhere"}, "no such table"),
+        ({"query": "SELECT * FROM nowhere"}, "no such table"),
+        ({"query": "SELECT * FROM rides WHERE false"}, "no rows"),
+        ({"query": "DELETE FROM rides RETURNING *"}, "query fails"),
+        ({"query": "SELECT nextval('ids') AS n, x1 FROM rides"}, "read-only transaction"),
+        ({"query": "SELECT x1, ('{\"a\": 1}')::jsonb AS j FROM rides"}, "column 'j' holds dict"),
+        ({}, "exactly one of source.query"),
+        ({"query": "SELECT 1", "table": "rides"}, "exactly one of source.query"),
+        ({"table": "rides; drop table x"}, "not a table name"),
+        ({"table": "rides", "memory_bytes": 100_000}, "source.max_rows.*search.max_rows"),
+    ],
+)
+def test_unhappy_sources_fail_with_one_clear_line(
+    pg_url: str,  # noqa: F811
+    options: dict[str, object],
+    message: str,
+) -> None:
+    _table(pg_url, classification_frame(400, seed=5))
+    _sql(pg_url, "CREATE SEQUENCE ids")
+    with pytest.raises(TrainingError, match=message):
+        sources.load(pg_url, SourceOptions.model_validate(options), seed=0)
+    assert sources.load(pg_url, SourceOptions(table="rides"), 0).record["rows_read"] == 400
+
+
+def test_too_large_names_the_row_limit_that_fits(dataset: Path) -> None:
+    width = sources.row_bytes(sources.ParquetDataset(dataset).head(1000))
+    room = int(width * sources.WORKING_COPIES * 1200) + 1
+    with pytest.raises(TrainingError) as info:
+        sources.load(str(dataset), SourceOptions(memory_bytes=room), 0)
+    assert "source.max_rows" in str(info.value) and "at most 1,200" in str(info.value)
+    assert "search.max_rows" in str(info.value)
+    fits = sources.load(str(dataset), SourceOptions(memory_bytes=room, max_rows=1200), 0)
+    assert len(fits.frame) == 1200
+
+
+def test_wrong_column_types_fail_naming_the_column(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    frame = classification_frame(400, seed=6)
+    frame["x2"] = frame["x2"].astype(str).where(frame.index % 7 != 0, "n/a")
+    _table(pg_url, frame)
+    cfg = fast_config(
+        data=pg_url, target="label", source={"table": "rides"}, features={"numeric": ["x1", "x2"]}
+    )
+    with pytest.raises(TrainingError, match="column 'x2' is numeric but holds"):
+        run_training(cfg, Registry(tmp_path / "reg"))
+
+
+def test_options_for_other_data_and_bad_folders(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="apply to a postgresql:// --data only"):
+        sources.load(str(tmp_path), SourceOptions(query="SELECT 1"), 0)
+    with pytest.raises(TrainingError, match="no Parquet files"):
+        sources.load(str(tmp_path), SourceOptions(), 0)
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(TrainingError, match="Parquet"):
+        sources.load(str(tmp_path), SourceOptions(), 0)
+
+
+def test_password_is_taken_out_of_a_url() -> None:
+    assert (
+        sources.without_password("postgresql://u:p%40ss@db.example:5433/x?sslmode=require")
+        == "postgresql://u@db.example:5433/x?sslmode=require"
+    )
+    assert sources.without_password("postgresql://u@h/x") == "postgresql://u@h/x"
+
+
+def test_the_cli_takes_a_query_and_refuses_it_for_a_file(clf_csv: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from servewatch.cli import app
+
+    args = ["train", "--data", str(clf_csv), "--target", "label", "--query", "SELECT 1"]
+    res = CliRunner().invoke(app, [*args, "--registry", str(tmp_path)])
+    assert res.exit_code == 2 and "apply to a postgresql:// --data only" in res.output

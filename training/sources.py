@@ -1,0 +1,363 @@
+"""Training data read where it lives: a PostgreSQL query or table, a Parquet dataset folder."""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import math
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+
+from training.config import SourceOptions
+from training.errors import TrainingError
+
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+WORKING_COPIES = 4
+"""A run holds the rows read several times over (the frame as read, its typed copy, the split's
+parts, the fingerprints' second reading): the memory check asks for this many frames' worth."""
+WIDTH_ROWS = 1000
+"""Rows read first to measure a row's width in memory (pandas, strings included)."""
+_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_PLAIN = (str, int, float, bool, decimal.Decimal, np.generic, pd.Timestamp)
+
+
+class Source(Protocol):
+    """Where rows come from: counted, measured, read whole or sampled in place."""
+
+    def count(self) -> int: ...
+    def head(self, n: int) -> pd.DataFrame: ...
+    def read(self) -> pd.DataFrame: ...
+    def sample(self, n: int, seed: int) -> pd.DataFrame: ...
+    def record(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Rows read from a source and what the manifest says of where they came from."""
+
+    frame: pd.DataFrame
+    record: dict[str, Any]
+
+
+def is_source(data: str) -> bool:
+    """True for what `open_source` reads: a PostgreSQL URL or a folder (a Parquet dataset)."""
+    return data.startswith(POSTGRES_PREFIXES) or Path(data).is_dir()
+
+
+def without_password(url: str) -> str:
+    """The URL with its password taken out (it would land in the manifest): libpq then takes
+    it from PGPASSWORD or ~/.pgpass."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_source(data: str, options: SourceOptions) -> Source:
+    """The Source `data` names; TrainingError when the options do not fit it."""
+    if data.startswith(POSTGRES_PREFIXES):
+        if (options.query is None) == (options.table is None):
+            raise TrainingError(
+                f"data {without_password(data)}: a PostgreSQL source needs exactly one of "
+                "source.query (--query) and source.table (--table)"
+            )
+        if options.table is not None and not _TABLE.match(options.table):
+            raise TrainingError(
+                f"source.table {options.table!r}: not a table name (letters, digits and _, "
+                "optionally schema.table)"
+            )
+        return PostgresSource(data, options.query, options.table)
+    if options.query or options.table:
+        raise TrainingError(
+            f"source.query and source.table apply to a postgresql:// --data only, not to {data!r}"
+        )
+    return ParquetDataset(Path(data))
+
+
+def load(data: str, options: SourceOptions, seed: int) -> Loaded:
+    """Every row of the source, or (over `source.max_rows`) a sample of that many drawn in the
+    source; fails before reading when the rows would not fit in memory."""
+    source = open_source(data, options)
+    rows = source.count()
+    if rows == 0:
+        raise TrainingError(f"data {_name(data, options)}: no rows")
+    wanted = rows if options.max_rows is None else min(rows, options.max_rows)
+    check_memory(data, options, rows, wanted, row_bytes(source.head(WIDTH_ROWS)))
+    frame = source.read() if wanted == rows else source.sample(wanted, seed)
+    if frame.empty:
+        raise TrainingError(f"data {_name(data, options)}: no rows")
+    record = {**source.record(), "rows_in_source": rows, "rows_read": len(frame)}
+    if wanted < rows:
+        record["sampled_in_source"] = {"rows": wanted, "seed": seed}
+    return Loaded(frame, record)
+
+
+def search_sample(data: str, options: SourceOptions, rows: int, seed: int) -> pd.DataFrame:
+    """`rows` rows drawn in the source (all of them when it has fewer): the rows a search
+    worker needs, without reading the rest."""
+    source = open_source(data, options)
+    total = source.count()
+    return source.read() if total <= rows else source.sample(rows, seed)
+
+
+def row_bytes(head: pd.DataFrame) -> float:
+    """Bytes one row takes in memory, measured on the first rows read."""
+    if head.empty:
+        return 0.0
+    return float(head.memory_usage(deep=True, index=False).sum()) / len(head)
+
+
+def available_memory() -> int:
+    """Memory this process may still fill: the cgroup's limit less its use (a pod's limit), or
+    MemAvailable."""
+    meminfo = Path("/proc/meminfo")
+    free = 0
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
+    if limit.exists() and used.exists():
+        text = limit.read_text().strip()
+        if text != "max":
+            room = int(text) - int(used.read_text().strip())
+            free = min(free, room) if free else room
+    return free or (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def check_memory(data: str, options: SourceOptions, rows: int, wanted: int, width: float) -> None:
+    """TrainingError, before any row is read, when `wanted` rows of `width` bytes would not fit
+    (WORKING_COPIES of them) in `source.memory_bytes` or the memory available."""
+    room = options.memory_bytes or available_memory()
+    need = wanted * width * WORKING_COPIES
+    if need <= room:
+        return
+    fits = max(0, math.floor(room / (width * WORKING_COPIES))) if width else wanted
+    limit = "source.memory_bytes" if options.memory_bytes else "the memory available"
+    raise TrainingError(
+        f"data {_name(data, options)}: {wanted:,} of its {rows:,} rows at ~{width:,.0f} bytes "
+        f"each need ~{_gb(need)} in memory (x{WORKING_COPIES} working copies), more than "
+        f"{_gb(room)} ({limit}); set source.max_rows (the final fit's row limit) to at most "
+        f"{fits:,} to read a sample drawn in the source. The search needs only "
+        f"search.max_rows of them."
+    )
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _name(data: str, options: SourceOptions) -> str:
+    if data.startswith(POSTGRES_PREFIXES):
+        what = f"table {options.table}" if options.table else "query"
+        return f"{without_password(data)} ({what})"
+    return data
+
+
+class PostgresSource:
+    """A SQL query's or a table's rows, read in a read-only transaction."""
+
+    def __init__(self, url: str, query: str | None, table: str | None) -> None:
+        self.url, self.query, self.table = url, query, table
+
+    @property
+    def _from(self) -> str:
+        if self.table is not None:
+            return ".".join(f'"{part}"' for part in self.table.split("."))
+        assert self.query is not None
+        return f"({self.query.strip().rstrip(';')}) AS q"
+
+    def _what(self) -> str:
+        return _name(self.url, SourceOptions(query=self.query, table=self.table))
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self.url, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise TrainingError(f"data {self._what()}: cannot connect ({_first(exc)})") from None
+        try:
+            conn.read_only = True  # a query can read, never write
+            with conn.cursor() as cur:
+                # a second reading (the row fingerprints) must see the rows in the same order:
+                # no scan joining another one midway, no parallel workers interleaving
+                cur.execute("SET synchronize_seqscans = off")
+                cur.execute("SET max_parallel_workers_per_gather = 0")
+                yield cur
+        except psycopg.errors.UndefinedTable as exc:
+            raise TrainingError(f"data {self._what()}: no such table ({_first(exc)})") from None
+        except psycopg.Error as exc:
+            raise TrainingError(
+                f"data {self._what()}: the query fails ({type(exc).__name__}: {_first(exc)})"
+            ) from None
+        finally:
+            conn.close()
+
+    def count(self) -> int:
+        with self._cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {self._from}")
+            return int(cur.fetchone()[0])
+
+    def _frame(self, sql: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
+        chunks: list[pd.DataFrame] = []
+        with self._cursor() as cur:
+            cur.execute(sql, params)
+            columns = [d.name for d in cur.description]
+            numeric = [d.name for d in cur.description if d.type_code == 1700]  # numeric/decimal
+            while batch := cur.fetchmany(50_000):
+                chunk = pd.DataFrame.from_records(batch, columns=columns)
+                for col in numeric:
+                    chunk[col] = pd.to_numeric(chunk[col].astype(float))
+                chunks.append(chunk)
+        if not chunks:
+            return pd.DataFrame(columns=columns)
+        frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+        _plain_values(frame, self._what())
+        return frame
+
+    def head(self, n: int) -> pd.DataFrame:
+        return self._frame(f"SELECT * FROM {self._from} LIMIT %s", (n,))
+
+    def read(self) -> pd.DataFrame:
+        return self._frame(f"SELECT * FROM {self._from}")
+
+    def sample(self, n: int, seed: int) -> pd.DataFrame:
+        """A table: TABLESAMPLE BERNOULLI (a share a little over n, REPEATABLE) then the n rows
+        lowest by a seeded hash of the row; a query: that keyed hash over every row (a top-n
+        sort, never more than n rows held). The same rows for the same seed and data."""
+        key = "hashtextextended(s::text, %s)"
+        if self.table is not None:
+            total = max(1, self.count())
+            share = min(100.0, 100.0 * (1.1 * n + 10 * math.sqrt(n) + 100) / total)
+            sql = (
+                f"SELECT * FROM (SELECT * FROM {self._from} TABLESAMPLE BERNOULLI (%s) "
+                f"REPEATABLE (%s)) AS s ORDER BY {key} LIMIT %s"
+            )
+            frame = self._frame(sql, (share, seed, seed, n))
+            if len(frame) == n or share >= 100.0:
+                return frame
+        sql = f"SELECT * FROM (SELECT * FROM {self._from}) AS s ORDER BY {key} LIMIT %s"
+        return self._frame(sql, (seed, n))
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "kind": "postgresql",
+            "url": without_password(self.url),
+            **({"query": self.query} if self.query is not None else {"table": self.table}),
+        }
+
+
+def _first(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _plain_values(frame: pd.DataFrame, what: str) -> None:
+    """TrainingError for a column of values a model cannot take (json, arrays, bytes), judged
+    on its first values."""
+    for col in frame.columns:
+        if frame[col].dtype != object:
+            continue
+        values = frame[col].dropna().head(WIDTH_ROWS)  # a SQL column holds one type
+        odd = values[~values.map(lambda v: isinstance(v, _PLAIN) or _is_time(v))]
+        if len(odd):
+            kind = type(odd.iloc[0]).__name__
+            raise TrainingError(
+                f"data {what}: column {col!r} holds {kind} values (json, array or bytea?); "
+                "select it cast to text or a number"
+            )
+
+
+def _is_time(value: object) -> bool:
+    import datetime as dt
+
+    return isinstance(value, dt.date | dt.time | dt.timedelta)
+
+
+class ParquetDataset:
+    """A folder of Parquet files (hive partitions `key=value/` become columns), read by pyarrow."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow.dataset as ds
+
+        self.path = path
+        try:
+            self.dataset = ds.dataset(path, format="parquet", partitioning="hive")
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise TrainingError(f"data {path}: not a Parquet dataset ({_first(exc)})") from None
+        self.files = sorted(self.dataset.files)
+        if not self.files:
+            raise TrainingError(f"data {path}: the folder holds no Parquet files")
+
+    def count(self) -> int:
+        return int(self.dataset.count_rows())
+
+    def head(self, n: int) -> pd.DataFrame:
+        return self._pandas(self.dataset.head(n))
+
+    def read(self) -> pd.DataFrame:
+        return self._pandas(self.dataset.to_table())
+
+    def sample(self, n: int, seed: int) -> pd.DataFrame:
+        """Row groups drawn at random (seeded, in file order) until they hold twice n rows, then
+        n of their rows at random: only those row groups are read."""
+        import pyarrow as pa
+
+        groups = [
+            g
+            for f in sorted(self.dataset.get_fragments(), key=lambda f: f.path)
+            for g in f.split_by_row_group()
+        ]
+        rng = np.random.default_rng(seed)
+        picked, held = [], 0
+        for i in rng.permutation(len(groups)):
+            if held >= 2 * n:
+                break
+            picked.append(int(i))
+            held += sum(g.num_rows for g in groups[i].row_groups)
+        tables = [groups[i].to_table(schema=self.dataset.schema) for i in sorted(picked)]
+        table = pa.concat_tables(tables)
+        keep = np.sort(rng.choice(table.num_rows, min(n, table.num_rows), replace=False))
+        return self._pandas(table.take(pa.array(keep)))
+
+    def _pandas(self, table: Any) -> pd.DataFrame:
+        try:
+            return table.to_pandas()  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise TrainingError(f"data {self.path}: cannot read it ({_first(exc)})") from None
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "kind": "parquet_dataset",
+            "path": str(self.path),
+            "files": len(self.files),
+            "fingerprint": self.fingerprint(),
+        }
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every file's relative path, size and Parquet footer (row counts, row
+        groups' statistics): a changed, added or removed file changes it; no row is read."""
+        import pyarrow.parquet as pq
+
+        digest = hashlib.sha256()
+        for name in self.files:
+            path = Path(name)
+            meta = pq.ParquetFile(path).metadata
+            digest.update(str(path.relative_to(self.path)).encode())
+            digest.update(str(path.stat().st_size).encode())
+            digest.update(str(meta.to_dict()).encode())
+        return digest.hexdigest()
