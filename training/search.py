@@ -7,7 +7,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from sklearn.metrics import brier_score_loss, f1_score, get_scorer, precision_sc
 from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
-from training import data
+from training import data, noise
 from training.candidates import Choice, FloatRange, Space, grid_values, sample
 
 TrialCallback = Callable[[str, int, float], None]
@@ -174,6 +174,8 @@ class Trial:
     seconds: float
     rows: int = 0  # rows the trial was cross-validated on (fewer on a halving search's early rungs)
     pruned: bool = False  # stopped after some folds by the Bayesian search's pruner
+    folds: tuple[float, ...] = ()  # the score of each CV fold (empty when pruned or failed)
+    default: bool = False  # the family's untuned default configuration
 
 
 @dataclass
@@ -181,13 +183,36 @@ class FamilyResult:
     family: str
     trials: list[Trial] = field(default_factory=list)
 
+    def _finalists(self) -> list[Trial]:
+        """Completed trials on the most rows any trial saw (a halving search's last rung, the
+        last rung of growing): only they compete."""
+        most = max((t.rows for t in self.trials), default=0)
+        return [t for t in self.trials if np.isfinite(t.score) and not t.pruned and t.rows == most]
+
+    @property
+    def top(self) -> Trial | None:
+        """The highest-scoring trial on the most rows; pruned trials never win."""
+        return max(self._finalists(), key=lambda t: t.score, default=None)
+
+    @property
+    def default_trial(self) -> Trial | None:
+        """The untuned default's trial on the most rows, if it has one."""
+        return next((t for t in reversed(self._finalists()) if t.default), None)
+
     @property
     def best(self) -> Trial | None:
-        """The best trial on the most rows any trial saw (a halving search's last rung); pruned
-        trials never win."""
-        most = max((t.rows for t in self.trials), default=0)
-        ok = [t for t in self.trials if np.isfinite(t.score) and not t.pruned and t.rows == most]
-        return max(ok, key=lambda t: t.score) if ok else None
+        """The family's chosen configuration: its top trial, but the untuned default when the
+        top one does not beat it beyond noise (training.noise: one standard error of their
+        paired per-fold difference)."""
+        top, default = self.top, self.default_trial
+        if top is None or default is None or top is default:
+            return top
+        return top if noise.beats(top.folds, default.folds) else default
+
+    @property
+    def seconds(self) -> float:
+        """Seconds the family's trials took (the search's and growing's)."""
+        return float(sum(t.seconds for t in self.trials))
 
 
 class Pruned(Exception):
@@ -205,9 +230,9 @@ def _cv_score(
     scoring: Scoring,
     fit_params: dict[str, Any] | None,
     report: FoldReport | None = None,
-) -> tuple[float, float]:
-    """Mean and standard deviation of `scoring` over the folds of `cv`; after each fold
-    `report(fold, running mean)` may raise Pruned."""
+) -> list[float]:
+    """The score of `scoring` on each fold of `cv`; after each fold `report(fold, running mean)`
+    may raise Pruned."""
     scorer = get_scorer(scoring)
     scores: list[float] = []
     for i, (tr, te) in enumerate(cv.split(x, y)):
@@ -216,7 +241,7 @@ def _cv_score(
         scores.append(float(scorer(est, x.iloc[te], y.iloc[te])))
         if report is not None:
             report(i, float(np.mean(scores)))
-    return float(np.mean(scores)), float(np.std(scores))
+    return scores
 
 
 def evaluate_trial(
@@ -233,29 +258,40 @@ def evaluate_trial(
     running mean (marked `pruned`)."""
     start = time.perf_counter()
     pruned = False
+    folds: list[float] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", message=".*number of unique classes.*")
         try:
-            score, std = _cv_score(build(params), x, y, cv, scoring, fit_params, report)
+            folds = _cv_score(build(params), x, y, cv, scoring, fit_params, report)
+            score, std = float(np.mean(folds)), float(np.std(folds))
         except Pruned as exc:
             score, std, pruned = float(exc.args[0]), float("nan"), True
         except (ValueError, ArithmeticError):
             score, std = float("-inf"), float("nan")
-    return Trial(params, score, std, time.perf_counter() - start, len(x), pruned)
+    seconds = time.perf_counter() - start
+    return Trial(params, score, std, seconds, len(x), pruned, tuple(folds))
 
 
-def _proposals(method: str, space: Space, trials: int, seed: int) -> list[dict[str, Any]]:
+def _grid(space: Space, seed: int) -> list[dict[str, Any]]:
+    """Every point of the grid (three per range, every choice), in a seeded order."""
+    names = list(space)
+    grid = [
+        dict(zip(names, combo, strict=True))
+        for combo in itertools.product(*(grid_values(space[n]) for n in names))
+    ]
+    order = np.random.default_rng(seed).permutation(len(grid))
+    return [grid[i] for i in order]
+
+
+def _proposals(method: str, space: Space, seed: int) -> Iterator[dict[str, Any]]:
+    """The configurations a grid (all of it, then none) or random (endless) search tries."""
     if method == "grid":
-        names = list(space)
-        grid = [
-            dict(zip(names, combo, strict=True))
-            for combo in itertools.product(*(grid_values(space[n]) for n in names))
-        ]
-        order = np.random.default_rng(seed).permutation(len(grid))
-        return [grid[i] for i in order[:trials]]
+        yield from _grid(space, seed)
+        return
     rng = np.random.default_rng(seed)
-    return [sample(space, rng) for _ in range(trials)]
+    while True:
+        yield sample(space, rng)
 
 
 HALVING_FACTOR = 3
@@ -278,6 +314,140 @@ def halving_rungs(configs: int, rows: int) -> list[tuple[int, int]]:
     return [(c, rows // HALVING_FACTOR ** (n - 1 - k)) for k, c in enumerate(counts[:n])]
 
 
+class FamilySearch:
+    """One family's search, a trial at a time (`step`): its untuned default first, then the
+    method's proposals (grid points in a seeded order, random draws, Optuna's TPE for `bayes`),
+    until `cap` trials (None: no cap) or the grid runs out (`done`). The budget's scheduler
+    (training.budget) and `search_family` both drive it."""
+
+    def __init__(
+        self,
+        family: str,
+        space: Space,
+        build: Callable[[dict[str, Any]], Pipeline],
+        x: pd.DataFrame,
+        y: pd.Series,
+        *,
+        method: str,
+        cap: int | None,
+        cv: Any,
+        scoring: Scoring,
+        seed: int,
+        fit_params: dict[str, Any] | None = None,
+        default: dict[str, Any] | None = None,
+        on_trial: TrialCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.result = FamilyResult(family)
+        self.space, self.build, self.x, self.y = space, build, x, y
+        self.method, self.cap, self.cv, self.scoring, self.seed = method, cap, cv, scoring, seed
+        self.fit_params, self.on_trial, self.clock = fit_params, on_trial, clock
+        self._default = default
+        self._proposals = _proposals(method, space, seed)
+        self._study: Any = None
+        self._exhausted = False
+
+    @property
+    def done(self) -> bool:
+        """No trial left to run: the cap is reached, or every configuration was tried."""
+        capped = self.cap is not None and len(self.result.trials) >= self.cap
+        return capped or self._exhausted
+
+    @property
+    def cost(self) -> float:
+        """The median seconds of its trials so far (0 before the first)."""
+        seconds = [t.seconds for t in self.result.trials]
+        return float(np.median(seconds)) if seconds else 0.0
+
+    def evaluate(
+        self,
+        params: dict[str, Any],
+        rows: np.ndarray[Any, Any] | None = None,
+        report: FoldReport | None = None,
+        default: bool = False,
+    ) -> float:
+        """Cross-validate `params` (on `rows` of the search's rows when given), record the trial
+        (its seconds on the search's clock) and return its score."""
+        xs, ys, fp = self.x, self.y, self.fit_params
+        if rows is not None:
+            xs, ys = self.x.iloc[rows], self.y.iloc[rows]
+            fp = {k: np.asarray(v)[rows] for k, v in (self.fit_params or {}).items()} or None
+        start = self.clock()
+        trial = evaluate_trial(self.build, params, xs, ys, self.cv, self.scoring, fp, report)
+        trial.seconds, trial.default = self.clock() - start, default
+        self.result.trials.append(trial)
+        if self.on_trial:
+            self.on_trial(self.result.family, len(self.result.trials), trial.score)
+        return trial.score
+
+    def step(self) -> None:
+        """Run the next trial (nothing once `done`)."""
+        if self.done:
+            return
+        if self._default is not None:
+            default, self._default = self._default, None
+            self.evaluate(default, default=True)
+            self._exhausted = not self.space
+            return
+        if not self.space:  # nothing to search: one trial of the estimator as it is
+            self._exhausted = True
+            self.evaluate({})
+        elif self.method == "bayes":
+            self._bayes_step()
+        else:
+            params = next(self._proposals, None)
+            if params is None:
+                self._exhausted = True
+            else:
+                self.evaluate(params)
+
+    def _bayes_step(self) -> None:
+        """One trial of Optuna's TPE sampler; its MedianPruner stops a trial whose running fold
+        mean falls below the median of earlier trials at the same fold."""
+        import optuna  # heavy: imported only when Bayesian search is asked for
+
+        if self._study is None:
+            self._study = create_study(self.seed)
+        space = self.space
+
+        def objective(trial: Any) -> float:
+            params: dict[str, Any] = {}
+            for name, dim in space.items():
+                if isinstance(dim, Choice):
+                    idx = trial.suggest_categorical(name, list(range(len(dim.values))))
+                    params[name] = dim.values[idx]
+                elif isinstance(dim, FloatRange):
+                    params[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
+                else:
+                    params[name] = trial.suggest_int(name, dim.low, dim.high, log=dim.log)
+
+            def report(fold: int, mean: float) -> None:
+                trial.report(mean, fold)
+                if trial.should_prune():
+                    raise Pruned(mean)
+
+            value = self.evaluate(params, report=report)
+            if self.result.trials[-1].pruned:
+                raise optuna.TrialPruned()
+            return value if np.isfinite(value) else -1e12
+
+        self._study.optimize(objective, n_trials=1)
+
+
+def create_study(seed: int, storage: Any = None) -> Any:
+    """The Optuna study of one family's Bayesian search: TPE seeded by `seed`, MedianPruner on
+    the running fold mean; in memory unless a `storage` (an Optuna storage or URL) is given."""
+    import optuna  # heavy: imported only when Bayesian search is asked for
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        direction="maximize",
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+
+
 def search_family(
     family: str,
     space: Space,
@@ -295,6 +465,7 @@ def search_family(
     on_trial: TrialCallback | None = None,
     default: dict[str, Any] | None = None,
     halving: bool = False,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FamilyResult:
     """Evaluate up to `trials` points of `space` by cross-validation until `deadline`.
 
@@ -304,88 +475,23 @@ def search_family(
     (random or grid) samples HALVING_FACTOR times as many configurations and races them on
     growing row samples, spending about the cost of `trials` full evaluations.
     """
-    result = FamilyResult(family)
-
-    def evaluate(
-        params: dict[str, Any],
-        rows: np.ndarray[Any, Any] | None = None,
-        report: FoldReport | None = None,
-    ) -> float:
-        xs, ys, fp = x, y, fit_params
-        if rows is not None:
-            xs, ys = x.iloc[rows], y.iloc[rows]
-            fp = {k: np.asarray(v)[rows] for k, v in (fit_params or {}).items()} or None
-        trial = evaluate_trial(build, params, xs, ys, cv, scoring, fp, report)
-        result.trials.append(trial)
-        if on_trial:
-            on_trial(family, len(result.trials), trial.score)
-        return trial.score
-
-    if default is not None:
-        evaluate(default)
-    if method == "bayes" and space:
-        _bayes(space, evaluate, result, trials, deadline, seed)
-        return result
+    fs = FamilySearch(
+        family, space, build, x, y, method=method, cap=trials, cv=cv, scoring=scoring,
+        seed=seed, fit_params=fit_params, default=default, on_trial=on_trial, clock=clock,
+    )  # fmt: skip
     if halving and method in ("random", "grid") and space:
-        _halving(space, evaluate, result, method, trials, deadline, seed, len(x))
-        return result
-    for params in _proposals(method, space, trials, seed):
-        if len(result.trials) >= trials:
-            break
-        if result.trials and time.monotonic() >= deadline:
-            break
-        evaluate(params)
-    return result
-
-
-def _bayes(
-    space: Space,
-    evaluate: Callable[..., float],
-    result: FamilyResult,
-    trials: int,
-    deadline: float,
-    seed: int,
-) -> None:
-    """Optuna's TPE sampler; its MedianPruner stops a trial whose running fold mean falls below
-    the median of earlier trials at the same fold."""
-    import optuna  # heavy: imported only when Bayesian search is asked for
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-    )
-
-    def objective(trial: Any) -> float:
-        params: dict[str, Any] = {}
-        for name, dim in space.items():
-            if isinstance(dim, Choice):
-                idx = trial.suggest_categorical(name, list(range(len(dim.values))))
-                params[name] = dim.values[idx]
-            elif isinstance(dim, FloatRange):
-                params[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
-            else:
-                params[name] = trial.suggest_int(name, dim.low, dim.high, log=dim.log)
-
-        def report(fold: int, mean: float) -> None:
-            trial.report(mean, fold)
-            if trial.should_prune():
-                raise Pruned(mean)
-
-        value = evaluate(params, report=report)
-        if result.trials[-1].pruned:
-            raise optuna.TrialPruned()
-        return value if np.isfinite(value) else -1e12
-
-    while len(result.trials) < trials and (not result.trials or time.monotonic() < deadline):
-        study.optimize(objective, n_trials=1)
+        if default is not None:
+            fs.step()
+        _halving(space, fs, method, trials, deadline, seed, len(x))
+        return fs.result
+    while not fs.done and (not fs.result.trials or clock() < deadline):
+        fs.step()
+    return fs.result
 
 
 def _halving(
     space: Space,
-    evaluate: Callable[..., float],
-    result: FamilyResult,
+    fs: FamilySearch,
     method: str,
     trials: int,
     deadline: float,
@@ -395,7 +501,7 @@ def _halving(
     """Successive halving: HALVING_FACTOR x `trials` configurations on a row sample, the best
     third on three times the rows, ... the last on every row, where the default (evaluated on
     every row first) competes with them."""
-    configs = _proposals(method, space, trials * HALVING_FACTOR, seed)
+    configs = list(itertools.islice(_proposals(method, space, seed), trials * HALVING_FACTOR))
     rungs = halving_rungs(len(configs), rows_total)
     order = np.random.default_rng(seed).permutation(rows_total)
     scores = {i: float("nan") for i in range(len(configs))}
@@ -405,6 +511,6 @@ def _halving(
             alive = sorted(alive, key=lambda i: -np.nan_to_num(scores[i], nan=-np.inf))[:keep]
         sample_rows = np.sort(order[:rows])
         for i in alive:
-            if result.trials and time.monotonic() >= deadline:
+            if fs.result.trials and fs.clock() >= deadline:
                 return
-            scores[i] = evaluate(configs[i], rows=None if rows >= rows_total else sample_rows)
+            scores[i] = fs.evaluate(configs[i], rows=None if rows >= rows_total else sample_rows)
