@@ -88,14 +88,23 @@ class FeatureEngineering(_Strict):
     """Also try a PCA to this many components."""
 
 
+UNBUDGETED_TRIALS = 8
+"""Trials per family without `search.budget_seconds` (and no `search.trials`)."""
+UNBUDGETED_SECONDS = 120.0
+"""Without `search.budget_seconds`, the search still stops after this many seconds."""
+
+
 class Search(_Strict):
-    method: Literal["grid", "random", "bayes"] = "random"
-    """bayes: Optuna's TPE sampler, and its MedianPruner stops trials that fall behind."""
-    trials: int = Field(8, ge=1)
-    """Trials per model family; the first is always the family's untuned default."""
-    budget_seconds: float = Field(120, gt=0)
-    """Wall-clock budget for the whole search (every family's trials, not each family's): each
-    family gets an equal share of what is left when its turn comes."""
+    method: Literal["grid", "random", "bayes"] | None = None
+    """bayes: Optuna's TPE sampler, and its MedianPruner stops trials that fall behind.
+    Unset: bayes with a `budget_seconds`, random without."""
+    trials: int | None = Field(None, ge=1)
+    """Trials per model family, the first always its untuned default. With `budget_seconds`: an
+    optional cap (unset: as many as the budget allows); without: the number run (unset: 8)."""
+    budget_seconds: float | None = Field(None, gt=0)
+    """The training run's time budget: the search keeps drawing trials until what is left is what
+    the steps after it need (estimated from measured fit times), halving over families (the
+    promising ones get the time). Unset: `trials` per family, the search bounded by 120 s."""
     max_rows: int = Field(20_000, ge=100)
     """Rows sampled for cross-validated search; the final fit uses every training row."""
     default_first: bool = True
@@ -109,7 +118,31 @@ class Search(_Strict):
     finalists are re-scored by the same CV on twice the rows, again up to every training row,
     while the measured cost says the next rung fits the budget; the choice uses those scores."""
     grow_finalists: int = Field(2, ge=1, le=10)
-    """Configurations of each family re-scored on more rows (its best ones)."""
+    """Configurations of each family re-scored on more rows (its best ones; and its default)."""
+
+    @model_validator(mode="after")
+    def _halving_without_budget(self) -> Search:
+        if self.halving and self.budget_seconds is not None:
+            raise ValueError(
+                "search.halving races a fixed number of configurations (search.trials); with "
+                "search.budget_seconds the budget decides how many: set one or the other"
+            )
+        return self
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether the search spends a time budget (`budget_seconds` given)."""
+        return self.budget_seconds is not None
+
+    @property
+    def resolved_method(self) -> str:
+        """The method run: as set, else bayes with a budget and random without."""
+        return self.method or ("bayes" if self.budgeted else "random")
+
+    @property
+    def cap(self) -> int | None:
+        """Trials per family at the most: `trials`, else 8 without a budget, none with one."""
+        return self.trials or (None if self.budgeted else UNBUDGETED_TRIALS)
 
 
 class Ensemble(_Strict):

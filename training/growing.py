@@ -50,7 +50,8 @@ def rungs(start: int, total: int) -> list[int]:
 
 def finalists(results: list[FamilyResult], per_family: int) -> list[tuple[FamilyResult, Trial]]:
     """The best `per_family` distinct configurations of each family, on the most rows it reached
-    (never pruned or failed trials)."""
+    (never pruned or failed trials), and its untuned default when it is not one of them (a tuned
+    configuration replaces it only beyond noise, judged on the same rows)."""
     out: list[tuple[FamilyResult, Trial]] = []
     for r in results:
         most = max((t.rows for t in r.trials), default=0)
@@ -58,7 +59,7 @@ def finalists(results: list[FamilyResult], per_family: int) -> list[tuple[Family
         seen: set[str] = set()
         for t in sorted(ok, key=lambda t: -t.score):
             key = repr(sorted(t.params.items()))
-            if key not in seen and len(seen) < per_family:
+            if key not in seen and (len(seen) < per_family or (t.default and t is r.default_trial)):
                 seen.add(key)
                 out.append((r, t))
     return out
@@ -106,6 +107,7 @@ def grow(
                 break
             x, y, fit_params = sample(rows, r.family)
             trial = evaluate_trial(builds[r.family], best.params, x, y, cv, scoring, fit_params)
+            trial.default = best.default
             say(f"search {r.family} on {rows} rows: cv {scoring}={trial.score:.4f}")
             trials.append(trial)
         if len(trials) < len(chosen) or not all(np.isfinite(t.score) for t in trials):

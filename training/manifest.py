@@ -19,6 +19,7 @@ from training.fingerprints import RowPrints
 from training.fitting import Fitted
 from training.prepare import Prepared
 from training.schema import infer_schema
+from training.search import FamilyResult
 from training.selection import Selection
 from training.threshold import Chosen
 
@@ -73,16 +74,25 @@ def build_manifest(
                     "cv_rows": r.best.rows if r.best else None,
                     "trials": len(r.trials),
                     "default_cv_score": r.trials[0].score if r.trials else None,
+                    **_noise_record(r),
                 }
                 for r in selection.results
             ],
             "skipped_families": selection.skipped,
             "search": {
-                "method": config.search.method,
+                "method": config.search.resolved_method,
                 "scoring": str(selection.scoring),
                 "rows": selection.rows,
                 "grown_rows": selection.rungs[1:],
                 "folds": selection.folds,
+                "budget": selection.spent,
+            },
+            "selection": {
+                "rule": "one standard error of the paired per-fold CV difference; within it "
+                "the default (in a family) and the simplest family (between families)",
+                "leader": selection.leader,
+                "within_noise": list(selection.within_noise),
+                "chosen": selection.family,
             },
         },
         "decision": chosen.record if chosen is not None else None,
@@ -133,6 +143,20 @@ def build_manifest(
         "libraries": library_versions(),
         "git_commit": git_commit(),
         "training_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _noise_record(result: FamilyResult) -> dict[str, Any]:
+    """A candidate's seconds, and what the noise rule compared: its chosen configuration
+    (`default` or `tuned`), the top tuned score, the fold scores of both."""
+    best, top, default = result.best, result.top, result.default_trial
+    return {
+        "seconds": round(result.seconds, 2),
+        "configuration": None if best is None else "default" if best.default else "tuned",
+        "top_cv_score": top.score if top else None,
+        "cv_folds": list(best.folds) if best else None,
+        "top_cv_folds": list(top.folds) if top else None,
+        "default_cv_folds": list(default.folds) if default else None,
     }
 
 

@@ -380,14 +380,18 @@ class FamilySearch:
             self.on_trial(self.result.family, len(self.result.trials), trial.score)
         return trial.score
 
+    def run_default(self) -> bool:
+        """Run the untuned default if it has not run yet; whether it ran."""
+        if self._default is None or self.done:
+            return False
+        default, self._default = self._default, None
+        self.evaluate(default, default=True)
+        self._exhausted = not self.space
+        return True
+
     def step(self) -> None:
         """Run the next trial (nothing once `done`)."""
-        if self.done:
-            return
-        if self._default is not None:
-            default, self._default = self._default, None
-            self.evaluate(default, default=True)
-            self._exhausted = not self.space
+        if self.done or self.run_default():
             return
         if not self.space:  # nothing to search: one trial of the estimator as it is
             self._exhausted = True
@@ -479,12 +483,17 @@ def search_family(
         family, space, build, x, y, method=method, cap=trials, cv=cv, scoring=scoring,
         seed=seed, fit_params=fit_params, default=default, on_trial=on_trial, clock=clock,
     )  # fmt: skip
-    if halving and method in ("random", "grid") and space:
-        if default is not None:
-            fs.step()
-        _halving(space, fs, method, trials, deadline, seed, len(x))
+    return run_family(fs, deadline, halving)
+
+
+def run_family(fs: FamilySearch, deadline: float, halving: bool = False) -> FamilyResult:
+    """Run `fs` until its cap or `deadline` (its first trial always runs); `halving` (random or
+    grid) races HALVING_FACTOR times its cap of configurations on growing row samples."""
+    if halving and fs.method in ("random", "grid") and fs.space and fs.cap:
+        fs.run_default()  # scored on every row, it competes in the last rung
+        _halving(fs.space, fs, fs.method, fs.cap, deadline, fs.seed, len(fs.x))
         return fs.result
-    while not fs.done and (not fs.result.trials or clock() < deadline):
+    while not fs.done and (not fs.result.trials or fs.clock() < deadline):
         fs.step()
     return fs.result
 

@@ -12,7 +12,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
 from core import metrics as metric_contract
-from training import data, fairness
+from training import budget, data, fairness, noise
 from training.candidates import (
     calibrated,
     default_params,
@@ -21,18 +21,19 @@ from training.candidates import (
     preprocessing_space,
     unavailable,
 )
-from training.config import Family, TrainConfig
+from training.config import UNBUDGETED_SECONDS, Family, TrainConfig
 from training.errors import TrainingError
 from training.growing import grow, sample_rows
 from training.pipeline import build_pipeline
 from training.prepare import Prepared, Progress
 from training.search import (
     FamilyResult,
+    FamilySearch,
     Scoring,
     Trial,
     make_cv,
     objective_scoring,
-    search_family,
+    run_family,
 )
 from training.threshold import positive_index
 
@@ -50,6 +51,9 @@ class Selection:
     rungs: list[int]  # rows the finalists were re-scored on (`rows` first; search.grow_rows)
     folds: int  # CV folds as actually split (fewer than asked on small data)
     size: data.DataSize  # one fold's training part: spaces and estimators are sized to it
+    leader: str = ""  # the family with the highest CV score (`family` unless a simpler one tied)
+    within_noise: tuple[str, ...] = ()  # families the leader does not beat beyond noise
+    spent: dict[str, Any] | None = None  # the manifest's model.search.budget (see `search`)
 
     def pipeline(self, prepared: Prepared, calibrate: str | None = None) -> Pipeline:
         """The chosen family's candidate with its best parameters, unfitted (ensembles and
@@ -65,8 +69,11 @@ class Selection:
         )
 
 
-def search(prepared: Prepared, say: Progress) -> Selection:
-    """Search each family within its share of the budget. Raises TrainingError when none fits."""
+def search(prepared: Prepared, say: Progress, started: float | None = None) -> Selection:
+    """Search the families: with `search.budget_seconds`, until the run's budget (from `started`,
+    the run's `time.monotonic()`) less what the later steps need is spent, halving over
+    families (training.budget); without, `search.trials` each in equal shares of 120 s. Raises
+    TrainingError when none fits."""
     config, task, splits = prepared.config, prepared.task, prepared.splits
     total, ordered = len(splits.x_train), bool(config.time_column)
     start = min(total, config.search.max_rows)
@@ -115,11 +122,38 @@ def search(prepared: Prepared, say: Progress) -> Selection:
             fit_params = {"model__sample_weight": fairness.reweighting(x[sens[0]], y)}
         return x[prepared.features], y, fit_params
 
-    deadline = time.monotonic() + config.search.budget_seconds
-    results: list[FamilyResult] = []
+    clock, opts = time.monotonic, config.search
+    members = config.ensemble.size if config.ensemble.enabled else 1
+    all_rows = len(splits.x_train) + len(splits.x_val) + len(splits.x_test)
+    grows = opts.grow_rows and start < total
+    given = opts.budget_seconds
+    if given:  # the run's budget, from its start
+        deadline = (started if started is not None else clock()) + given
+    else:  # the search's own bound, from now
+        deadline = clock() + UNBUDGETED_SECONDS
+    searches: list[FamilySearch] = []
     builds: dict[str, Callable[[dict[str, Any]], Pipeline]] = {}
-    for i, family in enumerate(families):
-        family_deadline = time.monotonic() + (deadline - time.monotonic()) / (len(families) - i)
+
+    def reserve() -> float:
+        """What the steps after the search need (budgeted runs), from the trials so far."""
+        if not given:
+            return 0.0
+        done = [f.result for f in searches]
+        return budget.reserve_seconds(done, folds=folds, rows=all_rows, members=members,
+                                      budget=given)  # fmt: skip
+
+    def end() -> float:
+        """The search's deadline: the budget less the later steps and growing's first rung."""
+        done = [f.result for f in searches]
+        grow_first = budget.grow_seconds(done, opts.grow_finalists) if grows and given else 0.0
+        return deadline - reserve() - grow_first
+
+    def progress(fam: str, n: int, s: float) -> None:
+        of = f"/{opts.cap}" if opts.cap else ""
+        left = f"; {max(end() - clock(), 0):.0f}s of the search left" if given else ""
+        say(f"search {fam}: trial {n}{of} cv {scoring}={s:.4f}{left}")
+
+    for family in families:
         space = {
             **preprocessing_space(family, config, size),
             **model_space(family, task, size),
@@ -130,47 +164,57 @@ def search(prepared: Prepared, say: Progress) -> Selection:
 
         builds[family] = build
         x_fam, y_fam, fit_params = sample(start, family)
-        res = search_family(
-            family,
-            space,
-            build,
-            x_fam,
-            y_fam,
-            method=config.search.method,
-            trials=config.search.trials,
-            deadline=family_deadline,
-            cv=cv,
-            scoring=scoring,
-            seed=config.seed,
-            fit_params=fit_params,
-            default=default_params(family, task, space) if config.search.default_first else None,
-            halving=config.search.halving,
-            on_trial=lambda fam, n, s: say(
-                f"search {fam}: trial {n}/{config.search.trials} cv {scoring}={s:.4f}"
-            ),
+        searches.append(
+            FamilySearch(
+                family,
+                space,
+                build,
+                x_fam,
+                y_fam,
+                method=opts.resolved_method,
+                cap=opts.cap,
+                cv=cv,
+                scoring=scoring,
+                seed=config.seed,
+                fit_params=fit_params,
+                default=default_params(family, task, space) if opts.default_first else None,
+                on_trial=progress,
+                clock=clock,
+            )
         )
-        results.append(res)
+    search_start = clock()
+    if given:
+        rungs = budget.spend(searches, end, clock=clock, say=say)
+        schedule = "halving over families"
+    else:
+        for i, fs in enumerate(searches):
+            run_family(fs, clock() + (deadline - clock()) / (len(searches) - i), opts.halving)
+        rungs, schedule = [list[str](families)], "equal shares"
+    results = [f.result for f in searches]
     reached = [start]
-    if config.search.grow_rows and start < total:
+    if grows:
         reached = grow(
             results,
             builds,
             sample,
             start=start,
             total=total,
-            per_family=config.search.grow_finalists,
-            deadline=deadline,
+            per_family=opts.grow_finalists,
+            deadline=deadline - reserve(),
             cv=cv,
             scoring=scoring,
             say=say,
         )
-    # Scorers are greater-is-better (errors are negated), so the highest CV score wins.
-    ranked = [(r, r.best) for r in results if r.best is not None]
-    ranked.sort(key=lambda pair: -pair[1].score)
-    if not ranked:
-        raise TrainingError("every candidate failed to fit; check the data-quality report")
-    chosen, best = ranked[0]
+    chosen, best, leader, tied = pick(results)
     say(f"best family: {chosen.family} (cv {scoring}={best.score:.4f} on {best.rows} rows)")
+    spent = {
+        "budget_seconds": given,
+        "schedule": schedule,
+        "rungs": rungs,
+        "seconds": round(clock() - search_start, 2),
+        "reserved_seconds": round(reserve(), 2) if given else None,
+        "trial_cap": opts.cap,
+    }
     return Selection(
         results=results,
         family=chosen.family,
@@ -181,7 +225,32 @@ def search(prepared: Prepared, say: Progress) -> Selection:
         rungs=reached,
         folds=folds,
         size=size,
+        leader=leader.family,
+        within_noise=tuple(tied),
+        spent=spent,
     )
+
+
+def pick(results: list[FamilyResult]) -> tuple[FamilyResult, Trial, FamilyResult, list[str]]:
+    """The chosen family and configuration, the leader (the highest CV score; scorers are
+    greater-is-better) and the families within its noise: those the leader does not beat beyond
+    one standard error of their paired per-fold difference (training.noise). Of the leader and
+    those, the simplest family (noise.SIMPLICITY) is chosen. Raises TrainingError when no family
+    has a score."""
+    ranked = [(r, r.best) for r in results if r.best is not None]
+    ranked.sort(key=lambda pair: -pair[1].score)
+    if not ranked:
+        raise TrainingError("every candidate failed to fit; check the data-quality report")
+    leader, top = ranked[0]
+    tied = [
+        (r, t)
+        for r, t in ranked[1:]
+        if t.rows == top.rows
+        and len(t.folds) == len(top.folds) >= 2
+        and not noise.beats(top.folds, t.folds)
+    ]
+    chosen, best = min([(leader, top), *tied], key=lambda pair: noise.simplicity(pair[0].family))
+    return chosen, best, leader, [r.family for r, _ in tied]
 
 
 def _positive(prepared: Prepared) -> str | None:

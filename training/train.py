@@ -59,7 +59,7 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
     raw, rows = fingerprints.of_run(prepared)
     mitigation.check(prepared)
     threshold.check(prepared)
-    selection = search(prepared, say)
+    selection = search(prepared, say, started)
     fitted = fit_and_calibrate(prepared, selection, say)
     fitted = ensemble.consider(prepared, selection, fitted, say)
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)

@@ -68,21 +68,23 @@ def test_rows_grow_to_every_training_row_when_the_budget_allows(tmp_path: Path, 
     assert total == 640
     selection = search(prepared, said.append)
     assert selection.rows == START and selection.rungs == [START, 320, total]
+    count = 0
     for r in selection.results:
         searched = [t for t in r.trials if t.rows == START]
         assert len(searched) == 3  # the search itself: `trials` on max_rows rows
         grown = [t for t in r.trials if t.rows > START]
-        # the family's best two configurations, on each larger rung
-        assert sorted(t.rows for t in grown) == [320, 320, total, total]
+        # the family's best two configurations, and its default when it is not one of them
         best_two = sorted(searched, key=lambda t: -t.score)[:2]
-        assert {str(t.params) for t in grown} == {str(t.params) for t in best_two}
+        kept = {str(t.params) for t in best_two} | {str(searched[0].params)}
+        assert searched[0].default and {str(t.params) for t in grown} == kept
+        assert sorted(t.rows for t in grown) == [320] * len(kept) + [total] * len(kept)
+        assert [t.default for t in grown if t.rows == total].count(True) == 1
         assert r.best is not None and r.best.rows == total  # scores on the most rows win
+        count += len(kept)
     # the finalist's reported score is its score on every training row
     assert selection.best.rows == total
-    assert selection.best.score == max(
-        t.score for r in selection.results for t in r.trials if t.rows == total
-    )
-    assert any(m == f"search on more rows: 4 finalists on {total} rows" for m in _trimmed(said))
+    assert selection.best in [r.best for r in selection.results]
+    assert any(m == f"search on more rows: {count} finalists on {total} rows" for m in _trimmed(said))
     assert any(m.startswith("search tree on 320 rows: cv ") for m in said)
     assert said[-1].endswith(f" on {total} rows)") and said[-1].startswith("best family: ")
 

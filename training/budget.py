@@ -1,0 +1,116 @@
+"""Spend a time budget on the search: successive halving over families until what is left is
+what the steps after the search need (estimated from measured fit times)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+from training import noise
+from training.growing import GROW_FACTOR, finalists
+from training.search import FamilyResult, FamilySearch
+
+RESERVE_FITS = 12
+"""Fits of each family's chosen configuration the steps after the search make: calibration
+(the plain fit and two calibrated ones of three folds: 7 on the training rows), the final fit and
+a refit on every row (calibrated: 3 each, on more rows: counted on every row). An ensemble's
+members are each counted as many times."""
+RESERVE_SHARE = 0.05
+"""Share of the budget kept for what fits nothing: the assessment (permutation importance,
+SHAP, slices), the reference sample, the reports and publishing."""
+
+
+def fit_seconds(result: FamilyResult, folds: int, rows: int) -> float:
+    """Seconds one fit of the family's chosen configuration takes on `rows` rows, from its CV
+    trial: `folds` fits on (folds - 1) / folds of the trial's rows (and their scoring: a
+    pessimistic figure), scaled linearly in the rows."""
+    best = result.best
+    if best is None or best.rows <= 0 or folds < 2:
+        return 0.0
+    fold_rows = best.rows * (folds - 1) / folds
+    return best.seconds / folds * rows / fold_rows
+
+
+def reserve_seconds(
+    results: Sequence[FamilyResult], *, folds: int, rows: int, members: int, budget: float
+) -> float:
+    """Seconds the steps after the search need: RESERVE_FITS fits on `rows` rows of each of the
+    best `members` families (the chosen one and an ensemble's other members), plus RESERVE_SHARE
+    of the budget."""
+    ranked = sorted(
+        (r for r in results if r.best is not None),
+        key=lambda r: -r.best.score,  # type: ignore[union-attr]
+    )
+    fits = sum(fit_seconds(r, folds, rows) for r in ranked[:members])
+    return RESERVE_FITS * fits + RESERVE_SHARE * budget
+
+
+def grow_seconds(results: Sequence[FamilyResult], per_family: int) -> float:
+    """Seconds the first rung of growing takes (training.growing): its finalists' last trials on
+    GROW_FACTOR times the rows, linearly."""
+    return GROW_FACTOR * sum(t.seconds for _, t in finalists(list(results), per_family))
+
+
+def rungs_for(families: int) -> int:
+    """Rungs of a halving race of `families` families down to one: 1 + ceil(log2 families)."""
+    return 1 + math.ceil(math.log2(families)) if families > 1 else 1
+
+
+def survivors(active: Sequence[FamilySearch]) -> list[FamilySearch]:
+    """The families that go on to the next rung: the better half by their chosen configuration's
+    CV score (ties in the order given), and every other one the leader does not beat beyond
+    noise (training.noise: one standard error of their paired per-fold difference)."""
+    ranked = sorted(active, key=lambda s: -(s.result.best.score if s.result.best else -math.inf))
+    keep = ranked[: math.ceil(len(ranked) / 2)]
+    leader = ranked[0].result.best if ranked else None
+    for s in ranked[len(keep) :]:
+        best = s.result.best
+        if leader is not None and best is not None and not noise.beats(leader.folds, best.folds):
+            keep.append(s)
+    return keep
+
+
+def spend(
+    searches: Sequence[FamilySearch],
+    end: Callable[[], float],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    say: Callable[[str], None] = lambda _m: None,
+) -> list[list[str]]:
+    """Run trials until `end()` (the search's deadline, recomputed before every trial), by
+    successive halving over families: a rung of n families gets 1 / (1 + ceil(log2 n)) of what
+    is left, in equal shares; a trial starts only when its family's median trial time fits
+    before the end (and, after the family's first trial of the rung, in its share); a family's
+    first trial always runs. After each rung `survivors` go on; a family at its trial cap or out
+    of configurations leaves the race, and when every racing family has, the time goes back to
+    the others. Returns the families of each rung."""
+    racing = list(searches)
+    rungs: list[list[str]] = []
+    while True:
+        active = [s for s in racing if not s.done]
+        if not active:
+            racing = [s for s in searches if not s.done]
+            if not racing:
+                break
+            continue
+        if clock() >= end():
+            break
+        rung_end = clock() + (end() - clock()) / rungs_for(len(active))
+        names = [s.result.family for s in active]
+        say(f"search rung {len(rungs) + 1}: {', '.join(names)} ({end() - clock():.0f}s left)")
+        ran = 0
+        for i, s in enumerate(active):
+            share_end = clock() + (rung_end - clock()) / (len(active) - i)
+            first = True
+            while not s.done:
+                fits = clock() + s.cost <= end()
+                if s.result.trials and not (fits and (first or clock() + s.cost <= share_end)):
+                    break
+                s.step()
+                ran, first = ran + 1, False
+        rungs.append(names)
+        if not ran:
+            break
+        racing = survivors(active)
+    return rungs
