@@ -84,7 +84,8 @@ def test_rows_grow_to_every_training_row_when_the_budget_allows(tmp_path: Path, 
     # the finalist's reported score is its score on every training row
     assert selection.best.rows == total
     assert selection.best in [r.best for r in selection.results]
-    assert any(m == f"search on more rows: {count} finalists on {total} rows" for m in _trimmed(said))
+    line = f"search on more rows: {count} finalists on {total} rows"
+    assert line in _trimmed(said)
     assert any(m.startswith("search tree on 320 rows: cv ") for m in said)
     assert said[-1].endswith(f" on {total} rows)") and said[-1].startswith("best family: ")
 
