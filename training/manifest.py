@@ -85,7 +85,7 @@ def build_manifest(
                 "rows": selection.rows,
                 "grown_rows": selection.rungs[1:],
                 "folds": selection.folds,
-                "budget": selection.spent,
+                "budget": _budget_record(selection),
             },
             "selection": {
                 "rule": "one standard error of the paired per-fold CV difference; within it "
@@ -144,6 +144,16 @@ def build_manifest(
         "git_commit": git_commit(),
         "training_seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _budget_record(selection: Selection) -> dict[str, Any] | None:
+    """The search's budget record, with the seconds measured from the search's end to this
+    manifest (the steps `reserved_seconds` was estimated for, but the reference sample and
+    publishing)."""
+    if selection.spent is None:
+        return None
+    after = None if selection.ended is None else round(time.monotonic() - selection.ended, 2)
+    return {**selection.spent, "after_search_seconds": after}
 
 
 def _noise_record(result: FamilyResult) -> dict[str, Any]:

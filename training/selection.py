@@ -54,6 +54,7 @@ class Selection:
     leader: str = ""  # the family with the highest CV score (`family` unless a simpler one tied)
     within_noise: tuple[str, ...] = ()  # families the leader does not beat beyond noise
     spent: dict[str, Any] | None = None  # the manifest's model.search.budget (see `search`)
+    ended: float | None = None  # the search's end on its clock (time.monotonic by default)
 
     def pipeline(self, prepared: Prepared, calibrate: str | None = None) -> Pipeline:
         """The chosen family's candidate with its best parameters, unfitted (ensembles and
@@ -69,9 +70,14 @@ class Selection:
         )
 
 
-def search(prepared: Prepared, say: Progress, started: float | None = None) -> Selection:
+def search(
+    prepared: Prepared,
+    say: Progress,
+    started: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Selection:
     """Search the families: with `search.budget_seconds`, until the run's budget (from `started`,
-    the run's `time.monotonic()`) less what the later steps need is spent, halving over
+    on `clock`, the run's `time.monotonic()`) less what the later steps need is spent, halving over
     families (training.budget); without, `search.trials` each in equal shares of 120 s. Raises
     TrainingError when none fits."""
     config, task, splits = prepared.config, prepared.task, prepared.splits
@@ -122,7 +128,7 @@ def search(prepared: Prepared, say: Progress, started: float | None = None) -> S
             fit_params = {"model__sample_weight": fairness.reweighting(x[sens[0]], y)}
         return x[prepared.features], y, fit_params
 
-    clock, opts = time.monotonic, config.search
+    opts = config.search
     members = config.ensemble.size if config.ensemble.enabled else 1
     all_rows = len(splits.x_train) + len(splits.x_val) + len(splits.x_test)
     grows = opts.grow_rows and start < total
@@ -204,6 +210,7 @@ def search(prepared: Prepared, say: Progress, started: float | None = None) -> S
             cv=cv,
             scoring=scoring,
             say=say,
+            clock=clock,
         )
     chosen, best, leader, tied = pick(results)
     say(f"best family: {chosen.family} (cv {scoring}={best.score:.4f} on {best.rows} rows)")
@@ -228,6 +235,7 @@ def search(prepared: Prepared, say: Progress, started: float | None = None) -> S
         leader=leader.family,
         within_noise=tuple(tied),
         spent=spent,
+        ended=clock(),
     )
 
 

@@ -133,7 +133,7 @@ def test_reweighting_and_bayes_search_run(tmp_path: Path, clf_csv: Path) -> None
         data=str(clf_csv),
         target="label",
         models=["linear"],
-        search={"method": "bayes", "trials": 3, "budget_seconds": 20},
+        search={"method": "bayes", "trials": 3},
         fairness={"sensitive": ["group"], "mitigation": "reweight"},
     )
     result = run_training(cfg, Registry(tmp_path))
@@ -208,7 +208,7 @@ def test_feature_engineering_options_and_svm_are_searched(tmp_path: Path, clf_cs
         target="label",
         models=["svm", "mlp"],
         feature_engineering={"scalers": ["minmax"], "interactions": True, "pca": 3},
-        search={"method": "grid", "trials": 4, "budget_seconds": 30},
+        search={"method": "grid", "trials": 4},
     )
     result = run_training(cfg, Registry(tmp_path))
     m = result.manifest
