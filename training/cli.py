@@ -57,9 +57,21 @@ def train(
         str | None,
         typer.Option(help="How the time column's text reads: a strftime format, or dayfirst."),
     ] = None,
-    search: Annotated[str | None, typer.Option(help="grid, random or bayes.")] = None,
-    budget_seconds: Annotated[float | None, typer.Option(help="Search time budget.")] = None,
-    trials: Annotated[int | None, typer.Option(help="Search trials per model family.")] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(help="grid, random or bayes (default: bayes with a budget, else random)."),
+    ] = None,
+    budget_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="The run's time budget: the search draws trials until what is left is what "
+            "the final fits need, the promising families getting more."
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(help="Trials per model family: a cap with --budget-seconds, else 8."),
+    ] = None,
     models: Annotated[str | None, typer.Option(help="Comma-separated families to compare.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (reproducible runs).")] = None,
     promote: Annotated[str, typer.Option(help="auto, always or never.")] = "auto",
