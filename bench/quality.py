@@ -154,7 +154,8 @@ def run_servewatch(
             "split": {"test_size": 0.05},
             # the benchmark holds its data sets as they ship (flights' wind_gust: 2/3 missing)
             "quality": {"fail_on": ["single_class", "target_missing", "min_rows"]},
-            "search": {"trials": 30, "budget_seconds": budget, **(search or {})},
+            # the run's budget (issue 32): the search draws trials until it is spent
+            "search": {"budget_seconds": budget, **(search or {})},
             # quality alone: what the trainer reaches, ensembles however slow they serve (the
             # default, ensemble.max_row_ms 10, refuses those whose members take longer a row)
             "ensemble": {"max_row_ms": None},

@@ -94,8 +94,8 @@ def spend(
             if not racing:
                 break
             continue
-        if clock() >= end():
-            break
+        if clock() >= end() and all(s.result.trials for s in active):
+            break  # (a family's first trial always runs)
         rung_end = clock() + (end() - clock()) / rungs_for(len(active))
         names = [s.result.family for s in active]
         say(f"search rung {len(rungs) + 1}: {', '.join(names)} ({end() - clock():.0f}s left)")

@@ -120,6 +120,10 @@ def test_a_trial_that_would_overrun_the_end_never_starts_but_the_first_always_ru
     spend(fams, lambda: 3.0, clock=clock)  # less than one trial: each family's default only
     assert [len(f.result.trials) for f in fams] == [1, 1]
     assert all(f.result.trials[0].default for f in fams)
+    clock = Clock()
+    fams = [_family("a", clock), _family("b", clock)]
+    spend(fams, lambda: -1.0, clock=clock)  # spent before the search began (a slow read)
+    assert [len(f.result.trials) for f in fams] == [1, 1]
 
 
 def test_budgeted_search_is_reproducible_with_a_seed_where_the_budget_does_not_bind() -> None:

@@ -154,7 +154,9 @@ def test_an_ensemble_that_wins_on_validation_is_published(tmp_path: Path) -> Non
 def test_an_ensemble_that_cannot_win_is_not_published(tmp_path: Path) -> None:
     manifest = train(tmp_path, "loses", one_split(), quality=NO_LEAK_GATE)
     ens = manifest["model"]["ensemble"]
-    assert ens["published"] is False and manifest["model"]["family"] == "tree"
+    # tree and linear both rank x0 > 0 perfectly: within noise, the simpler one (issue 32)
+    assert ens["published"] is False and manifest["model"]["family"] in ("tree", "linear")
+    assert manifest["model"]["family"] == manifest["model"]["selection"]["chosen"]
     assert all(v <= 0 for v in ens["lower_gain"].values())
     assert "not published" in card.render({**manifest, "version": 1})
 
