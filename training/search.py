@@ -318,7 +318,7 @@ class FamilySearch:
     """One family's search, a trial at a time (`step`): its untuned default first, then the
     method's proposals (grid points in a seeded order, random draws, Optuna's TPE for `bayes`),
     until `cap` trials (None: no cap) or the grid runs out (`done`). The budget's scheduler
-    (training.budget) and `search_family` both drive it."""
+    (training.budget) and `run_family` both drive it."""
 
     def __init__(
         self,
@@ -459,30 +459,14 @@ def search_family(
     x: pd.DataFrame,
     y: pd.Series,
     *,
-    method: str,
     trials: int,
     deadline: float,
-    cv: Any,
-    scoring: Scoring,
-    seed: int,
-    fit_params: dict[str, Any] | None = None,
-    on_trial: TrialCallback | None = None,
-    default: dict[str, Any] | None = None,
     halving: bool = False,
-    clock: Callable[[], float] = time.monotonic,
+    **options: Any,
 ) -> FamilyResult:
-    """Evaluate up to `trials` points of `space` by cross-validation until `deadline`.
-
-    `default` (the family's untuned configuration) is the first trial, so the search never
-    ends below it; the first trial always runs, so every family gets a score even on a tight
-    budget. `bayes` prunes trials (Optuna's MedianPruner on the running fold mean); `halving`
-    (random or grid) samples HALVING_FACTOR times as many configurations and races them on
-    growing row samples, spending about the cost of `trials` full evaluations.
-    """
-    fs = FamilySearch(
-        family, space, build, x, y, method=method, cap=trials, cv=cv, scoring=scoring,
-        seed=seed, fit_params=fit_params, default=default, on_trial=on_trial, clock=clock,
-    )  # fmt: skip
+    """Up to `trials` trials of one family until `deadline` (a search without a budget);
+    `options` are FamilySearch's (method, cv, scoring, seed, default, ...)."""
+    fs = FamilySearch(family, space, build, x, y, cap=trials, **options)
     return run_family(fs, deadline, halving)
 
 
