@@ -27,13 +27,14 @@ def render(manifest: dict[str, Any]) -> str:
         "",
         "## Model",
         f"- Family: **{m['model']['family']}**, chosen by {m['model']['search']['folds']}-fold "
-        f"cross-validation on `{m['objective']['metric']}` among (each family's best CV score "
-        "of its trials): "
+        f"cross-validation on `{m['objective']['metric']}` among (each family's chosen "
+        "configuration's CV score, of its trials): "
         + ", ".join(
-            f"{r['family']} ({_fmt(r['cv_score'])} best of {r['trials']})"
+            f"{r['family']} ({_fmt(r['cv_score'])}{_configuration(r)} of {r['trials']})"
             for r in m["model"]["candidates"]
         )
         + _rows_note(m),
+        *selection_lines(m["model"].get("selection")),
         *cv_lines(m["metrics"].get("cv")),
         f"- Hyperparameters: `{m['model']['params']}`",
         f"- Calibration: {m['model']['calibration']}",
@@ -181,6 +182,23 @@ def ensemble_lines(ens: dict[str, Any] | None) -> list[str]:
         f"{ens['metric']}: {scores}; lower {ens['confidence']:.0%} bound of the gain: "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in ens["lower_gain"].items())
         + ")"
+    ]
+
+
+def _configuration(candidate: dict[str, Any]) -> str:
+    """`, its default` or `, tuned`: the noise rule's pick (issue 32; older manifests: nothing)."""
+    kept = candidate.get("configuration")
+    return {"default": ", its default", "tuned": ", tuned"}.get(kept or "", "")
+
+
+def selection_lines(selection: dict[str, Any] | None) -> list[str]:
+    """How the noise rule chose between families (issue 32; nothing in older manifests)."""
+    if not selection or selection["chosen"] == selection["leader"]:
+        return []
+    return [
+        f"- {selection['leader']} scored highest, but {selection['chosen']} is within one paired "
+        "standard error of its fold scores and simpler: chosen (a tuned configuration, or a "
+        "family, wins only beyond the noise)"
     ]
 
 

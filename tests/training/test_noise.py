@@ -12,7 +12,7 @@ from sklearn import datasets
 
 from core.registry import Registry
 from tests.conftest import fast_config
-from training import noise
+from training import card, noise
 from training.search import FamilyResult, Trial
 from training.selection import pick
 from training.train import run_training
@@ -70,6 +70,12 @@ def test_between_families_the_simplest_within_noise_wins() -> None:
     assert chosen is hgb and tied == []
 
 
+def test_the_card_says_when_a_simpler_family_was_chosen_within_noise() -> None:
+    assert card.selection_lines({"leader": "hgb", "chosen": "hgb"}) == []
+    (line,) = card.selection_lines({"leader": "forest", "chosen": "linear"})
+    assert line.startswith("- forest scored highest, but linear is within one paired")
+
+
 def test_simplicity_order_puts_unknown_families_last() -> None:
     order = sorted(["deep", "forest", "custom", "linear", "hgb"], key=noise.simplicity)
     assert order == ["linear", "hgb", "forest", "deep", "custom"]
@@ -111,6 +117,13 @@ def test_the_rule_holds_on_a_packaged_data_set(tmp_path: Path, labels: str) -> N
     published = candidates[selection["chosen"]]
     if published["configuration"] == "default" and selection["chosen"] == "hgb":
         assert m["model"]["params"] == {"early_stopping": "auto"}  # HistGradientBoosting*()
+    page = card.render({**m, "version": 1})
+    for family, c in candidates.items():
+        kept = ", its default" if c["configuration"] == "default" else ", tuned"
+        assert f"{family} ({c['cv_score']:.4f}{kept} of 5)" in page
+    assert ("within one paired standard error" in page) == (
+        selection["chosen"] != selection["leader"]
+    )
     budget = m["model"]["search"]["budget"]
     assert budget["budget_seconds"] == 3600 and budget["trial_cap"] == 5
     assert budget["after_search_seconds"] >= 0 and budget["reserved_seconds"] > 0
