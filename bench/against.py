@@ -40,8 +40,11 @@ from bench.serving import instances
 class Tree:
     """`servewatch serve` started from the source in `src`."""
 
-    def __init__(self, label: str, src: Path, registry: Path) -> None:
+    def __init__(
+        self, label: str, src: Path, registry: Path, *, model: str = "flights", server: str = ""
+    ) -> None:
         self.label = label
+        self.model = model
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tempfile.mkdtemp(prefix=f"sw-against-{label}-"))
@@ -52,7 +55,10 @@ class Tree:
             "SERVEWATCH_DATABASE_URL": f"sqlite:///{self.tmp}/log.db",
             "SERVEWATCH_SPOOL_DIR": str(self.tmp / "spool"),
             "SERVEWATCH_MONITOR_INTERVAL": "0",
+            "SERVEWATCH_MODELS": model,
         }
+        if server:  # a tree that has the setting (SERVEWATCH_SERVER); older ones ignore it
+            env["SERVEWATCH_SERVER"] = server
         started = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "servewatch", "serve", "--port", str(self.port)],
@@ -69,6 +75,23 @@ class Tree:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def checkout(ref: str, worktrees: list[Path]) -> tuple[str, Path]:
+    """`ref`'s tree in a temporary detached `git worktree` (appended to `worktrees`)."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    path = Path(tempfile.mkdtemp(prefix=f"sw-{sha}-"))
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), sha],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    worktrees.append(path)
+    return sha, path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--baseline", required=True, help="git ref to compare against, e.g. HEAD~1")
@@ -83,30 +106,15 @@ def main() -> None:
     registry = args.registry.resolve()
     worktrees: list[Path] = []
 
-    def checkout(ref: str) -> tuple[str, Path]:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True,
-            check=True,
-        ).stdout.strip()  # fmt: skip
-        path = Path(tempfile.mkdtemp(prefix=f"sw-{sha}-"))
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(path), sha],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        worktrees.append(path)
-        return sha, path
-
     body = {"instances": instances(args.rows)}
     trees: list[Tree] = []
     try:
         if args.current:
-            sha, path = checkout(args.current)
+            sha, path = checkout(args.current, worktrees)
             trees.append(Tree(f"current {sha}", path, registry))
         else:
             trees.append(Tree("working tree", ROOT, registry))
-        sha, path = checkout(args.baseline)
+        sha, path = checkout(args.baseline, worktrees)
         trees.append(Tree(f"baseline {sha}", path, registry))
         print(f"machine: {machine()}; {args.rows}-row requests, {args.connections} connections")
         runs: dict[str, list[float]] = {t.label: [] for t in trees}

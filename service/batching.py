@@ -5,10 +5,15 @@ While the model is busy, new requests queue up; when it is free, everything queu
 lone request never waits.
 
 Where the call runs depends on what it costs: a model whose calls average under `inline_max_s`
-(a linear model on the numpy fast path: tens of microseconds) is called on the event loop, since
-handing it to a thread would cost more than the call and, holding the GIL, gain no parallelism.
-Slower models (trees, boosting) run on the model thread so the loop keeps serving I/O. The
-average follows the measured calls, so a model that slows down moves off the loop.
+of CPU time (a linear model on the numpy fast path: tens of microseconds) is called on the event
+loop, since handing it to a thread would cost more than the call and, holding the GIL, gain no
+parallelism. Slower models (trees, boosting) run on the model thread so the loop keeps serving
+I/O. The average follows the measured calls' CPU time (the calling thread's, not the wall clock,
+which a loaded machine or a GIL wait stretches), so a model that slows down moves off the loop.
+
+A request that already carries `DIRECT_ROWS` rows or more is a batch of its own: it is called
+at once, without the queue and the hand-off to the batcher's task (batching it with others would
+save little, and it would wait for them).
 
 One request never fails another: a call that raises is halved and made again until the error
 belongs to one request, whose refused rows are named the same way (422 `model_refused`); the others
@@ -34,6 +39,9 @@ from service.errors import InvalidInstances, Unavailable
 from service.model import LoadedModel, Outputs
 
 log = logging.getLogger("servewatch.batching")
+
+DIRECT_ROWS = 16
+"""Requests with at least this many rows skip the queue: one call of their own."""
 
 
 @dataclass
@@ -77,6 +85,15 @@ class MicroBatcher:
                 return await self._call(columns, inline=False)
             except Exception as exc:
                 raise await self._refused(columns, rows, exc, inline=False) from None
+        if rows >= DIRECT_ROWS:  # a batch already: one call of its own, no queue
+            inline = self.mean_call_s < self._inline_max_s
+            self._inflight += 1
+            try:
+                return await self._timed(columns, rows, inline)
+            except Exception as exc:
+                raise await self._refused(columns, rows, exc, inline) from None
+            finally:
+                self._inflight -= 1
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         self._inflight += 1
         try:
@@ -116,13 +133,34 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.model.predict_columns, columns)
 
+    def _costed(self, columns: dict[str, list[Any]]) -> tuple[Outputs, float]:
+        """The model's outputs and the CPU seconds the call took on this thread."""
+        start = time.thread_time()
+        out = self.model.predict_columns(columns)
+        return out, time.thread_time() - start
+
+    async def _timed(self, columns: dict[str, list[Any]], rows: int, inline: bool) -> Outputs:
+        """One call, its cost measured: wall time to the histogram, CPU time to the average
+        that decides where the next calls run."""
+        start = time.perf_counter()
+        if inline:
+            out, cpu = self._costed(columns)
+        else:
+            loop = asyncio.get_running_loop()
+            out, cpu = await loop.run_in_executor(self._executor, self._costed, columns)
+        self.mean_call_s = (
+            cpu if self.mean_call_s == float("inf") else 0.8 * self.mean_call_s + 0.2 * cpu
+        )
+        self._call_hist.observe(time.perf_counter() - start)
+        self._batch_hist.observe(rows)
+        return out
+
     async def _answer(self, jobs: list[_Job], rows: int, inline: bool) -> None:
         """One call for `jobs`; when it raises, each half is called again, down to the one
         request the error belongs to (so one request's bad value never fails another's)."""
         merged = _merge(jobs) if len(jobs) > 1 else jobs[0].columns
-        start = time.perf_counter()
         try:
-            out = await self._call(merged, inline)
+            out = await self._timed(merged, rows, inline)
         except Exception as exc:
             if len(jobs) == 1:
                 job = jobs[0]
@@ -134,12 +172,6 @@ class MicroBatcher:
             for some in (jobs[:half], jobs[half:]):
                 await self._answer(some, sum(j.rows for j in some), inline)
             return
-        elapsed = time.perf_counter() - start
-        self.mean_call_s = (
-            elapsed if self.mean_call_s == float("inf") else 0.8 * self.mean_call_s + 0.2 * elapsed
-        )
-        self._call_hist.observe(elapsed)
-        self._batch_hist.observe(rows)
         offset = 0
         for job in jobs:
             end = offset + job.rows

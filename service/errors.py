@@ -97,6 +97,11 @@ def error_response(
 
 async def _service_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
+    return render(exc)
+
+
+def render(exc: ServiceError) -> Response:
+    """The response for a domain error (/v2's in that protocol's shape)."""
     if isinstance(exc, ProtocolError):
         return Response(
             orjson.dumps({"error": exc.message}),
@@ -120,9 +125,12 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, "http_error", str(exc.detail))
 
 
+INTERNAL = "internal error; the service log has details"
+
+
 async def _unhandled(_request: Request, _exc: Exception) -> Response:
     # Never a stack trace or an internal path in a response; the log has the details.
-    return error_response(500, "internal_error", "internal error; the service log has details")
+    return error_response(500, "internal_error", INTERNAL)
 
 
 def install(app: FastAPI) -> None:

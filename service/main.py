@@ -21,6 +21,7 @@ from service.canary import CanaryLimits
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.deps import AppState
+from service.hotpath import ServiceApp
 from service.logwriter import LogWriter, Spool
 from service.models import ModelManager, settle_heap
 from service.retention import RetentionCollector, maintain, maintenance_loop
@@ -136,7 +137,7 @@ def create_app(
             collectors.remove(retention_metrics)
             metrics.mark_process_dead()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="servewatch",
         version="0.1.0",
         summary="Schema-checked, micro-batched predictions from scikit-learn models, all logged.",
@@ -147,6 +148,8 @@ def create_app(
             "logs": settings.opentelemetry,
         },
     )
+    # the predict route below FastAPI's layers, unless they trace it
+    app.hot_path = not settings.opentelemetry
     errors.install(app)
     # The hot routes of both protocols (/v1 predict, /v2 infer) are the app's own routes, matched
     # first and in one step: FastAPI 0.165 matches an included router's routes twice (to pick the
