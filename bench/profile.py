@@ -1,21 +1,24 @@
 """Where a request's server CPU goes: py-spy samples of `servewatch serve` under wrk, by part.
 
 Serves a model from this tree (and, with --baseline REF, the same model from REF's code in a
-temporary `git worktree`), drives it with wrk at a fixed concurrency while `py-spy record` samples
-every thread of the server (the log writer's included), and splits the server's CPU time per
-request (from /proc) by what the sampled stacks were doing: the HTTP server, the framework, the
-JSON body, validation, the model call, the log rows, the log insert, metrics and the rest.
+temporary `git worktree`) and drives it with wrk at a fixed concurrency. Each thread's CPU time
+comes from /proc (every thread of the server: the event loop's, the log writer's, the model
+thread's); the event loop thread's time is split by what `py-spy record --gil` found it doing
+(samples taken while it held the GIL): the HTTP server, the framework, the JSON body,
+validation, the model call, the log rows, metrics and the rest. The log writer's thread spends
+most of its time in SQLite with the GIL released, so it is one row of its own.
 
     python -m bench.profile [--model flights-linear] [--rows 32] [--connections 16]
                             [--seconds 10] [--baseline REF]
 
-Needs py-spy (`pip install py-spy`) and wrk. Sampling costs the server some time; the shares,
-not the totals, are what it measures (the totals come from runs without it, `bench.against`).
+Needs py-spy (`pip install py-spy`) and wrk. Sampling costs the server a little; the split, not
+the total, is what this measures (totals and ratios: `bench.against`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -25,25 +28,24 @@ from collections import Counter
 from pathlib import Path
 
 from bench.against import Tree, checkout
-from bench.common import ROOT, cpu_seconds, ensure_family_models, machine, table, wrk
+from bench.common import ROOT, ensure_family_models, machine, table, wrk
 from bench.serving import instances
 
 # (part, substrings of a frame "function (file)" that put a sample in it), first match from the
 # innermost frame outward wins; the order of PARTS is the order of the table
 PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("log insert (store, SQLite)", ("service/store.py", "sqlalchemy/", "sqlite3")),
     ("log rows (JSON per row)", ("prediction_rows", "log_rows", "redact")),
-    ("log writer (queue, thread)", ("service/logwriter.py",)),
-    ("validation", ("service/validation.py", "dataplane.py:check", "(check (")),
+    ("log queue (put)", ("service/logwriter.py",)),
+    ("validation", ("service/validation.py", "DataPlane.check (")),
     ("model call", ("service/model.py", "service/fastpath.py", "service/compiled", "sklearn/",
                     "numpy/", "onnxruntime")),
-    ("metrics", ("prometheus_client/", "service/metrics.py")),
+    ("metrics", ("prometheus_client/", "service/metrics.py", "DataPlane.record (")),
     ("batcher", ("service/batching.py",)),
-    ("JSON body (read, decode)", ("service/routes/body.py", "orjson", "msgspec")),
-    ("reply and ids", ("service/ids.py", "dataplane.py", "service/routes/")),
+    ("ids", ("service/ids.py",)),
+    ("JSON body (read, decode)", ("service/routes/body.py", "service/hotpath.py")),
+    ("data plane (reply, routing)", ("service/dataplane.py", "service/routes/")),
     ("framework (FastAPI, Starlette)", ("starlette/", "fastapi/")),
-    ("HTTP server (uvicorn, granian, asyncio)", ("uvicorn/", "httptools", "h11", "uvloop",
-                                                 "asyncio/", "granian")),
+    ("HTTP server (uvicorn, asyncio)", ("uvicorn/", "httptools", "h11", "uvloop", "asyncio/")),
 ]  # fmt: skip
 
 
@@ -54,13 +56,22 @@ def part_of(stack: str) -> str:
         for part, marks in PARTS:
             if any(m in frame for m in marks):
                 return part
-    return "other (interpreter, threads idle in C)"
+    return "other (interpreter, asyncio in C)"
 
 
-def profile(tree: Tree, model: str, rows: int, connections: int, seconds: float) -> tuple[
-    Counter[str], float
-]:
-    """Samples per part, and the server's CPU microseconds per request during the run."""
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of `pid`, by thread id, from /proc."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def profile(
+    tree: Tree, model: str, rows: int, connections: int, seconds: float
+) -> dict[str, float]:
+    """CPU microseconds per request by part (the event loop thread's split by its samples)."""
     body = {"instances": instances(rows)}
     url = f"{tree.url}/v1/models/{model}/predict"
     wrk(url, body, connections=4, seconds=1)  # warm-up
@@ -80,29 +91,46 @@ def profile(tree: Tree, model: str, rows: int, connections: int, seconds: float)
             "--output",
             str(out),
             "--nonblocking",
+            "--gil",
+            "--threads",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    result: list[float] = []
+    requests: list[float] = []
+    before = thread_cpu(tree.proc.pid)
 
     def load() -> None:
-        used = cpu_seconds(tree.proc.pid)
         res = wrk(url, body, connections=connections, seconds=seconds)
-        used = cpu_seconds(tree.proc.pid) - used
-        result.append(used / (res.rps * round(seconds)) * 1e6)
+        requests.append(res.rps * round(seconds))
 
     t = threading.Thread(target=load)
     t.start()
     spy.wait()
     t.join()
+    after = thread_cpu(tree.proc.pid)
+    us = {tid: (used - before.get(tid, 0.0)) / requests[0] * 1e6 for tid, used in after.items()}
     counts: Counter[str] = Counter()
+    names: dict[int, str] = {}
     for line in out.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if stack and n.isdigit():
+        head = stack.split(";", 1)[0]  # "thread (TID): NAME"
+        if not n.isdigit() or not head.startswith("thread ("):
+            continue
+        tid = int(head[8 : head.index(")")])
+        names[tid] = head.split(": ", 1)[-1]
+        if tid == tree.proc.pid:
             counts[part_of(stack)] += int(n)
     out.unlink(missing_ok=True)
-    return counts, result[0]
+    main_us = us.pop(tree.proc.pid, 0.0)
+    found = {part: main_us * n / max(1, sum(counts.values())) for part, n in counts.items()}
+    for tid, cost in us.items():
+        name = names.get(tid, "other threads")
+        label = "log writer thread (SQLite insert)" if name == "log-writer" else (
+            "model thread" if name.startswith("model") else "other threads")  # fmt: skip
+        found[label] = found.get(label, 0.0) + cost
+    found["all (server CPU per request, from /proc)"] = main_us + sum(us.values())
+    return found
 
 
 def main() -> None:
@@ -136,23 +164,22 @@ def main() -> None:
                            check=False)  # fmt: skip
     print(
         f"machine: {machine()}; {args.model}, {args.rows}-row requests, {args.connections} "
-        f"connections, {args.seconds:.0f} s under py-spy (500 Hz, every thread)"
+        f"connections, {args.seconds:.0f} s under py-spy (500 Hz, --gil)"
     )
-    labels = [p for p, _ in PARTS] + ["other (interpreter, threads idle in C)"]
-    head = ["part"]
-    for label in found:
-        head += [f"{label}: share", "CPU us/req"]
-    rows = []
-    for part in labels:
-        row = [part]
-        for counts, us in found.values():
-            share = counts[part] / max(1, sum(counts.values()))
-            row += [f"{share:.1%}", f"{share * us:,.0f}"]
-        rows.append(row)
-    total = ["all (server CPU per request, from /proc)"]
-    for _, us in found.values():
-        total += ["100%", f"{us:,.0f}"]
-    print(table(head, [*rows, total]))
+    labels = [f"event loop: {p}" for p, _ in PARTS] + [
+        "event loop: other (interpreter, asyncio in C)",
+        "log writer thread (SQLite insert)",
+        "model thread",
+        "other threads",
+        "all (server CPU per request, from /proc)",
+    ]
+    head = ["part", *(f"{label}: CPU us/req" for label in found)]
+    rows = [
+        [part, *(f"{parts.get(part.removeprefix('event loop: '), parts.get(part, 0.0)):,.0f}"
+                 for parts in found.values())]
+        for part in labels
+    ]  # fmt: skip
+    print(table(head, rows))
 
 
 if __name__ == "__main__":
