@@ -7,7 +7,11 @@ second and in the server's own CPU time per request (from /proc: steadier than t
 other work shares the machine). Ratios, not absolute figures: the machine is shared.
 
     python -m bench.against --baseline HEAD~1 [--current HEAD] [--rounds 5] [--seconds 5]
-                            [--connections 16] [--rows 1]
+                            [--connections 16] [--rows 1,32] [--models flights-linear,...]
+                            [--ceiling]
+
+Issue 28: `--models flights-linear,flights-forest,flights-hgb --rows 1,32 --ceiling` (the
+constant endpoint of bench.compare loaded in the same rounds for the single-row goal).
 
 Without --current the working tree (uncommitted changes included) is measured.
 """
@@ -23,11 +27,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from bench.common import (
     ROOT,
     cpu_seconds,
     ensure_demo_model,
+    ensure_family_models,
     free_port,
     machine,
     table,
@@ -69,10 +77,43 @@ class Tree:
         )
         wait_ready(self.url, started)
 
+    def route(self, model: str) -> str:
+        return f"/v1/models/{model}/predict"
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(60)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Ceiling(Tree):
+    """The peers' harness's constant endpoint (bench/apps/constant.py: FastAPI on uvicorn
+    reading the body and answering a constant), for the single-row goal."""
+
+    def __init__(self) -> None:
+        self.label = "constant endpoint (ceiling)"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="sw-against-ceiling-"))
+        cmd = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*cmd, "bench.apps.constant:app"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(self.url + "/predict", content=b"{}", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the constant endpoint did not start")
+
+    def route(self, model: str) -> str:
+        return "/predict"
 
 
 def checkout(ref: str, worktrees: list[Path]) -> tuple[str, Path]:
@@ -100,69 +141,112 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--rows", type=int, default=1)
+    ap.add_argument("--rows", default="1", help="rows per request, e.g. 1,32")
+    ap.add_argument(
+        "--models",
+        default="flights",
+        help="flights (the demo) or flights-<family> models (trained into .bench-registry), "
+        "e.g. flights-linear,flights-forest,flights-hgb",
+    )
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="single-row requests also to the constant endpoint of bench.compare",
+    )
     args = ap.parse_args()
-    ensure_demo_model(args.registry)
+    models = args.models.split(",")
+    if models == ["flights"]:
+        ensure_demo_model(args.registry)
+    else:
+        if args.registry == Path("registry"):
+            args.registry = Path(".bench-registry")
+        ensure_family_models(args.registry)
     registry = args.registry.resolve()
     worktrees: list[Path] = []
-
-    body = {"instances": instances(args.rows)}
-    trees: list[Tree] = []
+    out = []
     try:
         if args.current:
-            sha, path = checkout(args.current, worktrees)
-            trees.append(Tree(f"current {sha}", path, registry))
+            current = checkout(args.current, worktrees)
+            current = (f"current {current[0]}", current[1])
         else:
-            trees.append(Tree("working tree", ROOT, registry))
+            current = ("working tree", ROOT)
         sha, path = checkout(args.baseline, worktrees)
-        trees.append(Tree(f"baseline {sha}", path, registry))
-        print(f"machine: {machine()}; {args.rows}-row requests, {args.connections} connections")
-        runs: dict[str, list[float]] = {t.label: [] for t in trees}
-        p99: dict[str, list[float]] = {t.label: [] for t in trees}
-        cpu: dict[str, list[float]] = {t.label: [] for t in trees}  # server CPU us per request
-        errors = dict.fromkeys(runs, 0)
-        for t in trees:  # warm-up: first calls, caches, the heap frozen after load
-            wrk(f"{t.url}/v1/models/flights/predict", body, connections=4, seconds=1)
-        for r in range(args.rounds):
-            for t in trees if r % 2 == 0 else trees[::-1]:
-                used = cpu_seconds(t.proc.pid)
-                res = wrk(
-                    f"{t.url}/v1/models/flights/predict",
-                    body,
-                    connections=args.connections,
-                    seconds=args.seconds,
-                )
-                used = cpu_seconds(t.proc.pid) - used
-                runs[t.label].append(res.rps)
-                cpu[t.label].append(used / (res.rps * round(args.seconds)) * 1e6)
-                p99[t.label].append(res.p99_ms)
-                errors[t.label] += res.errors
-        base = statistics.median(runs[trees[1].label])
-        base_cpu = statistics.median(cpu[trees[1].label])
-        rows = [
-            [
-                label,
-                f"{statistics.median(v):,.0f}",
-                f"{min(v):,.0f}-{max(v):,.0f}",
-                f"{statistics.median(p99[label]):.1f}",
-                errors[label],
-                f"{statistics.median(v) / base:.3f}",
-                f"{statistics.median(cpu[label]):,.0f}",
-                f"{min(cpu[label]):,.0f}-{max(cpu[label]):,.0f}",
-                f"{statistics.median(cpu[label]) / base_cpu:.3f}",
-            ]
-            for label, v in runs.items()
-        ]
-        head = ["tree", "req/s (median)", "range", "p99 ms", "errors", "ratio"]
-        head += ["CPU us/req (median)", "range", "CPU ratio"]
-        print(table(head, rows))
+        for model in models:
+            trees = [Tree(*current, registry, model=model)]
+            try:
+                trees.append(Tree(f"baseline {sha}", path, registry, model=model))
+                for rows in (int(n) for n in args.rows.split(",")):
+                    ceiling = [Ceiling()] if args.ceiling and rows == 1 else []
+                    try:
+                        out += measure(
+                            [*trees, *ceiling],
+                            model,
+                            rows,
+                            args.rounds,
+                            args.seconds,
+                            args.connections,
+                        )
+                    finally:
+                        for c in ceiling:
+                            c.stop()
+            finally:
+                for t in trees:
+                    t.stop()
     finally:
-        for t in trees:
-            t.stop()
         for path in worktrees:
             subprocess.run(
                 ["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False
             )
+    print(
+        f"machine: {machine()}; {args.connections} connections, {args.rounds} rounds x "
+        f"{args.seconds:.0f} s, the trees alternating; load average "
+        + " ".join(f"{x:.1f}" for x in os.getloadavg())
+    )
+    head = ["model", "rows", "tree", "req/s (median)", "range", "p99 ms", "errors", "ratio"]
+    head += ["CPU us/req (median)", "range", "CPU ratio"]
+    print(table(head, out))
+
+
+def measure(
+    trees: list[Tree], model: str, rows: int, rounds: int, seconds: float, connections: int
+) -> list[list[Any]]:
+    """Table rows for `trees` (this one first, the baseline second) loaded in turn; ratios to
+    the baseline."""
+    body = {"instances": instances(rows)}
+    runs: dict[str, list[float]] = {t.label: [] for t in trees}
+    p99: dict[str, list[float]] = {t.label: [] for t in trees}
+    cpu: dict[str, list[float]] = {t.label: [] for t in trees}  # server CPU us per request
+    errors = dict.fromkeys(runs, 0)
+    for t in trees:  # warm-up: first calls, caches, the heap frozen after load
+        wrk(t.url + t.route(model), body, connections=4, seconds=1)
+    for r in range(rounds):
+        for t in trees if r % 2 == 0 else trees[::-1]:
+            used = cpu_seconds(t.proc.pid)
+            res = wrk(t.url + t.route(model), body, connections=connections, seconds=seconds)
+            used = cpu_seconds(t.proc.pid) - used
+            runs[t.label].append(res.rps)
+            cpu[t.label].append(used / (res.rps * round(seconds)) * 1e6)
+            p99[t.label].append(res.p99_ms)
+            errors[t.label] += res.errors
+        print(f"{model} {rows} row(s): round {r + 1} of {rounds}", flush=True)
+    base = statistics.median(runs[trees[1].label])
+    base_cpu = statistics.median(cpu[trees[1].label])
+    return [
+        [
+            model,
+            rows,
+            label,
+            f"{statistics.median(v):,.0f}",
+            f"{min(v):,.0f}-{max(v):,.0f}",
+            f"{statistics.median(p99[label]):.1f}",
+            errors[label],
+            f"{statistics.median(v) / base:.3f}",
+            f"{statistics.median(cpu[label]):,.0f}",
+            f"{min(cpu[label]):,.0f}-{max(cpu[label]):,.0f}",
+            f"{statistics.median(cpu[label]) / base_cpu:.3f}",
+        ]
+        for label, v in runs.items()
+    ]
 
 
 if __name__ == "__main__":
