@@ -169,6 +169,7 @@ def main() -> None:
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--model", default="flights", help="flights, or flights-<family>")
     ap.add_argument("--connections", default="1,16,64")
+    ap.add_argument("--rows", default="1,32", help="rows per request, e.g. 32")
     ap.add_argument("--peers-only", action="store_true", help="no ceiling or floor")
     ap.add_argument(
         "--peer-threads",
@@ -319,7 +320,7 @@ def main() -> None:
             path = "/predict"
         url = server.url + path
         try:
-            for n in (1, 32):
+            for n in (int(r) for r in args.rows.split(",")):
                 body = mlserver_body(rows[:n]) if kind == "mlserver" else {"instances": rows[:n]}
                 if not name.startswith("constant"):
                     got = probabilities(kind, httpx.post(url, json=body, timeout=60).json())
@@ -356,7 +357,9 @@ def main() -> None:
     ]
     print(
         f"\nmachine: {machine()}; model {model_name} v{version} ({model.manifest.model.family}, "
-        f"served {model.serving_path}); median of {args.repeats} x "
+        f"served {model.serving_path}); load average "
+        + " ".join(f"{x:.1f}" for x in os.getloadavg())
+        + f"; median of {args.repeats} x "
         f"{args.seconds:.0f} s; wrk on the same 2 cores; servewatch with logging (SQLite) and "
         "metrics on, defaults otherwise; peers (and the ceiling and floor apps) with "
         + (

@@ -12,9 +12,10 @@ average follows the measured calls, timed where they run (a call on the model th
 the hand-off and the wait for the event loop to take its answer, which a busy loop stretches
 past the call itself), so a model that slows down moves off the loop.
 
-A request that already carries `DIRECT_ROWS` rows or more is a batch of its own: it is called
-at once, without the queue and the hand-off to the batcher's task (batching it with others would
-save little, and it would wait for them).
+A request that already carries `DIRECT_ROWS` rows or more to a model called on the event loop is
+a batch of its own: it is called at once, without the queue and the hand-off to the batcher's
+task. Models called on the model thread keep batching such requests: merging them saves each
+call's fixed cost (measured on a compiled forest: 12% more CPU per 32-row request without it).
 
 One request never fails another: a call that raises is halved and made again until the error
 belongs to one request, whose refused rows are named the same way (422 `model_refused`); the others
@@ -86,8 +87,8 @@ class MicroBatcher:
                 return await self._call(columns, inline=False)
             except Exception as exc:
                 raise await self._refused(columns, rows, exc, inline=False) from None
-        if rows >= DIRECT_ROWS:  # a batch already: one call of its own, no queue
-            inline = self.mean_call_s < self._inline_max_s
+        inline = self.mean_call_s < self._inline_max_s
+        if rows >= DIRECT_ROWS and inline:  # a batch already: one call of its own, no queue
             self._inflight += 1
             try:
                 return await self._timed(columns, rows, inline)
