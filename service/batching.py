@@ -4,11 +4,11 @@ While the model is busy, new requests queue up; when it is free, everything queu
 `max_rows`) goes into the next call. A short extra wait is taken only under concurrency, so a
 lone request never waits.
 
-Where the call runs depends on what it costs: a model whose calls average under `inline_max_s`
-(a linear model on the numpy fast path: tens of microseconds) is called on the event loop, since
-handing it to a thread would cost more than the call and, holding the GIL, gain no parallelism.
-Slower models (trees, boosting) run on the model thread so the loop keeps serving I/O. The
-average follows the measured calls, timed where they run (a call on the model thread without
+Where the call runs depends on what it costs: a model whose recent calls take under `inline_max_s`
+(their median; a linear model on the numpy fast path: tens of microseconds) is called on the event
+loop, since handing it to a thread would cost more than the call and, holding the GIL, gain no
+parallelism. Slower models (trees, boosting) run on the model thread so the loop keeps serving
+I/O. The median follows the measured calls, timed where they run (a call on the model thread without
 the hand-off and the wait for the event loop to take its answer, which a busy loop stretches
 past the call itself), so a model that slows down moves off the loop.
 
@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
+from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import chain
@@ -42,6 +44,10 @@ from service.model import LoadedModel, Outputs
 
 log = logging.getLogger("servewatch.batching")
 
+RECENT_CALLS = 16
+"""Calls whose median decides where the next run: a median, not a moving average, because on a
+loaded machine a few calls descheduled midway take milliseconds, and an average of them sent a
+110 us linear model to the thread."""
 DIRECT_ROWS = 16
 """Requests with at least this many rows skip the queue: one call of their own."""
 
@@ -68,7 +74,8 @@ class MicroBatcher:
         self._max_rows = max_rows
         self._max_wait_s = max_wait_s
         self._inline_max_s = inline_max_s
-        self.mean_call_s = float("inf")  # moving average; the first call goes to the thread
+        self.mean_call_s = float("inf")  # recent calls' median; the first call goes to the thread
+        self._recent: deque[float] = deque(maxlen=RECENT_CALLS)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._batch_hist = metrics.BATCH_ROWS.labels(model.name)
@@ -151,9 +158,8 @@ class MicroBatcher:
         else:
             loop = asyncio.get_running_loop()
             out, took = await loop.run_in_executor(self._executor, self._costed, columns)
-        self.mean_call_s = (
-            took if self.mean_call_s == float("inf") else 0.8 * self.mean_call_s + 0.2 * took
-        )
+        self._recent.append(took)
+        self.mean_call_s = statistics.median(self._recent)
         self._call_hist.observe(time.perf_counter() - start)
         self._batch_hist.observe(rows)
         return out
