@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.batching import MicroBatcher, ModelRefused
+from service.batching import DIRECT_ROWS, MicroBatcher, ModelRefused
 from service.model import Outputs
 
 
@@ -171,3 +171,63 @@ def test_a_retired_batcher_still_answers_and_never_strands_a_call() -> None:
     late, refused = asyncio.run(scenario())
     assert late.predictions == [7]
     assert isinstance(refused, Unavailable) and "retired" in str(refused)
+
+
+def run_after_one(
+    model: Echo, requests: list[list[int]], inline_max_s: float, *, one_by_one: bool = False
+) -> list[Outputs]:
+    """`requests` at once (or one after another), after a single-row call measured the cost."""
+
+    async def go(batcher: MicroBatcher) -> list[Outputs]:
+        batcher.start()
+        try:
+            await batcher.predict({"x": [0]}, 1)
+            if one_by_one:
+                return [await batcher.predict({"x": r}, len(r)) for r in requests]
+            return await asyncio.gather(*(batcher.predict({"x": r}, len(r)) for r in requests))
+        finally:
+            await batcher.close()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="model") as ex:
+        batcher = MicroBatcher(model, ex, max_rows=256, max_wait_s=0.001, inline_max_s=inline_max_s)  # type: ignore[arg-type]
+        return asyncio.run(go(batcher))
+
+
+def test_large_requests_to_an_inline_model_are_called_at_once_and_still_named_when_refused() -> (
+    None
+):
+    """Requests of DIRECT_ROWS rows or more skip the queue when the model runs on the loop (one
+    call each, never merged); on the model thread they are still merged; a refused row of a
+    direct call is named as in a batched one."""
+    big = [list(range(k * 100, k * 100 + DIRECT_ROWS)) for k in range(6)]
+
+    inline = Echo()
+    outs = run_after_one(inline, big, inline_max_s=1.0)
+    assert [o.predictions for o in outs] == big
+    assert [n for n, _ in inline.calls[1:]] == [DIRECT_ROWS] * len(big)  # one call each
+    assert all(t == "MainThread" for _, t in inline.calls[1:])
+
+    threaded = Echo(delay_s=0.01)
+    outs = run_after_one(threaded, big, inline_max_s=0.001)
+    assert [o.predictions for o in outs] == big
+    assert len(threaded.calls) < len(big)  # merged on the model thread
+
+    refusing = Echo(fail_on=203)
+    with pytest.raises(ModelRefused) as err:
+        run_after_one(refusing, [big[2]], inline_max_s=1.0)
+    assert [d["instance"] for d in err.value.details or []] == [3]
+
+
+def test_a_few_slow_calls_do_not_move_a_cheap_model_off_the_loop() -> None:
+    """The median of recent calls decides: two calls descheduled for 100 ms among cheap ones (a
+    loaded machine) leave the model on the event loop."""
+
+    class Stalls(Echo):
+        def predict_columns(self, columns: dict[str, list[Any]]) -> Outputs:
+            self.delay_s = 0.1 if len(self.calls) in (3, 6) else 0.0
+            return super().predict_columns(columns)
+
+    model = Stalls()
+    run_after_one(model, [[i] * DIRECT_ROWS for i in range(12)], 0.01, one_by_one=True)
+    assert [n for n, _ in model.calls] == [1] + [DIRECT_ROWS] * 12
+    assert all(t == "MainThread" for _, t in model.calls[1:])
