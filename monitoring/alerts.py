@@ -223,7 +223,10 @@ def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
                 canary["realised"],
                 canary["limit"],
                 f"canary v{canary['version']} {canary['realised']:.3f} vs production "
-                f"{canary['production']:.3f}" + (" (withdrawn)" if canary.get("withdrawn") else ""),
+                f"{canary['production']:.3f} (limit {canary['limit']:.3f}"
+                + (f", noise band {canary['band']:.3g}" if "band" in canary else "")
+                + f", {canary['labelled_rows']:,} labels)"
+                + (" (withdrawn)" if canary.get("withdrawn") else ""),
                 "critical",
             )
         )

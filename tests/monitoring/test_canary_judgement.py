@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,14 @@ import pytest
 from sklearn import datasets
 
 from core.registry import Registry
+from core.rows import FeedbackRow
+from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from service.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore
+from service.store import PredictionStore, encode
+from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 from training.config import TrainConfig
 from training.train import run_training
 
@@ -94,3 +98,79 @@ def test_the_canary_is_withdrawn_only_when_it_is_worse(
     assert (registry.alias_version("m", "staging") is None) is canary_is_worse
     fired = {a["rule"] for a in summary["alerts"]}
     assert ("canary_performance" in fired) is canary_is_worse
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> PredictionStore:
+    url = f"sqlite:///{tmp_path}/log.db"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    s = PredictionStore(url)
+    s.create_schema()
+    return s
+
+
+def test_late_canary_labels_are_judged_by_the_run_that_sees_them_once(
+    two_versions: Any, tmp_path: Path, any_store: PredictionStore
+) -> None:
+    """The canary's labels have their own cursor: labels that arrive after the canary's
+    predictions' window ran are judged by the next run, against the canary's version, once; a
+    worse canary seen through late labels is withdrawn."""
+    root, registry, frame, metric = two_versions
+    registry.set_alias("m", "staging", 2)
+    store = any_store
+    settings = MonitorSettings(
+        registry=registry.root, database_url=store.url, monitor_reports_dir=tmp_path / "r"
+    )
+    rules = AlertRules(min_rows=10_000)  # rows carried, labels judged: fast
+
+    def run() -> Any:
+        return run_monitoring(settings=settings, store=store, model="m", notifiers=[], rules=rules)
+
+    def late(ids: list[str], labels: list[Any]) -> None:
+        store.write_labels(
+            [
+                FeedbackRow(prediction_id=i, model="m", label=encode(lab), received_at=time.time())
+                for i, lab in zip(ids, labels, strict=True)
+            ]
+        )
+
+    rows = frame.sample(300, random_state=1)
+    truth = rows["target"].tolist()
+    off = (
+        [v + 3 * float(frame["target"].std()) for v in truth]
+        if metric == "rmse"
+        else [1 - v for v in truth]
+    )
+    try:
+        log(store, registry, 1, rows, truth)
+        canary_ids = backfill(
+            store, LoadedModel.load(registry, "m", 2), rows.drop(columns="target").to_dict("records")
+        )
+        first = run()["canary"]
+        assert first["version"] == 2 and first["labelled_rows"] == 0 and first["carried"]
+        # the canary's true labels arrive after its window ran; production gets new labelled rows
+        late(canary_ids, truth)
+        log(store, registry, 1, rows, truth)
+        second = run()["canary"]
+        assert second["labelled_rows"] == 300 and second["labels_since"] is None  # carried
+        assert second["worse"] is False and "band" in second
+        assert registry.alias_version("m", "staging") == 2
+        log(store, registry, 1, rows, truth)
+        third = run()["canary"]
+        assert third["labelled_rows"] == 0 and third["carried"]  # judged once
+        assert third["labels_since"] is not None
+        # a worse canary, seen only through late labels, is withdrawn
+        canary_ids = backfill(
+            store, LoadedModel.load(registry, "m", 2), rows.drop(columns="target").to_dict("records")
+        )
+        run()
+        late(canary_ids, off)
+        log(store, registry, 1, rows, truth)
+        summary = run()
+        assert summary["canary"]["labelled_rows"] == 300 and summary["canary"]["worse"] is True
+        assert summary["canary"]["withdrawn"] is True
+        assert registry.alias_version("m", "staging") is None
+        assert "canary_performance" in {a["rule"] for a in summary["alerts"]}
+    finally:
+        registry.set_alias("m", "staging", 2)
