@@ -31,7 +31,7 @@ from core.registry import (
     Registry,
 )
 from monitoring import alerts as alerting
-from monitoring import noise
+from monitoring import bands, noise
 from monitoring.config import MonitorSettings
 from monitoring.drift import PREDICTION, TARGET, Labelled
 from monitoring.estimate import estimate, fit_top_class
@@ -216,15 +216,6 @@ def run_monitoring(
     try:
         reference = _reference(registry, model, version)
         current = _current_frame(window, manifest)
-        if enough:
-            summary["drift"], summary["prediction_drift"] = _drift(
-                reference,
-                current,
-                manifest,
-                settings,
-                tmp / REPORT_FILE,
-                _labelled(labels, reference, classes, rules.min_labelled_rows, manifest),
-            )
         if window.rows:
             summary["quality"] = _quality(reference, current, manifest)
         summary["performance"] = _performance(
@@ -277,6 +268,16 @@ def run_monitoring(
         if enough:
             summary["explanation_drift"] = _explanation_drift(
                 registry, model, version, reference, current, manifest, rules.confidence
+            )
+        if enough:
+            summary["drift"], summary["prediction_drift"] = _drift(
+                reference,
+                current,
+                manifest,
+                settings,
+                tmp / REPORT_FILE,
+                _labelled(labels, reference, classes, rules.min_labelled_rows, manifest),
+                bands.tables(summary, rules),
             )
         states = mstore.alert_states(model, version)
         retired = {} if manual else mstore.other_versions_active(model, version)
@@ -435,6 +436,7 @@ def _drift(
     settings: MonitorSettings,
     html: Path,
     labelled: Labelled | None = None,
+    band_tables: list[bands.Table] | None = None,
 ) -> tuple[DriftSummary, PredictionDrift]:
     from monitoring.drift import ColumnDrift, run_drift
 
@@ -455,6 +457,7 @@ def _drift(
         false_alarm=settings.monitor_drift_false_alarm,
         html_path=html,
         labelled=labelled,
+        bands=band_tables,
     )
     (html.parent / "evidently.json").write_text(json.dumps(result.evidently_json, default=str))
     if result.performance_json is not None:
