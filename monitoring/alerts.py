@@ -260,7 +260,8 @@ def drop_bound(
 def _performance_conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
     """realised_performance and estimated_performance: the watched metric against the bounds
     (`performance_floor`, `max_drop` from the baseline: `drop_bound`), each breached only beyond
-    the noise band of a window of this many rows where the run measured one (`performance.noise`)."""
+    the noise band of a window of this many rows where the run measured one
+    (`performance.noise`)."""
     out: list[Condition] = []
     metric = rules.metric or summary.get("metric")
     test_score = summary.get("test_score")

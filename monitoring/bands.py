@@ -51,9 +51,9 @@ def tables(summary: MonitorSummary, rules: alerting.AlertRules) -> list[Table]:
             ]
             for name in names
         ]
+        said = {True: "BREACHED", False: "ok", None: "not judged"}
         verdicts = [
-            f"{c.rule}: {'BREACHED' if c.breached else 'not judged' if c.breached is None else 'ok'}"
-            f" ({c.message})"
+            f"{c.rule}: {said[c.breached]} ({c.message})"
             for c in alerting.conditions(summary, rules)
             if c.rule in ("realised_performance", "estimated_performance")
         ]

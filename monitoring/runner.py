@@ -251,7 +251,15 @@ def run_monitoring(
                 summary["late_labels"] = late
         if staging is not None and staging != version:
             summary["canary"], canary_cursor = _canary(
-                registry, store, mstore, model, staging, cursor.rows_until, classes, rules, summary,
+                registry,
+                store,
+                mstore,
+                model,
+                staging,
+                cursor.rows_until,
+                classes,
+                rules,
+                summary,
                 settings.monitor_max_rows,
             )
             if not manual:
@@ -611,7 +619,8 @@ def _canary(
         out["carried"] = True
         return out, {}
     judge = metric_contract.get(metric)
-    width = _canary_band(registry, model, staging, classes, labels, (used, prod_rows), metric, rules)
+    rows = (used, prod_rows)
+    width = _canary_band(registry, model, staging, classes, labels, rows, metric, rules)
     out["realised"] = value
     out["production"] = prod
     out["worse_by"] = judge.worse_by(prod, value)

@@ -142,11 +142,11 @@ def test_late_canary_labels_are_judged_by_the_run_that_sees_them_once(
         if metric == "rmse"
         else [1 - v for v in truth]
     )
+    canary = LoadedModel.load(registry, "m", 2)
+    records = rows.drop(columns="target").to_dict("records")
     try:
         log(store, registry, 1, rows, truth)
-        canary_ids = backfill(
-            store, LoadedModel.load(registry, "m", 2), rows.drop(columns="target").to_dict("records")
-        )
+        canary_ids = backfill(store, canary, records)
         first = run()["canary"]
         assert first["version"] == 2 and first["labelled_rows"] == 0 and first["carried"]
         # the canary's true labels arrive after its window ran; production gets new labelled rows
@@ -161,9 +161,7 @@ def test_late_canary_labels_are_judged_by_the_run_that_sees_them_once(
         assert third["labelled_rows"] == 0 and third["carried"]  # judged once
         assert third["labels_since"] is not None
         # a worse canary, seen only through late labels, is withdrawn
-        canary_ids = backfill(
-            store, LoadedModel.load(registry, "m", 2), rows.drop(columns="target").to_dict("records")
-        )
+        canary_ids = backfill(store, canary, records)
         run()
         late(canary_ids, off)
         log(store, registry, 1, rows, truth)

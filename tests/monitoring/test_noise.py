@@ -257,6 +257,29 @@ def test_runs_show_the_band_and_the_reference_drawn_from_unseen_rows(
         'servewatch_model_performance_band{kind="realised",metric="roc_auc",model="demo",'
         f'version="1"}} {width}'
     ) in text
+    # the dashboard plots each figure with its band (value -/+ band, matched on every label):
+    # every figure has a band series with the same labels, so neither expression comes back empty
+    samples = {
+        m.name: {tuple(sorted(x.labels.items())) for x in m.samples}
+        for m in reg.collect()
+        if m.name.startswith("servewatch_model_performance")
+    }
+    assert samples["servewatch_model_performance"] <= samples["servewatch_model_performance_band"]
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "deploy/grafana/servewatch.json").read_text())
+    (panel,) = [
+        p
+        for p in dashboard["panels"]
+        if any("servewatch_model_performance_band" in t["expr"] for t in p["targets"])
+    ]
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert any("band" not in e and "servewatch_model_performance{" in e for e in exprs)
+    for sign in "-+":
+        assert any(
+            "servewatch_model_performance{" in e
+            and f"{sign} servewatch_model_performance_band{{" in e
+            for e in exprs
+        ), sign
 
 
 def test_a_version_published_before_says_its_reference_is_in_sample_and_still_runs(
