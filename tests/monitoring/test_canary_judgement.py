@@ -172,3 +172,32 @@ def test_late_canary_labels_are_judged_by_the_run_that_sees_them_once(
         assert "canary_performance" in {a["rule"] for a in summary["alerts"]}
     finally:
         registry.set_alias("m", "staging", 2)
+
+
+def test_a_canary_equal_to_production_stays_and_the_cli_shows_its_band(
+    msettings: MonitorSettings,
+    store: PredictionStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same model at staging, labelled with the truth: inside its noise band, not withdrawn;
+    `monitor run` prints the canary's figure, limit and band."""
+    from typer.testing import CliRunner
+
+    from servewatch.cli import app as cli
+    from tests.monitoring.conftest import FEATURES, log_traffic, traffic
+    from tests.monitoring.test_summary_shape import with_canary
+
+    with_canary(msettings.registry)
+    log_traffic(store, msettings.registry, traffic(400, seed=6))
+    frame = traffic(300, seed=7)
+    rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
+    model = LoadedModel.load(Registry(msettings.registry), "demo", 2)
+    backfill(store, model, rows.to_dict(orient="records"), labels=list(frame["label"]))
+    monkeypatch.setenv("SERVEWATCH_MONITOR_REPORTS_DIR", str(msettings.monitor_reports_dir))
+    common = ["--registry", str(msettings.registry), "--database-url", store.url]
+    res = CliRunner().invoke(cli, ["monitor", "run", "--model", "demo", *common])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("canary v2: 300 labels; "))
+    assert "roc_auc" in line and "limit" in line and "(noise band" in line, line
+    assert "canary_performance" not in res.output
+    assert Registry(msettings.registry).alias_version("demo", "staging") == 2
