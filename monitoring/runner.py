@@ -269,9 +269,24 @@ def run_monitoring(
         shadow_rows = read_shadow(
             store, model=model, since=cursor.rows_until, until=until, cap=settings.monitor_max_rows
         )
-        if shadow_rows:
+        shadow_labelled = (
+            shadow_rows
+            if manual
+            else read_shadow(
+                store,
+                model=model,
+                since=cursor.labels_until,
+                until=until,
+                cap=settings.monitor_max_rows,
+                labels_met=True,
+            )
+        )
+        if shadow_rows or shadow_labelled:
             summary["shadow"] = _shadow_report(
-                shadow_rows, classes, partial(_version_decision, registry, model)
+                shadow_rows,
+                classes,
+                partial(_version_decision, registry, model),
+                labelled_rows=shadow_labelled,
             )
         if enough:
             summary["explanation_drift"] = _explanation_drift(
@@ -684,27 +699,36 @@ def _shadow_report(
     rows: list[ShadowRow],
     classes: list[str] | None,
     decision_of: Callable[[int], DecisionOf] = lambda _v: (None, 1),
+    labelled_rows: list[ShadowRow] | None = None,
 ) -> ShadowReport:
-    """How often the shadow (staging) version agrees with production, and both scores on labels
-    (each side's classes decided by its own version's threshold, `decision_of(version)`)."""
+    """How often the shadow (staging) version agrees with production on `rows` (the rows
+    window), and both scores on `labelled_rows` (the labels window: labels that met their
+    production prediction since production's labels were last judged, whenever the rows came;
+    default: the labels `rows` carry). Each side's classes are decided by its own version's
+    threshold, `decision_of(version)`."""
     import orjson
+
+    labels_from = rows if labelled_rows is None else labelled_rows
+    first = (rows or labels_from)[0]
 
     prod = [orjson.loads(r["production_prediction"]) for r in rows]
     shad = [orjson.loads(r["shadow_prediction"]) for r in rows]
-    if classes is not None:
+    if not rows:
+        agreement = float("nan")
+    elif classes is not None:
         agreement = float(np.mean([a == b for a, b in zip(prod, shad, strict=True)]))
     else:
         diffs = np.abs(np.asarray(prod, dtype=float) - np.asarray(shad, dtype=float))
         agreement = float(np.mean(diffs <= 1e-9))
     out: ShadowReport = {
-        "shadow_version": rows[0]["shadow_version"],
-        "production_version": rows[0]["production_version"],
+        "shadow_version": first["shadow_version"],
+        "production_version": first["production_version"],
         "rows": len(rows),
         "agreement": agreement,
     }
     labelled: list[ShadowRow] = []
     labels: list[str] = []
-    for r in rows:
+    for r in labels_from:
         if r["label"] is not None:
             labelled.append(r)
             labels.append(r["label"])
@@ -728,9 +752,7 @@ def _shadow_report(
                 proba = np.array(
                     [[orjson.loads(p).get(c, 0.0) for c in classes] for p in probabilities]  # type: ignore[arg-type]
                 )
-                version = rows[0][
-                    "production_version" if side == "production" else "shadow_version"
-                ]
+                version = first["production_version" if side == "production" else "shadow_version"]
                 return classification_metrics(y, proba, classes, *decision_of(version))
             predictions = [
                 r["production_prediction" if side == "production" else "shadow_prediction"]
