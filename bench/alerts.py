@@ -67,6 +67,19 @@ NUMERIC = [
     "visib",
 ]
 FEATURES = CATEGORICAL + NUMERIC
+HEADERS = [
+    "task",
+    "rule",
+    "degradation",
+    "rows",
+    "1 SE",
+    "false alarms old",
+    "false alarms before",
+    "false alarms new",
+    "4 SE before",
+    "detected at 4 SE",
+    *[f"at {d:.0%} worse" for d in DEGRADATIONS],
+]
 TASKS = {  # name: (target, watched metric)
     "binary": ("late", "roc_auc"),
     "multi-class": ("delay_class", "accuracy"),
@@ -521,7 +534,8 @@ def measure(
                         _first(found, order, "new"),
                     ]
                 )
-        print(f"  {m.task} {n:,} rows measured", flush=True)
+        done = [r for r in rows if r[3] == f"{n:,}"]
+        print(f"  {m.task} {n:,} rows measured\n{table(HEADERS, done)}", flush=True)
     return rows, smallest
 
 
@@ -569,25 +583,12 @@ def main() -> None:
             rows += got
             smallest += least
             bias += estimate_bias(m)
-    headers = [
-        "task",
-        "rule",
-        "degradation",
-        "rows",
-        "1 SE",
-        "false alarms old",
-        "false alarms before",
-        "false alarms new",
-        "4 SE before",
-        "detected at 4 SE",
-        *[f"at {d:.0%} worse" for d in DEGRADATIONS],
-    ]
     print(
         f"\nbench.alerts on {machine()}; {args.healthy} healthy windows per size, "
         f"{args.degraded} per degradation (explanation drift: {args.explain} of each); "
         f"{time.time() - started:.0f} s\n"
     )
-    print(table(headers, rows))
+    print(table(HEADERS, rows))
     print("\nSmallest degradation (of 4 SE, 5%, 10%, 20% worse) detected in 90% of windows\n")
     print(table(["task", "rule", "degradation", "rows", "old", "before", "new"], smallest))
     print(
