@@ -201,3 +201,36 @@ def test_a_canary_equal_to_production_stays_and_the_cli_shows_its_band(
     assert "roc_auc" in line and "limit" in line and "(noise band" in line, line
     assert "canary_performance" not in res.output
     assert Registry(msettings.registry).alias_version("demo", "staging") == 2
+
+
+def test_a_manual_run_reports_a_worse_canary_but_withdraws_nothing(
+    two_versions: Any, tmp_path: Path
+) -> None:
+    """A manual run (`--last`) moves nothing: the canary it finds worse stays at staging, and
+    the next scheduled run judges the same labels and withdraws it."""
+    root, registry, frame, metric = two_versions
+    registry.set_alias("m", "staging", 2)
+    store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
+    store.create_schema()
+    rows = frame.sample(300, random_state=2)
+    truth = rows["target"].tolist()
+    off = (
+        [v + 3 * float(frame["target"].std()) for v in truth]
+        if metric == "rmse"
+        else [1 - v for v in truth]
+    )
+    log(store, registry, 1, rows, truth)
+    log(store, registry, 2, rows, off)
+    settings = MonitorSettings(
+        registry=registry.root, database_url=store.url, monitor_reports_dir=tmp_path / "r"
+    )
+    try:
+        manual = run_monitoring(settings=settings, store=store, model="m", notifiers=[], last=300)
+        assert manual["manual"] and manual["canary"]["worse"] is True
+        assert "withdrawn" not in manual["canary"]
+        assert registry.alias_version("m", "staging") == 2
+        scheduled = run_monitoring(settings=settings, store=store, model="m", notifiers=[])
+        assert scheduled["canary"]["labelled_rows"] == 300 and scheduled["canary"]["withdrawn"]
+        assert registry.alias_version("m", "staging") is None
+    finally:
+        registry.set_alias("m", "staging", 2)
