@@ -16,8 +16,9 @@ with their noise bands), `monitoring.runner._explanation_drift` and `monitoring.
   noise is invisible without labels: the estimate and explanation drift see covariate shift only.
 
 "old" is the rule before issue 33 (the test score worsened by `max_drop`, no band; no
-explanation rule); "new" the default rules (beyond both `max_drop` and the 99% band); "band
-only" sets `max_drop: 0`, to show what the band alone detects.
+explanation rule); "before" the rule with noise bands as first built (worse than both `max_drop`
+and the 99% band); "new" the default rules (`alerts.drop_bound`: a drop beyond the band whose
+upper confidence bound reaches `max_drop`). Every column is of the same windows.
 
     nice -n 19 python -m bench.alerts [--healthy 300] [--degraded 60] [--explain 20]
         [--tasks binary,multi-class,regression]
@@ -66,6 +67,19 @@ NUMERIC = [
     "visib",
 ]
 FEATURES = CATEGORICAL + NUMERIC
+HEADERS = [
+    "task",
+    "rule",
+    "degradation",
+    "rows",
+    "1 SE",
+    "false alarms old",
+    "false alarms before",
+    "false alarms new",
+    "4 SE before",
+    "detected at 4 SE",
+    *[f"at {d:.0%} worse" for d in DEGRADATIONS],
+]
 TASKS = {  # name: (target, watched metric)
     "binary": ("late", "roc_auc"),
     "multi-class": ("delay_class", "accuracy"),
@@ -276,17 +290,45 @@ def summary_of(m: Model, w: Window, rules: alerts.AlertRules, explain: bool) -> 
     return summary
 
 
+def both_bounds(summary: MonitorSummary, rules: alerts.AlertRules, c: alerts.Condition) -> bool:
+    """The performance rule before `alerts.drop_bound`: worse than both `max_drop` from the
+    baseline and the band (the looser of the two), whatever the band's width."""
+    performance = summary["performance"]
+    metric, noise_summary = summary["metric"], performance.get("noise")
+    if c.value is None or metric is None or noise_summary is None:
+        return bool(c.breached)
+    kind = "realised" if c.rule == RULES[0] else "estimated"
+    band = noise_summary[kind]
+    width = band["widths"].get(metric) if band else None
+    baseline = summary["test_score"]
+    reference = performance.get("reference_estimated")
+    if kind == "estimated" and reference and reference.get(metric) == reference.get(metric):
+        baseline = reference[metric]
+    if baseline is None:
+        return bool(c.breached)
+    judge = metric_contract.get(metric)
+    bound = judge.limit(baseline, rules.max_drop)
+    if width is not None:
+        by_noise = baseline - width if judge.higher_is_better else baseline + width
+        bound = bound if judge.meets(by_noise, bound) else by_noise
+    return not judge.meets(c.value, bound)
+
+
 def verdicts(summary: MonitorSummary, rules: alerts.AlertRules) -> dict[str, dict[str, bool]]:
-    """Per rule, whether it breaches under the old rule, the new and the band alone."""
+    """Per rule, whether it breaches under the old rule (no band), the rule before (both bounds)
+    and the new (`alerts.drop_bound`)."""
     old = {**summary, "performance": {**summary["performance"]}}  # type: ignore[typeddict-item]
     old["performance"].pop("noise", None)  # type: ignore[misc]
     old.pop("explanation_drift", None)  # type: ignore[misc]
     out: dict[str, dict[str, bool]] = {}
-    band_only = rules.model_copy(update={"max_drop": 0.0})
-    for label, s, r in (("old", old, rules), ("new", summary, rules), ("band", summary, band_only)):
-        for c in alerts.conditions(s, r):  # type: ignore[arg-type]
-            if c.rule in RULES:
-                out.setdefault(c.rule, {})[label] = bool(c.breached)
+    for c in alerts.conditions(old, rules):  # type: ignore[arg-type]
+        if c.rule in RULES:
+            out.setdefault(c.rule, {})["old"] = bool(c.breached)
+    for c in alerts.conditions(summary, rules):
+        if c.rule in RULES:
+            out.setdefault(c.rule, {})["new"] = bool(c.breached)
+            before = both_bounds(summary, rules, c) if c.rule != RULES[2] else bool(c.breached)
+            out[c.rule]["before"] = before
     return out
 
 
@@ -334,14 +376,14 @@ def cache_models() -> None:
 
 
 Counts = dict[str, dict[str, int]]
-"""rule -> {"old" | "new" | "band": windows that breached, "windows": windows judged}."""
+"""rule -> {"old" | "before" | "new": windows that breached, "windows": windows judged}."""
 
 
 def count(
     m: Model, windows: Callable[[], Window], many: int, explain: int, rules: alerts.AlertRules
 ) -> Counts:
     """Judge `many` windows; explanation drift on the first `explain` only (SHAP costs more)."""
-    out: Counts = {r: {"old": 0, "new": 0, "band": 0, "windows": 0} for r in RULES}
+    out: Counts = {r: {"old": 0, "before": 0, "new": 0, "windows": 0} for r in RULES}
     for i in range(many):
         summary = summary_of(m, windows(), rules, i < explain)
         for rule, verdict in verdicts(summary, rules).items():
@@ -474,9 +516,10 @@ def measure(
                         f"{n:,}",
                         f"{se:.3g}",
                         old,
+                        _share(healthy[rule], "before"),
                         _share(healthy[rule], "new"),
+                        _pct(rate(found["4 SE"], "before")) if found["4 SE"] else "n/a",
                         *[_pct(rate(c, "new")) if c else "n/a" for c in found.values()],
-                        _pct(rate(found["4 SE"], "band")) if found["4 SE"] else "n/a",
                     ]
                 )
                 order = sorted(magnitude, key=lambda lv: magnitude[lv])
@@ -487,10 +530,12 @@ def measure(
                         kind,
                         f"{n:,}",
                         "no rule" if rule == "explanation_drift" else _first(found, order, "old"),
+                        _first(found, order, "before"),
                         _first(found, order, "new"),
                     ]
                 )
-        print(f"  {m.task} {n:,} rows measured", flush=True)
+        done = [r for r in rows if r[3] == f"{n:,}"]
+        print(f"  {m.task} {n:,} rows measured\n{table(HEADERS, done)}", flush=True)
     return rows, smallest
 
 
@@ -538,26 +583,14 @@ def main() -> None:
             rows += got
             smallest += least
             bias += estimate_bias(m)
-    headers = [
-        "task",
-        "rule",
-        "degradation",
-        "rows",
-        "1 SE",
-        "false alarms old",
-        "false alarms new",
-        "detected at 4 SE",
-        *[f"at {d:.0%} worse" for d in DEGRADATIONS],
-        "4 SE, band only",
-    ]
     print(
         f"\nbench.alerts on {machine()}; {args.healthy} healthy windows per size, "
         f"{args.degraded} per degradation (explanation drift: {args.explain} of each); "
         f"{time.time() - started:.0f} s\n"
     )
-    print(table(headers, rows))
+    print(table(HEADERS, rows))
     print("\nSmallest degradation (of 4 SE, 5%, 10%, 20% worse) detected in 90% of windows\n")
-    print(table(["task", "rule", "degradation", "rows", "old", "new"], smallest))
+    print(table(["task", "rule", "degradation", "rows", "old", "before", "new"], smallest))
     print(
         "\nThe estimated accuracy minus the realised one on 50,000 pool rows (shifted as above)\n"
     )

@@ -44,13 +44,19 @@ class AlertRules(BaseModel):
     """Absolute bound for realised and estimated performance: a floor, or a ceiling for metrics
     where lower is better (rmse, mae, log_loss, brier)."""
     max_drop: float = Field(0.05, ge=0)
-    """Largest allowed worsening (a fall, or a rise for metrics where lower is better): of the
-    realised score from the version's test score, and of the estimated score from the same
-    estimate on the version's reference sample (where the log has one; else the test score)."""
+    """A material worsening (a fall, or a rise for metrics where lower is better; a share of the
+    baseline for rmse and mae): of the realised score from the version's test score, and of the
+    estimated score from the same estimate on the version's reference sample (where the log has
+    one; else the test score). With a noise band of width w (at `confidence`) a performance rule
+    breaches when the drop is beyond w (significant) and the drop plus w reaches `max_drop` (a
+    material drop cannot be ruled out): a drop beyond max(w, max_drop - w). Small windows are
+    judged by the band; a window whose band is narrow breaches from `max_drop - w`, so a
+    significant drop that is below `max_drop` by more than its band never fires."""
     confidence: float = Field(0.99, gt=0.5, lt=1)
     """Noise bands: a healthy window stays inside its band this often. A performance rule
-    breaches only beyond both `max_drop` (and `performance_floor`) and the band for the window's
-    rows; explanation drift only beyond both `explanation_change` and its band."""
+    breaches only beyond the band for the window's rows (see `max_drop`; a `performance_floor`
+    only below the floor by more than the band); explanation drift only beyond both
+    `explanation_change` and its band."""
     explanation_change: float = Field(0.25, ge=0)
     """explanation_drift: a feature's mean |contribution| moved by more than this share of its
     value on the reference sample (and beyond the noise band)."""
@@ -217,7 +223,10 @@ def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
                 canary["realised"],
                 canary["limit"],
                 f"canary v{canary['version']} {canary['realised']:.3f} vs production "
-                f"{canary['production']:.3f}" + (" (withdrawn)" if canary.get("withdrawn") else ""),
+                f"{canary['production']:.3f} (limit {canary['limit']:.3f}"
+                + (f", noise band {canary['band']:.3g}" if "band" in canary else "")
+                + f", {canary['labelled_rows']:,} labels)"
+                + (" (withdrawn)" if canary.get("withdrawn") else ""),
                 "critical",
             )
         )
@@ -233,10 +242,26 @@ def _worse(metric: metric_contract.Metric, value: float, by: float) -> float:
     return value - by if metric.higher_is_better else value + by
 
 
+def drop_bound(
+    judge: metric_contract.Metric, baseline: float, max_drop: float, width: float | None
+) -> float:
+    """The value a window must be worse than to breach `max_drop` from `baseline`, given the noise
+    band `width` of its figure: the drop must be significant (beyond the band) and material (its
+    upper confidence bound, the drop plus the band, reaches `max_drop`), i.e. worse than both
+    `baseline` by `width` and `baseline` by `max_drop - width`. Without a band: `max_drop` alone."""
+    by_drop = judge.limit(baseline, max_drop)
+    if width is None:
+        return by_drop
+    by_noise = _worse(judge, baseline, width)
+    material = _worse(judge, by_drop, -width)
+    return material if judge.meets(by_noise, material) else by_noise
+
+
 def _performance_conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
     """realised_performance and estimated_performance: the watched metric against the bounds
-    (`performance_floor`, `max_drop` from the baseline), each breached only beyond the noise band
-    of a window of this many rows where the run measured one (`performance.noise`)."""
+    (`performance_floor`, `max_drop` from the baseline: `drop_bound`), each breached only beyond
+    the noise band of a window of this many rows where the run measured one
+    (`performance.noise`)."""
     out: list[Condition] = []
     metric = rules.metric or summary.get("metric")
     test_score = summary.get("test_score")
@@ -273,11 +298,7 @@ def _performance_conditions(summary: MonitorSummary, rules: AlertRules) -> list[
         if kind == "estimated" and ref_estimate is not None:
             baseline, against = ref_estimate, "estimate on the reference sample"
         if baseline is not None:
-            by_drop = judge.limit(baseline, rules.max_drop)
-            if width is not None:  # both needed: the looser of the two
-                by_noise = _worse(judge, baseline, width)
-                by_drop = by_drop if judge.meets(by_noise, by_drop) else by_noise
-            limits.append(by_drop)
+            limits.append(drop_bound(judge, baseline, rules.max_drop, width))
         threshold = judge.strictest(limits)
         breached = threshold is not None and not judge.meets(value, threshold)
         said = f"{kind} {metric} {value:.3f}"

@@ -126,6 +126,19 @@ def run(
                 f"noise band at {noise['confidence']:.0%}: {'; '.join(bands)} ({noise['note']})",
                 highlight=False,
             )
+    canary = summary.get("canary")
+    if canary:
+        judged = (
+            f"{metric} {canary['realised']:.4g} vs production {canary['production']:.4g}, "
+            f"limit {canary['limit']:.4g}"
+            + (f" (noise band {canary['band']:.3g})" if "band" in canary else "")
+            if "realised" in canary
+            else "not judged: too few labels on one side, carried to the next run"
+        )
+        console.print(
+            f"canary v{canary['version']}: {canary['labelled_rows']} labels; {judged}",
+            highlight=False,
+        )
     reference = summary.get("reference")
     if reference and not reference["unseen"]:
         console.print(f"reference sample: {reference['note']}", highlight=False)

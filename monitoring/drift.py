@@ -2,7 +2,8 @@
 
 Evidently's API is still moving (0.7 rewrote it), so nothing else in servewatch touches it. The HTML
 report it writes is one self-contained page (Evidently's script and font inlined, nothing fetched):
-data drift, then, when the window has labels, Evidently's classification or regression
+data drift, the performance figures and explanation drift beside their noise bands, then, when
+the window has labels, Evidently's classification or regression
 performance report against the reference's labelled rows, then a data summary of the window.
 """
 
@@ -14,6 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from monitoring.bands import Table
 
 TARGET = "target"
 PREDICTION = "prediction"
@@ -81,6 +84,7 @@ def run_drift(
     false_alarm: float = FALSE_ALARM,
     html_path: Path | None = None,
     labelled: Labelled | None = None,
+    bands: list[Table] | None = None,
 ) -> DriftResult:
     """Column drift of `current` against `reference`, reported by Evidently's DataDriftPreset.
 
@@ -92,8 +96,9 @@ def run_drift(
 
     A column with no value on one side (a feature that arrives 100% missing) cannot be tested:
     it is reported as drifted (`all_missing`, p = 0) and left out of Evidently's preset, which
-    refuses an empty column. The HTML report goes to `html_path` if given, with the performance
-    section when `labelled` is given and the window's data summary.
+    refuses an empty column. The HTML report goes to `html_path` if given, with `bands` (the
+    figures beside their noise bands), the performance section when `labelled` is given and the
+    window's data summary.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset, DataSummaryPreset
@@ -136,6 +141,7 @@ def run_drift(
         sections: list[tuple[str, Any]] = []
         if snapshot is not None:
             sections.append(("Data drift", snapshot))
+        sections += [(t.title, t) for t in bands or []]
         if len(tested) < len(columns):
             missing = ", ".join(c for c in columns if empty[c])
             sections.append(
@@ -350,18 +356,24 @@ def _performance_section(labelled: Labelled) -> tuple[str, Any]:
 
 def _page(sections: list[tuple[str, Any]]) -> str:
     """One standalone page of several snapshots' widgets, each section under its title (a
-    section given as text instead of a snapshot says why it is missing).
+    section given as text instead of a snapshot says why it is missing; a `Table` is
+    servewatch's own: its note above its table).
 
     Evidently's standalone template inlines its script bundle and icon font: the page fetches
     nothing, so it opens without a network (checked in a headless browser by the tests).
     """
     from evidently.core.metric_types import render_widgets
-    from evidently.legacy.renderers.html_widgets import group_widget, text_widget
+    from evidently.legacy.renderers.html_widgets import group_widget, table_data, text_widget
 
     widgets = []
     for title, snapshot in sections:
         if isinstance(snapshot, str):
             widgets.append(group_widget(title=title, widgets=[text_widget(text=snapshot)]))
+            continue
+        if isinstance(snapshot, Table):
+            table = table_data(column_names=snapshot.headers, data=snapshot.rows)
+            parts = [text_widget(text=snapshot.note), table]
+            widgets.append(group_widget(title=title, widgets=parts))
             continue
         model = snapshot.to_snapshot_model()
         widgets.append(group_widget(title=title, widgets=list(model.widgets)))

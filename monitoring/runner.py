@@ -31,7 +31,7 @@ from core.registry import (
     Registry,
 )
 from monitoring import alerts as alerting
-from monitoring import noise
+from monitoring import bands, noise
 from monitoring.config import MonitorSettings
 from monitoring.drift import PREDICTION, TARGET, Labelled
 from monitoring.estimate import estimate, fit_top_class
@@ -216,15 +216,6 @@ def run_monitoring(
     try:
         reference = _reference(registry, model, version)
         current = _current_frame(window, manifest)
-        if enough:
-            summary["drift"], summary["prediction_drift"] = _drift(
-                reference,
-                current,
-                manifest,
-                settings,
-                tmp / REPORT_FILE,
-                _labelled(labels, reference, classes, rules.min_labelled_rows, manifest),
-            )
         if window.rows:
             summary["quality"] = _quality(reference, current, manifest)
         summary["performance"] = _performance(
@@ -250,26 +241,66 @@ def run_monitoring(
                 realised[name] = float("nan")
         if summary["performance"].get("realised_rows", 0) < rules.min_labelled_rows:
             labels_until = cursor.labels_until  # too few labels: carried, judged once later
+        staging = registry.alias_version(model, "staging")
         if not manual:
             summary["window"]["labels_until"] = labels_until
             late, other_cursors = _late_labels(
-                registry, store, mstore, model, version, until, settings.monitor_max_rows
+                registry, store, mstore, model, {version, staging}, until, settings.monitor_max_rows
             )
             if late:
                 summary["late_labels"] = late
-        summary["canary"] = _canary(
-            registry, store, model, version, cursor.rows_until, classes, rules, summary, settings
-        )
+        if staging is not None and staging != version:
+            summary["canary"], canary_cursor = _canary(
+                registry,
+                store,
+                mstore,
+                model,
+                staging,
+                cursor.rows_until,
+                classes,
+                rules,
+                summary,
+                settings.monitor_max_rows,
+            )
+            if not manual:
+                other_cursors.update(canary_cursor)
+        else:
+            summary["canary"] = None
         shadow_rows = read_shadow(
             store, model=model, since=cursor.rows_until, until=until, cap=settings.monitor_max_rows
         )
-        if shadow_rows:
+        shadow_labelled = (
+            shadow_rows
+            if manual
+            else read_shadow(
+                store,
+                model=model,
+                since=cursor.labels_until,
+                until=until,
+                cap=settings.monitor_max_rows,
+                labels_met=True,
+            )
+        )
+        if shadow_rows or shadow_labelled:
             summary["shadow"] = _shadow_report(
-                shadow_rows, classes, partial(_version_decision, registry, model)
+                shadow_rows,
+                classes,
+                partial(_version_decision, registry, model),
+                labelled_rows=shadow_labelled,
             )
         if enough:
             summary["explanation_drift"] = _explanation_drift(
                 registry, model, version, reference, current, manifest, rules.confidence
+            )
+        if enough:
+            summary["drift"], summary["prediction_drift"] = _drift(
+                reference,
+                current,
+                manifest,
+                settings,
+                tmp / REPORT_FILE,
+                _labelled(labels, reference, classes, rules.min_labelled_rows, manifest),
+                bands.tables(summary, rules),
             )
         states = mstore.alert_states(model, version)
         retired = {} if manual else mstore.other_versions_active(model, version)
@@ -428,6 +459,7 @@ def _drift(
     settings: MonitorSettings,
     html: Path,
     labelled: Labelled | None = None,
+    band_tables: list[bands.Table] | None = None,
 ) -> tuple[DriftSummary, PredictionDrift]:
     from monitoring.drift import ColumnDrift, run_drift
 
@@ -448,6 +480,7 @@ def _drift(
         false_alarm=settings.monitor_drift_false_alarm,
         html_path=html,
         labelled=labelled,
+        bands=band_tables,
     )
     (html.parent / "evidently.json").write_text(json.dumps(result.evidently_json, default=str))
     if result.performance_json is not None:
@@ -497,18 +530,19 @@ def _late_labels(
     store: PredictionStore,
     mstore: MonitorStore,
     model: str,
-    version: int,
+    judged: set[int | None],
     until: float,
     cap: int,
 ) -> tuple[list[LateLabels], dict[int, Cursor]]:
     """Labels that met predictions of the model's other monitored versions since those versions'
     last scheduled runs (a retired version's late feedback): each version's realised figures on
     them, by its own decision, and its labels cursor moved on. Reported, not alerted on: the
-    version no longer serves."""
+    version no longer serves. Versions in `judged` (production's, the canary's) are left to
+    their own judgement."""
     out: list[LateLabels] = []
     moved: dict[int, Cursor] = {}
     for other, cur in mstore.cursors(model).items():
-        if other == version:
+        if other in judged:
             continue
         try:
             manifest = registry.manifest(model, other)
@@ -542,50 +576,75 @@ def _late_labels(
 def _canary(
     registry: Registry,
     store: PredictionStore,
+    mstore: MonitorStore,
     model: str,
-    version: int,
+    staging: int,
     since: float | None,
     classes: list[str] | None,
     rules: alerting.AlertRules,
     summary: MonitorSummary,
-    settings: MonitorSettings,
-) -> CanaryReport | None:
+    cap: int,
+) -> tuple[CanaryReport, dict[int, Cursor]]:
     """The canary's realised performance against production's; a worse canary is withdrawn by
-    clearing the staging alias, which every replica follows."""
-    staging = registry.alias_version(model, "staging")
-    if staging is None or staging == version:
-        return None
-    win = read_window(
+    clearing the staging alias, which every replica follows.
+
+    The canary's labels are read by its own labels cursor, as production's are: the labels that
+    met a canary prediction since the canary was last judged, whenever the prediction was made,
+    so a label that arrives after its window ran is judged by the run that sees it, against the
+    canary's version. Too few (or too few on production's side) are carried, never judged
+    twice. Worse means beyond `alerts.drop_bound`: a drop from production's figure beyond the
+    noise band of the canary's labelled rows (widened by production's) that may reach
+    `max_drop`. A manual run reports and moves nothing: no cursor, no withdrawal.
+    Returns the report and the canary's moved cursor (empty when carried)."""
+    window = summary["window"]
+    until = window["until"]
+    cur = mstore.cursor(model, staging)
+    labels = read_labels(
         store,
         model=model,
         version=staging,
-        since=since,
-        last=None,
-        cap=settings.monitor_max_rows,
+        since=cur.labels_until,
+        until=until,
+        cap=cap,
         classes=classes,
-        until=summary["window"]["until"],
     )
-    realised, used, _unusable = _realised(win, classes, _version_decision(registry, model, staging))
-    out: CanaryReport = {"version": staging, "rows": win.rows, "labelled_rows": used}
+    decision = _version_decision(registry, model, staging)
+    realised, used, _unusable = _realised(labels, classes, decision)
+    out: CanaryReport = {
+        "version": staging,
+        "rows": count(store, model, staging, since, until),
+        "labelled_rows": used,
+        "labels_since": cur.labels_until,
+    }
     metric = summary.get("metric")
     performance = summary.get("performance")
     production = performance.get("realised") if performance else None
     prod = production.get(metric) if production and metric else None
+    prod_rows = performance.get("realised_rows", 0) if performance else 0
     value = realised.get(metric) if realised and metric else None
     if (
         metric is None
         or prod is None
+        or prod != prod
         or value is None
         or value != value
         or used < rules.min_labelled_rows
+        or prod_rows < rules.min_labelled_rows
     ):
-        return out
+        out["carried"] = True
+        return out, {}
     judge = metric_contract.get(metric)
+    rows = (used, prod_rows)
+    width = _canary_band(registry, model, staging, classes, labels, rows, metric, rules)
     out["realised"] = value
     out["production"] = prod
     out["worse_by"] = judge.worse_by(prod, value)
-    out["limit"] = judge.limit(prod, rules.max_drop)
-    out["worse"] = bool(out["worse_by"] > rules.max_drop)
+    out["limit"] = alerting.drop_bound(judge, prod, rules.max_drop, width)
+    if width is not None:
+        out["band"] = width
+    out["worse"] = not judge.meets(value, out["limit"])
+    if summary.get("manual"):
+        return out, {}
     if out["worse"]:
         try:
             registry.clear_alias(model, "staging")
@@ -601,34 +660,75 @@ def _canary(
         except OSError as exc:  # a read-only registry: the alert still fires
             out["withdrawn"] = False
             out["error"] = str(exc)
-    return out
+    return out, {staging: Cursor(cur.rows_until, until)}
+
+
+def _canary_band(
+    registry: Registry,
+    model: str,
+    staging: int,
+    classes: list[str] | None,
+    labels: Window,
+    rows: tuple[int, int],
+    metric: str,
+    rules: alerting.AlertRules,
+) -> float | None:
+    """The noise band of the canary's `metric` on its labelled rows against production's
+    (`rows`: the two counts), from the canary version's unseen reference rows, else its labels
+    window's own; None when it cannot be measured."""
+    try:
+        manifest = registry.manifest(model, staging)
+        reference = _reference(registry, model, staging)
+    except Exception:
+        return None
+    band = noise.performance_noise(
+        unseen=manifest.reference.unseen,
+        reference=noise.from_reference(reference, classes),
+        reference_proba=None,
+        window=_window_rows(labels, classes),
+        window_proba=None,
+        realised_rows=rows[0],
+        decision=_decision(manifest),
+        confidence=rules.confidence,
+        test_rows=rows[1],
+    )["realised"]
+    return band["widths"].get(metric) if band else None
 
 
 def _shadow_report(
     rows: list[ShadowRow],
     classes: list[str] | None,
     decision_of: Callable[[int], DecisionOf] = lambda _v: (None, 1),
+    labelled_rows: list[ShadowRow] | None = None,
 ) -> ShadowReport:
-    """How often the shadow (staging) version agrees with production, and both scores on labels
-    (each side's classes decided by its own version's threshold, `decision_of(version)`)."""
+    """How often the shadow (staging) version agrees with production on `rows` (the rows
+    window), and both scores on `labelled_rows` (the labels window: labels that met their
+    production prediction since production's labels were last judged, whenever the rows came;
+    default: the labels `rows` carry). Each side's classes are decided by its own version's
+    threshold, `decision_of(version)`."""
     import orjson
+
+    labels_from = rows if labelled_rows is None else labelled_rows
+    first = (rows or labels_from)[0]
 
     prod = [orjson.loads(r["production_prediction"]) for r in rows]
     shad = [orjson.loads(r["shadow_prediction"]) for r in rows]
-    if classes is not None:
+    if not rows:
+        agreement = float("nan")
+    elif classes is not None:
         agreement = float(np.mean([a == b for a, b in zip(prod, shad, strict=True)]))
     else:
         diffs = np.abs(np.asarray(prod, dtype=float) - np.asarray(shad, dtype=float))
         agreement = float(np.mean(diffs <= 1e-9))
     out: ShadowReport = {
-        "shadow_version": rows[0]["shadow_version"],
-        "production_version": rows[0]["production_version"],
+        "shadow_version": first["shadow_version"],
+        "production_version": first["production_version"],
         "rows": len(rows),
         "agreement": agreement,
     }
     labelled: list[ShadowRow] = []
     labels: list[str] = []
-    for r in rows:
+    for r in labels_from:
         if r["label"] is not None:
             labelled.append(r)
             labels.append(r["label"])
@@ -652,9 +752,7 @@ def _shadow_report(
                 proba = np.array(
                     [[orjson.loads(p).get(c, 0.0) for c in classes] for p in probabilities]  # type: ignore[arg-type]
                 )
-                version = rows[0][
-                    "production_version" if side == "production" else "shadow_version"
-                ]
+                version = first["production_version" if side == "production" else "shadow_version"]
                 return classification_metrics(y, proba, classes, *decision_of(version))
             predictions = [
                 r["production_prediction" if side == "production" else "shadow_prediction"]

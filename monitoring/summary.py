@@ -157,12 +157,21 @@ class CanaryReport(TypedDict):
 
     version: int
     rows: int
+    """The canary's predictions in the run's rows window."""
     labelled_rows: int
+    """Its usable labels that met their prediction since it was last judged (its labels cursor,
+    `labels_since`), whenever the prediction was made."""
+    labels_since: float | None
+    carried: NotRequired[bool]
+    """Too few labels on either side: not judged, the canary's labels carried to the next run."""
     realised: NotRequired[float]
     """The judged figures are present only when both sides have the metric on enough labels."""
     production: NotRequired[float]
     worse_by: NotRequired[float]
     limit: NotRequired[float]
+    """`alerts.drop_bound` from production's figure: beyond the band and possibly `max_drop`."""
+    band: NotRequired[float]
+    """The noise band of the difference (the canary's rows against production's)."""
     worse: NotRequired[bool]
     withdrawn: NotRequired[bool]
     """Present when `worse`: whether the staging alias was cleared."""

@@ -131,12 +131,15 @@ def read_window(
     return _window(store, stmt, classes, total, until, inputs=True)
 
 
-def _met(since: float | None, until: float | None) -> list[list[sa.ColumnElement[bool]]]:
+def _met(
+    since: float | None, until: float | None, rows: sa.FromClause = predictions
+) -> list[list[sa.ColumnElement[bool]]]:
     """A label met its prediction at the later of the label's arrival and the prediction's ingest
     (a label can reach the store before a spooled prediction does). Meetings in (since, until] as
     two disjoint sets of conditions each index can serve: labels that arrived in the span (their
-    predictions ingested by its end), and predictions ingested in it whose labels came before."""
-    got, ingested = feedback.c.received_at, predictions.c.ingested_at
+    predictions ingested by its end), and predictions ingested in it whose labels came before.
+    `rows`: the predictions table or an alias of it."""
+    got, ingested = feedback.c.received_at, rows.c.ingested_at
     upper = [] if until is None else [got <= until, ingested <= until]
     if since is None:
         return [upper]
@@ -241,18 +244,27 @@ def read_shadow(
     since: float | None,
     cap: int,
     until: float | None = None,
+    labels_met: bool = False,
 ) -> list[ShadowRow]:
-    """Shadow rows joined to the production prediction they shadowed (and its label)."""
+    """Shadow rows joined to the production prediction they shadowed (and its label): those
+    ingested in (since, until], or with `labels_met` those whose label met the production
+    prediction in (since, until] (the labels window: a late label is read by the run that sees
+    it, whenever the rows were ingested)."""
     prod = predictions.alias("prod")
     shadow = predictions.alias("shadow")
     j = shadow.join(
-        labelled(prod), sa.and_(prod.c.id == shadow.c.ref_id, prod.c.model == shadow.c.model)
+        labelled(prod, inner=labels_met),
+        sa.and_(prod.c.id == shadow.c.ref_id, prod.c.model == shadow.c.model),
     )
     cond = [shadow.c.model == model, shadow.c.shadow.is_(True)]
-    if since is not None:
-        cond.append(shadow.c.ingested_at > since)
-    if until is not None:
-        cond.append(shadow.c.ingested_at <= until)
+    if labels_met:
+        branches = _met(since, until, prod)
+        cond.append(sa.or_(*(sa.and_(sa.true(), *b) for b in branches)))
+    else:
+        if since is not None:
+            cond.append(shadow.c.ingested_at > since)
+        if until is not None:
+            cond.append(shadow.c.ingested_at <= until)
     stmt = (
         sa.select(
             shadow.c.version.label("shadow_version"),

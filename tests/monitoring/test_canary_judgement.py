@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,14 @@ import pytest
 from sklearn import datasets
 
 from core.registry import Registry
+from core.rows import FeedbackRow
+from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from service.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore
+from service.store import PredictionStore, encode
+from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 from training.config import TrainConfig
 from training.train import run_training
 
@@ -94,3 +98,139 @@ def test_the_canary_is_withdrawn_only_when_it_is_worse(
     assert (registry.alias_version("m", "staging") is None) is canary_is_worse
     fired = {a["rule"] for a in summary["alerts"]}
     assert ("canary_performance" in fired) is canary_is_worse
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> PredictionStore:
+    url = f"sqlite:///{tmp_path}/log.db"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    s = PredictionStore(url)
+    s.create_schema()
+    return s
+
+
+def test_late_canary_labels_are_judged_by_the_run_that_sees_them_once(
+    two_versions: Any, tmp_path: Path, any_store: PredictionStore
+) -> None:
+    """The canary's labels have their own cursor: labels that arrive after the canary's
+    predictions' window ran are judged by the next run, against the canary's version, once; a
+    worse canary seen through late labels is withdrawn."""
+    root, registry, frame, metric = two_versions
+    registry.set_alias("m", "staging", 2)
+    store = any_store
+    settings = MonitorSettings(
+        registry=registry.root, database_url=store.url, monitor_reports_dir=tmp_path / "r"
+    )
+    rules = AlertRules(min_rows=10_000)  # rows carried, labels judged: fast
+
+    def run() -> Any:
+        return run_monitoring(settings=settings, store=store, model="m", notifiers=[], rules=rules)
+
+    def late(ids: list[str], labels: list[Any]) -> None:
+        store.write_labels(
+            [
+                FeedbackRow(prediction_id=i, model="m", label=encode(lab), received_at=time.time())
+                for i, lab in zip(ids, labels, strict=True)
+            ]
+        )
+
+    rows = frame.sample(300, random_state=1)
+    truth = rows["target"].tolist()
+    off = (
+        [v + 3 * float(frame["target"].std()) for v in truth]
+        if metric == "rmse"
+        else [1 - v for v in truth]
+    )
+    canary = LoadedModel.load(registry, "m", 2)
+    records = rows.drop(columns="target").to_dict("records")
+    try:
+        log(store, registry, 1, rows, truth)
+        canary_ids = backfill(store, canary, records)
+        first = run()["canary"]
+        assert first["version"] == 2 and first["labelled_rows"] == 0 and first["carried"]
+        # the canary's true labels arrive after its window ran; production gets new labelled rows
+        late(canary_ids, truth)
+        log(store, registry, 1, rows, truth)
+        second = run()["canary"]
+        assert second["labelled_rows"] == 300 and second["labels_since"] is None  # carried
+        assert second["worse"] is False and "band" in second
+        assert registry.alias_version("m", "staging") == 2
+        log(store, registry, 1, rows, truth)
+        third = run()["canary"]
+        assert third["labelled_rows"] == 0 and third["carried"]  # judged once
+        assert third["labels_since"] is not None
+        # a worse canary, seen only through late labels, is withdrawn
+        canary_ids = backfill(store, canary, records)
+        run()
+        late(canary_ids, off)
+        log(store, registry, 1, rows, truth)
+        summary = run()
+        assert summary["canary"]["labelled_rows"] == 300 and summary["canary"]["worse"] is True
+        assert summary["canary"]["withdrawn"] is True
+        assert registry.alias_version("m", "staging") is None
+        assert "canary_performance" in {a["rule"] for a in summary["alerts"]}
+    finally:
+        registry.set_alias("m", "staging", 2)
+
+
+def test_a_canary_equal_to_production_stays_and_the_cli_shows_its_band(
+    msettings: MonitorSettings,
+    store: PredictionStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same model at staging, labelled with the truth: inside its noise band, not withdrawn;
+    `monitor run` prints the canary's figure, limit and band."""
+    from typer.testing import CliRunner
+
+    from servewatch.cli import app as cli
+    from tests.monitoring.conftest import FEATURES, log_traffic, traffic
+    from tests.monitoring.test_summary_shape import with_canary
+
+    with_canary(msettings.registry)
+    log_traffic(store, msettings.registry, traffic(400, seed=6))
+    frame = traffic(300, seed=7)
+    rows = frame[FEATURES].astype(object).where(frame[FEATURES].notna(), None)
+    model = LoadedModel.load(Registry(msettings.registry), "demo", 2)
+    backfill(store, model, rows.to_dict(orient="records"), labels=list(frame["label"]))
+    monkeypatch.setenv("SERVEWATCH_MONITOR_REPORTS_DIR", str(msettings.monitor_reports_dir))
+    common = ["--registry", str(msettings.registry), "--database-url", store.url]
+    res = CliRunner().invoke(cli, ["monitor", "run", "--model", "demo", *common])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("canary v2: 300 labels; "))
+    assert "roc_auc" in line and "limit" in line and "(noise band" in line, line
+    assert "canary_performance" not in res.output
+    assert Registry(msettings.registry).alias_version("demo", "staging") == 2
+
+
+def test_a_manual_run_reports_a_worse_canary_but_withdraws_nothing(
+    two_versions: Any, tmp_path: Path
+) -> None:
+    """A manual run (`--last`) moves nothing: the canary it finds worse stays at staging, and
+    the next scheduled run judges the same labels and withdraws it."""
+    root, registry, frame, metric = two_versions
+    registry.set_alias("m", "staging", 2)
+    store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
+    store.create_schema()
+    rows = frame.sample(300, random_state=2)
+    truth = rows["target"].tolist()
+    off = (
+        [v + 3 * float(frame["target"].std()) for v in truth]
+        if metric == "rmse"
+        else [1 - v for v in truth]
+    )
+    log(store, registry, 1, rows, truth)
+    log(store, registry, 2, rows, off)
+    settings = MonitorSettings(
+        registry=registry.root, database_url=store.url, monitor_reports_dir=tmp_path / "r"
+    )
+    try:
+        manual = run_monitoring(settings=settings, store=store, model="m", notifiers=[], last=300)
+        assert manual["manual"] and manual["canary"]["worse"] is True
+        assert "withdrawn" not in manual["canary"]
+        assert registry.alias_version("m", "staging") == 2
+        scheduled = run_monitoring(settings=settings, store=store, model="m", notifiers=[])
+        assert scheduled["canary"]["labelled_rows"] == 300 and scheduled["canary"]["withdrawn"]
+        assert registry.alias_version("m", "staging") is None
+    finally:
+        registry.set_alias("m", "staging", 2)

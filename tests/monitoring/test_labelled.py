@@ -100,3 +100,40 @@ def test_the_shadow_comparison_joins_labels_of_its_own_model(any_store: Predicti
     (row,) = read_shadow(store, model="m", since=None, cap=10)
     assert row["label"] is None
     store.engine.dispose()
+
+
+def test_a_late_label_reaches_the_shadow_comparison_by_the_labels_window(
+    any_store: PredictionStore,
+) -> None:
+    """The shadow's realised comparison reads labels by when they met their production
+    prediction: a label that arrives after the shadow rows' window ran is in the next labels
+    window, once, though the rows themselves are in no later rows window."""
+    from monitoring.window import read_shadow
+
+    store, now = any_store, time.time()
+    answered = prediction_rows(
+        ids=["c" * 32], model="m", version=1, created_at=now, inputs=[{}],
+        predictions=["yes"], probabilities=None, latency_ms=1.0,
+    )  # fmt: skip
+    shadow = prediction_rows(
+        ids=["d" * 32], model="m", version=2, created_at=now, inputs=[{}],
+        predictions=["no"], probabilities=None, latency_ms=0.0, shadow=True, ref_ids=["c" * 32],
+    )  # fmt: skip
+    store.write_predictions(answered + shadow)
+    first = store.now()  # the first run's end: the rows are in its window, unlabelled
+    assert [r["label"] for r in read_shadow(store, model="m", since=None, cap=10, until=first)] == [
+        None
+    ]
+    assert read_shadow(store, model="m", since=None, cap=10, until=first, labels_met=True) == []
+    time.sleep(0.05)
+    store.write_labels(
+        [FeedbackRow(prediction_id="c" * 32, model="m", label='"yes"', received_at=now)],
+        db_clock=True,
+    )
+    second = store.now()
+    assert read_shadow(store, model="m", since=first, cap=10, until=second) == []  # no new rows
+    (row,) = read_shadow(store, model="m", since=first, cap=10, until=second, labels_met=True)
+    assert (row["shadow_version"], row["label"]) == (2, '"yes"')
+    # judged once: the next labels window has nothing
+    assert read_shadow(store, model="m", since=second, cap=10, labels_met=True) == []
+    store.engine.dispose()

@@ -1,5 +1,6 @@
-"""Noise bands (issue 33): a breach needs both max_drop and the spread a healthy window shows by
-chance, read from rows the version never trained on; the figures bootstrapped are the ones shown."""
+"""Noise bands (issue 33): a breach needs a drop beyond the spread a healthy window shows by
+chance that may reach max_drop, the spread read from rows the version never trained on; the
+figures bootstrapped are the ones shown."""
 
 import json
 from pathlib import Path
@@ -111,6 +112,9 @@ def test_a_healthy_window_above_test_rmse_plus_max_drop_but_inside_the_band_does
 
 
 def test_the_band_narrows_with_the_window_and_max_drop_still_binds() -> None:
+    """At 10,000 rows the band is narrower than half of `max_drop` (10%): the rule breaches from
+    `max_drop` less the band (a material drop cannot be ruled out), and a significant drop that
+    is below `max_drop` by more than the band stays quiet."""
     rng = np.random.default_rng(3)
     reference = heavy_tailed(20_000, rng, df=np.inf)
     ref = noise.from_reference(reference, None)
@@ -120,15 +124,42 @@ def test_the_band_narrows_with_the_window_and_max_drop_still_binds() -> None:
         for n in (100, 1000, 10_000)
     ]
     assert widths[0] > widths[1] > widths[2] > 0
-    # at 10,000 rows the band is narrower than 5% of the score: max_drop decides
     test_score = regression_metrics(reference[LABEL_COL], reference[PREDICTION_COL])["rmse"]
     s = regression_summary(heavy_tailed(10_000, rng, df=np.inf), reference, test_score)
-    s["performance"]["realised"]["rmse"] = test_score * 1.04
-    (cond,) = [c for c in conditions(s, AlertRules()) if c.rule == "realised_performance"]
-    assert cond.breached is False and cond.threshold == pytest.approx(test_score * 1.05)
-    s["performance"]["realised"]["rmse"] = test_score * 1.06
-    (cond,) = [c for c in conditions(s, AlertRules()) if c.rule == "realised_performance"]
-    assert cond.breached is True
+    width = s["performance"]["noise"]["realised"]["widths"]["rmse"]
+    rules = AlertRules(max_drop=0.1)
+    assert 0 < width < 0.05 * test_score
+    # significant (beyond the band) but below max_drop by more than the band: quiet
+    s["performance"]["realised"]["rmse"] = test_score * 1.1 - width * 1.1
+    assert s["performance"]["realised"]["rmse"] > test_score + width
+    (cond,) = [c for c in conditions(s, rules) if c.rule == "realised_performance"]
+    assert cond.breached is False
+    # within the band of max_drop: a material drop cannot be ruled out
+    s["performance"]["realised"]["rmse"] = test_score * 1.1 - width * 0.9
+    (cond,) = [c for c in conditions(s, rules) if c.rule == "realised_performance"]
+    assert cond.breached is True and cond.threshold == pytest.approx(test_score * 1.1 - width)
+
+
+@pytest.mark.parametrize(
+    ("metric", "baseline", "width", "max_drop", "expected"),
+    [
+        ("accuracy", 0.8, 0.04, 0.05, 0.76),  # wide band: the band decides
+        ("accuracy", 0.8, 0.01, 0.05, 0.76),  # narrow band: max_drop less the band
+        ("accuracy", 0.8, None, 0.05, 0.75),  # no band: max_drop alone
+        ("accuracy", 0.8, 0.02, 0.0, 0.78),  # max_drop 0: the band alone
+        ("log_loss", 0.5, 0.2, 0.05, 0.7),  # lower is better
+        ("log_loss", 0.5, 0.01, 0.05, 0.54),
+        ("rmse", 100.0, 2.0, 0.05, 103.0),  # a share of the baseline: 105 less the band
+        ("rmse", 100.0, 30.0, 0.05, 130.0),
+    ],
+)
+def test_drop_bound_is_significant_and_material(
+    metric: str, baseline: float, width: float | None, max_drop: float, expected: float
+) -> None:
+    from core.metrics import get
+    from monitoring.alerts import drop_bound
+
+    assert drop_bound(get(metric), baseline, max_drop, width) == pytest.approx(expected)
 
 
 def test_a_floor_needs_the_band_too() -> None:
@@ -226,6 +257,29 @@ def test_runs_show_the_band_and_the_reference_drawn_from_unseen_rows(
         'servewatch_model_performance_band{kind="realised",metric="roc_auc",model="demo",'
         f'version="1"}} {width}'
     ) in text
+    # the dashboard plots each figure with its band (value -/+ band, matched on every label):
+    # every figure has a band series with the same labels, so neither expression comes back empty
+    samples = {
+        m.name: {tuple(sorted(x.labels.items())) for x in m.samples}
+        for m in reg.collect()
+        if m.name.startswith("servewatch_model_performance")
+    }
+    assert samples["servewatch_model_performance"] <= samples["servewatch_model_performance_band"]
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "deploy/grafana/servewatch.json").read_text())
+    (panel,) = [
+        p
+        for p in dashboard["panels"]
+        if any("servewatch_model_performance_band" in t["expr"] for t in p["targets"])
+    ]
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert any("band" not in e and "servewatch_model_performance{" in e for e in exprs)
+    for sign in "-+":
+        assert any(
+            "servewatch_model_performance{" in e
+            and f"{sign} servewatch_model_performance_band{{" in e
+            for e in exprs
+        ), sign
 
 
 def test_a_version_published_before_says_its_reference_is_in_sample_and_still_runs(

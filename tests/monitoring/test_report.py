@@ -49,6 +49,11 @@ def test_the_report_renders_offline_in_a_browser_with_drift_performance_and_summ
     assert values["RocAuc"] == pytest.approx(realised["roc_auc"])
     html = (report / "report.html").read_text()
     assert "<script src=" not in html and "<link" not in html  # script and font are inline
+    noise = summary["performance"]["noise"]
+    assert noise["realised"] is not None and noise["estimated"] is not None
+    rows = noise["realised"]["rows"]
+    band = f"{noise['realised']['widths']['roc_auc']:.3g} worse at most ({rows:,} rows)"
+    assert band in html and "Performance with its noise bands" in html
 
     server = Server(
         {
@@ -80,15 +85,23 @@ def test_the_report_renders_offline_in_a_browser_with_drift_performance_and_summ
     assert [u for u in fetched if not u.startswith(server.url)] == []
     # the drift table, with the shifted columns marked
     assert "Data drift" in text and "Data Drift Summary" in text
-    drifted = [line for line in text.splitlines() if line.startswith(("x1 ", "x2 "))]
+    drift_section = text.split("Performance with its noise bands", 1)[0]
+    drifted = [line for line in drift_section.splitlines() if line.startswith(("x1 ", "x2 "))]
     assert len(drifted) == 2, text[:3000]
-    assert "Detected" in text.split("x1 num", 1)[1].split("\n", 2)[1]
+    assert "Detected" in drift_section.split("x1 num", 1)[1].split("\n", 2)[1]
     # Evidently's performance section, current beside reference
     assert PERFORMANCE in text
     for shown in ("Accuracy", "ROC AUC", "Confusion Matrix", "Reference: Model Quality Metrics"):
         assert shown in text, shown
     assert f"{realised['accuracy']:.3f}".rstrip("0") in text
     assert "Dataset Summary" in text or "Row count" in text
+    # servewatch's figures beside their noise bands, and explanation drift with its bands
+    line = next(x for x in text.splitlines() if x.startswith("roc_auc "))
+    assert f"{realised['roc_auc']:.4g}" in line and band in line, line
+    assert "Performance with its noise bands" in text and "realised_performance: " in text
+    assert "Explanation drift with its noise bands" in text
+    moved = summary["explanation_drift"]["features"]["x1"]
+    assert f"x1 {moved['reference']:.4g} {moved['current']:.4g}" in text
 
 
 def test_without_labels_the_report_has_drift_and_summary_but_no_performance(
@@ -101,6 +114,13 @@ def test_without_labels_the_report_has_drift_and_summary_but_no_performance(
     assert "Data drift" in html and "Data summary of the window" in html
     assert "performance (labelled rows)" not in html
     assert not (report / "evidently-performance.json").exists()
+    # the estimate beside its band; no realised figure, so no realised band
+    noise = summary["performance"]["noise"]
+    estimated = summary["performance"]["estimated"]
+    assert noise["estimated"] is not None and estimated is not None and noise["realised"] is None
+    width = noise["estimated"]["widths"]["roc_auc"]
+    assert f"{width:.3g} worse at most ({noise['estimated']['rows']:,} rows)" in html
+    assert f"{estimated['roc_auc']:.4g}" in html
 
 
 def test_too_few_labels_leave_the_performance_section_out(

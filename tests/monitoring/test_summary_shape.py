@@ -71,8 +71,8 @@ def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_h
     top = [k for k, _ in skeleton(stored)]
     assert top == [
         "model", "version", "status", "manual", "started_at", "window", "rows", "rows_in_window",
-        "labelled_rows", "metric", "test_score", "reference", "drift", "prediction_drift",
-        "quality", "performance", "canary", "explanation_drift", "alerts", "transitions",
+        "labelled_rows", "metric", "test_score", "reference", "quality", "performance",
+        "canary", "explanation_drift", "drift", "prediction_drift", "alerts", "transitions",
         "notifier_errors", "finished_at", "seconds", "report_dir",
     ]  # fmt: skip
     shape = dict(skeleton(stored))
@@ -97,9 +97,9 @@ def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_h
     assert list(noise) == ["confidence", "source", "note", "realised", "estimated"]
     assert [k for k, _ in noise["realised"]] == ["rows", "widths"]
     assert shape["canary"] == [
-        ["version", "int"], ["rows", "int"], ["labelled_rows", "int"], ["realised", "float"],
-        ["production", "float"], ["worse_by", "float"], ["limit", "float"], ["worse", "bool"],
-        ["withdrawn", "bool"],
+        ["version", "int"], ["rows", "int"], ["labelled_rows", "int"], ["labels_since", "NoneType"],
+        ["realised", "float"], ["production", "float"], ["worse_by", "float"], ["limit", "float"],
+        ["band", "float"], ["worse", "bool"], ["withdrawn", "bool"],
     ]  # fmt: skip
     assert [k for k, _ in shape["explanation_drift"]] == ["method", "features", "rows"]
     assert dict(shape["explanation_drift"])["features"][0][1] == [
