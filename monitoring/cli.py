@@ -166,6 +166,41 @@ def _run_fleet(
         raise typer.Exit(1)
 
 
+@monitor_app.command("ui")
+def ui(
+    workspace: Annotated[
+        str | None,
+        typer.Option(help="Workspace folder [env SERVEWATCH_EVIDENTLY_WORKSPACE]."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Listen port.")] = 8000,
+) -> None:
+    """Evidently's UI over the monitoring runs' workspace: a project per model, a dashboard."""
+    import os
+    import sys
+
+    location = workspace if workspace is not None else MonitorSettings().evidently_workspace
+    location = location.strip()
+    if not location or location.startswith(("http://", "https://")):
+        where = f"the Evidently UI at {location}" if location else "off"
+        console.print(
+            f"[red]error:[/red] SERVEWATCH_EVIDENTLY_WORKSPACE is {where}: there is no local "
+            "workspace folder to serve (pass --workspace DIR)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    if not Path(location).is_dir():
+        console.print(
+            f"[red]error:[/red] workspace {location} does not exist yet: a monitoring run "
+            "creates it (servewatch monitor run)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    env = {**os.environ, "DO_NOT_TRACK": "1"}  # Evidently's usage telemetry: off
+    args = ["ui", "--workspace", location, "--host", host, "--port", str(port)]
+    os.execve(sys.executable, [sys.executable, "-m", "evidently.cli", *args], env)
+
+
 @monitor_app.command("export")
 def export(
     model: Annotated[str, typer.Option(help="Model name.")],

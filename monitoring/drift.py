@@ -170,6 +170,10 @@ def run_drift(
         )
         sections.append(("Data summary of the window", summary))
         html_path.write_text(_page(sections), encoding="utf-8")
+        from monitoring.workspace import SNAPSHOT_FILE, write_parts
+
+        parts = [s for _, s in sections if not isinstance(s, str)]
+        write_parts(html_path.with_name(SNAPSHOT_FILE), parts)
     verdicts = {
         t["metric_config"]["metric_id"]: t["status"] != "SUCCESS"
         for t in data.get("tests", [])
