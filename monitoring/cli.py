@@ -189,13 +189,14 @@ def ui(
             highlight=False,
         )
         raise typer.Exit(2)
-    if not Path(location).is_dir():
+    try:  # an empty workspace is fine: runs sent to this UI by URL fill it
+        Path(location).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
         console.print(
-            f"[red]error:[/red] workspace {location} does not exist yet: a monitoring run "
-            "creates it (servewatch monitor run)",
+            f"[red]error:[/red] workspace {location} cannot be created ({exc.strerror})",
             highlight=False,
         )
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     env = {**os.environ, "DO_NOT_TRACK": "1"}  # Evidently's usage telemetry: off
     args = ["ui", "--workspace", location, "--host", host, "--port", str(port)]
     os.execve(sys.executable, [sys.executable, "-m", "evidently.cli", *args], env)

@@ -267,18 +267,26 @@ def project_for(
     ws: WorkspaceBase, model: str, features: list[str], metric: str | None
 ) -> uuid.UUID:
     """The model's project (created with its dashboard the first time), its dashboard brought up
-    to date; never a second project of the same name."""
+    to date. A new project's id is derived from the model's name, so two runs that create it at
+    once (sharded CronJobs) write the same project, never two."""
+    from evidently.sdk.models import ProjectModel
+
     found = sorted(ws.search_project(model), key=lambda p: str(p.id))
     if found:
         project_id = found[0].id
     else:
-        project_id = ws.create_project(
-            model, description=f"servewatch monitoring runs of the model {model}"
+        description = f"servewatch monitoring runs of the model {model}"
+        project_id = ws.add_project(
+            ProjectModel(id=project_uuid(model), name=model, description=description)
         ).id
     updated = dashboard(ws.get_dashboard(project_id), model, panels(model, features, metric))
     if updated is not None:
         ws.save_dashboard(project_id, updated)
     return uuid.UUID(str(project_id))
+
+
+def project_uuid(model: str) -> uuid.UUID:
+    return uuid.uuid5(NAMESPACE, f"project/{model}")
 
 
 def pending_dir(settings: MonitorSettings, model: str) -> Path:
