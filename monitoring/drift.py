@@ -1,6 +1,7 @@
-"""run_drift(): the one place that imports Evidently; returns a small typed result of our own.
+"""run_drift(): Evidently's reports of a run; returns a small typed result of our own.
 
-Evidently's API is still moving (0.7 rewrote it), so nothing else in servewatch touches it. The HTML
+Evidently's API is still moving (0.7 rewrote it), so only this module and monitoring/workspace.py
+(the runs' snapshots in an Evidently workspace) touch it. The HTML
 report it writes is one self-contained page (Evidently's script and font inlined, nothing fetched):
 data drift, then, when the window has labels, Evidently's classification or regression
 performance report against the reference's labelled rows, then a data summary of the window.
@@ -93,7 +94,8 @@ def run_drift(
     A column with no value on one side (a feature that arrives 100% missing) cannot be tested:
     it is reported as drifted (`all_missing`, p = 0) and left out of Evidently's preset, which
     refuses an empty column. The HTML report goes to `html_path` if given, with the performance
-    section when `labelled` is given and the window's data summary.
+    section when `labelled` is given and the window's data summary; beside it, the same sections
+    as one Evidently snapshot (`monitoring.workspace.SNAPSHOT_FILE`) for the run's workspace.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset, DataSummaryPreset
