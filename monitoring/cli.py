@@ -134,6 +134,15 @@ def run(
             f"[yellow]ALERT[/yellow] {a['rule']} ({a['severity']}): {a['message']}", highlight=False
         )
     console.print(f"report: {summary['report_dir']}/{REPORT_FILE}", highlight=False)
+    workspace = summary.get("evidently")
+    if workspace and workspace.get("saved"):
+        console.print(f"evidently: snapshot saved to {workspace['workspace']}", highlight=False)
+    elif workspace:
+        console.print(
+            f"[yellow]evidently:[/yellow] {workspace.get('error')} "
+            f"({workspace.get('pending', 0)} snapshot(s) pending)",
+            highlight=False,
+        )
 
 
 def _run_fleet(

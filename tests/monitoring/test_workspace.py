@@ -284,3 +284,68 @@ def test_servewatch_values_carry_their_metric_type(
     # retention: a day later with a one-hour retention, the snapshot goes
     removed = ws_module.prune(ws, project.id, 1 / 24, time.time() + 86400)
     assert removed == 1 and list(ws.list_runs(project.id)) == []
+
+
+def test_the_dashboard_follows_the_features_without_duplicates_and_keeps_added_panels(
+    tmp_path: Path,
+) -> None:
+    from evidently.sdk.panels import text_panel
+    from evidently.ui.workspace import Workspace
+
+    from monitoring.workspace import project_for
+
+    ws = Workspace(str(tmp_path / "ws"))
+    first = project_for(ws, "m", ["a", "b"], "roc_auc")
+    mine = text_panel("added by hand")
+    board = ws.get_dashboard(first)
+    board.panels.append(mine)
+    ws.save_dashboard(first, board)
+    again = project_for(ws, "m", ["a", "b"], "roc_auc")
+    assert again == first and len(ws.list_projects()) == 1
+    assert ws.get_dashboard(first) == board  # nothing changed: not rewritten
+    # the model's features change: the drift-score panel follows, in place
+    project_for(ws, "m", ["a", "c"], "roc_auc")
+    panels = ws.get_dashboard(first).panels
+    assert len(panels) == 5 and panels[-1].title == "added by hand"
+    (scores,) = [p for p in panels if p.title == "Drift score of the top features"]
+    assert [v.metric_labels["column"] for v in scores.values] == ["a", "c"]
+    # a regressor's rules watch no metric any more: its panel goes, the rest stay
+    project_for(ws, "m", ["a", "c"], None)
+    assert [p.title for p in ws.get_dashboard(first).panels] == [
+        "Share of drifted columns",
+        "Drift score of the top features",
+        "Rows",
+        "added by hand",
+    ]
+
+
+def test_a_ui_with_a_secret_takes_writes_only_with_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitoring.workspace import open_workspace, project_for
+
+    monkeypatch.setenv("EVIDENTLY_SECRET", "s3cret-token-for-the-test")
+    ui = EvidentlyUI(tmp_path / "ui-workspace")
+    try:
+        without = MonitorSettings(evidently_workspace=ui.url)
+        with pytest.raises(Exception, match="40[13]"):
+            project_for(open_workspace(without), "m", ["a"], None)
+        with_token = MonitorSettings(
+            evidently_workspace=ui.url,
+            evidently_token="s3cret-token-for-the-test",  # type: ignore[arg-type]
+        )
+        project_for(open_workspace(with_token), "m", ["a"], None)
+        assert [p["name"] for p in ui.get("/api/projects")] == ["m"]
+    finally:
+        ui.stop()
+
+
+def test_monitor_ui_refuses_a_remote_workspace_with_a_clear_error() -> None:
+    from typer.testing import CliRunner
+
+    from servewatch.cli import app
+
+    res = CliRunner().invoke(app, ["monitor", "ui", "--workspace", "http://evidently:8000"])
+    assert res.exit_code == 2
+    assert "Evidently UI at http://evidently:8000" in res.output
+    assert "no local workspace folder to serve" in res.output
