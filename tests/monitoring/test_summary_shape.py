@@ -77,11 +77,11 @@ def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_h
         "quality", "performance", "canary", "explanation_drift", "alerts", "transitions",
         "notifier_errors", "finished_at", "seconds", "report_dir", "evidently",
     ]  # fmt: skip
+    shape = dict(skeleton(stored))
     assert shape["evidently"] == [
         ["workspace", "str"], ["saved", "bool"], ["project_id", "str"], ["snapshot_id", "str"],
         ["sent", "int"], ["removed", "int"], ["pending", "int"],
     ]  # fmt: skip
-    shape = dict(skeleton(stored))
     assert shape["window"] == [["start", "float"], ["end", "float"], ["since", "NoneType"],
                                ["until", "float"], ["carried", "bool"],
                                ["labels_since", "NoneType"], ["labels_until", "float"]]  # fmt: skip

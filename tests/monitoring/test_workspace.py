@@ -328,7 +328,7 @@ def test_a_ui_with_a_secret_takes_writes_only_with_the_token(
     ui = EvidentlyUI(tmp_path / "ui-workspace")
     try:
         without = MonitorSettings(evidently_workspace=ui.url)
-        with pytest.raises(Exception, match="40[13]"):
+        with pytest.raises(Exception, match="Not enough permissions"):
             project_for(open_workspace(without), "m", ["a"], None)
         with_token = MonitorSettings(
             evidently_workspace=ui.url,
