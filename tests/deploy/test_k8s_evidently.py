@@ -82,5 +82,9 @@ def test_the_grafana_dashboard_links_a_model_to_its_evidently_project() -> None:
     }
     for p in linked:  # the series carry the project id (and models without one still show)
         (target,) = p["targets"]
-        assert "group_left (project_id) servewatch_evidently_project_info" in target["expr"]
+        # one project series per model, whichever replica was scraped
+        joined = (
+            "group_left (project_id) max by (model, project_id) (servewatch_evidently_project_info)"
+        )
+        assert joined in target["expr"]
         assert "unless on (model) servewatch_evidently_project_info" in target["expr"]
