@@ -361,8 +361,26 @@ def record(
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         out["error"] = f"workspace unreachable or refused the snapshot ({reason}); retried next run"
         log.warning("evidently workspace %s: %s", location, reason)
-    out["pending"] = len(list(waiting.glob("*.json")))
+    out["pending"] = len(list(waiting.glob("*.json"))) - expire(waiting, _retention_days(settings))
     return _note(mstore, run_id, summary, out)
+
+
+def expire(waiting: Path, days: float | None, now: float | None = None) -> int:
+    """Drop pending snapshots older than the retention (a workspace down for longer than that
+    would only have them removed on arrival): the pending folder is bounded too."""
+    if days is None:
+        return 0
+    cutoff = (now if now is not None else time.time()) - days * 86400
+    dropped = 0
+    for path in waiting.glob("*.json"):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            dropped += 1
+    if dropped:
+        log.warning(
+            "%d pending evidently snapshot(s) in %s dropped: past retention", dropped, waiting
+        )
+    return dropped
 
 
 def _retention_days(settings: MonitorSettings) -> float | None:

@@ -255,6 +255,20 @@ def test_an_unreachable_workspace_keeps_the_snapshots_and_sends_them_later(
     assert not list((up.monitor_reports_dir / PENDING_DIR / "demo").glob("*.json"))
 
 
+def test_pending_snapshots_past_the_retention_are_dropped(tmp_path: Path) -> None:
+    from monitoring.workspace import expire
+
+    waiting = tmp_path / "pending"
+    waiting.mkdir()
+    old, new = waiting / "000000000001.json", waiting / "000000000002.json"
+    old.write_text("{}")
+    new.write_text("{}")
+    os.utime(old, (time.time() - 3 * 86400, time.time() - 3 * 86400))
+    assert expire(waiting, None) == 0 and old.exists()  # no retention: kept
+    assert expire(waiting, 2.0) == 1
+    assert not old.exists() and new.exists()
+
+
 def test_servewatch_values_carry_their_metric_type(
     msettings: MonitorSettings, store: PredictionStore, tmp_path: Path
 ) -> None:
