@@ -168,6 +168,11 @@ def test_three_runs_are_three_snapshots_with_tags_and_a_dashboard_over_time(
     assert names == {"realised", "estimated", "threshold"}
     realised = next(line for line in metric if line["params"]["name"] == "realised")["values"]
     assert realised == pytest.approx([s["performance"]["realised"][s["metric"]] for s in runs])
+    # each snapshot opens as a report in the UI: Evidently's sections and servewatch's figures
+    page = httpx.get(f"{evidently_ui.url}/api/projects/{pid}/{snaps[-1]['id']}/data", timeout=60)
+    assert page.status_code == 200
+    assert "Data Drift Summary" in page.text and "Rows in the window" in page.text
+    assert "Accuracy" in page.text  # the performance section of a labelled window
     # a fourth run neither duplicates the project nor its panels
     log_traffic(store, settings.registry, traffic(300, seed=50), at=time.time() - 60)
     run_monitoring(settings=settings, store=store, model="demo", notifiers=[])
