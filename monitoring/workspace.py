@@ -339,23 +339,16 @@ def record(
         return _note(mstore, run_id, summary, out)
     out["saved"] = False
     try:
-        from evidently.core.report import Snapshot
-        from evidently.core.serialization import SnapshotModel
-
         ws = open_workspace(settings)
         metric = summary.get("metric")
         project_id = project_for(ws, model, features_of(summary, features), metric)
         out["project_id"] = str(project_id)
-        sent = 0
-        for path in sorted(waiting.glob("*.json")):
-            model_ = SnapshotModel.parse_raw(path.read_text(encoding="utf-8"))
-            ref = ws.add_run(project_id, Snapshot.load_model(model_))
-            path.unlink()
-            sent += 1
-            if path.stem == f"{run_id:012d}":
-                out["snapshot_id"] = str(ref.id)
-                out["saved"] = True
-        out["sent"] = sent
+        sent = send_pending(ws, project_id, waiting)
+        mine = sent.get(f"{run_id:012d}")
+        if mine is not None:
+            out["snapshot_id"] = mine
+            out["saved"] = True
+        out["sent"] = len(sent)
         out["removed"] = prune(ws, project_id, _retention_days(settings), time.time())
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -363,6 +356,27 @@ def record(
         log.warning("evidently workspace %s: %s", location, reason)
     out["pending"] = len(list(waiting.glob("*.json"))) - expire(waiting, _retention_days(settings))
     return _note(mstore, run_id, summary, out)
+
+
+def send_pending(ws: WorkspaceBase, project_id: uuid.UUID, waiting: Path) -> dict[str, str]:
+    """Send the pending snapshots, oldest first: file stem -> snapshot id. A file that is not a
+    snapshot (cut short by a full disk) is renamed `.bad` and skipped, never blocking the rest;
+    a refused or failed send raises and leaves it and the newer ones waiting."""
+    from evidently.core.report import Snapshot
+    from evidently.core.serialization import SnapshotModel
+
+    sent: dict[str, str] = {}
+    for path in sorted(waiting.glob("*.json")):
+        try:
+            snapshot = SnapshotModel.parse_raw(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            log.warning("pending evidently snapshot %s unreadable, set aside: %s", path, exc)
+            path.rename(path.with_suffix(".bad"))
+            continue
+        ref = ws.add_run(project_id, Snapshot.load_model(snapshot))
+        path.unlink()
+        sent[path.stem] = str(ref.id)
+    return sent
 
 
 def expire(waiting: Path, days: float | None, now: float | None = None) -> int:

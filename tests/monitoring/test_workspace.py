@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +369,38 @@ def test_monitor_ui_refuses_a_remote_workspace_with_a_clear_error() -> None:
     assert res.exit_code == 2
     assert "Evidently UI at http://evidently:8000" in res.output
     assert "no local workspace folder to serve" in res.output
+
+
+def test_an_unreadable_pending_file_is_set_aside_and_the_rest_are_sent(tmp_path: Path) -> None:
+    from evidently.ui.workspace import Workspace
+
+    from monitoring.workspace import project_for, send_pending
+
+    ws = Workspace(str(tmp_path / "ws"))
+    project = project_for(ws, "m", ["a"], None)
+    waiting = tmp_path / "pending"
+    waiting.mkdir()
+    (waiting / "000000000001.json").write_text('{"report": {"ite')  # cut short
+    source = tmp_path / "source.json"
+    ws_snapshot = _tiny_snapshot()
+    source.write_text(ws_snapshot.json())
+    (waiting / "000000000002.json").write_text(source.read_text())
+    sent = send_pending(ws, project, waiting)
+    assert list(sent) == ["000000000002"] and len(ws.list_runs(project)) == 1
+    assert [p.name for p in waiting.iterdir()] == ["000000000001.bad"]
+
+
+def _tiny_snapshot() -> Any:
+    from evidently.core.serialization import ReportModel, SnapshotModel
+
+    return SnapshotModel(
+        report=ReportModel(items=[]),
+        name="tiny",
+        timestamp=datetime.now(),
+        metadata={},
+        tags=[],
+        metric_results={},
+        top_level_metrics=[],
+        widgets=[],
+        tests_widgets=[],
+    )
