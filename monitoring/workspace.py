@@ -99,23 +99,13 @@ def run_snapshot(
     """The run's snapshot: Evidently's sections from its report folder (none when the window was
     too small to judge), servewatch's figures, and the run's tags and metadata."""
     from evidently.core.metric_types import MetricConfig, SingleValue, get_default_render
-    from evidently.core.serialization import ReportModel, SnapshotModel
+    from evidently.core.serialization import SnapshotModel
 
     parts = report_dir / SNAPSHOT_FILE if report_dir is not None else None
     if parts is not None and parts.is_file():
         snap = SnapshotModel.parse_raw(parts.read_text(encoding="utf-8"))
     else:
-        snap = SnapshotModel(
-            report=ReportModel(items=[]),
-            name=None,
-            timestamp=datetime.now(),
-            metadata={},
-            tags=[],
-            metric_results={},
-            top_level_metrics=[],
-            widgets=[],
-            tests_widgets=[],
-        )
+        snap = empty_snapshot()
     for name, value, labels, title in _figures(summary, rules):
         params = {"type": VALUE_TYPE, "name": name, **labels}
         metric_id = ":".join(["servewatch", name, *labels.values()])
@@ -148,6 +138,23 @@ def run_snapshot(
         "alerts": ",".join(f"{r}={s}" for r, s in sorted(states.items())) or "none",
     }
     return snap
+
+
+def empty_snapshot() -> SnapshotModel:
+    """A snapshot with no result yet (a window too small for Evidently's sections)."""
+    from evidently.core.serialization import ReportModel, SnapshotModel
+
+    return SnapshotModel(
+        report=ReportModel(items=[]),
+        name=None,
+        timestamp=datetime.now(),
+        metadata={},
+        tags=[],
+        metric_results={},
+        top_level_metrics=[],
+        widgets=[],
+        tests_widgets=[],
+    )
 
 
 def _iso(ts: float | None) -> str:

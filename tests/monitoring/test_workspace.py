@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -374,7 +373,7 @@ def test_monitor_ui_refuses_a_remote_workspace_with_a_clear_error() -> None:
 def test_an_unreadable_pending_file_is_set_aside_and_the_rest_are_sent(tmp_path: Path) -> None:
     from evidently.ui.workspace import Workspace
 
-    from monitoring.workspace import project_for, send_pending
+    from monitoring.workspace import empty_snapshot, project_for, send_pending
 
     ws = Workspace(str(tmp_path / "ws"))
     project = project_for(ws, "m", ["a"], None)
@@ -382,25 +381,8 @@ def test_an_unreadable_pending_file_is_set_aside_and_the_rest_are_sent(tmp_path:
     waiting.mkdir()
     (waiting / "000000000001.json").write_text('{"report": {"ite')  # cut short
     source = tmp_path / "source.json"
-    ws_snapshot = _tiny_snapshot()
-    source.write_text(ws_snapshot.json())
+    source.write_text(empty_snapshot().json())
     (waiting / "000000000002.json").write_text(source.read_text())
     sent = send_pending(ws, project, waiting)
     assert list(sent) == ["000000000002"] and len(ws.list_runs(project)) == 1
     assert [p.name for p in waiting.iterdir()] == ["000000000001.bad"]
-
-
-def _tiny_snapshot() -> Any:
-    from evidently.core.serialization import ReportModel, SnapshotModel
-
-    return SnapshotModel(
-        report=ReportModel(items=[]),
-        name="tiny",
-        timestamp=datetime.now(),
-        metadata={},
-        tags=[],
-        metric_results={},
-        top_level_metrics=[],
-        widgets=[],
-        tests_widgets=[],
-    )
