@@ -147,6 +147,15 @@ def run(
             f"[yellow]ALERT[/yellow] {a['rule']} ({a['severity']}): {a['message']}", highlight=False
         )
     console.print(f"report: {summary['report_dir']}/{REPORT_FILE}", highlight=False)
+    workspace = summary.get("evidently")
+    if workspace and workspace.get("saved"):
+        console.print(f"evidently: snapshot saved to {workspace['workspace']}", highlight=False)
+    elif workspace:
+        console.print(
+            f"[yellow]evidently:[/yellow] {workspace.get('error')} "
+            f"({workspace.get('pending', 0)} snapshot(s) pending)",
+            highlight=False,
+        )
 
 
 def _run_fleet(
@@ -177,6 +186,42 @@ def _run_fleet(
     if outcome.failed:
         console.print(f"[red]error:[/red] monitoring failed for: {', '.join(outcome.failed)}")
         raise typer.Exit(1)
+
+
+@monitor_app.command("ui")
+def ui(
+    workspace: Annotated[
+        str | None,
+        typer.Option(help="Workspace folder [env SERVEWATCH_EVIDENTLY_WORKSPACE]."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Listen port.")] = 8000,
+) -> None:
+    """Evidently's UI over the monitoring runs' workspace: a project per model, a dashboard."""
+    import os
+    import sys
+
+    location = workspace if workspace is not None else MonitorSettings().evidently_workspace
+    location = location.strip()
+    if not location or location.startswith(("http://", "https://")):
+        where = f"the Evidently UI at {location}" if location else "off"
+        console.print(
+            f"[red]error:[/red] SERVEWATCH_EVIDENTLY_WORKSPACE is {where}: there is no local "
+            "workspace folder to serve (pass --workspace DIR)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    try:  # an empty workspace is fine: runs sent to this UI by URL fill it
+        Path(location).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        console.print(
+            f"[red]error:[/red] workspace {location} cannot be created ({exc.strerror})",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+    env = {**os.environ, "DO_NOT_TRACK": "1"}  # Evidently's usage telemetry: off
+    args = ["ui", "--workspace", location, "--host", host, "--port", str(port)]
+    os.execve(sys.executable, [sys.executable, "-m", "evidently.cli", *args], env)
 
 
 @monitor_app.command("export")

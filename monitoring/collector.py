@@ -90,8 +90,24 @@ class MonitoringCollector(Collector):
             "Predictions in the latest monitoring run's window.",
             labels=["model", "version"],
         )
+        pending = GaugeMetricFamily(
+            "servewatch_evidently_snapshots_pending",
+            "Monitoring runs' Evidently snapshots not yet in the workspace (unreachable at the "
+            "latest run; retried at the next).",
+            labels=["model"],
+        )
+        project = GaugeMetricFamily(
+            "servewatch_evidently_project_info",
+            "1 per model with its Evidently project's id (the Grafana dashboard links to it).",
+            labels=["model", "project_id"],
+        )
         for run in runs:
             s = run["summary"]
+            workspace = s.get("evidently")
+            if workspace:
+                pending.add_metric([s["model"]], workspace.get("pending", 0))
+                if workspace.get("project_id"):
+                    project.add_metric([s["model"], workspace["project_id"]], 1.0)
             model, version = s["model"], str(s["version"])
             last.add_metric([model], run["finished_at"])
             rows.add_metric([model, version], s["rows"])
@@ -126,4 +142,16 @@ class MonitoringCollector(Collector):
                 contrib.add_metric([model, version, feat, "current"], c["current"])
             for a in s.get("alerts", []):
                 alerts.add_metric([model, version, a["rule"], a["severity"]], 1.0)
-        yield from (share, score, drifted, perf, band, contrib, alerts, last, rows)
+        yield from (
+            share,
+            score,
+            drifted,
+            perf,
+            band,
+            contrib,
+            alerts,
+            last,
+            rows,
+            pending,
+            project,
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -41,6 +41,16 @@ class MonitorSettings(BaseSettings):
     """Seconds between scheduled gated retrains per model; 0: no schedule."""
     retrain_incremental: bool = False
     """Automatic retrains update the model incrementally instead of retraining it fully."""
+    evidently_workspace: str = "var/evidently"
+    """Where each run's Evidently snapshot goes: a workspace folder, or the URL of an Evidently UI
+    service (http(s)://...); empty: no snapshots."""
+    evidently_token: SecretStr | None = None
+    """The Evidently UI service's secret (its EVIDENTLY_SECRET), sent with every request."""
+    evidently_retention_days: float | None = Field(None, gt=0)
+    """Snapshots older than this are removed from the model's project; unset: the prediction
+    log's retention (SERVEWATCH_LOG_RETENTION_DAYS), and kept forever when that is unset too."""
+    log_retention_days: float | None = Field(None, gt=0)
+    """The prediction log's retention (a service setting), read for the snapshots' default."""
     public_url: str | None = None
     """Where people reach the service; used for report links in alerts."""
 

@@ -1,6 +1,7 @@
-"""run_drift(): the one place that imports Evidently; returns a small typed result of our own.
+"""run_drift(): Evidently's reports of a run; returns a small typed result of our own.
 
-Evidently's API is still moving (0.7 rewrote it), so nothing else in servewatch touches it. The HTML
+Evidently's API is still moving (0.7 rewrote it), so only this module and monitoring/workspace.py
+(the runs' snapshots in an Evidently workspace) touch it. The HTML
 report it writes is one self-contained page (Evidently's script and font inlined, nothing fetched):
 data drift, the performance figures and explanation drift beside their noise bands, then, when
 the window has labels, Evidently's classification or regression
@@ -98,7 +99,8 @@ def run_drift(
     it is reported as drifted (`all_missing`, p = 0) and left out of Evidently's preset, which
     refuses an empty column. The HTML report goes to `html_path` if given, with `bands` (the
     figures beside their noise bands), the performance section when `labelled` is given and the
-    window's data summary.
+    window's data summary; beside it, the same Evidently sections as one snapshot
+    (`monitoring.workspace.SNAPSHOT_FILE`) for the run's workspace.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset, DataSummaryPreset
@@ -176,6 +178,10 @@ def run_drift(
         )
         sections.append(("Data summary of the window", summary))
         html_path.write_text(_page(sections), encoding="utf-8")
+        from monitoring.workspace import SNAPSHOT_FILE, write_parts
+
+        parts = [s for _, s in sections if not isinstance(s, str)]
+        write_parts(html_path.with_name(SNAPSHOT_FILE), parts)
     verdicts = {
         t["metric_config"]["metric_id"]: t["status"] != "SUCCESS"
         for t in data.get("tests", [])

@@ -390,7 +390,7 @@ def run_monitoring(
         raise
     summary["report_dir"] = str(final)
     try:
-        mstore.save_run(
+        run_id = mstore.save_run(
             model=model,
             version=version,
             window_end=until,
@@ -407,6 +407,9 @@ def run_monitoring(
         raise
     for old in mstore.prune(model, settings.monitor_keep_runs):
         shutil.rmtree(old, ignore_errors=True)
+    from monitoring.workspace import record  # the run's Evidently snapshot; never fails the run
+
+    record(settings, mstore, run_id, summary, final, [f.name for f in manifest.features])
     return summary
 
 

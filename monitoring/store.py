@@ -174,6 +174,15 @@ class MonitorStore:
             assert key is not None
             return int(key[0])
 
+    def update_summary(self, run_id: int, summary: MonitorSummary) -> None:
+        """Replace a stored run's summary (a note added after the run was committed)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(summary=orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+            )
+
     def cursor(self, model: str, version: int) -> Cursor:
         """Where the version's next scheduled run starts. A version whose runs came from a
         release before cursors starts after its newest scheduled run's window; one never

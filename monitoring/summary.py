@@ -243,6 +243,23 @@ class AlertState(TypedDict):
     """When the alert started firing; None while it is not active."""
 
 
+class WorkspaceRecord(TypedDict, total=False):
+    """What became of a run's snapshot in the Evidently workspace."""
+
+    workspace: str
+    project_id: str
+    snapshot_id: str
+    saved: bool
+    """This run's snapshot is in the workspace."""
+    sent: int
+    """Snapshots this run sent (its own and earlier runs' pending ones)."""
+    pending: int
+    """The model's snapshots still waiting for the workspace after this run."""
+    removed: int
+    """Snapshots removed by retention in this run."""
+    error: str
+
+
 class MonitorSummary(TypedDict):
     """One monitoring run. Keys are listed in the order a run writes them."""
 
@@ -286,6 +303,9 @@ class MonitorSummary(TypedDict):
     seconds: NotRequired[float]
     report_dir: NotRequired[str]
     """Only in the stored row and the returned summary, not in summary.json itself."""
+    evidently: NotRequired[WorkspaceRecord]
+    """What became of the run's Evidently snapshot (see monitoring.workspace), added after the
+    run is stored: absent when the workspace is off, in failed runs and older releases' runs."""
 
 
 class StoredRun(TypedDict):

@@ -44,6 +44,7 @@ NEEDS = {
     ("train",): ("optuna", "matplotlib"),
     ("retrain",): ("optuna", "matplotlib", "evidently"),
     ("monitor", "run"): ("evidently",),
+    ("monitor", "ui"): ("evidently",),
 }
 
 

@@ -93,3 +93,10 @@ def registry_copy(tmp_path: Path, trained_registry: Path) -> Path:
     dest = tmp_path / "registry"
     shutil.copytree(trained_registry, dest)
     return dest
+
+
+@pytest.fixture(autouse=True)
+def _evidently_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Monitoring runs (and servers started by a test) keep their Evidently snapshots in the
+    test's own folder, never in the checkout's var/evidently."""
+    monkeypatch.setenv("SERVEWATCH_EVIDENTLY_WORKSPACE", str(tmp_path / "evidently"))

@@ -61,7 +61,9 @@ def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_h
     # the stored row is the returned summary through orjson (NaN becomes null)
     assert stored == orjson.loads(orjson.dumps(s, option=orjson.OPT_SERIALIZE_NUMPY))
     on_disk = json.loads((Path(s["report_dir"]) / "summary.json").read_text())
-    assert skeleton(on_disk) == [kv for kv in skeleton(stored) if kv[0] != "report_dir"]
+    # report_dir and the Evidently snapshot's outcome are added after the files are written
+    after = ("report_dir", "evidently")
+    assert skeleton(on_disk) == [kv for kv in skeleton(stored) if kv[0] not in after]
     app = FastAPI()
     app.include_router(make_router(MonitorStore(store)))
     with TestClient(app) as c:
@@ -73,9 +75,13 @@ def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_h
         "model", "version", "status", "manual", "started_at", "window", "rows", "rows_in_window",
         "labelled_rows", "metric", "test_score", "reference", "quality", "performance",
         "canary", "explanation_drift", "drift", "prediction_drift", "alerts", "transitions",
-        "notifier_errors", "finished_at", "seconds", "report_dir",
+        "notifier_errors", "finished_at", "seconds", "report_dir", "evidently",
     ]  # fmt: skip
     shape = dict(skeleton(stored))
+    assert shape["evidently"] == [
+        ["workspace", "str"], ["saved", "bool"], ["project_id", "str"], ["snapshot_id", "str"],
+        ["sent", "int"], ["removed", "int"], ["pending", "int"],
+    ]  # fmt: skip
     assert shape["window"] == [["start", "float"], ["end", "float"], ["since", "NoneType"],
                                ["until", "float"], ["carried", "bool"],
                                ["labels_since", "NoneType"], ["labels_until", "float"]]  # fmt: skip
