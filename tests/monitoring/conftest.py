@@ -54,6 +54,6 @@ def msettings(registry_copy: Path, store: PredictionStore, tmp_path: Path) -> Mo
         registry=registry_copy,
         database_url=store.url,
         monitor_reports_dir=tmp_path / "reports",
-        evidently_workspace=str(tmp_path / "evidently"),
+        evidently_workspace="",  # off (see tests/conftest.py); test_workspace.py sets its own
         monitor_keep_runs=3,
     )

@@ -51,8 +51,9 @@ def log_canary(store: PredictionStore, registry: Path, frame: Any) -> None:
 
 
 def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_http(
-    msettings: MonitorSettings, store: PredictionStore
+    msettings: MonitorSettings, store: PredictionStore, tmp_path: Path
 ) -> None:
+    msettings = msettings.model_copy(update={"evidently_workspace": str(tmp_path / "evidently")})
     with_canary(msettings.registry)
     log_traffic(store, msettings.registry, traffic(400, seed=4, shift=2.0))
     log_canary(store, msettings.registry, traffic(300, seed=5))
