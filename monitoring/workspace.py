@@ -11,6 +11,7 @@ leaves it there, and the next run of the model sends it first. Nothing here fail
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -36,6 +37,8 @@ log = logging.getLogger("servewatch.monitor")
 SNAPSHOT_FILE = "evidently-snapshot.json"
 """Evidently's sections of a run (drift, performance, data summary) merged, in its report folder."""
 PENDING_DIR = ".evidently-pending"
+# a pending snapshot claimed (renamed .sending) by a run that died is released after this long
+STALE_CLAIM_S = 3600.0
 """Under the reports folder: `<model>/<run id>.json`, snapshots not yet in the workspace."""
 VALUE_TYPE = "evidently:metric_v2:ServewatchValue"
 """The metric type of servewatch's own figures in a snapshot (`name` says which)."""
@@ -366,22 +369,39 @@ def record(
 
 
 def send_pending(ws: WorkspaceBase, project_id: uuid.UUID, waiting: Path) -> dict[str, str]:
-    """Send the pending snapshots, oldest first: file stem -> snapshot id. A file that is not a
-    snapshot (cut short by a full disk) is renamed `.bad` and skipped, never blocking the rest;
-    a refused or failed send raises and leaves it and the newer ones waiting."""
+    """Send the pending snapshots, oldest first: file stem -> snapshot id. Each file is claimed
+    by renaming it `.sending` first, so two runs of one model at once (a manual run beside the
+    schedule) never send one twice; a claim older than `STALE_CLAIM_S` (its run died) is
+    released. A file that is not a snapshot (cut short by a full disk) is renamed `.bad` and
+    skipped, never blocking the rest; a refused or failed send raises and leaves it (released)
+    and the newer ones waiting."""
     from evidently.core.report import Snapshot
     from evidently.core.serialization import SnapshotModel
 
+    now = time.time()
+    for claimed in waiting.glob("*.sending"):
+        with contextlib.suppress(OSError):
+            if claimed.stat().st_mtime < now - STALE_CLAIM_S:
+                claimed.rename(claimed.with_suffix(".json"))
     sent: dict[str, str] = {}
     for path in sorted(waiting.glob("*.json")):
+        claim = path.with_suffix(".sending")
         try:
-            snapshot = SnapshotModel.parse_raw(path.read_text(encoding="utf-8"))
+            path.rename(claim)
+        except FileNotFoundError:
+            continue  # another run claimed it
+        try:
+            snapshot = SnapshotModel.parse_raw(claim.read_text(encoding="utf-8"))
         except (ValueError, OSError) as exc:
             log.warning("pending evidently snapshot %s unreadable, set aside: %s", path, exc)
-            path.rename(path.with_suffix(".bad"))
+            claim.rename(path.with_suffix(".bad"))
             continue
-        ref = ws.add_run(project_id, Snapshot.load_model(snapshot))
-        path.unlink()
+        try:
+            ref = ws.add_run(project_id, Snapshot.load_model(snapshot))
+        except BaseException:
+            claim.rename(path)
+            raise
+        claim.unlink()
         sent[path.stem] = str(ref.id)
     return sent
 

@@ -386,3 +386,69 @@ def test_an_unreadable_pending_file_is_set_aside_and_the_rest_are_sent(tmp_path:
     sent = send_pending(ws, project, waiting)
     assert list(sent) == ["000000000002"] and len(ws.list_runs(project)) == 1
     assert [p.name for p in waiting.iterdir()] == ["000000000001.bad"]
+
+
+def test_two_runs_at_once_send_each_pending_snapshot_once(tmp_path: Path) -> None:
+    """A manual run beside the scheduled one: each file is claimed before it is sent (review
+    finding: both sent the same files and the loser failed on a file already gone)."""
+    import threading
+
+    from evidently.ui.workspace import Workspace
+
+    from monitoring.workspace import empty_snapshot, project_for, send_pending
+
+    ws = Workspace(str(tmp_path / "ws"))
+    project = project_for(ws, "m", ["a"], None)
+    waiting = tmp_path / "pending"
+    waiting.mkdir()
+    for i in range(6):
+        (waiting / f"{i:012d}.json").write_text(empty_snapshot().json())
+    gate = threading.Barrier(2)
+    results: list[dict[str, str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        gate.wait()
+        try:
+            results.append(send_pending(ws, project, waiting))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    sent = [stem for r in results for stem in r]
+    assert sorted(sent) == [f"{i:012d}" for i in range(6)]  # every file once, none twice
+    assert len(ws.list_runs(project)) == 6 and list(waiting.iterdir()) == []
+
+
+def test_a_failed_send_releases_its_claim_and_a_dead_runs_claim_is_released_later(
+    tmp_path: Path,
+) -> None:
+    from evidently.ui.workspace import Workspace
+
+    from monitoring.workspace import STALE_CLAIM_S, empty_snapshot, project_for, send_pending
+
+    ws = Workspace(str(tmp_path / "ws"))
+    project = project_for(ws, "m", ["a"], None)
+    waiting = tmp_path / "pending"
+    waiting.mkdir()
+    (waiting / "000000000001.json").write_text(empty_snapshot().json())
+
+    class Refusing:
+        def add_run(self, *_: object) -> None:
+            raise ConnectionError("workspace down")
+
+    with pytest.raises(ConnectionError):
+        send_pending(Refusing(), project, waiting)  # type: ignore[arg-type]
+    assert [p.name for p in waiting.iterdir()] == ["000000000001.json"]
+    # a run that died holding a claim: released once the claim is stale, then sent
+    dead = waiting / "000000000002.sending"
+    dead.write_text(empty_snapshot().json())
+    old = time.time() - STALE_CLAIM_S - 60
+    os.utime(dead, (old, old))
+    sent = send_pending(ws, project, waiting)
+    assert sorted(sent) == ["000000000001", "000000000002"] and list(waiting.iterdir()) == []
