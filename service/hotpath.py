@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import INTERNAL, ServiceError, error_response, render
-from service.routes.body import collect, decode_json, json_type
+from service.routes.predict import answer
 
 PREFIX, SUFFIX = "/v1/models/", "/predict"
 JSON_HEADER = (b"content-type", b"application/json")
@@ -56,8 +56,8 @@ class HotPath:
     async def predict(
         self, plane: Any, name: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """As service.routes.predict.predict: 404 for an unknown model before the body is read,
-        then the content type, the size limit, the JSON and the data plane."""
+        """service.routes.predict.answer on the raw ASGI messages, its errors rendered as the
+        app's exception handlers and ServerErrorMiddleware would."""
         ctype = length = key = None
         for k, v in scope["headers"]:  # the first of each, as Starlette's headers.get
             if k == b"content-type" and ctype is None:
@@ -67,11 +67,7 @@ class HotPath:
             elif k == b"x-request-key" and key is None:
                 key = v.decode("latin-1")
         try:
-            with plane.call("predict", name) as call:
-                plane.manager.get(name)
-                json_type(ctype or "")
-                raw = await collect(length or "", _chunks(receive), plane.max_body_bytes)
-                reply: bytes = await plane.predict(call, decode_json(raw), key)
+            reply = await answer(plane, name, ctype, length, _chunks(receive), key)
         except ServiceError as exc:
             await render(exc)(scope, receive, send)
             return

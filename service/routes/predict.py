@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.dataplane import DataPlane
 from service.deps import FeedbackAuthDep, StateDep
-from service.routes.body import read_json
+from service.routes.body import collect, decode_json, json_type, read_json
 from service.schemas import (
     ERRORS,
     FEEDBACK_BODY,
@@ -30,12 +32,34 @@ hot = APIRouter(prefix="/v1/models", tags=["predict"])
     openapi_extra=INSTANCES_BODY,
 )
 async def predict(request: Request) -> Response:
-    plane: DataPlane = request.app.state.sw.plane
-    with plane.call("predict", request.path_params["name"]) as call:
-        plane.manager.get(call.name)  # an unknown model is a 404 before its body is read
-        body = await read_json(request, plane.max_body_bytes)
-        reply = await plane.predict(call, body, request.headers.get("x-request-key"))
-        return Response(reply, media_type="application/json")
+    headers = request.headers
+    reply = await answer(
+        request.app.state.sw.plane,
+        request.path_params["name"],
+        headers.get("content-type"),
+        headers.get("content-length"),
+        request.stream(),
+        headers.get("x-request-key"),
+    )
+    return Response(reply, media_type="application/json")
+
+
+async def answer(
+    plane: DataPlane,
+    name: str,
+    ctype: str | None,
+    length: str | None,
+    chunks: AsyncIterator[bytes],
+    key: str | None,
+) -> bytes:
+    """The predict route's work, for this route and for service.hotpath alike: an unknown model
+    is a 404 before its body is read, then the content type, the size limit, the JSON and the
+    data plane's answer."""
+    with plane.call("predict", name) as call:
+        plane.manager.get(call.name)
+        json_type(ctype or "")
+        raw = await collect(length or "", chunks, plane.max_body_bytes)
+        return await plane.predict(call, decode_json(raw), key)
 
 
 @router.post(

@@ -111,8 +111,8 @@ def test_other_routes_and_methods_reach_fastapi(both: tuple[TestClient, TestClie
     fast, _ = both
     assert fast.get("/v1/models/demo/predict").status_code == 405
     assert fast.get("/v1/models/demo").status_code == 200
-    assert fast.post("/v1/models/demo/predict/", json={"instances": []}).status_code in (
-        307,
-        404,
-        422,
-    )
+    # a trailing slash is FastAPI's redirect, not the hot path's answer (review finding: the
+    # client followed the redirect, so the check could not fail)
+    moved = fast.post("/v1/models/demo/predict/", json={"instances": []}, follow_redirects=False)
+    assert moved.status_code == 307
+    assert moved.headers["location"].endswith("/v1/models/demo/predict")
