@@ -245,6 +245,7 @@ def test_every_queried_metric_is_exported_by_the_service(
                     registry=registry_copy,
                     database_url=db,
                     monitor_reports_dir=tmp_path / "reports",
+                    evidently_workspace=str(tmp_path / "evidently"),  # its gauges are queried
                 ),
                 store=PredictionStore(db),
                 model="demo",
