@@ -96,7 +96,7 @@ def registry_copy(tmp_path: Path, trained_registry: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _evidently_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _evidently_workspace(monkeypatch: pytest.MonkeyPatch) -> None:
     """No Evidently snapshots unless a test asks for them: a snapshot costs about 1.6 s a run
     (10 s for the first in a process), which over the suite's monitoring runs is minutes, and it
     must never land in the checkout's var/evidently. tests/monitoring/test_workspace.py and the
