@@ -13,9 +13,20 @@ from training.errors import TrainingError
 
 Task = Literal["classification", "regression"]
 Scaler = Literal["standard", "robust", "minmax", "none"]
-Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp", "deep"]
-ALL_FAMILIES: tuple[Family, ...] = ("linear", "tree", "svm", "forest", "hgb", "mlp", "deep")
-"""`deep` (PyTorch, the `deep` extra) is tried only when asked for in `models`."""
+Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp", "deep", "lightgbm", "xgboost"]
+ALL_FAMILIES: tuple[Family, ...] = (
+    "linear",
+    "tree",
+    "svm",
+    "forest",
+    "hgb",
+    "mlp",
+    "deep",
+    "lightgbm",
+    "xgboost",
+)
+"""`deep` (PyTorch, the `deep` extra) is tried only when asked for in `models`; `lightgbm` and
+`xgboost` (their extras) are in the default `models` and skipped, saying so, when not installed."""
 
 
 class _Strict(BaseModel):
@@ -273,7 +284,9 @@ class TrainConfig(_Strict):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     feature_engineering: FeatureEngineering = Field(default_factory=FeatureEngineering)
     models: list[Family] = Field(
-        default_factory=lambda: list[Family](["linear", "tree", "forest", "hgb", "mlp"])
+        default_factory=lambda: list[Family](
+            ["linear", "tree", "forest", "hgb", "mlp", "lightgbm", "xgboost"]
+        )
     )
     search: Search = Field(default_factory=Search)
     ensemble: Ensemble = Field(default_factory=Ensemble)

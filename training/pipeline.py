@@ -22,7 +22,9 @@ from training.config import Preprocessing
 from training.data import FeatureKinds
 
 MISSING_CATEGORY = "__missing__"
-TREE_FAMILIES = {"tree", "forest", "hgb"}
+TREE_FAMILIES = {"tree", "forest", "hgb", "lightgbm", "xgboost"}
+"""Families fed unscaled numbers and ordinal category codes (LightGBM and XGBoost split on the codes
+as numbers: no native categorical splits, which the compiled service would refuse)."""
 DEEP_MAX_CATEGORIES = 500
 """The deep family embeds categories (ordinal codes): it keeps this many levels, not one-hot's."""
 
