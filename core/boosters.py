@@ -1,4 +1,4 @@
-"""Early stopping for the LightGBM and XGBoost families: stop on a held-out tenth, refit on all rows."""
+"""Early stopping for the LightGBM and XGBoost families: stop on a held-out tenth, refit on all."""
 
 from __future__ import annotations
 
@@ -27,10 +27,13 @@ def holdout(
     fit_i, stop_i = train_test_split(
         index, test_size=VALIDATION_FRACTION, random_state=seed, stratify=strat
     )
-    take = (lambda a, i: a.iloc[i] if hasattr(a, "iloc") else np.asarray(a)[i])  # noqa: E731
     w_fit = None if weight is None else np.asarray(weight)[fit_i]
     w_stop = None if weight is None else np.asarray(weight)[stop_i]
-    return take(x, fit_i), take(x, stop_i), take(y, fit_i), take(y, stop_i), w_fit, w_stop
+    return _take(x, fit_i), _take(x, stop_i), _take(y, fit_i), _take(y, stop_i), w_fit, w_stop
+
+
+def _take(a: Any, rows: Any) -> Any:
+    return a.iloc[rows] if hasattr(a, "iloc") else np.asarray(a)[rows]
 
 
 class EarlyStopped:

@@ -1,4 +1,4 @@
-"""The lightgbm family's estimators: LightGBM's scikit-learn estimators, stopped early (core.boosters)."""
+"""The lightgbm family: LightGBM's scikit-learn estimators, stopped early (core.boosters)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The xgboost family's estimators: XGBoost's scikit-learn estimators, stopped early (core.boosters),
-the classifier taking any labels (XGBoost's own takes only 0..k-1)."""
+"""The xgboost family: XGBoost's estimators stopped early (core.boosters), taking any labels."""
 
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ class _Stopping(EarlyStopped):
         return max(1, int(getattr(self, "best_iteration", -1)) + 1)
 
 
-class XGBoostClassifier(_Stopping, xgboost.XGBClassifier):  # type: ignore[misc]
+class XGBoostClassifier(_Stopping, xgboost.XGBClassifier):
     """XGBClassifier whose `n_estimators` is a ceiling found by early stopping, taking labels of
     any type (`classes_` are the labels, sorted; XGBoost learns their positions)."""
 
@@ -63,5 +62,5 @@ class XGBoostClassifier(_Stopping, xgboost.XGBClassifier):  # type: ignore[misc]
         return self.classes_[np.argmax(proba, axis=1)]
 
 
-class XGBoostRegressor(_Stopping, xgboost.XGBRegressor):  # type: ignore[misc]
+class XGBoostRegressor(_Stopping, xgboost.XGBRegressor):
     """XGBRegressor whose `n_estimators` is a ceiling found by early stopping."""

@@ -323,8 +323,7 @@ def unavailable(family: str) -> str | None:
         if importlib.util.find_spec(module) is not None:
             return None
         return (
-            f"family {family} skipped: {module} not installed "
-            f"(pip install 'servewatch[{module}]')"
+            f"family {family} skipped: {module} not installed (pip install 'servewatch[{module}]')"
         )
     if family != "deep":
         return None
