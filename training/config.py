@@ -260,6 +260,18 @@ class SourceOptions(_Strict):
     `source.max_rows`."""
 
 
+class Publish(_Strict):
+    """What is published once the held-out test has been scored."""
+
+    refit_all: bool = True
+    """Refit the tested model's configuration (family, hyperparameters, calibration method,
+    ensemble, decision threshold) on every row, train + validation + test, and publish that
+    refit, as AutoGluon's refit_full and FLAML's retrain_full do. The manifest keeps the test
+    figures of the tested model (fitted on train + validation) and records the refit in
+    `model.refit`; the reference sample stays the tested model's predictions of rows it never
+    saw. False: the tested model itself is published."""
+
+
 class TrainConfig(_Strict):
     """The effective configuration of one training run; saved in the manifest."""
 
@@ -294,6 +306,7 @@ class TrainConfig(_Strict):
     decision: Decision = Field(default_factory=Decision)
     """The decision threshold of a binary classifier, chosen on validation data."""
     fairness: Fairness = Field(default_factory=Fairness)
+    publish: Publish = Field(default_factory=Publish)
     reference_rows: int = Field(5000, ge=10)
     svm_max_rows: int = 5000
     """SVMs are skipped on larger training sets (their fit grows with the square of the rows)."""
