@@ -105,13 +105,11 @@ def _with_window(prints: RowPrints | None, window: pd.DataFrame) -> RowPrints | 
     return fingerprints.with_rows(prints, window, "train")
 
 
-def _recorded_test(raw: dict[str, Any], metric: str, rebuilt: Rebuilt) -> dict[str, float]:
+def _recorded_test(raw: dict[str, Any], metric: str) -> dict[str, float]:
     """The gate's recorded champion figures: a champion refitted on all rows learnt its original
-    test rows (found by its fingerprints), so its tested model's test score is compared there."""
+    test rows, so its tested model's test score on them is compared there."""
     tested = (raw.get("metrics") or {}).get("test") or {}
-    if rebuilt != "fingerprints" or fingerprints.learned(raw) != fingerprints.SPLITS:
-        return {}
-    if metric not in tested:
+    if fingerprints.learned(raw) != fingerprints.SPLITS or metric not in tested:
         return {}
     return {"original_test": float(tested[metric])}
 
@@ -241,7 +239,7 @@ def retrain(
         fairness_rows=recent_rows,
         groups=recent[sensitive],
         champion_decision=decided_by(raw.get("decision"), raw.get("classes")),
-        recorded=_recorded_test(raw, metric, rebuilt),
+        recorded=_recorded_test(raw, metric),
     )
     lineage: Lineage = {
         "parent_version": parent,
