@@ -57,6 +57,8 @@ from training.train import train_candidate
 VENV = ROOT / ".bench-venvs" / "flaml"
 FLAML = ["flaml[automl]>=2.3,<3"]
 RUNNER = ROOT / "bench" / "apps" / "flaml_run.py"
+NICE = 19
+"""Niceness of every contender (this process and FLAML's): `--nice`, the same for all."""
 NOISE_SD = 1.0
 """A gap counts as noise when it is within this many standard errors of the difference of
 means over seeds (and never below 0.002 of the metric, or 0.2% of an RMSE)."""
@@ -290,7 +292,7 @@ def run_flaml(
     test[cols].to_csv(te, index=False)
     started = time.monotonic()
     res = subprocess.run(
-        ["nice", "-n", "19", str(py), str(RUNNER), str(tr), str(te), ds.target, ds.task,
+        ["nice", "-n", str(NICE), str(py), str(RUNNER), str(tr), str(te), ds.target, ds.task,
          ds.flaml_metric, str(budget), str(seed), str(out_csv)],
         capture_output=True, text=True, timeout=budget * 10 + 300, check=False,
     )  # fmt: skip
@@ -438,6 +440,12 @@ def main() -> None:
         help="comma-separated, of: servewatch, FLAML, " + ", ".join(DEFAULTS),
     )
     parser.add_argument(
+        "--nice",
+        type=int,
+        default=NICE,
+        help="niceness of every contender (0 on a machine others keep busy: at 19 they starve)",
+    )
+    parser.add_argument(
         "--search",
         default="{}",
         help="servewatch's extra search settings as JSON, e.g. '{\"max_rows\": 1000}'",
@@ -446,7 +454,9 @@ def main() -> None:
     search = json.loads(args.search)
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [float(b) for b in args.budgets.split(",")]
-    os.nice(19)
+    global NICE
+    NICE = args.nice
+    os.nice(NICE)
     # One OpenMP thread per contender (HGB, LightGBM, XGBoost): on a shared 2-core machine
     # OpenMP's spinning threads cost several times the work itself.
     threadpool_limits(1)
@@ -472,21 +482,33 @@ def main() -> None:
             scores[ds.name] = per[0]
             done.append(ds)
             rows += table_rows(ds, contenders, *per)
-        print()
-        print(f"budget {budget:g} s, seeds {seeds}")
-        print(table(["data set", "rows", "contender", "test score", "train s", "model"], rows))
-        summary_rows, verdicts = summary(done, scores, contenders)
-        print()
-        print(
-            "Summary: mean rank over the data sets (1 best), data sets won, and servewatch's "
-            "advantage (its mean test score minus theirs in the metric's direction, a share of "
-            "theirs for RMSE; mean +- sd over the data sets)"
-        )
-        print(table(["contender", "mean rank", "wins", "servewatch's advantage"], summary_rows))
-        print()
-        print("servewatch's mean test score against each (>= met; ~ behind within noise; < unmet)")
-        others = [c for c in contenders if c != "servewatch"]
-        print(table(["data set", *[f"vs {c}" for c in others]], verdicts))
+            report(budget, seeds, rows, done, scores, contenders)  # so far: a cut run keeps it
+
+
+def report(
+    budget: float,
+    seeds: list[int],
+    rows: list[list[str]],
+    done: list[DataSet],
+    scores: dict[str, dict[str, list[float]]],
+    contenders: list[str],
+) -> None:
+    """The tables of one budget over the data sets done so far."""
+    print()
+    print(f"budget {budget:g} s, seeds {seeds}, {len(done)} data sets")
+    print(table(["data set", "rows", "contender", "test score", "train s", "model"], rows))
+    summary_rows, verdicts = summary(done, scores, contenders)
+    print()
+    print(
+        "Summary: mean rank over the data sets (1 best), data sets won, and servewatch's "
+        "advantage (its mean test score minus theirs in the metric's direction, a share of "
+        "theirs for RMSE; mean +- sd over the data sets)"
+    )
+    print(table(["contender", "mean rank", "wins", "servewatch's advantage"], summary_rows))
+    print()
+    print("servewatch's mean test score against each (>= met; ~ behind within noise; < unmet)")
+    others = [c for c in contenders if c != "servewatch"]
+    print(table(["data set", *[f"vs {c}" for c in others]], verdicts))
 
 
 Runs = tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[str]]]
