@@ -57,8 +57,6 @@ from training.train import train_candidate
 VENV = ROOT / ".bench-venvs" / "flaml"
 FLAML = ["flaml[automl]>=2.3,<3"]
 RUNNER = ROOT / "bench" / "apps" / "flaml_run.py"
-NICE = 19
-"""Niceness of every contender (this process and FLAML's): `--nice`, the same for all."""
 NOISE_SD = 1.0
 """A gap counts as noise when it is within this many standard errors of the difference of
 means over seeds (and never below 0.002 of the metric, or 0.2% of an RMSE)."""
@@ -292,7 +290,7 @@ def run_flaml(
     test[cols].to_csv(te, index=False)
     started = time.monotonic()
     res = subprocess.run(
-        ["nice", "-n", str(NICE), str(py), str(RUNNER), str(tr), str(te), ds.target, ds.task,
+        [str(py), str(RUNNER), str(tr), str(te), ds.target, ds.task,
          ds.flaml_metric, str(budget), str(seed), str(out_csv)],
         capture_output=True, text=True, timeout=budget * 10 + 300, check=False,
     )  # fmt: skip
@@ -442,8 +440,9 @@ def main() -> None:
     parser.add_argument(
         "--nice",
         type=int,
-        default=NICE,
-        help="niceness of every contender (0 on a machine others keep busy: at 19 they starve)",
+        default=19,
+        help="niceness of every contender (FLAML's subprocess inherits it; 0 on a machine others "
+        "keep busy, where at 19 they starve)",
     )
     parser.add_argument(
         "--search",
@@ -454,9 +453,7 @@ def main() -> None:
     search = json.loads(args.search)
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [float(b) for b in args.budgets.split(",")]
-    global NICE
-    NICE = args.nice
-    os.nice(NICE)
+    os.nice(args.nice)
     # One OpenMP thread per contender (HGB, LightGBM, XGBoost): on a shared 2-core machine
     # OpenMP's spinning threads cost several times the work itself.
     threadpool_limits(1)
