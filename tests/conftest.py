@@ -57,6 +57,10 @@ FAST = {
     "reference_rows": 200,
     # issue 19: ensembles cost more fits; tests/training/test_ensemble.py turns them on
     "ensemble": {"enabled": False},
+    # issue 32: the tested model is published, so that tests can check the published model
+    # against its test figures; the refit on all rows: tests/training/test_refit_all.py and the
+    # shape matrix (tests/matrix/test_every_shape.py)
+    "publish": {"refit_all": False},
 }
 
 

@@ -176,10 +176,11 @@ def _seen_by(
 ) -> npt.NDArray[np.bool_] | None:
     """Which of the test rows (as read) `version` trained or validated on; None when it records
     no fingerprints or they are over columns these rows lack."""
-    prints = fingerprints.load(registry.path(name, version), registry.raw_manifest(name, version))
+    manifest = registry.raw_manifest(name, version)
+    prints = fingerprints.load(registry.path(name, version), manifest)
     if prints is None or any(c not in raw_test.columns for c in prints.columns):
         return None
-    learned = prints.of(*fingerprints.LEARNED)
+    learned = prints.of(*fingerprints.learned(manifest))
     return np.isin(fingerprints.hashes(raw_test, prints.columns), learned)
 
 

@@ -13,9 +13,20 @@ from training.errors import TrainingError
 
 Task = Literal["classification", "regression"]
 Scaler = Literal["standard", "robust", "minmax", "none"]
-Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp", "deep"]
-ALL_FAMILIES: tuple[Family, ...] = ("linear", "tree", "svm", "forest", "hgb", "mlp", "deep")
-"""`deep` (PyTorch, the `deep` extra) is tried only when asked for in `models`."""
+Family = Literal["linear", "tree", "svm", "forest", "hgb", "mlp", "deep", "lightgbm", "xgboost"]
+ALL_FAMILIES: tuple[Family, ...] = (
+    "linear",
+    "tree",
+    "svm",
+    "forest",
+    "hgb",
+    "mlp",
+    "deep",
+    "lightgbm",
+    "xgboost",
+)
+"""`deep` (PyTorch, the `deep` extra) is tried only when asked for in `models`; `lightgbm` and
+`xgboost` (their extras) are in the default `models` and skipped, saying so, when not installed."""
 
 
 class _Strict(BaseModel):
@@ -249,6 +260,18 @@ class SourceOptions(_Strict):
     `source.max_rows`."""
 
 
+class Publish(_Strict):
+    """What is published once the held-out test has been scored."""
+
+    refit_all: bool = True
+    """Refit the tested model's configuration (family, hyperparameters, calibration method,
+    ensemble, decision threshold) on every row, train + validation + test, and publish that
+    refit, as AutoGluon's refit_full and FLAML's retrain_full do. The manifest keeps the test
+    figures of the tested model (fitted on train + validation) and records the refit in
+    `model.refit`; the reference sample stays the tested model's predictions of rows it never
+    saw. False: the tested model itself is published."""
+
+
 class TrainConfig(_Strict):
     """The effective configuration of one training run; saved in the manifest."""
 
@@ -273,7 +296,9 @@ class TrainConfig(_Strict):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     feature_engineering: FeatureEngineering = Field(default_factory=FeatureEngineering)
     models: list[Family] = Field(
-        default_factory=lambda: list[Family](["linear", "tree", "forest", "hgb", "mlp"])
+        default_factory=lambda: list[Family](
+            ["linear", "tree", "forest", "hgb", "mlp", "lightgbm", "xgboost"]
+        )
     )
     search: Search = Field(default_factory=Search)
     ensemble: Ensemble = Field(default_factory=Ensemble)
@@ -281,6 +306,7 @@ class TrainConfig(_Strict):
     decision: Decision = Field(default_factory=Decision)
     """The decision threshold of a binary classifier, chosen on validation data."""
     fairness: Fairness = Field(default_factory=Fairness)
+    publish: Publish = Field(default_factory=Publish)
     reference_rows: int = Field(5000, ge=10)
     svm_max_rows: int = 5000
     """SVMs are skipped on larger training sets (their fit grows with the square of the rows)."""

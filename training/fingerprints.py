@@ -18,9 +18,19 @@ ROWS_FILE = "training_rows.parquet"
 """Columns `hash` (uint64) and `split` (train, validation, test); listed and hashed in `files`."""
 SPLITS = ("train", "validation", "test")
 LEARNED = ("train", "validation")
-"""The splits a published model learnt from (the final fit is on train + validation)."""
+"""The splits a tested model learnt from (its final fit is on train + validation); a version
+refitted on all rows (`model.refit.all_rows`, training/refit.py) learnt every split."""
 
 Hashes = npt.NDArray[np.uint64]
+
+
+def learned(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The splits a version's published model learnt from: every split when it was refitted on
+    all rows (`model.refit.all_rows`), else train and validation."""
+    refit = (manifest.get("model") or {}).get("refit") or {}
+    return SPLITS if refit.get("all_rows") else LEARNED
+
+
 _MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: combines the column hashes
 
 

@@ -71,7 +71,7 @@ def fit_on_train(
     calibration = "none"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fitted = {"none": _fit(pipeline(), x_tr, y_tr, weights_tr)}
+        fitted = {"none": fit_rows(pipeline(), x_tr, y_tr, weights_tr)}
         if family == "svm" and task == "classification":
             calibration = "sigmoid (built into the svm family)"
             fitted[calibration] = fitted["none"]
@@ -81,7 +81,7 @@ def fit_on_train(
             )
             briers = {"none": _brier(fitted["none"], x_val, y_val)}
             for method in options:
-                fitted[method] = _fit(pipeline(method), x_tr, y_tr, weights_tr)
+                fitted[method] = fit_rows(pipeline(method), x_tr, y_tr, weights_tr)
                 briers[method] = _brier(fitted[method], x_val, y_val)
             if config.calibration == "auto":
                 calibration = min(briers, key=lambda k: (briers[k], k != "none"))
@@ -114,15 +114,17 @@ def fit_and_calibrate(prepared: Prepared, selection: Selection, say: Progress) -
     say("final fit on train + validation")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = _fit(chosen.pipeline(chosen.final_calibration), x_full, y_full, w_full)
+        model = fit_rows(chosen.pipeline(chosen.final_calibration), x_full, y_full, w_full)
     return Fitted(
         model, chosen.calibration, val_metrics, x_full, y_full, val_proba, on_train=chosen.model
     )
 
 
-def _fit(
+def fit_rows(
     pipe: Pipeline, x: pd.DataFrame, y: pd.Series, weights: npt.NDArray[np.float64] | None
 ) -> Pipeline:
+    """`pipe` fitted on (x, y), with `weights` as its estimator's sample weights where it takes
+    them."""
     est = pipe.named_steps["model"]
     inner = getattr(est, "estimator", est)
     if weights is not None and has_fit_parameter(inner, "sample_weight"):

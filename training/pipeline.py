@@ -22,9 +22,13 @@ from training.config import Preprocessing
 from training.data import FeatureKinds
 
 MISSING_CATEGORY = "__missing__"
-TREE_FAMILIES = {"tree", "forest", "hgb"}
-DEEP_MAX_CATEGORIES = 500
-"""The deep family embeds categories (ordinal codes): it keeps this many levels, not one-hot's."""
+TREE_FAMILIES = {"tree", "forest", "hgb", "lightgbm", "xgboost"}
+"""Families fed unscaled numbers and ordinal category codes (LightGBM and XGBoost split on the codes
+as numbers: no native categorical splits, which the compiled service would refuse)."""
+ORDINAL_MAX_CATEGORIES = 500
+"""Levels an ordinal encoding keeps (tree families, LightGBM, XGBoost, the deep family's
+embeddings): one code column whatever their number, so not one-hot's `max_categories` (a
+column per level); rarer levels beyond it share the infrequent code."""
 
 
 def _scaler(name: str) -> Any:
@@ -73,7 +77,7 @@ def build_preprocessor(
         encoder = OrdinalEncoder(
             handle_unknown="use_encoded_value",
             unknown_value=-1,
-            max_categories=DEEP_MAX_CATEGORIES if family == "deep" else prep.max_categories,
+            max_categories=max(ORDINAL_MAX_CATEGORIES, prep.max_categories),
         )
     transformers: list[tuple[str, Any, list[str]]] = []
     if kinds.numeric:

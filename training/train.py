@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from core.registry import Registry
-from training import ensemble, fingerprints, mitigation, publishing, threshold
+from training import ensemble, fingerprints, mitigation, publishing, refit, threshold
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
 from training.fingerprints import RowPrints
@@ -93,7 +93,11 @@ def train_candidate(config: TrainConfig, registry: Registry, say: Progress = qui
         validation=validation,
         say=say,
     )
-    return Candidate(prepared, assessment, fitted.model, reference, manifest, champion, rows)
+    # the reference above is the tested model's; the model published may be its refit on all rows
+    manifest["reference"]["predicted_by"] = "tested model"
+    model, manifest["model"]["refit"] = refit.all_rows(prepared, fitted, say)
+    manifest["training_seconds"] = round(time.monotonic() - started, 1)
+    return Candidate(prepared, assessment, model, reference, manifest, champion, rows)
 
 
 def run_training(

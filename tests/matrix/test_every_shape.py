@@ -104,6 +104,16 @@ CASES = [
     Case("bin-bool-trained", lambda: cancer("bool"), "bool", "trained", ("hgb",)),
     Case("multi-trained", iris, "str", "trained", ("linear",)),
     Case("reg-trained", diabetes, "float", "trained", ("linear", "hgb")),
+    # the lightgbm and xgboost families (their extras): binary with every label type,
+    # multi-class, regression, compiled at serving
+    Case("bin-str-lightgbm", lambda: cancer("str"), "str", "trained", ("lightgbm",)),
+    Case("bin-int-xgboost", lambda: cancer("int"), "int", "trained", ("xgboost",)),
+    Case("bin-bool-lightgbm", lambda: cancer("bool"), "bool", "trained", ("lightgbm",)),
+    Case("bin-str-xgboost", lambda: cancer("str"), "str", "trained", ("xgboost",)),
+    Case("multi-lightgbm", iris, "str", "trained", ("lightgbm",)),
+    Case("multi-xgboost", wine, "int", "trained", ("xgboost",)),
+    Case("reg-lightgbm", diabetes, "float", "trained", ("lightgbm",)),
+    Case("reg-xgboost", diabetes, "float", "trained", ("xgboost",)),
     Case("bin-str-imported", lambda: cancer("str"), "str", "imported",
          pipeline=scaled(LogisticRegression(max_iter=500))),
     Case("bin-int-imported", lambda: cancer("int"), "int", "imported",
@@ -123,6 +133,9 @@ CASES = [
 ]  # fmt: skip
 if importlib.util.find_spec("torch") is None:  # the deep extra is not installed here
     CASES = [c for c in CASES if "deep" not in c.name]
+for _extra in ("lightgbm", "xgboost"):  # their extras not installed here
+    if importlib.util.find_spec(_extra) is None:
+        CASES = [c for c in CASES if _extra not in c.families]
 PY_TYPE = {"str": str, "int": int, "bool": bool, "float": float}
 
 
@@ -247,6 +260,12 @@ def test_the_whole_loop(world: dict[str, Any], case: Case, tmp_path: Path) -> No
     frame = case.frame().sample(frac=1.0, random_state=1).reset_index(drop=True)
     frame = pd.concat([frame] * math.ceil(240 / len(frame)), ignore_index=True).head(240)
     store = PredictionStore(world["db"])
+    if {"lightgbm", "xgboost"} & set(case.families):  # served compiled, explained by TreeSHAP
+        detail = httpx.get(f"{url}/v1/models/{case.name}").json()
+        assert detail["serving_path"] == "compiled", detail
+        raw = registry.raw_manifest(case.name, registry.resolve(case.name))
+        assert raw["model"]["family"] in case.families
+        assert raw["explanations"]["shap"]["method"] == "tree_shap", raw["explanations"]["shap"]
 
     # predictions come back in the model's own label type
     control = predict(url, case.name, frame)

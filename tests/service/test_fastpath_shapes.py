@@ -123,11 +123,23 @@ SHAPES: dict[str, Callable[[], tuple[pd.DataFrame, str, dict[str, Any]]]] = {
 }
 NEEDS_FLIGHTS = {"flights-text-and-number-gaps", "planes-regression", "planes-integer-codes-"
                  "empty-column", "airports-text-gaps"}  # fmt: skip
-FAMILIES = ["linear", "tree", "forest", "hgb", "mlp", "svm", "deep"]
-ON_FAST_PATH = {"linear": "numpy", "tree": "compiled", "forest": "compiled", "hgb": "compiled"}
+FAMILIES = ["linear", "tree", "forest", "hgb", "mlp", "svm", "deep", "lightgbm", "xgboost"]
+ON_FAST_PATH = {
+    "linear": "numpy",
+    "tree": "compiled",
+    "forest": "compiled",
+    "hgb": "compiled",
+    "lightgbm": "compiled",  # their dumped trees (service/compiled_boosters.py)
+    "xgboost": "compiled",
+}
 """The rest (mlp, svm, deep) have no replay of their estimator: docs/architecture.md, "Serving
 path" (anything neither replayed nor compiled stays scikit-learn's); their preprocessing is."""
-SMALL = {"forest": {"n_estimators": 8}, "hgb": {"max_iter": 8}}
+SMALL = {
+    "forest": {"n_estimators": 8},
+    "hgb": {"max_iter": 8},
+    "lightgbm": {"n_estimators": 8},
+    "xgboost": {"n_estimators": 8},
+}
 
 
 @dataclass

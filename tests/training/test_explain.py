@@ -12,6 +12,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from core import ecosystem
 from core.explain import Explainer, _source_map
 from tests.conftest import require_module
 from tests.data import classification_frame, regression_frame
@@ -112,6 +113,12 @@ def test_interaction_terms_are_split_between_their_features() -> None:
     assert weights.tolist() == [[1, 0, 0], [0.5, 0.5, 0], [0, 1, 0], [0, 0, 1]]
     with pytest.raises(ValueError, match="cannot map"):
         _source_map(["num__zzz"], ["x1"])
+    # names with spaces (scikit-learn's breast cancer: "mean radius") are whole features
+    spaced = _source_map(
+        ["num__mean radius", "num__missingindicator_mean radius", "num__mean radius x2"],
+        ["mean radius", "x2"],
+    )
+    assert spaced.tolist() == [[1, 0], [1, 0], [0.5, 0.5]]
 
 
 def test_pca_step_falls_back_to_sampling() -> None:
@@ -152,7 +159,12 @@ def _explained_output(pipe, ex: Explainer, exp, x: pd.DataFrame) -> np.ndarray: 
     xt = ex.pre.transform(x)
     outs = []
     for m in ex.members:
-        raw = m.predict_proba(xt) if exp.output == "probability" else m.decision_function(xt)
+        if ecosystem.is_boosted_trees(m):  # LightGBM, XGBoost: their margin
+            raw = ecosystem.raw_output(m, xt)
+        elif exp.output == "probability":
+            raw = m.predict_proba(xt)
+        else:
+            raw = m.decision_function(xt)
         raw = np.asarray(raw, dtype=float)
         outs.append(raw if raw.ndim == 1 else raw[rows, cls])
     return np.mean(outs, axis=0)
@@ -165,8 +177,12 @@ FAMILY_METHOD = {
     "hgb": "tree_shap",
     "svm": "sampling_shapley",
     "mlp": "sampling_shapley",
+    "lightgbm": "tree_shap",  # the lightgbm and xgboost extras (issue 32)
+    "xgboost": "tree_shap",
 }
 FAMILY_PARAMS = {
+    "lightgbm": {"n_estimators": 20},
+    "xgboost": {"n_estimators": 20},
     "forest": {"n_estimators": 15, "max_depth": 5},
     "hgb": {"max_iter": 20},
     "mlp": {"hidden_layer_sizes": (8,)},
@@ -187,7 +203,9 @@ CASES = [
 def test_every_family_and_task_adds_up(family: str, task: str, calibrated: bool) -> None:
     from training.candidates import make_estimator
 
-    if family in ("tree", "forest", "hgb"):
+    if family in ("lightgbm", "xgboost"):
+        require_module(family)
+    if family in ("tree", "forest", "hgb", "lightgbm", "xgboost"):
         require_module("shap")  # skips, or fails when SERVEWATCH_REQUIRE_TOOLS is set
     x, y = _bundled(task)
     kind = "regression" if task == "regression" else "classification"

@@ -18,7 +18,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from core.registry import REFERENCE_FILE, Registry, verify_files
 from tests.conftest import fast_config
-from training import data, ensemble, fingerprints, threshold
+from training import data, ensemble, fingerprints, refit, threshold
 from training.assessment import assess
 from training.errors import TrainingError
 from training.fitting import fit_and_calibrate
@@ -76,6 +76,8 @@ def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
         prepared, selection, fitted, assessment, None, chosen, started=0.0, rows=rows
     )
     assert said[-1] == "explaining the model (contributions on the test set)"
+    model, manifest["model"]["refit"] = refit.all_rows(prepared, fitted, said.append)
+    assert model is fitted.model and manifest["model"]["refit"]["all_rows"] is False
 
     published = run_training(cfg, Registry(tmp_path)).manifest
     keys = ("classes", "features", "objective", "model", "metrics", "fairness", "data", "decision")
