@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -76,11 +77,37 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed (reproducible runs).")] = None,
     promote: Annotated[str, typer.Option(help="auto, always or never.")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    study: Annotated[
+        str | None,
+        typer.Option(
+            help="Spread the search over workers drawing trials from this Optuna study (in "
+            "PostgreSQL); worker 0 publishes once. A new search needs a new name."
+        ),
+    ] = None,
+    study_storage: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SERVEWATCH_STUDY_STORAGE",
+            help="The study's postgresql:// URL [default: SERVEWATCH_DATABASE_URL].",
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes on this machine (needs --study).")
+    ] = 1,
+    worker_index: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            envvar="JOB_COMPLETION_INDEX",
+            help="This worker's index (a Kubernetes Indexed Job's); index 0 publishes.",
+        ),
+    ] = 0,
 ) -> None:
     """Train, evaluate and publish a new model version."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from training.config import load_config
+    from training.errors import TrainingError
     from training.train import run_training
 
     overrides = {
@@ -103,6 +130,10 @@ def train(
 
     try:
         mode = promote_mode(promote)
+        if study is None and (workers > 1 or worker_index > 0):
+            raise TrainingError(
+                "--workers and --worker-index need --study NAME (the study workers share)"
+            )
         cfg = load_config(config, overrides)
         with Progress(
             SpinnerColumn(),
@@ -112,12 +143,21 @@ def train(
             transient=True,
         ) as bar:
             job = bar.add_task("starting", total=None)
-            result = run_training(
-                cfg,
-                Registry(registry),
-                progress=lambda m: bar.update(job, description=m),
-                promote=mode,
-            )
+            say: Callable[[str], None] = lambda m: bar.update(job, description=m)  # noqa: E731
+            if study is None:
+                result = run_training(cfg, Registry(registry), progress=say, promote=mode)
+            else:
+                from training import distributed
+
+                spec = distributed.StudySpec.resolve(study, study_storage)
+                shared = distributed.train(
+                    cfg, Registry(registry), spec, workers=workers, index=worker_index,
+                    progress=say, promote=mode,
+                )  # fmt: skip
+                if shared is None:
+                    console.print(f"worker {worker_index}: no trial left in study {study}")
+                    return
+                result = shared
     except ServewatchError as exc:
         raise _fail(exc) from None
     m = result.manifest

@@ -1,0 +1,315 @@
+"""A search spread over worker processes through Optuna's RDB storage on the real PostgreSQL:
+the same choice as one process, a dead worker's trial redone, one publication per study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sklearn.metrics import get_scorer
+
+from core.registry import Registry
+from tests.data import classification_frame, regression_frame
+from tests.service.conftest import pg_url  # noqa: F401 - the fixture
+from training.candidates import Choice, FloatRange, IntRange, make_estimator
+from training.config import Preprocessing
+from training.data import FeatureKinds
+from training.distributed import SharedSearch, StudySpec
+from training.errors import TrainingError
+from training.pipeline import build_pipeline
+from training.search import FamilyResult, make_cv, search_family
+
+ROOT = Path(__file__).resolve().parents[2]
+SPACE = {
+    "alpha": FloatRange(1e-5, 1e-1),
+    "l1_ratio": Choice((0.0, 0.5, 1.0)),
+    "pre_scaler": Choice(("standard", "robust")),
+}
+TREE_SPACE = {"max_depth": IntRange(2, 8), "min_samples_leaf": IntRange(1, 20)}
+
+
+def build(params: dict[str, Any]) -> Any:
+    kinds = FeatureKinds(numeric=["x1", "x2"], categorical=["color"], datetime=[])
+    pre = {k[4:]: v for k, v in params.items() if k.startswith("pre_")}
+    model = {k: v for k, v in params.items() if not k.startswith("pre_")}
+    family = "tree" if "max_depth" in params else "linear"
+    est = make_estimator(family, "classification", model, 0)
+    return build_pipeline(
+        kinds, est, family=family, prep=Preprocessing(), scaler=pre.get("scaler", "standard")
+    )
+
+
+class SlowScorer:
+    """roc_auc after a pause: a trial long enough to kill its worker in the middle of it."""
+
+    def __call__(self, est: Any, x: Any, y: Any) -> float:
+        time.sleep(float(os.environ.get("SLOW_SCORER_SECONDS", "0")))
+        return float(get_scorer("roc_auc")(est, x, y))
+
+    def __repr__(self) -> str:
+        return "SlowScorer"
+
+
+def family_search(
+    search: Any, method: str, trials: int = 5, space: Any = None, slow: bool = False
+) -> FamilyResult:
+    frame = classification_frame(300)
+    space = SPACE if space is None else space
+    result: FamilyResult = search(
+        "linear" if space is SPACE else "tree",
+        space,
+        build,
+        frame[["x1", "x2", "color"]],
+        frame["label"],
+        method=method,
+        trials=trials,
+        deadline=time.monotonic() + 600,
+        cv=make_cv("classification", 3, False, 0),
+        scoring=SlowScorer() if slow else "roc_auc",
+        seed=11,
+        default={"alpha": 1e-4, "l1_ratio": 0.15} if space is SPACE else {},
+    )
+    return result
+
+
+def worker_main(url: str, name: str, method: str, worker: int, trials: int, slow: bool) -> None:
+    """A worker process (run by the tests with `python -c`): its share of the family's trials."""
+    shared = SharedSearch(StudySpec(name, url, heartbeat_seconds=1), worker, "work")
+    family_search(shared.family, method, trials, slow=slow)
+    shared.close()
+
+
+def start_worker(
+    url: str, name: str, method: str, worker: int, trials: int = 5, slow: bool = False
+) -> subprocess.Popen[bytes]:
+    code = (
+        "from tests.training.test_distributed import worker_main; "
+        f"worker_main({url!r}, {name!r}, {method!r}, {worker}, {trials}, {slow})"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SLOW_SCORER_SECONDS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
+
+
+def shape(result: FamilyResult) -> list[tuple[str, float, int, bool]]:
+    return [(repr(t.params), round(t.score, 12), t.rows, t.pruned) for t in result.trials]
+
+
+@pytest.mark.parametrize("method", ["grid", "random"])
+def test_two_worker_processes_draw_the_trials_one_process_would(method: str, pg_url: str) -> None:
+    alone = family_search(search_family, method)
+    other = start_worker(pg_url, "s", method, 1)
+    shared = SharedSearch(StudySpec("s", pg_url), 0, "wait")
+    mine = family_search(shared.family, method)
+    assert other.wait(timeout=300) == 0
+    assert shape(mine) == shape(alone)  # same trials, same order, same scores
+    assert mine.best is not None and alone.best is not None
+    assert mine.best.params == alone.best.params
+    # the other process did trials too (a search spread, not one worker doing it all)
+    import optuna
+
+    study = optuna.load_study(study_name="s/linear/fixed", storage=shared.storage)
+    assert len(study.trials) == 5 and all(t.state.name == "COMPLETE" for t in study.trials)
+    shared.close()
+
+
+def test_bayes_with_one_worker_draws_what_the_in_memory_study_draws(pg_url: str) -> None:
+    alone = family_search(search_family, "bayes", trials=6)
+    shared = SharedSearch(StudySpec("b", pg_url), 0, "wait")
+    mine = family_search(shared.family, "bayes", trials=6)
+    assert shape(mine) == shape(alone)
+    shared.close()
+
+
+def test_bayes_with_two_workers_shares_one_history_with_pruning(pg_url: str) -> None:
+    other = start_worker(pg_url, "b2", "bayes", 1, trials=10)
+    shared = SharedSearch(StudySpec("b2", pg_url), 0, "wait")
+    mine = family_search(shared.family, "bayes", trials=10)
+    assert other.wait(timeout=300) == 0
+    # the default, then at least 9 TPE trials (two workers may each take the last slot)
+    assert 10 <= len(mine.trials) <= 11 and mine.trials[0].params["alpha"] == 1e-4
+    drawn = [repr(t.params) for t in mine.trials[1:]]
+    assert len(set(drawn)) == len(drawn)  # the workers' samplers are seeded apart
+    assert mine.best is not None and mine.best.score == max(
+        t.score for t in mine.trials if not t.pruned
+    )
+
+
+def test_a_killed_worker_loses_one_trial_which_is_redone(pg_url: str) -> None:
+    import optuna
+
+    victim = start_worker(pg_url, "k", "random", 1, trials=4, slow=True)
+    storage = SharedSearch(StudySpec("k", pg_url, heartbeat_seconds=1)).storage
+    deadline = time.monotonic() + 120
+    running: list[Any] = []
+    while not running:
+        assert time.monotonic() < deadline and victim.poll() is None
+        time.sleep(0.2)
+        try:
+            study = optuna.load_study(study_name="k/tree/fixed", storage=storage)
+        except KeyError:
+            continue
+        running = [t for t in study.trials if t.state.name == "RUNNING"]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    shared = SharedSearch(StudySpec("k", pg_url, heartbeat_seconds=1), 0, "wait")
+    mine = family_search(shared.family, "random", trials=4, space=TREE_SPACE, slow=True)
+    alone = family_search(search_family, "random", trials=4, space=TREE_SPACE)
+    study = optuna.load_study(study_name="k/tree/fixed", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") == 4, states
+    (failed,) = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed.number == running[0].number
+    # every configuration was evaluated once and the choice is the one-process choice
+    assert sorted(shape(mine)) == sorted(shape(alone))
+    assert mine.best is not None and alone.best is not None
+    assert mine.best.params == alone.best.params
+    shared.close()
+
+
+def test_a_worker_with_another_config_or_data_is_refused(pg_url: str) -> None:
+    family_search(SharedSearch(StudySpec("c", pg_url), 0, "wait").family, "random")
+    with pytest.raises(TrainingError, match="proposals or search rows differ"):
+        family_search(SharedSearch(StudySpec("c", pg_url), 1, "work").family, "grid")
+
+
+def test_the_storage_must_be_postgresql_and_the_name_plain(monkeypatch: Any) -> None:
+    monkeypatch.delenv("SERVEWATCH_STUDY_STORAGE", raising=False)
+    monkeypatch.setenv("SERVEWATCH_DATABASE_URL", "sqlite:///x.db")
+    with pytest.raises(TrainingError, match="SERVEWATCH_STUDY_STORAGE.*sqlite:///x.db"):
+        StudySpec.resolve("ok")
+    monkeypatch.setenv("SERVEWATCH_STUDY_STORAGE", "postgresql://h/db")
+    assert StudySpec.resolve("ok").url == "postgresql://h/db"
+    with pytest.raises(TrainingError, match="--study 'a b'"):
+        StudySpec.resolve("a b")
+    monkeypatch.setenv("SERVEWATCH_STUDY_HEARTBEAT_SECONDS", "0")
+    with pytest.raises(TrainingError, match="SERVEWATCH_STUDY_HEARTBEAT_SECONDS"):
+        StudySpec.resolve("ok")
+
+
+# --- end to end: `servewatch train --study` ----------------------------------------------------
+
+
+def write_config(tmp_path: Path, task: str, method: str) -> Path:
+    if task == "classification":
+        frame, target = classification_frame(400).drop(columns=["when"]), "label"
+        frame["label"] = frame["label"] == "yes"  # bool labels
+    else:
+        frame, target = regression_frame(300), "y"
+    data = tmp_path / "data.csv"
+    frame.to_csv(data, index=False)
+    config = {
+        "name": "m",
+        "data": str(data),
+        "target": target,
+        "models": ["linear", "tree", "hgb"],
+        "seed": 3,
+        "search": {"method": method, "trials": 4, "budget_seconds": 600, "max_rows": 1000},
+        "split": {"cv_folds": 2},
+        "reference_rows": 100,
+        "ensemble": {"enabled": False},
+    }
+    path = tmp_path / f"{task}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train(
+    config: Path, registry: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "servewatch", "train", "--config", str(config), "--registry",
+         str(registry), "--json", *extra],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def manifest(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def chosen(m: dict[str, Any]) -> tuple[Any, ...]:
+    return m["model"]["family"], m["model"]["params"], m["metrics"]["cv"]["score"]
+
+
+def test_two_finishers_at_once_publish_once_what_one_process_chooses(
+    tmp_path: Path, pg_url: str
+) -> None:
+    config = write_config(tmp_path, "classification", "random")
+    alone = manifest(train(config, tmp_path / "one"))
+    env = {"SERVEWATCH_STUDY_STORAGE": pg_url}
+    both = [train(config, tmp_path / "shared", "--study", "e2e", env=env) for _ in range(2)]
+    first, second = (manifest(p) for p in both)  # both are worker 0: both try to finish
+    assert chosen(first) == chosen(alone)
+    assert first == second  # the one that waited got the published version's manifest
+    reg = Registry(tmp_path / "shared")
+    assert reg.versions("m") == [1] and reg.aliases("m")["production"]["version"] == 1
+    # a rerun of the finished study publishes nothing new
+    assert manifest(train(config, tmp_path / "shared", "--study", "e2e", env=env)) == first
+    assert reg.versions("m") == [1]
+
+
+def test_workers_on_one_machine_regression_grid(tmp_path: Path, pg_url: str) -> None:
+    config = write_config(tmp_path, "regression", "grid")
+    alone = manifest(train(config, tmp_path / "one"))
+    env = {"SERVEWATCH_STUDY_STORAGE": pg_url}
+    spread = manifest(train(config, tmp_path / "shared", "--study", "g", "--workers", "2", env=env))
+    assert chosen(spread) == chosen(alone)
+    assert Registry(tmp_path / "shared").versions("m") == [1]
+    import optuna
+
+    storage = SharedSearch(StudySpec("g", pg_url)).storage
+    for family in ("linear", "tree", "hgb"):
+        study = optuna.load_study(study_name=f"g/{family}/fixed", storage=storage)
+        assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_a_worker_that_is_not_index_0_publishes_nothing(tmp_path: Path, pg_url: str) -> None:
+    config = write_config(tmp_path, "classification", "bayes")
+    env = {"SERVEWATCH_STUDY_STORAGE": pg_url, "JOB_COMPLETION_INDEX": "1"}
+    proc = train(config, tmp_path / "reg", "--study", "w1", env=env)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "worker 1: no trial left in study w1" in err and out == ""
+    assert not (tmp_path / "reg" / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--workers", "2"], {}, "--workers and --worker-index need --study"),
+        (["--study", "x"], {"SERVEWATCH_STUDY_STORAGE": "sqlite:///s.db"}, "PostgreSQL storage"),
+    ],
+)
+def test_distributed_flags_fail_clearly(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    config = write_config(tmp_path, "regression", "random")
+    proc = train(config, tmp_path / "reg", *args, env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and message in " ".join(err.split()), err
+    assert "Traceback" not in err
+
+
+def test_halving_is_refused_with_a_study(tmp_path: Path, pg_url: str) -> None:
+    config = write_config(tmp_path, "regression", "random")
+    raw = yaml.safe_load(config.read_text())
+    raw["search"]["halving"] = True
+    config.write_text(yaml.safe_dump(raw))
+    proc = train(config, tmp_path / "reg", "--study", "h", env={"SERVEWATCH_STUDY_STORAGE": pg_url})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "search.halving cannot be spread" in err
