@@ -36,6 +36,13 @@ SPACE = {
 TREE_SPACE = {"max_depth": IntRange(2, 8), "min_samples_leaf": IntRange(1, 20)}
 
 
+@pytest.fixture
+def study_url(request: pytest.FixtureRequest) -> str:
+    """The test PostgreSQL in a fresh schema (pg_url): the studies' storage."""
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 def build(params: dict[str, Any]) -> Any:
     kinds = FeatureKinds(numeric=["x1", "x2"], categorical=["color"], datetime=[])
     pre = {k[4:]: v for k, v in params.items() if k.startswith("pre_")}
@@ -103,10 +110,10 @@ def shape(result: FamilyResult) -> list[tuple[str, float, int, bool]]:
 
 
 @pytest.mark.parametrize("method", ["grid", "random"])
-def test_two_worker_processes_draw_the_trials_one_process_would(method: str, pg_url: str) -> None:
+def test_two_worker_processes_draw_the_trials_one_process_would(method: str, study_url: str) -> None:
     alone = family_search(search_family, method)
-    other = start_worker(pg_url, "s", method, 1)
-    shared = SharedSearch(StudySpec("s", pg_url), 0, "wait")
+    other = start_worker(study_url, "s", method, 1)
+    shared = SharedSearch(StudySpec("s", study_url), 0, "wait")
     mine = family_search(shared.family, method)
     assert other.wait(timeout=300) == 0
     assert shape(mine) == shape(alone)  # same trials, same order, same scores
@@ -120,17 +127,17 @@ def test_two_worker_processes_draw_the_trials_one_process_would(method: str, pg_
     shared.close()
 
 
-def test_bayes_with_one_worker_draws_what_the_in_memory_study_draws(pg_url: str) -> None:
+def test_bayes_with_one_worker_draws_what_the_in_memory_study_draws(study_url: str) -> None:
     alone = family_search(search_family, "bayes", trials=6)
-    shared = SharedSearch(StudySpec("b", pg_url), 0, "wait")
+    shared = SharedSearch(StudySpec("b", study_url), 0, "wait")
     mine = family_search(shared.family, "bayes", trials=6)
     assert shape(mine) == shape(alone)
     shared.close()
 
 
-def test_bayes_with_two_workers_shares_one_history_with_pruning(pg_url: str) -> None:
-    other = start_worker(pg_url, "b2", "bayes", 1, trials=10)
-    shared = SharedSearch(StudySpec("b2", pg_url), 0, "wait")
+def test_bayes_with_two_workers_shares_one_history_with_pruning(study_url: str) -> None:
+    other = start_worker(study_url, "b2", "bayes", 1, trials=10)
+    shared = SharedSearch(StudySpec("b2", study_url), 0, "wait")
     mine = family_search(shared.family, "bayes", trials=10)
     assert other.wait(timeout=300) == 0
     # the default, then at least 9 TPE trials (two workers may each take the last slot)
@@ -142,11 +149,11 @@ def test_bayes_with_two_workers_shares_one_history_with_pruning(pg_url: str) -> 
     )
 
 
-def test_a_killed_worker_loses_one_trial_which_is_redone(pg_url: str) -> None:
+def test_a_killed_worker_loses_one_trial_which_is_redone(study_url: str) -> None:
     import optuna
 
-    victim = start_worker(pg_url, "k", "random", 1, trials=4, slow=True)
-    storage = SharedSearch(StudySpec("k", pg_url, heartbeat_seconds=1)).storage
+    victim = start_worker(study_url, "k", "random", 1, trials=4, slow=True)
+    storage = SharedSearch(StudySpec("k", study_url, heartbeat_seconds=1)).storage
     deadline = time.monotonic() + 120
     running: list[Any] = []
     while not running:
@@ -159,7 +166,7 @@ def test_a_killed_worker_loses_one_trial_which_is_redone(pg_url: str) -> None:
         running = [t for t in study.trials if t.state.name == "RUNNING"]
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
-    shared = SharedSearch(StudySpec("k", pg_url, heartbeat_seconds=1), 0, "wait")
+    shared = SharedSearch(StudySpec("k", study_url, heartbeat_seconds=1), 0, "wait")
     mine = family_search(shared.family, "random", trials=4, space=TREE_SPACE, slow=True)
     alone = family_search(search_family, "random", trials=4, space=TREE_SPACE)
     study = optuna.load_study(study_name="k/tree/fixed", storage=storage)
@@ -174,10 +181,10 @@ def test_a_killed_worker_loses_one_trial_which_is_redone(pg_url: str) -> None:
     shared.close()
 
 
-def test_a_worker_with_another_config_or_data_is_refused(pg_url: str) -> None:
-    family_search(SharedSearch(StudySpec("c", pg_url), 0, "wait").family, "random")
+def test_a_worker_with_another_config_or_data_is_refused(study_url: str) -> None:
+    family_search(SharedSearch(StudySpec("c", study_url), 0, "wait").family, "random")
     with pytest.raises(TrainingError, match="proposals or search rows differ"):
-        family_search(SharedSearch(StudySpec("c", pg_url), 1, "work").family, "grid")
+        family_search(SharedSearch(StudySpec("c", study_url), 1, "work").family, "grid")
 
 
 def test_the_storage_must_be_postgresql_and_the_name_plain(monkeypatch: Any) -> None:
@@ -247,11 +254,11 @@ def chosen(m: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def test_two_finishers_at_once_publish_once_what_one_process_chooses(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path, study_url: str
 ) -> None:
     config = write_config(tmp_path, "classification", "random")
     alone = manifest(train(config, tmp_path / "one"))
-    env = {"SERVEWATCH_STUDY_STORAGE": pg_url}
+    env = {"SERVEWATCH_STUDY_STORAGE": study_url}
     both = [train(config, tmp_path / "shared", "--study", "e2e", env=env) for _ in range(2)]
     first, second = (manifest(p) for p in both)  # both are worker 0: both try to finish
     assert chosen(first) == chosen(alone)
@@ -263,24 +270,24 @@ def test_two_finishers_at_once_publish_once_what_one_process_chooses(
     assert reg.versions("m") == [1]
 
 
-def test_workers_on_one_machine_regression_grid(tmp_path: Path, pg_url: str) -> None:
+def test_workers_on_one_machine_regression_grid(tmp_path: Path, study_url: str) -> None:
     config = write_config(tmp_path, "regression", "grid")
     alone = manifest(train(config, tmp_path / "one"))
-    env = {"SERVEWATCH_STUDY_STORAGE": pg_url}
+    env = {"SERVEWATCH_STUDY_STORAGE": study_url}
     spread = manifest(train(config, tmp_path / "shared", "--study", "g", "--workers", "2", env=env))
     assert chosen(spread) == chosen(alone)
     assert Registry(tmp_path / "shared").versions("m") == [1]
     import optuna
 
-    storage = SharedSearch(StudySpec("g", pg_url)).storage
+    storage = SharedSearch(StudySpec("g", study_url)).storage
     for family in ("linear", "tree", "hgb"):
         study = optuna.load_study(study_name=f"g/{family}/fixed", storage=storage)
         assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
 
 
-def test_a_worker_that_is_not_index_0_publishes_nothing(tmp_path: Path, pg_url: str) -> None:
+def test_a_worker_that_is_not_index_0_publishes_nothing(tmp_path: Path, study_url: str) -> None:
     config = write_config(tmp_path, "classification", "bayes")
-    env = {"SERVEWATCH_STUDY_STORAGE": pg_url, "JOB_COMPLETION_INDEX": "1"}
+    env = {"SERVEWATCH_STUDY_STORAGE": study_url, "JOB_COMPLETION_INDEX": "1"}
     proc = train(config, tmp_path / "reg", "--study", "w1", env=env)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
@@ -305,11 +312,11 @@ def test_distributed_flags_fail_clearly(
     assert "Traceback" not in err
 
 
-def test_halving_is_refused_with_a_study(tmp_path: Path, pg_url: str) -> None:
+def test_halving_is_refused_with_a_study(tmp_path: Path, study_url: str) -> None:
     config = write_config(tmp_path, "regression", "random")
     raw = yaml.safe_load(config.read_text())
     raw["search"]["halving"] = True
     config.write_text(yaml.safe_dump(raw))
-    proc = train(config, tmp_path / "reg", "--study", "h", env={"SERVEWATCH_STUDY_STORAGE": pg_url})
+    proc = train(config, tmp_path / "reg", "--study", "h", env={"SERVEWATCH_STUDY_STORAGE": study_url})
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "search.halving cannot be spread" in err
