@@ -110,7 +110,7 @@ def shape(result: FamilyResult) -> list[tuple[str, float, int, bool]]:
 
 
 @pytest.mark.parametrize("method", ["grid", "random"])
-def test_two_worker_processes_draw_the_trials_one_process_would(method: str, study_url: str) -> None:
+def test_two_worker_processes_draw_what_one_process_would(method: str, study_url: str) -> None:
     alone = family_search(search_family, method)
     other = start_worker(study_url, "s", method, 1)
     shared = SharedSearch(StudySpec("s", study_url), 0, "wait")
@@ -317,6 +317,7 @@ def test_halving_is_refused_with_a_study(tmp_path: Path, study_url: str) -> None
     raw = yaml.safe_load(config.read_text())
     raw["search"]["halving"] = True
     config.write_text(yaml.safe_dump(raw))
-    proc = train(config, tmp_path / "reg", "--study", "h", env={"SERVEWATCH_STUDY_STORAGE": study_url})
+    env = {"SERVEWATCH_STUDY_STORAGE": study_url}
+    proc = train(config, tmp_path / "reg", "--study", "h", env=env)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "search.halving cannot be spread" in err
