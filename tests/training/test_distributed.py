@@ -65,13 +65,12 @@ class SlowScorer:
         return "SlowScorer"
 
 
-def family_search(
-    search: Any, method: str, trials: int = 5, space: Any = None, slow: bool = False
-) -> FamilyResult:
+def family_search(search: Any, method: str, trials: int = 5, slow: bool = False) -> FamilyResult:
+    """The linear family's search, or (slow) the tree family's with a slow scorer."""
     frame = classification_frame(300)
-    space = SPACE if space is None else space
+    space = TREE_SPACE if slow else SPACE
     result: FamilyResult = search(
-        "linear" if space is SPACE else "tree",
+        "tree" if slow else "linear",
         space,
         build,
         frame[["x1", "x2", "color"]],
@@ -82,7 +81,7 @@ def family_search(
         cv=make_cv("classification", 3, False, 0),
         scoring=SlowScorer() if slow else "roc_auc",
         seed=11,
-        default={"alpha": 1e-4, "l1_ratio": 0.15} if space is SPACE else {},
+        default={} if slow else {"alpha": 1e-4, "l1_ratio": 0.15},
     )
     return result
 
@@ -167,8 +166,8 @@ def test_a_killed_worker_loses_one_trial_which_is_redone(study_url: str) -> None
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     shared = SharedSearch(StudySpec("k", study_url, heartbeat_seconds=1), 0, "wait")
-    mine = family_search(shared.family, "random", trials=4, space=TREE_SPACE, slow=True)
-    alone = family_search(search_family, "random", trials=4, space=TREE_SPACE)
+    mine = family_search(shared.family, "random", trials=4, slow=True)
+    alone = family_search(search_family, "random", trials=4, slow=True)
     study = optuna.load_study(study_name="k/tree/fixed", storage=storage)
     states = [t.state.name for t in study.trials]
     assert states.count("FAIL") == 1 and states.count("COMPLETE") == 4, states
