@@ -217,7 +217,8 @@ class SharedSearch:
             return t.score if np.isfinite(t.score) else -1e12
 
         def fixed_objective(trial: Any) -> float:
-            if "proposal" not in trial.user_attrs:
+            if "proposal" not in trial.user_attrs:  # a race lost: recorded as a failed stray
+                trial.set_user_attr("stray", True)
                 raise Stray()
             return run(trial, fixed[int(trial.user_attrs["proposal"])], None)
 

@@ -169,9 +169,9 @@ def test_a_killed_worker_loses_one_trial_which_is_redone(study_url: str) -> None
     mine = family_search(shared.family, "random", trials=4, slow=True)
     alone = family_search(search_family, "random", trials=4, slow=True)
     study = optuna.load_study(study_name="k/tree/fixed", storage=storage)
-    states = [t.state.name for t in study.trials]
+    states = [t.state.name for t in study.trials if not t.user_attrs.get("stray")]
     assert states.count("FAIL") == 1 and states.count("COMPLETE") == 4, states
-    (failed,) = [t for t in study.trials if t.state.name == "FAIL"]
+    (failed,) = [t for t in study.trials if t.state.name == "FAIL" and "stray" not in t.user_attrs]
     assert failed.number == running[0].number
     # every configuration was evaluated once and the choice is the one-process choice
     assert sorted(shape(mine)) == sorted(shape(alone))
@@ -281,7 +281,9 @@ def test_workers_on_one_machine_regression_grid(tmp_path: Path, study_url: str) 
     storage = SharedSearch(StudySpec("g", study_url)).storage
     for family in ("linear", "tree", "hgb"):
         study = optuna.load_study(study_name=f"g/{family}/fixed", storage=storage)
-        assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+        # a worker that lost the race for the last queued trial leaves a failed stray
+        kept = [t.state.name for t in study.trials if not t.user_attrs.get("stray")]
+        assert kept == ["COMPLETE"] * 4
 
 
 def test_a_worker_that_is_not_index_0_publishes_nothing(tmp_path: Path, study_url: str) -> None:
