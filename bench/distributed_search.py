@@ -1,0 +1,206 @@
+"""The distributed search (issue 31): trials per minute with 1 and 2 workers drawing from one
+Optuna study in PostgreSQL, against the in-memory study of the single-process search, and what
+the RDB storage costs per trial (a real trial, and an empty one, with its SQL statements).
+
+    python -m bench.distributed_search [--url postgresql://...] [--rows 8000] [--trials 12]
+
+Trials are the flights demo's (hgb and linear, random search, 3 folds on `--rows` rows); the
+machine's load average is printed beside the figures (the 2-worker ratio needs 2 idle cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.common import ROOT, load_average, machine, table
+from training.candidates import default_params, make_estimator, model_space
+from training.config import Preprocessing
+from training.data import FeatureKinds
+from training.distributed import SharedSearch, StudySpec
+from training.pipeline import build_pipeline
+from training.search import FamilyResult, make_cv, search_family
+
+URL = os.environ.get("SERVEWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@functools.cache
+def frame(rows: int) -> tuple[pd.DataFrame, pd.Series, FeatureKinds]:
+    from training.demo import FEATURES, TARGET, load_flights
+
+    data = load_flights([1, 2]).sample(rows, random_state=0)
+    x = data[FEATURES]
+    cats = [c for c in FEATURES if x[c].dtype == object]
+    kinds = FeatureKinds([c for c in FEATURES if c not in cats], cats, [])
+    return x, data[TARGET].astype(str), kinds
+
+
+def run_family(
+    search: Callable[..., FamilyResult], family: str, rows: int, trials: int, scoring: str
+) -> FamilyResult:
+    x, y, kinds = frame(rows)
+    space = model_space(family, "classification")
+
+    def build(params: dict[str, Any]) -> Any:
+        est = make_estimator(family, "classification", params, 0)
+        return build_pipeline(kinds, est, family=family, prep=Preprocessing())
+
+    result: FamilyResult = search(
+        family,
+        space,
+        build,
+        x,
+        y,
+        method="random",
+        trials=trials,
+        deadline=time.monotonic() + 3600,
+        cv=make_cv("classification", 3, False, 0),
+        scoring=scoring,
+        seed=0,
+        default=default_params(family, "classification", space),
+    )
+    return result
+
+
+def worker(url: str, name: str, family: str, rows: int, trials: int, scoring: str) -> None:
+    """A second worker process (run by this script with `python -c`): ready (imports and data
+    loaded) before the clock starts, as in a search longer than a process start."""
+    shared = SharedSearch(StudySpec(name, url), 1, "work")
+    frame(rows)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    run_family(shared.family, family, rows, trials, scoring)
+    shared.close()
+
+
+def schema_url(url: str) -> tuple[str, Callable[[], None]]:
+    """`url` in a fresh schema, and the call that drops it."""
+    import sqlalchemy as sa
+
+    schema = f"sw_bench_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1])
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+
+    def drop() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def timed(
+    kind: str, url: str, family: str, rows: int, trials: int, scoring: str = "roc_auc"
+) -> tuple[float, int, int]:
+    """Seconds for the family's trials, trials done, SQL statements sent by this process."""
+    import sqlalchemy as sa
+
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    statements = 0
+
+    def count(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    other = None
+    if kind == "2 workers":
+        code = (
+            "from bench.distributed_search import worker; "
+            f"worker({url!r}, {name!r}, {family!r}, {rows}, {trials}, {scoring!r})"
+        )
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        other = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert other.stdin and other.stdout and other.stdout.readline().strip() == "ready"
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    start = time.perf_counter()
+    if kind == "memory":
+        result = run_family(search_family, family, rows, trials, scoring)
+    else:
+        shared = SharedSearch(StudySpec(name, url), 0, "wait")
+        if other is not None and other.stdin:
+            other.stdin.write("go\n")
+            other.stdin.close()
+        result = run_family(shared.family, family, rows, trials, scoring)
+        if other is not None:
+            other.wait()
+        shared.close()
+    seconds = time.perf_counter() - start
+    sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    return seconds, len(result.trials), statements
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--url", default=URL)
+    ap.add_argument("--rows", type=int, default=8000)
+    ap.add_argument("--trials", type=int, default=12)
+    args = ap.parse_args()
+    url, drop = schema_url(args.url)
+    print(machine())
+    print(f"load average before: {load_average()}")
+    try:
+        rows = []
+        for family in ("hgb", "linear"):
+            times: dict[str, float] = {}
+            for kind in ("memory", "1 worker", "2 workers"):
+                run_family(search_family, family, args.rows, 1, "roc_auc")  # warm caches
+                seconds, done, sql = timed(kind, url, family, args.rows, args.trials)
+                times[kind] = seconds / done
+                rows.append(
+                    [
+                        family,
+                        kind,
+                        done,
+                        f"{seconds:.1f}",
+                        f"{60 * done / seconds:.1f}",
+                        f"{times['memory'] / times[kind]:.2f}x",
+                        sql if kind != "memory" else "-",
+                        load_average().split(",")[0],
+                    ]
+                )
+        print(
+            table(
+                [
+                    "family",
+                    "study",
+                    "trials",
+                    "seconds",
+                    "trials/min",
+                    "vs memory",
+                    "SQL (w0)",
+                    "load 1m",
+                ],
+                rows,
+            )  # fmt: skip
+        )
+        # The storage's own cost: an empty trial (a constant scorer on 60 rows, one fold).
+        empty = []
+        for kind in ("memory", "1 worker", "2 workers"):
+            seconds, done, sql = timed(kind, url, "linear", 60, 40, scoring="neg_log_loss")
+            empty.append([kind, done, f"{1000 * seconds / done:.1f}", f"{done / seconds:.1f}",
+                          f"{sql / done:.0f}" if kind != "memory" else "-"])  # fmt: skip
+        print("\nnear-empty trials (linear on 60 rows): the storage's cost per trial")
+        print(table(["study", "trials", "ms/trial", "trials/s", "SQL/trial (w0)"], empty))
+        print(f"load average after: {load_average()}")
+    finally:
+        drop()
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
