@@ -3,9 +3,10 @@ Optuna study in PostgreSQL, against the in-memory study of the single-process se
 the RDB storage costs per trial (a real trial, and an empty one, with its SQL statements).
 
     python -m bench.distributed_search [--url postgresql://...] [--rows 8000] [--trials 12]
+        [--families linear,tree,hgb]
 
-Trials are the flights demo's (hgb and linear, random search, 3 folds on `--rows` rows); the
-machine's load average is printed beside the figures (the 2-worker ratio needs 2 idle cores).
+Trials are the flights demo's (random search, 3 folds on `--rows` rows); the machine's load
+average is printed beside the figures (the 2-worker ratio needs 2 idle cores).
 """
 
 from __future__ import annotations
@@ -149,13 +150,14 @@ def main() -> None:
     ap.add_argument("--url", default=URL)
     ap.add_argument("--rows", type=int, default=8000)
     ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--families", default="linear,tree,hgb")
     args = ap.parse_args()
     url, drop = schema_url(args.url)
     print(machine())
     print(f"load average before: {load_average()}")
     try:
         rows = []
-        for family in ("hgb", "linear"):
+        for family in args.families.split(","):
             times: dict[str, float] = {}
             for kind in ("memory", "1 worker", "2 workers"):
                 run_family(search_family, family, args.rows, 1, "roc_auc")  # warm caches
@@ -173,6 +175,7 @@ def main() -> None:
                         load_average().split(",")[0],
                     ]
                 )
+                print(" | ".join(map(str, rows[-1])), flush=True)
         print(
             table(
                 [
