@@ -102,10 +102,28 @@ def schema_url(url: str) -> tuple[str, Callable[[], None]]:
     return f"{url}{sep}options=-csearch_path%3D{schema}", drop
 
 
+def round_trip_ms(url: str, n: int = 200) -> float:
+    """Median milliseconds of one `SELECT 1` round trip to the study's PostgreSQL."""
+    import statistics
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1])
+    times = []
+    with engine.connect() as conn:
+        for _ in range(n):
+            t = time.perf_counter()
+            conn.execute(sa.text("SELECT 1"))
+            times.append(1000 * (time.perf_counter() - t))
+    engine.dispose()
+    return statistics.median(times)
+
+
 def timed(
     kind: str, url: str, family: str, rows: int, trials: int, scoring: str = "roc_auc"
-) -> tuple[float, int, int]:
-    """Seconds for the family's trials, trials done, SQL statements sent by this process."""
+) -> tuple[float, int, int, float]:
+    """Seconds for the family's trials, trials done, SQL statements sent by this process, and
+    this process's CPU seconds (what the storage costs a worker, whatever the machine's load)."""
     import sqlalchemy as sa
 
     name = f"bench-{uuid.uuid4().hex[:6]}"
@@ -129,7 +147,7 @@ def timed(
         assert other.stdin and other.stdout and other.stdout.readline().strip() == "ready"
     shared = SharedSearch(StudySpec(name, url), 0, "wait")  # once per worker, not per trial
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if kind == "memory":
         result = run_family(search_family, family, rows, trials, scoring)
     else:
@@ -139,10 +157,10 @@ def timed(
         result = run_family(shared.family, family, rows, trials, scoring)
         if other is not None:
             other.wait()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     shared.close()
     sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
-    return seconds, len(result.trials), statements
+    return seconds, len(result.trials), statements, cpu
 
 
 def main() -> None:
@@ -155,14 +173,16 @@ def main() -> None:
     url, drop = schema_url(args.url)
     print(machine())
     print(f"load average before: {load_average()}")
+    print(f"PostgreSQL round trip (SELECT 1, median): {round_trip_ms(url):.2f} ms")
     try:
         rows = []
         for family in args.families.split(","):
             times: dict[str, float] = {}
+            cpus: dict[str, float] = {}
             for kind in ("memory", "1 worker", "2 workers"):
                 run_family(search_family, family, args.rows, 1, "roc_auc")  # warm caches
-                seconds, done, sql = timed(kind, url, family, args.rows, args.trials)
-                times[kind] = seconds / done
+                seconds, done, sql, cpu = timed(kind, url, family, args.rows, args.trials)
+                times[kind], cpus[kind] = seconds / done, cpu / done
                 rows.append(
                     [
                         family,
@@ -171,6 +191,8 @@ def main() -> None:
                         f"{seconds:.1f}",
                         f"{60 * done / seconds:.1f}",
                         f"{times['memory'] / times[kind]:.2f}x",
+                        f"{cpus[kind]:.3f}",
+                        f"{cpus[kind] / cpus['memory'] - 1:+.1%}" if kind == "1 worker" else "-",
                         sql if kind != "memory" else "-",
                         load_average().split(",")[0],
                     ]
@@ -194,11 +216,18 @@ def main() -> None:
         # The storage's own cost: an empty trial (a constant scorer on 60 rows, one fold).
         empty = []
         for kind in ("memory", "1 worker", "2 workers"):
-            seconds, done, sql = timed(kind, url, "linear", 60, 40, scoring="neg_log_loss")
-            empty.append([kind, done, f"{1000 * seconds / done:.1f}", f"{done / seconds:.1f}",
+            seconds, done, sql, cpu = timed(kind, url, "linear", 60, 40, scoring="neg_log_loss")
+            empty.append([kind, done, f"{1000 * seconds / done:.1f}", f"{1000 * cpu / done:.1f}",
+                          f"{done / seconds:.1f}",
                           f"{sql / done:.0f}" if kind != "memory" else "-"])  # fmt: skip
         print("\nnear-empty trials (linear on 60 rows): the storage's cost per trial")
-        print(table(["study", "trials", "ms/trial", "trials/s", "SQL/trial (w0)"], empty))
+        print(
+            table(
+                ["study", "trials", "ms/trial", "CPU ms/trial (w0)", "trials/s", "SQL/trial (w0)"],
+                empty,
+            )
+        )
+        print(f"PostgreSQL round trip (SELECT 1, median): {round_trip_ms(url):.2f} ms")
         print(f"load average after: {load_average()}")
     finally:
         drop()
