@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from core.registry import Registry
 from training.candidates import Choice, Space
@@ -29,12 +28,10 @@ from training.prepare import Prepared, Progress, prepare, quiet
 from training.publishing import Promote
 from training.search import (
     FamilyResult,
+    FamilySearch,
     FoldReport,
-    Scoring,
     Trial,
-    TrialCallback,
-    _proposals,
-    bayes_study,
+    create_study,
     evaluate_trial,
     pruning_report,
     suggest,
@@ -164,129 +161,24 @@ class SharedSearch:
                     "runs the same config on the same data; give a new search a new --study"
                 )
 
-    def family(
-        self,
-        family: str,
-        space: Space,
-        build: Callable[[dict[str, Any]], Pipeline],
-        x: pd.DataFrame,
-        y: pd.Series,
-        *,
-        method: str,
-        trials: int,
-        deadline: float,
-        cv: Any,
-        scoring: Scoring,
-        seed: int,
-        fit_params: dict[str, Any] | None = None,
-        on_trial: TrialCallback | None = None,
-        default: dict[str, Any] | None = None,
-        halving: bool = False,
-    ) -> FamilyResult:
-        """search_family on the shared study: the default and the grid or random proposals are
-        queued once (the same list every worker computes), Bayesian trials come from TPE on
-        every worker's results; pruning reads every worker's fold scores."""
-        import optuna
+    def family(self, *args: Any, **kwargs: Any) -> SharedFamilySearch:
+        """FamilySearch's twin for selection.search (`family_search`): the same arguments, its
+        trials drawn from this study."""
+        return SharedFamilySearch(self, *args, **kwargs)
 
-        if halving and method in ("random", "grid") and space:
-            raise TrainingError(halving_refused())
-        fixed = [default] if default is not None else []
-        bayes = method == "bayes" and bool(space)
-        if not bayes:
-            fixed += _proposals(method, space, trials, seed)[: max(0, trials - len(fixed))]
-        data = pd.util.hash_pandas_object(pd.concat([x, y], axis=1), index=True)
-        signature = _digest(repr(fixed) + str(scoring) + data.to_numpy().tobytes().hex())
-        queued = self._queue(f"{self.spec.name}/{family}/fixed", len(fixed), signature)
-        tpe = None
-        if bayes:  # worker 0 draws what the single-process search would; others differ
-            sampler_seed = seed if self.worker == 0 else seed + 7919 * self.worker
-            tpe = bayes_study(sampler_seed, self.storage, f"{self.spec.name}/{family}/bayes")
-        done = 0
-
-        def run(trial: Any, params: dict[str, Any], report: FoldReport | None) -> float:
-            nonlocal done
-            t = evaluate_trial(build, params, x, y, cv, scoring, fit_params, report)
-            trial.set_user_attr(
-                "result", {"score": t.score, "std": t.std, "seconds": t.seconds, "rows": t.rows}
-            )
-            done += 1
-            if on_trial:
-                on_trial(family, done, t.score)
-            if t.pruned:
-                raise optuna.TrialPruned()
-            return t.score if np.isfinite(t.score) else -1e12
-
-        def fixed_objective(trial: Any) -> float:
-            if "proposal" not in trial.user_attrs:  # a race lost: recorded as a failed stray
-                trial.set_user_attr("stray", True)
-                raise Stray()
-            return run(trial, fixed[int(trial.user_attrs["proposal"])], None)
-
-        def started() -> bool:
-            return any(_closed(s) for s in (queued, tpe) if s is not None)
-
-        self._drain(queued, fixed_objective, None, deadline, started)
-        if tpe is not None:
-            self._drain(
-                tpe,
-                lambda trial: run(trial, suggest(trial, space), pruning_report(trial)),
-                trials - len(fixed),
-                deadline,
-                started,
-            )
-        result = FamilyResult(family)
-        result.trials += _results(queued, lambda t: fixed[int(t.user_attrs["proposal"])])
-        if tpe is not None:
-            result.trials += _results(tpe, lambda t: _decode(space, t.params))
-        return result
-
-    def _queue(self, name: str, size: int, signature: str) -> Any:
-        """Study `name` holding `size` queued trials (proposal 0..size-1), queued once whatever
-        the number of workers creating it at once. Raises TrainingError when a worker computed
-        other proposals (another config, other data)."""
-        with self._locked(f"queue:{name}"):
-            study = self._study(name)
+    def sign(self, study: Any, signature: str) -> None:
+        """Record what a family study was made from, or check it. Raises TrainingError when a
+        worker computed other proposals or search rows (another config, seed or data)."""
+        with self._locked(f"sign:{study.study_name}"):
             seen = study.user_attrs.get("signature")
             if seen is None:
-                for i in range(size):
-                    study.enqueue_trial({}, user_attrs={"proposal": i})
                 study.set_user_attr("signature", signature)
             elif seen != signature:
                 raise TrainingError(
-                    f"study {name}: this worker's proposals or search rows differ from the "
-                    "study's (another config, seed or data): every worker must train the same "
-                    "config on the same data"
+                    f"study {study.study_name}: this worker's proposals or search rows differ "
+                    "from the study's (another config, seed or data): every worker must train "
+                    "the same config on the same data"
                 )
-        return study
-
-    def _drain(
-        self,
-        study: Any,
-        objective: Callable[[Any], float],
-        target: int | None,
-        deadline: float,
-        started: Callable[[], bool],
-    ) -> None:
-        """Run the study's trials while any is left: the queued ones, then (target) new ones
-        until `target` are taken; after `deadline` none (once the family has a score). In wait
-        mode, also wait for the trials others run, redoing those whose worker died."""
-        import optuna
-        from optuna.trial import TrialState as S
-
-        if self.mode == "read":
-            return
-        while True:
-            states = Counter(t.state for t in study.get_trials(deepcopy=False))
-            taken = states[S.COMPLETE] + states[S.PRUNED] + states[S.RUNNING] + states[S.WAITING]
-            left = states[S.WAITING] > 0 or (target is not None and taken < target)
-            if left and not (time.monotonic() >= deadline and started()):
-                # optimize first fails the trials of dead workers and queues them again
-                study.optimize(objective, n_trials=1, catch=(Stray,))
-            elif self.mode == "wait" and states[S.RUNNING]:
-                optuna.storages.fail_stale_trials(study)
-                time.sleep(POLL_SECONDS)
-            else:
-                return
 
     def finish(self, run: Callable[[], TrainResult], say: Progress = quiet) -> TrainResult:
         """`run` (fit the winner, assess, publish, promote) exactly once for this study: under
@@ -319,22 +211,170 @@ class SharedSearch:
         self.storage.remove_session()
 
 
-def _closed(study: Any) -> bool:
-    from optuna.trial import TrialState as S
+class SharedFamilySearch(FamilySearch):
+    """One family's search on the shared study, a trial at a time like FamilySearch: study
+    `NAME/<family>/fixed` holds the untuned default and the grid or random proposals, the k-th
+    trial created there running the k-th (the same sequence on every worker, so the same as one
+    process); `NAME/<family>/bayes` the TPE trials, sampled from every worker's results. A trial
+    whose worker died is redone with its configuration. `result` holds every worker's trials."""
 
-    return bool(study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED)))
+    def __init__(self, shared: SharedSearch, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shared = shared
+        family, space = self.result.family, self.space
+        self._bayes = self.method == "bayes" and bool(space)
+        self._sequence: list[dict[str, Any]] = []
+        if self._default is not None:
+            self._sequence.append(self._default)
+        elif not space:
+            self._sequence.append({})  # nothing to search: the estimator as it is, once
+        self._more = bool(space) and not self._bayes  # grid/random: proposals follow
+        name = shared.spec.name
+        self.fixed = shared._study(f"{name}/{family}/fixed")
+        data = pd.util.hash_pandas_object(pd.concat([self.x, self.y], axis=1), index=True)
+        first = [self._at(i) for i in range(16)]
+        shared.sign(
+            self.fixed, _digest(repr(first) + str(self.scoring) + data.to_numpy().tobytes().hex())
+        )
+        self.tpe = None
+        self._strays = 0
+        if self._bayes:  # worker 0 draws what one process would; the others are seeded apart
+            seed = self.seed if shared.worker == 0 else self.seed + 7919 * shared.worker
+            self.tpe = create_study(seed, shared.storage, f"{name}/{family}/bayes")
+        self._refresh()
+
+    def _at(self, index: int) -> dict[str, Any] | None:
+        """The index-th configuration of the fixed sequence; None past a grid's end."""
+        while self._more and len(self._sequence) <= index:
+            params = next(self._proposals, None)
+            if params is None:
+                self._more = False
+            else:
+                self._sequence.append(params)
+        return self._sequence[index] if index < len(self._sequence) else None
+
+    def _states(self) -> tuple[Counter[Any], Counter[Any]]:
+        """The states of the fixed and TPE studies' trials (strays left out, counted apart)."""
+
+        def count(study: Any) -> Counter[Any]:
+            trials = study.get_trials(deepcopy=False)
+            if study is self.fixed:
+                self._strays = sum(1 for t in trials if t.user_attrs.get("stray"))
+            return Counter(t.state for t in trials if not t.user_attrs.get("stray"))
+
+        return count(self.fixed), (count(self.tpe) if self.tpe is not None else Counter())
+
+    def _left(self) -> tuple[Any, int]:
+        """The study to draw the next trial from (None: none left), and the trials running."""
+        from optuna.trial import TrialState as S
+
+        fixed, tpe = self._states()
+        created = sum(fixed.values()) + self._strays
+        alive = (S.COMPLETE, S.PRUNED, S.RUNNING, S.WAITING)
+        taken = sum(fixed[s] + tpe[s] for s in alive)
+        running = fixed[S.RUNNING] + tpe[S.RUNNING]
+        if self.cap is not None and taken >= self.cap and not (fixed[S.WAITING] or tpe[S.WAITING]):
+            return None, running
+        if fixed[S.WAITING] or self._at(created) is not None:
+            return self.fixed, running
+        if self.tpe is not None:
+            return self.tpe, running
+        return None, running
+
+    @property
+    def done(self) -> bool:
+        """No trial left to draw; for the finishing worker, none running elsewhere either; in
+        read mode, always."""
+        if self.shared.mode == "read":
+            return True
+        study, running = self._left()
+        return study is None and not (self.shared.mode == "wait" and running)
+
+    def step(self) -> None:
+        """Run the next trial of the shared study, or (finishing worker) wait for the trials
+        others run, failing and queueing again those whose worker died."""
+        import optuna
+
+        if self.shared.mode == "read":
+            return
+        study, running = self._left()
+        if study is None:
+            if self.shared.mode == "wait" and running:
+                optuna.storages.fail_stale_trials(self.fixed)
+                if self.tpe is not None:
+                    optuna.storages.fail_stale_trials(self.tpe)
+                time.sleep(POLL_SECONDS)
+            self._refresh()
+            return
+        # optimize first fails the trials of dead workers and queues them again
+        objective = self._fixed_objective if study is self.fixed else self._tpe_objective
+        study.optimize(objective, n_trials=1, catch=(Stray,))
+        self._refresh()
+
+    def settle(self) -> None:
+        """Wait until no trial of this family runs anywhere (a dead worker's is failed)."""
+        import optuna
+
+        while self._left()[1]:
+            for study in (self.fixed, self.tpe):
+                if study is not None:
+                    optuna.storages.fail_stale_trials(study)
+            time.sleep(POLL_SECONDS)
+        self._refresh()
+
+    def _fixed_objective(self, trial: Any) -> float:
+        index = int(trial.user_attrs.get("proposal", trial.number))
+        params = self._at(index)
+        if params is None:  # a grid's end passed by two workers at once
+            trial.set_user_attr("stray", True)
+            raise Stray()
+        trial.set_user_attr("proposal", index)  # a retry of this trial runs the same one
+        default = index == 0 and self._default is not None
+        return self._run(trial, params, None, default)
+
+    def _tpe_objective(self, trial: Any) -> float:
+        return self._run(trial, suggest(trial, self.space), pruning_report(trial), False)
+
+    def _run(
+        self, trial: Any, params: dict[str, Any], report: FoldReport | None, default: bool
+    ) -> float:
+        import optuna
+
+        t = evaluate_trial(
+            self.build, params, self.x, self.y, self.cv, self.scoring, self.fit_params, report
+        )
+        trial.set_user_attr(
+            "result",
+            {"score": t.score, "std": t.std, "seconds": t.seconds, "rows": t.rows,
+             "folds": list(t.folds), "default": default},
+        )  # fmt: skip
+        if self.on_trial:
+            self.on_trial(self.result.family, len(self.result.trials) + 1, t.score)
+        if t.pruned:
+            raise optuna.TrialPruned()
+        return t.score if np.isfinite(t.score) else -1e12
+
+    def _refresh(self) -> None:
+        """`result`: every worker's finished trials, the fixed sequence's first."""
+        result = FamilyResult(self.result.family)
+        result.trials += _results(self.fixed, lambda t: self._at(int(t.user_attrs["proposal"])))
+        if self.tpe is not None:
+            result.trials += _results(self.tpe, lambda t: _decode(self.space, t.params))
+        self.result = result
 
 
-def _results(study: Any, params: Callable[[Any], dict[str, Any]]) -> list[Trial]:
-    """The study's finished trials (in the order they were queued or drawn) as search Trials."""
+def _results(study: Any, params: Callable[[Any], dict[str, Any] | None]) -> list[Trial]:
+    """The study's finished trials (in the order they were drawn) as search Trials."""
     from optuna.trial import TrialState as S
 
     out = []
     for t in sorted(study.get_trials(states=(S.COMPLETE, S.PRUNED)), key=lambda t: t.number):
-        r = t.user_attrs.get("result")
-        if r is not None:
-            pruned = t.state == S.PRUNED
-            out.append(Trial(params(t), r["score"], r["std"], r["seconds"], r["rows"], pruned))
+        r, p = t.user_attrs.get("result"), params(t)
+        if r is not None and p is not None:
+            out.append(
+                Trial(p, r["score"], r["std"], r["seconds"], r["rows"], t.state == S.PRUNED,
+                      tuple(r["folds"]), r["default"])
+            )  # fmt: skip
     return out
 
 
@@ -361,14 +401,24 @@ def work(
     config: TrainConfig, spec: StudySpec, worker: int, mode: Mode, say: Progress
 ) -> tuple[Prepared, float]:
     """Prepare and draw trials from the study until none is left (no re-scoring on more rows:
-    the finishing step does that); the prepared data and the search's deadline."""
+    the finishing step does that; in wait mode, until no trial runs anywhere); the prepared
+    data and the run's start (its budget counts from it)."""
     shared = SharedSearch(spec, worker, mode)
     try:
         shared.register(config)
+        started = time.monotonic()
         prepared = prepare(config, say)
-        deadline = time.monotonic() + config.search.budget_seconds
-        search(prepared, say, shared.family, grow_rows=False, deadline=deadline)
-        return prepared, deadline
+        families: list[SharedFamilySearch] = []
+
+        def family(*args: Any, **kwargs: Any) -> SharedFamilySearch:
+            families.append(shared.family(*args, **kwargs))
+            return families[-1]
+
+        search(prepared, say, started, family_search=family, grow_rows=False)
+        if mode == "wait":
+            for f in families:
+                f.settle()
+        return prepared, started
     finally:
         shared.close()
 
@@ -409,7 +459,7 @@ def train(
         p.start()
     try:
         mode: Mode = "wait" if index == 0 else "work"
-        prepared, deadline = work(config, spec, index * workers, mode, say)
+        prepared, started = work(config, spec, index * workers, mode, say)
         for p in extras:
             p.join()
             if p.exitcode:  # its running trial, if any, was redone by a worker still alive
@@ -424,8 +474,9 @@ def train(
                     registry,
                     progress=say,
                     promote=promote,
-                    select=partial(search, family_search=shared.family, deadline=deadline),
+                    select=partial(search, family_search=shared.family),
                     prepared=prepared,
+                    started=started,
                 ),
                 say,
             )

@@ -415,22 +415,7 @@ class FamilySearch:
         space = self.space
 
         def objective(trial: Any) -> float:
-            params: dict[str, Any] = {}
-            for name, dim in space.items():
-                if isinstance(dim, Choice):
-                    idx = trial.suggest_categorical(name, list(range(len(dim.values))))
-                    params[name] = dim.values[idx]
-                elif isinstance(dim, FloatRange):
-                    params[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
-                else:
-                    params[name] = trial.suggest_int(name, dim.low, dim.high, log=dim.log)
-
-            def report(fold: int, mean: float) -> None:
-                trial.report(mean, fold)
-                if trial.should_prune():
-                    raise Pruned(mean)
-
-            value = self.evaluate(params, report=report)
+            value = self.evaluate(suggest(trial, space), report=pruning_report(trial))
             if self.result.trials[-1].pruned:
                 raise optuna.TrialPruned()
             return value if np.isfinite(value) else -1e12
@@ -438,15 +423,43 @@ class FamilySearch:
         self._study.optimize(objective, n_trials=1)
 
 
-def create_study(seed: int, storage: Any = None) -> Any:
+def suggest(trial: Any, space: Space) -> dict[str, Any]:
+    """An Optuna trial's point of `space` (a choice is suggested as its index)."""
+    params: dict[str, Any] = {}
+    for name, dim in space.items():
+        if isinstance(dim, Choice):
+            idx = trial.suggest_categorical(name, list(range(len(dim.values))))
+            params[name] = dim.values[idx]
+        elif isinstance(dim, FloatRange):
+            params[name] = trial.suggest_float(name, dim.low, dim.high, log=dim.log)
+        else:
+            params[name] = trial.suggest_int(name, dim.low, dim.high, log=dim.log)
+    return params
+
+
+def pruning_report(trial: Any) -> FoldReport:
+    """The fold report of an Optuna trial: raises Pruned when its pruner says so."""
+
+    def report(fold: int, mean: float) -> None:
+        trial.report(mean, fold)
+        if trial.should_prune():
+            raise Pruned(mean)
+
+    return report
+
+
+def create_study(seed: int, storage: Any = None, name: str | None = None) -> Any:
     """The Optuna study of one family's Bayesian search: TPE seeded by `seed`, MedianPruner on
-    the running fold mean; in memory unless a `storage` (an Optuna storage or URL) is given."""
+    the running fold mean; in memory unless a `storage` (an Optuna storage or URL) is given, as
+    study `name` (loaded when it exists)."""
     import optuna  # heavy: imported only when Bayesian search is asked for
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         direction="maximize",
         storage=storage,
+        study_name=name,
+        load_if_exists=name is not None,
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
     )

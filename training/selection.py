@@ -75,11 +75,15 @@ def search(
     say: Progress,
     started: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    family_search: Callable[..., FamilySearch] = FamilySearch,
+    grow_rows: bool = True,
 ) -> Selection:
     """Search the families: with `search.budget_seconds`, until the run's budget (from `started`,
     on `clock`, the run's `time.monotonic()`) less what the later steps need is spent, halving over
-    families (training.budget); without, `search.trials` each in equal shares of 120 s. Raises
-    TrainingError when none fits."""
+    families (training.budget); without, `search.trials` each in equal shares of 120 s. Each
+    family's trials are `family_search`'s (FamilySearch, or a distributed search's twin drawing
+    them from a shared study); the finalists are re-scored on more rows unless `grow_rows` is
+    false. Raises TrainingError when none fits."""
     config, task, splits = prepared.config, prepared.task, prepared.splits
     total, ordered = len(splits.x_train), bool(config.time_column)
     start = min(total, config.search.max_rows)
@@ -131,7 +135,7 @@ def search(
     opts = config.search
     members = config.ensemble.size if config.ensemble.enabled else 1
     all_rows = len(splits.x_train) + len(splits.x_val) + len(splits.x_test)
-    grows = opts.grow_rows and start < total
+    grows = grow_rows and opts.grow_rows and start < total
     given = opts.budget_seconds
     if given:  # the run's budget, from its start
         deadline = (started if started is not None else clock()) + given
@@ -171,7 +175,7 @@ def search(
         builds[family] = build
         x_fam, y_fam, fit_params = sample(start, family)
         searches.append(
-            FamilySearch(
+            family_search(
                 family,
                 space,
                 build,

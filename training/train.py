@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -19,7 +20,7 @@ from training.fitting import fit_and_calibrate
 from training.manifest import build_manifest
 from training.prepare import Prepared, Progress, prepare, quiet
 from training.publishing import Alias, Promote, Release, publish, unseen_reference
-from training.selection import search
+from training.selection import Selection, search
 
 __all__ = ["Candidate", "Progress", "Promote", "TrainResult", "run_training", "train_candidate"]
 
@@ -51,15 +52,28 @@ class Candidate:
         return Release(self.model, self.reference, self.manifest, reports=reports, rows=self.rows)
 
 
-def train_candidate(config: TrainConfig, registry: Registry, say: Progress = quiet) -> Candidate:
-    """Prepare, search, fit and calibrate, evaluate, build the manifest: everything but
-    publishing. Raises TrainingError; writes nothing."""
-    started = time.monotonic()
-    prepared = prepare(config, say)
+Select = Callable[[Prepared, Progress, float], Selection]
+"""The search step: selection.search, or a distributed search's (training.distributed)."""
+
+
+def train_candidate(
+    config: TrainConfig,
+    registry: Registry,
+    say: Progress = quiet,
+    *,
+    select: Select = search,
+    prepared: Prepared | None = None,
+    started: float | None = None,
+) -> Candidate:
+    """Prepare (unless `prepared` is given), search (`select`), fit and calibrate, evaluate,
+    build the manifest: everything but publishing; the run's budget counts from `started`
+    (default: now, on time.monotonic). Raises TrainingError; writes nothing."""
+    started = time.monotonic() if started is None else started
+    prepared = prepare(config, say) if prepared is None else prepared
     raw, rows = fingerprints.of_run(prepared)
     mitigation.check(prepared)
     threshold.check(prepared)
-    selection = search(prepared, say, started)
+    selection = select(prepared, say, started)
     fitted = fit_and_calibrate(prepared, selection, say)
     fitted = ensemble.consider(prepared, selection, fitted, say)
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)
@@ -106,12 +120,17 @@ def run_training(
     *,
     progress: Progress | None = None,
     promote: Promote = "auto",
+    select: Select = search,
+    prepared: Prepared | None = None,
+    started: float | None = None,
 ) -> TrainResult:
-    """Train, evaluate, publish and promote one version. Raises TrainingError; writes nothing on
-    failure."""
+    """Train, evaluate, publish and promote one version (train_candidate's `select`, `prepared`
+    and `started`). Raises TrainingError; writes nothing on failure."""
     mode = publishing.promote_mode(promote)  # a caller without a type checker gets a clear error
     say = progress or quiet
-    candidate = train_candidate(config, registry, say)
+    candidate = train_candidate(
+        config, registry, say, select=select, prepared=prepared, started=started
+    )
     name = candidate.prepared.config.name
     version = publish(registry, name, candidate.release(), say)
     promoted = publishing.promote(

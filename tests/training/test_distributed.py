@@ -19,13 +19,13 @@ from sklearn.metrics import get_scorer
 from core.registry import Registry
 from tests.data import classification_frame, regression_frame
 from tests.service.conftest import pg_url  # noqa: F401 - the fixture
-from training.candidates import Choice, FloatRange, IntRange, make_estimator
+from training.candidates import Choice, FloatRange, IntRange, Space, make_estimator
 from training.config import Preprocessing
 from training.data import FeatureKinds
 from training.distributed import SharedSearch, StudySpec
 from training.errors import TrainingError
 from training.pipeline import build_pipeline
-from training.search import FamilyResult, make_cv, search_family
+from training.search import FamilyResult, make_cv, run_family, search_family
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = {
@@ -65,31 +65,36 @@ class SlowScorer:
         return "SlowScorer"
 
 
-def family_search(search: Any, method: str, trials: int = 5, slow: bool = False) -> FamilyResult:
-    """The linear family's search, or (slow) the tree family's with a slow scorer."""
+def family_search(
+    shared: SharedSearch | None, method: str, trials: int = 5, slow: bool = False
+) -> FamilyResult:
+    """The linear family's search, or (slow) the tree family's with a slow scorer: in memory
+    (search_family) or on the shared study."""
     frame = classification_frame(300)
-    space = TREE_SPACE if slow else SPACE
-    result: FamilyResult = search(
-        "tree" if slow else "linear",
-        space,
-        build,
-        frame[["x1", "x2", "color"]],
-        frame["label"],
-        method=method,
-        trials=trials,
-        deadline=time.monotonic() + 600,
-        cv=make_cv("classification", 3, False, 0),
-        scoring=SlowScorer() if slow else "roc_auc",
-        seed=11,
-        default={} if slow else {"alpha": 1e-4, "l1_ratio": 0.15},
-    )
-    return result
+    space: Space = TREE_SPACE if slow else SPACE
+    x, y = frame[["x1", "x2", "color"]], frame["label"]
+    args: tuple[Any, ...] = ("tree" if slow else "linear", space, build, x, y)
+    options: dict[str, Any] = {
+        "method": method,
+        "cv": make_cv("classification", 3, False, 0),
+        "scoring": SlowScorer() if slow else "roc_auc",
+        "seed": 11,
+        "default": {} if slow else {"alpha": 1e-4, "l1_ratio": 0.15},
+    }
+    deadline = time.monotonic() + 600
+    if shared is None:
+        return search_family(*args, trials=trials, deadline=deadline, **options)
+    fs = shared.family(*args, cap=trials, **options)
+    run_family(fs, deadline)
+    if shared.mode == "wait":
+        fs.settle()
+    return fs.result
 
 
 def worker_main(url: str, name: str, method: str, worker: int, trials: int, slow: bool) -> None:
     """A worker process (run by the tests with `python -c`): its share of the family's trials."""
     shared = SharedSearch(StudySpec(name, url, heartbeat_seconds=1), worker, "work")
-    family_search(shared.family, method, trials, slow=slow)
+    family_search(shared, method, trials, slow=slow)
     shared.close()
 
 
@@ -110,10 +115,10 @@ def shape(result: FamilyResult) -> list[tuple[str, float, int, bool]]:
 
 @pytest.mark.parametrize("method", ["grid", "random"])
 def test_two_worker_processes_draw_what_one_process_would(method: str, study_url: str) -> None:
-    alone = family_search(search_family, method)
+    alone = family_search(None, method)
     other = start_worker(study_url, "s", method, 1)
     shared = SharedSearch(StudySpec("s", study_url), 0, "wait")
-    mine = family_search(shared.family, method)
+    mine = family_search(shared, method)
     assert other.wait(timeout=300) == 0
     assert shape(mine) == shape(alone)  # same trials, same order, same scores
     assert mine.best is not None and alone.best is not None
@@ -127,9 +132,9 @@ def test_two_worker_processes_draw_what_one_process_would(method: str, study_url
 
 
 def test_bayes_with_one_worker_draws_what_the_in_memory_study_draws(study_url: str) -> None:
-    alone = family_search(search_family, "bayes", trials=6)
+    alone = family_search(None, "bayes", trials=6)
     shared = SharedSearch(StudySpec("b", study_url), 0, "wait")
-    mine = family_search(shared.family, "bayes", trials=6)
+    mine = family_search(shared, "bayes", trials=6)
     assert shape(mine) == shape(alone)
     shared.close()
 
@@ -137,7 +142,7 @@ def test_bayes_with_one_worker_draws_what_the_in_memory_study_draws(study_url: s
 def test_bayes_with_two_workers_shares_one_history_with_pruning(study_url: str) -> None:
     other = start_worker(study_url, "b2", "bayes", 1, trials=10)
     shared = SharedSearch(StudySpec("b2", study_url), 0, "wait")
-    mine = family_search(shared.family, "bayes", trials=10)
+    mine = family_search(shared, "bayes", trials=10)
     assert other.wait(timeout=300) == 0
     # the default, then at least 9 TPE trials (two workers may each take the last slot)
     assert 10 <= len(mine.trials) <= 11 and mine.trials[0].params["alpha"] == 1e-4
@@ -166,8 +171,8 @@ def test_a_killed_worker_loses_one_trial_which_is_redone(study_url: str) -> None
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     shared = SharedSearch(StudySpec("k", study_url, heartbeat_seconds=1), 0, "wait")
-    mine = family_search(shared.family, "random", trials=4, slow=True)
-    alone = family_search(search_family, "random", trials=4, slow=True)
+    mine = family_search(shared, "random", trials=4, slow=True)
+    alone = family_search(None, "random", trials=4, slow=True)
     study = optuna.load_study(study_name="k/tree/fixed", storage=storage)
     states = [t.state.name for t in study.trials if not t.user_attrs.get("stray")]
     assert states.count("FAIL") == 1 and states.count("COMPLETE") == 4, states
@@ -181,9 +186,9 @@ def test_a_killed_worker_loses_one_trial_which_is_redone(study_url: str) -> None
 
 
 def test_a_worker_with_another_config_or_data_is_refused(study_url: str) -> None:
-    family_search(SharedSearch(StudySpec("c", study_url), 0, "wait").family, "random")
+    family_search(SharedSearch(StudySpec("c", study_url), 0, "wait"), "random")
     with pytest.raises(TrainingError, match="proposals or search rows differ"):
-        family_search(SharedSearch(StudySpec("c", study_url), 1, "work").family, "grid")
+        family_search(SharedSearch(StudySpec("c", study_url), 1, "work"), "grid")
 
 
 def test_the_storage_must_be_postgresql_and_the_name_plain(monkeypatch: Any) -> None:
