@@ -237,11 +237,10 @@ class SharedFamilySearch(FamilySearch):
             self.fixed, _digest(repr(first) + str(self.scoring) + data.to_numpy().tobytes().hex())
         )
         self.tpe = None
-        self._strays = 0
         if self._bayes:  # worker 0 draws what one process would; the others are seeded apart
             seed = self.seed if shared.worker == 0 else self.seed + 7919 * shared.worker
             self.tpe = create_study(seed, shared.storage, f"{name}/{family}/bayes")
-        self._refresh()
+        self._sync()
 
     def _at(self, index: int) -> dict[str, Any] | None:
         """The index-th configuration of the fixed sequence; None past a grid's end."""
@@ -253,33 +252,39 @@ class SharedFamilySearch(FamilySearch):
                 self._sequence.append(params)
         return self._sequence[index] if index < len(self._sequence) else None
 
-    def _states(self) -> tuple[Counter[Any], Counter[Any]]:
-        """The states of the fixed and TPE studies' trials (strays left out, counted apart)."""
-
-        def count(study: Any) -> Counter[Any]:
-            trials = study.get_trials(deepcopy=False)
-            if study is self.fixed:
-                self._strays = sum(1 for t in trials if t.user_attrs.get("stray"))
-            return Counter(t.state for t in trials if not t.user_attrs.get("stray"))
-
-        return count(self.fixed), (count(self.tpe) if self.tpe is not None else Counter())
-
-    def _left(self) -> tuple[Any, int]:
-        """The study to draw the next trial from (None: none left), and the trials running."""
+    def _sync(self) -> None:
+        """Read the family's trials once (every worker's): their states, and `result`: the
+        finished ones, the fixed sequence's first."""
         from optuna.trial import TrialState as S
 
-        fixed, tpe = self._states()
-        created = sum(fixed.values()) + self._strays
+        fixed = self.fixed.get_trials(deepcopy=False)
+        tpe = self.tpe.get_trials(deepcopy=False) if self.tpe is not None else []
+        self._next = len(fixed) - sum(map(_not_fresh, fixed))  # the next fresh trial's index
+        self._counts = Counter(
+            (t.state, study is tpe)
+            for study in (fixed, tpe)
+            for t in study
+            if not t.user_attrs.get("stray")
+        )
+        result = FamilyResult(self.result.family)
+        result.trials += _results(fixed, lambda t: self._at(int(t.user_attrs["proposal"])))
+        result.trials += _results(tpe, lambda t: _decode(self.space, t.params))
+        self.result = result
+        self._running = sum(n for (state, _), n in self._counts.items() if state == S.RUNNING)
+
+    def _left(self) -> Any:
+        """The study to draw the next trial from (None: none left), as last read."""
+        from optuna.trial import TrialState as S
+
+        counts = self._counts
         alive = (S.COMPLETE, S.PRUNED, S.RUNNING, S.WAITING)
-        taken = sum(fixed[s] + tpe[s] for s in alive)
-        running = fixed[S.RUNNING] + tpe[S.RUNNING]
-        if self.cap is not None and taken >= self.cap and not (fixed[S.WAITING] or tpe[S.WAITING]):
-            return None, running
-        if fixed[S.WAITING] or self._at(created) is not None:
-            return self.fixed, running
-        if self.tpe is not None:
-            return self.tpe, running
-        return None, running
+        taken = sum(n for (state, _), n in counts.items() if state in alive)
+        waiting = counts[(S.WAITING, False)], counts[(S.WAITING, True)]
+        if self.cap is not None and taken >= self.cap and not any(waiting):
+            return None
+        if waiting[0] or self._at(self._next) is not None:
+            return self.fixed
+        return self.tpe
 
     @property
     def done(self) -> bool:
@@ -287,44 +292,44 @@ class SharedFamilySearch(FamilySearch):
         read mode, always."""
         if self.shared.mode == "read":
             return True
-        study, running = self._left()
-        return study is None and not (self.shared.mode == "wait" and running)
+        return self._left() is None and not (self.shared.mode == "wait" and self._running)
 
     def step(self) -> None:
         """Run the next trial of the shared study, or (finishing worker) wait for the trials
         others run, failing and queueing again those whose worker died."""
-        import optuna
-
         if self.shared.mode == "read":
             return
-        study, running = self._left()
+        study = self._left()
         if study is None:
-            if self.shared.mode == "wait" and running:
-                optuna.storages.fail_stale_trials(self.fixed)
-                if self.tpe is not None:
-                    optuna.storages.fail_stale_trials(self.tpe)
+            if self.shared.mode == "wait" and self._running:
+                self._fail_stale()
                 time.sleep(POLL_SECONDS)
-            self._refresh()
-            return
-        # optimize first fails the trials of dead workers and queues them again
-        objective = self._fixed_objective if study is self.fixed else self._tpe_objective
-        study.optimize(objective, n_trials=1, catch=(Stray,))
-        self._refresh()
+        else:  # optimize first fails the trials of dead workers and queues them again
+            objective = self._fixed_objective if study is self.fixed else self._tpe_objective
+            study.optimize(objective, n_trials=1, catch=(Stray,))
+        self._sync()
 
     def settle(self) -> None:
         """Wait until no trial of this family runs anywhere (a dead worker's is failed)."""
+        self._sync()
+        while self._running:
+            self._fail_stale()
+            time.sleep(POLL_SECONDS)
+            self._sync()
+
+    def _fail_stale(self) -> None:
         import optuna
 
-        while self._left()[1]:
-            for study in (self.fixed, self.tpe):
-                if study is not None:
-                    optuna.storages.fail_stale_trials(study)
-            time.sleep(POLL_SECONDS)
-        self._refresh()
+        for study in (self.fixed, self.tpe):
+            if study is not None:
+                optuna.storages.fail_stale_trials(study)
 
     def _fixed_objective(self, trial: Any) -> float:
-        index = int(trial.user_attrs.get("proposal", trial.number))
-        params = self._at(index)
+        index = trial.user_attrs.get("proposal")
+        if index is None:  # a fresh trial: the next configuration of the sequence
+            earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+            index = trial.number - sum(map(_not_fresh, earlier))
+        params = self._at(int(index))
         if params is None:  # a grid's end passed by two workers at once
             trial.set_user_attr("stray", True)
             raise Stray()
@@ -354,21 +359,19 @@ class SharedFamilySearch(FamilySearch):
             raise optuna.TrialPruned()
         return t.score if np.isfinite(t.score) else -1e12
 
-    def _refresh(self) -> None:
-        """`result`: every worker's finished trials, the fixed sequence's first."""
-        result = FamilyResult(self.result.family)
-        result.trials += _results(self.fixed, lambda t: self._at(int(t.user_attrs["proposal"])))
-        if self.tpe is not None:
-            result.trials += _results(self.tpe, lambda t: _decode(self.space, t.params))
-        self.result = result
+
+def _not_fresh(trial: Any) -> bool:
+    """A retry of a dead worker's trial, or a stray: a trial that took no new configuration."""
+    return "failed_trial" in trial.system_attrs or bool(trial.user_attrs.get("stray"))
 
 
-def _results(study: Any, params: Callable[[Any], dict[str, Any] | None]) -> list[Trial]:
-    """The study's finished trials (in the order they were drawn) as search Trials."""
+def _results(trials: list[Any], params: Callable[[Any], dict[str, Any] | None]) -> list[Trial]:
+    """The finished ones of a study's trials (in the order they were drawn) as search Trials."""
     from optuna.trial import TrialState as S
 
+    finished = [t for t in trials if t.state in (S.COMPLETE, S.PRUNED)]
     out = []
-    for t in sorted(study.get_trials(states=(S.COMPLETE, S.PRUNED)), key=lambda t: t.number):
+    for t in sorted(finished, key=lambda t: t.number):
         r, p = t.user_attrs.get("result"), params(t)
         if r is not None and p is not None:
             out.append(

@@ -28,12 +28,12 @@ from training.pipeline import build_pipeline
 from training.search import FamilyResult, make_cv, run_family, search_family
 
 ROOT = Path(__file__).resolve().parents[2]
-SPACE = {
+SPACE: Space = {
     "alpha": FloatRange(1e-5, 1e-1),
     "l1_ratio": Choice((0.0, 0.5, 1.0)),
     "pre_scaler": Choice(("standard", "robust")),
 }
-TREE_SPACE = {"max_depth": IntRange(2, 8), "min_samples_leaf": IntRange(1, 20)}
+TREE_SPACE: Space = {"max_depth": IntRange(2, 8), "min_samples_leaf": IntRange(1, 20)}
 
 
 @pytest.fixture
