@@ -30,7 +30,7 @@ from training.config import Preprocessing
 from training.data import FeatureKinds
 from training.distributed import SharedSearch, StudySpec
 from training.pipeline import build_pipeline
-from training.search import FamilyResult, make_cv, search_family
+from training.search import FamilyResult, make_cv, run_family, search_family
 
 URL = os.environ.get("SERVEWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -46,9 +46,11 @@ def frame(rows: int) -> tuple[pd.DataFrame, pd.Series, FeatureKinds]:
     return x, data[TARGET].astype(str), kinds
 
 
-def run_family(
-    search: Callable[..., FamilyResult], family: str, rows: int, trials: int, scoring: str
+def family_trials(
+    shared: SharedSearch | None, family: str, rows: int, trials: int, scoring: str
 ) -> FamilyResult:
+    """`trials` trials of `family`: in memory (search_family), or drawn from the shared study
+    (the finishing worker waits for the others' last trials)."""
     x, y, kinds = frame(rows)
     space = model_space(family, "classification")
 
@@ -56,21 +58,22 @@ def run_family(
         est = make_estimator(family, "classification", params, 0)
         return build_pipeline(kinds, est, family=family, prep=Preprocessing())
 
-    result: FamilyResult = search(
-        family,
-        space,
-        build,
-        x,
-        y,
-        method="random",
-        trials=trials,
-        deadline=time.monotonic() + 3600,
-        cv=make_cv("classification", 3, False, 0),
-        scoring=scoring,
-        seed=0,
-        default=default_params(family, "classification", space),
-    )
-    return result
+    args = (family, space, build, x, y)
+    options: dict[str, Any] = {
+        "method": "random",
+        "cv": make_cv("classification", 3, False, 0),
+        "scoring": scoring,
+        "seed": 0,
+        "default": default_params(family, "classification", space),
+    }
+    deadline = time.monotonic() + 3600
+    if shared is None:
+        return search_family(*args, trials=trials, deadline=deadline, **options)
+    fs = shared.family(*args, cap=trials, **options)
+    run_family(fs, deadline)
+    if shared.mode == "wait":
+        fs.settle()
+    return fs.result
 
 
 def worker(url: str, name: str, family: str, rows: int, trials: int, scoring: str) -> None:
@@ -80,7 +83,7 @@ def worker(url: str, name: str, family: str, rows: int, trials: int, scoring: st
     frame(rows)
     print("ready", flush=True)
     sys.stdin.readline()
-    run_family(shared.family, family, rows, trials, scoring)
+    family_trials(shared, family, rows, trials, scoring)
     shared.close()
 
 
@@ -149,12 +152,12 @@ def timed(
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
     start, cpu = time.perf_counter(), time.process_time()
     if kind == "memory":
-        result = run_family(search_family, family, rows, trials, scoring)
+        result = family_trials(None, family, rows, trials, scoring)
     else:
         if other is not None and other.stdin:
             other.stdin.write("go\n")
             other.stdin.close()
-        result = run_family(shared.family, family, rows, trials, scoring)
+        result = family_trials(shared, family, rows, trials, scoring)
         if other is not None:
             other.wait()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -180,7 +183,7 @@ def main() -> None:
             times: dict[str, float] = {}
             cpus: dict[str, float] = {}
             for kind in ("memory", "1 worker", "2 workers"):
-                run_family(search_family, family, args.rows, 1, "roc_auc")  # warm caches
+                family_trials(None, family, args.rows, 1, "roc_auc")  # warm caches
                 seconds, done, sql, cpu = timed(kind, url, family, args.rows, args.trials)
                 times[kind], cpus[kind] = seconds / done, cpu / done
                 rows.append(

@@ -222,7 +222,8 @@ def write_config(tmp_path: Path, task: str, method: str) -> Path:
         "target": target,
         "models": ["linear", "tree", "hgb"],
         "seed": 3,
-        "search": {"method": method, "trials": 4, "budget_seconds": 600, "max_rows": 1000},
+        # no budget: `trials` per family, as one process runs them (a budget spends time)
+        "search": {"method": method, "trials": 4, "max_rows": 1000},
         "split": {"cv_folds": 2},
         "reference_rows": 100,
         "ensemble": {"enabled": False},
@@ -289,6 +290,28 @@ def test_workers_on_one_machine_regression_grid(tmp_path: Path, study_url: str) 
         # a worker that lost the race for the last queued trial leaves a failed stray
         kept = [t.state.name for t in study.trials if not t.user_attrs.get("stray")]
         assert kept == ["COMPLETE"] * 4
+
+
+def test_a_budgeted_search_spread_over_two_processes_publishes_once(
+    tmp_path: Path, study_url: str
+) -> None:
+    config = write_config(tmp_path, "classification", "bayes")
+    raw = yaml.safe_load(config.read_text())
+    raw["search"] = {"budget_seconds": 40, "max_rows": 1000}  # bayes until the budget is spent
+    config.write_text(yaml.safe_dump(raw))
+    env = {"SERVEWATCH_STUDY_STORAGE": study_url}
+    spread = manifest(train(config, tmp_path / "reg", "--study", "t", "--workers", "2", env=env))
+    assert Registry(tmp_path / "reg").versions("m") == [1]
+    import optuna
+
+    storage = SharedSearch(StudySpec("t", study_url)).storage
+    drawn = 0
+    for family in ("linear", "tree", "hgb"):
+        for kind in ("fixed", "bayes"):
+            study = optuna.load_study(study_name=f"t/{family}/{kind}", storage=storage)
+            drawn += sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    # every trial of the study, whichever process ran it, is in the manifest's count
+    assert drawn == sum(c["trials"] for c in spread["model"]["candidates"]) >= 3
 
 
 def test_a_worker_that_is_not_index_0_publishes_nothing(tmp_path: Path, study_url: str) -> None:
