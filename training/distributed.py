@@ -108,7 +108,17 @@ class SharedSearch:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.spec, self.worker, self.mode = spec, worker, mode
         self.engine = sa.create_engine(spec.sqlalchemy_url, pool_size=1, max_overflow=2)
-        self.storage = optuna.storages.RDBStorage(
+        # Optuna creates its tables on first use: two workers creating them at once collide
+        with self.engine.begin() as conn:
+            lock = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':optuna-tables'))"
+            conn.execute(sa.text(lock))
+            self.storage = self._storage(spec)
+
+    @staticmethod
+    def _storage(spec: StudySpec) -> Any:
+        import optuna
+
+        return optuna.storages.RDBStorage(
             spec.sqlalchemy_url,
             heartbeat_interval=spec.heartbeat_seconds,
             grace_period=spec.heartbeat_seconds * GRACE_BEATS,
