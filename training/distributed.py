@@ -110,8 +110,8 @@ class SharedSearch:
         self.engine = sa.create_engine(spec.sqlalchemy_url, pool_size=1, max_overflow=2)
         # Optuna creates its tables on first use: two workers creating them at once collide
         with self.engine.begin() as conn:
-            lock = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':optuna-tables'))"
-            conn.execute(sa.text(lock))
+            lock = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || :k))"
+            conn.execute(sa.text(lock), {"k": "servewatch-study-tables"})
             self.storage = self._storage(spec)
 
     @staticmethod
