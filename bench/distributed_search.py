@@ -179,7 +179,7 @@ def main() -> None:
     print(f"PostgreSQL round trip (SELECT 1, median): {round_trip_ms(url):.2f} ms")
     try:
         rows = []
-        for family in args.families.split(","):
+        for family in filter(None, args.families.split(",")):
             times: dict[str, float] = {}
             cpus: dict[str, float] = {}
             for kind in ("memory", "1 worker", "2 workers"):
@@ -210,6 +210,8 @@ def main() -> None:
                     "seconds",
                     "trials/min",
                     "vs memory",
+                    "CPU s/trial (w0)",
+                    "CPU overhead",
                     "SQL (w0)",
                     "load 1m",
                 ],
