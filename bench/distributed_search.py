@@ -30,7 +30,7 @@ from training.config import Preprocessing
 from training.data import FeatureKinds
 from training.distributed import SharedSearch, StudySpec
 from training.pipeline import build_pipeline
-from training.search import FamilyResult, make_cv, run_family, search_family
+from training.search import FamilyResult, make_cv, search_family
 
 URL = os.environ.get("SERVEWATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -67,13 +67,9 @@ def family_trials(
         "default": default_params(family, "classification", space),
     }
     deadline = time.monotonic() + 3600
-    if shared is None:
-        return search_family(*args, trials=trials, deadline=deadline, **options)
-    fs = shared.family(*args, cap=trials, **options)
-    run_family(fs, deadline)
-    if shared.mode == "wait":
-        fs.settle()
-    return fs.result
+    search = search_family if shared is None else shared.search_family
+    result: FamilyResult = search(*args, trials=trials, deadline=deadline, **options)
+    return result
 
 
 def worker(url: str, name: str, family: str, rows: int, trials: int, scoring: str) -> None:

@@ -34,6 +34,7 @@ from training.search import (
     create_study,
     evaluate_trial,
     pruning_report,
+    run_family,
     suggest,
 )
 from training.selection import search
@@ -159,36 +160,49 @@ class SharedSearch:
     def register(self, config: TrainConfig) -> None:
         """Create the study, or check that it was made for the same config. Raises
         TrainingError when another config made it."""
-        signature = _digest(config.model_dump_json())
-        with self._locked("register"):
-            root = self._study(self.spec.name)
-            seen = root.user_attrs.get("config")
-            if seen is None:
-                root.set_user_attr("config", signature)
-            elif seen != signature:
-                raise TrainingError(
-                    f"study {self.spec.name} was made by another training config: every worker "
-                    "runs the same config on the same data; give a new search a new --study"
-                )
+        self._sign(
+            self._study(self.spec.name),
+            "config",
+            _digest(config.model_dump_json()),
+            f"study {self.spec.name} was made by another training config: every worker runs the "
+            "same config on the same data; give a new search a new --study",
+        )
 
     def family(self, *args: Any, **kwargs: Any) -> SharedFamilySearch:
         """FamilySearch's twin for selection.search (`family_search`): the same arguments, its
         trials drawn from this study."""
         return SharedFamilySearch(self, *args, **kwargs)
 
+    def search_family(
+        self, *args: Any, trials: int, deadline: float, **options: Any
+    ) -> FamilyResult:
+        """search.search_family's twin: up to `trials` trials of one family drawn from the study
+        until `deadline`; in wait mode, then none running anywhere."""
+        fs = self.family(*args, cap=trials, **options)
+        run_family(fs, deadline)
+        if self.mode == "wait":
+            fs.settle()
+        return fs.result
+
     def sign(self, study: Any, signature: str) -> None:
         """Record what a family study was made from, or check it. Raises TrainingError when a
         worker computed other proposals or search rows (another config, seed or data)."""
+        self._sign(
+            study,
+            "signature",
+            signature,
+            f"study {study.study_name}: this worker's proposals or search rows differ from the "
+            "study's (another config, seed or data): every worker must train the same config on "
+            "the same data",
+        )
+
+    def _sign(self, study: Any, key: str, value: str, refusal: str) -> None:
         with self._locked(f"sign:{study.study_name}"):
-            seen = study.user_attrs.get("signature")
+            seen = study.user_attrs.get(key)
             if seen is None:
-                study.set_user_attr("signature", signature)
-            elif seen != signature:
-                raise TrainingError(
-                    f"study {study.study_name}: this worker's proposals or search rows differ "
-                    "from the study's (another config, seed or data): every worker must train "
-                    "the same config on the same data"
-                )
+                study.set_user_attr(key, value)
+            elif seen != value:
+                raise TrainingError(refusal)
 
     def finish(self, run: Callable[[], TrainResult], say: Progress = quiet) -> TrainResult:
         """`run` (fit the winner, assess, publish, promote) exactly once for this study: under

@@ -10,7 +10,10 @@ from typing import Any
 import typer
 import yaml
 
-from tests.deploy.test_bundle import build, run, tool
+from tests.deploy.test_bundle import build
+from tests.deploy.test_bundle import (
+    test_overlay_builds_and_validates_strictly as validates_strictly,
+)
 from training.config import TrainConfig
 from training.distributed import NAME_RULE
 
@@ -23,12 +26,7 @@ def job(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_the_training_overlay_validates_strictly(tmp_path: Path) -> None:
-    docs = build(OVERLAY)
-    core = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com")]
-    path = tmp_path / "core.yaml"
-    path.write_text(yaml.safe_dump_all(core))
-    res = run(tool("kubernetes-validate"), "--strict", "-k", "1.30.0", "--quiet", str(path))
-    assert res.returncode == 0, res.stdout + res.stderr
+    validates_strictly(OVERLAY, tmp_path)  # as the service's overlays (tests/deploy/test_bundle.py)
     # the service overlays start no search: the Job is only in this one
     assert not [d for d in build("dev-postgres") if d["kind"] == "Job"]
 

@@ -25,7 +25,7 @@ from training.data import FeatureKinds
 from training.distributed import SharedSearch, StudySpec
 from training.errors import TrainingError
 from training.pipeline import build_pipeline
-from training.search import FamilyResult, make_cv, run_family, search_family
+from training.search import FamilyResult, make_cv, search_family
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE: Space = {
@@ -82,13 +82,9 @@ def family_search(
         "default": {} if slow else {"alpha": 1e-4, "l1_ratio": 0.15},
     }
     deadline = time.monotonic() + 600
-    if shared is None:
-        return search_family(*args, trials=trials, deadline=deadline, **options)
-    fs = shared.family(*args, cap=trials, **options)
-    run_family(fs, deadline)
-    if shared.mode == "wait":
-        fs.settle()
-    return fs.result
+    search = search_family if shared is None else shared.search_family
+    result: FamilyResult = search(*args, trials=trials, deadline=deadline, **options)
+    return result
 
 
 def worker_main(url: str, name: str, method: str, worker: int, trials: int, slow: bool) -> None:
