@@ -38,9 +38,9 @@ TABLES = ("sw_monitor_runs", "sw_monitor_cursors", "sw_monitor_alerts", "sw_moni
 def build(url: str, registry: Path, models: int, rows: int) -> list[str]:
     """Train one small classifier and copy it `models` times, each with its own logged rows."""
     from core.registry import Registry
-    from service.backfill import backfill
+    from predlog.backfill import backfill
     from service.model import LoadedModel
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
     from tests.data import classification_frame
     from training.config import TrainConfig
     from training.train import run_training

@@ -83,7 +83,7 @@ def _sa(url: str) -> str:
 
 def plain_store(url: str, **kw: Any) -> Any:
     """The release before partitioning: one unpartitioned table, ON CONFLICT on its key."""
-    from service.store import PredictionStore, metadata
+    from predlog.store import PredictionStore, metadata
 
     class PlainStore(PredictionStore):
         def create_schema(self) -> None:
@@ -92,7 +92,7 @@ def plain_store(url: str, **kw: Any) -> Any:
 
         def _copy_predictions(self, rows: Sequence[Mapping[str, Any]]) -> None:
             now = "extract(epoch from clock_timestamp())"
-            from service.store import PREDICTION_COLUMNS, _row_values
+            from predlog.store import PREDICTION_COLUMNS, _row_values
 
             cols = ", ".join(PREDICTION_COLUMNS)
             raw = self.engine.raw_connection()
@@ -118,7 +118,7 @@ def plain_store(url: str, **kw: Any) -> Any:
 
 
 def make_store(layout: str, url: str) -> Any:
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
 
     return plain_store(url) if layout == "plain" else PredictionStore(url)
 
@@ -128,9 +128,9 @@ def make_store(layout: str, url: str) -> Any:
 
 def writer_main(args: argparse.Namespace) -> None:
     """One replica's log writer, fed as fast as it takes rows for `seconds`; prints JSON."""
-    from service.ids import IdKeys
-    from service.logwriter import LogWriter, Spool
-    from service.store import prediction_rows
+    from predlog.ids import IdKeys
+    from predlog.logwriter import LogWriter, Spool
+    from predlog.store import prediction_rows
 
     store = make_store(args.layout, args.url)
     spool_dir = Path(tempfile.mkdtemp(prefix="sw-bench-spool-"))
@@ -342,7 +342,7 @@ def build(layout: str, n: int, now: float) -> tuple[str, Any]:
     start = now - 10 * DAY
     if layout == "partitioned":  # the ten days behind exist before the rows arrive
         with store.engine.begin() as conn:
-            from service import partitions
+            from predlog import partitions
 
             partitions.lock(conn)
             partitions.maintain(conn, interval_s=DAY, ahead=11, retention_s=None, now=start)
@@ -362,7 +362,7 @@ def build(layout: str, n: int, now: float) -> tuple[str, Any]:
 
 def query_row(layout: str, n: int, now: float) -> dict[str, float]:
     from monitoring.window import read_window
-    from service import partitions, retention
+    from predlog import partitions, retention
 
     name, store = build(layout, n, now)
     out: dict[str, float] = {}

@@ -59,9 +59,9 @@ def fill(db_url: str, registry: Path, rows: int) -> None:
     import numpy as np
 
     from core.registry import Registry
-    from service.backfill import backfill
+    from predlog.backfill import backfill
     from service.model import LoadedModel
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
     from training.demo import FEATURES, load_flights
 
     model = LoadedModel.load(Registry(registry), "flights", Registry(registry).resolve("flights"))
@@ -106,7 +106,7 @@ def _servewatch(db_url: str, registry: str, reports: str, acc: dict[str, float])
     from monitoring.config import MonitorSettings
     from monitoring.store import MonitorStore
     from service.model import LoadedModel
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
 
     windows: list[Any] = []
     read_window = runner.read_window
@@ -158,7 +158,7 @@ def _servewatch(db_url: str, registry: str, reports: str, acc: dict[str, float])
 def child(kind: str, db_url: str, registry: str, reports: str) -> None:
     """Run in a subprocess: one monitoring run, or Evidently alone on all rows or the sample."""
     from monitoring.config import MonitorSettings
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
 
     phases: dict[str, float] = {}
     started = time.perf_counter()

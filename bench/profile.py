@@ -35,13 +35,13 @@ from bench.serving import instances
 # innermost frame outward wins; the order of PARTS is the order of the table
 PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("log rows (JSON per row)", ("prediction_rows", "log_rows", "redact")),
-    ("log queue (put)", ("service/logwriter.py",)),
+    ("log queue (put)", ("predlog/logwriter.py",)),
     ("validation", ("service/validation.py", "DataPlane.check (")),
     ("model call", ("service/model.py", "service/fastpath.py", "service/compiled", "sklearn/",
                     "numpy/", "onnxruntime")),
     ("metrics", ("prometheus_client/", "service/metrics.py", "DataPlane.record (")),
     ("batcher", ("service/batching.py",)),
-    ("ids", ("service/ids.py",)),
+    ("ids", ("predlog/ids.py",)),
     ("JSON body (read, decode)", ("service/routes/body.py", "service/hotpath.py")),
     ("data plane (reply, routing)", ("service/dataplane.py", "service/routes/")),
     ("framework (FastAPI, Starlette)", ("starlette/", "fastapi/")),

@@ -16,9 +16,9 @@ from pathlib import Path
 from bench.common import ensure_demo_model, machine, table
 from core.registry import Registry
 from monitoring.retrain import retrain
-from service.backfill import backfill
+from predlog.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from training.demo import FEATURES, TARGET, load_flights
 from training.errors import TrainingError
 

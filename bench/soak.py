@@ -17,7 +17,7 @@ import httpx
 
 from bench.common import ServeProcess, ensure_demo_model, machine, table, wrk
 from bench.serving import instances
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 
 
 def rss_mb(pid: int) -> dict[int, float]:

@@ -70,7 +70,7 @@ def run(
 ) -> None:
     """One monitoring run. Exit code 0 whether or not alerts fire; 2 when the run cannot happen."""
     from monitoring.runner import MonitorError, Settling, run_monitoring
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
 
     settings = _settings(registry, database_url)
     if all_models:
@@ -166,7 +166,7 @@ def _run_fleet(
 
     from monitoring.fleet import parse_shard
     from monitoring.loop import run_fleet
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
 
     try:
         part = parse_shard(shard) if shard else None
@@ -241,7 +241,7 @@ def export(
     import pandas as pd
 
     from core.registry import Registry
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
 
     settings = _settings(registry, database_url)
     try:
@@ -299,7 +299,7 @@ def retrain_cmd(
     from core.errors import ServewatchError
     from core.registry import Registry
     from monitoring.retrain import retrain, summary_lines
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
 
     settings = _settings(registry, database_url)
     since_ts = time.time() - parse_duration(since) if since else None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from service.store import PredictionStore, insert_or
+from predlog.store import PredictionStore, insert_or
 
 metadata = sa.MetaData()
 

@@ -14,7 +14,7 @@ from monitoring import fleet
 from monitoring.config import MonitorSettings
 from monitoring.runner import MonitorError, run_monitoring
 from monitoring.summary import MonitorSummary
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 
 log = logging.getLogger("servewatch.monitor")
 

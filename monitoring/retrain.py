@@ -25,7 +25,7 @@ from core import metrics as metric_contract
 from core.decision import of as decided_by
 from core.ecosystem import load_model
 from core.registry import MODEL_FILE, REFERENCE_FILE, Registry
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from training import data, fingerprints
 from training.config import TrainConfig
 from training.errors import TrainingError

@@ -62,7 +62,7 @@ from monitoring.window import (
     read_window,
     settling,
 )
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 
 DecisionOf = tuple[float | None, int]
 """A version's decision: its threshold (None: argmax) and its positive class's column."""

@@ -12,7 +12,7 @@ import orjson
 import sqlalchemy as sa
 
 from monitoring.summary import AlertState, MonitorSummary, Severity, StoredRun
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 
 metadata = sa.MetaData()
 

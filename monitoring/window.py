@@ -12,7 +12,7 @@ import orjson
 import pandas as pd
 import sqlalchemy as sa
 
-from service.store import PredictionStore, feedback, labelled, predictions
+from predlog.store import PredictionStore, feedback, labelled, predictions
 
 SAMPLE_HEX = 4  # the last 4 hex digits of an id (random bits) decide sampling
 

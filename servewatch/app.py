@@ -15,7 +15,7 @@ from monitoring.routes import make_router
 from monitoring.store import MonitorStore
 from service.config import Settings
 from service.main import create_app
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 
 
 def build() -> FastAPI:

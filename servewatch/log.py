@@ -26,9 +26,9 @@ def maintain(
     release before the partitioned log writes to it: until then `"migration": "deferred"`),
     create partitions ahead, move rows out of the DEFAULT partition and drop what is older than
     the retention; prints what it did as JSON."""
-    from service.retention import maintain as run_maintenance
-    from service.retention import summary
-    from service.store import PredictionStore
+    from predlog.retention import maintain as run_maintenance
+    from predlog.retention import summary
+    from predlog.store import PredictionStore
 
     overrides: dict[str, object] = {}
     if database_url is not None:

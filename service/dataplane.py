@@ -33,12 +33,12 @@ from service.errors import (
     PayloadTooLarge,
     Unavailable,
 )
-from service.ids import MAX_FUTURE_S, IdKeys, issued_at, normalise
-from service.logwriter import LogFull, LogWriter
+from predlog.ids import MAX_FUTURE_S, IdKeys, issued_at, normalise
+from predlog.logwriter import LogFull, LogWriter
 from service.model import LoadedModel, Outputs, redact
 from service.models import ModelManager, Slot
 from service.schemas import FeedbackRequest, FeedbackResponse
-from service.store import PredictionStore, encode, prediction_rows
+from predlog.store import PredictionStore, encode, prediction_rows
 from service.validation import Checked
 
 log = logging.getLogger("servewatch.predict")

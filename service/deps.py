@@ -11,9 +11,9 @@ from fastapi import Depends, Request
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.errors import NotFound, Unauthorized
-from service.logwriter import LogWriter
+from predlog.logwriter import LogWriter
 from service.models import ModelManager
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from service.supervise import Supervisor
 
 

@@ -22,11 +22,11 @@ from service.config import Settings
 from service.dataplane import DataPlane
 from service.deps import AppState
 from service.hotpath import ServiceApp
-from service.logwriter import LogWriter, Spool
+from predlog.logwriter import LogWriter, Spool
 from service.models import ModelManager, settle_heap
-from service.retention import RetentionCollector, maintain, maintenance_loop
+from predlog.retention import RetentionCollector, maintain, maintenance_loop
 from service.routes import explain, health, models, predict, v2
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from service.supervise import Supervisor
 
 log = logging.getLogger("servewatch.service")

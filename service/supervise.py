@@ -7,7 +7,7 @@ that doubles with each failure in a row (up to a minute). Failing `persist_after
 row makes it a readiness problem (/readyz) until it recovers: a pass that calls `healthy()`
 ends the row, as does, for a task that cannot call it, a run lasting its `healthy_s` (log
 maintenance: two of its intervals, so at least one whole pass). The log writer (a thread) is
-supervised the same way in service/logwriter.py and counts in the same metric.
+supervised the same way in predlog/logwriter.py and counts in the same metric.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from service import metrics
+from predlog import metrics
 
 log = logging.getLogger("servewatch.supervise")
 

@@ -211,7 +211,7 @@ def test_every_queried_metric_is_exported_by_the_service(
     """Start the service, send traffic, run monitoring, scrape: no panel or rule can go blank."""
     from monitoring.config import MonitorSettings
     from monitoring.runner import run_monitoring
-    from service.store import PredictionStore
+    from predlog.store import PredictionStore
     from tests.service.conftest import Server, example
 
     db = f"sqlite:///{tmp_path}/log.db"
@@ -251,7 +251,7 @@ def test_every_queried_metric_is_exported_by_the_service(
                 model="demo",
                 notifiers=[],
             )
-            from service.retention import maintain  # issue 17: log maintenance's metrics
+            from predlog.retention import maintain  # issue 17: log maintenance's metrics
 
             maintain(PredictionStore(db), 30.0)
             text = c.get("/metrics").text

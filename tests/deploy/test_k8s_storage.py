@@ -232,7 +232,7 @@ def uvicorn_drain_s(settings: Any) -> float:
 
 def writer_join_s(settings: Any) -> float:
     """The log writer's close timeout as the service's shutdown calls it (service/main.py)."""
-    from service.logwriter import LogWriter
+    from predlog.logwriter import LogWriter
 
     path = ROOT / "service/main.py"
     found = []

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.conftest import require_tool
 from tests.deploy.prometheus import Prometheus, dashboard_queries, shortened_rules
 from tests.monitoring.conftest import FEATURES, traffic

@@ -29,7 +29,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.store import normalise_url
+from predlog.store import normalise_url
 from tests.service.conftest import Server, example, pg_url  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow

@@ -39,7 +39,7 @@ from monitoring.config import MonitorSettings
 from monitoring.retrain import retrain
 from monitoring.runner import run_monitoring
 from servewatch.cli import app as cli
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.service.conftest import Server
 from training.config import TrainConfig
 from training.train import run_training

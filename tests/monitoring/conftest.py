@@ -9,9 +9,9 @@ import pytest
 
 from core.registry import Registry
 from monitoring.config import MonitorSettings
-from service.backfill import backfill
+from predlog.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.data import classification_frame
 
 FEATURES = ["x1", "x2", "color", "group", "when"]

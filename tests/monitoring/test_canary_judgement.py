@@ -15,9 +15,9 @@ from core.rows import FeedbackRow
 from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
-from service.backfill import backfill
+from predlog.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore, encode
+from predlog.store import PredictionStore, encode
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 from training.config import TrainConfig
 from training.train import run_training

@@ -8,7 +8,7 @@ import pandas as pd
 from monitoring.config import MonitorSettings
 from monitoring.drift import run_drift
 from monitoring.runner import run_monitoring
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.monitoring.conftest import log_traffic, traffic
 
 

@@ -19,9 +19,9 @@ from monitoring import fleet
 from monitoring.config import MonitorSettings
 from monitoring.loop import run_fleet
 from servewatch.cli import app
-from service.backfill import backfill
+from predlog.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.monitoring.conftest import FEATURES, traffic
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 

@@ -9,7 +9,7 @@ import pytest
 
 from core.rows import FeedbackRow
 from monitoring import retrain
-from service.store import PredictionStore, prediction_rows
+from predlog.store import PredictionStore, prediction_rows
 from tests.monitoring.conftest import log_traffic, traffic
 from tests.service.conftest import pg_url  # noqa: F401 - a fixture
 

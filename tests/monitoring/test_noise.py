@@ -19,7 +19,7 @@ from monitoring.collector import MonitoringCollector
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from monitoring.store import MonitorStore
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.monitoring.conftest import log_traffic, traffic
 
 

@@ -15,9 +15,9 @@ import pytest
 
 from core.registry import Registry
 from monitoring.retrain import retrain
-from service.backfill import backfill
+from predlog.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.conftest import fast_config
 from training import fingerprints
 from training.train import run_training

@@ -19,7 +19,7 @@ from monitoring.runner import run_monitoring
 from monitoring.store import MonitorStore
 from service.config import Settings
 from service.main import create_app
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.browser import chromium
 from tests.monitoring.conftest import log_traffic, traffic
 from tests.service.conftest import Server

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from core.registry import Registry
 from monitoring.retrain import retrain
 from servewatch.cli import app as cli
-from service.backfill import backfill
+from predlog.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from training.config import TrainConfig
 from training.demo import FEATURES, TARGET, load_flights
 from training.errors import TrainingError

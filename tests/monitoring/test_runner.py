@@ -18,7 +18,7 @@ from monitoring.store import MonitorStore
 from servewatch.cli import app as cli
 from service.config import Settings
 from service.main import create_app
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.monitoring.conftest import log_traffic, traffic
 
 

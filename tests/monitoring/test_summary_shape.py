@@ -20,9 +20,9 @@ from monitoring.config import MonitorSettings
 from monitoring.routes import make_router
 from monitoring.runner import _shadow_report, run_monitoring
 from monitoring.store import MonitorStore
-from service.backfill import backfill
+from predlog.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.monitoring.conftest import FEATURES, log_traffic, traffic
 
 

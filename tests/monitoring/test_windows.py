@@ -16,9 +16,9 @@ from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from monitoring.store import MonitorStore
 from monitoring.window import read_window
-from service.backfill import backfill
+from predlog.backfill import backfill
 from service.model import LoadedModel
-from service.store import PredictionStore, encode
+from predlog.store import PredictionStore, encode
 from tests.monitoring.conftest import FEATURES, log_traffic, traffic
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 

@@ -20,7 +20,7 @@ from monitoring.runner import run_monitoring
 from monitoring.store import MonitorStore
 from monitoring.summary import MonitorSummary
 from monitoring.workspace import PENDING_DIR, VALUE_TYPE
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.monitoring.conftest import log_traffic, traffic
 from tests.service.conftest import free_port
 

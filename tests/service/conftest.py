@@ -124,7 +124,7 @@ def postgres_url() -> str | None:
     try:
         import sqlalchemy as sa
 
-        from service.store import normalise_url
+        from predlog.store import normalise_url
 
         engine = sa.create_engine(normalise_url(url), connect_args={"connect_timeout": 3})
         with engine.connect():
@@ -150,7 +150,7 @@ def pg_url() -> Iterator[str]:
 
     import sqlalchemy as sa
 
-    from service.store import normalise_url
+    from predlog.store import normalise_url
 
     schema = f"sw_test_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(normalise_url(url))

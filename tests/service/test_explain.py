@@ -6,7 +6,7 @@ from prometheus_client import REGISTRY
 from service.config import Settings
 from service.main import create_app
 from service.model import LoadedModel
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.service.conftest import example
 
 

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from monitoring.window import read_window
 from service.config import Settings
 from service.dataplane import DataPlane
-from service.ids import IdKeys
+from predlog.ids import IdKeys
 from service.main import create_app
-from service.store import PredictionStore, feedback, prediction_rows
+from predlog.store import PredictionStore, feedback, prediction_rows
 from tests.service.conftest import example
 
 

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from service.config import Settings
 from service.main import create_app
 from service.model import redact
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.service.conftest import example
 
 

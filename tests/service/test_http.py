@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.conftest import require_tool
 from tests.service.conftest import Server, example
 
@@ -147,7 +147,7 @@ def test_postgresql_outage_during_load_loses_nothing_and_doubles_nothing(
 
     import sqlalchemy as sa
 
-    from service.store import normalise_url
+    from predlog.store import normalise_url
 
     admin = sa.create_engine(normalise_url(pg_url))
     role = f"sw_outage_{uuid.uuid4().hex[:8]}"
@@ -205,7 +205,7 @@ def test_postgresql_outage_during_load_loses_nothing_and_doubles_nothing(
 
 def logged_after_kill(env: dict[str, str]) -> set[str]:
     """Ids in the store plus those in the spool (replayed at the next start)."""
-    from service.logwriter import Spool
+    from predlog.logwriter import Spool
 
     ids = {r["id"] for r in PredictionStore(env["SERVEWATCH_DATABASE_URL"]).read_window("demo")}
     for path in Spool.all_files(Path(env["SERVEWATCH_SPOOL_DIR"])):  # every worker's folder

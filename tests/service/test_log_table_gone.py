@@ -15,8 +15,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.logwriter import LogWriter, Spool, is_outage
-from service.store import PredictionStore, SchemaGap, is_schema_gap, normalise_url
+from predlog.logwriter import LogWriter, Spool, is_outage
+from predlog.store import PredictionStore, SchemaGap, is_schema_gap, normalise_url
 from tests.service.conftest import Server, all_at_once
 from tests.service.test_http import hammer, metric_total
 from tests.service.test_logwriter import rows, wait_for
@@ -230,7 +230,7 @@ def test_the_writer_keeps_rows_while_the_table_is_gone_and_writes_them_once_back
     """The writer alone, on the real database: rows written, the table vanishes, more rows come;
     they wait in the spool (a failure counted, the store marked down), none is set aside, and
     every one is in the table the store creates again, once."""
-    from service import metrics
+    from predlog import metrics
 
     store = PredictionStore(admin.url)
     store.create_schema()

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.logwriter import LogFull, LogWriter, Spool
-from service.store import PredictionStore
+from predlog.logwriter import LogFull, LogWriter, Spool
+from predlog.store import PredictionStore
 
 
 class FlakyStore(PredictionStore):

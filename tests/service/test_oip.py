@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from service.main import create_app
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.service.conftest import example
 from tests.service.test_staging import settings_for, with_staging  # noqa: F401
 

@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from core.registry import Registry
 from servewatch.cli import app as cli
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.conftest import fast_config, require_module
 from tests.data import classification_frame, regression_frame
 from tests.service.conftest import Server

@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service import partitions, retention
+from predlog import partitions, retention
 from service.config import Settings
 from service.main import create_app
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.service.conftest import all_at_once, example
 from tests.service.test_retention import ids_in, insert
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.config import Settings
 from service.main import create_app
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.service.conftest import example
 
 

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from monitoring.window import read_window
-from service import partitions, retention
+from predlog import partitions, retention
 from service.config import Settings
 from service.main import create_app
-from service.partitions import period_start
-from service.store import PredictionStore, normalise_url, prediction_rows
+from predlog.partitions import period_start
+from predlog.store import PredictionStore, normalise_url, prediction_rows
 from tests.service.conftest import all_at_once
 
 HOUR = 3600
@@ -362,7 +362,7 @@ def test_the_migration_waits_for_the_previous_release_s_writers(pg_url: str) -> 
     with engine.begin() as conn:
         conn.execute(sa.text(OLD_PREDICTIONS))
         conn.execute(sa.text(OLD_FEEDBACK))
-    old_pod = engine.connect()  # the previous release's write path (854c29f service/store.py)
+    old_pod = engine.connect()  # the previous release's write path (854c29f predlog/store.py)
     old_pod.execute(
         sa.text(
             f"CREATE TEMP TABLE IF NOT EXISTS {partitions.EARLIER_STAGING} "

@@ -23,8 +23,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.logwriter import Spool
-from service.store import normalise_url
+from predlog.logwriter import Spool
+from predlog.store import normalise_url
 from tests.service.conftest import Server, free_port
 from tests.service.test_http import hammer
 

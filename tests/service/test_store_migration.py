@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from monitoring.window import read_window
-from service.store import PredictionStore, normalise_url, prediction_rows
+from predlog.store import PredictionStore, normalise_url, prediction_rows
 
 OLD_TABLE = (
     "CREATE TABLE sw_predictions (id VARCHAR(32) PRIMARY KEY, model VARCHAR(64) NOT NULL, "

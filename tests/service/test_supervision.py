@@ -20,7 +20,7 @@ from monitoring.config import MonitorSettings
 from monitoring.loop import monitor_loop
 from service.config import Settings
 from service.main import create_app
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.conftest import fast_config
 from tests.service.test_logwriter import wait_for
 from training.train import run_training
@@ -93,9 +93,9 @@ def test_a_failing_log_maintenance_is_counted_shown_and_recovers(
 ) -> None:
     """An error escaping the maintenance loop (here: a pass that returns nothing) used to end
     it with one log line."""
-    import service.retention
+    import predlog.retention
 
-    monkeypatch.setattr(service.retention, "maintain", lambda *_: None)
+    monkeypatch.setattr(predlog.retention, "maintain", lambda *_: None)
     settings = fast.model_copy(update={"log_maintenance_interval_s": 0.05})
     before = failures("log_maintenance")
     with TestClient(create_app(settings)) as c:

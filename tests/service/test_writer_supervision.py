@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from service.config import Settings
-from service.logwriter import LogUnavailable, LogWriter, Spool
+from predlog.logwriter import LogUnavailable, LogWriter, Spool
 from service.main import create_app
 from tests.service.conftest import example
 from tests.service.test_logwriter import FlakyStore, rows, wait_for
@@ -169,8 +169,8 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from service.logwriter import LogWriter, Spool
-    from service.store import PredictionStore
+    from predlog.logwriter import LogWriter, Spool
+    from predlog.store import PredictionStore
     from tests.service.test_logwriter import rows
 
     root = Path(sys.argv[1])

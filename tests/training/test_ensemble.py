@@ -22,7 +22,7 @@ from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from service.model import LoadedModel
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.service.conftest import Server
 from training import card, ensemble
 from training.config import TrainConfig, load_config

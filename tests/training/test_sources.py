@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from core.registry import Registry
-from service.store import normalise_url
+from predlog.store import normalise_url
 from tests.conftest import fast_config
 from tests.data import classification_frame
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from core.rows import FeedbackRow, PredictionRow
-from service import partitions
+from predlog import partitions
 
 log = logging.getLogger("servewatch.log")
 
@@ -231,7 +231,7 @@ class PredictionStore:
     """Reads and writes the log tables; every write is idempotent (a row already logged under
     its id is skipped).
 
-    On PostgreSQL the log is partitioned by ingest time (`service.partitions`): `partition_hours`
+    On PostgreSQL the log is partitioned by ingest time (`predlog.partitions`): `partition_hours`
     per partition, `partitions_ahead` created ahead of the current one.
     """
 
@@ -243,7 +243,7 @@ class PredictionStore:
         self._schema_ready = False
         self.earlier_writers = 0
         """Sessions of an earlier release that kept the last `maintain_partitions(migrate=True)`
-        from partitioning the log (`service.partitions.earlier_writers`)."""
+        from partitioning the log (`predlog.partitions.earlier_writers`)."""
 
     def _ensure_schema(self) -> None:
         """Create (or migrate) the tables on first use: a service that started while the store
@@ -315,7 +315,7 @@ class PredictionStore:
     ) -> partitions.Maintenance | None:
         """PostgreSQL, in one transaction under the advisory lock: create the tables, the
         partitions ahead and those DEFAULT holds rows for, and with `retention_s` drop what is
-        older (see `service.partitions.maintain`). An unpartitioned log gets the columns it
+        older (see `predlog.partitions.maintain`). An unpartitioned log gets the columns it
         lacks and is partitioned only with `migrate`, and only once no pod of a release before
         the partitioned log writes to it (`earlier_writers` counts those that deferred it); None
         when it stays unpartitioned."""

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service.partitions import Maintenance
-from service.store import PredictionStore, insert_or, is_schema_gap, log_retention
+from predlog.partitions import Maintenance
+from predlog.store import PredictionStore, insert_or, is_schema_gap, log_retention
 
 log = logging.getLogger("servewatch.retention")
 

@@ -43,7 +43,7 @@ CREATE TABLE {PREDICTIONS} (
     CONSTRAINT {PREDICTIONS}_pkey PRIMARY KEY (id, ingested_at)
 ) PARTITION BY RANGE (ingested_at)
 """
-# Same names as the unpartitioned table's indexes (service.store), one per partition.
+# Same names as the unpartitioned table's indexes (predlog.store), one per partition.
 PREDICTIONS_INDEXES = (
     f"CREATE INDEX ix_{PREDICTIONS}_model_time ON {PREDICTIONS} (model, version, created_at)",
     f"CREATE INDEX ix_{PREDICTIONS}_model_ingested ON {PREDICTIONS} (model, version, ingested_at)",
@@ -418,7 +418,7 @@ def ensure_period(conn: Connection, table: str, start: int, end: int) -> tuple[s
 
 
 ID_SHAPE_SQL = "^[0-9a-f]{12}[0-9a-v]{20}$"
-"""An id of ours, as a PostgreSQL regular expression (service.ids.SHAPE)."""
+"""An id of ours, as a PostgreSQL regular expression (predlog.ids.SHAPE)."""
 
 
 def _default_periods(conn: Connection, table: str, interval_s: int, last: int) -> set[int]:

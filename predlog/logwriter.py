@@ -32,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from service import metrics
-from service.store import PredictionStore, SchemaGap
+from predlog import metrics
+from predlog.store import PredictionStore, SchemaGap
 
 log = logging.getLogger("servewatch.log")
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from core.rows import FeedbackRow
-from service.ids import IdKeys
-from service.store import PredictionStore, encode, prediction_rows
+from predlog.ids import IdKeys
+from predlog.store import PredictionStore, encode, prediction_rows
 
 
 class Predicts(Protocol):
