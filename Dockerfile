@@ -53,6 +53,7 @@ RUN pip --python=/opt/venv/bin/python install "/src[${FULL_EXTRAS}]" \
 FROM deps-serve AS build-serve
 COPY README.md ./
 COPY core ./core
+COPY predlog ./predlog
 COPY training ./training
 COPY service ./service
 COPY monitoring ./monitoring

@@ -33,11 +33,11 @@ test: lint
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check core training service monitoring servewatch
+	$(BIN)/ruff format --check core predlog training service monitoring servewatch
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format core training service monitoring servewatch tests bench
+	$(BIN)/ruff format core predlog training service monitoring servewatch tests bench
 	$(BIN)/ruff check --fix .
 
 # Needs wrk (Debian: apt-get install wrk). The side-by-side run installs MLServer and BentoML in

@@ -39,8 +39,8 @@ def build(url: str, registry: Path, models: int, rows: int) -> list[str]:
     """Train one small classifier and copy it `models` times, each with its own logged rows."""
     from core.registry import Registry
     from predlog.backfill import backfill
-    from service.model import LoadedModel
     from predlog.store import PredictionStore
+    from service.model import LoadedModel
     from tests.data import classification_frame
     from training.config import TrainConfig
     from training.train import run_training

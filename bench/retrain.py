@@ -17,8 +17,8 @@ from bench.common import ensure_demo_model, machine, table
 from core.registry import Registry
 from monitoring.retrain import retrain
 from predlog.backfill import backfill
-from service.model import LoadedModel
 from predlog.store import PredictionStore
+from service.model import LoadedModel
 from training.demo import FEATURES, TARGET, load_flights
 from training.errors import TrainingError
 

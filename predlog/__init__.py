@@ -20,6 +20,7 @@ __all__ = [
     "PredictionStore",
     "RetentionCollector",
     "SchemaGap",
+    "Spool",
     "maintain",
     "maintenance_loop",
     "normalise_url",

@@ -1,6 +1,7 @@
 """The prediction log: tables, and the store that reads and writes them (SQLite or PostgreSQL).
 
-The service owns these tables; monitoring reads them through `PredictionStore`.
+The service writes these tables through `LogWriter`; monitoring reads them through
+`PredictionStore`.
 """
 
 from __future__ import annotations

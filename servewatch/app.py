@@ -13,9 +13,9 @@ from monitoring.config import MonitorSettings
 from monitoring.loop import monitor_loop
 from monitoring.routes import make_router
 from monitoring.store import MonitorStore
+from predlog.store import PredictionStore
 from service.config import Settings
 from service.main import create_app
-from predlog.store import PredictionStore
 
 
 def build() -> FastAPI:

@@ -24,6 +24,9 @@ from pydantic import ValidationError
 
 from core import labels
 from core.rows import FeedbackRow, PredictionRow
+from predlog.ids import MAX_FUTURE_S, IdKeys, issued_at, normalise
+from predlog.logwriter import LogFull, LogWriter
+from predlog.store import PredictionStore, encode, prediction_rows
 from service import metrics
 from service.config import Settings
 from service.errors import (
@@ -33,12 +36,9 @@ from service.errors import (
     PayloadTooLarge,
     Unavailable,
 )
-from predlog.ids import MAX_FUTURE_S, IdKeys, issued_at, normalise
-from predlog.logwriter import LogFull, LogWriter
 from service.model import LoadedModel, Outputs, redact
 from service.models import ModelManager, Slot
 from service.schemas import FeedbackRequest, FeedbackResponse
-from predlog.store import PredictionStore, encode, prediction_rows
 from service.validation import Checked
 
 log = logging.getLogger("servewatch.predict")

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from predlog.logwriter import LogWriter
+from predlog.store import PredictionStore
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.errors import NotFound, Unauthorized
-from predlog.logwriter import LogWriter
 from service.models import ModelManager
-from predlog.store import PredictionStore
 from service.supervise import Supervisor
 
 

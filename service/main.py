@@ -16,17 +16,17 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from core.registry import Registry
+from predlog.logwriter import LogWriter, Spool
+from predlog.retention import RetentionCollector, maintain, maintenance_loop
+from predlog.store import PredictionStore
 from service import errors, metrics
 from service.canary import CanaryLimits
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.deps import AppState
 from service.hotpath import ServiceApp
-from predlog.logwriter import LogWriter, Spool
 from service.models import ModelManager, settle_heap
-from predlog.retention import RetentionCollector, maintain, maintenance_loop
 from service.routes import explain, health, models, predict, v2
-from predlog.store import PredictionStore
 from service.supervise import Supervisor
 
 log = logging.getLogger("servewatch.service")

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CONFLICT = re.compile(r"^(<{7} |={7}$|>{7} )", re.M)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-PACKAGES = {"core", "training", "service", "monitoring", "servewatch"}
+PACKAGES = {"core", "predlog", "training", "service", "monitoring", "servewatch"}
 HEADING = re.compile(r"^#+\s+(.*)$", re.M)
 
 

@@ -38,8 +38,8 @@ from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
 from monitoring.retrain import retrain
 from monitoring.runner import run_monitoring
-from servewatch.cli import app as cli
 from predlog.store import PredictionStore
+from servewatch.cli import app as cli
 from tests.service.conftest import Server
 from training.config import TrainConfig
 from training.train import run_training

@@ -10,8 +10,8 @@ import pytest
 from core.registry import Registry
 from monitoring.config import MonitorSettings
 from predlog.backfill import backfill
-from service.model import LoadedModel
 from predlog.store import PredictionStore
+from service.model import LoadedModel
 from tests.data import classification_frame
 
 FEATURES = ["x1", "x2", "color", "group", "when"]

@@ -18,10 +18,10 @@ from core.registry import Registry
 from monitoring import fleet
 from monitoring.config import MonitorSettings
 from monitoring.loop import run_fleet
-from servewatch.cli import app
 from predlog.backfill import backfill
-from service.model import LoadedModel
 from predlog.store import PredictionStore
+from servewatch.cli import app
+from service.model import LoadedModel
 from tests.monitoring.conftest import FEATURES, traffic
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 

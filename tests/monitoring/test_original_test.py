@@ -16,8 +16,8 @@ import pytest
 from core.registry import Registry
 from monitoring.retrain import retrain
 from predlog.backfill import backfill
-from service.model import LoadedModel
 from predlog.store import PredictionStore
+from service.model import LoadedModel
 from tests.conftest import fast_config
 from training import fingerprints
 from training.train import run_training

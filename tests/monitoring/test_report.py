@@ -17,9 +17,9 @@ from monitoring.config import MonitorSettings
 from monitoring.routes import make_router
 from monitoring.runner import run_monitoring
 from monitoring.store import MonitorStore
+from predlog.store import PredictionStore
 from service.config import Settings
 from service.main import create_app
-from predlog.store import PredictionStore
 from tests.browser import chromium
 from tests.monitoring.conftest import log_traffic, traffic
 from tests.service.conftest import Server

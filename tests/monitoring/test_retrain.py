@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from core.registry import Registry
 from monitoring.retrain import retrain
-from servewatch.cli import app as cli
 from predlog.backfill import backfill
-from service.model import LoadedModel
 from predlog.store import PredictionStore
+from servewatch.cli import app as cli
+from service.model import LoadedModel
 from training.config import TrainConfig
 from training.demo import FEATURES, TARGET, load_flights
 from training.errors import TrainingError

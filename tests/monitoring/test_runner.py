@@ -15,10 +15,10 @@ from monitoring.config import MonitorSettings
 from monitoring.routes import make_router
 from monitoring.runner import MonitorError, Settling, run_monitoring
 from monitoring.store import MonitorStore
+from predlog.store import PredictionStore
 from servewatch.cli import app as cli
 from service.config import Settings
 from service.main import create_app
-from predlog.store import PredictionStore
 from tests.monitoring.conftest import log_traffic, traffic
 
 

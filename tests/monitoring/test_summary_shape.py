@@ -21,8 +21,8 @@ from monitoring.routes import make_router
 from monitoring.runner import _shadow_report, run_monitoring
 from monitoring.store import MonitorStore
 from predlog.backfill import backfill
-from service.model import LoadedModel
 from predlog.store import PredictionStore
+from service.model import LoadedModel
 from tests.monitoring.conftest import FEATURES, log_traffic, traffic
 
 

@@ -17,8 +17,8 @@ from monitoring.runner import run_monitoring
 from monitoring.store import MonitorStore
 from monitoring.window import read_window
 from predlog.backfill import backfill
-from service.model import LoadedModel
 from predlog.store import PredictionStore, encode
+from service.model import LoadedModel
 from tests.monitoring.conftest import FEATURES, log_traffic, traffic
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 

@@ -3,10 +3,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from predlog.store import PredictionStore
 from service.config import Settings
 from service.main import create_app
 from service.model import LoadedModel
-from predlog.store import PredictionStore
 from tests.service.conftest import example
 
 

@@ -9,11 +9,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from monitoring.window import read_window
+from predlog.ids import IdKeys
+from predlog.store import PredictionStore, feedback, prediction_rows
 from service.config import Settings
 from service.dataplane import DataPlane
-from predlog.ids import IdKeys
 from service.main import create_app
-from predlog.store import PredictionStore, feedback, prediction_rows
 from tests.service.conftest import example
 
 

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from service.main import create_app
 from predlog.store import PredictionStore
+from service.main import create_app
 from tests.service.conftest import example
 from tests.service.test_staging import settings_for, with_staging  # noqa: F401
 

@@ -30,8 +30,8 @@ from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from core.registry import Registry
-from servewatch.cli import app as cli
 from predlog.store import PredictionStore
+from servewatch.cli import app as cli
 from tests.conftest import fast_config, require_module
 from tests.data import classification_frame, regression_frame
 from tests.service.conftest import Server

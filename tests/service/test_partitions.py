@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from predlog import partitions, retention
+from predlog.store import PredictionStore
 from service.config import Settings
 from service.main import create_app
-from predlog.store import PredictionStore
 from tests.service.conftest import all_at_once, example
 from tests.service.test_retention import ids_in, insert
 

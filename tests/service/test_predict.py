@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from predlog.store import PredictionStore
 from service.config import Settings
 from service.main import create_app
-from predlog.store import PredictionStore
 from tests.service.conftest import example
 
 

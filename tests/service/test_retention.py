@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from monitoring.window import read_window
 from predlog import partitions, retention
-from service.config import Settings
-from service.main import create_app
 from predlog.partitions import period_start
 from predlog.store import PredictionStore, normalise_url, prediction_rows
+from service.config import Settings
+from service.main import create_app
 from tests.service.conftest import all_at_once
 
 HOUR = 3600

@@ -12,10 +12,10 @@ from core.registry import Registry
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from predlog.backfill import backfill
+from predlog.store import PredictionStore
 from service.config import Settings
 from service.main import create_app
 from service.model import LoadedModel
-from predlog.store import PredictionStore
 from tests.conftest import fast_config
 from tests.service.conftest import example
 from training.train import run_training

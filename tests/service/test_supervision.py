@@ -18,9 +18,9 @@ from prometheus_client import REGISTRY
 from core.registry import Registry
 from monitoring.config import MonitorSettings
 from monitoring.loop import monitor_loop
+from predlog.store import PredictionStore
 from service.config import Settings
 from service.main import create_app
-from predlog.store import PredictionStore
 from tests.conftest import fast_config
 from tests.service.test_logwriter import wait_for
 from training.train import run_training

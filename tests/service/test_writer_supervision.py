@@ -20,8 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from service.config import Settings
 from predlog.logwriter import LogUnavailable, LogWriter, Spool
+from service.config import Settings
 from service.main import create_app
 from tests.service.conftest import example
 from tests.service.test_logwriter import FlakyStore, rows, wait_for

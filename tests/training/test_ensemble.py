@@ -21,8 +21,8 @@ from core.registry import MODEL_FILE, Registry
 from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
-from service.model import LoadedModel
 from predlog.store import PredictionStore
+from service.model import LoadedModel
 from tests.service.conftest import Server
 from training import card, ensemble
 from training.config import TrainConfig, load_config
