@@ -174,6 +174,9 @@ def _run_fleet(
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     seconds = parse_duration(slot) if slot else None
+    if seconds is not None and seconds <= 0:
+        console.print(f"[red]error:[/red] --slot {slot}: must be longer than 0s", highlight=False)
+        raise typer.Exit(2)
     outcome = run_fleet(settings, PredictionStore(settings.database_url), part, seconds)
     if json_out:
         typer.echo(json.dumps(asdict(outcome)))

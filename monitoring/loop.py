@@ -57,10 +57,13 @@ def run_fleet(
 ) -> fleet.FleetOutcome:
     """A run of each model of `shard` (every model without one), each under its lock (a model
     another process is running is left to it); with `slot_seconds`, a model whose run of the
-    current slot finished is skipped and each run finished is recorded (monitoring/fleet.py)."""
+    current slot finished is skipped and each run finished is recorded (monitoring/fleet.py).
+    ValueError for a slot of 0 seconds or less (it would run every model every time)."""
+    if slot_seconds is not None and slot_seconds <= 0:
+        raise ValueError(f"--slot: {slot_seconds:g} seconds; a slot must be longer than 0s")
     outcome = fleet.FleetOutcome()
     fleet.create_schema(store)
-    slot = fleet.current_slot(store, slot_seconds) if slot_seconds else None
+    slot = fleet.current_slot(store, slot_seconds) if slot_seconds is not None else None
     lock_dir = settings.monitor_reports_dir / ".locks"
     for model in fleet.models_of(Registry(settings.registry).models(), shard):
         with fleet.model_lock(store, model, lock_dir) as mine:

@@ -11,7 +11,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from training import data
 from training.prepare import Prepared
 
 ROWS_FILE = "training_rows.parquet"
@@ -137,11 +136,9 @@ def with_rows(prints: RowPrints, frame: pd.DataFrame, split: str) -> RowPrints:
 
 
 def of_run(prepared: Prepared) -> tuple[pd.DataFrame, RowPrints]:
-    """The run's data as read (again: the prepared frame has its types coerced; rows keep their
-    positions as index, as the splits do), and its fingerprints over features and target."""
-    cfg = prepared.config
-    assert cfg.data is not None  # prepare refuses a run without data
-    raw = data.load_dataset(cfg.data, cfg.source, cfg.seed)
+    """The run's data as read (the rows the splits index: a source read again could return other
+    rows, or the same in another order), and its fingerprints over features and target."""
+    raw = prepared.raw
     s = prepared.splits
     index = {"train": s.x_train.index, "validation": s.x_val.index, "test": s.x_test.index}
     return raw, of_splits(raw, [*prepared.features, prepared.target], index)

@@ -27,6 +27,7 @@ class Prepared:
 
     config: TrainConfig  # with the objective's metric filled in
     frame: pd.DataFrame  # every row read, types coerced
+    raw: pd.DataFrame  # the same rows as read (the fingerprints hash them; never read twice)
     task: str
     label_type: labels.LabelType
     classes: list[str] | None  # classification: the labels as text, sorted
@@ -59,7 +60,7 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
         raise TrainingError("no target: pass --target COLUMN (or target: in the config)")
     say(f"reading {config.data}")
     loaded = data.read_data(config.data, config.source, config.seed)
-    frame = loaded.frame
+    frame = loaded.frame.copy()  # the typed copy; loaded.frame stays as read
     target = config.target
     data.require_columns(frame, [target], "target")
     feats = config.features
@@ -126,6 +127,7 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
     return Prepared(
         config=config,
         frame=frame,
+        raw=loaded.frame,
         task=task,
         label_type=label_type,
         classes=classes,

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -22,8 +22,11 @@ from training.errors import TrainingError
 
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 WORKING_COPIES = 4
-"""A run holds the rows read several times over (the frame as read, its typed copy, the split's
-parts, the fingerprints' second reading): the memory check asks for this many frames' worth."""
+"""A run holds the rows read several times over (the frame as read, kept for the fingerprints,
+its typed copy, the split's parts, the search's sample): the memory check asks for this many
+frames' worth."""
+BATCH_ROWS = 10_000
+"""Rows of a Parquet row group decoded at a time when sampling it."""
 WIDTH_ROWS = 1000
 """Rows read first to measure a row's width in memory (pandas, strings included)."""
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -54,16 +57,15 @@ def is_source(data: str) -> bool:
 
 
 def without_password(url: str) -> str:
-    """The URL with its password taken out (it would land in the manifest): libpq then takes
-    it from PGPASSWORD or ~/.pgpass."""
+    """The URL with its password taken out, from the user part and the `password=` parameter
+    (it would land in the manifest): libpq then takes it from PGPASSWORD or ~/.pgpass."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    user, at, host = parts.netloc.rpartition("@")  # the host as written: [::1] keeps brackets
+    netloc = f"{user.partition(':')[0]}@{host}" if at else host
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in params if k != "password"]
+    query = urlencode(kept) if len(kept) < len(params) else parts.query
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def open_source(data: str, options: SourceOptions) -> Source:
@@ -74,7 +76,7 @@ def open_source(data: str, options: SourceOptions) -> Source:
                 f"data {without_password(data)}: a PostgreSQL source needs exactly one of "
                 "source.query (--query) and source.table (--table)"
             )
-        if options.table is not None and not _TABLE.match(options.table):
+        if options.table is not None and not _TABLE.fullmatch(options.table):
             raise TrainingError(
                 f"source.table {options.table!r}: not a table name (letters, digits and _, "
                 "optionally schema.table)"
@@ -175,10 +177,13 @@ class PostgresSource:
 
     @property
     def _from(self) -> str:
+        """The FROM item: the table (an unquoted name folds to lower case, as in SQL) or the
+        query as a subquery (its `%` doubled: every statement is sent with parameters; a line
+        break before the `)` so a trailing `-- comment` ends there)."""
         if self.table is not None:
-            return ".".join(f'"{part}"' for part in self.table.split("."))
+            return ".".join(f'"{part.lower()}"' for part in self.table.split("."))
         assert self.query is not None
-        return f"({self.query.strip().rstrip(';')}) AS q"
+        return f"({self.query.strip().rstrip(';').replace('%', '%%')}\n) AS q"
 
     def _what(self) -> str:
         return _name(self.url, SourceOptions(query=self.query, table=self.table))
@@ -194,29 +199,36 @@ class PostgresSource:
         try:
             conn.read_only = True  # a query can read, never write
             with conn.cursor() as cur:
-                # a second reading (the row fingerprints) must see the rows in the same order:
-                # no scan joining another one midway, no parallel workers interleaving
-                cur.execute("SET synchronize_seqscans = off")
-                cur.execute("SET max_parallel_workers_per_gather = 0")
                 yield cur
         except psycopg.errors.UndefinedTable as exc:
             raise TrainingError(f"data {self._what()}: no such table ({_first(exc)})") from None
         except psycopg.Error as exc:
+            if "multiple commands" in str(exc):  # a `;` then more: a COMMIT would end read-only
+                raise TrainingError(
+                    f"data {self._what()}: source.query (--query) must be one SQL statement "
+                    "(it holds several)"
+                ) from None
             raise TrainingError(
                 f"data {self._what()}: the query fails ({type(exc).__name__}: {_first(exc)})"
             ) from None
         finally:
             conn.close()
 
+    @staticmethod
+    def _execute(cur: Any, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Every statement prepared, with parameters: the server then takes one statement only
+        (the simple protocol would run `...; COMMIT; DELETE ...` after the read-only one)."""
+        cur.execute(sql, params, prepare=True)
+
     def count(self) -> int:
         with self._cursor() as cur:
-            cur.execute(f"SELECT count(*) FROM {self._from}")
+            self._execute(cur, f"SELECT count(*) FROM {self._from}")
             return int(cur.fetchone()[0])
 
     def _frame(self, sql: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
         chunks: list[pd.DataFrame] = []
         with self._cursor() as cur:
-            cur.execute(sql, params)
+            self._execute(cur, sql, params)
             columns = [d.name for d in cur.description]
             numeric = [d.name for d in cur.description if d.type_code == 1700]  # numeric/decimal
             while batch := cur.fetchmany(50_000):
@@ -238,10 +250,12 @@ class PostgresSource:
 
     def sample(self, n: int, seed: int) -> pd.DataFrame:
         """A table: TABLESAMPLE BERNOULLI (a share a little over n, REPEATABLE) then the n rows
-        lowest by a seeded hash of the row; a query: that keyed hash over every row (a top-n
-        sort, never more than n rows held). The same rows for the same seed and data."""
+        lowest by a seeded hash of the row; a query or a view: that keyed hash over every row (a
+        top-n sort, never more than n rows held). The same rows for the same seed and data; on a
+        table, TABLESAMPLE's draw also depends on where the rows lie on disk, so an UPDATE (even
+        one changing nothing) or a VACUUM FULL can change the sample."""
         key = "hashtextextended(s::text, %s)"
-        if self.table is not None:
+        if self.table is not None and self._samplable():
             total = max(1, self.count())
             share = min(100.0, 100.0 * (1.1 * n + 10 * math.sqrt(n) + 100) / total)
             sql = (
@@ -253,6 +267,13 @@ class PostgresSource:
                 return frame
         sql = f"SELECT * FROM (SELECT * FROM {self._from}) AS s ORDER BY {key} LIMIT %s"
         return self._frame(sql, (seed, n))
+
+    def _samplable(self) -> bool:
+        """True for a table or materialized view (TABLESAMPLE applies to them, not to a view or
+        a foreign table)."""
+        with self._cursor() as cur:
+            self._execute(cur, "SELECT relkind FROM pg_class WHERE oid = %s::regclass", (self._from,))
+            return cur.fetchone()[0] in ("r", "m", "p")
 
     def record(self) -> dict[str, Any]:
         return {
@@ -314,13 +335,14 @@ class ParquetDataset:
 
     def sample(self, n: int, seed: int) -> pd.DataFrame:
         """Row groups drawn at random (seeded, in file order) until they hold twice n rows, then
-        n of their rows at random: only those row groups are read."""
+        n of their rows at random: only those row groups are read, streamed a few pages at a time
+        with only the rows drawn kept (a row group of millions of rows is never held whole)."""
         import pyarrow as pa
 
         groups = [
-            g
+            (f, g.id, g.num_rows)
             for f in sorted(self.dataset.get_fragments(), key=lambda f: f.path)
-            for g in f.split_by_row_group()
+            for g in f.row_groups
         ]
         rng = np.random.default_rng(seed)
         picked, held = [], 0
@@ -328,11 +350,41 @@ class ParquetDataset:
             if held >= 2 * n:
                 break
             picked.append(int(i))
-            held += sum(g.num_rows for g in groups[i].row_groups)
-        tables = [groups[i].to_table(schema=self.dataset.schema) for i in sorted(picked)]
-        table = pa.concat_tables(tables)
-        keep = np.sort(rng.choice(table.num_rows, min(n, table.num_rows), replace=False))
-        return self._pandas(table.take(pa.array(keep)))
+            held += groups[i][2]
+        keep = np.sort(rng.choice(held, min(n, held), replace=False))
+        parts, start = [], 0
+        for i in sorted(picked):
+            fragment, group, rows = groups[i]
+            mine = keep[(keep >= start) & (keep < start + rows)] - start
+            if len(mine):
+                parts.append(self._rows_of(fragment, group, mine))
+            start += rows
+        return self._pandas(pa.concat_tables(parts))
+
+    def _rows_of(self, fragment: Any, group: int, rows: Any) -> Any:
+        """The rows at positions `rows` (sorted) of one row group, as a table of the dataset's
+        schema (hive keys included), read in batches of BATCH_ROWS."""
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        schema = self.dataset.schema
+        kept, start = [], 0
+        file = pq.ParquetFile(fragment.path, buffer_size=1 << 20, pre_buffer=False)
+        names = [c for c in schema.names if c in file.schema_arrow.names]
+        for batch in file.iter_batches(BATCH_ROWS, row_groups=[group], columns=names):
+            mine = rows[(rows >= start) & (rows < start + batch.num_rows)] - start
+            if len(mine):
+                kept.append(batch.take(pa.array(mine)))
+            start += batch.num_rows
+        own = pa.schema([file.schema_arrow.field(c) for c in names])
+        table = pa.Table.from_batches(kept, schema=own)
+        keys = ds.get_partition_keys(fragment.partition_expression)
+        columns = [
+            table[c].cast(schema.field(c).type) if c in names else pa.array([keys.get(c)] * len(table), schema.field(c).type)
+            for c in schema.names
+        ]
+        return pa.Table.from_arrays(columns, schema=schema)
 
     def _pandas(self, table: Any) -> pd.DataFrame:
         try:

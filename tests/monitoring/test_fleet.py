@@ -156,3 +156,20 @@ def test_the_cli_runs_a_shard_and_refuses_a_bad_one(
     assert bad.exit_code == 2 and "0 <= K < N" in bad.output
     alone = CliRunner().invoke(app, ["monitor", "run", "--model", "m00", "--shard", "0/2"], env=env)
     assert alone.exit_code == 2 and "go with --all" in alone.output
+
+
+def test_a_slot_of_zero_is_refused(tmp_path: Path) -> None:
+    """`--slot 0s` would run every model every round: refused, naming --slot."""
+    env = {
+        "SERVEWATCH_REGISTRY": str(tmp_path / "reg"),
+        "SERVEWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+        "SERVEWATCH_MONITOR_REPORTS_DIR": str(tmp_path / "reports"),
+    }
+    res = CliRunner().invoke(app, ["monitor", "run", "--all", "--slot", "0s"], env=env)
+    assert res.exit_code == 2 and "--slot 0s: must be longer than 0s" in res.output
+    settings = MonitorSettings(
+        registry=tmp_path / "reg", database_url=env["SERVEWATCH_DATABASE_URL"]
+    )
+    store = PredictionStore(settings.database_url)
+    with pytest.raises(ValueError, match="--slot"):
+        run_fleet(settings, store, None, 0)
