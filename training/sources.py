@@ -272,7 +272,9 @@ class PostgresSource:
         """True for a table or materialized view (TABLESAMPLE applies to them, not to a view or
         a foreign table)."""
         with self._cursor() as cur:
-            self._execute(cur, "SELECT relkind FROM pg_class WHERE oid = %s::regclass", (self._from,))
+            self._execute(
+                cur, "SELECT relkind FROM pg_class WHERE oid = %s::regclass", (self._from,)
+            )
             return cur.fetchone()[0] in ("r", "m", "p")
 
     def record(self) -> dict[str, Any]:
@@ -381,7 +383,9 @@ class ParquetDataset:
         table = pa.Table.from_batches(kept, schema=own)
         keys = ds.get_partition_keys(fragment.partition_expression)
         columns = [
-            table[c].cast(schema.field(c).type) if c in names else pa.array([keys.get(c)] * len(table), schema.field(c).type)
+            table[c].cast(schema.field(c).type)
+            if c in names
+            else pa.array([keys.get(c)] * len(table), schema.field(c).type)
             for c in schema.names
         ]
         return pa.Table.from_arrays(columns, schema=schema)

@@ -101,7 +101,8 @@ def test_a_run_on_a_table_records_the_query_not_the_data(
     tmp_path: Path,
 ) -> None:
     _table(pg_url, classification_frame(600, seed=4))
-    url = pg_url.replace("postgres@", "postgres:secret@")  # trust auth ignores the password
+    # trust auth ignores the password, in the user part or as a parameter
+    url = pg_url.replace("postgres@", "postgres:secret@") + "&password=secret"
     query = "SELECT * FROM rides WHERE x2 IS NOT NULL"
     cfg = fast_config(name="sql", data=url, target="label", source={"query": query})
     result = run_training(cfg, Registry(tmp_path / "reg"))
@@ -183,12 +184,28 @@ def test_options_for_other_data_and_bad_folders(tmp_path: Path) -> None:
         sources.load(str(tmp_path), SourceOptions(), 0)
 
 
-def test_password_is_taken_out_of_a_url() -> None:
-    assert (
-        sources.without_password("postgresql://u:p%40ss@db.example:5433/x?sslmode=require")
-        == "postgresql://u@db.example:5433/x?sslmode=require"
-    )
-    assert sources.without_password("postgresql://u@h/x") == "postgresql://u@h/x"
+@pytest.mark.parametrize(
+    ("url", "recorded"),
+    [
+        (
+            "postgresql://u:p%40ss@db.example:5433/x?sslmode=require",
+            "postgresql://u@db.example:5433/x?sslmode=require",
+        ),
+        ("postgresql://u@h/x", "postgresql://u@h/x"),
+        (
+            "postgresql://h/x?user=u&password=secret&sslmode=require",
+            "postgresql://h/x?user=u&sslmode=require",
+        ),
+        ("postgresql://u:p@[::1]:5432/db", "postgresql://u@[::1]:5432/db"),
+        ("postgres://u:p@[2001:db8::7]/db?password=x", "postgres://u@[2001:db8::7]/db"),
+    ],
+)
+def test_password_is_taken_out_of_a_url(url: str, recorded: str) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    assert sources.without_password(url) == recorded
+    parsed = conninfo_to_dict(recorded)  # libpq still reads it (a retrain connects with it)
+    assert "password" not in parsed and parsed["dbname"] == conninfo_to_dict(url)["dbname"]
 
 
 def test_the_cli_takes_a_query_and_refuses_it_for_a_file(clf_csv: Path, tmp_path: Path) -> None:
@@ -199,3 +216,91 @@ def test_the_cli_takes_a_query_and_refuses_it_for_a_file(clf_csv: Path, tmp_path
     args = ["train", "--data", str(clf_csv), "--target", "label", "--query", "SELECT 1"]
     res = CliRunner().invoke(app, [*args, "--registry", str(tmp_path)])
     assert res.exit_code == 2 and "apply to a postgresql:// --data only" in res.output
+
+
+def test_a_query_is_one_statement_that_cannot_write(pg_url: str) -> None:  # noqa: F811
+    """A `;` then COMMIT would end the read-only transaction and run what follows."""
+    _table(pg_url, classification_frame(50, seed=8), "victim")
+    injected = "SELECT 1 AS a) AS q; COMMIT; DELETE FROM victim; SELECT (1"
+    plain = "SELECT 1 AS a; COMMIT; DELETE FROM victim"  # a `;` inside the subquery
+    for query, message in ((injected, r"source.query \(--query\) must be one SQL"), (plain, ";")):
+        with pytest.raises(TrainingError, match=message):
+            sources.load(pg_url, SourceOptions(query=query), 0)
+    assert sources.load(pg_url, SourceOptions(table="victim"), 0).record["rows_read"] == 50
+
+
+def test_a_query_with_percent_signs_and_a_trailing_comment(pg_url: str) -> None:  # noqa: F811
+    frame = classification_frame(1500, seed=9)
+    _table(pg_url, frame)
+    query = (
+        "SELECT x1, color, label FROM rides WHERE color LIKE 'r%' AND length(label) % 1 = 0 -- red"
+    )
+    red = int((frame["color"] == "red").sum())
+    whole = sources.load(pg_url, SourceOptions(query=query), 0)
+    assert len(whole.frame) == red and set(whole.frame["color"]) == {"red"}
+    some = sources.load(pg_url, SourceOptions(query=query, max_rows=100), 0)
+    assert len(some.frame) == 100 and set(some.frame["color"]) == {"red"}
+
+
+def test_tables_named_as_sql_does_and_views_sampled(pg_url: str) -> None:  # noqa: F811
+    _table(pg_url, classification_frame(2400, seed=10))
+    _sql(pg_url, "CREATE VIEW Red_Rides AS SELECT * FROM rides WHERE color = 'red'")
+    _sql(pg_url, "CREATE MATERIALIZED VIEW blue AS SELECT * FROM rides WHERE color = 'blue'")
+    assert sources.load(pg_url, SourceOptions(table="RIDES"), 0).record["rows_read"] == 2400
+    view = sources.load(pg_url, SourceOptions(table="Red_Rides", max_rows=100), 1)
+    again = sources.load(pg_url, SourceOptions(table="red_rides", max_rows=100), 1)
+    assert len(view.frame) == 100 and set(view.frame["color"]) == {"red"}
+    pd.testing.assert_frame_equal(view.frame, again.frame)
+    blue = sources.load(pg_url, SourceOptions(table="Blue", max_rows=100), 1)
+    assert len(blue.frame) == 100 and set(blue.frame["color"]) == {"blue"}
+    with pytest.raises(TrainingError, match="not a table name"):
+        sources.load(pg_url, SourceOptions(table="rides\n"), 0)
+
+
+def test_fingerprints_hash_the_rows_read_not_a_second_reading(
+    pg_url: str,  # noqa: F811
+) -> None:
+    """PostgreSQL returns rows in no set order: a table updated (even to the same values)
+    between two readings returns them in another, so the rows read once are the ones hashed."""
+    from training import fingerprints
+    from training.config import TrainConfig
+    from training.prepare import prepare, quiet
+
+    _table(pg_url, classification_frame(600, seed=11))
+    cfg = TrainConfig.model_validate(
+        fast_config(data=pg_url, target="label", source={"table": "rides"})
+    )
+    prepared = prepare(cfg, quiet)
+    _sql(pg_url, "UPDATE rides SET x1 = x1 WHERE x2 > 0")  # moves those rows to the heap's end
+    raw, rows = fingerprints.of_run(prepared)
+    assert raw is prepared.raw
+    pd.testing.assert_series_equal(raw["x1"], prepared.frame["x1"])
+    columns = [*prepared.features, prepared.target]
+    train = prepared.raw.loc[prepared.splits.x_train.index]
+    assert sorted(rows.of("train")) == sorted(fingerprints.hashes(train, columns))
+
+
+def test_a_parquet_sample_never_holds_a_whole_row_group(tmp_path: Path) -> None:
+    """One file, one row group of 2,000,000 rows (48 MB): sampling 1,000 streams the group
+    (pyarrow's peak, some 10 MB of pages and buffers, does not grow with the group)."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    n = 2_000_000
+    rng = np.random.default_rng(0)
+    table = pa.table({"a": rng.random(n), "b": rng.random(n), "c": np.arange(n)})
+    pq.write_table(table, folder / "one.parquet", row_group_size=n)
+    code = (
+        "import sys, pyarrow as pa; from training.sources import ParquetDataset;"
+        f"f = ParquetDataset(__import__('pathlib').Path({str(folder)!r})).sample(1000, 3);"
+        "assert len(f) == 1000 and f['c'].is_unique, f;"
+        "print(pa.default_memory_pool().max_memory())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    peak = int(out.stdout.split()[-1])
+    assert peak < table.nbytes / 3, (peak, table.nbytes)
