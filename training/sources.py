@@ -23,7 +23,7 @@ from training.errors import TrainingError
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 WORKING_COPIES = 4
 """A run holds the rows read several times over (the frame as read, kept for the fingerprints,
-its typed copy, the split's parts, the search's sample): the memory check asks for this many
+its typed copy, the split's parts, the fingerprinted rows): the memory check asks for this many
 frames' worth."""
 BATCH_ROWS = 10_000
 """Rows of a Parquet row group decoded at a time when sampling it."""
