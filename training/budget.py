@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-from training import noise
+from training import fresh, noise
 from training.growing import GROW_FACTOR, finalists
 from training.search import FamilyResult, FamilySearch
 
@@ -37,13 +37,14 @@ def reserve_seconds(
 ) -> float:
     """Seconds the steps after the search need: RESERVE_FITS fits on `rows` rows of each of the
     best `members` families (the chosen one and an ensemble's other members), plus RESERVE_SHARE
-    of the budget."""
+    of the budget, plus the re-scoring of each family's top and default on fresh folds
+    (training.fresh: their trials' measured seconds)."""
     ranked = sorted(
         (r for r in results if r.best is not None),
         key=lambda r: -r.best.score,  # type: ignore[union-attr]
     )
     fits = sum(fit_seconds(r, folds, rows) for r in ranked[:members])
-    return RESERVE_FITS * fits + RESERVE_SHARE * budget
+    return RESERVE_FITS * fits + RESERVE_SHARE * budget + fresh.seconds(results)
 
 
 def grow_seconds(results: Sequence[FamilyResult], per_family: int) -> float:

@@ -90,6 +90,9 @@ def build_manifest(
             "selection": {
                 "rule": "one standard error of the paired per-fold CV difference; within it "
                 "the default (in a family) and the simplest family (between families)",
+                "compared_on": "fresh folds"
+                if all(r.fresh(r.best) for r in selection.results if r.best)
+                else "search folds",
                 "leader": selection.leader,
                 "within_noise": list(selection.within_noise),
                 "chosen": selection.family,
@@ -167,6 +170,19 @@ def _noise_record(result: FamilyResult) -> dict[str, Any]:
         "cv_folds": list(best.folds) if best else None,
         "top_cv_folds": list(top.folds) if top else None,
         "default_cv_folds": list(default.folds) if default else None,
+        **_fresh_record(result),
+    }
+
+
+def _fresh_record(result: FamilyResult) -> dict[str, Any]:
+    """The fold scores of the top and default configurations, and of the chosen one, on the fresh
+    folds the noise rule compared them on (training.fresh; None where not re-scored)."""
+    top, default, best = (result.fresh(t) for t in (result.top, result.default_trial, result.best))
+    return {
+        "fresh_cv_score": best.score if best else None,
+        "fresh_cv_folds": list(best.folds) if best else None,
+        "fresh_top_cv_folds": list(top.folds) if top else None,
+        "fresh_default_cv_folds": list(default.folds) if default else None,
     }
 
 

@@ -182,6 +182,12 @@ class Trial:
 class FamilyResult:
     family: str
     trials: list[Trial] = field(default_factory=list)
+    rescored: list[tuple[Trial, Trial]] = field(default_factory=list)
+    """(trial, the same configuration on fresh folds): training.fresh, after the search."""
+
+    def fresh(self, trial: Trial | None) -> Trial | None:
+        """`trial` re-scored on the fresh folds, if it was."""
+        return next((new for old, new in self.rescored if old is trial), None)
 
     def _finalists(self) -> list[Trial]:
         """Completed trials on the most rows any trial saw (a halving search's last rung, the
@@ -203,11 +209,15 @@ class FamilyResult:
     def best(self) -> Trial | None:
         """The family's chosen configuration: its top trial, but the untuned default when the
         top one does not beat it beyond noise (training.noise: one standard error of their
-        paired per-fold difference)."""
+        paired per-fold difference), on the fresh folds once both were re-scored on them
+        (training.fresh), else on the search's."""
         top, default = self.top, self.default_trial
         if top is None or default is None or top is default:
             return top
-        return top if noise.beats(top.folds, default.folds) else default
+        a, b = self.fresh(top), self.fresh(default)
+        if a is None or b is None:
+            a, b = top, default
+        return top if noise.beats(a.folds, b.folds) else default
 
     @property
     def seconds(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
 from core import metrics as metric_contract
-from training import budget, data, fairness, noise
+from training import budget, data, fairness, fresh, noise
 from training.candidates import (
     calibrated,
     default_params,
@@ -216,6 +217,18 @@ def search(
             say=say,
             clock=clock,
         )
+    fresh.rescore(
+        results,
+        builds,
+        sample,
+        cv=fresh.fresh_cv(
+            task, config.split.cv_folds, ordered, config.seed, config.split.keep_copies_together
+        ),  # fmt: skip
+        scoring=scoring,
+        deadline=deadline - reserve() + fresh.seconds(results) if given else math.inf,
+        say=say,
+        clock=clock,
+    )
     chosen, best, leader, tied = pick(results)
     say(f"best family: {chosen.family} (cv {scoring}={best.score:.4f} on {best.rows} rows)")
     spent = {
@@ -225,6 +238,7 @@ def search(
         "seconds": round(clock() - search_start, 2),
         "reserved_seconds": round(reserve(), 2) if given else None,
         "trial_cap": opts.cap,
+        "fresh_folds_seed": config.seed + fresh.SEED_OFFSET,
     }
     return Selection(
         results=results,
@@ -247,21 +261,25 @@ def pick(results: list[FamilyResult]) -> tuple[FamilyResult, Trial, FamilyResult
     """The chosen family and configuration, the leader (the highest CV score; scorers are
     greater-is-better) and the families within its noise: those the leader does not beat beyond
     one standard error of their paired per-fold difference (training.noise). Of the leader and
-    those, the simplest family (noise.SIMPLICITY) is chosen. Raises TrainingError when no family
-    has a score."""
-    ranked = [(r, r.best) for r in results if r.best is not None]
-    ranked.sort(key=lambda pair: -pair[1].score)
-    if not ranked:
+    those, the simplest family (noise.SIMPLICITY) is chosen. The families are compared on their
+    chosen configurations' fresh folds (training.fresh) when every one was re-scored on them, else
+    on the search's. Raises TrainingError when no family has a score."""
+    chosen_of = [(r, r.best) for r in results if r.best is not None]
+    if not chosen_of:
         raise TrainingError("every candidate failed to fit; check the data-quality report")
-    leader, top = ranked[0]
+    again = [a for a in (r.fresh(t) for r, t in chosen_of) if a is not None]
+    scores = again if len(again) == len(chosen_of) else [t for _, t in chosen_of]
+    compared = sorted(zip(chosen_of, scores, strict=True), key=lambda c: -c[1].score)
+    (leader, leader_best), top = compared[0]
     tied = [
         (r, t)
-        for r, t in ranked[1:]
-        if t.rows == top.rows
-        and len(t.folds) == len(top.folds) >= 2
-        and not noise.beats(top.folds, t.folds)
+        for (r, t), s in compared[1:]
+        if s.rows == top.rows
+        and len(s.folds) == len(top.folds) >= 2
+        and not noise.beats(top.folds, s.folds)
     ]
-    chosen, best = min([(leader, top), *tied], key=lambda pair: noise.simplicity(pair[0].family))
+    contenders = [(leader, leader_best), *tied]
+    chosen, best = min(contenders, key=lambda pair: noise.simplicity(pair[0].family))
     return chosen, best, leader, [r.family for r, _ in tied]
 
 
