@@ -16,9 +16,48 @@ RESERVE_FITS = 12
 (the plain fit and two calibrated ones of three folds: 7 on the training rows), the final fit and
 a refit on every row (calibrated: 3 each, on more rows: counted on every row). An ensemble's
 members are each counted as many times."""
-RESERVE_SHARE = 0.05
-"""Share of the budget kept for what fits nothing: the assessment (permutation importance,
-SHAP, slices), the reference sample, the reports and publishing."""
+AFTER_BASE_SECONDS = 7.0
+"""Seconds the steps after the search take whatever the rows (plots, contributions' set-up, the
+model card, reports, writing the version), at the calibration speed: the breast cancer run's
+(114 test rows x 30 features) 8.1 s besides fits, less its cells' share."""
+AFTER_CELL_SECONDS = 2.4e-4
+"""Seconds per test row, feature and output (classes above two, else one) of the steps after the
+search that predict rather than fit: permutation importance (five passes per feature over the test
+rows), contributions, slices, the reference sample; at the calibration speed, from the digits run
+(360 test rows x 64 features x 10 classes: 63 s besides fits) against the breast cancer one."""
+CALIBRATION_SECONDS = 0.12
+"""What `calibrate`'s workload took when AFTER_* were measured (2 cores, load ~9)."""
+
+
+def _workload() -> float:
+    """Seconds of a fixed small workload like the assessment's: prediction passes of a fitted
+    logistic regression over a 1,000 x 10 table, each with one column permuted, and their AUC."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 10))
+    y = (x[:, 0] + rng.normal(size=1000) > 0).astype(int)
+    model = LogisticRegression().fit(x, y)
+    start = time.perf_counter()
+    for j in range(10):
+        shuffled = x.copy()
+        shuffled[:, j] = rng.permutation(shuffled[:, j])
+        roc_auc_score(y, model.predict_proba(shuffled)[:, 1])
+    return time.perf_counter() - start
+
+
+def calibrate() -> float:
+    """How much slower the machine is now than when AFTER_* were measured: the best of two runs
+    of the workload against CALIBRATION_SECONDS (below 1 when it is faster)."""
+    return min(_workload() for _ in range(2)) / CALIBRATION_SECONDS
+
+
+def after_seconds(cells: int, speed: float) -> float:
+    """Seconds the steps after the search need besides fits, for `cells` test rows x features x
+    outputs, at `speed` (calibrate's figure)."""
+    return speed * (AFTER_BASE_SECONDS + AFTER_CELL_SECONDS * cells)
 
 
 def fit_seconds(result: FamilyResult, folds: int, rows: int) -> float:
@@ -33,18 +72,18 @@ def fit_seconds(result: FamilyResult, folds: int, rows: int) -> float:
 
 
 def reserve_seconds(
-    results: Sequence[FamilyResult], *, folds: int, rows: int, members: int, budget: float
+    results: Sequence[FamilyResult], *, folds: int, rows: int, members: int, after: float
 ) -> float:
     """Seconds the steps after the search need: RESERVE_FITS fits on `rows` rows of each of the
-    best `members` families (the chosen one and an ensemble's other members), plus RESERVE_SHARE
-    of the budget, plus the re-scoring of each family's top and default on fresh folds
-    (training.fresh: their trials' measured seconds)."""
+    best `members` families (the chosen one and an ensemble's other members), plus `after`
+    (what fits nothing: after_seconds), plus the re-scoring of each family's top and default on
+    fresh folds (training.fresh: their trials' measured seconds)."""
     ranked = sorted(
         (r for r in results if r.best is not None),
         key=lambda r: -r.best.score,  # type: ignore[union-attr]
     )
     fits = sum(fit_seconds(r, folds, rows) for r in ranked[:members])
-    return RESERVE_FITS * fits + RESERVE_SHARE * budget + fresh.seconds(results)
+    return RESERVE_FITS * fits + after + fresh.seconds(results)
 
 
 def grow_seconds(results: Sequence[FamilyResult], per_family: int) -> float:

@@ -144,6 +144,10 @@ def search(
         deadline = clock() + UNBUDGETED_SECONDS
     searches: list[FamilySearch] = []
     builds: dict[str, Callable[[dict[str, Any]], Pipeline]] = {}
+    outputs = prepared.n_classes if prepared.n_classes and prepared.n_classes > 2 else 1
+    cells = len(splits.x_test) * len(prepared.features) * outputs
+    speed = budget.calibrate() if given else 1.0
+    after = budget.after_seconds(cells, speed) if given else 0.0
 
     def reserve() -> float:
         """What the steps after the search need (budgeted runs), from the trials so far."""
@@ -151,7 +155,7 @@ def search(
             return 0.0
         done = [f.result for f in searches]
         return budget.reserve_seconds(done, folds=folds, rows=all_rows, members=members,
-                                      budget=given)  # fmt: skip
+                                      after=after)  # fmt: skip
 
     def end() -> float:
         """The search's deadline: the budget less the later steps and growing's first rung."""
@@ -239,6 +243,8 @@ def search(
         "reserved_seconds": round(reserve(), 2) if given else None,
         "trial_cap": opts.cap,
         "fresh_folds_seed": config.seed + fresh.SEED_OFFSET,
+        "reserved_besides_fits_seconds": round(after, 2) if given else None,
+        "calibration_slowdown": round(speed, 2) if given else None,
     }
     return Selection(
         results=results,

@@ -13,7 +13,14 @@ from sklearn.dummy import DummyClassifier
 
 from tests.conftest import fast_config
 from tests.data import classification_frame
-from training.budget import RESERVE_FITS, RESERVE_SHARE, reserve_seconds, rungs_for, spend
+from training.budget import (
+    RESERVE_FITS,
+    after_seconds,
+    calibrate,
+    reserve_seconds,
+    rungs_for,
+    spend,
+)
 from training.candidates import Choice, FloatRange, make_estimator
 from training.config import Preprocessing
 from training.data import FeatureKinds
@@ -148,11 +155,19 @@ def _result(family: str, score: float, seconds: float, rows: int = 300) -> Famil
 def test_the_reserve_is_measured_fits_of_the_best_families_on_every_row() -> None:
     # a 3-fold trial of 3 s on 300 rows: three 1-s fits on 200 rows, so 5 s a fit on 1000 rows
     results = [_result("a", 0.9, 3.0), _result("b", 0.8, 6.0), _result("c", 0.7, 300.0)]
-    one = reserve_seconds(results, folds=3, rows=1000, members=1, budget=100)
-    assert one == pytest.approx(RESERVE_FITS * 5.0 + RESERVE_SHARE * 100)
-    two = reserve_seconds(results, folds=3, rows=1000, members=2, budget=100)
-    assert two == pytest.approx(RESERVE_FITS * (5.0 + 10.0) + RESERVE_SHARE * 100)
-    assert reserve_seconds([], folds=3, rows=1000, members=3, budget=100) == RESERVE_SHARE * 100
+    # plus what fits nothing (`after`) and re-scoring each family's top trial on fresh folds
+    rescore = 3.0 + 6.0 + 300.0
+    one = reserve_seconds(results, folds=3, rows=1000, members=1, after=7.0)
+    assert one == pytest.approx(RESERVE_FITS * 5.0 + 7.0 + rescore)
+    two = reserve_seconds(results, folds=3, rows=1000, members=2, after=7.0)
+    assert two == pytest.approx(RESERVE_FITS * (5.0 + 10.0) + 7.0 + rescore)
+    assert reserve_seconds([], folds=3, rows=1000, members=3, after=7.0) == 7.0
+
+
+def test_what_fits_nothing_grows_with_test_cells_and_the_machines_slowdown() -> None:
+    assert after_seconds(10_000, 2.0) == pytest.approx(2 * after_seconds(10_000, 1.0))
+    assert after_seconds(20_000, 1.0) > after_seconds(10_000, 1.0) > after_seconds(0, 1.0) > 0
+    assert calibrate() > 0
 
 
 # --- search() end to end: the configuration decides the mode --------------------------------

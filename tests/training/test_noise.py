@@ -83,8 +83,9 @@ def test_simplicity_order_puts_unknown_families_last() -> None:
 
 @pytest.mark.parametrize("labels", ["int", "bool"])
 def test_the_rule_holds_on_a_packaged_data_set(tmp_path: Path, labels: str) -> None:
-    """breast cancer, two families searched with a budget: the manifest's own fold scores show
-    that every tuned configuration kept beats its default beyond noise, every default kept is
+    """breast cancer, two families searched with a budget: the manifest's own fresh-fold scores
+    (training.fresh: the top and default configurations re-scored on folds of another split seed)
+    show that every tuned configuration kept beats its default beyond noise, every default kept is
     not beaten beyond it, and the chosen family is the simplest within the leader's noise."""
     raw = datasets.load_breast_cancer(as_frame=True)
     frame = raw.frame.iloc[:, [0, 1, 22, 26]].copy()
@@ -99,16 +100,20 @@ def test_the_rule_holds_on_a_packaged_data_set(tmp_path: Path, labels: str) -> N
     candidates = {c["family"]: c for c in m["model"]["candidates"]}
     for c in candidates.values():
         assert c["trials"] == 5 and c["seconds"] > 0 and len(c["cv_folds"]) == 4
-        tuned_wins = noise.beats(c["top_cv_folds"], c["default_cv_folds"])
+        top, default = c["fresh_top_cv_folds"], c["fresh_default_cv_folds"]
+        assert len(top) == len(default) == 4
+        assert top != c["top_cv_folds"]  # other folds: other scores
+        tuned_wins = noise.beats(top, default)
         assert c["configuration"] == ("tuned" if tuned_wins else "default")
-        chosen = c["top_cv_folds"] if tuned_wins else c["default_cv_folds"]
-        assert c["cv_folds"] == chosen
+        assert c["fresh_cv_folds"] == (top if tuned_wins else default)
+        assert c["fresh_cv_score"] == pytest.approx(sum(c["fresh_cv_folds"]) / 4)
     selection = m["model"]["selection"]
+    assert selection["compared_on"] == "fresh folds"
     leader = candidates[selection["leader"]]
-    assert leader["cv_score"] == max(c["cv_score"] for c in candidates.values())
+    assert leader["fresh_cv_score"] == max(c["fresh_cv_score"] for c in candidates.values())
     for family, c in candidates.items():
         within = family != selection["leader"] and not noise.beats(
-            leader["cv_folds"], c["cv_folds"]
+            leader["fresh_cv_folds"], c["fresh_cv_folds"]
         )
         assert (family in selection["within_noise"]) == within
     contenders = [selection["leader"], *selection["within_noise"]]
@@ -126,4 +131,5 @@ def test_the_rule_holds_on_a_packaged_data_set(tmp_path: Path, labels: str) -> N
     )
     budget = m["model"]["search"]["budget"]
     assert budget["budget_seconds"] == 3600 and budget["trial_cap"] == 5
+    assert budget["fresh_folds_seed"] == cfg.seed + 1
     assert budget["after_search_seconds"] >= 0 and budget["reserved_seconds"] > 0
