@@ -144,8 +144,7 @@ def search(
         deadline = clock() + UNBUDGETED_SECONDS
     searches: list[FamilySearch] = []
     builds: dict[str, Callable[[dict[str, Any]], Pipeline]] = {}
-    outputs = prepared.n_classes if prepared.n_classes and prepared.n_classes > 2 else 1
-    cells = len(splits.x_test) * len(prepared.features) * outputs
+    cells = len(splits.x_test) * len(prepared.features)
     speed = budget.calibrate() if given else 1.0
     after = budget.after_seconds(cells, speed) if given else 0.0
 
