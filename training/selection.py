@@ -226,7 +226,7 @@ def search(
         sample,
         cv=fresh.fresh_cv(
             task, config.split.cv_folds, ordered, config.seed, config.split.keep_copies_together
-        ),  # fmt: skip
+        ),
         scoring=scoring,
         deadline=deadline - reserve() + fresh.seconds(results) if given else math.inf,
         say=say,
