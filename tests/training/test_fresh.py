@@ -122,3 +122,11 @@ def test_to_rescore_takes_the_top_and_the_default_once() -> None:
     c = Trial({"seed": 3}, 0.95, 0.0, 3.0, 10, folds=(0.95, 0.95))
     assert fresh.to_rescore(FamilyResult("x", [a, c])) == [c, a]
     assert fresh.seconds([FamilyResult("x", [a, c]), FamilyResult("y", [b])]) == 6.0
+
+
+def test_fresh_folds_differ_from_the_search_folds_ordered_or_not() -> None:
+    x, y = _data(60)
+    for task, ordered in (("classification", False), ("regression", False), ("regression", True)):
+        search = [te.tolist() for _, te in make_cv(task, 3, ordered, 0).split(x, y)]
+        again = [te.tolist() for _, te in fresh.fresh_cv(task, 3, ordered, 0, True).split(x, y)]
+        assert again != search, (task, ordered)
