@@ -71,3 +71,12 @@ def test_a_version_published_before_core_existed_still_loads_and_answers() -> No
         }
     )
     assert out.predictions[0] in ("yes", "no") and out.probabilities is not None
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_goes_into_the_image(package: str) -> None:
+    """The build context lets it in (.dockerignore) and the Dockerfile copies it: a new package
+    missing from either fails the image build in CI (predlog/ did)."""
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert f"!{package}/" in ignore
+    assert f"COPY {package} ./{package}" in (ROOT / "Dockerfile").read_text()
