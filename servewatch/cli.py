@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 import typer
@@ -69,6 +70,11 @@ def main() -> None:
     """Run the command; a missing optional package is one line naming its extra, status 1."""
     argv = sys.argv[1:]
     words = tuple(a for a in argv[:2] if not a.startswith("-"))
+    if words[:1] != ("serve",):
+        # The multiprocess metrics folder is the server's (the image sets it for every process):
+        # a one-off command (a CronJob's log maintain or monitor run) has no /metrics, and its
+        # value files would either fail (the folder is made by serve) or join the server's.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if "--help" not in argv:
         for command, modules in NEEDS.items():
             if words[: len(command)] == command:
