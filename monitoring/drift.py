@@ -180,7 +180,9 @@ def run_drift(
         html_path.write_text(_page(sections), encoding="utf-8")
         from monitoring.workspace import SNAPSHOT_FILE, write_parts
 
-        parts = [s for _, s in sections if not isinstance(s, str)]
+        # Evidently's own sections only: a note (text) or servewatch's band tables are not
+        # snapshots (a table here made the merge fail, and the run's snapshot lost them all)
+        parts = [s for _, s in sections if not isinstance(s, (str, Table))]
         write_parts(html_path.with_name(SNAPSHOT_FILE), parts)
     verdicts = {
         t["metric_config"]["metric_id"]: t["status"] != "SUCCESS"
