@@ -374,3 +374,33 @@ def test_rules_that_watch_another_metric_judge_it_by_its_own_test_score() -> Non
     assert _watched(manifest, AlertRules()) == ("roc_auc", 0.8)
     assert _watched(manifest, AlertRules(metric="log_loss")) == ("log_loss", 0.45)
     assert _watched(manifest, AlertRules(metric="brier")) == ("brier", None)
+
+
+def test_the_estimates_baseline_is_read_from_the_served_models_own_reference_rows(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    """The reference's top-up rows (validation by the train-only fit, out-of-fold by fold
+    models) were predicted by models fitted on fewer rows, whose sharper probabilities put the
+    estimate on the reference above the served model's on healthy traffic: every healthy seed
+    fired estimated_performance. The baseline now comes from the test rows alone."""
+    import pandas as pd
+
+    from core.registry import Registry
+    from monitoring.estimate import estimate
+    from monitoring.noise import from_reference
+    from monitoring.runner import _own_rows
+
+    manifest = Registry(msettings.registry).manifest("demo", 1)
+    counts = manifest.reference.rows
+    assert counts.get("test") and len(counts) > 1  # the fixture's reference is topped up
+    reference = pd.read_parquet(msettings.registry / "demo" / "1" / "reference.parquet")
+    own = _own_rows(manifest, len(reference))
+    assert own == counts["test"] < len(reference)
+    for seed in (4, 6):
+        log_traffic(store, msettings.registry, traffic(500, seed=seed))
+        s = run(msettings, store)
+        assert "estimated_performance" not in {a["rule"] for a in s["alerts"]}
+        proba = from_reference(reference, ["no", "yes"]).proba
+        assert proba is not None
+        expected = estimate(proba[:own], ["no", "yes"])["roc_auc"]
+        assert s["performance"]["reference_estimated"]["roc_auc"] == pytest.approx(expected)
