@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from core.errors import ServewatchError
 from predlog import metrics
 from predlog.store import PredictionStore, SchemaGap
 
@@ -44,7 +45,7 @@ REPLAY_FILES = 20
 MAX_RESTART_PAUSE_S = 30.0
 
 
-class LogFull(Exception):
+class LogFull(ServewatchError):
     """The log cannot take the rows (queue and disk spool full): the prediction must not be
     answered. Handlers answer 503."""
 

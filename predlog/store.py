@@ -23,6 +23,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.errors import ServewatchError
 from core.rows import FeedbackRow, PredictionRow
 from predlog import partitions
 
@@ -209,7 +210,7 @@ MISSING_SCHEMA_STATES = frozenset({"42P01", "42703", "42501"})
 MISSING_SCHEMA_SQLITE = ("no such table", "has no column named", "no such column")
 
 
-class SchemaGap(Exception):
+class SchemaGap(ServewatchError):
     """The log's tables (a table, a column, the partition a row belongs in, the right to write
     to them) are not there, or could not be created: the store refuses every row, whatever it
     holds, until they are back. An outage for the log writer, never a refusal of the rows."""

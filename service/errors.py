@@ -24,8 +24,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from core.errors import ServewatchError
 
-class ServiceError(Exception):
+
+class ServiceError(ServewatchError):
     status_code = 500
     code = "internal_error"
 

@@ -19,6 +19,7 @@ import pandas as pd
 from core import labels
 from core.decision import decide
 from core.ecosystem import MissingModelPackage, load_model_bytes
+from core.errors import ServewatchError
 from core.missing import is_missing, none_columns
 from core.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
 from service.compiled import reads_float32
@@ -151,7 +152,7 @@ class Part:
     detail: str = ""
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(ServewatchError):
     """The version's files failed the hash check or did not load; the old version keeps serving."""
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from core.digits import whole_number
+from core.errors import ServewatchError
 from core.registry import FeatureSchema
 from service.model import LoadedModel, Outputs
 from service.validation import Validator, short_repr
@@ -57,11 +58,11 @@ OUTPUTS = ("predict", "predict_proba", "prediction_id")
 MAX_PROBLEMS = 100
 
 
-class Malformed(Exception):
+class Malformed(ServewatchError):
     """The request breaks the protocol itself (400)."""
 
 
-class Rejected(Exception):
+class Rejected(ServewatchError):
     """The request breaks the model's schema (422): one (input, rule, message) per problem."""
 
     def __init__(self, problems: list[tuple[str, str, str]]) -> None:
