@@ -113,3 +113,15 @@ def test_the_service_errors_keep_their_status_codes_and_handlers() -> None:
     assert Unavailable.status_code == 503 and ServiceError.status_code == 500
     assert ProtocolError(404, "no model").status_code == 404
     assert issubclass(LogUnavailable, LogFull)
+
+
+def test_first_line_quotes_one_stripped_line_within_its_limit() -> None:
+    from core.errors import first_line
+
+    assert first_line(ValueError("\n  bad value\nTraceback...")) == "bad value"
+    assert first_line(ValueError("x" * 500)) == "x" * 200
+    assert first_line(ValueError("x" * 500), None) == "x" * 500
+    assert first_line(ValueError("y" * 50), 10) == "y" * 10
+    assert first_line(KeyError()) == ""
+    assert first_line(KeyError(), named=True) == "KeyError"
+    assert first_line(OSError("  \n "), named=True) == "OSError"
