@@ -40,7 +40,7 @@ from typing import Any
 
 from core.errors import first_line
 from service import metrics
-from service.errors import InvalidInstances, Unavailable
+from service.errors import MAX_PROBLEMS, InvalidInstances, Unavailable
 from service.model import LoadedModel, Outputs
 
 log = logging.getLogger("servewatch.batching")
@@ -256,7 +256,7 @@ class ModelRefused(InvalidInstances):
             message,
             [
                 {"instance": i, "feature": "", "rule": "model_refused", "message": reason}
-                for i in rows[:100]
+                for i in rows[:MAX_PROBLEMS]
             ],
         )
 

@@ -24,6 +24,7 @@ import orjson
 from core.digits import whole_number
 from core.errors import ServewatchError
 from core.registry import FeatureSchema
+from service.errors import MAX_PROBLEMS
 from service.model import LoadedModel, Outputs
 from service.validation import Validator, short_repr
 
@@ -55,7 +56,6 @@ DESCRIBED = {"numeric": "FP64", "categorical": "BYTES", "datetime": "BYTES"}
 # The datatype of the `predict` output, by the version's label type.
 PREDICTION_TYPES = {"string": "BYTES", "integer": "INT64", "boolean": "BOOL", "float": "FP64"}
 OUTPUTS = ("predict", "predict_proba", "prediction_id")
-MAX_PROBLEMS = 100
 
 
 class Malformed(ServewatchError):
