@@ -5,8 +5,6 @@ __all__ = [
     "errors",
     "main",
     "model",
-    "retention",
     "schemas",
-    "store",
     "supervise",
 ]

@@ -106,8 +106,8 @@ def test_the_check_sees_an_exception_outside_the_root(tmp_path: Path) -> None:
 
 def test_the_service_errors_keep_their_status_codes_and_handlers() -> None:
     """Deriving from the root changed no class's status, code or intermediate class."""
+    from predlog.logwriter import LogFull, LogUnavailable
     from service.errors import InvalidInstances, ProtocolError, ServiceError, Unavailable
-    from service.logwriter import LogFull, LogUnavailable
 
     assert issubclass(InvalidInstances, ServiceError) and InvalidInstances.status_code == 422
     assert Unavailable.status_code == 503 and ServiceError.status_code == 500
