@@ -9,6 +9,8 @@ from typing import Any
 
 import joblib
 
+from core.errors import ServewatchError
+
 # top-level module -> the servewatch extra that installs it
 EXTRAS: dict[str, str] = {
     "lightgbm": "lightgbm",
@@ -21,7 +23,7 @@ EXTRAS: dict[str, str] = {
 _CORE = {"sklearn", "core", "training", "numpy", "scipy", "pandas", "builtins", "joblib"}
 
 
-class MissingModelPackage(ModuleNotFoundError):
+class MissingModelPackage(ServewatchError, ModuleNotFoundError):
     """The pickled model needs a package that is not installed; the message says what to install."""
 
     def __init__(self, module: str, extra: str | None) -> None:

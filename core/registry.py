@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from core.decision import of as decided_by
 from core.digits import whole_number
 from core.errors import RegistryError
+from core.features import FeatureKind
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.joblib"
@@ -51,7 +52,7 @@ class FeatureSchema(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str
-    kind: Literal["numeric", "categorical", "datetime"]
+    kind: FeatureKind
     dtype: str
     nullable: bool
     categories: list[str] | None = None

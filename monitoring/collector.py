@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.errors import first_line
 from monitoring.store import MonitorStore
 from monitoring.summary import StoredRun
 
@@ -36,7 +37,7 @@ class MonitoringCollector(Collector):
             try:
                 runs = [r for m in self.store.models() for r in self.store.latest_scheduled(m)]
             except Exception as exc:  # a scrape never fails because the store is away
-                log.warning("monitoring results unavailable: %s", str(exc).splitlines()[0][:200])
+                log.warning("monitoring results unavailable: %s", first_line(exc))
                 runs = []
             self._cached = (time.monotonic(), runs)
             return runs

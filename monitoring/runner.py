@@ -21,6 +21,7 @@ import pandas as pd
 from core import labels as label_types
 from core import metrics as metric_contract
 from core.errors import ServewatchError
+from core.features import category, names_of, typed
 from core.metrics import classification_metrics, regression_metrics
 from core.registry import (
     LABEL_COL,
@@ -444,10 +445,7 @@ def _json_default(value: object) -> object:
 def _current_frame(window: Window, manifest: Manifest) -> pd.DataFrame:
     frame = window.inputs.reindex(columns=[f.name for f in manifest.features])
     for f in manifest.features:
-        if f.kind == "numeric":
-            frame[f.name] = pd.to_numeric(frame[f.name], errors="coerce")
-        elif f.kind == "categorical":
-            frame[f.name] = frame[f.name].map(lambda v: None if v is None else str(v))
+        frame[f.name] = typed(frame[f.name], f.kind)
     if manifest.task == "classification":
         frame[PREDICTION_COL] = [str(p) for p in window.predictions]
     else:
@@ -466,14 +464,14 @@ def _drift(
 ) -> tuple[DriftSummary, PredictionDrift]:
     from monitoring.drift import ColumnDrift, run_drift
 
-    numeric = [f.name for f in manifest.features if f.kind == "numeric"]
-    categorical = [f.name for f in manifest.features if f.kind == "categorical"]
+    numeric = names_of(manifest.features, "numeric")
+    categorical = names_of(manifest.features, "categorical")
     pred_numeric = manifest.task == "regression"
     ref = reference.copy()
     if not pred_numeric:
         ref[PREDICTION_COL] = ref[PREDICTION_COL].astype(str)
     for col in categorical:
-        ref[col] = ref[col].map(lambda v: None if v is None or v != v else str(v))
+        ref[col] = ref[col].map(category)
     result = run_drift(
         ref,
         current,

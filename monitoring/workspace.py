@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.errors import first_line
 from monitoring import alerts as alerting
 from monitoring.config import MonitorSettings
 from monitoring.summary import MonitorSummary, WorkspaceRecord
@@ -361,7 +362,7 @@ def record(
         out["sent"] = len(sent)
         out["removed"] = prune(ws, project_id, _retention_days(settings), time.time())
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        reason = f"{type(exc).__name__}: {first_line(exc, None)}"[:300]
         out["error"] = f"workspace unreachable or refused the snapshot ({reason}); retried next run"
         log.warning("evidently workspace %s: %s", location, reason)
     out["pending"] = len(list(waiting.glob("*.json"))) - expire(waiting, _retention_days(settings))

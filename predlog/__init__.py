@@ -21,8 +21,13 @@ __all__ = [
     "RetentionCollector",
     "SchemaGap",
     "Spool",
+    "ids",
+    "logwriter",
     "maintain",
     "maintenance_loop",
+    "metrics",
     "normalise_url",
     "prediction_rows",
+    "retention",
+    "store",
 ]

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from core.errors import ServewatchError, first_line
 from predlog import metrics
 from predlog.store import PredictionStore, SchemaGap
 
@@ -44,7 +45,7 @@ REPLAY_FILES = 20
 MAX_RESTART_PAUSE_S = 30.0
 
 
-class LogFull(Exception):
+class LogFull(ServewatchError):
     """The log cannot take the rows (queue and disk spool full): the prediction must not be
     answered. Handlers answer 503."""
 
@@ -54,11 +55,6 @@ class LogUnavailable(LogFull):
     sync durability, or the direct spool write did not finish. A `LogFull`, so a handler of
     LogFull answers 503 too. The rows may still reach the log later (logged, never answered:
     the safe direction)."""
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()
-    return text[0][:200] if text else ""
 
 
 def try_lock(folder: Path) -> int | None:

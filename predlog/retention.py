@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.errors import first_line
 from predlog.partitions import Maintenance
 from predlog.store import PredictionStore, insert_or, is_schema_gap, log_retention
 
@@ -142,7 +143,7 @@ async def maintenance_loop(
         try:
             done = await asyncio.to_thread(maintain, store, retention_days)
         except Exception as exc:  # the store may be away; the next pass tries again
-            log.warning("log maintenance failed: %s", str(exc).splitlines()[0][:200])
+            log.warning("log maintenance failed: %s", first_line(exc))
             continue
         if done.created or done.dropped or done.rows_moved:
             log.info("log maintenance: %s", summary(done))

@@ -23,6 +23,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.errors import ServewatchError, first_line
 from core.rows import FeedbackRow, PredictionRow
 from predlog import partitions
 
@@ -209,7 +210,7 @@ MISSING_SCHEMA_STATES = frozenset({"42P01", "42703", "42501"})
 MISSING_SCHEMA_SQLITE = ("no such table", "has no column named", "no such column")
 
 
-class SchemaGap(Exception):
+class SchemaGap(ServewatchError):
     """The log's tables (a table, a column, the partition a row belongs in, the right to write
     to them) are not there, or could not be created: the store refuses every row, whatever it
     holds, until they are back. An outage for the log writer, never a refusal of the rows."""
@@ -261,14 +262,18 @@ class PredictionStore:
         try:
             self._ensure_schema()
         except Exception as exc:
-            raise SchemaGap(f"creating the log's tables failed: {_first_line(exc)}") from exc
+            raise SchemaGap(
+                f"creating the log's tables failed: {first_line(exc, named=True)}"
+            ) from exc
         try:
             yield
         except Exception as exc:
             if not is_schema_gap(exc):
                 raise
             self._schema_ready = False
-            raise SchemaGap(f"the log's tables are not all there: {_first_line(exc)}") from exc
+            raise SchemaGap(
+                f"the log's tables are not all there: {first_line(exc, named=True)}"
+            ) from exc
 
     def create_schema(self) -> None:
         """Create the tables (partitioned on PostgreSQL), or add the columns older logs lack
@@ -618,11 +623,6 @@ def _free_sqlite_index_names(conn: sa.Connection) -> list[tuple[str, str]]:
         taken.add(new)
         moved.append((name, new))
     return moved
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def encode(value: Any) -> str:

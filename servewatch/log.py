@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from core.errors import first_line
 from service.config import Settings
 
 log_app = typer.Typer(help="The prediction log: partitions and retention.", no_args_is_help=True)
@@ -48,7 +49,7 @@ def maintain(
     try:
         done = run_maintenance(store, settings.log_retention_days, migrate=True)
     except Exception as exc:
-        typer.echo(f"error: log maintenance failed: {str(exc).splitlines()[0]}", err=True)
+        typer.echo(f"error: log maintenance failed: {first_line(exc, None)}", err=True)
         raise typer.Exit(1) from None
     finally:
         store.dispose()

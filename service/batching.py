@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
+from core.errors import first_line
 from service import metrics
-from service.errors import InvalidInstances, Unavailable
+from service.errors import MAX_PROBLEMS, InvalidInstances, Unavailable
 from service.model import LoadedModel, Outputs
 
 log = logging.getLogger("servewatch.batching")
@@ -211,7 +212,7 @@ class MicroBatcher:
         metrics.VALIDATION_ERRORS.labels(self.model.name, "_instance", "model_refused").inc(
             len(bad)
         )
-        return ModelRefused(bad, f"{type(exc).__name__}: {_first_line(exc)}")
+        return ModelRefused(bad, f"{type(exc).__name__}: {first_line(exc)}")
 
     async def _bad_rows(
         self, columns: dict[str, list[Any]], rows: list[int], bad: list[int], inline: bool
@@ -255,14 +256,9 @@ class ModelRefused(InvalidInstances):
             message,
             [
                 {"instance": i, "feature": "", "rule": "model_refused", "message": reason}
-                for i in rows[:100]
+                for i in rows[:MAX_PROBLEMS]
             ],
         )
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else ""
 
 
 def _fail(jobs: list[_Job], exc: Exception) -> None:

@@ -30,11 +30,13 @@ from predlog.store import PredictionStore, encode, prediction_rows
 from service import metrics
 from service.config import Settings
 from service.errors import (
+    MAX_PROBLEMS,
     InvalidInstances,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
     Unavailable,
+    schema_details,
 )
 from service.model import LoadedModel, Outputs, redact
 from service.models import ModelManager, Slot
@@ -259,7 +261,8 @@ class DataPlane:
                 feature = "_unknown" if p.rule == "unknown" else p.feature or "_instance"
                 metrics.VALIDATION_ERRORS.labels(name, feature, p.rule).inc()
             raise InvalidInstances(
-                f"{len(checked)} problem(s) in the instances", [p.as_dict() for p in checked[:100]]
+                f"{len(checked)} problem(s) in the instances",
+                [p.as_dict() for p in checked[:MAX_PROBLEMS]],
             )
         for feat, n in checked.out_of_range.items():
             metrics.OUT_OF_RANGE.labels(name, feat).inc(n)
@@ -388,7 +391,9 @@ class DataPlane:
             raise Unavailable("the prediction log store is unreachable; retry later") from None
         if problems:
             metrics.FEEDBACK.labels(name, "refused").inc(len(ids))
-            raise InvalidRequest(f"{len(problems)} prediction id(s) refused", problems[:100])
+            raise InvalidRequest(
+                f"{len(problems)} prediction id(s) refused", problems[:MAX_PROBLEMS]
+            )
         now = time.time()
         rows = [  # an id given twice: its last label (one upsert cannot touch a row twice)
             FeedbackRow(prediction_id=pid, model=name, label=encode(label), received_at=now)
@@ -473,14 +478,7 @@ def feedback_labels(body: Any, model: LoadedModel) -> list[tuple[str, Any]]:
     except ValidationError as exc:
         raise InvalidRequest(
             "the feedback body breaks the schema",
-            [
-                {
-                    "field": ".".join(str(p) for p in e["loc"]) or "(body)",
-                    "rule": e["type"],
-                    "message": e["msg"],
-                }
-                for e in exc.errors()[:100]
-            ],
+            schema_details(exc.errors()[:MAX_PROBLEMS]),
         ) from None
     out, problems = [], []
     for i, item in enumerate(request.labels):
@@ -492,5 +490,5 @@ def feedback_labels(body: Any, model: LoadedModel) -> list[tuple[str, Any]]:
             continue
         out.append((normalise(item.prediction_id), label))
     if problems:
-        raise InvalidRequest(f"{len(problems)} label(s) rejected", problems[:100])
+        raise InvalidRequest(f"{len(problems)} label(s) rejected", problems[:MAX_PROBLEMS])
     return out

@@ -16,6 +16,7 @@ ServiceError
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -24,8 +25,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from core.errors import ServewatchError
 
-class ServiceError(Exception):
+MAX_PROBLEMS = 100
+"""The most problems an error body lists; its message still counts them all."""
+
+
+class ServiceError(ServewatchError):
     status_code = 500
     code = "internal_error"
 
@@ -113,11 +119,21 @@ def render(exc: ServiceError) -> Response:
 
 async def _validation_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    details = [
-        {"field": ".".join(str(p) for p in e["loc"]), "rule": e["type"], "message": e["msg"]}
-        for e in exc.errors()
-    ]
+    details = schema_details(exc.errors())
     return error_response(422, "invalid_request", "the request body breaks the schema", details)
+
+
+def schema_details(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic's errors as an error body's details: the field (dotted; "(body)" for the body
+    itself), the rule broken and pydantic's message."""
+    return [
+        {
+            "field": ".".join(str(p) for p in e["loc"]) or "(body)",
+            "rule": e["type"],
+            "message": e["msg"],
+        }
+        for e in errors
+    ]
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:

@@ -51,6 +51,7 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
+from core.errors import ServewatchError
 from core.missing import (
     ENCODERS,
     MISSING_KINDS,
@@ -501,7 +502,7 @@ def _calibration(cc: Any) -> Any:
     return multi
 
 
-class Unavailable(Exception):
+class Unavailable(ServewatchError):
     """A fast path exists for this part but is not used here: `code` "disabled" (compiled trees
     turned off) or "onnxruntime_missing"."""
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from core.errors import first_line
 from core.registry import Registry
 from predlog.logwriter import LogWriter, Spool
 from predlog.retention import RetentionCollector, maintain, maintenance_loop
@@ -84,7 +85,7 @@ def create_app(
         try:  # the tables, and a maintenance pass without retention, recorded for /metrics
             await run_in_threadpool(partial(maintain, store, None, at_start=True))
         except Exception as exc:  # the service still answers; rows wait in the spool
-            log.error("prediction log store unreachable at start: %s", str(exc).splitlines()[0])
+            log.error("prediction log store unreachable at start: %s", first_line(exc, None))
         writer = LogWriter(
             store,
             Spool(settings.spool_dir, max(1024, settings.spool_max_bytes // settings.workers)),
@@ -102,7 +103,7 @@ def create_app(
         try:
             await run_in_threadpool(plane.read_keys)
         except Exception as exc:  # ids are tagged with this process's key until the store answers
-            log.error("prediction id keys unreadable at start: %s", str(exc).splitlines()[0])
+            log.error("prediction id keys unreadable at start: %s", first_line(exc, None))
         supervisor = Supervisor(retry_s=settings.task_retry_s)
         app.state.sw = AppState(
             settings, manager, store, writer, plane, collectors, problems, supervisor

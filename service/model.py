@@ -19,6 +19,8 @@ import pandas as pd
 from core import labels
 from core.decision import decide
 from core.ecosystem import MissingModelPackage, load_model_bytes
+from core.errors import ServewatchError
+from core.features import example_value, names_of
 from core.missing import is_missing, none_columns
 from core.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
 from service.compiled import reads_float32
@@ -151,7 +153,7 @@ class Part:
     detail: str = ""
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(ServewatchError):
     """The version's files failed the hash check or did not load; the old version keeps serving."""
 
 
@@ -204,8 +206,8 @@ class LoadedModel:
         "member N preprocessing"...): what runs it and why (`Part`)."""
         if self._pre is not None:
             self.plan = {"preprocessing": off, **self.plan}
-        self._numeric_set = {f.name for f in manifest.features if f.kind == "numeric"}
-        self._datetime_set = {f.name for f in manifest.features if f.kind == "datetime"}
+        self._numeric_set = set(names_of(manifest.features, "numeric"))
+        self._datetime_set = set(names_of(manifest.features, "datetime"))
         self._none = none_columns(pipeline, self._columns)
         """Category columns whose missing value the pipeline was trained with as None (the
         others get NaN, see `core.missing.none_columns`)."""
@@ -316,16 +318,7 @@ class LoadedModel:
 
     def example_instance(self) -> dict[str, Any]:
         """A valid instance built from the schema (used for warm-up and the OpenAPI example)."""
-        inst: dict[str, Any] = {}
-        for f in self.manifest.features:
-            if f.kind == "numeric":
-                lo, hi = f.min if f.min is not None else 0.0, f.max if f.max is not None else 0.0
-                inst[f.name] = round((lo + hi) / 2, 3)
-            elif f.kind == "categorical":
-                inst[f.name] = f.categories[0] if f.categories else "a"
-            else:
-                inst[f.name] = "2024-01-01T12:00:00"
-        return inst
+        return {f.name: example_value(f) for f in self.manifest.features}
 
     def example_columns(self) -> dict[str, list[Any]]:
         return {k: [v] for k, v in self.example_instance().items()}

@@ -22,7 +22,9 @@ import numpy as np
 import orjson
 
 from core.digits import whole_number
+from core.errors import ServewatchError
 from core.registry import FeatureSchema
+from service.errors import MAX_PROBLEMS
 from service.model import LoadedModel, Outputs
 from service.validation import Validator, short_repr
 
@@ -54,14 +56,13 @@ DESCRIBED = {"numeric": "FP64", "categorical": "BYTES", "datetime": "BYTES"}
 # The datatype of the `predict` output, by the version's label type.
 PREDICTION_TYPES = {"string": "BYTES", "integer": "INT64", "boolean": "BOOL", "float": "FP64"}
 OUTPUTS = ("predict", "predict_proba", "prediction_id")
-MAX_PROBLEMS = 100
 
 
-class Malformed(Exception):
+class Malformed(ServewatchError):
     """The request breaks the protocol itself (400)."""
 
 
-class Rejected(Exception):
+class Rejected(ServewatchError):
     """The request breaks the model's schema (422): one (input, rule, message) per problem."""
 
     def __init__(self, problems: list[tuple[str, str, str]]) -> None:

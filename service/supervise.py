@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from core.errors import first_line
 from predlog import metrics
 
 log = logging.getLogger("servewatch.supervise")
@@ -84,8 +85,7 @@ class Supervisor:
                 if time.monotonic() - started >= state.healthy_s:
                     state.in_row = 0  # it ran well for a while: a new row starts
                 state.in_row += 1
-                text = str(exc).strip().splitlines()
-                state.last_error = f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+                state.last_error = f"{type(exc).__name__}: {first_line(exc)}"
                 metrics.TASK_FAILURES.labels(state.name).inc()
                 pause = min(self.retry_s * 2.0 ** min(state.in_row - 1, 16), MAX_PAUSE_S)
                 log.error(

@@ -19,6 +19,7 @@ from operator import itemgetter
 from types import NoneType
 from typing import Any
 
+from core.features import EXPECTS, MAX_TEXT
 from core.registry import FeatureSchema
 
 
@@ -123,7 +124,7 @@ class Validator:
                             out_of_range[f.name] = _count_outside(present, f.min, f.max)
                     col = [v if v is None else float(v) for v in col] if int in types else col
                 elif f.kind == "categorical":
-                    if not types <= {str} or (present and max(map(len, present)) > 1000):
+                    if not types <= {str} or (present and max(map(len, present)) > MAX_TEXT):
                         return None
                     cats = self._cats.get(f.name)
                     if cats is not None:
@@ -169,7 +170,7 @@ class Validator:
             elif kind_of is not str:
                 return None
             elif kind == "categorical":
-                if len(value) > 1000:
+                if len(value) > MAX_TEXT:
                     return None
                 if cats is not None and value not in cats:
                     unseen[name] = 1
@@ -219,7 +220,7 @@ class Validator:
                                 i,
                                 name,
                                 "type",
-                                f"{name!r} must be a number, got {short_repr(value)}",
+                                f"{name!r} must be {EXPECTS[f.kind]}, got {short_repr(value)}",
                             )
                         )
                         continue
@@ -245,16 +246,19 @@ class Validator:
                                 i,
                                 name,
                                 "type",
-                                f"{name!r} must be a string, got {short_repr(value)}",
+                                f"{name!r} must be {EXPECTS[f.kind]}, got {short_repr(value)}",
                             )
                         )
                         continue
                     text = value if isinstance(value, str) else _num_to_str(value)
                     coerced = coerced or text is not value
-                    if len(text) > 1000:
+                    if len(text) > MAX_TEXT:
                         problems.append(
                             Problem(
-                                i, name, "max_length", f"{name!r} is longer than 1000 characters"
+                                i,
+                                name,
+                                "max_length",
+                                f"{name!r} is longer than {MAX_TEXT} characters",
                             )
                         )
                         continue
@@ -265,7 +269,7 @@ class Validator:
                 else:
                     if not isinstance(value, str) or _as_datetime(value) is None:
                         problems.append(
-                            Problem(i, name, "type", f"{name!r} must be an ISO 8601 timestamp")
+                            Problem(i, name, "type", f"{name!r} must be {EXPECTS[f.kind]}")
                         )
                         continue
                     columns[name].append(value)

@@ -1,1 +1,15 @@
 """Offline half of servewatch: data set + YAML config -> a versioned, self-describing model."""
+
+__all__ = [
+    "cli",
+    "config",
+    "data",
+    "errors",
+    "fingerprints",
+    "gate",
+    "incremental",
+    "prepare",
+    "publishing",
+    "train",
+    "transformers",
+]

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from core.errors import ServewatchError
 from core.registry import Registry
 from training.candidates import Choice, Space
 from training.config import TrainConfig
@@ -92,7 +93,7 @@ class StudySpec:
         return "postgresql+psycopg://" + self.url.split("://", 1)[1]
 
 
-class Stray(Exception):
+class Stray(ServewatchError):
     """A trial a worker created in a queue that another worker had just emptied: dropped."""
 
 

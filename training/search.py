@@ -19,6 +19,7 @@ from sklearn.metrics import brier_score_loss, f1_score, get_scorer, precision_sc
 from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
 from sklearn.pipeline import Pipeline
 
+from core.errors import ServewatchError
 from training import data, noise
 from training.candidates import Choice, FloatRange, Space, grid_values, sample
 
@@ -225,7 +226,7 @@ class FamilyResult:
         return float(sum(t.seconds for t in self.trials))
 
 
-class Pruned(Exception):
+class Pruned(ServewatchError):
     """Raised by a fold report to stop a trial that cannot catch up (Optuna's pruner said so)."""
 
 

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 
+from core.errors import first_line
 from training.config import SourceOptions
 from training.errors import TrainingError
 
@@ -195,13 +196,17 @@ class PostgresSource:
         try:
             conn = psycopg.connect(self.url, connect_timeout=10)
         except psycopg.Error as exc:
-            raise TrainingError(f"data {self._what()}: cannot connect ({_first(exc)})") from None
+            raise TrainingError(
+                f"data {self._what()}: cannot connect ({first_line(exc, None, named=True)})"
+            ) from None
         try:
             conn.read_only = True  # a query can read, never write
             with conn.cursor() as cur:
                 yield cur
         except psycopg.errors.UndefinedTable as exc:
-            raise TrainingError(f"data {self._what()}: no such table ({_first(exc)})") from None
+            raise TrainingError(
+                f"data {self._what()}: no such table ({first_line(exc, None, named=True)})"
+            ) from None
         except psycopg.Error as exc:
             if "multiple commands" in str(exc):  # a `;` then more: a COMMIT would end read-only
                 raise TrainingError(
@@ -209,7 +214,8 @@ class PostgresSource:
                     "(it holds several)"
                 ) from None
             raise TrainingError(
-                f"data {self._what()}: the query fails ({type(exc).__name__}: {_first(exc)})"
+                f"data {self._what()}: the query fails "
+                f"({type(exc).__name__}: {first_line(exc, None, named=True)})"
             ) from None
         finally:
             conn.close()
@@ -285,10 +291,6 @@ class PostgresSource:
         }
 
 
-def _first(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def _plain_values(frame: pd.DataFrame, what: str) -> None:
     """TrainingError for a column of values a model cannot take (json, arrays, bytes), judged
     on its first values."""
@@ -321,7 +323,9 @@ class ParquetDataset:
         try:
             self.dataset = ds.dataset(path, format="parquet", partitioning="hive")
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-            raise TrainingError(f"data {path}: not a Parquet dataset ({_first(exc)})") from None
+            raise TrainingError(
+                f"data {path}: not a Parquet dataset ({first_line(exc, None, named=True)})"
+            ) from None
         self.files = sorted(self.dataset.files)
         if not self.files:
             raise TrainingError(f"data {path}: the folder holds no Parquet files")
@@ -394,7 +398,9 @@ class ParquetDataset:
         try:
             return table.to_pandas()  # type: ignore[no-any-return]
         except Exception as exc:
-            raise TrainingError(f"data {self.path}: cannot read it ({_first(exc)})") from None
+            raise TrainingError(
+                f"data {self.path}: cannot read it ({first_line(exc, None, named=True)})"
+            ) from None
 
     def record(self) -> dict[str, Any]:
         return {
