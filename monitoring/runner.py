@@ -350,11 +350,7 @@ def run_monitoring(
             context["report_url"] = (
                 f"{settings.public_url.rstrip('/')}/v1/models/{model}/monitoring/report"
             )
-        summary["notifier_errors"] = alerting.notify_all(
-            notifiers if notifiers is not None else notifiers_from(settings), changed, context
-        )
-        for a in changed:
-            log.warning("alert %s %s on %s v%s: %s", a.rule, a.status, model, version, a.message)
+        summary["notifier_errors"] = []  # filled by the notifications, after the commit
         summary["finished_at"] = time.time()
         summary["seconds"] = round(summary["finished_at"] - started, 3)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
@@ -407,10 +403,57 @@ def run_monitoring(
         raise
     for old in mstore.prune(model, settings.monitor_keep_runs):
         shutil.rmtree(old, ignore_errors=True)
+    sent = notifiers if notifiers is not None else notifiers_from(settings)
+    _act(registry, mstore, run_id, summary, changed, context, sent)
     from monitoring.workspace import record  # the run's Evidently snapshot; never fails the run
 
     record(settings, mstore, run_id, summary, final, [f.name for f in manifest.features])
     return summary
+
+
+def _act(
+    registry: Registry,
+    mstore: MonitorStore,
+    run_id: int,
+    summary: MonitorSummary,
+    changed: list[alerting.Alert],
+    context: alerting.AlertContext,
+    notifiers: list[alerting.Notifier],
+) -> None:
+    """What a committed run does: withdraw a worse canary, send the alert transitions (their
+    states are stored, so a run whose commit failed sent nothing and the next one sends them
+    once); a failed withdrawal or notifier is added to the stored run and its summary.json."""
+    model, version = summary["model"], summary["version"]
+    amended = False
+    canary = summary.get("canary")
+    if canary and canary.get("withdrawn"):
+        try:
+            registry.clear_alias(model, "staging")
+            log.warning(
+                "canary %s v%s withdrawn: %s %.3f vs production %.3f",
+                model,
+                canary["version"],
+                summary.get("metric"),
+                canary.get("realised"),
+                canary.get("production"),
+            )
+        except OSError as exc:  # a read-only registry: the alert still fires
+            canary["withdrawn"] = False
+            canary["error"] = str(exc)
+            amended = True
+    summary["notifier_errors"] = alerting.notify_all(notifiers, changed, context)
+    for a in changed:
+        log.warning("alert %s %s on %s v%s: %s", a.rule, a.status, model, version, a.message)
+    if not (amended or summary["notifier_errors"]):
+        return
+    on_disk = {k: v for k, v in summary.items() if k != "report_dir"}
+    try:
+        (Path(summary["report_dir"]) / "summary.json").write_text(
+            json.dumps(on_disk, indent=2, default=_json_default)
+        )
+        mstore.update_summary(run_id, summary)
+    except Exception:  # the run and its alert states are committed: logged, not raised
+        log.exception("monitoring run %s of %s: its notes could not be stored", run_id, model)
 
 
 def _watched(manifest: Manifest, rules: alerting.AlertRules) -> tuple[str | None, float | None]:
@@ -588,8 +631,8 @@ def _canary(
     summary: MonitorSummary,
     cap: int,
 ) -> tuple[CanaryReport, dict[int, Cursor]]:
-    """The canary's realised performance against production's; a worse canary is withdrawn by
-    clearing the staging alias, which every replica follows.
+    """The canary's realised performance against production's; a worse canary is marked to be
+    withdrawn (`_act` clears the staging alias, which every replica follows, after the commit).
 
     The canary's labels are read by its own labels cursor, as production's are: the labels that
     met a canary prediction since the canary was last judged, whenever the prediction was made,
@@ -649,20 +692,7 @@ def _canary(
     if summary.get("manual"):
         return out, {}
     if out["worse"]:
-        try:
-            registry.clear_alias(model, "staging")
-            out["withdrawn"] = True
-            log.warning(
-                "canary %s v%s withdrawn: %s %.3f vs production %.3f",
-                model,
-                staging,
-                metric,
-                value,
-                prod,
-            )
-        except OSError as exc:  # a read-only registry: the alert still fires
-            out["withdrawn"] = False
-            out["error"] = str(exc)
+        out["withdrawn"] = True  # decided here; done after the run is committed (`_act`)
     return out, {staging: Cursor(cur.rows_until, until)}
 
 
