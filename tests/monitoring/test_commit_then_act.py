@@ -15,7 +15,7 @@ from monitoring.alerts import Alert, AlertContext
 from monitoring.config import MonitorSettings
 from monitoring.runner import MonitorError, run_monitoring
 from monitoring.store import MonitorStore
-from service.store import PredictionStore
+from predlog.store import PredictionStore
 from tests.monitoring.conftest import log_traffic, traffic
 from tests.monitoring.test_canary_judgement import log, two_versions  # noqa: F401  (fixture)
 
