@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -132,109 +132,162 @@ class Alert:
         }
 
 
-def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
-    """Every rule's verdict on one run summary."""
-    out: list[Condition] = []
+Rule = Callable[[MonitorSummary, AlertRules], "Condition | None"]
+"""One alert rule: its verdict on a run summary, or None when the run gives it nothing to judge
+(the rule's state is then kept as it was)."""
+
+
+def _enough(summary: MonitorSummary, rules: AlertRules) -> bool:
+    return summary["rows"] >= rules.min_rows
+
+
+def _insufficient_data(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
     rows = summary["rows"]
-    enough = rows >= rules.min_rows
-    out.append(
-        Condition(
-            "insufficient_data",
-            not enough,
-            rows,
-            rules.min_rows,
-            f"only {rows} predictions in the window; at least {rules.min_rows} needed "
-            "to judge drift",
-            "info",
-        )
+    return Condition(
+        "insufficient_data",
+        not _enough(summary, rules),
+        rows,
+        rules.min_rows,
+        f"only {rows} predictions in the window; at least {rules.min_rows} needed to judge drift",
+        "info",
     )
+
+
+def _dataset_drift(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
     drift = summary.get("drift")
-    if enough and drift:
-        share = drift["drifted_share"]
-        out.append(
-            Condition(
-                "dataset_drift",
-                share > rules.drift_share,
-                share,
-                rules.drift_share,
-                f"{share:.0%} of features drifted (limit {rules.drift_share:.0%}): "
-                + ", ".join(c for c, d in drift["columns"].items() if d["drifted"]),
-            )
-        )
-        columns = drift["columns"]
-        drifted = [f for f in rules.important_features if f in columns and columns[f]["drifted"]]
-        if rules.important_features:
-            out.append(
-                Condition(
-                    "feature_drift",
-                    bool(drifted),
-                    len(drifted),
-                    0,
-                    f"important feature(s) drifted: {', '.join(drifted) or 'none'}",
-                    "critical",
-                )
-            )
+    if not (_enough(summary, rules) and drift):
+        return None
+    share = drift["drifted_share"]
+    return Condition(
+        "dataset_drift",
+        share > rules.drift_share,
+        share,
+        rules.drift_share,
+        f"{share:.0%} of features drifted (limit {rules.drift_share:.0%}): "
+        + ", ".join(c for c, d in drift["columns"].items() if d["drifted"]),
+    )
+
+
+def _feature_drift(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
+    drift = summary.get("drift")
+    if not (_enough(summary, rules) and drift and rules.important_features):
+        return None
+    columns = drift["columns"]
+    drifted = [f for f in rules.important_features if f in columns and columns[f]["drifted"]]
+    return Condition(
+        "feature_drift",
+        bool(drifted),
+        len(drifted),
+        0,
+        f"important feature(s) drifted: {', '.join(drifted) or 'none'}",
+        "critical",
+    )
+
+
+def _worst_share(
+    summary: MonitorSummary,
+    rules: AlertRules,
+    key: Literal["missing_increase", "out_of_range_share", "unseen_category_share"],
+) -> tuple[str | None, float] | None:
+    """The data-quality figure `key`'s worst feature and share; None when not judged this run."""
     quality = summary.get("quality")
-    if enough and quality:
-        worst_missing = max(
-            quality["missing_increase"].items(), key=lambda kv: kv[1], default=(None, 0.0)
-        )
-        out.append(
-            Condition(
-                "missing_values",
-                worst_missing[1] > rules.missing_share_increase,
-                worst_missing[1],
-                rules.missing_share_increase,
-                f"missing share of {worst_missing[0]!r} up by {worst_missing[1]:.0%}",
-            )
-        )
-        worst_oor = max(
-            quality["out_of_range_share"].items(), key=lambda kv: kv[1], default=(None, 0.0)
-        )
-        out.append(
-            Condition(
-                "out_of_range",
-                worst_oor[1] > rules.out_of_range_share,
-                worst_oor[1],
-                rules.out_of_range_share,
-                f"{worst_oor[1]:.0%} of {worst_oor[0]!r} outside the training range",
-            )
-        )
-        worst_unseen = max(
-            quality.get("unseen_category_share", {}).items(),
-            key=lambda kv: kv[1],
-            default=(None, 0.0),
-        )
-        out.append(
-            Condition(
-                "unseen_categories",
-                worst_unseen[1] > rules.unseen_category_share,
-                worst_unseen[1],
-                rules.unseen_category_share,
-                f"{worst_unseen[1]:.0%} of {worst_unseen[0]!r} are categories unseen in training",
-            )
-        )
+    if not (_enough(summary, rules) and quality):
+        return None
+    shares: Mapping[str, float] = quality.get(key, {})
+    return max(shares.items(), key=lambda kv: kv[1], default=(None, 0.0))
+
+
+def _missing_values(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
+    worst = _worst_share(summary, rules, "missing_increase")
+    if worst is None:
+        return None
+    return Condition(
+        "missing_values",
+        worst[1] > rules.missing_share_increase,
+        worst[1],
+        rules.missing_share_increase,
+        f"missing share of {worst[0]!r} up by {worst[1]:.0%}",
+    )
+
+
+def _out_of_range(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
+    worst = _worst_share(summary, rules, "out_of_range_share")
+    if worst is None:
+        return None
+    return Condition(
+        "out_of_range",
+        worst[1] > rules.out_of_range_share,
+        worst[1],
+        rules.out_of_range_share,
+        f"{worst[1]:.0%} of {worst[0]!r} outside the training range",
+    )
+
+
+def _unseen_categories(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
+    worst = _worst_share(summary, rules, "unseen_category_share")
+    if worst is None:
+        return None
+    return Condition(
+        "unseen_categories",
+        worst[1] > rules.unseen_category_share,
+        worst[1],
+        rules.unseen_category_share,
+        f"{worst[1]:.0%} of {worst[0]!r} are categories unseen in training",
+    )
+
+
+def _canary_performance(summary: MonitorSummary, _rules: AlertRules) -> Condition | None:
     canary = summary.get("canary")
-    if canary and "worse" in canary:
-        out.append(
-            Condition(
-                "canary_performance",
-                canary["worse"],
-                canary["realised"],
-                canary["limit"],
-                f"canary v{canary['version']} {canary['realised']:.3f} vs production "
-                f"{canary['production']:.3f} (limit {canary['limit']:.3f}"
-                + (f", noise band {canary['band']:.3g}" if "band" in canary else "")
-                + f", {canary['labelled_rows']:,} labels)"
-                + (" (withdrawn)" if canary.get("withdrawn") else ""),
-                "critical",
-            )
-        )
-    out.extend(_performance_conditions(summary, rules))
+    if not (canary and "worse" in canary):
+        return None
+    return Condition(
+        "canary_performance",
+        canary["worse"],
+        canary["realised"],
+        canary["limit"],
+        f"canary v{canary['version']} {canary['realised']:.3f} vs production "
+        f"{canary['production']:.3f} (limit {canary['limit']:.3f}"
+        + (f", noise band {canary['band']:.3g}" if "band" in canary else "")
+        + f", {canary['labelled_rows']:,} labels)"
+        + (" (withdrawn)" if canary.get("withdrawn") else ""),
+        "critical",
+    )
+
+
+def _realised_performance(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
+    return _performance_condition("realised", summary, rules)
+
+
+def _estimated_performance(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
+    return _performance_condition("estimated", summary, rules)
+
+
+def _explanation_drift(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
     explanation = summary.get("explanation_drift")
-    if enough and explanation:
-        out.append(_explanation_condition(explanation, rules))
-    return out
+    if not (_enough(summary, rules) and explanation):
+        return None
+    return _explanation_condition(explanation, rules)
+
+
+RULES: dict[str, Rule] = {
+    "insufficient_data": _insufficient_data,
+    "dataset_drift": _dataset_drift,
+    "feature_drift": _feature_drift,
+    "missing_values": _missing_values,
+    "out_of_range": _out_of_range,
+    "unseen_categories": _unseen_categories,
+    "canary_performance": _canary_performance,
+    "realised_performance": _realised_performance,
+    "estimated_performance": _estimated_performance,
+    "explanation_drift": _explanation_drift,
+}
+"""Every alert rule by name, in the order a run's verdicts are listed."""
+
+
+def conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
+    """Every rule's verdict on one run summary (the rules this run gives something to judge)."""
+    verdicts = (rule(summary, rules) for rule in RULES.values())
+    return [c for c in verdicts if c is not None]
 
 
 def _worse(metric: metric_contract.Metric, value: float, by: float) -> float:
@@ -257,69 +310,58 @@ def drop_bound(
     return material if judge.meets(by_noise, material) else by_noise
 
 
-def _performance_conditions(summary: MonitorSummary, rules: AlertRules) -> list[Condition]:
-    """realised_performance and estimated_performance: the watched metric against the bounds
-    (`performance_floor`, `max_drop` from the baseline: `drop_bound`), each breached only beyond
-    the noise band of a window of this many rows where the run measured one
-    (`performance.noise`)."""
-    out: list[Condition] = []
+def _performance_condition(
+    kind: Literal["realised", "estimated"], summary: MonitorSummary, rules: AlertRules
+) -> Condition:
+    """realised_performance or estimated_performance: the watched metric against the bounds
+    (`performance_floor`, `max_drop` from the baseline: `drop_bound`), breached only beyond the
+    noise band of a window of this many rows where the run measured one (`performance.noise`)."""
     metric = rules.metric or summary.get("metric")
     test_score = summary.get("test_score")
     performance = summary.get("performance")
-    usable = performance.get("realised_rows", 0) if performance else 0
-    measured = {
-        "realised": performance.get("realised") if performance else None,
-        "estimated": performance.get("estimated") if performance else None,
-    }
+    rule = f"{kind}_performance"
+    scores = performance.get(kind) if performance else None
+    value = scores.get(metric) if scores and metric else None
+    if kind == "realised" and (performance.get("realised_rows", 0) if performance else 0) < (
+        rules.min_labelled_rows
+    ):
+        value = None
+    if metric is None or value is None or value != value:  # missing or NaN
+        return Condition(rule, None, None, None, f"no {kind} {metric} this run")
     noise = performance.get("noise") if performance else None
+    judge = metric_contract.get(metric)
+    band = noise[kind] if noise else None
+    width = band["widths"].get(metric) if band else None
+    limits: list[float] = []
+    if rules.performance_floor is not None:
+        floor = rules.performance_floor
+        limits.append(_worse(judge, floor, width) if width is not None else floor)
+    baseline, against = test_score, "test score"
     # The label-free estimate is judged against itself on the reference sample: an estimate read
     # from the model's own probabilities is biased wherever they are not perfectly calibrated, and
     # the bias is the same on both, so only a change in the traffic moves the difference.
     ref_scores = performance.get("reference_estimated") if performance else None
-    ref_estimate = ref_scores.get(metric) if ref_scores and metric else None
-    if ref_estimate is not None and ref_estimate != ref_estimate:  # NaN
-        ref_estimate = None
-    for kind, scores in measured.items():
-        value = scores.get(metric) if scores and metric else None
-        rule = f"{kind}_performance"
-        if kind == "realised" and usable < rules.min_labelled_rows:
-            value = None
-        if metric is None or value is None or value != value:  # missing or NaN
-            out.append(Condition(rule, None, None, None, f"no {kind} {metric} this run"))
-            continue
-        judge = metric_contract.get(metric)
-        band = (noise["realised"] if kind == "realised" else noise["estimated"]) if noise else None
-        width = band["widths"].get(metric) if band else None
-        limits: list[float] = []
-        if rules.performance_floor is not None:
-            floor = rules.performance_floor
-            limits.append(_worse(judge, floor, width) if width is not None else floor)
-        baseline, against = test_score, "test score"
-        if kind == "estimated" and ref_estimate is not None:
-            baseline, against = ref_estimate, "estimate on the reference sample"
-        if baseline is not None:
-            limits.append(drop_bound(judge, baseline, rules.max_drop, width))
-        threshold = judge.strictest(limits)
-        breached = threshold is not None and not judge.meets(value, threshold)
-        said = f"{kind} {metric} {value:.3f}"
-        if band and width is not None and noise is not None:
-            said += (
-                f" (noise band {width:.3g} at {noise['confidence']:.0%} for {band['rows']:,} rows)"
-            )
-        out.append(
-            Condition(
-                rule,
-                breached,
-                value,
-                threshold,
-                f"{said} {judge.shortfall} {threshold:.3f} ({against} "
-                f"{baseline if baseline is not None else float('nan'):.3f})"
-                if breached
-                else said,
-                "critical",
-            )
-        )
-    return out
+    ref_estimate = ref_scores.get(metric) if ref_scores else None
+    if kind == "estimated" and ref_estimate is not None and ref_estimate == ref_estimate:
+        baseline, against = ref_estimate, "estimate on the reference sample"
+    if baseline is not None:
+        limits.append(drop_bound(judge, baseline, rules.max_drop, width))
+    threshold = judge.strictest(limits)
+    breached = threshold is not None and not judge.meets(value, threshold)
+    said = f"{kind} {metric} {value:.3f}"
+    if band and width is not None and noise is not None:
+        said += f" (noise band {width:.3g} at {noise['confidence']:.0%} for {band['rows']:,} rows)"
+    return Condition(
+        rule,
+        breached,
+        value,
+        threshold,
+        f"{said} {judge.shortfall} {threshold:.3f} ({against} "
+        f"{baseline if baseline is not None else float('nan'):.3f})"
+        if breached
+        else said,
+        "critical",
+    )
 
 
 def _explanation_condition(explanation: ExplanationDrift, rules: AlertRules) -> Condition:

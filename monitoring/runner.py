@@ -9,8 +9,9 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +41,7 @@ from monitoring.notifiers import AlertmanagerNotifier, WebhookNotifier
 from monitoring.store import Cursor, MonitorStore
 from monitoring.summary import (
     REPORT_FILE,
+    AlertState,
     CanaryReport,
     ColumnDriftSummary,
     DriftSummary,
@@ -51,6 +53,7 @@ from monitoring.summary import (
     PredictionDrift,
     QualitySummary,
     ReferenceNote,
+    Severity,
     ShadowReport,
 )
 from monitoring.window import (
@@ -105,6 +108,67 @@ def _class_keys(manifest: Manifest) -> list[str] | None:
     return [label_types.key(c) for c in manifest.classes or []]
 
 
+@dataclass
+class Run:
+    """One run's plan: what it judges (the window, its labels, the reference), where it writes
+    (the summary, the report folder), and the cursors it moves once committed. Every section of
+    the run reads the plan and adds its part to `summary`."""
+
+    settings: MonitorSettings
+    registry: Registry
+    store: PredictionStore
+    mstore: MonitorStore
+    rules: alerting.AlertRules
+    manifest: Manifest
+    manual: bool
+    cursor: Cursor
+    until: float
+    window: Window
+    labels: Window
+    summary: MonitorSummary
+    tmp: Path
+    labels_until: float | None = None
+    other_cursors: dict[int, Cursor] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.summary["model"]
+
+    @property
+    def version(self) -> int:
+        return self.summary["version"]
+
+    @property
+    def enough(self) -> bool:
+        return self.window.rows >= self.rules.min_rows
+
+    @property
+    def rows_until(self) -> float | None:
+        """Too few rows to judge: carried to the next scheduled run, never judged twice."""
+        return self.until if self.enough else self.cursor.rows_until
+
+    @cached_property
+    def classes(self) -> list[str] | None:
+        return _class_keys(self.manifest)
+
+    @cached_property
+    def reference(self) -> pd.DataFrame:
+        return _reference(self.registry, self.model, self.version)
+
+    @cached_property
+    def current(self) -> pd.DataFrame:
+        return _current_frame(self.window, self.manifest)
+
+    @cached_property
+    def staging(self) -> int | None:
+        return self.registry.alias_version(self.model, "staging")
+
+
+Section = Callable[[Run], None]
+"""One section of a run: reads the plan, adds its part to the run's summary (and the cursors
+it moves); it acts on nothing outside the run (`_act` does, after the commit)."""
+
+
 def run_monitoring(
     *,
     settings: MonitorSettings,
@@ -125,10 +189,62 @@ def run_monitoring(
     judged, so every row and label is judged once. A manual run (`since`: an ingest time, `ago`:
     seconds before the database's clock, `last`: the newest N), or a run of a version production
     does not serve, reports on its window and its rows' labels but moves no cursor, changes no
-    alert state and notifies no one.
+    alert state and notifies no one. The run plans, computes its sections, evaluates its alerts,
+    commits (report folder, run record, alert states, cursors), and only then acts: it
+    notifies and withdraws a worse canary (`_act`).
     """
-    started = time.time()
-    registry = Registry(settings.registry)
+    run = _plan(settings, store, model, version, since, ago, last, rules)
+    summary, report_dir = run.summary, run.tmp.parent
+    try:
+        for section in SECTIONS:
+            section(run)
+        changed, new_states, retired = _judge(run)
+        summary["notifier_errors"] = []  # filled by the notifications, after the commit
+        summary["finished_at"] = time.time()
+        summary["seconds"] = round(summary["finished_at"] - summary["started_at"], 3)
+        (run.tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        final = report_dir / f"{int(summary['started_at'] * 1000)}-{uuid.uuid4().hex[:6]}"
+        os.rename(run.tmp, final)
+    except OSError as exc:  # report store full or read-only: no half-written run
+        shutil.rmtree(run.tmp, ignore_errors=True)
+        raise MonitorError(f"report store {report_dir}: {exc.strerror or exc}") from None
+    except Exception as exc:  # recorded with its reason; the next run starts after this window
+        shutil.rmtree(run.tmp, ignore_errors=True)
+        raise _failed(run, exc) from None
+    except BaseException:
+        shutil.rmtree(run.tmp, ignore_errors=True)
+        raise
+    summary["report_dir"] = str(final)
+    try:
+        run_id = run.mstore.save_run(
+            model=model,
+            version=run.version,
+            window_end=run.until,
+            rows=run.window.rows,
+            summary=summary,
+            report_dir=str(final),
+            alert_states=None if run.manual else new_states,
+            cursor=None if run.manual else Cursor(run.rows_until, run.labels_until),
+            retired=list(retired),
+            other_cursors=run.other_cursors,
+        )
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)  # no run row: no report either
+        raise
+    for old in run.mstore.prune(model, settings.monitor_keep_runs):
+        shutil.rmtree(old, ignore_errors=True)
+    sent = notifiers if notifiers is not None else notifiers_from(settings)
+    _act(run.registry, run.mstore, run_id, summary, changed, _context(run), sent)
+    from monitoring.workspace import record  # the run's Evidently snapshot; never fails the run
+
+    record(settings, run.mstore, run_id, summary, final, [f.name for f in run.manifest.features])
+    return summary
+
+
+def _version(
+    registry: Registry, model: str, version: int | None
+) -> tuple[int, int | None, Manifest]:
+    """The version to judge (production's unless named), production's, and its manifest."""
     try:
         serving: int | None = registry.resolve(model)
     except Exception as exc:
@@ -138,9 +254,25 @@ def run_monitoring(
     try:
         version = version if version is not None else serving
         assert version is not None
-        manifest = registry.manifest(model, version)
+        return version, serving, registry.manifest(model, version)
     except Exception as exc:
         raise MonitorError(str(exc)) from None
+
+
+def _plan(
+    settings: MonitorSettings,
+    store: PredictionStore,
+    model: str,
+    asked: int | None,
+    since: float | None,
+    ago: float | None,
+    last: int | None,
+    rules: alerting.AlertRules | None,
+) -> Run:
+    """The run's windows, cursors and summary head, and its (empty) report folder."""
+    started = time.time()
+    registry = Registry(settings.registry)
+    version, serving, manifest = _version(registry, model, asked)
     rules = rules or alerting.load_rules(settings.alert_rules)
     store.stamp_unstamped(model)
     now = store.now()
@@ -153,14 +285,14 @@ def run_monitoring(
     mstore = MonitorStore(store)
     mstore.create_schema()
     cursor = Cursor(since, None) if manual else mstore.cursor(model, version)
-    classes = _class_keys(manifest)
+    classes, cap = _class_keys(manifest), settings.monitor_max_rows
     window = read_window(
         store,
         model=model,
         version=version,
         since=cursor.rows_until,
         last=last,
-        cap=settings.monitor_max_rows,
+        cap=cap,
         classes=classes,
         until=until,
     )
@@ -169,7 +301,6 @@ def run_monitoring(
         if waiting and newest is not None:
             raise Settling(model, version, waiting, newest + settings.monitor_settle_s)
         raise MonitorError(f"no logged predictions for {model} v{version}; nothing to monitor")
-    enough = window.rows >= rules.min_rows
     labels = window
     if not manual:
         labels = read_labels(
@@ -178,15 +309,38 @@ def run_monitoring(
             version=version,
             since=cursor.labels_until,
             until=until,
-            cap=settings.monitor_max_rows,
+            cap=cap,
             classes=classes,
         )
-    # too few to judge: carried to the next scheduled run, never judged twice
-    rows_until = until if enough else cursor.rows_until
-    labels_until: float | None = until
-    other_cursors: dict[int, Cursor] = {}
+    summary = _head(model, version, manifest, rules, manual, started, cursor, until, window, labels)
+    report_dir = settings.monitor_reports_dir / model
+    tmp = report_dir / f".tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MonitorError(f"report store {report_dir} is not writable ({exc.strerror})") from None
+    return Run(
+        settings, registry, store, mstore, rules, manifest, manual, cursor, until, window, labels,
+        summary, tmp, labels_until=until,
+    )  # fmt: skip
+
+
+def _head(
+    model: str,
+    version: int,
+    manifest: Manifest,
+    rules: alerting.AlertRules,
+    manual: bool,
+    started: float,
+    cursor: Cursor,
+    until: float,
+    window: Window,
+    labels: Window,
+) -> MonitorSummary:
+    """The summary's first keys: what the run judges and over which window."""
+    enough = window.rows >= rules.min_rows
     metric, test_score = _watched(manifest, rules)
-    summary: MonitorSummary = {
+    return {
         "model": model,
         "version": version,
         "status": "ok",
@@ -208,210 +362,267 @@ def run_monitoring(
         "test_score": test_score,
         "reference": _reference_note(manifest),
     }
-    report_dir = settings.monitor_reports_dir / model
-    tmp = report_dir / f".tmp-{uuid.uuid4().hex}"
-    try:
-        tmp.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MonitorError(f"report store {report_dir} is not writable ({exc.strerror})") from None
-    try:
-        reference = _reference(registry, model, version)
-        current = _current_frame(window, manifest)
-        if window.rows:
-            summary["quality"] = _quality(reference, current, manifest)
-        summary["performance"] = _performance(
-            window,
-            reference,
-            classes,
-            _decision(manifest),
-            manifest,
-            rules.confidence,
-            labelled=labels,
-            with_estimate=enough,
-        )
-        if not enough:
-            summary["performance"]["estimate_note"] = (
-                f"not estimated: {window.rows} rows in the window, fewer than min_rows "
-                f"({rules.min_rows}); they are judged with the next window"
-            )
-        undefined = _undefined(labels, classes, _decision(manifest)[1])
-        realised = summary["performance"]["realised"]
-        if undefined and realised is not None:
-            summary["performance"]["undefined"] = undefined
-            for name in undefined:
-                realised[name] = float("nan")
-        if summary["performance"].get("realised_rows", 0) < rules.min_labelled_rows:
-            labels_until = cursor.labels_until  # too few labels: carried, judged once later
-        staging = registry.alias_version(model, "staging")
-        if not manual:
-            summary["window"]["labels_until"] = labels_until
-            late, other_cursors = _late_labels(
-                registry, store, mstore, model, {version, staging}, until, settings.monitor_max_rows
-            )
-            if late:
-                summary["late_labels"] = late
-        if staging is not None and staging != version:
-            summary["canary"], canary_cursor = _canary(
-                registry,
-                store,
-                mstore,
-                model,
-                staging,
-                cursor.rows_until,
-                classes,
-                rules,
-                summary,
-                settings.monitor_max_rows,
-            )
-            if not manual:
-                other_cursors.update(canary_cursor)
-        else:
-            summary["canary"] = None
-        shadow_rows = read_shadow(
-            store, model=model, since=cursor.rows_until, until=until, cap=settings.monitor_max_rows
-        )
-        shadow_labelled = (
-            shadow_rows
-            if manual
-            else read_shadow(
-                store,
-                model=model,
-                since=cursor.labels_until,
-                until=until,
-                cap=settings.monitor_max_rows,
-                labels_met=True,
-            )
-        )
-        if shadow_rows or shadow_labelled:
-            summary["shadow"] = _shadow_report(
-                shadow_rows,
-                classes,
-                partial(_version_decision, registry, model),
-                labelled_rows=shadow_labelled,
-            )
-        if enough:
-            summary["explanation_drift"] = _explanation_drift(
-                registry, model, version, reference, current, manifest, rules.confidence
-            )
-        if enough:
-            summary["drift"], summary["prediction_drift"] = _drift(
-                reference,
-                current,
-                manifest,
-                settings,
-                tmp / REPORT_FILE,
-                _labelled(labels, reference, classes, rules.min_labelled_rows, manifest),
-                bands.tables(summary, rules),
-            )
-        states = mstore.alert_states(model, version)
-        retired = {} if manual else mstore.other_versions_active(model, version)
-        active, changed, new_states = alerting.evaluate(summary, rules, states)
-        if manual:  # what this window breaches; the schedule's alert state is not touched
-            active = [
-                alerting.Alert(
-                    model,
-                    version,
-                    c.rule,
-                    "firing",
-                    c.severity,
-                    c.value,
-                    c.threshold,
-                    c.message,
-                    None,
-                )  # fmt: skip
-                for c in alerting.conditions(summary, rules)
-                if c.breached
-            ]
-            changed = []
-        changed += [
-            alerting.Alert(
-                model,
-                old,
-                rule,
-                "resolved",
-                severity,
-                None,
-                None,
-                f"v{old} is no longer monitored: {model} serves v{version}",
-                None,
-            )
-            for old, fired in retired.items()
-            for rule, severity in fired.items()
-        ]
-        summary["alerts"] = [a.as_dict() for a in active]
-        summary["transitions"] = [a.as_dict() for a in changed]
-        context: alerting.AlertContext = {
-            "model": model,
-            "version": version,
-            "retrain": f"servewatch monitor export --model {model} --labelled --out "
-            f"{model}-labelled.csv && servewatch train --data {model}-labelled.csv "
-            f"--target {manifest.target} --name {model}",
-        }
-        if settings.public_url:
-            context["report_url"] = (
-                f"{settings.public_url.rstrip('/')}/v1/models/{model}/monitoring/report"
-            )
-        summary["notifier_errors"] = alerting.notify_all(
-            notifiers if notifiers is not None else notifiers_from(settings), changed, context
-        )
-        for a in changed:
-            log.warning("alert %s %s on %s v%s: %s", a.rule, a.status, model, version, a.message)
-        summary["finished_at"] = time.time()
-        summary["seconds"] = round(summary["finished_at"] - started, 3)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-        final = report_dir / f"{int(started * 1000)}-{uuid.uuid4().hex[:6]}"
-        os.rename(tmp, final)
-    except OSError as exc:  # report store full or read-only: no half-written run
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise MonitorError(f"report store {report_dir}: {exc.strerror or exc}") from None
-    except Exception as exc:  # recorded with its reason; the next run starts after this window
-        shutil.rmtree(tmp, ignore_errors=True)
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        log.exception("monitoring run for %s v%s failed", model, version)
-        failed = summary.copy()  # the keys so far, in their order; then why and when it ended
-        failed["status"] = "failed"
-        failed["error"] = reason
-        failed["finished_at"] = time.time()
-        mstore.save_run(
-            model=model,
-            version=version,
-            window_end=until,
-            rows=window.rows,
-            summary=failed,
-            report_dir=None,
-            alert_states=None,
-            cursor=None if manual else Cursor(until, until),
-        )
-        raise MonitorError(
-            f"monitoring run for {model} v{version} failed ({reason}); recorded, and the next "
-            "run starts after this window"
-        ) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    summary["report_dir"] = str(final)
-    try:
-        run_id = mstore.save_run(
-            model=model,
-            version=version,
-            window_end=until,
-            rows=window.rows,
-            summary=summary,
-            report_dir=str(final),
-            alert_states=None if manual else new_states,
-            cursor=None if manual else Cursor(rows_until, labels_until),
-            retired=list(retired),
-            other_cursors=other_cursors,
-        )
-    except BaseException:
-        shutil.rmtree(final, ignore_errors=True)  # no run row: no report either
-        raise
-    for old in mstore.prune(model, settings.monitor_keep_runs):
-        shutil.rmtree(old, ignore_errors=True)
-    from monitoring.workspace import record  # the run's Evidently snapshot; never fails the run
 
-    record(settings, mstore, run_id, summary, final, [f.name for f in manifest.features])
-    return summary
+
+def _quality_section(run: Run) -> None:
+    if run.window.rows:
+        run.summary["quality"] = _quality(run.reference, run.current, run.manifest)
+
+
+def _performance_section(run: Run) -> None:
+    """Realised performance on the labels, estimated performance on the window (when enough
+    rows), their noise bands; too few labels are carried (judged once, later)."""
+    rules, classes, decision = run.rules, run.classes, _decision(run.manifest)
+    performance = run.summary["performance"] = _performance(
+        run.window,
+        run.reference,
+        classes,
+        decision,
+        run.manifest,
+        rules.confidence,
+        labelled=run.labels,
+        with_estimate=run.enough,
+    )
+    if not run.enough:
+        performance["estimate_note"] = (
+            f"not estimated: {run.window.rows} rows in the window, fewer than min_rows "
+            f"({rules.min_rows}); they are judged with the next window"
+        )
+    undefined = _undefined(run.labels, classes, decision[1])
+    realised = performance["realised"]
+    if undefined and realised is not None:
+        performance["undefined"] = undefined
+        for name in undefined:
+            realised[name] = float("nan")
+    if performance.get("realised_rows", 0) < rules.min_labelled_rows:
+        run.labels_until = run.cursor.labels_until  # too few labels: carried, judged once later
+
+
+def _late_labels_section(run: Run) -> None:
+    if run.manual:
+        return
+    run.summary["window"]["labels_until"] = run.labels_until
+    late, run.other_cursors = _late_labels(
+        run.registry,
+        run.store,
+        run.mstore,
+        run.model,
+        {run.version, run.staging},
+        run.until,
+        run.settings.monitor_max_rows,
+    )
+    if late:
+        run.summary["late_labels"] = late
+
+
+def _canary_section(run: Run) -> None:
+    if run.staging is None or run.staging == run.version:
+        run.summary["canary"] = None
+        return
+    run.summary["canary"], moved = _canary(
+        run.registry,
+        run.store,
+        run.mstore,
+        run.model,
+        run.staging,
+        run.cursor.rows_until,
+        run.classes,
+        run.rules,
+        run.summary,
+        run.settings.monitor_max_rows,
+    )
+    if not run.manual:
+        run.other_cursors.update(moved)
+
+
+def _shadow_section(run: Run) -> None:
+    since, cap = run.cursor.rows_until, run.settings.monitor_max_rows
+    rows = read_shadow(run.store, model=run.model, since=since, until=run.until, cap=cap)
+    labelled = (
+        rows
+        if run.manual
+        else read_shadow(
+            run.store,
+            model=run.model,
+            since=run.cursor.labels_until,
+            until=run.until,
+            cap=cap,
+            labels_met=True,
+        )
+    )
+    if rows or labelled:
+        run.summary["shadow"] = _shadow_report(
+            rows,
+            run.classes,
+            partial(_version_decision, run.registry, run.model),
+            labelled_rows=labelled,
+        )
+
+
+def _explanation_section(run: Run) -> None:
+    if run.enough:
+        run.summary["explanation_drift"] = _explanation_drift(
+            run.registry,
+            run.model,
+            run.version,
+            run.reference,
+            run.current,
+            run.manifest,
+            run.rules.confidence,
+        )
+
+
+def _drift_section(run: Run) -> None:
+    if run.enough:
+        labelled = _labelled(
+            run.labels, run.reference, run.classes, run.rules.min_labelled_rows, run.manifest
+        )
+        run.summary["drift"], run.summary["prediction_drift"] = _drift(
+            run.reference,
+            run.current,
+            run.manifest,
+            run.settings,
+            run.tmp / REPORT_FILE,
+            labelled,
+            bands.tables(run.summary, run.rules),
+        )
+
+
+SECTIONS: tuple[Section, ...] = (
+    _quality_section,
+    _performance_section,
+    _late_labels_section,
+    _canary_section,
+    _shadow_section,
+    _explanation_section,
+    _drift_section,
+)
+"""A run's sections, in the order their parts appear in the summary."""
+
+
+def _judge(
+    run: Run,
+) -> tuple[list[alerting.Alert], dict[str, AlertState], dict[int, dict[str, Severity]]]:
+    """The run's alerts (into its summary): the transitions to notify, the new alert states,
+    and the alerts of versions production no longer serves (resolved)."""
+    model, version, summary = run.model, run.version, run.summary
+    states = run.mstore.alert_states(model, version)
+    retired = {} if run.manual else run.mstore.other_versions_active(model, version)
+    active, changed, new_states = alerting.evaluate(summary, run.rules, states)
+    if run.manual:  # what this window breaches; the schedule's alert state is not touched
+        active = [
+            alerting.Alert(
+                model, version, c.rule, "firing", c.severity, c.value, c.threshold, c.message, None
+            )
+            for c in alerting.conditions(summary, run.rules)
+            if c.breached
+        ]
+        changed = []
+    changed += [
+        alerting.Alert(
+            model,
+            old,
+            rule,
+            "resolved",
+            severity,
+            None,
+            None,
+            f"v{old} is no longer monitored: {model} serves v{version}",
+            None,
+        )
+        for old, fired in retired.items()
+        for rule, severity in fired.items()
+    ]
+    summary["alerts"] = [a.as_dict() for a in active]
+    summary["transitions"] = [a.as_dict() for a in changed]
+    return changed, new_states, retired
+
+
+def _context(run: Run) -> alerting.AlertContext:
+    """What notifiers get beside the alerts."""
+    model = run.model
+    context: alerting.AlertContext = {
+        "model": model,
+        "version": run.version,
+        "retrain": f"servewatch monitor export --model {model} --labelled --out "
+        f"{model}-labelled.csv && servewatch train --data {model}-labelled.csv "
+        f"--target {run.manifest.target} --name {model}",
+    }
+    if run.settings.public_url:
+        context["report_url"] = (
+            f"{run.settings.public_url.rstrip('/')}/v1/models/{model}/monitoring/report"
+        )
+    return context
+
+
+def _failed(run: Run, exc: Exception) -> MonitorError:
+    """A run that failed part-way, recorded with its reason (the next run starts after its
+    window); the error to raise."""
+    reason = f"{type(exc).__name__}: {exc}"[:500]
+    log.exception("monitoring run for %s v%s failed", run.model, run.version)
+    failed = run.summary.copy()  # the keys so far, in their order; then why and when it ended
+    failed["status"] = "failed"
+    failed["error"] = reason
+    failed["finished_at"] = time.time()
+    run.mstore.save_run(
+        model=run.model,
+        version=run.version,
+        window_end=run.until,
+        rows=run.window.rows,
+        summary=failed,
+        report_dir=None,
+        alert_states=None,
+        cursor=None if run.manual else Cursor(run.until, run.until),
+    )
+    return MonitorError(
+        f"monitoring run for {run.model} v{run.version} failed ({reason}); recorded, and the "
+        "next run starts after this window"
+    )
+
+
+def _act(
+    registry: Registry,
+    mstore: MonitorStore,
+    run_id: int,
+    summary: MonitorSummary,
+    changed: list[alerting.Alert],
+    context: alerting.AlertContext,
+    notifiers: list[alerting.Notifier],
+) -> None:
+    """What a committed run does: withdraw a worse canary, send the alert transitions (their
+    states are stored, so a run whose commit failed sent nothing and the next one sends them
+    once); a failed withdrawal or notifier is added to the stored run and its summary.json."""
+    model, version = summary["model"], summary["version"]
+    amended = False
+    canary = summary.get("canary")
+    if canary and canary.get("withdrawn"):
+        try:
+            registry.clear_alias(model, "staging")
+            log.warning(
+                "canary %s v%s withdrawn: %s %.3f vs production %.3f",
+                model,
+                canary["version"],
+                summary.get("metric"),
+                canary.get("realised"),
+                canary.get("production"),
+            )
+        except OSError as exc:  # a read-only registry: the alert still fires
+            canary["withdrawn"] = False
+            canary["error"] = str(exc)
+            amended = True
+    summary["notifier_errors"] = alerting.notify_all(notifiers, changed, context)
+    for a in changed:
+        log.warning("alert %s %s on %s v%s: %s", a.rule, a.status, model, version, a.message)
+    if not (amended or summary["notifier_errors"]):
+        return
+    on_disk = {k: v for k, v in summary.items() if k != "report_dir"}
+    try:
+        (Path(summary["report_dir"]) / "summary.json").write_text(
+            json.dumps(on_disk, indent=2, default=_json_default)
+        )
+        mstore.update_summary(run_id, summary)
+    except Exception:  # the run and its alert states are committed: logged, not raised
+        log.exception("monitoring run %s of %s: its notes could not be stored", run_id, model)
 
 
 def _watched(manifest: Manifest, rules: alerting.AlertRules) -> tuple[str | None, float | None]:
@@ -586,8 +797,8 @@ def _canary(
     summary: MonitorSummary,
     cap: int,
 ) -> tuple[CanaryReport, dict[int, Cursor]]:
-    """The canary's realised performance against production's; a worse canary is withdrawn by
-    clearing the staging alias, which every replica follows.
+    """The canary's realised performance against production's; a worse canary is marked to be
+    withdrawn (`_act` clears the staging alias, which every replica follows, after the commit).
 
     The canary's labels are read by its own labels cursor, as production's are: the labels that
     met a canary prediction since the canary was last judged, whenever the prediction was made,
@@ -647,20 +858,7 @@ def _canary(
     if summary.get("manual"):
         return out, {}
     if out["worse"]:
-        try:
-            registry.clear_alias(model, "staging")
-            out["withdrawn"] = True
-            log.warning(
-                "canary %s v%s withdrawn: %s %.3f vs production %.3f",
-                model,
-                staging,
-                metric,
-                value,
-                prod,
-            )
-        except OSError as exc:  # a read-only registry: the alert still fires
-            out["withdrawn"] = False
-            out["error"] = str(exc)
+        out["withdrawn"] = True  # decided here; done after the run is committed (`_act`)
     return out, {staging: Cursor(cur.rows_until, until)}
 
 
