@@ -376,6 +376,7 @@ def test_the_migration_waits_for_the_previous_release_s_writers(pg_url: str) -> 
         )
     )
     old_pod.commit()
+    old_pid = old_pod.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
     from servewatch.cli import app
 
     store = PredictionStore(pg_url)
@@ -389,6 +390,17 @@ def test_the_migration_waits_for_the_previous_release_s_writers(pg_url: str) -> 
         assert json.loads(result.stdout)["migration"] == "deferred"
         old_pod.close()  # the pod is replaced: its sessions end
         engine.dispose()
+        # the server ends a closed session's backend (and its temporary table) on its own time:
+        # wait for it to be gone, as the CronJob's next pass would be later still
+        deadline = time.monotonic() + 60
+        with store.engine.connect() as conn:
+            while (
+                time.monotonic() < deadline
+                and conn.execute(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": old_pid}
+                ).scalar_one()
+            ):
+                time.sleep(0.1)
         done = retention.maintain(store, None, migrate=True)
         assert (done.migration, done.earlier_writers) == ("partitioned", 0)
         with store.engine.connect() as conn:
