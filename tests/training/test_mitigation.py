@@ -23,7 +23,7 @@ from training.train import run_training
 
 # default_first false (issue 19): the gaps below were measured on the searched linear model; the
 # untuned default chosen first has a gap of 0.019 that resampling does not halve
-FAST = {"search": {"method": "random", "trials": 2, "budget_seconds": 20, "default_first": False},
+FAST = {"search": {"method": "random", "trials": 2, "default_first": False},
         "split": {"cv_folds": 2}, "reference_rows": 100, "models": ["linear"],
         "calibration": "none"}  # fmt: skip
 COLUMNS = [c for c in FEATURES if c != "wind_gust"]  # wind_gust: 75% missing (the gate fails it)
