@@ -197,43 +197,42 @@ def _worst_share(
     return max(shares.items(), key=lambda kv: kv[1], default=(None, 0.0))
 
 
-def _missing_values(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
-    worst = _worst_share(summary, rules, "missing_increase")
+def _share_rule(
+    summary: MonitorSummary,
+    rules: AlertRules,
+    key: Literal["missing_increase", "out_of_range_share", "unseen_category_share"],
+    rule: str,
+    limit: float,
+    what: str,
+) -> Condition | None:
+    """A data-quality rule: the worst feature's share of `key` above `limit`; `what` words the
+    message from the share and the feature."""
+    worst = _worst_share(summary, rules, key)
     if worst is None:
         return None
-    return Condition(
-        "missing_values",
-        worst[1] > rules.missing_share_increase,
-        worst[1],
-        rules.missing_share_increase,
-        f"missing share of {worst[0]!r} up by {worst[1]:.0%}",
-    )
+    share, feature = worst[1], worst[0]
+    return Condition(rule, share > limit, share, limit, what.format(share=share, f=feature))
+
+
+def _missing_values(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
+    return _share_rule(
+        summary, rules, "missing_increase", "missing_values", rules.missing_share_increase,
+        "missing share of {f!r} up by {share:.0%}",
+    )  # fmt: skip
 
 
 def _out_of_range(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
-    worst = _worst_share(summary, rules, "out_of_range_share")
-    if worst is None:
-        return None
-    return Condition(
-        "out_of_range",
-        worst[1] > rules.out_of_range_share,
-        worst[1],
-        rules.out_of_range_share,
-        f"{worst[1]:.0%} of {worst[0]!r} outside the training range",
-    )
+    return _share_rule(
+        summary, rules, "out_of_range_share", "out_of_range", rules.out_of_range_share,
+        "{share:.0%} of {f!r} outside the training range",
+    )  # fmt: skip
 
 
 def _unseen_categories(summary: MonitorSummary, rules: AlertRules) -> Condition | None:
-    worst = _worst_share(summary, rules, "unseen_category_share")
-    if worst is None:
-        return None
-    return Condition(
-        "unseen_categories",
-        worst[1] > rules.unseen_category_share,
-        worst[1],
-        rules.unseen_category_share,
-        f"{worst[1]:.0%} of {worst[0]!r} are categories unseen in training",
-    )
+    return _share_rule(
+        summary, rules, "unseen_category_share", "unseen_categories", rules.unseen_category_share,
+        "{share:.0%} of {f!r} are categories unseen in training",
+    )  # fmt: skip
 
 
 def _canary_performance(summary: MonitorSummary, _rules: AlertRules) -> Condition | None:
