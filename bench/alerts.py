@@ -369,7 +369,7 @@ def cache_noise() -> None:
 
 def cache_models() -> None:
     """Explanation drift loads the version once per run; here once."""
-    from service.model import LoadedModel
+    from service.inference.model import LoadedModel
 
     load = LoadedModel.load
     LoadedModel.load = functools.cache(load)  # type: ignore[method-assign]

@@ -42,7 +42,7 @@ from bench.common import (
     wrk,
 )
 from core.registry import MODEL_FILE, Registry
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from training.demo import FEATURES, load_flights
 
 VENVS = ROOT / ".bench-venvs"

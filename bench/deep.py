@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import load_average, machine, table
 from core.registry import Registry
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from training.config import TrainConfig
 from training.demo import FEATURES, TARGET, load_flights
 from training.train import run_training

@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.common import ServeProcess, ensure_demo_model, machine, median_run, table, wrk
 from bench.serving import instances
 from core.registry import Registry
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 
 
 def per_call_ms(fn, columns, seconds: float = 2.0) -> float:  # type: ignore[no-untyped-def]

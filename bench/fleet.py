@@ -40,7 +40,7 @@ def build(url: str, registry: Path, models: int, rows: int) -> list[str]:
     from core.registry import Registry
     from predlog.backfill import backfill
     from predlog.store import PredictionStore
-    from service.model import LoadedModel
+    from service.inference.model import LoadedModel
     from tests.data import classification_frame
     from training.config import TrainConfig
     from training.train import run_training

@@ -61,7 +61,7 @@ def fill(db_url: str, registry: Path, rows: int) -> None:
     from core.registry import Registry
     from predlog.backfill import backfill
     from predlog.store import PredictionStore
-    from service.model import LoadedModel
+    from service.inference.model import LoadedModel
     from training.demo import FEATURES, load_flights
 
     model = LoadedModel.load(Registry(registry), "flights", Registry(registry).resolve("flights"))
@@ -106,7 +106,7 @@ def _servewatch(db_url: str, registry: str, reports: str, acc: dict[str, float])
     from monitoring.config import MonitorSettings
     from monitoring.store import MonitorStore
     from predlog.store import PredictionStore
-    from service.model import LoadedModel
+    from service.inference.model import LoadedModel
 
     windows: list[Any] = []
     read_window = runner.read_window

@@ -34,7 +34,7 @@ from bench.common import (
 )
 from bench.serving import instances
 from core.registry import Registry
-from service.oip import DESCRIBED
+from service.protocols.oip import DESCRIBED
 
 GOAL = 1.10
 

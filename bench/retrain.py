@@ -18,7 +18,7 @@ from core.registry import Registry
 from monitoring.retrain import retrain
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from training.demo import FEATURES, TARGET, load_flights
 from training.errors import TrainingError
 

@@ -36,7 +36,7 @@ from bench.common import (
     wrk,
 )
 from core.registry import Registry
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from training.demo import FEATURES, load_flights
 
 MODES = {"before": "false", "after": "true"}

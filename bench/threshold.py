@@ -33,7 +33,7 @@ from sklearn.preprocessing import OrdinalEncoder
 
 from bench.common import ROOT, machine, table
 from core.registry import Registry
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from training.config import load_config
 from training.demo import FEATURES, TARGET, load_flights
 from training.prepare import prepare, quiet

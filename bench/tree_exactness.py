@@ -1,12 +1,12 @@
 """How exact the compiled trees are, and how often a float32 walk would move a row across a split.
 
 On every flights row of 2013 (preprocessed by each model's own pipeline), the tree model's
-scikit-learn answer against: the compiled model (service/compiled.py, float64) and the same trees
-walked in float32 (thresholds and inputs rounded to float32, as skl2onnx's and most runtimes'
-float32 tree ensembles do). Counts rows whose probability moves by more than 1e-6 (the answers'
-rounding) and rows whose predicted class changes. Beside them, a LightGBM and an XGBoost
-classifier (100 trees, fitted on the bench's flights sample preprocessed by the HGB model's
-pipeline) against their compiled form (service/compiled_boosters.py).
+scikit-learn answer against: the compiled model (service/inference/compiled.py, float64) and
+the same trees walked in float32 (thresholds and inputs rounded to float32, as skl2onnx's and
+most runtimes' float32 tree ensembles do). Counts rows whose probability moves by more than 1e-6
+(the answers' rounding) and rows whose predicted class changes. Beside them, a LightGBM and an
+XGBoost classifier (100 trees, fitted on the bench's flights sample preprocessed by the HGB model's
+pipeline) against their compiled form (service/inference/compiled_boosters.py).
 
     python -m bench.tree_exactness [--registry .bench-registry]
 """
@@ -22,8 +22,9 @@ import pandas as pd
 
 from bench.common import ensure_family_models, table
 from core.registry import Registry
-from service.compiled import CompiledTrees, _builder, _Ensemble
-from service.model import LoadedModel
+from service.inference.compiled import CompiledTrees, _builder
+from service.inference.model import LoadedModel
+from service.inference.trees import Ensemble
 from training.demo import FEATURES, TARGET, load_flights
 
 try:
@@ -42,7 +43,7 @@ def trees_of(final: Any) -> list[Any]:
 def float32_walk(est: Any) -> CompiledTrees:
     """The same trees with float32 thresholds (the input is rounded by the caller)."""
     compiled = CompiledTrees([est])
-    ens = _Ensemble()
+    ens = Ensemble()
     found = _builder(est)
     assert found is not None
     member = found[0](est, ens, 0)

@@ -5,7 +5,7 @@ categorical imputer replaces. Versions trained before that, and pipelines fitted
 None, learned None instead (scikit-learn's imputer does not treat None as NaN in an object
 array, so the encoder learned None as a category). `none_columns` reads off a fitted pipeline
 which columns it takes None in; `as_trained` hands a frame's gaps to a pipeline that way, and the
-service does the same with a null (`service.model.LoadedModel.frame`).
+service does the same with a null (`service.inference.model.LoadedModel.frame`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from starlette.responses import FileResponse, Response
 from monitoring.store import MonitorStore
 from monitoring.summary import REPORT_FILE, MonitoringResponse, RunHistoryEntry, StoredRun
 from service.errors import NotFound
-from service.schemas import documented
+from service.protocols.schemas import documented
 
 
 def make_router(store: MonitorStore, history: int = 20) -> APIRouter:

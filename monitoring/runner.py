@@ -979,7 +979,7 @@ def _explanation_drift(
     """Mean |contribution| per feature on the reference sample and on the window, side by side,
     with the band their difference strays by chance (`monitoring.noise.mean_spread`): a feature
     that starts to matter more or less shows here even when its values look stable."""
-    from service.model import LoadedModel
+    from service.inference.model import LoadedModel
 
     loaded = LoadedModel.load(registry, model, version)
     explainer = loaded.explainer()

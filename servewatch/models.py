@@ -17,7 +17,7 @@ def serving(registry: Registry, name: str, version: int) -> dict[str, Any]:
     """The version loaded as the service loads it (hashes, signature, the load-time check):
     its serving path and, per part of the model call, what runs it and why."""
     from service.config import Settings
-    from service.model import LoadedModel, ModelLoadError
+    from service.inference.model import LoadedModel, ModelLoadError
 
     try:
         compiled = Settings().compiled_trees  # SERVEWATCH_COMPILED_TREES, as `serve` reads it

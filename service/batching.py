@@ -41,7 +41,7 @@ from typing import Any
 from core.errors import first_line
 from service import metrics
 from service.errors import MAX_PROBLEMS, InvalidInstances, Unavailable
-from service.model import LoadedModel, Outputs
+from service.inference.model import LoadedModel, Outputs
 
 log = logging.getLogger("servewatch.batching")
 

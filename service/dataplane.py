@@ -38,9 +38,9 @@ from service.errors import (
     Unavailable,
     schema_details,
 )
-from service.model import LoadedModel, Outputs, redact
+from service.inference.model import LoadedModel, Outputs, redact
 from service.models import ModelManager, Slot
-from service.schemas import FeedbackRequest, FeedbackResponse
+from service.protocols.schemas import FeedbackRequest, FeedbackResponse
 from service.validation import Checked
 
 log = logging.getLogger("servewatch.predict")

@@ -20,14 +20,15 @@ from core.registry import Registry
 from predlog.logwriter import LogWriter, Spool
 from predlog.retention import RetentionCollector, maintain, maintenance_loop
 from predlog.store import PredictionStore
-from service import errors, metrics
+from service import metrics
 from service.canary import CanaryLimits
 from service.config import Settings
 from service.dataplane import DataPlane
-from service.deps import AppState
-from service.hotpath import ServiceApp
 from service.models import ModelManager, settle_heap
-from service.routes import explain, health, models, predict, v2
+from service.protocols import admin, explain, health, predict, v2
+from service.protocols import errors as http_errors
+from service.protocols.deps import AppState
+from service.protocols.hotpath import ServiceApp
 from service.supervise import Supervisor
 
 log = logging.getLogger("servewatch.service")
@@ -151,7 +152,7 @@ def create_app(
     )
     # the predict route below FastAPI's layers, unless they trace it
     app.hot_path = not settings.opentelemetry
-    errors.install(app)
+    http_errors.install(app)
     # The hot routes of both protocols (/v1 predict, /v2 infer) are the app's own routes, matched
     # first and in one step: FastAPI 0.165 matches an included router's routes twice (to pick the
     # router, then inside it), about 8 us a request on the 2-core bench machine.
@@ -160,7 +161,7 @@ def create_app(
     app.include_router(v2.router)
     app.include_router(health.router)
     app.include_router(explain.router)
-    app.include_router(models.router)
+    app.include_router(admin.router)
     for router in extra_routers:
         app.include_router(router)
 
@@ -168,8 +169,8 @@ def create_app(
         """The OpenAPI document, with a predict example built from each served model's schema."""
         from fastapi.openapi.utils import get_openapi
 
-        from service import oip
-        from service.schemas import FeedbackRequest, OipInferenceRequest, PredictRequest
+        from service.protocols import oip
+        from service.protocols.schemas import FeedbackRequest, OipInferenceRequest, PredictRequest
 
         doc = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes

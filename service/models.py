@@ -19,7 +19,7 @@ from service import metrics
 from service.batching import MicroBatcher
 from service.canary import CanaryGuard, CanaryLimits
 from service.errors import NotFound
-from service.model import LoadedModel, ModelLoadError
+from service.inference.model import LoadedModel, ModelLoadError
 from service.supervise import healthy
 
 log = logging.getLogger("servewatch.models")

@@ -55,7 +55,7 @@ def test_a_version_published_before_core_existed_still_loads_and_answers() -> No
     import zlib
 
     from core.registry import Registry
-    from service.model import LoadedModel
+    from service.inference.model import LoadedModel
 
     fixture = ROOT / "tests/fixtures/registry-pre-core"
     raw = zlib.decompressobj().decompress((fixture / "legacy/1/model.joblib").read_bytes())

@@ -11,7 +11,7 @@ from core.registry import Registry
 from monitoring.config import MonitorSettings
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from tests.data import classification_frame
 
 FEATURES = ["x1", "x2", "color", "group", "when"]

@@ -17,7 +17,7 @@ from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from predlog.backfill import backfill
 from predlog.store import PredictionStore, encode
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 from training.config import TrainConfig
 from training.train import run_training

@@ -21,7 +21,7 @@ from monitoring.loop import run_fleet
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
 from servewatch.cli import app
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from tests.monitoring.conftest import FEATURES, traffic
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 

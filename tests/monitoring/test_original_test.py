@@ -17,7 +17,7 @@ from core.registry import Registry
 from monitoring.retrain import retrain
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from tests.conftest import fast_config
 from training import fingerprints
 from training.train import run_training

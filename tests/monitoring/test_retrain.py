@@ -15,7 +15,7 @@ from monitoring.retrain import retrain
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
 from servewatch.cli import app as cli
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from training.config import TrainConfig
 from training.demo import FEATURES, TARGET, load_flights
 from training.errors import TrainingError

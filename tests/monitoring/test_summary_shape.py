@@ -22,7 +22,7 @@ from monitoring.runner import _shadow_report, run_monitoring
 from monitoring.store import MonitorStore
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from tests.monitoring.conftest import FEATURES, log_traffic, traffic
 
 

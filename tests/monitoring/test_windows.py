@@ -18,7 +18,7 @@ from monitoring.store import MonitorStore
 from monitoring.window import read_window
 from predlog.backfill import backfill
 from predlog.store import PredictionStore, encode
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from tests.monitoring.conftest import FEATURES, log_traffic, traffic
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from service.batching import DIRECT_ROWS, MicroBatcher, ModelRefused
-from service.model import Outputs
+from service.inference.model import Outputs
 
 
 class Echo:

@@ -26,10 +26,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from core.registry import Manifest
-from service import compiled as compiled_module
-from service.compiled import CompiledTrees
-from service.fastpath import FastEstimator
-from service.model import LoadedModel
+from service.inference import compiled as compiled_module
+from service.inference.compiled import CompiledTrees
+from service.inference.fastpath import FastEstimator
+from service.inference.model import LoadedModel
 from tests.service.test_fastpath import KINDS, awkward_columns, fitted, loaded
 
 
@@ -309,7 +309,7 @@ def test_onnxruntime_is_imported_only_when_a_tree_model_is_compiled() -> None:
         "from sklearn.linear_model import LogisticRegression\n"
         "from sklearn.tree import DecisionTreeClassifier\n"
         "import service.main\n"
-        "from service.fastpath import FastEstimator\n"
+        "from service.inference.fastpath import FastEstimator\n"
         "x = np.random.default_rng(0).normal(size=(60, 3)); y = (x[:, 0] > 0).astype(int)\n"
         "FastEstimator.from_estimator(LogisticRegression().fit(x, y))\n"
         "print('onnxruntime' in sys.modules)\n"
@@ -462,7 +462,7 @@ def test_an_ensemble_whose_average_differs_stays_on_scikit_learn(
     from sklearn.ensemble import VotingClassifier
     from sklearn.pipeline import Pipeline
 
-    from service import model as model_module
+    from service.inference import model as model_module
     from tests.data import classification_frame
     from training.config import Preprocessing
     from training.pipeline import build_pipeline

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from core.registry import Manifest
-from service import compiled_boosters
-from service.compiled import CompiledTrees
-from service.model import LoadedModel
+from service.inference import compiled_boosters
+from service.inference.compiled import CompiledTrees
+from service.inference.model import LoadedModel
 from tests.conftest import require_module
 from tests.data import classification_frame
 from tests.service.test_fastpath import KINDS, awkward_columns

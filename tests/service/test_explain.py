@@ -5,8 +5,8 @@ from prometheus_client import REGISTRY
 
 from predlog.store import PredictionStore
 from service.config import Settings
+from service.inference.model import LoadedModel
 from service.main import create_app
-from service.model import LoadedModel
 from tests.service.conftest import example
 
 

@@ -16,9 +16,9 @@ from sklearn.linear_model import ElasticNet, LogisticRegression, SGDClassifier
 from sklearn.svm import SVC
 
 from core.registry import Manifest
-from service import fastpath
-from service.fastpath import FastEstimator, FastPreprocessor, parse_timestamp
-from service.model import EDGE_TIMESTAMPS, LoadedModel
+from service.inference import fastpath
+from service.inference.fastpath import FastEstimator, FastPreprocessor, parse_timestamp
+from service.inference.model import EDGE_TIMESTAMPS, LoadedModel
 from tests.data import classification_frame
 from training.config import Preprocessing
 from training.data import FeatureKinds
@@ -356,7 +356,7 @@ def test_parameters_the_replay_does_not_implement_are_refused(edit: Any) -> None
 
 
 def test_a_moved_private_calibration_class_does_not_break_import() -> None:
-    """service.model imported scikit-learn's private _SigmoidCalibration unguarded."""
+    """service.inference.model imported scikit-learn's private _SigmoidCalibration unguarded."""
     code = (
         "import numpy as np\n"
         "import sklearn.calibration as c\n"
@@ -365,8 +365,8 @@ def test_a_moved_private_calibration_class_does_not_break_import() -> None:
         "sig = c.CalibratedClassifierCV(LogisticRegression(), cv=3).fit(x, y)\n"
         "iso = c.CalibratedClassifierCV(LogisticRegression(), method='isotonic', cv=3).fit(x, y)\n"
         "del c._SigmoidCalibration  # as if a release renamed it\n"
-        "import service.model\n"
-        "from service.fastpath import FastEstimator\n"
+        "import service.inference.model\n"
+        "from service.inference.fastpath import FastEstimator\n"
         "print(FastEstimator.from_estimator(sig) is None, "
         "FastEstimator.from_estimator(iso) is not None)\n"
     )

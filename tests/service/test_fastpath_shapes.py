@@ -30,8 +30,8 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler,
 from core import labels
 from core.missing import as_trained, missing_token, none_columns
 from core.registry import Manifest
-from service import fastpath
-from service.model import LoadedModel
+from service.inference import fastpath
+from service.inference.model import LoadedModel
 from tests.data import classification_frame
 from training import data, evaluate
 from training.candidates import calibrated, make_estimator, unavailable
@@ -129,7 +129,7 @@ ON_FAST_PATH = {
     "tree": "compiled",
     "forest": "compiled",
     "hgb": "compiled",
-    "lightgbm": "compiled",  # their dumped trees (service/compiled_boosters.py)
+    "lightgbm": "compiled",  # their dumped trees (service/inference/compiled_boosters.py)
     "xgboost": "compiled",
 }
 """The rest (mlp, svm, deep) have no replay of their estimator: docs/architecture.md, "Serving

@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from predlog.store import PredictionStore
 from service.config import Settings
+from service.inference.model import redact
 from service.main import create_app
-from service.model import redact
 from tests.service.conftest import example
 
 

@@ -1,6 +1,6 @@
-"""The predict route served in front of FastAPI (service/hotpath.py) answers as FastAPI's route:
-the same statuses and error bodies for every kind of bad request, the same predictions, and the
-same metrics and log rows; other routes and methods still reach FastAPI."""
+"""The predict route served in front of FastAPI (service/protocols/hotpath.py) answers as
+FastAPI's route: the same statuses and error bodies for every kind of bad request, the same
+predictions, and the same metrics and log rows; other routes and methods still reach FastAPI."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
-from service.hotpath import HotPath
 from service.main import create_app
+from service.protocols.hotpath import HotPath
 from tests.service.conftest import example
 
 JSON = {"content-type": "application/json"}

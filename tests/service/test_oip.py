@@ -355,7 +355,7 @@ def test_shadow_and_canary_work_through_v2(with_staging: Path, tmp_path: Path) -
 def test_other_numeric_datatypes_and_the_common_path_agree_with_the_careful_one(
     client: TestClient,
 ) -> None:
-    from service import oip
+    from service.protocols import oip
 
     batch = [{**r, "x2": i} for i, r in enumerate(rows(3))]
     as_v1 = [{**r, "x1": float(i % 2)} for i, r in enumerate(batch)]
@@ -381,7 +381,7 @@ def test_the_common_path_leaves_every_unusual_request_to_the_careful_one(
     """Anything but one flat [n] tensor per feature, of the datatypes and JSON types it takes, is
     not taken by the common path (it returns None), so the careful path answers it: the same
     rows, or the same 400/422 as without the common path."""
-    from service import oip
+    from service.protocols import oip
 
     validator = client.app.state.sw.manager.get("demo").model.validator  # type: ignore[attr-defined]
     accepts = oip._accepts(validator)
@@ -422,8 +422,8 @@ def test_the_common_path_leaves_every_unusual_request_to_the_careful_one(
 def test_the_joined_answer_is_the_document_answer(client: TestClient) -> None:
     """Every output joined from the version's pieces is, value for value, what the document path
     writes (classifier probabilities, a regression's none, with and without a request id)."""
-    from service import oip
-    from service.model import Outputs
+    from service.inference.model import Outputs
+    from service.protocols import oip
 
     model = client.app.state.sw.manager.get("demo").model  # type: ignore[attr-defined]
     batch = rows(3)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from core import labels
 from core.registry import FeatureSchema
-from service import oip
+from service.protocols import oip
 from service.validation import FLOAT32_MAX, Checked, Problem, Validator
 
 EXAMPLES = int(os.environ.get("SERVEWATCH_FUZZ_EXAMPLES", "15"))

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from core.registry import Registry, sign
 from predlog.store import PredictionStore
 from service.config import Settings
+from service.inference.model import LoadedModel, ModelLoadError
 from service.main import create_app
-from service.model import LoadedModel, ModelLoadError
 from tests.conftest import fast_config
 from tests.data import classification_frame
 from tests.service.conftest import example

@@ -18,7 +18,7 @@ from sklearn.linear_model import SGDClassifier
 
 import core.registry
 from core.registry import MODEL_FILE, Registry
-from service.model import LoadedModel, ModelLoadError
+from service.inference.model import LoadedModel, ModelLoadError
 from tests.data import classification_frame
 from training.config import Preprocessing
 from training.data import FeatureKinds

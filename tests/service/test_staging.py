@@ -14,8 +14,8 @@ from monitoring.runner import run_monitoring
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
 from service.config import Settings
+from service.inference.model import LoadedModel
 from service.main import create_app
-from service.model import LoadedModel
 from tests.conftest import fast_config
 from tests.service.conftest import example
 from training.train import run_training

@@ -120,7 +120,7 @@ def test_validation_errors_are_counted_by_feature_and_rule(client: TestClient) -
 def test_no_stack_trace_on_an_internal_error(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.model import LoadedModel
+    from service.inference.model import LoadedModel
 
     def boom(_self: LoadedModel, _columns: dict[str, list[Any]]) -> Any:
         raise RuntimeError("/secret/path exploded")

@@ -14,7 +14,7 @@ import pytest
 from sklearn import datasets
 
 from core.registry import MODEL_FILE, Registry
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from tests.conftest import require_module
 from training.config import TrainConfig
 from training.demo import TARGET, load_flights
@@ -163,7 +163,7 @@ def test_the_service_starts_without_torch_and_a_deep_model_names_the_extra(tmp_p
     script = textwrap.dedent(
         f"""
         import sys
-        import servewatch.cli, service.main, service.model  # the service's start-up
+        import servewatch.cli, service.main, service.inference.model  # the service's start-up
         assert "torch" not in sys.modules, "torch imported at start-up"
         sys.modules["torch"] = None  # as if not installed
         from core.ecosystem import MissingModelPackage, load_model

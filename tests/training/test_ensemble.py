@@ -22,7 +22,7 @@ from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
 from monitoring.runner import run_monitoring
 from predlog.store import PredictionStore
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from tests.service.conftest import Server
 from training import card, ensemble
 from training.config import TrainConfig, load_config

@@ -12,7 +12,7 @@ import pytest
 from sklearn import datasets
 
 from core.registry import Registry
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from training import card
 from training.config import TrainConfig
 from training.demo import FEATURES, TARGET, load_flights

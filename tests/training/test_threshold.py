@@ -18,7 +18,7 @@ from core.decision import decide
 from core.decision import of as decided_by
 from core.metrics import classification_metrics
 from core.registry import Registry
-from service.model import LoadedModel
+from service.inference.model import LoadedModel
 from tests.conftest import fast_config
 from training.config import Decision as DecisionConfig
 from training.errors import TrainingError

@@ -148,7 +148,7 @@ FEEDBACK_BODY: dict[str, Any] = {
 
 
 # The Open Inference Protocol (KServe v2) REST bodies, as documented in OpenAPI (/v2 routes parse
-# by hand in service/oip.py; docs/protocols.md maps features and answers onto tensors).
+# by hand in service/protocols/oip.py; docs/protocols.md maps features and answers onto tensors).
 
 
 class OipTensor(BaseModel):

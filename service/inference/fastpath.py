@@ -11,8 +11,8 @@ service hands the pipeline a null as it was trained (`core.missing`). FastEstima
 same for linear models, plain or calibrated: their predict_proba is a matrix product and a
 sigmoid, but scikit-learn's input checks cost about 0.2 ms per call and CalibratedClassifierCV
 makes six. Tree models (trees, forests, boosting), plain or calibrated, are compiled for ONNX
-Runtime instead (service/compiled.py); their calibration is replayed here like a linear
-model's. Equality with the pipeline is checked when a version loads (service/model.py), on
+Runtime instead (service/inference/compiled.py); their calibration is replayed here like a linear
+model's. Equality with the pipeline is checked when a version loads (service/inference/model.py), on
 reference rows and on generated awkward ones, and every fitted parameter the replay relies on is
 checked explicitly here: a part whose parameters it does not implement is not replayed.
 
@@ -63,8 +63,8 @@ from core.missing import (
     none_columns,
 )
 from core.transformers import DatetimeFeatures, QuantileClipper
-from service.compiled import CompiledTrees, is_tree_model
-from service.compiled import available as compiled_available
+from service.inference.compiled import CompiledTrees, is_tree_model
+from service.inference.compiled import available as compiled_available
 
 try:  # private in scikit-learn: when a release moves it, sigmoid calibration is not replayed
     from sklearn.calibration import _SigmoidCalibration as _Sigmoid

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from service.deps import StateDep
-from service.schemas import Health
+from service.protocols.deps import StateDep
+from service.protocols.schemas import Health
 
 router = APIRouter(tags=["health"])
 

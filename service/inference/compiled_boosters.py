@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from core.ecosystem import is_lightgbm, is_xgboost
-from service.compiled import Builder, Matrix, _Ensemble, _Member
+from service.inference.trees import Builder, Ensemble, Matrix, Member
 
 
 def _libm() -> Any:
@@ -112,7 +112,7 @@ def _lgbm_softmax(raw: Matrix) -> Matrix:
     return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
 
 
-def _lightgbm(est: Any, ens: _Ensemble, offset: int) -> _Member:
+def _lightgbm(est: Any, ens: Ensemble, offset: int) -> Member:
     """LightGBM: the raw score is the sum of the trees' leaves (its start folded into the
     first trees); binary: 1 / (1 + exp(-sigmoid x raw)), multi-class: softmax."""
     dump = est.booster_.dump_model()
@@ -148,7 +148,7 @@ def _lightgbm(est: Any, ens: _Ensemble, offset: int) -> _Member:
         link = None
     else:
         raise TypeError(f"objective {dump['objective']!r}")
-    return _Member(offset, per_iteration, classes, np.zeros(per_iteration), 1, link)
+    return Member(offset, per_iteration, classes, np.zeros(per_iteration), 1, link)
 
 
 def _xgb_sigmoid(raw: Matrix) -> Matrix:
@@ -180,7 +180,7 @@ def _xgb_margin(base: float, objective: str) -> np.float32:
     return p
 
 
-def _xgboost(est: Any, ens: _Ensemble, offset: int) -> _Member:
+def _xgboost(est: Any, ens: Ensemble, offset: int) -> Member:
     """XGBoost gbtree: base margin + the trees of the iterations predict_proba uses."""
     missing = getattr(est, "missing", np.nan)
     if not (missing is None or (isinstance(missing, float) and np.isnan(missing))):
@@ -231,4 +231,4 @@ def _xgboost(est: Any, ens: _Ensemble, offset: int) -> _Member:
             values,  # a leaf's value is kept where a branch keeps its split
             offset + int(group),
         )
-    return _Member(offset, n_targets, classes, np.zeros(n_targets), 1, link)
+    return Member(offset, n_targets, classes, np.zeros(n_targets), 1, link)

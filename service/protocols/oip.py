@@ -25,7 +25,7 @@ from core.digits import whole_number
 from core.errors import ServewatchError
 from core.registry import FeatureSchema
 from service.errors import MAX_PROBLEMS
-from service.model import LoadedModel, Outputs
+from service.inference.model import LoadedModel, Outputs
 from service.validation import Validator, short_repr
 
 BINARY_HEADER = "inference-header-content-length"

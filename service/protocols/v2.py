@@ -8,15 +8,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from core.digits import whole_number
-from service import metrics, oip
+from service import metrics
 from service.dataplane import DataPlane
-from service.deps import AppState, StateDep
 from service.errors import InvalidInstances, NotFound, ProtocolError, ServiceError
-from service.model import LoadedModel, Outputs
+from service.inference.model import LoadedModel, Outputs
 from service.models import Slot
-from service.routes.body import read_bytes
-from service.routes.health import readiness_problems
-from service.schemas import (
+from service.protocols import oip
+from service.protocols.body import read_bytes
+from service.protocols.deps import AppState, StateDep
+from service.protocols.health import readiness_problems
+from service.protocols.schemas import (
     OipInferenceResponse,
     OipLive,
     OipModelMetadata,

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.dataplane import DataPlane
-from service.routes.body import read_json
-from service.schemas import ERRORS, INSTANCES_BODY, ExplainResponse
+from service.protocols.body import read_json
+from service.protocols.schemas import ERRORS, INSTANCES_BODY, ExplainResponse
 
 router = APIRouter(prefix="/v1/models", tags=["predict"])
 

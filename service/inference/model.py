@@ -23,8 +23,13 @@ from core.errors import ServewatchError
 from core.features import example_value, names_of
 from core.missing import is_missing, none_columns
 from core.registry import MODEL_FILE, REFERENCE_FILE, Manifest, Registry
-from service.compiled import reads_float32
-from service.fastpath import FastEstimator, FastPreprocessor, NumericColumns, parse_timestamp
+from service.inference.compiled import reads_float32
+from service.inference.fastpath import (
+    FastEstimator,
+    FastPreprocessor,
+    NumericColumns,
+    parse_timestamp,
+)
 from service.validation import Validator
 
 log = logging.getLogger("servewatch.model")
@@ -379,11 +384,11 @@ class LoadedModel:
         """Use the numpy replays of the preprocessing and of the final estimator where each gives
         the pipeline's exact output on `check_columns(sample)` (reference rows, the schema example
         and generated awkward rows); any part that is not replayed (its parameters are checked
-        explicitly, see service/fastpath.py), or differs, stays scikit-learn's own. Tree models
-        are compiled for ONNX Runtime (service/compiled.py) unless `compiled` is False, and
-        checked the same way, predicted classes included. True when anything is used;
-        `serving_path` says which. A bare estimator fitted on number columns alone reads them
-        as one float matrix, so its replay or compiled form can serve it too."""
+        explicitly, see service/inference/fastpath.py), or differs, stays scikit-learn's own.
+        Tree models are compiled for ONNX Runtime (service/inference/compiled.py) unless
+        `compiled` is False, and checked the same way, predicted classes included. True when
+        anything is used; `serving_path` says which. A bare estimator fitted on number columns alone
+        reads them as one float matrix, so its replay or compiled form can serve it too."""
         # The generated rows overflow on purpose (1e308 scaled): on both paths, warned by neither.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._check_and_enable(sample, compiled)

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.dataplane import DataPlane
-from service.deps import FeedbackAuthDep, StateDep
-from service.routes.body import collect, decode_json, json_type, read_json
-from service.schemas import (
+from service.protocols.body import collect, decode_json, json_type, read_json
+from service.protocols.deps import FeedbackAuthDep, StateDep
+from service.protocols.schemas import (
     ERRORS,
     FEEDBACK_BODY,
     INSTANCES_BODY,
@@ -52,8 +52,8 @@ async def answer(
     chunks: AsyncIterator[bytes],
     key: str | None,
 ) -> bytes:
-    """The predict route's work, for this route and for service.hotpath alike: an unknown model
-    is a 404 before its body is read, then the content type, the size limit, the JSON and the
+    """The predict route's work, for this route and for service.protocols.hotpath alike: an unknown
+    model is a 404 before its body is read, then the content type, the size limit, the JSON and the
     data plane's answer."""
     with plane.call("predict", name) as call:
         plane.manager.get(call.name)

@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from core.errors import RegistryError
-from service.deps import AdminDep, StateDep
 from service.errors import Unavailable
-from service.model import ModelLoadError
-from service.schemas import ModelDetail, ModelSummary, ReloadResponse, documented
+from service.inference.model import ModelLoadError
+from service.protocols.deps import AdminDep, StateDep
+from service.protocols.schemas import ModelDetail, ModelSummary, ReloadResponse, documented
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -20,13 +20,12 @@ predictor was 8-10x slower than ONNX Runtime on the same forest.
 The leaves carry raw scores; the link (average, sigmoid, softmax) is applied here with numpy as
 scikit-learn applies it. `from_estimator` returns None for anything else (LightGBM, XGBoost,
 multi-output trees, custom `init` estimators) or when onnxruntime is not installed. Equality
-with scikit-learn is checked when a version loads (service/model.py).
+with scikit-learn is checked when a version loads (service/inference/model.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import Any
 
@@ -45,138 +44,20 @@ from sklearn.ensemble import (
 )
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from service.inference import compiled_boosters
+from service.inference.trees import Builder, Ensemble, Matrix, Member
+
 # The `fast` extra; without it every tree model runs on scikit-learn (and says so). Imported
 # only when a tree model is compiled (about 0.4 s): a service of linear models never pays it.
 AVAILABLE = find_spec("onnxruntime") is not None and find_spec("onnx") is not None
 
-Matrix = np.ndarray[Any, Any]
 FORESTS = (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier, ExtraTreesRegressor)
 SINGLE = (DecisionTreeClassifier, DecisionTreeRegressor)
 GB = (GradientBoostingClassifier, GradientBoostingRegressor)
 HGB = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
 
 
-@dataclass
-class _Ensemble:
-    """Trees gathered into the TreeEnsemble operator's flat attribute lists."""
-
-    feature: list[int] = field(default_factory=list)
-    split: list[float] = field(default_factory=list)
-    missing_true: list[int] = field(default_factory=list)
-    true_id: list[int] = field(default_factory=list)
-    true_leaf: list[int] = field(default_factory=list)
-    false_id: list[int] = field(default_factory=list)
-    false_leaf: list[int] = field(default_factory=list)
-    leaf_target: list[int] = field(default_factory=list)
-    leaf_weight: list[float] = field(default_factory=list)
-    roots: list[int] = field(default_factory=list)
-    mode: int = 0  # every split: 0 BRANCH_LEQ (x <= split goes true), 1 BRANCH_LT (XGBoost's x <)
-
-    def add(
-        self,
-        left: Matrix,
-        right: Matrix,
-        feature: Matrix,
-        threshold: Matrix,
-        missing_left: Matrix,
-        leaf: Matrix,
-        target: int,
-    ) -> None:
-        """One binary tree (node arrays; a leaf has left == -1), its leaves adding `leaf[node]` to
-        output `target`. x <= threshold (x < threshold: `mode` 1) goes left; NaN goes left where
-        `missing_left`."""
-        is_leaf = left < 0
-        if is_leaf[0]:  # a one-leaf tree: the operator needs a branch; both sides the same leaf
-            lid = len(self.leaf_weight)
-            self.leaf_target.append(target)
-            self.leaf_weight.append(float(leaf[0]))
-            self.roots.append(len(self.feature))
-            self._branch(0, 0.0, 1, (lid, 1), (lid, 1))
-            return
-        ids = np.zeros(len(left), dtype=np.int64)
-        branches, leaves = np.flatnonzero(~is_leaf), np.flatnonzero(is_leaf)
-        ids[branches] = len(self.feature) + np.arange(len(branches))
-        ids[leaves] = len(self.leaf_weight) + np.arange(len(leaves))
-        self.roots.append(int(ids[0]))
-        for node in branches:
-            lo, hi = int(left[node]), int(right[node])
-            self._branch(
-                int(feature[node]),
-                float(threshold[node]),
-                int(missing_left[node]),
-                (int(ids[lo]), int(is_leaf[lo])),
-                (int(ids[hi]), int(is_leaf[hi])),
-            )
-        self.leaf_target += [target] * len(leaves)
-        self.leaf_weight += [float(v) for v in leaf[leaves]]
-
-    def _branch(
-        self, feat: int, split: float, missing: int, true: tuple[int, int], false: tuple[int, int]
-    ) -> None:
-        self.feature.append(feat)
-        self.split.append(split)
-        self.missing_true.append(missing)
-        self.true_id.append(true[0])
-        self.true_leaf.append(true[1])
-        self.false_id.append(false[0])
-        self.false_leaf.append(false[1])
-
-    def constant(self, value: float, target: int) -> None:
-        """A one-leaf tree adding `value` to `target`: a start value summed first, in order."""
-        one = np.array([-1])
-        self.add(one, one, one, one, one, np.array([value]), target)
-
-    def session(self, n_features: int, n_targets: int, *, float32: bool = False) -> Any:
-        """An ONNX Runtime session summing the leaves per target, tree by tree in order: float64
-        in and out, or float32 throughout (`float32`: splits, leaves and the sums, as XGBoost)."""
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-
-        dtype: Any = np.float32 if float32 else np.float64
-        elem = TensorProto.FLOAT if float32 else TensorProto.DOUBLE
-
-        node = helper.make_node(
-            "TreeEnsemble",
-            ["X"],
-            ["Y"],
-            domain="ai.onnx.ml",
-            nodes_featureids=self.feature,
-            nodes_splits=numpy_helper.from_array(np.asarray(self.split, dtype=dtype)),
-            nodes_modes=numpy_helper.from_array(
-                np.full(len(self.feature), self.mode, dtype=np.uint8)
-            ),
-            nodes_truenodeids=self.true_id,
-            nodes_trueleafs=self.true_leaf,
-            nodes_falsenodeids=self.false_id,
-            nodes_falseleafs=self.false_leaf,
-            nodes_missing_value_tracks_true=self.missing_true,
-            leaf_targetids=self.leaf_target,
-            leaf_weights=numpy_helper.from_array(np.asarray(self.leaf_weight, dtype=dtype)),
-            tree_roots=self.roots,
-            aggregate_function=1,  # SUM
-            post_transform=0,  # NONE
-            n_targets=n_targets,
-        )
-        graph = helper.make_graph(
-            [node],
-            "servewatch-trees",
-            [helper.make_tensor_value_info("X", elem, [None, n_features])],
-            [helper.make_tensor_value_info("Y", elem, [None, n_targets])],
-        )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)],
-        )
-        options = ort.SessionOptions()
-        # One thread per call: the service scales by workers and micro-batches.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        return ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-
-
-def _sklearn_tree(ens: _Ensemble, tree: Any, leaf: Matrix, target: int) -> None:
+def _sklearn_tree(ens: Ensemble, tree: Any, leaf: Matrix, target: int) -> None:
     missing = getattr(tree, "missing_go_to_left", np.zeros(tree.node_count, dtype=np.uint8))
     ens.add(
         tree.children_left,
@@ -206,20 +87,7 @@ def _tree_leaves(est: Any, n_classes: int) -> list[tuple[Matrix, int]]:
     return [(shares[:, k], k) for k in range(n_classes)]
 
 
-@dataclass
-class _Member:
-    """One tree model's outputs among the ensemble's targets."""
-
-    offset: int
-    n_targets: int
-    n_classes: int  # 0: regression
-    baseline: Matrix | None  # boosting's start; None: a forest (or tree), averaged
-    n_trees: int
-    # LightGBM, XGBoost: raw scores -> probabilities as the library computes them
-    link: Callable[[Matrix], Matrix] | None = None
-
-
-def _forest(est: Any, ens: _Ensemble, offset: int) -> _Member:
+def _forest(est: Any, ens: Ensemble, offset: int) -> Member:
     """Trees and forests: the trees' class shares or values, summed (divided by their number
     after the sum, as scikit-learn divides)."""
     n_classes = len(est.classes_) if hasattr(est, "classes_") else 0
@@ -227,10 +95,10 @@ def _forest(est: Any, ens: _Ensemble, offset: int) -> _Member:
     for tree in trees:
         for leaf, target in _tree_leaves(tree, n_classes):
             _sklearn_tree(ens, tree.tree_, leaf, offset + target)
-    return _Member(offset, n_classes if n_classes > 2 else 1, n_classes, None, len(trees))
+    return Member(offset, n_classes if n_classes > 2 else 1, n_classes, None, len(trees))
 
 
-def _boosting(est: Any, ens: _Ensemble, offset: int) -> _Member:
+def _boosting(est: Any, ens: Ensemble, offset: int) -> Member:
     """GradientBoosting: a constant start (a Dummy `init` or zero) plus learning rate x trees."""
     init = est.init_
     if not (init == "zero" or isinstance(init, DummyClassifier | DummyRegressor)):
@@ -245,10 +113,10 @@ def _boosting(est: Any, ens: _Ensemble, offset: int) -> _Member:
     zero = np.zeros((1, est.n_features_in_), np.float32)
     baseline = np.asarray(est._raw_predict_init(zero), dtype=np.float64)[0]
     classes = len(est.classes_) if hasattr(est, "classes_") else 0
-    return _Member(offset, trees.shape[1], classes, baseline, 1)
+    return Member(offset, trees.shape[1], classes, baseline, 1)
 
 
-def _hist_boosting(est: Any, ens: _Ensemble, offset: int) -> _Member:
+def _hist_boosting(est: Any, ens: Ensemble, offset: int) -> Member:
     """HistGradientBoosting: the baseline plus the trees' raw values per class."""
     if not hasattr(est, "classes_") and getattr(est, "loss", "squared_error") not in (
         "squared_error",
@@ -274,10 +142,7 @@ def _hist_boosting(est: Any, ens: _Ensemble, offset: int) -> _Member:
             )
     baseline = np.ravel(np.asarray(est._baseline_prediction, dtype=np.float64))
     classes = len(est.classes_) if hasattr(est, "classes_") else 0
-    return _Member(offset, len(iterations[0]), classes, baseline, 1)
-
-
-Builder = Callable[[Any, _Ensemble, int], _Member]
+    return Member(offset, len(iterations[0]), classes, baseline, 1)
 
 
 def _builder(est: Any) -> tuple[Builder, str] | None:
@@ -290,9 +155,7 @@ def _builder(est: Any) -> tuple[Builder, str] | None:
         return _boosting, "float32"
     if isinstance(est, HGB):
         return _hist_boosting, "float64"
-    from service import compiled_boosters  # LightGBM's and XGBoost's dumped trees
-
-    return compiled_boosters.builder(est)
+    return compiled_boosters.builder(est)  # LightGBM's and XGBoost's dumped trees
 
 
 def available() -> bool:
@@ -329,8 +192,8 @@ class CompiledTrees:
         # scikit-learn's own trees read float32; HistGradientBoosting and LightGBM float64;
         # XGBoost float32 and sums in float32.
         self._reads = found[1]
-        ens = _Ensemble(mode=1 if self._reads == "xgboost" else 0)
-        self.members: list[_Member] = []
+        ens = Ensemble(mode=1 if self._reads == "xgboost" else 0)
+        self.members: list[Member] = []
         for est in estimators:
             build = _builder(est)
             if build is None or build[1] != self._reads:
@@ -378,7 +241,7 @@ class CompiledTrees:
         return np.asarray(self._session.run(None, {"X": np.ascontiguousarray(x)})[0])
 
     @staticmethod
-    def _raw(member: _Member, out: Matrix) -> Matrix:
+    def _raw(member: Member, out: Matrix) -> Matrix:
         """A member's columns: per row and target, the leaves' average (forests) or sum plus
         the baseline (boosting)."""
         raw = out[:, member.offset : member.offset + member.n_targets]
@@ -387,7 +250,7 @@ class CompiledTrees:
         return raw + member.baseline
 
     @classmethod
-    def _proba(cls, member: _Member, out: Matrix) -> Matrix:
+    def _proba(cls, member: Member, out: Matrix) -> Matrix:
         raw = cls._raw(member, out)
         if member.link is not None:
             return member.link(raw)

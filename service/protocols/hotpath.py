@@ -18,8 +18,9 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import INTERNAL, ServiceError, error_response, render
-from service.routes.predict import answer
+from service.errors import ServiceError
+from service.protocols.errors import INTERNAL, error_response, render
+from service.protocols.predict import answer
 
 PREFIX, SUFFIX = "/v1/models/", "/predict"
 JSON_HEADER = (b"content-type", b"application/json")
@@ -56,7 +57,7 @@ class HotPath:
     async def predict(
         self, plane: Any, name: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """service.routes.predict.answer on the raw ASGI messages, its errors rendered as the
+        """service.protocols.predict.answer on the raw ASGI messages, its errors rendered as the
         app's exception handlers and ServerErrorMiddleware would."""
         ctype = length = key = None
         for k, v in scope["headers"]:  # the first of each, as Starlette's headers.get
