@@ -13,6 +13,13 @@ contender's mean rank over the data sets, its wins, and its difference from serv
 
     python -m bench.quality [--budgets 60,300] [--seeds 0,1,2] [--only breast_cancer,diabetes]
                             [--max-rows 50000] [--contenders servewatch,FLAML,...]
+                            [--jobs 2] [--hours 1] [--results bench/results/quality.jsonl]
+
+Each cell (budget, data set, seed, contender) is appended to --results as it finishes, and a run
+skips the cells already there (--fresh measures them again): the full run takes hours, so it can
+be filled over several runs, each cell recording its commit and the machine's load. With --jobs 2
+on an idle 2-core machine servewatch and FLAML of the same seed run side by side, each on one
+core, under the same conditions. The tables cover the data sets whose servewatch seeds are all in.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
-from bench.common import ROOT, machine, table
+from bench.common import ROOT, load_average, machine, table
 from core import metrics as metric_contract
 from core.registry import Registry
 from training.config import TrainConfig
@@ -424,6 +431,73 @@ def summary(
     return rows, verdicts
 
 
+RESULTS = ROOT / "bench" / "results" / "quality.jsonl"
+"""Every contender's score per (budget, data set, seed), one JSON line each: a cut or later run
+skips the cells already there, so the full table (hours) can be filled over several runs."""
+
+Key = tuple[float, str, int, str, str]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One contender on one seed of one data set at one budget."""
+
+    budget: float
+    data_set: str
+    seed: int
+    contender: str
+    search: str  # servewatch's extra search settings, as sorted JSON ("{}": defaults)
+
+    def key(self) -> Key:
+        return (self.budget, self.data_set, self.seed, self.contender, self.search)
+
+
+def load_results(path: Path) -> dict[Key, dict[str, Any]]:
+    """The cells already measured, by key (the latest line wins)."""
+    found: dict[Key, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                cell = Cell(r["budget"], r["data_set"], r["seed"], r["contender"], r["search"])
+                found[cell.key()] = r
+    return found
+
+
+_SETS: dict[str, DataSet] = {}
+
+
+def data_set(name: str) -> DataSet:
+    """A data set by name, loaded once per process."""
+    if not _SETS:
+        _SETS.update({ds.name: ds for ds in datasets()})
+    return _SETS[name]
+
+
+def run_cell(cell: Cell, py: Path | None, commit: str) -> dict[str, Any]:
+    """Measure one cell (in a worker process): its JSON record, or one naming the failure."""
+    ds = data_set(cell.data_set)
+    train, test = split(ds, cell.seed)
+    record: dict[str, Any] = {**cell.__dict__, "commit": commit, "load": load_average()}
+    with tempfile.TemporaryDirectory(prefix="sw-quality-") as tmp:
+        try:
+            s, t, m = run_one(
+                cell.contender, ds, train, test, cell.seed, cell.budget, Path(tmp), py,
+                json.loads(cell.search),
+            )  # fmt: skip
+        except Exception as exc:  # one contender failing leaves the others
+            return {**record, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {**record, "score": s, "seconds": t, "model": m}
+
+
+def _worker_init(nice: int) -> None:
+    os.nice(nice)
+    # One OpenMP thread per contender (HGB, LightGBM, XGBoost): on a shared 2-core machine
+    # OpenMP's spinning threads cost several times the work itself.
+    threadpool_limits(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # FLAML's subprocess
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="60,300", help="search seconds, every contender")
@@ -449,37 +523,115 @@ def main() -> None:
         default="{}",
         help="servewatch's extra search settings as JSON, e.g. '{\"max_rows\": 1000}'",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cells at once, each on one thread: 2 on an idle 2-core machine runs servewatch and "
+        "FLAML of the same seed side by side, under the same conditions",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines, appended")
+    parser.add_argument("--fresh", action="store_true", help="measure cells already in --results")
+    parser.add_argument(
+        "--hours", type=float, default=0.0, help="start no cell after this long (0: no limit)"
+    )
     args = parser.parse_args()
-    search = json.loads(args.search)
+    search = json.dumps(json.loads(args.search), sort_keys=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [float(b) for b in args.budgets.split(",")]
-    os.nice(args.nice)
-    # One OpenMP thread per contender (HGB, LightGBM, XGBoost): on a shared 2-core machine
-    # OpenMP's spinning threads cost several times the work itself.
-    threadpool_limits(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # FLAML's subprocess
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     py, how = flaml_python() if "FLAML" in contenders else (None, "not run")
-    print(
-        f"machine: {machine()}; FLAML venv: {how}; budgets {budgets} s; seeds {seeds}; "
-        f"servewatch search {search or 'defaults'}"
-    )
-    chosen_sets = [
-        ds
+    chosen = [
+        ds.name
         for ds in datasets()
         if (not args.only or any(ds.name.startswith(o) for o in args.only.split(",")))
         and (not args.max_rows or len(ds.frame) <= args.max_rows)
     ]
+    cells = [
+        Cell(b, name, seed, c, search if c == "servewatch" else "{}")
+        for b in budgets for name in chosen for seed in seeds for c in contenders
+        if c != "FLAML" or py is not None
+    ]  # fmt: skip
+    done = {} if args.fresh else load_results(args.results)
+    todo = [c for c in cells if c.key() not in done or "error" in done[c.key()]]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    print(
+        f"machine: {machine()}; FLAML venv: {how}; budgets {budgets} s; seeds {seeds}; "
+        f"servewatch search {search}; {len(cells) - len(todo)} of {len(cells)} cells already in "
+        f"{args.results}; {len(todo)} to run, {args.jobs} at once",
+        flush=True,
+    )
+    measure(todo, py, commit, args)
+    report_all(load_results(args.results), budgets, seeds, chosen, contenders, search)
+
+
+def measure(todo: list[Cell], py: Path | None, commit: str, args: argparse.Namespace) -> None:
+    """Run the cells `args.jobs` at a time, appending each record as it finishes."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    deadline = time.monotonic() + args.hours * 3600 if args.hours else float("inf")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("fork")
+    with cf.ProcessPoolExecutor(
+        args.jobs, mp_context=context, initializer=_worker_init, initargs=(args.nice,)
+    ) as pool:
+        queue, running = list(todo), set()
+        while queue or running:
+            while queue and len(running) < args.jobs and time.monotonic() < deadline:
+                running.add(pool.submit(run_cell, queue.pop(0), py, commit))
+            if not running:
+                print(f"--hours {args.hours:g} spent: {len(queue)} cells left for a later run")
+                break
+            finished, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                r = future.result()
+                with args.results.open("a") as out:
+                    out.write(json.dumps(r) + "\n")
+                got = r.get("error") or f"{r['score']:.4f} ({r['seconds']:.1f} s, {r['model']})"
+                print(
+                    f"{r['data_set']} seed {r['seed']} {r['contender']} ({r['budget']:g} s): {got}",
+                    flush=True,
+                )
+
+
+def report_all(
+    found: dict[Key, dict[str, Any]],
+    budgets: list[float],
+    seeds: list[int],
+    chosen: list[str],
+    contenders: list[str],
+    search: str,
+) -> None:
+    """The tables of every budget from the recorded cells, over the data sets where every seed
+    of servewatch has been measured."""
     for budget in budgets:
         rows: list[list[str]] = []
         scores: dict[str, dict[str, list[float]]] = {}
-        done = []
-        for ds in chosen_sets:
-            per = run_data_set(ds, seeds, contenders, budget, py, search)
-            scores[ds.name] = per[0]
-            done.append(ds)
-            rows += table_rows(ds, contenders, *per)
-            report(budget, seeds, rows, done, scores, contenders)  # so far: a cut run keeps it
+        done: list[DataSet] = []
+        commits: set[str] = set()
+        for name in chosen:
+            per: Runs = ({c: [] for c in contenders}, {c: [] for c in contenders},
+                         {c: [] for c in contenders})  # fmt: skip
+            for seed in seeds:
+                for c in contenders:
+                    cell = Cell(budget, name, seed, c, search if c == "servewatch" else "{}")
+                    r = found.get(cell.key())
+                    if r and "score" in r:
+                        per[0][c].append(r["score"])
+                        per[1][c].append(r["seconds"])
+                        per[2][c].append(r["model"])
+                        commits.add(r["commit"])
+            if len(per[0].get("servewatch", [])) < len(seeds):
+                continue
+            scores[name] = per[0]
+            done.append(data_set(name))
+            rows += table_rows(data_set(name), contenders, *per)
+        if done:
+            print(f"\nservewatch commits measured: {', '.join(sorted(commits))}")
+            report(budget, seeds, rows, done, scores, contenders)
 
 
 def report(
@@ -509,41 +661,6 @@ def report(
 
 
 Runs = tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[str]]]
-
-
-def run_data_set(
-    ds: DataSet,
-    seeds: list[int],
-    contenders: list[str],
-    budget: float,
-    py: Path | None,
-    search: dict[str, Any],
-) -> Runs:
-    """Every contender on every seed of one data set: (scores, seconds, models chosen)."""
-    scores: dict[str, list[float]] = {c: [] for c in contenders}
-    times: dict[str, list[float]] = {c: [] for c in contenders}
-    chosen: dict[str, list[str]] = {c: [] for c in contenders}
-    for seed in seeds:
-        train, test = split(ds, seed)
-        with tempfile.TemporaryDirectory(prefix="sw-quality-") as tmp:
-            work = Path(tmp)
-            for name in contenders:
-                if name == "FLAML" and py is None:
-                    continue
-                try:
-                    s, t, m = run_one(name, ds, train, test, seed, budget, work, py, search)
-                except Exception as exc:  # one contender failing leaves the others
-                    print(f"{ds.name} seed {seed} {name}: {type(exc).__name__}: {exc}")
-                    continue
-                scores[name].append(s)
-                times[name].append(t)
-                chosen[name].append(m)
-                print(
-                    f"{ds.name} seed {seed} {name} ({budget:g} s): {ds.metric} {s:.4f} "
-                    f"({t:.1f} s, {m})",
-                    flush=True,
-                )
-    return scores, times, chosen
 
 
 def table_rows(
