@@ -26,8 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidatorFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
+from core.decision import Decision as DecisionOf
 from core.decision import of as decided_by
 from core.digits import whole_number
 from core.errors import RegistryError
@@ -47,10 +56,43 @@ LABEL_COL = "sw_label"
 PROBA_PREFIX = "sw_proba__"
 
 
-class FeatureSchema(BaseModel):
-    """One input feature as the model expects it at serving time."""
+class Section(BaseModel):
+    """A manifest section: keys it does not declare are kept, and it is written with its keys in
+    the order they were given or first set (a manifest file reads as it was built)."""
 
     model_config = ConfigDict(extra="allow")
+    _order: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _given_order(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Remember the order of the keys the section was read or built from."""
+        section = handler(data)
+        if isinstance(data, dict) and isinstance(section, Section) and not section._order:
+            section._order = [str(k) for k in data]
+        return section
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set a field; a key set for the first time goes after the others."""
+        super().__setattr__(name, value)
+        if not name.startswith("_") and name not in self._order:
+            self._order.append(name)
+
+    @model_serializer(mode="wrap")
+    def _in_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The section's keys in their order (given, then set; undeclared order: declared)."""
+        out: dict[str, Any] = handler(self)
+        place = {k: i for i, k in enumerate(self._order)}
+        return dict(sorted(out.items(), key=lambda kv: place.get(kv[0], len(place))))
+
+    def body(self) -> dict[str, Any]:
+        """The section as its JSON object holds it: the keys given or set, in their order."""
+        return self.model_dump(exclude_unset=True)
+
+
+class FeatureSchema(Section):
+    """One input feature as the model expects it at serving time."""
+
     name: str
     kind: FeatureKind
     dtype: str
@@ -58,12 +100,13 @@ class FeatureSchema(BaseModel):
     categories: list[str] | None = None
     min: float | None = None
     max: float | None = None
+    required_for: str | None = None
+    """`postprocess`: a sensitive attribute a post-processed model reads at prediction time."""
 
 
-class Objective(BaseModel):
+class Objective(Section):
     """The metric a version is judged by and how it scored."""
 
-    model_config = ConfigDict(extra="allow")
     metric: str
     min_test_score: float | None = None
     test_score: float | None = None
@@ -72,20 +115,28 @@ class Objective(BaseModel):
     """`sample` for imported versions: scored on the import sample, not a held-out test split."""
 
 
-class ModelInfo(BaseModel):
+class Refit(Section):
+    """The manifest's `model.refit`: whether the published model was refitted on every row."""
+
+    all_rows: bool = False
+
+
+class ModelInfo(Section):
     """Which estimator a version holds (the manifest's `model` section holds more)."""
 
-    model_config = ConfigDict(extra="allow")
     family: str | None = None
+    refit: Refit | None = None
+    """None in versions published before the refit on all rows (issue 32)."""
+    incremental_update: dict[str, Any] | None = None
+    """Rows and seconds of an incremental update (versions made by one)."""
 
 
-class Decision(BaseModel):
+class Decision(Section):
     """How a classifier's probabilities become its predicted class (`core.decision.decide`).
 
     `threshold` None: the most probable class (argmax). A number (binary only): the positive
     class when its probability is >= threshold. Older manifests have no `decision`: argmax."""
 
-    model_config = ConfigDict(extra="allow")
     threshold: float | None = None
     positive_class: Any = None
     """The positive class as a JSON value of `label_type` (binary classifiers)."""
@@ -94,17 +145,33 @@ class Decision(BaseModel):
     why: str = ""
 
 
-class ReferenceSample(BaseModel):
+class ReferenceSample(Section):
     """What `reference.parquet` was drawn from (manifest `reference`; absent before issue 33,
     when it was drawn from the train and validation rows: in-sample predictions)."""
 
-    model_config = ConfigDict(extra="allow")
     drawn_from: str
     """test, test+out_of_fold (test rows topped up with out-of-fold predictions of train and
     validation rows), import_sample, or train+validation."""
     unseen: bool
     """True: every row's prediction comes from a model that never trained on it."""
     rows: dict[str, int] = {}
+    predicted_by: str | None = None
+    """`tested model`: a version refitted on all rows publishes its tested model's reference."""
+
+
+class RowFingerprints(Section):
+    """The manifest's `data.row_fingerprints`: the file of row hashes and what they cover."""
+
+    file: str
+    columns: list[str]
+    rows: dict[str, int] = {}
+
+
+class DataRecord(Section):
+    """The manifest's `data`: source, rows, fingerprint and split of the training data."""
+
+    row_fingerprints: RowFingerprints | None = None
+    """None in versions published before row fingerprints (and imported ones)."""
 
 
 IN_SAMPLE_REFERENCE = ReferenceSample(drawn_from="train+validation", unseen=False)
@@ -115,11 +182,10 @@ MANIFEST_SCHEMA = 3
 added since version 1 has a default that means what the older release did). 3: `decision`."""
 
 
-class Manifest(BaseModel):
+class Manifest(Section):
     """What the service and monitoring read from manifest.json, typed. The file holds more
     (reports, config, lineage) for people and `models show`; code reads only these fields."""
 
-    model_config = ConfigDict(extra="allow")
     schema_version: int = 1
     name: str
     version: int
@@ -142,6 +208,24 @@ class Manifest(BaseModel):
     files: dict[str, str] = {}
     reference: ReferenceSample = IN_SAMPLE_REFERENCE
     """What reference.parquet was drawn from; older manifests: train+validation (in-sample)."""
+    # What training records for people, `models show`, the model card and later runs:
+    data: DataRecord | None = None
+    config: dict[str, Any] | None = None
+    """The training config as run (a retrain starts from it); None for imported versions."""
+    fairness: Any = None
+    champion: Any = None
+    error_analysis: Any = None
+    explanations: Any = None
+    data_quality: Any = None
+    mitigation: dict[str, Any] | None = None
+    libraries: dict[str, str] = {}
+    git_commit: str | None = None
+    training_seconds: float | None = None
+    lineage: dict[str, Any] | None = None
+    """Where a retrained version came from (monitoring's retrain)."""
+    gate: dict[str, Any] | None = None
+    """A retrained version's promotion gate verdict."""
+    plots: list[str] = []
 
     @property
     def threshold(self) -> float | None:
@@ -151,8 +235,20 @@ class Manifest(BaseModel):
     @property
     def positive_index(self) -> int:
         """The positive class's column in `predict_proba` (the last class without a decision)."""
+        return self.decided[1]
+
+    @property
+    def decided(self) -> DecisionOf:
+        """(threshold, positive class column) as `core.decision.decide` takes them."""
         decision = self.decision.model_dump() if self.decision is not None else None
-        return decided_by(decision, self.classes)[1]
+        return decided_by(decision, self.classes)
+
+
+class ManifestDraft(Manifest):
+    """A manifest before `Registry.publish` gives it its name, version and files."""
+
+    name: str = ""
+    version: int = 0
 
 
 def sha256_file(path: Path) -> str:
@@ -381,18 +477,21 @@ class Registry:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def publish(self, name: str, stage: Callable[[Path], dict[str, Any]]) -> int:
+    def publish(self, name: str, stage: Callable[[Path], dict[str, Any] | Manifest]) -> int:
         """Stage a version with `stage(folder) -> manifest`, hash its files, rename it into place.
 
         The version number is taken at the rename: two concurrent runs never share one, and a
-        crash leaves only a hidden staging folder that the next publish removes.
+        crash leaves only a hidden staging folder that the next publish removes. A typed
+        manifest returned by `stage` gains the `schema_version`, `name`, `version` and `files`
+        written.
         """
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
         self._prune_stale_staging(model_dir)
         tmp = _staging_dir(model_dir)
         try:
-            manifest = stage(tmp)
+            staged = stage(tmp)
+            manifest = staged.body() if isinstance(staged, Manifest) else staged
             files = {
                 str(p.relative_to(tmp)): sha256_file(p)
                 for p in sorted(tmp.rglob("*"))
@@ -414,6 +513,9 @@ class Registry:
                     if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                         continue
                     raise
+                if isinstance(staged, Manifest):
+                    staged.schema_version, staged.name = MANIFEST_SCHEMA, name
+                    staged.version, staged.files = version, files
                 return version
             raise RegistryError(f"could not find a free version number for {name}")
         except BaseException:

@@ -22,9 +22,15 @@ from sklearn.base import BaseEstimator
 
 from core import labels
 from core import metrics as metric_contract
-from core.decision import of as decided_by
 from core.ecosystem import load_model
-from core.registry import MODEL_FILE, REFERENCE_FILE, Registry
+from core.registry import (
+    MODEL_FILE,
+    REFERENCE_FILE,
+    DataRecord,
+    Manifest,
+    Registry,
+    RowFingerprints,
+)
 from predlog.store import PredictionStore
 from training import data, fingerprints
 from training.config import TrainConfig
@@ -74,7 +80,7 @@ before them) by splitting the data again as its training run did."""
 
 def original_test(
     prints: RowPrints | None,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     original: pd.DataFrame,
     config: TrainConfig,
     kinds: data.FeatureKinds,
@@ -84,7 +90,7 @@ def original_test(
     if prints is not None and all(c in original.columns for c in prints.columns):
         hit = np.isin(fingerprints.hashes(original, prints.columns), prints.of("test"))
         return original.index[hit], "fingerprints"
-    target, task = manifest["target"], manifest["task"]
+    target, task = manifest.target, manifest.task
     frame = data.coerce_types(original, kinds)
     frame = frame[frame[target].notna()]
     if task == "classification":  # training splits on the labels as text
@@ -105,11 +111,11 @@ def _with_window(prints: RowPrints | None, window: pd.DataFrame) -> RowPrints | 
     return fingerprints.with_rows(prints, window, "train")
 
 
-def _recorded_test(raw: dict[str, Any], metric: str) -> dict[str, float]:
+def _recorded_test(parent: Manifest, metric: str) -> dict[str, float]:
     """The gate's recorded champion figures: a champion refitted on all rows learnt its original
     test rows, so its tested model's test score on them is compared there."""
-    tested = (raw.get("metrics") or {}).get("test") or {}
-    if fingerprints.learned(raw) != fingerprints.SPLITS or metric not in tested:
+    tested = parent.metrics.get("test") or {}
+    if fingerprints.learned(parent) != fingerprints.SPLITS or metric not in tested:
         return {}
     return {"original_test": float(tested[metric])}
 
@@ -147,13 +153,13 @@ def labelled_window(
     return frame.reset_index(drop=True)
 
 
-def _usable_labels(window: pd.DataFrame, target: str, manifest: dict[str, Any]) -> pd.DataFrame:
+def _usable_labels(window: pd.DataFrame, target: str, manifest: Manifest) -> pd.DataFrame:
     """The rows whose label is one of the parent's classes (in its label type) or, for a
     regressor, a finite number; others (logged before labels were checked) are left out."""
     if window.empty:
         return window
-    classes = manifest.get("classes") if manifest["task"] == "classification" else None
-    label_type: labels.LabelType = manifest.get("label_type") or (
+    classes = manifest.classes if manifest.task == "classification" else None
+    label_type: labels.LabelType = manifest.label_type or (
         "string" if classes is not None else "float"
     )
 
@@ -186,14 +192,14 @@ def retrain(
     """Retrain `model` from its production version's config; gate; promote when the gate passes."""
 
     parent = registry.resolve(model)
-    raw = registry.raw_manifest(model, parent)
-    config = TrainConfig.model_validate({**raw["config"], **(overrides or {})})
-    target, task = raw["target"], raw["task"]
+    raw = registry.manifest(model, parent)
+    config = TrainConfig.model_validate({**(raw.config or {}), **(overrides or {})})
+    target, task = raw.target, raw.task
     # versions imported before objectives were recorded: the task's default metric
-    metric = (raw.get("objective") or {}).get("metric") or metric_contract.default_metric(
-        raw["task"], len(raw.get("classes") or [])
+    metric = (raw.objective and raw.objective.metric) or metric_contract.default_metric(
+        raw.task, len(raw.classes or [])
     )
-    features = [f["name"] for f in raw["features"]]
+    features = [f.name for f in raw.features]
     if not config.data:
         raise TrainingError(f"{model} v{parent} records no training data to start from")
     original = data.load_dataset(config.data, config.source, config.seed)
@@ -209,9 +215,9 @@ def retrain(
     fresh = window.iloc[:-n_hold]
     champion = load_model(registry.path(model, parent) / MODEL_FILE)
     champ_kinds = data.FeatureKinds(
-        numeric=[f["name"] for f in raw["features"] if f["kind"] == "numeric"],
-        categorical=[f["name"] for f in raw["features"] if f["kind"] == "categorical"],
-        datetime=[f["name"] for f in raw["features"] if f["kind"] == "datetime"],
+        numeric=[f.name for f in raw.features if f.kind == "numeric"],
+        categorical=[f.name for f in raw.features if f.kind == "categorical"],
+        datetime=[f.name for f in raw.features if f.kind == "datetime"],
     )
     prints = fingerprints.load(registry.path(model, parent), raw)
     test_index, rebuilt = original_test(prints, raw, original, config, champ_kinds)
@@ -238,7 +244,7 @@ def retrain(
         checks={"recent_window": recent_rows, "original_test": Rows(test[features], y_test_orig)},
         fairness_rows=recent_rows,
         groups=recent[sensitive],
-        champion_decision=decided_by(raw.get("decision"), raw.get("classes")),
+        champion_decision=raw.decided,
         recorded=_recorded_test(raw, metric),
     )
     lineage: Lineage = {
@@ -284,19 +290,15 @@ def retrain(
         cfg = config.model_copy(update={"data": str(path)})
         candidate = train_candidate(cfg, registry, say)
         manifest = candidate.manifest
-        manifest.update(extra)
+        manifest.config, manifest.lineage = extra["config"], extra["lineage"]
         say("promotion gate")
-        verdict = gate.verdict(
-            candidate.model,
-            manifest["classes"],
-            decided_by(manifest.get("decision"), manifest["classes"]),
-        )
-        manifest["gate"] = verdict
+        verdict = gate.verdict(candidate.model, manifest.classes, manifest.decided)
+        manifest.gate = dict(verdict)
         if dry_run:
-            return RetrainResult(cfg.name, None, manifest, None, verdict)
+            return RetrainResult(cfg.name, None, manifest.body(), None, verdict)
         version = publish(registry, cfg.name, candidate.release(), say)
         promoted = promote_through_gate(registry, cfg.name, version, verdict["passed"])
-    return RetrainResult(cfg.name, version, manifest, promoted, verdict)
+    return RetrainResult(cfg.name, version, manifest.body(), promoted, verdict)
 
 
 def summary_lines(result: RetrainResult) -> list[str]:
@@ -318,7 +320,7 @@ def _incremental(
     registry: Registry,
     model: str,
     parent: int,
-    raw: dict[str, Any],
+    raw: Manifest,
     champion: BaseEstimator,
     fresh: Rows,
     gate: Gate,
@@ -342,25 +344,26 @@ def _incremental(
     manifest = updated_manifest(
         raw, challenger, test.x, test.y, rows=len(fresh.x), seconds=seconds, extra=extra
     )
-    verdict = gate.verdict(
-        challenger, manifest["classes"], decided_by(manifest.get("decision"), manifest["classes"])
+    verdict = gate.verdict(challenger, manifest.classes, manifest.decided)
+    manifest.gate = dict(verdict)
+    kept = raw.data.body() if raw.data is not None else {}
+    manifest.data = DataRecord.model_validate(
+        {k: v for k, v in kept.items() if k != "row_fingerprints"}
     )
-    manifest["gate"] = verdict
-    manifest["data"] = {k: v for k, v in (raw.get("data") or {}).items() if k != "row_fingerprints"}
     if rows is not None:
-        manifest["data"]["row_fingerprints"] = rows.record()
+        manifest.data.row_fingerprints = RowFingerprints.model_validate(rows.record())
     if dry_run:
-        return RetrainResult(model, None, manifest, None, verdict)
-    features = [f["name"] for f in raw["features"]]
+        return RetrainResult(model, None, manifest.body(), None, verdict)
+    features = [f.name for f in raw.features]
     parent_reference = pd.read_parquet(registry.path(model, parent) / REFERENCE_FILE)
     reference = updated_reference(
         challenger,
         parent_reference,
         features,
-        raw["task"],
-        decided_by(raw.get("decision"), raw.get("classes")),
+        raw.task,
+        raw.decided,
     )
     release = Release(challenger, reference, manifest, rows=rows)
     version = publish(registry, model, release, quiet)
     promoted = promote_through_gate(registry, model, version, verdict["passed"])
-    return RetrainResult(model, version, manifest, promoted, verdict)
+    return RetrainResult(model, version, manifest.body(), promoted, verdict)

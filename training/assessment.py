@@ -14,7 +14,7 @@ import pandas as pd
 from core import explain
 from core import metrics as metric_contract
 from core.ecosystem import load_model
-from core.registry import MODEL_FILE, Registry
+from core.registry import MODEL_FILE, Manifest, Registry
 from training import data, evaluate, fairness, fingerprints
 from training.errors import TrainingError
 from training.fitting import Fitted
@@ -176,7 +176,7 @@ def _seen_by(
 ) -> npt.NDArray[np.bool_] | None:
     """Which of the test rows (as read) `version` trained or validated on; None when it records
     no fingerprints or they are over columns these rows lack."""
-    manifest = registry.raw_manifest(name, version)
+    manifest = registry.manifest(name, version)
     prints = fingerprints.load(registry.path(name, version), manifest)
     if prints is None or any(c not in raw_test.columns for c in prints.columns):
         return None
@@ -216,7 +216,7 @@ def _score_version(
 
 
 def save_reports(
-    folder: Path, manifest: dict[str, Any], prepared: Prepared, assessment: Assessment
+    folder: Path, manifest: Manifest, prepared: Prepared, assessment: Assessment
 ) -> None:
     """The data-quality report, the plots (listed in the manifest's `plots`) into `folder`."""
     a = assessment
@@ -226,4 +226,4 @@ def save_reports(
     )
     c = a.contributions
     plots.append(evaluate.save_contribution_plot(folder, c.features, c.contributions, c.method))
-    manifest["plots"] = plots
+    manifest.plots = plots

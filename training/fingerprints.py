@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from core.registry import Manifest
 from training.prepare import Prepared
 
 ROWS_FILE = "training_rows.parquet"
@@ -23,11 +24,11 @@ refitted on all rows (`model.refit.all_rows`, training/refit.py) learnt every sp
 Hashes = npt.NDArray[np.uint64]
 
 
-def learned(manifest: dict[str, Any]) -> tuple[str, ...]:
+def learned(manifest: Manifest) -> tuple[str, ...]:
     """The splits a version's published model learnt from: every split when it was refitted on
     all rows (`model.refit.all_rows`), else train and validation."""
-    refit = (manifest.get("model") or {}).get("refit") or {}
-    return SPLITS if refit.get("all_rows") else LEARNED
+    refit = manifest.model.refit
+    return SPLITS if refit is not None and refit.all_rows else LEARNED
 
 
 _MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: combines the column hashes
@@ -119,14 +120,14 @@ def of_splits(raw: pd.DataFrame, columns: list[str], index: dict[str, pd.Index])
     return RowPrints(list(columns), pd.concat(parts, ignore_index=True))
 
 
-def load(folder: Path, manifest: dict[str, Any]) -> RowPrints | None:
+def load(folder: Path, manifest: Manifest) -> RowPrints | None:
     """A version's fingerprints; None for versions published before they were recorded (or
     imported ones)."""
-    record = (manifest.get("data") or {}).get("row_fingerprints")
-    if not record or not (folder / ROWS_FILE).is_file():
+    record = manifest.data.row_fingerprints if manifest.data is not None else None
+    if record is None or not (folder / ROWS_FILE).is_file():
         return None
     table = pd.read_parquet(folder / ROWS_FILE)
-    return RowPrints(list(record["columns"]), table.assign(hash=table["hash"].astype(np.uint64)))
+    return RowPrints(list(record.columns), table.assign(hash=table["hash"].astype(np.uint64)))
 
 
 def with_rows(prints: RowPrints, frame: pd.DataFrame, split: str) -> RowPrints:

@@ -26,8 +26,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 
 from core.decision import Decision
-from core.decision import of as decided_by
-from core.registry import LABEL_COL
+from core.registry import LABEL_COL, Manifest, ManifestDraft
 from training import evaluate
 from training.errors import TrainingError
 from training.manifest import now
@@ -129,7 +128,7 @@ def _refit_calibrators(est: CalibratedClassifierCV, xt: Floats, y: Labels) -> No
 
 
 def updated_manifest(
-    parent: dict[str, Any],
+    parent: Manifest,
     updated: Pipeline,
     x_test: pd.DataFrame,
     y_test: pd.Series,
@@ -137,38 +136,47 @@ def updated_manifest(
     rows: int,
     seconds: float,
     extra: dict[str, Any],
-) -> dict[str, Any]:
+) -> ManifestDraft:
     """The manifest of `updated` (the parent after `update` on `rows` rows), from the parent's:
     `extra` keys added (lineage), the test figures recomputed on (x_test, y_test), and figures
     that described the parent and were not recomputed left out, not carried over."""
-    manifest = {
-        k: v for k, v in parent.items() if k not in {"version", "files", "signature", "name"}
-    }
-    manifest.update(extra)
-    manifest["created_at"] = now()
+    if parent.objective is None:
+        raise TrainingError(f"{parent.name} v{parent.version} records no objective to update")
+    kept = {k: v for k, v in parent.body().items() if k not in _NOT_INHERITED}
+    manifest = ManifestDraft.model_validate({**kept, **extra})
+    manifest.created_at = now()
+    manifest.model = parent.model.model_copy(deep=True)
+    manifest.model.incremental_update = _update_record(updated, rows, seconds)
+    # The parent's decision (its threshold) is kept: chosen on validation rows the update has not
+    # replaced, and the service decides the updated model's classes by it.
+    test_metrics = evaluate.score_model(updated, x_test, y_test, parent.task, *parent.decided)
+    manifest.metrics = {**parent.metrics, "test": test_metrics}
+    manifest.objective = parent.objective.model_copy(deep=True)
+    manifest.objective.test_score = test_metrics[parent.objective.metric]
+    manifest.explanations = {"permutation_importance": {}}
+    manifest.error_analysis = {"worst_slices": []}
+    manifest.fairness = {}
+    manifest.plots = []
+    if "reference" in parent.model_fields_set and set(parent.reference.rows) - {"test"}:
+        # the parent's validation and out-of-fold reference rows are rows it was fitted on, and
+        # the update starts from it: predicted again by the update, they are in-sample
+        manifest.reference = parent.reference.model_copy(deep=True)
+        manifest.reference.unseen = False
+    return manifest
+
+
+_NOT_INHERITED = {"version", "files", "signature", "name"}
+"""Keys of the parent's manifest an update's does not start from (publishing sets them)."""
+
+
+def _update_record(updated: Pipeline, rows: int, seconds: float) -> dict[str, Any]:
+    """The manifest's `model.incremental_update`: rows, seconds and the early-stopping note."""
     record: dict[str, Any] = {"rows": rows, "seconds": round(seconds, 3)}
     if isinstance(updated, Pipeline) and any(
         _early_stopped(m) for m in _members(updated.steps[-1][1])
     ):
         record["note"] = EARLY_STOPPING_NOTE
-    manifest["model"] = {**parent["model"], "incremental_update": record}
-    # The parent's decision (its threshold) is kept: chosen on validation rows the update has not
-    # replaced, and the service decides the updated model's classes by it.
-    decision = decided_by(parent.get("decision"), parent.get("classes"))
-    test_metrics = evaluate.score_model(updated, x_test, y_test, parent["task"], *decision)
-    metric = parent["objective"]["metric"]
-    manifest["metrics"] = {**parent["metrics"], "test": test_metrics}
-    manifest["objective"] = {**parent["objective"], "test_score": test_metrics[metric]}
-    manifest["explanations"] = {"permutation_importance": {}}
-    manifest["error_analysis"] = {"worst_slices": []}
-    manifest["fairness"] = {}
-    manifest["plots"] = []
-    reference = parent.get("reference")
-    if isinstance(reference, dict) and set(reference.get("rows", {})) - {"test"}:
-        # the parent's validation and out-of-fold reference rows are rows it was fitted on, and
-        # the update starts from it: predicted again by the update, they are in-sample
-        manifest["reference"] = {**reference, "unseen": False}
-    return manifest
+    return record
 
 
 def updated_reference(

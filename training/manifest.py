@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from core import labels
+from core.registry import DataRecord, Decision, FeatureSchema, ManifestDraft, ModelInfo, Objective
 from training import data, sources
 from training.assessment import Assessment, Champion
 from training.fingerprints import RowPrints
@@ -34,50 +35,73 @@ def build_manifest(
     *,
     started: float,
     rows: RowPrints | None = None,
-) -> dict[str, Any]:
+) -> ManifestDraft:
     """The manifest of a trained version, before publishing adds `version`, `files`, `plots`.
 
     `started` is the run's `time.monotonic()` at its start (for `training_seconds`); `rows` its
     row fingerprints (`data.row_fingerprints`)."""
-    config, task, splits = prepared.config, prepared.task, prepared.splits
-    best = selection.best
+    config, classes = prepared.config, prepared.classes
+    return ManifestDraft(
+        name=config.name,
+        created_at=now(),
+        task=prepared.task,
+        target=prepared.target,
+        classes=labels.native_classes(classes, prepared.label_type) if classes else None,
+        label_type=prepared.label_type,
+        features=_features(fitted.x_full, prepared),
+        objective=Objective(
+            metric=prepared.metric,
+            min_test_score=config.objective.min_test_score,
+            test_score=assessment.score,
+            passed=True,  # a run that misses its objective publishes nothing
+        ),
+        model=_model_record(prepared, selection, fitted),
+        decision=Decision.model_validate(chosen.record) if chosen is not None else None,
+        metrics=_metrics_record(selection, fitted, assessment),
+        fairness=assessment.fairness,
+        champion=champion,
+        error_analysis={"worst_slices": assessment.worst_slices},
+        explanations={
+            "permutation_importance": assessment.importances,
+            "shap": assessment.shap,
+        },
+        data_quality=prepared.report.to_dict(),
+        data=_data_record(prepared, rows),
+        personal_data=config.features.personal,
+        config=_config_record(prepared),
+        libraries=library_versions(),
+        git_commit=git_commit(),
+        training_seconds=round(time.monotonic() - started, 1),
+    )
+
+
+def _features(x: pd.DataFrame, prepared: Prepared) -> list[FeatureSchema]:
+    """The input schema as the manifest records it: a bound not known is left out, not null."""
+    schema = infer_schema(x, prepared.kinds)
+    return [FeatureSchema.model_validate(f.model_dump(exclude_none=True)) for f in schema]
+
+
+SELECTION_RULE = (
+    "one standard error of the paired per-fold CV difference; within it "
+    "the default (in a family) and the simplest family (between families)"
+)
+
+
+def _model_record(prepared: Prepared, selection: Selection, fitted: Fitted) -> ModelInfo:
+    """The manifest's `model`: the family and its parameters (an ensemble's method and
+    members when one is published), calibration, the candidates, the search and selection."""
     ens = fitted.ensemble or {}
     published = bool(ens.get("published"))
-    classes = prepared.classes
-    schema = infer_schema(fitted.x_full, prepared.kinds)
-    return {
-        "name": config.name,
-        "created_at": now(),
-        "task": task,
-        "target": prepared.target,
-        "classes": labels.native_classes(classes, prepared.label_type) if classes else None,
-        "label_type": prepared.label_type,
-        "features": [f.model_dump(exclude_none=True) for f in schema],
-        "objective": {
-            "metric": prepared.metric,
-            "min_test_score": config.objective.min_test_score,
-            "test_score": assessment.score,
-            "passed": True,  # a run that misses its objective publishes nothing
-        },
-        "model": {
+    config = prepared.config
+    return ModelInfo.model_validate(
+        {
             "family": "ensemble" if published else selection.family,
             "params": {"method": ens["method"], "members": ens["params"]}
             if published
-            else best.params,
+            else selection.best.params,
             "calibration": fitted.calibration,
             "ensemble": fitted.ensemble,
-            "candidates": [
-                {
-                    "family": r.family,
-                    "cv_score": r.best.score if r.best else None,
-                    "cv_std": r.best.std if r.best else None,
-                    "cv_rows": r.best.rows if r.best else None,
-                    "trials": len(r.trials),
-                    "default_cv_score": r.trials[0].score if r.trials else None,
-                    **_noise_record(r),
-                }
-                for r in selection.results
-            ],
+            "candidates": [_candidate_record(r) for r in selection.results],
             "skipped_families": selection.skipped,
             "search": {
                 "method": config.search.resolved_method,
@@ -88,8 +112,7 @@ def build_manifest(
                 "budget": _budget_record(selection),
             },
             "selection": {
-                "rule": "one standard error of the paired per-fold CV difference; within it "
-                "the default (in a family) and the simplest family (between families)",
+                "rule": SELECTION_RULE,
                 "compared_on": "fresh folds"
                 if all(r.fresh(r.best) for r in selection.results if r.best)
                 else "search folds",
@@ -97,32 +120,52 @@ def build_manifest(
                 "within_noise": list(selection.within_noise),
                 "chosen": selection.family,
             },
+        }
+    )
+
+
+def _candidate_record(result: FamilyResult) -> dict[str, Any]:
+    """One family's line in `model.candidates`: its best CV figures, trials and noise record."""
+    best = result.best
+    return {
+        "family": result.family,
+        "cv_score": best.score if best else None,
+        "cv_std": best.std if best else None,
+        "cv_rows": best.rows if best else None,
+        "trials": len(result.trials),
+        "default_cv_score": result.trials[0].score if result.trials else None,
+        **_noise_record(result),
+    }
+
+
+def _metrics_record(selection: Selection, fitted: Fitted, assessment: Assessment) -> dict[str, Any]:
+    """The manifest's `metrics`: the chosen configuration's CV figures, validation, test and
+    the baseline's."""
+    best = selection.best
+    picked = _trials_on(selection, best.rows)
+    return {
+        "cv": {
+            "best_of_trials": best.score,
+            "score": best.score,  # the same figure under its old name, for older readers
+            "trials": picked,
+            "note": f"the best of {picked} trials' cross-validated scores: optimistic by "
+            "selection; the test score is the unbiased figure",
+            "std": best.std,
+            "scoring": str(selection.scoring),
+            "rows": best.rows,
         },
-        "decision": chosen.record if chosen is not None else None,
-        "metrics": {
-            "cv": {
-                "best_of_trials": best.score,
-                "score": best.score,  # the same figure under its old name, for older readers
-                "trials": (picked := _trials_on(selection, best.rows)),
-                "note": f"the best of {picked} trials' cross-validated scores: optimistic by "
-                "selection; the test score is the unbiased figure",
-                "std": best.std,
-                "scoring": str(selection.scoring),
-                "rows": best.rows,
-            },
-            "validation": fitted.validation,
-            "test": assessment.metrics,
-            "baseline": assessment.baseline,
-        },
-        "fairness": assessment.fairness,
-        "champion": champion,
-        "error_analysis": {"worst_slices": assessment.worst_slices},
-        "explanations": {
-            "permutation_importance": assessment.importances,
-            "shap": assessment.shap,
-        },
-        "data_quality": prepared.report.to_dict(),
-        "data": {
+        "validation": fitted.validation,
+        "test": assessment.metrics,
+        "baseline": assessment.baseline,
+    }
+
+
+def _data_record(prepared: Prepared, rows: RowPrints | None) -> DataRecord:
+    """The manifest's `data`: source (without password), rows, fingerprint, split, time range
+    and the row fingerprints' record."""
+    config, splits = prepared.config, prepared.splits
+    return DataRecord.model_validate(
+        {
             "source": sources.without_password(config.data) if config.data else None,
             **({"read": prepared.source} if prepared.source else {}),
             "rows": len(prepared.frame),
@@ -136,17 +179,17 @@ def build_manifest(
             },
             "time_range": _time_range(splits, config.time_column),
             **({"row_fingerprints": rows.record()} if rows is not None else {}),
-        },
-        "personal_data": config.features.personal,
-        "config": json.loads(
-            config.model_copy(
-                update={"task": task, "data": config.data and sources.without_password(config.data)}
-            ).model_dump_json()
-        ),
-        "libraries": library_versions(),
-        "git_commit": git_commit(),
-        "training_seconds": round(time.monotonic() - started, 1),
-    }
+        }
+    )
+
+
+def _config_record(prepared: Prepared) -> dict[str, Any]:
+    """The config as run, with the task resolved and the source's password left out."""
+    config = prepared.config
+    data_source = config.data and sources.without_password(config.data)
+    copy = config.model_copy(update={"task": prepared.task, "data": data_source})
+    record: dict[str, Any] = json.loads(copy.model_dump_json())
+    return record
 
 
 def _budget_record(selection: Selection) -> dict[str, Any] | None:
@@ -220,6 +263,7 @@ def git_commit() -> str | None:
 
 
 def _time_range(splits: data.Splits, column: str | None) -> dict[str, str] | None:
+    """The first and last time of the rows (train, validation and test); None without one."""
     if not column:
         return None
     t = pd.concat([splits.x_train[column], splits.x_val[column], splits.x_test[column]])

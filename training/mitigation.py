@@ -15,6 +15,7 @@ from sklearn.utils.validation import has_fit_parameter
 
 from core import labels
 from core.fair import AdversarialClassifier, ReductionClassifier, ThresholdedClassifier
+from core.registry import Manifest
 from training import evaluate, fairness
 from training.assessment import Assessment
 from training.candidates import make_estimator
@@ -208,7 +209,7 @@ def _gaps(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def record(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     prepared: Prepared,
     assessment: Assessment,
     mitigation: Mitigation,
@@ -228,7 +229,7 @@ def record(
     plain_fair = fairness.fairness_report(
         prepared.splits.x_test[sens], y_test, plain.predict(x_test), task, pos_class
     )
-    manifest["mitigation"] = {
+    manifest.mitigation = {
         "method": mitigation.method,
         "constraint": mitigation.constraint,
         "attribute": mitigation.attribute,
@@ -244,7 +245,7 @@ def record(
         },
     }
     if mitigation.method == "postprocess":
-        for feature in manifest["features"]:
-            if feature["name"] == mitigation.attribute:
-                feature["nullable"] = False
-                feature["required_for"] = "postprocess"
+        for feature in manifest.features:
+            if feature.name == mitigation.attribute:
+                feature.nullable = False
+                feature.required_for = "postprocess"

@@ -23,6 +23,7 @@ from core.registry import (
     PREDICTION_COL,
     PROBA_PREFIX,
     REFERENCE_FILE,
+    Manifest,
     Registry,
 )
 from training import card
@@ -48,12 +49,12 @@ def promote_mode(value: str) -> Promote:
 @dataclass
 class Release:
     """What a version folder is made of. `manifest` gains `name`, `version` and `files` when
-    published; `reports(folder, manifest)` writes further files (and may add manifest keys)."""
+    published; `reports(folder, manifest)` writes further files (and may set manifest fields)."""
 
     model: BaseEstimator  # a fitted scikit-learn-compatible estimator, usually a Pipeline
     reference: pd.DataFrame
-    manifest: dict[str, Any]
-    reports: Callable[[Path, dict[str, Any]], None] | None = None
+    manifest: Manifest
+    reports: Callable[[Path, Manifest], None] | None = None
     card: bool = True  # write model_card.md
     rows: RowPrints | None = None  # the row fingerprints (manifest's `data.row_fingerprints`)
 
@@ -61,7 +62,7 @@ class Release:
 def publish(registry: Registry, name: str, release: Release, say: Progress) -> int:
     """Stage the files and rename them into place as the next version; returns its number."""
 
-    def stage(folder: Path) -> dict[str, Any]:
+    def stage(folder: Path) -> Manifest:
         joblib.dump(release.model, folder / MODEL_FILE, compress=3)
         release.reference.to_parquet(folder / REFERENCE_FILE, index=False)
         if release.rows is not None:
@@ -69,13 +70,13 @@ def publish(registry: Registry, name: str, release: Release, say: Progress) -> i
         if release.reports is not None:
             release.reports(folder, release.manifest)
         if release.card:
-            (folder / "model_card.md").write_text(card.render({**release.manifest, "name": name}))
+            (folder / "model_card.md").write_text(
+                card.render({**release.manifest.body(), "name": name})
+            )
         return release.manifest
 
     say("publishing to the registry")
-    version = registry.publish(name, stage)
-    release.manifest["version"] = version
-    return version
+    return registry.publish(name, stage)
 
 
 def promote(

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from core.registry import Registry
+from core.registry import ManifestDraft, ReferenceSample, Refit, Registry
 from training import ensemble, fingerprints, mitigation, publishing, refit, threshold
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
@@ -27,7 +27,8 @@ __all__ = ["Candidate", "Progress", "Promote", "TrainResult", "run_training", "t
 
 @dataclass
 class TrainResult:
-    """A run's outcome: the version published (None for a dry run) and the alias it took."""
+    """A run's outcome: the version published (None for a dry run), its manifest as written
+    (the JSON object of manifest.json) and the alias it took."""
 
     name: str
     version: int | None
@@ -43,7 +44,7 @@ class Candidate:
     assessment: Assessment
     model: Pipeline
     reference: pd.DataFrame
-    manifest: dict[str, Any]
+    manifest: ManifestDraft
     champion: Champion | None
     rows: RowPrints  # the row fingerprints of its train, validation and test rows
 
@@ -95,7 +96,7 @@ def train_candidate(
         if fitted.on_train is not None and mitigated is None
         else None
     )
-    reference, manifest["reference"] = unseen_reference(
+    reference, drawn = unseen_reference(
         fitted.model,
         (splits.x_test[columns], splits.y_test),
         (fitted.x_full, fitted.y_full),
@@ -107,10 +108,12 @@ def train_candidate(
         validation=validation,
         say=say,
     )
+    manifest.reference = ReferenceSample.model_validate(drawn)
     # the reference above is the tested model's; the model published may be its refit on all rows
-    manifest["reference"]["predicted_by"] = "tested model"
-    model, manifest["model"]["refit"] = refit.all_rows(prepared, fitted, say)
-    manifest["training_seconds"] = round(time.monotonic() - started, 1)
+    manifest.reference.predicted_by = "tested model"
+    model, refitted = refit.all_rows(prepared, fitted, say)
+    manifest.model.refit = Refit.model_validate(refitted)
+    manifest.training_seconds = round(time.monotonic() - started, 1)
     return Candidate(prepared, assessment, model, reference, manifest, champion, rows)
 
 
@@ -136,4 +139,4 @@ def run_training(
     promoted = publishing.promote(
         registry, name, version, mode, candidate.champion, candidate.prepared.metric
     )
-    return TrainResult(name, version, candidate.manifest, promoted)
+    return TrainResult(name, version, candidate.manifest.body(), promoted)

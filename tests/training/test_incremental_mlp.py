@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.registry import Manifest
 from training import data, incremental
 from training.config import TrainConfig
+from training.errors import TrainingError
 from training.selection import candidate_pipeline
 
 KINDS = data.FeatureKinds(numeric=["a", "b"], categorical=["c"], datetime=[])
@@ -49,11 +51,20 @@ def test_an_mlp_fitted_with_early_stopping_learns_an_update(calibrate: str | Non
     assert all(m.early_stopping for m in incremental._members(updated.steps[-1][1]))
     again = incremental.update(updated, x_new, y_new)  # restored: a second update works too
     assert np.isfinite(again.predict_proba(x_new)).all()
-    parent = {
+    parent = Manifest.model_validate({
+        "name": "m", "version": 1, "created_at": "2024-01-01T00:00:00Z", "target": "label",
         "task": "classification", "classes": ["no", "yes"], "model": {"family": "mlp"},
-        "objective": {"metric": "roc_auc"}, "metrics": {},
-    }  # fmt: skip
+        "objective": {"metric": "roc_auc"}, "metrics": {}, "features": [],
+    })  # fmt: skip
     manifest = incremental.updated_manifest(
         parent, updated, x_new, y_new, rows=600, seconds=0.1, extra={}
     )
-    assert manifest["model"]["incremental_update"]["note"] == incremental.EARLY_STOPPING_NOTE
+    assert manifest.model.incremental_update is not None
+    assert manifest.model.incremental_update["note"] == incremental.EARLY_STOPPING_NOTE
+    assert "name" not in manifest.body() and manifest.objective is not None
+    assert manifest.objective.test_score == manifest.metrics["test"]["roc_auc"]
+    with pytest.raises(TrainingError, match="records no objective"):
+        incremental.updated_manifest(
+            parent.model_copy(update={"objective": None}), updated, x_new, y_new,
+            rows=600, seconds=0.1, extra={},
+        )  # fmt: skip

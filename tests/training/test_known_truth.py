@@ -67,7 +67,7 @@ def check_against_fresh(candidate: Candidate, fresh: pd.DataFrame) -> tuple[floa
     """The reported test score, the fresh rows' score and the test score's noise (over fresh
     samples of as many rows as the test set has distinct ones); asserts they agree within three
     standard deviations."""
-    m = candidate.manifest
+    m = candidate.manifest.body()
     reported = m["metrics"]["test"][m["objective"]["metric"]]
     n = len(candidate.prepared.splits.x_test[FEATURES].drop_duplicates())
     samples = [score(candidate, fresh.iloc[i : i + n]) for i in range(0, len(fresh) - n + 1, n)]
@@ -103,7 +103,7 @@ def test_pure_noise_scores_chance(
     )
     reported, truth, noise = check_against_fresh(candidate, make(FRESH, 99))
     assert reported <= chance + 3 * noise and truth <= chance + 3 * noise
-    assert "optimistic by selection" in candidate.manifest["metrics"]["cv"]["note"]
+    assert "optimistic by selection" in candidate.manifest.metrics["cv"]["note"]
 
 
 @pytest.mark.parametrize("labels", ["str", "int"])
@@ -140,7 +140,7 @@ def test_duplicated_rows_do_not_inflate_the_test_score(tmp_path: Path) -> None:
     frame = pd.concat([frame, copies], ignore_index=True).sample(frac=1.0, random_state=1)
     search = {"method": "random", "trials": 1, "budget_seconds": 10, "max_rows": 1000}
     candidate = train(tmp_path, frame, models=["forest"], search=search)
-    assert candidate.manifest["data"]["split"]["copies_kept_together"] == 500
+    assert candidate.manifest.body()["data"]["split"]["copies_kept_together"] == 500
     check_against_fresh(candidate, binary(FRESH, 97, signal=0.5))
 
 
@@ -160,5 +160,5 @@ def test_a_shift_in_time_is_measured_on_the_latest_rows(tmp_path: Path) -> None:
     """Ordered by its (day-first) time column, the test rows are the latest, after the shift, as
     the rows the model will meet are: the test score matches the month after the data."""
     candidate = train(tmp_path, shifting(150, 4), models=["linear"], time_column="when")
-    assert candidate.manifest["data"]["time_range"]["end"] == "2024-05-29 00:00:00"
+    assert candidate.manifest.body()["data"]["time_range"]["end"] == "2024-05-29 00:00:00"
     check_against_fresh(candidate, shifting(300, 96, first=150))

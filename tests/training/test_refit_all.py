@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from core.registry import PROBA_PREFIX, Registry
+from core.registry import PROBA_PREFIX, Manifest, Registry
 from tests.conftest import fast_config
 from tests.training.test_champion_rows import TREE, noisy
 from training import fingerprints
@@ -105,7 +105,7 @@ def test_a_champion_refitted_on_all_rows_is_compared_only_on_rows_it_never_saw(
     # v1 learnt every row of `first` (its test rows too): of v2's test rows, only those among
     # the 500 rows `first` lacks are unseen by it
     raw = pd.read_csv(more)
-    prints = fingerprints.load(Registry(tmp_path).path("m", 2), v2)
+    prints = fingerprints.load(Registry(tmp_path).path("m", 2), Manifest.model_validate(v2))
     assert prints is not None
     in_test = np.isin(fingerprints.hashes(raw, prints.columns), prints.of("test"))
     unseen = int(in_test[2500:].sum())

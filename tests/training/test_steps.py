@@ -16,7 +16,7 @@ from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from core.registry import REFERENCE_FILE, Registry, verify_files
+from core.registry import REFERENCE_FILE, ManifestDraft, Refit, Registry, verify_files
 from tests.conftest import fast_config
 from training import data, ensemble, fingerprints, refit, threshold
 from training.assessment import assess
@@ -76,13 +76,15 @@ def test_the_steps_composed_by_hand_make_the_manifest_run_training_publishes(
         prepared, selection, fitted, assessment, None, chosen, started=0.0, rows=rows
     )
     assert said[-1] == "explaining the model (contributions on the test set)"
-    model, manifest["model"]["refit"] = refit.all_rows(prepared, fitted, said.append)
-    assert model is fitted.model and manifest["model"]["refit"]["all_rows"] is False
+    model, refitted = refit.all_rows(prepared, fitted, said.append)
+    manifest.model.refit = Refit.model_validate(refitted)
+    assert model is fitted.model and manifest.model.refit.all_rows is False
 
     published = run_training(cfg, Registry(tmp_path)).manifest
     keys = ("classes", "features", "objective", "model", "metrics", "fairness", "data", "decision")
+    built = manifest.body()
     for key in keys:
-        assert _untimed(manifest[key]) == _untimed(published[key])
+        assert _untimed(built[key]) == _untimed(published[key])
     assert published["model"]["search"]["folds"] == 2
 
 
@@ -125,15 +127,16 @@ def test_publish_then_promote_in_the_metric_direction(registry_copy: Path) -> No
     reg = Registry(registry_copy)
     folder = reg.path("demo", 1)
     parent = reg.raw_manifest("demo", 1)
-    manifest = {k: v for k, v in parent.items() if k not in {"name", "version", "files"}}
+    kept = {k: v for k, v in parent.items() if k not in {"name", "version", "files"}}
+    manifest = ManifestDraft.model_validate(kept)
     release = Release(
         joblib.load(folder / "model.joblib"),
         pd.read_parquet(folder / REFERENCE_FILE),
         manifest,
     )
     version = publish(reg, "demo", release, lambda _m: None)
-    assert version == 2 and manifest["version"] == 2 and manifest["name"] == "demo"
-    assert set(manifest["files"]) == {"model.joblib", "reference.parquet", "model_card.md"}
+    assert version == 2 and manifest.version == 2 and manifest.name == "demo"
+    assert set(manifest.files) == {"model.joblib", "reference.parquet", "model_card.md"}
     assert verify_files(reg.path("demo", 2), reg.manifest("demo", 2)) == []
     assert "# Model card: demo v(new)" in (reg.path("demo", 2) / "model_card.md").read_text()
 

@@ -1,0 +1,147 @@
+"""The manifest is typed from build to file (issue 29): what is written is what was written."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from sklearn.compose import make_column_transformer
+from sklearn.linear_model import SGDClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from core.registry import Manifest, ManifestDraft, Registry
+from tests.data import classification_frame
+from training.importer import import_pipeline
+
+BEFORE = Path(__file__).parents[1] / "fixtures" / "manifest-before-29"
+PRE_CORE = Path(__file__).parents[1] / "fixtures" / "registry-pre-core"
+VOLATILE = {
+    "created_at",
+    "git_commit",
+    "training_seconds",
+    "seconds",
+    "after_search_seconds",
+    "source",  # the data file's temporary path
+    "path",
+    "libraries",
+    "imported_from",
+}
+"""Keys whose values depend on the clock, the machine or a temporary folder: compared as keys."""
+
+
+def same_shape(old: Any, new: Any, where: str = "") -> list[str]:
+    """Where `new` differs from `old`: keys (in order), list lengths, JSON types, values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        if list(old) != list(new):
+            return [f"{where}: keys {list(old)} != {list(new)}"]
+        out: list[str] = []
+        for k in old:
+            if k in VOLATILE or (where == ".config" and k == "data") or where == ".files":
+                continue
+            out += same_shape(old[k], new[k], f"{where}.{k}")
+        return out
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            return [f"{where}: {len(old)} items != {len(new)}"]
+        return [
+            d
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
+            for d in same_shape(a, b, f"{where}[{i}]")
+        ]
+    if type(old) is not type(new):
+        return [f"{where}: {type(old).__name__} != {type(new).__name__}"]
+    if isinstance(old, float):
+        return [] if new == pytest.approx(old, rel=1e-6) else [f"{where}: {old} != {new}"]
+    return [] if old == new else [f"{where}: {old!r} != {new!r}"]
+
+
+def test_a_trained_version_writes_the_manifest_the_untyped_code_wrote(
+    trained_registry: Path,
+) -> None:
+    written = Registry(trained_registry).raw_manifest("demo", 1)
+    before = json.loads((BEFORE / "trained.json").read_text())
+    assert same_shape(before, written) == []
+    assert set(written["files"]) == set(before["files"])
+
+
+def test_an_imported_version_writes_the_manifest_the_untyped_code_wrote(tmp_path: Path) -> None:
+    frame = classification_frame()
+    pipe = make_pipeline(
+        make_column_transformer(
+            (StandardScaler(), ["x1"]), (OneHotEncoder(handle_unknown="ignore"), ["color"])
+        ),
+        SGDClassifier(loss="log_loss", random_state=0),
+    ).fit(frame[["x1", "color"]], frame["label"])
+    joblib.dump(pipe, tmp_path / "p.joblib")
+    frame[["x1", "color", "label"]].to_csv(tmp_path / "sample.csv", index=False)
+    reg = Registry(tmp_path / "reg")
+    sample = str(tmp_path / "sample.csv")
+    import_pipeline(
+        tmp_path / "p.joblib",
+        name="imp",
+        sample=sample,
+        target="label",
+        registry=reg,
+        threshold=0.4,
+    )
+    before = json.loads((BEFORE / "imported.json").read_text())
+    assert same_shape(before, reg.raw_manifest("imp", 1)) == []
+
+
+def test_the_shape_comparison_sees_a_moved_key_a_type_and_a_value() -> None:
+    before = json.loads((BEFORE / "imported.json").read_text())
+    moved = {"task": before["task"], **before}
+    assert same_shape(before, moved)
+    assert same_shape(before, {**before, "label_type": None})
+    assert same_shape(before, {**before, "target": "other"})
+    assert same_shape(before, {**before, "created_at": "then"}) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [BEFORE / "trained.json", BEFORE / "imported.json", *PRE_CORE.rglob("manifest.json")],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_a_manifest_read_typed_writes_back_byte_for_byte(path: Path) -> None:
+    text = path.read_text()
+    manifest = Manifest.model_validate_json(text)
+    assert json.dumps(manifest.body(), indent=2, default=str) == text.rstrip("\n")
+
+
+def test_a_key_set_later_is_written_after_the_others_and_an_unset_default_not_at_all() -> None:
+    before = json.loads((BEFORE / "imported.json").read_text())
+    manifest = Manifest.model_validate(before)
+    manifest.gate = {"passed": True}
+    manifest.reference.predicted_by = "tested model"
+    body = manifest.body()
+    assert list(body)[-1] == "gate" and list(body["reference"])[-1] == "predicted_by"
+    assert "lineage" not in body and "refit" not in body["model"]
+    assert manifest.model.refit is None and manifest.plots == []
+
+
+def test_publishing_a_draft_fills_it_in_and_an_invalid_one_writes_nothing(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    before = json.loads((BEFORE / "imported.json").read_text())
+    kept = {k: v for k, v in before.items() if k not in {"name", "version", "files"}}
+    draft = ManifestDraft.model_validate(kept)
+
+    def stage(folder: Path) -> ManifestDraft:
+        pd.DataFrame({"a": [1]}).to_parquet(folder / "reference.parquet")
+        (folder / "model.joblib").write_bytes(b"x")
+        return draft
+
+    assert reg.publish("m", stage) == 1
+    assert (draft.name, draft.version, sorted(draft.files)) == (
+        "m",
+        1,
+        ["model.joblib", "reference.parquet"],
+    )
+    assert reg.raw_manifest("m", 1) == draft.body()
+    draft.features[0].kind = "nonsense"  # type: ignore[assignment]
+    with pytest.raises(ValidationError):
+        reg.publish("m", stage)
+    assert reg.versions("m") == [1] and not list((tmp_path / "m").glob(".staging-*"))
