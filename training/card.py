@@ -10,70 +10,14 @@ def _fmt(v: Any) -> str:
 
 
 def render(manifest: dict[str, Any]) -> str:
+    """The model card of a manifest (its JSON object; `version` absent: a version not yet
+    published)."""
     m = manifest
-    lines = [
-        f"# Model card: {m['name']} v{m['version'] if 'version' in m else '(new)'}",
-        "",
-        "## Intended use",
-        m["config"].get("intended_use")
-        or f"Predict `{m['target']}` ({m['task']}) from the {len(m['features'])} input features "
-        "below, for the population the training data describes. Not validated for other data.",
-        "",
-        "## Data",
-        f"- Source: `{m['data']['source']}` ({m['data']['rows']} rows, fingerprint "
-        f"`{m['data']['fingerprint'][:16]}…`)",
-        f"- Split: {m['data']['split']}",
-        f"- Features: {', '.join(f['name'] for f in m['features'])}",
-        "",
-        "## Model",
-        f"- Family: **{m['model']['family']}**, chosen by {m['model']['search']['folds']}-fold "
-        f"cross-validation on `{m['objective']['metric']}` among (each family's chosen "
-        "configuration's CV score, of its trials): "
-        + ", ".join(
-            f"{r['family']} ({_fmt(r['cv_score'])}{_configuration(r)} of {r['trials']})"
-            for r in m["model"]["candidates"]
-        )
-        + _rows_note(m),
-        *selection_lines(m["model"].get("selection")),
-        *cv_lines(m["metrics"].get("cv")),
-        f"- Hyperparameters: `{m['model']['params']}`",
-        f"- Calibration: {m['model']['calibration']}",
-        *decision_lines(m.get("decision")),
-        *ensemble_lines(m["model"].get("ensemble")),
-        "",
-        "## Metrics (held-out test set)",
-        "| metric | model | trivial baseline |",
-        "| --- | --- | --- |",
-    ]
-    for k, v in m["metrics"]["test"].items():
-        lines.append(f"| {k} | {_fmt(v)} | {_fmt(m['metrics']['baseline'].get(k, ''))} |")
-    lines += [
-        "",
-        f"Objective: `{m['objective']['metric']}` >= {m['objective']['min_test_score']}"
-        f" (passed: {m['objective']['passed']})",
-        "",
-    ]
+    lines = [*_use_and_data_lines(m), *_model_lines(m), *_metric_lines(m)]
     lines += champion_lines(m.get("champion"))
-    lines += ["## Fairness"]
-    if m["fairness"]:
-        for attr, rep in m["fairness"].items():
-            gaps = {k: v for k, v in rep.items() if k != "by_group"}
-            lines.append(f"- `{attr}`: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in gaps.items()))
-    else:
-        lines.append("No sensitive attributes were named; fairness was not measured.")
+    lines += _fairness_lines(m.get("fairness"))
     lines += mitigation_lines(m.get("mitigation"))
-    lines += ["", "## Most important features (permutation importance, test set)"]
-    for k, v in list(m["explanations"]["permutation_importance"].items())[:10]:
-        lines.append(f"- {k}: {_fmt(v)}")
-    shap = m["explanations"].get("shap")
-    if shap:
-        lines += ["", f"## Feature contributions ({shap['method']}, output: {shap['output']})"]
-        if shap.get("note"):
-            lines.append(f"_{shap['note']}_")
-        for k, v in list(shap["mean_abs_contribution"].items())[:10]:
-            lines.append(f"- {k}: mean |contribution| {_fmt(v)}")
-        lines.append("")
-        lines.append("![contributions](shap_summary.png)")
+    lines += _explanation_lines(m["explanations"])
     lines += ["", "## Worst slices (test set)"]
     for s in m["error_analysis"]["worst_slices"][:5]:
         lines.append(
@@ -92,6 +36,92 @@ def render(manifest: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _use_and_data_lines(m: dict[str, Any]) -> list[str]:
+    """The title, intended use and the training data."""
+    return [
+        f"# Model card: {m['name']} v{m['version'] if 'version' in m else '(new)'}",
+        "",
+        "## Intended use",
+        m["config"].get("intended_use")
+        or f"Predict `{m['target']}` ({m['task']}) from the {len(m['features'])} input features "
+        "below, for the population the training data describes. Not validated for other data.",
+        "",
+        "## Data",
+        f"- Source: `{m['data']['source']}` ({m['data']['rows']} rows, fingerprint "
+        f"`{m['data']['fingerprint'][:16]}…`)",
+        f"- Split: {m['data']['split']}",
+        f"- Features: {', '.join(f['name'] for f in m['features'])}",
+        "",
+    ]
+
+
+def _model_lines(m: dict[str, Any]) -> list[str]:
+    """The family and how it was chosen, hyperparameters, calibration, decision, ensemble."""
+    return [
+        "## Model",
+        f"- Family: **{m['model']['family']}**, chosen by {m['model']['search']['folds']}-fold "
+        f"cross-validation on `{m['objective']['metric']}` among (each family's chosen "
+        "configuration's CV score, of its trials): "
+        + ", ".join(
+            f"{r['family']} ({_fmt(r['cv_score'])}{_configuration(r)} of {r['trials']})"
+            for r in m["model"]["candidates"]
+        )
+        + _rows_note(m),
+        *selection_lines(m["model"].get("selection")),
+        *cv_lines(m["metrics"].get("cv")),
+        f"- Hyperparameters: `{m['model']['params']}`",
+        f"- Calibration: {m['model']['calibration']}",
+        *decision_lines(m.get("decision")),
+        *ensemble_lines(m["model"].get("ensemble")),
+        "",
+    ]
+
+
+def _metric_lines(m: dict[str, Any]) -> list[str]:
+    """The test metrics beside the trivial baseline's, and the objective."""
+    lines = [
+        "## Metrics (held-out test set)",
+        "| metric | model | trivial baseline |",
+        "| --- | --- | --- |",
+    ]
+    for k, v in m["metrics"]["test"].items():
+        lines.append(f"| {k} | {_fmt(v)} | {_fmt(m['metrics']['baseline'].get(k, ''))} |")
+    return [
+        *lines,
+        "",
+        f"Objective: `{m['objective']['metric']}` >= {m['objective']['min_test_score']}"
+        f" (passed: {m['objective']['passed']})",
+        "",
+    ]
+
+
+def _fairness_lines(fairness: dict[str, Any] | None) -> list[str]:
+    """Each sensitive attribute's gaps, or why fairness was not measured."""
+    lines = ["## Fairness"]
+    if not fairness:
+        return [*lines, "No sensitive attributes were named; fairness was not measured."]
+    for attr, rep in fairness.items():
+        gaps = {k: v for k, v in rep.items() if k != "by_group"}
+        lines.append(f"- `{attr}`: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in gaps.items()))
+    return lines
+
+
+def _explanation_lines(explanations: dict[str, Any]) -> list[str]:
+    """The most important features, and the mean contributions with their plot."""
+    lines = ["", "## Most important features (permutation importance, test set)"]
+    for k, v in list(explanations["permutation_importance"].items())[:10]:
+        lines.append(f"- {k}: {_fmt(v)}")
+    shap = explanations.get("shap")
+    if not shap:
+        return lines
+    lines += ["", f"## Feature contributions ({shap['method']}, output: {shap['output']})"]
+    if shap.get("note"):
+        lines.append(f"_{shap['note']}_")
+    for k, v in list(shap["mean_abs_contribution"].items())[:10]:
+        lines.append(f"- {k}: mean |contribution| {_fmt(v)}")
+    return [*lines, "", "![contributions](shap_summary.png)"]
 
 
 def champion_lines(champ: dict[str, Any] | None) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,11 @@ from rich.table import Table
 
 from core.errors import ServewatchError
 from core.registry import Registry
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.publishing import Promote
+    from training.train import TrainResult
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -28,87 +33,102 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="CSV or Parquet file, Parquet dataset folder, postgresql:// URL, or demo:flights."
+    ),
+]
+QueryOpt = Annotated[
+    str | None, typer.Option(help="With a postgresql:// --data: the SQL that reads the rows.")
+]
+TableOpt = Annotated[
+    str | None, typer.Option(help="With a postgresql:// --data: the table to read.")
+]
+TargetOpt = Annotated[str | None, typer.Option(help="Target column.")]
+TaskOpt = Annotated[str | None, typer.Option(help="classification or regression (inferred).")]
+NameOpt = Annotated[str | None, typer.Option(help="Model name in the registry.")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config; flags override it.")]
+SensitiveOpt = Annotated[str | None, typer.Option(help="Comma-separated sensitive columns.")]
+TimeColumnOpt = Annotated[str | None, typer.Option(help="Order every split by this column.")]
+TimeFormatOpt = Annotated[
+    str | None,
+    typer.Option(help="How the time column's text reads: a strftime format, or dayfirst."),
+]
+SearchOpt = Annotated[
+    str | None,
+    typer.Option(help="grid, random or bayes (default: bayes with a budget, else random)."),
+]
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="The run's time budget: the search draws trials until what is left is what "
+        "the final fits need, the promising families getting more."
+    ),
+]
+TrialsOpt = Annotated[
+    int | None,
+    typer.Option(help="Trials per model family: a cap with --budget-seconds, else 8."),
+]
+ModelsOpt = Annotated[str | None, typer.Option(help="Comma-separated families to compare.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed (reproducible runs).")]
+PromoteOpt = Annotated[str, typer.Option(help="auto, always or never.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")]
+StudyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Spread the search over workers drawing trials from this Optuna study (in "
+        "PostgreSQL); worker 0 publishes once. A new search needs a new name."
+    ),
+]
+StudyStorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SERVEWATCH_STUDY_STORAGE",
+        help="The study's postgresql:// URL [default: SERVEWATCH_DATABASE_URL].",
+    ),
+]
+WorkersOpt = Annotated[
+    int, typer.Option(min=1, help="Worker processes on this machine (needs --study).")
+]
+WorkerIndexOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        envvar="JOB_COMPLETION_INDEX",
+        help="This worker's index (a Kubernetes Indexed Job's); index 0 publishes.",
+    ),
+]
+
+
 def train(
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="CSV or Parquet file, Parquet dataset folder, postgresql:// URL, or demo:flights."
-        ),
-    ] = None,
-    query: Annotated[
-        str | None, typer.Option(help="With a postgresql:// --data: the SQL that reads the rows.")
-    ] = None,
-    table: Annotated[
-        str | None, typer.Option(help="With a postgresql:// --data: the table to read.")
-    ] = None,
-    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
-    task: Annotated[
-        str | None, typer.Option(help="classification or regression (inferred).")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Model name in the registry.")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config; flags override it.")] = None,
+    data: DataOpt = None,
+    query: QueryOpt = None,
+    table: TableOpt = None,
+    target: TargetOpt = None,
+    task: TaskOpt = None,
+    name: NameOpt = None,
+    config: ConfigOpt = None,
     registry: RegistryOpt = Path("registry"),
-    sensitive: Annotated[
-        str | None, typer.Option(help="Comma-separated sensitive columns.")
-    ] = None,
-    time_column: Annotated[
-        str | None, typer.Option(help="Order every split by this column.")
-    ] = None,
-    time_format: Annotated[
-        str | None,
-        typer.Option(help="How the time column's text reads: a strftime format, or dayfirst."),
-    ] = None,
-    search: Annotated[
-        str | None,
-        typer.Option(help="grid, random or bayes (default: bayes with a budget, else random)."),
-    ] = None,
-    budget_seconds: Annotated[
-        float | None,
-        typer.Option(
-            help="The run's time budget: the search draws trials until what is left is what "
-            "the final fits need, the promising families getting more."
-        ),
-    ] = None,
-    trials: Annotated[
-        int | None,
-        typer.Option(help="Trials per model family: a cap with --budget-seconds, else 8."),
-    ] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated families to compare.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (reproducible runs).")] = None,
-    promote: Annotated[str, typer.Option(help="auto, always or never.")] = "auto",
-    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
-    study: Annotated[
-        str | None,
-        typer.Option(
-            help="Spread the search over workers drawing trials from this Optuna study (in "
-            "PostgreSQL); worker 0 publishes once. A new search needs a new name."
-        ),
-    ] = None,
-    study_storage: Annotated[
-        str | None,
-        typer.Option(
-            envvar="SERVEWATCH_STUDY_STORAGE",
-            help="The study's postgresql:// URL [default: SERVEWATCH_DATABASE_URL].",
-        ),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option(min=1, help="Worker processes on this machine (needs --study).")
-    ] = 1,
-    worker_index: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            envvar="JOB_COMPLETION_INDEX",
-            help="This worker's index (a Kubernetes Indexed Job's); index 0 publishes.",
-        ),
-    ] = 0,
+    sensitive: SensitiveOpt = None,
+    time_column: TimeColumnOpt = None,
+    time_format: TimeFormatOpt = None,
+    search: SearchOpt = None,
+    budget_seconds: BudgetOpt = None,
+    trials: TrialsOpt = None,
+    models: ModelsOpt = None,
+    seed: SeedOpt = None,
+    promote: PromoteOpt = "auto",
+    json_out: JsonOpt = False,
+    study: StudyOpt = None,
+    study_storage: StudyStorageOpt = None,
+    workers: WorkersOpt = 1,
+    worker_index: WorkerIndexOpt = 0,
 ) -> None:
     """Train, evaluate and publish a new model version."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from training.config import load_config
     from training.errors import TrainingError
-    from training.train import run_training
+    from training.publishing import promote_mode
 
     overrides = {
         "data": data,
@@ -126,8 +146,6 @@ def train(
         "fairness.sensitive": sensitive.split(",") if sensitive else None,
         "models": models.split(",") if models else None,
     }
-    from training.publishing import promote_mode
-
     try:
         mode = promote_mode(promote)
         if study is None and (workers > 1 or worker_index > 0):
@@ -135,31 +153,51 @@ def train(
                 "--workers and --worker-index need --study NAME (the study workers share)"
             )
         cfg = load_config(config, overrides)
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            job = bar.add_task("starting", total=None)
-            say: Callable[[str], None] = lambda m: bar.update(job, description=m)  # noqa: E731
-            if study is None:
-                result = run_training(cfg, Registry(registry), progress=say, promote=mode)
-            else:
-                from training import distributed
-
-                spec = distributed.StudySpec.resolve(study, study_storage)
-                shared = distributed.train(
-                    cfg, Registry(registry), spec, workers=workers, index=worker_index,
-                    progress=say, promote=mode,
-                )  # fmt: skip
-                if shared is None:
-                    console.print(f"worker {worker_index}: no trial left in study {study}")
-                    return
-                result = shared
+        result = _run(cfg, Registry(registry), mode, study, study_storage, workers, worker_index)
     except ServewatchError as exc:
         raise _fail(exc) from None
+    if result is None:
+        console.print(f"worker {worker_index}: no trial left in study {study}")
+        return
+    _report(result, Registry(registry), json_out)
+
+
+def _run(
+    cfg: TrainConfig,
+    registry: Registry,
+    mode: Promote,
+    study: str | None,
+    study_storage: str | None,
+    workers: int,
+    worker_index: int,
+) -> TrainResult | None:
+    """One run under a progress spinner, alone or as a worker of `study`; None when a worker
+    found no trial left."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from training.train import run_training
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        job = bar.add_task("starting", total=None)
+        say: Callable[[str], None] = lambda m: bar.update(job, description=m)  # noqa: E731
+        if study is None:
+            return run_training(cfg, registry, progress=say, promote=mode)
+        from training import distributed
+
+        spec = distributed.StudySpec.resolve(study, study_storage)
+        return distributed.train(
+            cfg, registry, spec, workers=workers, index=worker_index, progress=say, promote=mode
+        )
+
+
+def _report(result: TrainResult, registry: Registry, json_out: bool) -> None:
+    """The published version in one line (or its manifest as JSON)."""
     m = result.manifest
     if json_out:
         out.print_json(json.dumps(m, default=str))
@@ -169,7 +207,7 @@ def train(
         f"[green]published[/green] {result.name} v{result.version} "
         f"({m['model']['family']}, test {metric}={m['objective']['test_score']:.4f}, "
         f"baseline {m['metrics']['baseline'][metric]:.4f}) "
-        f"to {Registry(registry).root / result.name / str(result.version)}"
+        f"to {registry.root / result.name / str(result.version)}"
         + (f"; alias {result.promoted_to}" if result.promoted_to else ""),
         highlight=False,
     )
