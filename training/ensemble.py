@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline
 from core import metrics as metric_contract
 from training.fitting import Fitted, TrainFit, fit_on_train
 from training.prepare import Prepared, Progress
-from training.search import make_cv
+from training.search import FamilyResult, make_cv
 from training.selection import Selection
 
 Outputs = np.ndarray[Any, Any]  # class probabilities (classification) or values (regression)
@@ -149,10 +149,43 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
     )[: cfg.size]
     if len(ranked) < 2:
         return _with(fitted, {"published": False, "reason": "fewer than two families fitted"})
-    splits, features, metric = prepared.splits, prepared.features, prepared.metric
-    x_tr, y_tr = splits.x_train[features], splits.y_train
-    x_val, y_val = splits.x_val[features], splits.y_val
+    fits = _member_fits(prepared, selection, fitted, ranked, say)
+    x_val = prepared.splits.x_val[prepared.features]
+    single = _outputs(fitted.on_train, x_val, task)
+    candidates = _candidate_outputs(prepared, fits)
     classes = list(fitted.on_train.classes_) if task == "classification" else None
+    info, best = _judged(prepared, fits, single, candidates, classes)
+    say(f"ensemble of {info['members']} on validation {prepared.metric}: {info['validation']}")
+    if not candidates:
+        info.update(published=False, reason="stacking alone was asked for, on time-ordered data")
+        return _with(fitted, info)
+    if best is None:
+        info.update(published=False, reason="no ensemble beat the best single model beyond noise")
+        return _with(fitted, info)
+    row_ms = one_row_ms([t.model for _, t in fits], x_val, task)
+    info["row_ms"] = round(row_ms, 2)
+    if cfg.max_row_ms is not None and row_ms > cfg.max_row_ms:
+        info.update(
+            published=False,
+            reason=f"{best} beat the best single model, but a one-row prediction of its members "
+            f"takes {row_ms:.1f} ms on scikit-learn, over ensemble.max_row_ms {cfg.max_row_ms:g} "
+            "(ensemble.max_row_ms: null publishes it)",
+        )
+        say(f"ensemble not published: {info['reason']}")
+        return _with(fitted, info)
+    info.update(published=True, method=best, reason=f"{best} beat the best single model")
+    info["params"] = {f: selection_params(selection, f) for f, _ in fits}
+    return _final(prepared, fitted, fits, best, (candidates[best], classes), info, say)
+
+
+def _member_fits(
+    prepared: Prepared,
+    selection: Selection,
+    fitted: Fitted,
+    ranked: list[FamilyResult],
+    say: Progress,
+) -> list[tuple[str, TrainFit]]:
+    """Each ranked family fitted on the training rows (the chosen family's fit reused)."""
 
     def chosen_pipeline(calibrate: str | None) -> Pipeline:
         return selection.pipeline(prepared, calibrate)
@@ -166,21 +199,44 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
             fits.append(
                 (r.family, fit_on_train(prepared, r.family, r.best.params, selection.size, say))
             )
-    single = _outputs(fitted.on_train, x_val, task)
+    return fits
+
+
+def _candidate_outputs(prepared: Prepared, fits: list[tuple[str, TrainFit]]) -> dict[str, Outputs]:
+    """Each configured ensemble method's outputs on the validation rows (stacking only on data
+    that is not time-ordered)."""
+    config, task = prepared.config, prepared.task
+    splits, features = prepared.splits, prepared.features
+    x_val = splits.x_val[features]
     candidates: dict[str, Outputs] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if "voting" in cfg.methods:
+        if "voting" in config.ensemble.methods:
             candidates["voting"] = np.mean(
                 [_outputs(t.model, x_val, task) for _, t in fits], axis=0
             )
-        if "stacking" in cfg.methods and not config.time_column:
+        if "stacking" in config.ensemble.methods and not config.time_column:
             # a stack learns its weights on out-of-fold outputs, which needs unordered folds
             cv = make_cv(
                 task, config.split.cv_folds, False, config.seed, config.split.keep_copies_together
             )
             stack = _combiner("stacking", task, [(f, t.pipeline(None)) for f, t in fits], cv)
-            candidates["stacking"] = _outputs(stack.fit(x_tr, y_tr), x_val, task)
+            fit = stack.fit(splits.x_train[features], splits.y_train)
+            candidates["stacking"] = _outputs(fit, x_val, task)
+    return candidates
+
+
+def _judged(
+    prepared: Prepared,
+    fits: list[tuple[str, TrainFit]],
+    single: Outputs,
+    candidates: dict[str, Outputs],
+    classes: list[Any] | None,
+) -> tuple[dict[str, Any], str | None]:
+    """The ensemble record's validation scores and bootstrap lower gains, and the best method
+    that beats the single model beyond noise (None: none does)."""
+    config, task, metric = prepared.config, prepared.task, prepared.metric
+    cfg, y_val = config.ensemble, prepared.splits.y_val
     scores = {"single": metric_value(metric, task, y_val, single, classes)}
     info: dict[str, Any] = {
         "members": [f for f, _ in fits],
@@ -199,30 +255,28 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
         info["lower_gain"][method] = lower
         if wins:
             winners.append(method)
-    judge = metric_contract.get(metric)
-    say(f"ensemble of {info['members']} on validation {metric}: {scores}")
-    if not candidates:
-        info.update(published=False, reason="stacking alone was asked for, on time-ordered data")
-        return _with(fitted, info)
     if not winners:
-        info.update(published=False, reason="no ensemble beat the best single model beyond noise")
-        return _with(fitted, info)
-    best = winners[0]
+        return info, None
+    judge, best = metric_contract.get(metric), winners[0]
     for method in winners[1:]:
         if judge.better(scores[method], scores[best]):
             best = method
-    row_ms = one_row_ms([t.model for _, t in fits], x_val, task)
-    info["row_ms"] = round(row_ms, 2)
-    if cfg.max_row_ms is not None and row_ms > cfg.max_row_ms:
-        info.update(
-            published=False,
-            reason=f"{best} beat the best single model, but a one-row prediction of its members "
-            f"takes {row_ms:.1f} ms on scikit-learn, over ensemble.max_row_ms {cfg.max_row_ms:g} "
-            "(ensemble.max_row_ms: null publishes it)",
-        )
-        say(f"ensemble not published: {info['reason']}")
-        return _with(fitted, info)
-    info.update(published=True, method=best, reason=f"{best} beat the best single model")
+    return info, best
+
+
+def _final(
+    prepared: Prepared,
+    fitted: Fitted,
+    fits: list[tuple[str, TrainFit]],
+    best: str,
+    judged: tuple[Outputs, list[Any] | None],
+    info: dict[str, Any],
+    say: Progress,
+) -> Fitted:
+    """The `best` ensemble fitted on train + validation, with its validation figures (from
+    `judged`: its validation outputs and the classes) and calibration."""
+    out, classes = judged
+    config, task = prepared.config, prepared.task
     members = [(f, t.pipeline(t.final_calibration if best == "voting" else None)) for f, t in fits]
     cv = make_cv(task, config.split.cv_folds, False, config.seed, config.split.keep_copies_together)
     say(f"final fit of the {best} ensemble on train + validation")
@@ -230,7 +284,7 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = Pipeline([("model", _combiner(best, task, members, cv))])
         model.fit(fitted.x_full, fitted.y_full)
-    out = candidates[best]
+    y_val = prepared.splits.y_val
     validation = (
         metric_contract.classification_metrics(y_val, out, classes or [])
         if task == "classification"
@@ -245,7 +299,6 @@ def consider(prepared: Prepared, selection: Selection, fitted: Fitted, say: Prog
         if task == "classification"
         else "none"
     )
-    info["params"] = {f: selection_params(selection, f) for f, _ in fits}
     return Fitted(
         model,
         calibration,

@@ -115,19 +115,7 @@ def choose(
     if fixed_reason is not None or val_proba is None:
         why = fixed_reason or "no validation probabilities"
         return Chosen(None, pos, {**base, "objective": "argmax", "why": why})
-    y = class_codes(y_train, classes)
-    minority = float(min((y == 0).mean(), (y == 1).mean())) if len(y) else 0.0
-    objective = config.objective
-    if objective == "auto":
-        imbalanced = minority < config.imbalance_share
-        objective = "f1" if imbalanced else "argmax"
-        rule = (
-            f"the minority class is {minority:.1%} of the training labels, "
-            f"{'below' if imbalanced else 'not below'} decision.imbalance_share "
-            f"{config.imbalance_share:.0%}"
-        )
-    else:
-        rule = f"decision.objective is {objective}"
+    objective, rule = _objective(config, class_codes(y_train, classes))
     truth = class_codes(y_val, classes) == pos
     p = np.asarray(val_proba, dtype=float)[:, pos]
     n = len(p)
@@ -145,16 +133,7 @@ def choose(
         return Chosen(None, pos, record)
     tp, fp, fn = counts(p, truth, GRID)
     precision, recall, f1 = _rates(tp, fp, fn)
-    met = True
-    if objective == "f1":
-        score = f1
-    elif objective == "cost":
-        score = -(config.costs.fp * fp + config.costs.fn * fn)
-    else:
-        target = float(config.target or 0.0)
-        reached = (precision if objective == "precision_at" else recall) >= target
-        met = bool(reached.any()) and bool(truth.any())
-        score = np.where(reached, recall if objective == "precision_at" else precision, -np.inf)
+    score, met = _score(config, objective, (precision, recall, f1, fp, fn), truth)
     if not met:
         best = float(precision.max() if objective == "precision_at" else recall.max())
         name = "precision" if objective == "precision_at" else "recall"
@@ -172,8 +151,63 @@ def choose(
         }
         return Chosen(None, pos, record)
     i = int(np.argmax(score))
-    threshold = float(GRID[i])
     at_threshold = _figures(float(tp[i]), float(fp[i]), float(fn[i]), n, config)
+    return _at_threshold(
+        config, objective, rule, float(GRID[i]), pos, base, at_threshold, at_argmax
+    )
+
+
+def _objective(config: DecisionConfig, y: npt.NDArray[np.int64]) -> tuple[str, str]:
+    """The objective (`auto`: f1 when the training labels' minority class is below
+    `imbalance_share`, else argmax) and the rule that chose it, in words."""
+    minority = float(min((y == 0).mean(), (y == 1).mean())) if len(y) else 0.0
+    if config.objective != "auto":
+        return config.objective, f"decision.objective is {config.objective}"
+    imbalanced = minority < config.imbalance_share
+    rule = (
+        f"the minority class is {minority:.1%} of the training labels, "
+        f"{'below' if imbalanced else 'not below'} decision.imbalance_share "
+        f"{config.imbalance_share:.0%}"
+    )
+    return ("f1" if imbalanced else "argmax"), rule
+
+
+Floats = npt.NDArray[np.float64]
+
+
+def _score(
+    config: DecisionConfig,
+    objective: str,
+    rates: tuple[Floats, Floats, Floats, Floats, Floats],
+    truth: npt.NDArray[np.bool_],
+) -> tuple[Floats, bool]:
+    """Each grid threshold's score under `objective` (higher is better; -inf where a
+    precision_at or recall_at target is missed), and whether any threshold meets the target.
+    `rates`: precision, recall, F1, false positives and false negatives per threshold."""
+    precision, recall, f1, fp, fn = rates
+    if objective == "f1":
+        return f1, True
+    if objective == "cost":
+        return -(config.costs.fp * fp + config.costs.fn * fn), True
+    target = float(config.target or 0.0)
+    reached = (precision if objective == "precision_at" else recall) >= target
+    met = bool(reached.any()) and bool(truth.any())
+    return np.where(reached, recall if objective == "precision_at" else precision, -np.inf), met
+
+
+def _at_threshold(
+    config: DecisionConfig,
+    objective: str,
+    rule: str,
+    threshold: float,
+    pos: int,
+    base: dict[str, Any],
+    at_threshold: dict[str, float],
+    at_argmax: dict[str, float],
+) -> Chosen:
+    """The decision at the chosen `threshold`, with why in words and the validation figures
+    at it and by argmax."""
+    native = base["positive_class"]
     goal = {
         "f1": "the highest validation F1 of the positive class",
         "cost": f"the lowest validation cost ({config.costs.fp} per FP, {config.costs.fn} per FN)",
