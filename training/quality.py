@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -195,6 +195,35 @@ def _integral(s: pd.Series) -> bool:
     return bool(len(values)) and bool(np.all(np.isfinite(values) & (np.mod(values, 1) == 0)))
 
 
+class _Findings:
+    """The findings of one check, in the order found; a rule in `fail_on` fails the run."""
+
+    def __init__(self, fail_on: Collection[str]) -> None:
+        self.fail_on = fail_on
+        self.found: list[Finding] = []
+
+    def add(
+        self,
+        rule: str,
+        column: str | None,
+        value: float,
+        threshold: float,
+        message: str,
+        force_fail: bool = False,
+    ) -> None:
+        """Record a finding; `force_fail` fails the run whatever `fail_on` says."""
+        self.found.append(
+            Finding(
+                rule,
+                column,
+                float(value),
+                float(threshold),
+                message,
+                force_fail or rule in self.fail_on,
+            )
+        )
+
+
 def check(
     frame: pd.DataFrame,
     *,
@@ -212,130 +241,150 @@ def check(
     Each `sensitive` column's groups are described, and a group under `min_group_rows` rows is a
     `small_group` finding. `times`, the time column as read, fails the run where a value is
     unreadable or missing (a time-ordered split cannot place it)."""
-    findings: list[Finding] = []
-    dropped: list[str] = []
+    found = _Findings(rules.fail_on)
     n = len(frame)
-
-    def add(
-        rule: str,
-        column: str | None,
-        value: float,
-        threshold: float,
-        message: str,
-        force_fail: bool = False,
-    ) -> None:
-        findings.append(
-            Finding(
-                rule,
-                column,
-                float(value),
-                float(threshold),
-                message,
-                force_fail or rule in rules.fail_on,
-            )
-        )
-
     if n < rules.min_rows:
-        add("min_rows", None, n, rules.min_rows, f"only {n} rows; at least {rules.min_rows} needed")
+        found.add(
+            "min_rows", None, n, rules.min_rows, f"only {n} rows; at least {rules.min_rows} needed"
+        )
     y = frame[target]
+    _target_checks(found, y, target, task, rules)
+    dropped: list[str] = []
+    for col in kinds.all:
+        if _column_checks(found, frame[col], col, kinds, declared, rules, n):
+            dropped.append(col)
+    if times is not None:
+        time_findings(times, found.add)
+    _duplicates(found, frame, [c for c in kinds.all if c not in dropped], rules)
+    if y.notna().all() and y.nunique() >= 2:
+        sample = frame.sample(min(n, 20_000), random_state=seed) if n > 20_000 else frame
+        for col in kinds.all:
+            if col in dropped or col in kinds.datetime:
+                continue
+            score = _single_feature_score(sample[col], sample[target], task, seed)
+            if score >= rules.leakage_score:
+                found.add(
+                    "leakage",
+                    col,
+                    score,
+                    rules.leakage_score,
+                    f"column {col!r} alone predicts {target!r} almost perfectly "
+                    f"(score {score:.3f}); suspected target leakage",
+                )
+    groups = {col: group_report(frame[col], y, task, min_group_rows) for col in sensitive or []}
+    _small_groups(found, groups, min_group_rows)
+    return QualityReport(rows=n, findings=found.found, dropped_columns=dropped, groups=groups)
+
+
+def _target_checks(found: _Findings, y: pd.Series, target: str, task: str, rules: Quality) -> None:
+    """Missing target values; for a classifier, a single class, a class too small to split,
+    or an imbalance."""
     if y.isna().any():
-        add(
+        found.add(
             "target_missing",
             target,
             int(y.isna().sum()),
             0,
             f"target {target!r} is missing in {int(y.isna().sum())} rows",
         )
-    if task == "classification":
-        counts = y.value_counts(normalize=True)
-        if len(counts) < 2:
-            add(
-                "single_class",
-                target,
-                len(counts),
-                2,
-                f"target {target!r} has a single class ({counts.index[0]!r}); nothing to learn",
-                force_fail=True,
-            )
-        elif (rows := int(y.value_counts().min())) < MIN_CLASS_ROWS:
-            add(
-                "min_class_rows",
-                target,
-                rows,
-                MIN_CLASS_ROWS,
-                f"class {counts.idxmin()!r} of {target!r} has only {rows} row(s); at least "
-                f"{MIN_CLASS_ROWS} are needed to hold out test and validation rows and "
-                "cross-validate (add rows of that class or merge it into another)",
-                force_fail=True,
-            )
-        elif counts.min() < rules.min_class_share:
-            add(
-                "class_imbalance",
-                target,
-                counts.min(),
-                rules.min_class_share,
-                f"class {counts.idxmin()!r} of {target!r} is only {counts.min():.2%} of rows",
-            )
-    for col in kinds.all:
-        s = frame[col]
-        miss = float(s.isna().mean())
-        if miss > rules.max_missing_share:
-            add(
-                "missing",
-                col,
-                miss,
-                rules.max_missing_share,
-                f"column {col!r} is missing in {miss:.1%} of rows "
-                f"(limit {rules.max_missing_share:.0%})",
-            )
-        if s.nunique(dropna=True) <= 1:
+    if task != "classification":
+        return
+    counts = y.value_counts(normalize=True)
+    if len(counts) < 2:
+        found.add(
+            "single_class",
+            target,
+            len(counts),
+            2,
+            f"target {target!r} has a single class ({counts.index[0]!r}); nothing to learn",
+            force_fail=True,
+        )
+    elif (rows := int(y.value_counts().min())) < MIN_CLASS_ROWS:
+        found.add(
+            "min_class_rows",
+            target,
+            rows,
+            MIN_CLASS_ROWS,
+            f"class {counts.idxmin()!r} of {target!r} has only {rows} row(s); at least "
+            f"{MIN_CLASS_ROWS} are needed to hold out test and validation rows and "
+            "cross-validate (add rows of that class or merge it into another)",
+            force_fail=True,
+        )
+    elif counts.min() < rules.min_class_share:
+        found.add(
+            "class_imbalance",
+            target,
+            counts.min(),
+            rules.min_class_share,
+            f"class {counts.idxmin()!r} of {target!r} is only {counts.min():.2%} of rows",
+        )
+
+
+def _column_checks(
+    found: _Findings,
+    s: pd.Series,
+    col: str,
+    kinds: FeatureKinds,
+    declared: set[str],
+    rules: Quality,
+    n: int,
+) -> bool:
+    """A feature's missing share, constancy, identifier look and outliers; True when it is
+    dropped (inferred, not declared, and constant or identifier-like)."""
+    miss = float(s.isna().mean())
+    if miss > rules.max_missing_share:
+        found.add(
+            "missing",
+            col,
+            miss,
+            rules.max_missing_share,
+            f"column {col!r} is missing in {miss:.1%} of rows "
+            f"(limit {rules.max_missing_share:.0%})",
+        )
+    if s.nunique(dropna=True) <= 1:
+        if col in declared:
+            found.add("constant", col, 1, 1, f"column {col!r} is constant", force_fail=True)
+            return False
+        found.add("constant", col, 1, 1, f"column {col!r} is constant; dropped from the features")
+        return True
+    if col in kinds.categorical or _integral(s):
+        uniq = s.nunique(dropna=True) / max(1, s.notna().sum())
+        if uniq >= rules.id_unique_share and n >= 20:
+            looks = f"column {col!r} looks like an identifier ({uniq:.0%} unique"
             if col in declared:
-                add("constant", col, 1, 1, f"column {col!r} is constant", force_fail=True)
-            else:
-                dropped.append(col)
-                add("constant", col, 1, 1, f"column {col!r} is constant; dropped from the features")
-            continue
-        if col in kinds.categorical or _integral(s):
-            uniq = s.nunique(dropna=True) / max(1, s.notna().sum())
-            if uniq >= rules.id_unique_share and n >= 20:
-                if col in declared:
-                    add(
-                        "identifier",
-                        col,
-                        uniq,
-                        rules.id_unique_share,
-                        f"column {col!r} looks like an identifier ({uniq:.0%} unique values)",
-                    )
-                else:
-                    dropped.append(col)
-                    add(
-                        "identifier",
-                        col,
-                        uniq,
-                        rules.id_unique_share,
-                        f"column {col!r} looks like an identifier ({uniq:.0%} unique); dropped",
-                    )
-                continue
-        if col in kinds.numeric:
-            vals = s.dropna().to_numpy(dtype=float)
-            q1, q3 = np.percentile(vals, [25, 75])
-            iqr = q3 - q1
-            if iqr > 0:
-                share = float(np.mean((vals < q1 - 3 * iqr) | (vals > q3 + 3 * iqr)))
-                if share > rules.max_outlier_share:
-                    add(
-                        "outliers",
-                        col,
-                        share,
-                        rules.max_outlier_share,
-                        f"column {col!r} has {share:.1%} outliers beyond 3 IQR",
-                    )
-    if times is not None:
-        time_findings(times, add)
-    features = [c for c in kinds.all if c not in dropped]
+                found.add("identifier", col, uniq, rules.id_unique_share, f"{looks} values)")
+                return False
+            found.add("identifier", col, uniq, rules.id_unique_share, f"{looks}); dropped")
+            return True
+    if col in kinds.numeric:
+        _outliers(found, s, col, rules)
+    return False
+
+
+def _outliers(found: _Findings, s: pd.Series, col: str, rules: Quality) -> None:
+    """A numeric feature's share of values beyond 3 IQR from its quartiles."""
+    vals = s.dropna().to_numpy(dtype=float)
+    q1, q3 = np.percentile(vals, [25, 75])
+    iqr = q3 - q1
+    if iqr <= 0:
+        return
+    share = float(np.mean((vals < q1 - 3 * iqr) | (vals > q3 + 3 * iqr)))
+    if share > rules.max_outlier_share:
+        found.add(
+            "outliers",
+            col,
+            share,
+            rules.max_outlier_share,
+            f"column {col!r} has {share:.1%} outliers beyond 3 IQR",
+        )
+
+
+def _duplicates(found: _Findings, frame: pd.DataFrame, features: list[str], rules: Quality) -> None:
+    """Rows that repeat an earlier row's features, over `max_duplicate_share`."""
+    n = len(frame)
     repeats = int(frame[features].duplicated().sum()) if n and features else 0
     if repeats / max(1, n) > rules.max_duplicate_share:
-        add(
+        found.add(
             "duplicates",
             None,
             repeats / n,
@@ -345,26 +394,16 @@ def check(
             "max(10, 1% of the rows) times is a natural repeat, split as any), and the model "
             "learns from fewer distinct rows than the count says",
         )
-    if y.notna().all() and y.nunique() >= 2:
-        sample = frame.sample(min(n, 20_000), random_state=seed) if n > 20_000 else frame
-        for col in kinds.all:
-            if col in dropped or col in kinds.datetime:
-                continue
-            score = _single_feature_score(sample[col], sample[target], task, seed)
-            if score >= rules.leakage_score:
-                add(
-                    "leakage",
-                    col,
-                    score,
-                    rules.leakage_score,
-                    f"column {col!r} alone predicts {target!r} almost perfectly "
-                    f"(score {score:.3f}); suspected target leakage",
-                )
-    groups = {col: group_report(frame[col], y, task, min_group_rows) for col in sensitive or []}
+
+
+def _small_groups(
+    found: _Findings, groups: dict[str, list[dict[str, object]]], min_group_rows: int
+) -> None:
+    """A `small_group` finding for each sensitive group under `min_group_rows` rows."""
     for col, described in groups.items():
         for g in described:
             if g["too_small"]:
-                add(
+                found.add(
                     "small_group",
                     col,
                     float(str(g["rows"])),
@@ -372,7 +411,6 @@ def check(
                     f"group {g['group']!r} of sensitive column {col!r} has only {g['rows']} "
                     f"row(s); under {min_group_rows} its rates and gaps are too noisy to measure",
                 )
-    return QualityReport(rows=n, findings=findings, dropped_columns=dropped, groups=groups)
 
 
 def group_report(
