@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -85,100 +85,159 @@ def search(
     family's trials are `family_search`'s (FamilySearch, or a distributed search's twin drawing
     them from a shared study); the finalists are re-scored on more rows unless `grow_rows` is
     false. Raises TrainingError when none fits."""
-    config, task, splits = prepared.config, prepared.task, prepared.splits
-    total, ordered = len(splits.x_train), bool(config.time_column)
-    start = min(total, config.search.max_rows)
-
-    def rows_of(n: int) -> tuple[pd.DataFrame, pd.Series]:
-        idx = sample_rows(total, start, n, ordered, config.seed)
-        return splits.x_train.iloc[idx], splits.y_train.iloc[idx]
-
-    x_search, y_search = rows_of(start)
-    cv = make_cv(
-        task,
-        config.split.cv_folds,
-        bool(config.time_column),
-        config.seed,
-        config.split.keep_copies_together,
+    run = _SearchRun.plan(prepared, say, started, clock, grow_rows)
+    for family in run.families:
+        run.add(family, family_search)
+    search_start = clock()
+    rungs, schedule = run.spend()
+    results = [f.result for f in run.searches]
+    reached = run.grow(results)
+    run.rescore(results)
+    chosen, best, leader, tied = pick(results)
+    say(f"best family: {chosen.family} (cv {run.scoring}={best.score:.4f} on {best.rows} rows)")
+    spent = run.spent(schedule, rungs, search_start)
+    return Selection(
+        results=results,
+        family=chosen.family,
+        best=best,
+        skipped=run.skipped,
+        scoring=run.scoring,
+        rows=run.start,
+        rungs=reached,
+        folds=run.folds,
+        size=run.size,
+        leader=leader.family,
+        within_noise=tuple(tied),
+        spent=spent,
+        ended=clock(),
     )
-    folds = cv.get_n_splits(x_search[prepared.features], y_search)  # fewer on small data
-    # Spaces and estimators are sized to one fold's training rows; the final fits keep the
-    # same sizing so that the model fitted is the one the search chose.
-    size = data.size_of(x_search[prepared.features], y_search, task).fold_train(folds)
-    scoring = objective_scoring(
-        metric_contract.get(prepared.metric).scorer(prepared.n_classes), _positive(prepared)
-    )
-    families = [
-        f for f in config.models if not (f == "svm" and len(splits.x_train) > config.svm_max_rows)
-    ]
-    for reason in filter(None, map(unavailable, families)):  # e.g. deep without torch
-        say(reason)
-    families = [f for f in families if unavailable(f) is None]
-    skipped = sorted(set(config.models) - set(families))
-    if not families:
-        raise TrainingError(
-            "no model family left to try (svm is skipped on large data, deep without torch)"
+
+
+@dataclass
+class _SearchRun:
+    """One search's shared state: its rows, folds, scorer, families, clock and budget, and the
+    family searches as they are added."""
+
+    prepared: Prepared
+    say: Progress
+    clock: Callable[[], float]
+    start: int  # rows searched (the first rung)
+    cv: Any
+    folds: int
+    size: data.DataSize
+    scoring: Scoring
+    families: list[Family]
+    skipped: list[Family]
+    deadline: float
+    given: float | None  # search.budget_seconds
+    grows: bool
+    speed: float  # budget.calibrate()'s slowdown (budgeted runs)
+    after: float  # seconds the steps after the final fits need (budgeted runs)
+    searches: list[FamilySearch] = field(default_factory=list)
+    builds: dict[str, Callable[[dict[str, Any]], Pipeline]] = field(default_factory=dict)
+
+    @classmethod
+    def plan(
+        cls,
+        prepared: Prepared,
+        say: Progress,
+        started: float | None,
+        clock: Callable[[], float],
+        grow_rows: bool,
+    ) -> _SearchRun:
+        """The rows, folds, sizing, scorer and families of a search, and its deadline."""
+        config, task, splits = prepared.config, prepared.task, prepared.splits
+        total = len(splits.x_train)
+        start = min(total, config.search.max_rows)
+        x_search, y_search = _rows_of(prepared, start, start)
+        cv = make_cv(
+            task,
+            config.split.cv_folds,
+            bool(config.time_column),
+            config.seed,
+            config.split.keep_copies_together,
         )
-    sens = config.fairness.sensitive
-    if config.fairness.mitigation == "reweight" and not sens:
-        raise TrainingError("fairness.mitigation reweight needs fairness.sensitive columns")
+        folds = cv.get_n_splits(x_search[prepared.features], y_search)  # fewer on small data
+        # Spaces and estimators are sized to one fold's training rows; the final fits keep the
+        # same sizing so that the model fitted is the one the search chose.
+        size = data.size_of(x_search[prepared.features], y_search, task).fold_train(folds)
+        scoring = objective_scoring(
+            metric_contract.get(prepared.metric).scorer(prepared.n_classes), _positive(prepared)
+        )
+        families, skipped = _families(config, total, say)
+        if config.fairness.mitigation == "reweight" and not config.fairness.sensitive:
+            raise TrainingError("fairness.mitigation reweight needs fairness.sensitive columns")
+        given = config.search.budget_seconds
+        if given:  # the run's budget, from its start
+            deadline = (started if started is not None else clock()) + given
+        else:  # the search's own bound, from now
+            deadline = clock() + UNBUDGETED_SECONDS
+        cells = len(splits.x_test) * len(prepared.features)
+        speed = budget.calibrate() if given else 1.0
+        after = budget.after_seconds(cells, speed) if given else 0.0
+        grows = grow_rows and config.search.grow_rows and start < total
+        return cls(prepared, say, clock, start, cv, folds, size, scoring, families, skipped,
+                   deadline, given, grows, speed, after)  # fmt: skip
 
-    def sample(n: int, family: str) -> tuple[pd.DataFrame, pd.Series, dict[str, Any] | None]:
+    def sample(self, n: int, family: str) -> tuple[pd.DataFrame, pd.Series, dict[str, Any] | None]:
         """The search's rows, features and fit parameters (reweighting's weights) on n rows."""
-        x, y = rows_of(n)
+        prepared = self.prepared
+        config = prepared.config
+        x, y = _rows_of(prepared, self.start, n)
         fit_params = None
         if config.fairness.mitigation == "reweight" and has_fit_parameter(
-            make_estimator(family, task, {}, 0), "sample_weight"
+            make_estimator(family, prepared.task, {}, 0), "sample_weight"
         ):
+            sens = config.fairness.sensitive
             fit_params = {"model__sample_weight": fairness.reweighting(x[sens[0]], y)}
         return x[prepared.features], y, fit_params
 
-    opts = config.search
-    members = config.ensemble.size if config.ensemble.enabled else 1
-    all_rows = len(splits.x_train) + len(splits.x_val) + len(splits.x_test)
-    grows = grow_rows and opts.grow_rows and start < total
-    given = opts.budget_seconds
-    if given:  # the run's budget, from its start
-        deadline = (started if started is not None else clock()) + given
-    else:  # the search's own bound, from now
-        deadline = clock() + UNBUDGETED_SECONDS
-    searches: list[FamilySearch] = []
-    builds: dict[str, Callable[[dict[str, Any]], Pipeline]] = {}
-    cells = len(splits.x_test) * len(prepared.features)
-    speed = budget.calibrate() if given else 1.0
-    after = budget.after_seconds(cells, speed) if given else 0.0
-
-    def reserve() -> float:
+    def reserve(self) -> float:
         """What the steps after the search need (budgeted runs), from the trials so far."""
-        if not given:
+        if not self.given:
             return 0.0
-        done = [f.result for f in searches]
-        return budget.reserve_seconds(done, folds=folds, rows=all_rows, members=members,
-                                      after=after)  # fmt: skip
+        splits = self.prepared.splits
+        config = self.prepared.config
+        all_rows = len(splits.x_train) + len(splits.x_val) + len(splits.x_test)
+        members = config.ensemble.size if config.ensemble.enabled else 1
+        done = [f.result for f in self.searches]
+        return budget.reserve_seconds(done, folds=self.folds, rows=all_rows, members=members,
+                                      after=self.after)  # fmt: skip
 
-    def end() -> float:
+    def end(self) -> float:
         """The search's deadline: the budget less the later steps and growing's first rung."""
-        done = [f.result for f in searches]
-        grow_first = budget.grow_seconds(done, opts.grow_finalists) if grows and given else 0.0
-        return deadline - reserve() - grow_first
+        done = [f.result for f in self.searches]
+        grow_first = (
+            budget.grow_seconds(done, self.prepared.config.search.grow_finalists)
+            if self.grows and self.given
+            else 0.0
+        )
+        return self.deadline - self.reserve() - grow_first
 
-    def progress(fam: str, n: int, s: float) -> None:
-        of = f"/{opts.cap}" if opts.cap else ""
-        left = f"; {max(end() - clock(), 0):.0f}s of the search left" if given else ""
-        say(f"search {fam}: trial {n}{of} cv {scoring}={s:.4f}{left}")
+    def progress(self, fam: str, n: int, s: float) -> None:
+        """Say a trial's CV score (and, budgeted, the search's seconds left)."""
+        cap = self.prepared.config.search.cap
+        of = f"/{cap}" if cap else ""
+        left = (
+            f"; {max(self.end() - self.clock(), 0):.0f}s of the search left" if self.given else ""
+        )
+        self.say(f"search {fam}: trial {n}{of} cv {self.scoring}={s:.4f}{left}")
 
-    for family in families:
+    def add(self, family: str, family_search: Callable[..., FamilySearch]) -> None:
+        """The search of one family over its preprocessing and model spaces."""
+        prepared, config, size = self.prepared, self.prepared.config, self.size
+        task, opts = prepared.task, config.search
         space = {
             **preprocessing_space(family, config, size),
             **model_space(family, task, size),
         }
 
-        def build(params: dict[str, Any], family: str = family) -> Pipeline:
+        def build(params: dict[str, Any]) -> Pipeline:
             return candidate_pipeline(prepared.kinds, family, params, task, config, size=size)
 
-        builds[family] = build
-        x_fam, y_fam, fit_params = sample(start, family)
-        searches.append(
+        self.builds[family] = build
+        x_fam, y_fam, fit_params = self.sample(self.start, family)
+        self.searches.append(
             family_search(
                 family,
                 space,
@@ -187,79 +246,107 @@ def search(
                 y_fam,
                 method=opts.resolved_method,
                 cap=opts.cap,
-                cv=cv,
-                scoring=scoring,
+                cv=self.cv,
+                scoring=self.scoring,
                 seed=config.seed,
                 fit_params=fit_params,
                 default=default_params(family, task, space) if opts.default_first else None,
-                on_trial=progress,
-                clock=clock,
+                on_trial=self.progress,
+                clock=self.clock,
             )
         )
-    search_start = clock()
-    if given:
-        rungs = budget.spend(searches, end, clock=clock, say=say)
-        schedule = "halving over families"
-    else:
-        for i, fs in enumerate(searches):
-            run_family(fs, clock() + (deadline - clock()) / (len(searches) - i), opts.halving)
-        rungs, schedule = [list[str](families)], "equal shares"
-    results = [f.result for f in searches]
-    reached = [start]
-    if grows:
-        reached = grow(
+
+    def spend(self) -> tuple[list[list[str]], str]:
+        """Run the family searches: halving over families within the budget, or equal shares
+        of the search's own bound; the rungs and the schedule's name."""
+        clock = self.clock
+        if self.given:
+            return budget.spend(self.searches, self.end, clock=clock, say=self.say), (
+                "halving over families"
+            )
+        for i, fs in enumerate(self.searches):
+            share = clock() + (self.deadline - clock()) / (len(self.searches) - i)
+            run_family(fs, share, self.prepared.config.search.halving)
+        return [list[str](self.families)], "equal shares"
+
+    def grow(self, results: list[FamilyResult]) -> list[int]:
+        """The finalists re-scored on more rows (search.grow_rows); the rows of each rung."""
+        if not self.grows:
+            return [self.start]
+        return grow(
             results,
-            builds,
-            sample,
-            start=start,
-            total=total,
-            per_family=opts.grow_finalists,
-            deadline=deadline - reserve(),
-            cv=cv,
-            scoring=scoring,
-            say=say,
-            clock=clock,
+            self.builds,
+            self.sample,
+            start=self.start,
+            total=len(self.prepared.splits.x_train),
+            per_family=self.prepared.config.search.grow_finalists,
+            deadline=self.deadline - self.reserve(),
+            cv=self.cv,
+            scoring=self.scoring,
+            say=self.say,
+            clock=self.clock,
         )
-    fresh.rescore(
-        results,
-        builds,
-        sample,
-        cv=fresh.fresh_cv(
-            task, config.split.cv_folds, ordered, config.seed, config.split.keep_copies_together
-        ),
-        scoring=scoring,
-        deadline=deadline - reserve() + fresh.seconds(results) if given else math.inf,
-        say=say,
-        clock=clock,
-    )
-    chosen, best, leader, tied = pick(results)
-    say(f"best family: {chosen.family} (cv {scoring}={best.score:.4f} on {best.rows} rows)")
-    spent = {
-        "budget_seconds": given,
-        "schedule": schedule,
-        "rungs": rungs,
-        "seconds": round(clock() - search_start, 2),
-        "reserved_seconds": round(reserve(), 2) if given else None,
-        "trial_cap": opts.cap,
-        "fresh_folds_seed": config.seed + fresh.SEED_OFFSET,
-        "reserved_besides_fits_seconds": round(after, 2) if given else None,
-        "calibration_slowdown": round(speed, 2) if given else None,
-    }
-    return Selection(
-        results=results,
-        family=chosen.family,
-        best=best,
-        skipped=skipped,
-        scoring=scoring,
-        rows=len(x_search),
-        rungs=reached,
-        folds=folds,
-        size=size,
-        leader=leader.family,
-        within_noise=tuple(tied),
-        spent=spent,
-        ended=clock(),
-    )
+
+    def rescore(self, results: list[FamilyResult]) -> None:
+        """The top and default configurations re-scored on fresh folds (training.fresh)."""
+        config = self.prepared.config
+        fresh.rescore(
+            results,
+            self.builds,
+            self.sample,
+            cv=fresh.fresh_cv(
+                self.prepared.task,
+                config.split.cv_folds,
+                bool(config.time_column),
+                config.seed,
+                config.split.keep_copies_together,
+            ),
+            scoring=self.scoring,
+            deadline=self.deadline - self.reserve() + fresh.seconds(results)
+            if self.given
+            else math.inf,
+            say=self.say,
+            clock=self.clock,
+        )
+
+    def spent(self, schedule: str, rungs: list[list[str]], search_start: float) -> dict[str, Any]:
+        """The manifest's `model.search.budget`."""
+        given, config = self.given, self.prepared.config
+        return {
+            "budget_seconds": given,
+            "schedule": schedule,
+            "rungs": rungs,
+            "seconds": round(self.clock() - search_start, 2),
+            "reserved_seconds": round(self.reserve(), 2) if given else None,
+            "trial_cap": config.search.cap,
+            "fresh_folds_seed": config.seed + fresh.SEED_OFFSET,
+            "reserved_besides_fits_seconds": round(self.after, 2) if given else None,
+            "calibration_slowdown": round(self.speed, 2) if given else None,
+        }
+
+
+def _rows_of(prepared: Prepared, start: int, n: int) -> tuple[pd.DataFrame, pd.Series]:
+    """`n` training rows, the first `start` of them the search's (training.growing)."""
+    config, splits = prepared.config, prepared.splits
+    idx = sample_rows(len(splits.x_train), start, n, bool(config.time_column), config.seed)
+    return splits.x_train.iloc[idx], splits.y_train.iloc[idx]
+
+
+def _families(
+    config: TrainConfig, train_rows: int, say: Progress
+) -> tuple[list[Family], list[Family]]:
+    """The families to try and those skipped (svm on large data; one whose package is missing,
+    said why); TrainingError when none is left."""
+    families = [f for f in config.models if not (f == "svm" and train_rows > config.svm_max_rows)]
+    for reason in filter(None, map(unavailable, families)):  # e.g. deep without torch
+        say(reason)
+    families = [f for f in families if unavailable(f) is None]
+    skipped = sorted(set(config.models) - set(families))
+    if not families:
+        raise TrainingError(
+            "no model family left to try (svm is skipped on large data, deep without torch)"
+        )
+    return families, skipped
 
 
 def pick(results: list[FamilyResult]) -> tuple[FamilyResult, Trial, FamilyResult, list[str]]:
