@@ -77,7 +77,7 @@ def main() -> None:
                 [
                     str(keep).lower(),
                     f"{copied:.1%}",
-                    f"{candidate.manifest['metrics']['test']['roc_auc']:.4f}",
+                    f"{candidate.manifest.metrics['test']['roc_auc']:.4f}",
                     f"{auc(fresh):.4f}",
                     f"{noise:.4f}",
                     f"{seconds:.0f}",

@@ -204,7 +204,7 @@ def run_servewatch(
         classes = [str(c) for c in model.classes_]
     else:
         y, out, classes = test[ds.target], model.predict(x_test), []
-    manifest = candidate.manifest["model"]
+    manifest = candidate.manifest.body()["model"]
     chosen = str(manifest["family"])
     if chosen == "ensemble":
         chosen = f"{manifest['ensemble']['method']}({'+'.join(manifest['ensemble']['members'])})"
