@@ -282,6 +282,9 @@ def summary_of(m: Model, w: Window, rules: alerts.AlertRules, explain: bool) -> 
             w, m.reference, m.classes, m.decision, m.manifest, rules.confidence
         ),
     }
+    baseline = runner._baseline(m.manifest, m.metric)
+    if baseline is not None:
+        summary["baseline"] = baseline
     if explain:
         current = runner._current_frame(w, m.manifest)
         summary["explanation_drift"] = runner._explanation_drift(
@@ -290,45 +293,51 @@ def summary_of(m: Model, w: Window, rules: alerts.AlertRules, explain: bool) -> 
     return summary
 
 
-def both_bounds(summary: MonitorSummary, rules: alerts.AlertRules, c: alerts.Condition) -> bool:
-    """The performance rule before `alerts.drop_bound`: worse than both `max_drop` from the
-    baseline and the band (the looser of the two), whatever the band's width."""
-    performance = summary["performance"]
-    metric, noise_summary = summary["metric"], performance.get("noise")
-    if c.value is None or metric is None or noise_summary is None:
-        return bool(c.breached)
-    kind = "realised" if c.rule == RULES[0] else "estimated"
-    band = noise_summary[kind]
-    width = band["widths"].get(metric) if band else None
-    baseline = summary["test_score"]
-    reference = performance.get("reference_estimated")
-    if kind == "estimated" and reference and reference.get(metric) == reference.get(metric):
-        baseline = reference[metric]
+def against_test_score(
+    summary: MonitorSummary, rules: alerts.AlertRules, m: Model
+) -> dict[str, bool]:
+    """The performance rules as they were before the baseline on unseen rows: `drop_bound`
+    from the test score, the realised band widened for the test rows (not the baseline's)."""
+    baseline = summary.get("baseline")
     if baseline is None:
-        return bool(c.breached)
-    judge = metric_contract.get(metric)
-    bound = judge.limit(baseline, rules.max_drop)
-    if width is not None:
-        by_noise = baseline - width if judge.higher_is_better else baseline + width
-        bound = bound if judge.meets(by_noise, bound) else by_noise
-    return not judge.meets(c.value, bound)
+        return {}
+    test_rows = (m.manifest.model_extra or {})["data"]["split"]["test"]
+    performance: dict[str, Any] = {**summary["performance"]}
+    noise_summary = performance.get("noise")
+    realised = noise_summary["realised"] if noise_summary else None
+    if noise_summary is not None and realised is not None:
+        n = realised["rows"]
+        factor = noise.widening(n, test_rows) / noise.widening(n, baseline["rows"])
+        widths = {k: v * factor for k, v in realised["widths"].items()}
+        performance["noise"] = {**noise_summary, "realised": {"rows": n, "widths": widths}}
+    old: dict[str, Any] = {**summary, "performance": performance}
+    old.pop("baseline")
+    return {
+        c.rule: bool(c.breached)
+        for c in alerts.conditions(old, rules)  # type: ignore[arg-type]
+        if c.rule in RULES[:2]
+    }
 
 
-def verdicts(summary: MonitorSummary, rules: alerts.AlertRules) -> dict[str, dict[str, bool]]:
-    """Per rule, whether it breaches under the old rule (no band), the rule before (both bounds)
-    and the new (`alerts.drop_bound`)."""
+def verdicts(
+    summary: MonitorSummary, rules: alerts.AlertRules, m: Model
+) -> dict[str, dict[str, bool]]:
+    """Per rule, whether it breaches under the old rule (no band, the test score), the rule
+    before (`alerts.drop_bound` from the test score) and the new (`alerts.drop_bound` from the
+    baseline on the test and out-of-fold rows)."""
     old = {**summary, "performance": {**summary["performance"]}}  # type: ignore[typeddict-item]
     old["performance"].pop("noise", None)  # type: ignore[misc]
     old.pop("explanation_drift", None)  # type: ignore[misc]
+    old.pop("baseline", None)  # type: ignore[misc]
     out: dict[str, dict[str, bool]] = {}
     for c in alerts.conditions(old, rules):  # type: ignore[arg-type]
         if c.rule in RULES:
             out.setdefault(c.rule, {})["old"] = bool(c.breached)
+    before = against_test_score(summary, rules, m)
     for c in alerts.conditions(summary, rules):
         if c.rule in RULES:
             out.setdefault(c.rule, {})["new"] = bool(c.breached)
-            before = both_bounds(summary, rules, c) if c.rule != RULES[2] else bool(c.breached)
-            out[c.rule]["before"] = before
+            out[c.rule]["before"] = before.get(c.rule, bool(c.breached))
     return out
 
 
@@ -386,7 +395,7 @@ def count(
     out: Counts = {r: {"old": 0, "before": 0, "new": 0, "windows": 0} for r in RULES}
     for i in range(many):
         summary = summary_of(m, windows(), rules, i < explain)
-        for rule, verdict in verdicts(summary, rules).items():
+        for rule, verdict in verdicts(summary, rules, m).items():
             out[rule]["windows"] += 1
             for k, v in verdict.items():
                 out[rule][k] += v
@@ -480,7 +489,7 @@ def measure(
     base = pool_metric(m)
     rows: list[list[Any]] = []
     smallest: list[list[Any]] = []
-    for n in SIZES:
+    for n in (int(v) for v in args.sizes.split(",")):
         se = standard_error(m, n)
         healthy = count(
             m,
@@ -547,6 +556,7 @@ def main() -> None:
     ap.add_argument("--degraded", type=int, default=60, help="windows per degradation and size")
     ap.add_argument("--explain", type=int, default=20, help="explanation drift: windows per cell")
     ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="window sizes")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
@@ -574,8 +584,10 @@ def main() -> None:
             hard = uncertainty(m)
             m.caches["hard"] = hard / hard.std()
             score = m.manifest.objective.test_score if m.manifest.objective else None
+            baseline = runner._baseline(m.manifest, m.metric)
             print(
-                f"{task}: test {m.metric} {score:.4g}, pool {pool_metric(m):.4g}, reference "
+                f"{task}: test {m.metric} {score:.4g}, baseline {baseline}, "
+                f"pool {pool_metric(m):.4g}, reference "
                 f"{m.manifest.reference.drawn_from} ({len(m.reference):,} rows)",
                 flush=True,
             )

@@ -45,7 +45,8 @@ class AlertRules(BaseModel):
     where lower is better (rmse, mae, log_loss, brier)."""
     max_drop: float = Field(0.05, ge=0)
     """A material worsening (a fall, or a rise for metrics where lower is better; a share of the
-    baseline for rmse and mae): of the realised score from the version's test score, and of the
+    baseline for rmse and mae): of the realised score from the version's test score (its score
+    on the test and out-of-fold rows, `reference.baseline`, where it has one), and of the
     estimated score from the same estimate on the version's reference sample (where the log has
     one; else the test score). With a noise band of width w (at `confidence`) a performance rule
     breaches when the drop is beyond w (significant) and the drop plus w reaches `max_drop` (a
@@ -336,6 +337,9 @@ def _performance_condition(
         floor = rules.performance_floor
         limits.append(_worse(judge, floor, width) if width is not None else floor)
     baseline, against = test_score, "test score"
+    unseen = summary.get("baseline")
+    if unseen is not None:  # measured on more unseen rows than the test score
+        baseline, against = unseen["score"], f"score on {unseen['rows']:,} unseen rows"
     # The label-free estimate is judged against itself on the reference sample: an estimate read
     # from the model's own probabilities is biased wherever they are not perfectly calibrated, and
     # the bias is the same on both, so only a change in the traffic moves the difference.

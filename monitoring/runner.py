@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -42,6 +43,7 @@ from monitoring.store import Cursor, MonitorStore
 from monitoring.summary import (
     REPORT_FILE,
     AlertState,
+    Baseline,
     CanaryReport,
     ColumnDriftSummary,
     DriftSummary,
@@ -340,7 +342,7 @@ def _head(
     """The summary's first keys: what the run judges and over which window."""
     enough = window.rows >= rules.min_rows
     metric, test_score = _watched(manifest, rules)
-    return {
+    summary: MonitorSummary = {
         "model": model,
         "version": version,
         "status": "ok",
@@ -362,6 +364,10 @@ def _head(
         "test_score": test_score,
         "reference": _reference_note(manifest),
     }
+    baseline = _baseline(manifest, metric)
+    if baseline is not None:
+        summary["baseline"] = baseline
+    return summary
 
 
 def _quality_section(run: Run) -> None:
@@ -637,6 +643,34 @@ def _watched(manifest: Manifest, rules: alerting.AlertRules) -> tuple[str | None
     scores = manifest.metrics.get("test") or manifest.metrics.get("sample") or {}
     value = scores.get(metric)
     return metric, float(value) if isinstance(value, int | float) else None
+
+
+def _baseline(manifest: Manifest, metric: str | None) -> Baseline | None:
+    """The realised rules' baseline from the manifest's `reference.baseline` (the watched metric
+    on the test rows and the fitted rows predicted out of fold); None for versions published
+    without one (they are judged against the test score)."""
+    record = (manifest.reference.model_extra or {}).get("baseline")
+    if not isinstance(record, dict) or metric is None:
+        return None
+    score, rows = (record.get("metrics") or {}).get(metric), _baseline_rows(manifest)
+    if not isinstance(score, int | float) or not math.isfinite(score) or not rows:
+        return None
+    return {"score": float(score), "rows": rows, "drawn_from": "+".join(record.get("rows") or {})}
+
+
+def _baseline_rows(manifest: Manifest | None) -> int | None:
+    """How many unseen rows the realised baseline was measured on: the manifest's
+    `reference.baseline` rows, else the test rows (`data.split.test`), None when unknown."""
+    if manifest is None:
+        return None
+    record = (manifest.reference.model_extra or {}).get("baseline")
+    counts = record.get("rows") if isinstance(record, dict) else None
+    if isinstance(counts, dict) and counts:
+        total = sum(v for v in counts.values() if isinstance(v, int))
+        return total or None
+    split = (manifest.model_extra or {}).get("data", {}).get("split", {})
+    test_rows = split.get("test") if isinstance(split, dict) else None
+    return test_rows if isinstance(test_rows, int) else None
 
 
 def _reference(registry: Registry, model: str, version: int) -> pd.DataFrame:
@@ -1238,8 +1272,6 @@ def _performance(
     if realised is not None:
         out["realised"] = realised
         out["realised_rows"] = used
-    split = (manifest.model_extra or {}).get("data", {}).get("split", {}) if manifest else {}
-    test_rows = split.get("test") if isinstance(split, dict) else None
     out["noise"] = noise.performance_noise(
         unseen=unseen,
         reference=ref_rows,
@@ -1249,7 +1281,7 @@ def _performance(
         realised_rows=used,
         decision=decision,
         confidence=confidence,
-        test_rows=test_rows if isinstance(test_rows, int) else None,
+        test_rows=_baseline_rows(manifest),
         calibration=calibration,
     )
     return out

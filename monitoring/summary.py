@@ -131,6 +131,16 @@ class ReferenceNote(TypedDict):
     note: str
 
 
+class Baseline(TypedDict):
+    """What realised performance is judged against when the version carries it (manifest
+    `reference.baseline`): the watched metric on its test rows and its train and validation rows
+    predicted out of fold, more unseen rows than the test score alone."""
+
+    score: float
+    rows: int
+    drawn_from: str
+
+
 class PerformanceSummary(TypedDict):
     realised: Metrics | None
     """On the labelled rows; None with fewer usable labels than a metric needs (or none)."""
@@ -280,6 +290,8 @@ class MonitorSummary(TypedDict):
     metric: str | None
     """The version's objective metric, if its manifest names one."""
     test_score: float | None
+    baseline: NotRequired[Baseline]
+    """The realised rules' baseline in place of `test_score`; absent for versions without one."""
     reference: NotRequired[ReferenceNote]
     """What the reference sample was drawn from; absent in older releases' summaries."""
     drift: NotRequired[DriftSummary]

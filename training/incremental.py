@@ -26,7 +26,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 
 from core.decision import Decision
-from core.registry import LABEL_COL, Manifest, ManifestDraft
+from core.registry import LABEL_COL, Manifest, ManifestDraft, ReferenceSample
 from training import evaluate
 from training.errors import TrainingError
 from training.manifest import now
@@ -162,6 +162,12 @@ def updated_manifest(
         # the update starts from it: predicted again by the update, they are in-sample
         manifest.reference = parent.reference.model_copy(deep=True)
         manifest.reference.unseen = False
+    if "reference" in manifest.model_fields_set and "baseline" in (
+        manifest.reference.model_extra or {}
+    ):
+        # the parent's baseline scored the parent: the update is judged against its test score
+        body = {k: v for k, v in manifest.reference.body().items() if k != "baseline"}
+        manifest.reference = ReferenceSample.model_validate(body)
     return manifest
 
 

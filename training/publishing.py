@@ -228,6 +228,62 @@ def unseen_reference(
     return pd.concat(parts, ignore_index=True), record
 
 
+BASELINE_NOTE = (
+    "the watched metrics on every row the tested model was scored on without fitting it: the "
+    "test rows (the tested model) and out-of-fold predictions of the train and validation rows "
+    "(5 copies, each fitted without one fold): the realised-performance alerts' baseline, "
+    "measured on more rows than the test score (a 1,000-row window's drop is otherwise blurred "
+    "by the test rows' own sampling error)"
+)
+
+
+def unseen_baseline(
+    model: BaseEstimator,
+    test: tuple[pd.DataFrame, pd.Series],
+    fitted_on: tuple[pd.DataFrame, pd.Series],
+    task: str,
+    seed: int,
+    *,
+    threshold: float | None = None,
+    positive: int = 1,
+    say: Progress | None = None,
+) -> dict[str, Any] | None:
+    """The manifest's `reference.baseline`: every metric on the test rows as `model` predicts
+    them plus every fitted row predicted out of fold (`_out_of_fold` over all folds), with the
+    rows each part holds; None when the copies cannot be fitted (some mitigations) or there are
+    too few rows for the folds."""
+    x_fit, y_fit = fitted_on
+    if len(x_fit) < OUT_OF_FOLD_FOLDS * 2:
+        return None
+    x_test, y_test = test
+    try:
+        if say is not None:
+            say(f"baseline: out-of-fold predictions of {len(x_fit):,} rows")
+        on_test = reference_frame(
+            model, x_test, y_test, task, len(x_test), seed, threshold=threshold, positive=positive
+        )
+        folds = _out_of_fold(model, x_fit, y_fit, task, len(x_fit), seed, threshold, positive)
+    except Exception as exc:  # the test score stays the baseline
+        if say is not None:
+            say(f"baseline: none ({type(exc).__name__} refitting the model)")
+        return None
+    rows = pd.concat([on_test, folds], ignore_index=True)
+    if task == "classification":
+        classes = list(model.classes_)
+        proba = rows[[f"{PROBA_PREFIX}{c}" for c in classes]].to_numpy(float)
+        scores = metric_contract.classification_metrics(
+            rows[LABEL_COL], proba, [str(c) for c in classes], threshold, positive
+        )
+    else:
+        scores = metric_contract.regression_metrics(rows[LABEL_COL], rows[PREDICTION_COL])
+    return {
+        "metrics": {k: float(v) for k, v in scores.items()},
+        "rows": {"test": len(on_test), "out_of_fold": len(folds)},
+        "folds": OUT_OF_FOLD_FOLDS,
+        "note": BASELINE_NOTE,
+    }
+
+
 def _out_of_fold(
     model: BaseEstimator,
     x: pd.DataFrame,

@@ -16,11 +16,19 @@ from training import ensemble, fingerprints, mitigation, publishing, refit, thre
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
 from training.fingerprints import RowPrints
-from training.fitting import fit_and_calibrate
+from training.fitting import Fitted, fit_and_calibrate
 from training.manifest import build_manifest
 from training.prepare import Prepared, Progress, prepare, quiet
-from training.publishing import Alias, Promote, Release, publish, unseen_reference
+from training.publishing import (
+    Alias,
+    Promote,
+    Release,
+    publish,
+    unseen_baseline,
+    unseen_reference,
+)
 from training.selection import Selection, search
+from training.threshold import Chosen
 
 __all__ = ["Candidate", "Progress", "Promote", "TrainResult", "run_training", "train_candidate"]
 
@@ -111,10 +119,36 @@ def train_candidate(
     manifest.reference = ReferenceSample.model_validate(drawn)
     # the reference above is the tested model's; the model published may be its refit on all rows
     manifest.reference.predicted_by = "tested model"
+    if mitigated is None:  # a mitigated model's copies would be fitted without its mitigation
+        _add_baseline(manifest.reference, prepared, fitted, chosen, say)
     model, refitted = refit.all_rows(prepared, fitted, say)
     manifest.model.refit = Refit.model_validate(refitted)
     manifest.training_seconds = round(time.monotonic() - started, 1)
     return Candidate(prepared, assessment, model, reference, manifest, champion, rows)
+
+
+def _add_baseline(
+    reference: ReferenceSample,
+    prepared: Prepared,
+    fitted: Fitted,
+    chosen: Chosen | None,
+    say: Progress,
+) -> None:
+    """`reference.baseline` (`publishing.unseen_baseline`): the tested model's metrics on its
+    test rows and its fitted rows predicted out of fold; left out when it cannot be measured."""
+    splits, columns = prepared.splits, list(fitted.x_full.columns)
+    baseline = unseen_baseline(
+        fitted.model,
+        (splits.x_test[columns], splits.y_test),
+        (fitted.x_full, fitted.y_full),
+        prepared.task,
+        prepared.config.seed,
+        threshold=chosen.threshold if chosen else None,
+        positive=chosen.positive if chosen else 1,
+        say=say,
+    )
+    if baseline is not None:  # a key the section keeps as set (ReferenceSample allows extras)
+        setattr(reference, "baseline", baseline)  # noqa: B010
 
 
 def run_training(
