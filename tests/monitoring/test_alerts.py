@@ -121,6 +121,25 @@ def test_the_estimate_is_judged_against_the_same_estimate_on_the_reference() -> 
     }
 
 
+def test_realised_performance_is_judged_against_the_baseline_on_unseen_rows() -> None:
+    """A version carrying `baseline` (its score on test and out-of-fold rows) is judged against
+    it, not against the test score; without one, against the test score."""
+    rules = AlertRules(max_drop=0.05)
+    on_test = summary(realised=0.78, test_score=0.80)
+    assert active_rules(on_test, rules) == set()  # 0.02 below the test score
+    with_baseline = {**on_test, "baseline": {"score": 0.85, "rows": 30_000, "drawn_from": "x"}}
+    assert active_rules(with_baseline, rules) == {"realised_performance"}
+    verdict = {c.rule: c for c in conditions(with_baseline, rules)}["realised_performance"]
+    assert verdict.threshold == pytest.approx(0.80)
+    assert "score on 30,000 unseen rows 0.850" in verdict.message
+    # the estimate keeps its own baseline (the same estimate on the reference sample)
+    estimated = {
+        **summary(estimated=0.78, reference_estimated=0.80),
+        "baseline": {"score": 0.85, "rows": 30_000, "drawn_from": "x"},
+    }
+    assert active_rules(estimated, rules) == set()
+
+
 def test_realised_performance_needs_enough_labels() -> None:
     verdicts = {c.rule: c for c in conditions(summary(realised=0.1, labelled=5), AlertRules())}
     assert verdicts["realised_performance"].breached is None

@@ -304,3 +304,32 @@ def test_a_version_published_before_says_its_reference_is_in_sample_and_still_ru
     assert band["source"] == "window" and "no sample of unseen rows" in band["note"]
     assert band["realised"]["widths"]["roc_auc"] > 0
     assert {c["rule"] for c in s["alerts"]} <= {"dataset_drift", "feature_drift"}
+
+
+def test_a_version_is_judged_against_its_baseline_and_an_older_one_against_its_test_score(
+    msettings: MonitorSettings, store: PredictionStore
+) -> None:
+    """The realised rules' baseline is the manifest's `reference.baseline` (test and out-of-fold
+    rows), the band widened for its rows; a version published without it is judged against its
+    test score, the band widened for the test rows (wider)."""
+    path = Path(msettings.registry) / "demo" / "1" / MANIFEST
+    manifest = json.loads(path.read_text())
+    record, split = manifest["reference"]["baseline"], manifest["data"]["split"]
+    log_traffic(store, msettings.registry, traffic(400, seed=13))
+    s = run_monitoring(settings=msettings, store=store, model="demo", notifiers=[], last=400)
+    metric = s["metric"]
+    assert s["baseline"] == {
+        "score": record["metrics"][metric],
+        "rows": split["test"] + split["train"] + split["validation"],
+        "drawn_from": "test+out_of_fold",
+    }
+    with_baseline = s["performance"]["noise"]["realised"]["widths"][metric]
+    manifest["reference"].pop("baseline")
+    path.write_text(json.dumps(manifest))
+    old = run_monitoring(settings=msettings, store=store, model="demo", notifiers=[], last=400)
+    assert old["status"] == "ok" and "baseline" not in old
+    without = old["performance"]["noise"]["realised"]["widths"][metric]
+    n = s["performance"]["realised_rows"]
+    assert without / with_baseline == pytest.approx(
+        noise.widening(n, split["test"]) / noise.widening(n, s["baseline"]["rows"])
+    )

@@ -5,13 +5,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
+import pytest
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
+from core.metrics import classification_metrics
 from core.registry import LABEL_COL, PROBA_PREFIX, Registry
 from tests.conftest import fast_config
 from training.prepare import prepare, quiet
-from training.publishing import REFERENCE_MIN_UNSEEN, unseen_reference
+from training.publishing import (
+    OUT_OF_FOLD_FOLDS,
+    REFERENCE_MIN_UNSEEN,
+    unseen_baseline,
+    unseen_reference,
+)
 
 
 def data(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
@@ -102,3 +109,69 @@ def test_a_trained_version_records_its_reference_and_holds_the_test_rows(
     assert set(ref["x1"].iloc[:n_test]) == test_x1
     assert set(ref["x1"].iloc[n_test : n_test + n_val]) == val_x1
     assert set(ref["x1"].iloc[n_test + n_val :]) <= set(prepared.splits.x_train["x1"])
+
+
+def test_the_baseline_scores_the_test_rows_and_every_fitted_row_out_of_fold() -> None:
+    """`reference.baseline`: every metric over the test rows (as the model predicts them) and
+    every fitted row predicted by a copy fitted without its fold; an overfitting tree's
+    in-sample accuracy (1.0) never enters it."""
+    x_fit, y_fit = data(600, 6)
+    x_test, y_test = data(200, 7)
+    model = DecisionTreeClassifier(random_state=0).fit(x_fit, y_fit)
+    record = unseen_baseline(model, (x_test, y_test), (x_fit, y_fit), "classification", 0)
+    assert record is not None
+    assert record["rows"] == {"test": 200, "out_of_fold": 600}
+    assert record["folds"] == OUT_OF_FOLD_FOLDS
+    on_test = classification_metrics(y_test, model.predict_proba(x_test), ["no", "yes"])
+    assert model.score(x_fit, y_fit) == 1.0
+    assert 0.5 < record["metrics"]["accuracy"] < 0.95
+    # test rows and out-of-fold rows pooled: not the test rows' figure alone
+    assert record["metrics"]["accuracy"] != pytest.approx(on_test["accuracy"], abs=1e-9)
+    assert set(record["metrics"]) == set(on_test)
+    y = pd.Series(np.linspace(0.0, 10.0, 300))
+    x = pd.DataFrame({"a": y + np.random.default_rng(8).normal(size=300)})
+    fitted = LinearRegression().fit(x[:200], y[:200])
+    reg = unseen_baseline(fitted, (x[200:], y[200:]), (x[:200], y[:200]), "regression", 0)
+    assert reg is not None and reg["rows"] == {"test": 100, "out_of_fold": 200}
+    assert 0.5 < reg["metrics"]["rmse"] < 1.5  # the noise's sd is 1
+
+
+def test_no_baseline_without_enough_rows_or_a_model_that_can_be_refitted() -> None:
+    x_fit, y_fit = data(300, 4)
+    x_test, y_test = data(50, 5)
+    model = Prefitted()
+    LogisticRegression.fit(model, x_fit, y_fit)
+    assert unseen_baseline(model, (x_test, y_test), (x_fit, y_fit), "classification", 0) is None
+    fitted = LogisticRegression().fit(x_fit[:8], y_fit[:8])
+    few = (x_fit[:8], y_fit[:8])
+    assert unseen_baseline(fitted, (x_test, y_test), few, "classification", 0) is None
+
+
+def test_a_trained_version_records_its_baseline(trained_registry: Path) -> None:
+    manifest = Registry(trained_registry).raw_manifest("demo", 1)
+    baseline = manifest["reference"]["baseline"]
+    split = manifest["data"]["split"]
+    assert baseline["rows"] == {
+        "test": split["test"],
+        "out_of_fold": split["train"] + split["validation"],
+    }
+    metric = manifest["objective"]["metric"]
+    assert 0.0 < baseline["metrics"][metric] <= 1.0
+
+
+def test_an_incremental_update_does_not_carry_its_parents_baseline() -> None:
+    """The parent's baseline scored the parent: the update is judged against its own test score."""
+    from training import incremental
+
+    x, y = data(300, 9)
+    model = LogisticRegression().fit(x, y)
+    reference = {"drawn_from": "test", "unseen": True, "rows": {"test": 100}}
+    baseline = {"metrics": {"accuracy": 0.9}, "rows": {"test": 100, "out_of_fold": 400}}
+    parent = {
+        "task": "classification", "classes": ["no", "yes"], "model": {"family": "linear"},
+        "objective": {"metric": "accuracy"}, "metrics": {},
+        "reference": {**reference, "baseline": baseline},
+    }  # fmt: skip
+    manifest = incremental.updated_manifest(parent, model, x, y, rows=300, seconds=0.1, extra={})
+    assert manifest["reference"] == reference
+    assert parent["reference"]["baseline"] == baseline  # the parent's record is untouched
