@@ -32,9 +32,11 @@ from monitoring.summary import NoiseSummary
 Floats = npt.NDArray[np.float64]
 Codes = npt.NDArray[np.int64]
 
-REPLICATES = 400
+REPLICATES = 2000
 """Bootstrap replicates per band; the tail is read from their mean, spread and skewness
-(Cornish-Fisher), steadier than the few most extreme replicates."""
+(Cornish-Fisher), steadier than the few most extreme replicates. With 400 a band's width was
+off by up to 6% from one seed to the next (its spread and skewness read from too few replicates):
+a 1,000-row accuracy band of 2.21 standard errors fired on 1.2% of healthy windows."""
 SOURCE_ROWS = 2000
 """At most this many source rows are resampled (a seeded subsample): the spread of a window's
 figure is as well known from 2,000 rows, at a fraction of the cost."""
@@ -169,6 +171,8 @@ def _widths(
         z = NormalDist().inv_cdf(1 - confidence if judge.higher_is_better else confidence)
         mean, sd = float(finite.mean()), float(finite.std(ddof=1))
         skew = float(np.mean(((finite - mean) / sd) ** 3)) if sd > 0 else 0.0
+        if abs(skew) < 2 * math.sqrt(6 / len(finite)):
+            skew = 0.0  # indistinguishable from none: its estimate would only add noise
         skew = min(max(skew, -2.0), 2.0)
         tail = mean + sd * (z + (z * z - 1) * skew / 6)  # Cornish-Fisher
         width = centre - tail if judge.higher_is_better else tail - centre

@@ -303,7 +303,11 @@ def test_a_version_published_before_says_its_reference_is_in_sample_and_still_ru
     band = s["performance"]["noise"]
     assert band["source"] == "window" and "no sample of unseen rows" in band["note"]
     assert band["realised"]["widths"]["roc_auc"] > 0
-    assert {c["rule"] for c in s["alerts"]} <= {"dataset_drift", "feature_drift"}
+    # no realised alarm; the estimate may fire: without the record the whole reference is its
+    # baseline, out-of-fold rows included, whose sharper probabilities put it 0.027 above this
+    # traffic's (the edge of its band at 400 rows): what an in-sample reference cannot avoid
+    fired = {c["rule"] for c in s["alerts"]}
+    assert fired <= {"dataset_drift", "feature_drift", "estimated_performance"}
 
 
 def test_a_version_is_judged_against_its_baseline_and_an_older_one_against_its_test_score(
@@ -333,3 +337,19 @@ def test_a_version_is_judged_against_its_baseline_and_an_older_one_against_its_t
     assert without / with_baseline == pytest.approx(
         noise.widening(n, split["test"]) / noise.widening(n, s["baseline"]["rows"])
     )
+
+
+def test_an_accuracy_band_is_the_binomial_tail_within_3_percent() -> None:
+    """The band of accuracy on n rows is z(99%) binomial standard errors (accuracy's skewness is
+    nil at these sizes): read from 400 replicates it was off by up to 6%, and a 1,000-row band of
+    2.21 standard errors fired on 1.2% of healthy windows."""
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        codes = rng.integers(0, 3, 2000)
+        proba = rng.dirichlet(np.ones(3), 2000)
+        p = float(np.mean(proba.argmax(axis=1) == codes))
+        for n in (100, 1000):
+            spread = noise.classification_spread(codes, proba, n, 0.99)
+            assert spread is not None
+            exact = 2.3263 * np.sqrt(p * (1 - p) / n)
+            assert spread.widths["accuracy"] == pytest.approx(exact, rel=0.03), (seed, n)
