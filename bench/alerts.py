@@ -16,12 +16,13 @@ with their noise bands), `monitoring.runner._explanation_drift` and `monitoring.
   noise is invisible without labels: the estimate and explanation drift see covariate shift only.
 
 "old" is the rule before issue 33 (the test score worsened by `max_drop`, no band; no
-explanation rule); "before" the rule with noise bands as first built (worse than both `max_drop`
-and the 99% band); "new" the default rules (`alerts.drop_bound`: a drop beyond the band whose
-upper confidence bound reaches `max_drop`). Every column is of the same windows.
+explanation rule); "before" the default rule (`alerts.drop_bound`: a drop beyond the band whose
+upper confidence bound reaches `max_drop`) from the test score, the band widened for the test
+rows; "new" the same rule from the version's baseline on test and out-of-fold rows (manifest
+`reference.baseline`), as the monitoring judges it. Every column is of the same windows.
 
     nice -n 19 python -m bench.alerts [--healthy 300] [--degraded 60] [--explain 20]
-        [--tasks binary,multi-class,regression]
+        [--tasks binary,multi-class,regression] [--sizes 100,1000,10000]
 """
 
 from __future__ import annotations
