@@ -57,12 +57,19 @@ def tables(summary: MonitorSummary, rules: alerting.AlertRules) -> list[Table]:
             for c in alerting.conditions(summary, rules)
             if c.rule in ("realised_performance", "estimated_performance")
         ]
+        baseline = summary.get("baseline")
+        unseen = (
+            f", realised baseline {_figure(baseline['score'])} on {baseline['rows']:,} unseen rows "
+            f"({baseline['drawn_from']})"
+            if baseline
+            else ""
+        )
         note = (
             f"Noise band: how much worse than its baseline a healthy window of this many rows "
             f"scores by chance at {noise['confidence']:.0%} ({noise['note']}). Watched metric "
-            f"{summary.get('metric')}, test score {_figure(summary.get('test_score'))}; a rule "
-            "breaches on a drop beyond its band whose upper bound (drop + band) reaches max_drop "
-            f"({rules.max_drop:g}). " + "; ".join(verdicts)
+            f"{summary.get('metric')}, test score {_figure(summary.get('test_score'))}{unseen}; "
+            "a rule breaches on a drop beyond its band whose upper bound (drop + band) reaches "
+            f"max_drop ({rules.max_drop:g}). " + "; ".join(verdicts)
         )
         headers = [
             "metric",

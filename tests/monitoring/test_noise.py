@@ -353,3 +353,27 @@ def test_an_accuracy_band_is_the_binomial_tail_within_3_percent() -> None:
             assert spread is not None
             exact = 2.3263 * np.sqrt(p * (1 - p) / n)
             assert spread.widths["accuracy"] == pytest.approx(exact, rel=0.03), (seed, n)
+
+
+def test_the_report_names_the_realised_baseline_beside_the_test_score() -> None:
+    from monitoring import bands
+
+    band = {"rows": 1000, "widths": {"accuracy": 0.04}}
+    summary: Any = {
+        "metric": "accuracy",
+        "test_score": 0.452,
+        "performance": {
+            "realised": {"accuracy": 0.40},
+            "estimated": None,
+            "reference_estimated": None,
+            "realised_rows": 1000,
+            "noise": {"confidence": 0.99, "source": "unseen", "note": "n", "realised": band,
+                      "estimated": None},
+        },
+    }  # fmt: skip
+    (table,) = bands.tables(summary, AlertRules())
+    assert "unseen rows" not in table.note
+    summary["baseline"] = {"score": 0.459, "rows": 30_000, "drawn_from": "test+out_of_fold"}
+    (table,) = bands.tables(summary, AlertRules())
+    assert "realised baseline 0.459 on 30,000 unseen rows (test+out_of_fold)" in table.note
+    assert "realised_performance: BREACHED" in table.note  # 0.40 < 0.459 - 0.04
