@@ -302,7 +302,8 @@ def against_test_score(
     baseline = summary.get("baseline")
     if baseline is None:
         return {}
-    test_rows = (m.manifest.model_extra or {})["data"]["split"]["test"]
+    assert m.manifest.data is not None and m.manifest.data.model_extra is not None
+    test_rows = m.manifest.data.model_extra["split"]["test"]
     performance: dict[str, Any] = {**summary["performance"]}
     noise_summary = performance.get("noise")
     realised = noise_summary["realised"] if noise_summary else None

@@ -668,7 +668,7 @@ def _baseline_rows(manifest: Manifest | None) -> int | None:
     if isinstance(counts, dict) and counts:
         total = sum(v for v in counts.values() if isinstance(v, int))
         return total or None
-    split = (manifest.model_extra or {}).get("data", {}).get("split", {})
+    split = (manifest.data.model_extra or {}).get("split") if manifest.data else None
     test_rows = split.get("test") if isinstance(split, dict) else None
     return test_rows if isinstance(test_rows, int) else None
 

@@ -161,17 +161,21 @@ def test_a_trained_version_records_its_baseline(trained_registry: Path) -> None:
 
 def test_an_incremental_update_does_not_carry_its_parents_baseline() -> None:
     """The parent's baseline scored the parent: the update is judged against its own test score."""
+    from core.registry import Manifest
     from training import incremental
 
     x, y = data(300, 9)
     model = LogisticRegression().fit(x, y)
     reference = {"drawn_from": "test", "unseen": True, "rows": {"test": 100}}
     baseline = {"metrics": {"accuracy": 0.9}, "rows": {"test": 100, "out_of_fold": 400}}
-    parent = {
-        "task": "classification", "classes": ["no", "yes"], "model": {"family": "linear"},
-        "objective": {"metric": "accuracy"}, "metrics": {},
-        "reference": {**reference, "baseline": baseline},
-    }  # fmt: skip
+    parent = Manifest.model_validate(
+        {
+            "name": "m", "version": 1, "created_at": "2026-01-01T00:00:00Z",
+            "task": "classification", "target": "y", "classes": ["no", "yes"], "features": [],
+            "model": {"family": "linear"}, "objective": {"metric": "accuracy", "test_score": 0.8},
+            "reference": {**reference, "baseline": baseline},
+        }
+    )  # fmt: skip
     manifest = incremental.updated_manifest(parent, model, x, y, rows=300, seconds=0.1, extra={})
-    assert manifest["reference"] == reference
-    assert parent["reference"]["baseline"] == baseline  # the parent's record is untouched
+    assert manifest.reference.body() == reference
+    assert parent.reference.body()["baseline"] == baseline  # the parent's record is untouched
