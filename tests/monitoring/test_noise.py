@@ -361,6 +361,8 @@ def test_the_report_names_the_realised_baseline_beside_the_test_score() -> None:
     band = {"rows": 1000, "widths": {"accuracy": 0.04}}
     summary: Any = {
         "metric": "accuracy",
+        "rows": 1000,
+        "labelled_rows": 1000,
         "test_score": 0.452,
         "performance": {
             "realised": {"accuracy": 0.40},
