@@ -72,19 +72,33 @@ def fit_seconds(result: FamilyResult, folds: int, rows: int) -> float:
     return best.seconds / folds * rows / fold_rows
 
 
+def baseline_fits(folds: int) -> int:
+    """Fits the realised-performance baseline's copies take (publish.baseline_folds): each copy
+    of the tested configuration on (folds - 1) / folds of the rows, calibrated (three fits), so
+    about 3 * (folds - 1) fits on every row; none without a baseline."""
+    return 3 * (folds - 1) if folds >= 2 else 0
+
+
 def reserve_seconds(
-    results: Sequence[FamilyResult], *, folds: int, rows: int, members: int, after: float
+    results: Sequence[FamilyResult],
+    *,
+    folds: int,
+    rows: int,
+    members: int,
+    after: float,
+    baseline_folds: int = 0,
 ) -> float:
-    """Seconds the steps after the search need: RESERVE_FITS fits on `rows` rows of each of the
-    best `members` families (the chosen one and an ensemble's other members), plus `after`
-    (what fits nothing: after_seconds), plus the re-scoring of each family's top and default on
-    fresh folds (training.fresh: their trials' measured seconds)."""
+    """Seconds the steps after the search need: RESERVE_FITS fits (and the baseline's,
+    `baseline_fits`) on `rows` rows of each of the best `members` families (the chosen one and
+    an ensemble's other members), plus `after` (what fits nothing: after_seconds), plus the
+    re-scoring of each family's top and default on fresh folds (training.fresh: their trials'
+    measured seconds)."""
     ranked = sorted(
         (r for r in results if r.best is not None),
         key=lambda r: -r.best.score,  # type: ignore[union-attr]
     )
     fits = sum(fit_seconds(r, folds, rows) for r in ranked[:members])
-    return RESERVE_FITS * fits + after + fresh.seconds(results)
+    return (RESERVE_FITS + baseline_fits(baseline_folds)) * fits + after + fresh.seconds(results)
 
 
 def grow_seconds(results: Sequence[FamilyResult], per_family: int) -> float:

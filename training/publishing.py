@@ -231,9 +231,9 @@ def unseen_reference(
 BASELINE_NOTE = (
     "the watched metrics on every row the tested model was scored on without fitting it: the "
     "test rows (the tested model) and out-of-fold predictions of the train and validation rows "
-    "(5 copies, each fitted without one fold): the realised-performance alerts' baseline, "
-    "measured on more rows than the test score (a 1,000-row window's drop is otherwise blurred "
-    "by the test rows' own sampling error)"
+    "(copies, each fitted without one fold: publish.baseline_folds): the realised-performance "
+    "alerts' baseline, measured on more rows than the test score (a 1,000-row window's drop is "
+    "otherwise blurred by the test rows' own sampling error)"
 )
 
 
@@ -247,13 +247,14 @@ def unseen_baseline(
     threshold: float | None = None,
     positive: int = 1,
     say: Progress | None = None,
+    folds: int = OUT_OF_FOLD_FOLDS,
 ) -> dict[str, Any] | None:
     """The manifest's `reference.baseline`: every metric on the test rows as `model` predicts
     them plus every fitted row predicted out of fold (`_out_of_fold` over all folds), with the
     rows each part holds; None when the copies cannot be fitted (some mitigations) or there are
     too few rows for the folds."""
     x_fit, y_fit = fitted_on
-    if len(x_fit) < OUT_OF_FOLD_FOLDS * 2:
+    if folds < 2 or len(x_fit) < folds * 2:
         return None
     x_test, y_test = test
     try:
@@ -262,12 +263,14 @@ def unseen_baseline(
         on_test = reference_frame(
             model, x_test, y_test, task, len(x_test), seed, threshold=threshold, positive=positive
         )
-        folds = _out_of_fold(model, x_fit, y_fit, task, len(x_fit), seed, threshold, positive)
+        held = _out_of_fold(
+            model, x_fit, y_fit, task, len(x_fit), seed, threshold, positive, folds=folds
+        )
     except Exception as exc:  # the test score stays the baseline
         if say is not None:
             say(f"baseline: none ({type(exc).__name__} refitting the model)")
         return None
-    rows = pd.concat([on_test, folds], ignore_index=True)
+    rows = pd.concat([on_test, held], ignore_index=True)
     if task == "classification":
         classes = list(model.classes_)
         proba = rows[[f"{PROBA_PREFIX}{c}" for c in classes]].to_numpy(float)
@@ -278,8 +281,8 @@ def unseen_baseline(
         scores = metric_contract.regression_metrics(rows[LABEL_COL], rows[PREDICTION_COL])
     return {
         "metrics": {k: float(v) for k, v in scores.items()},
-        "rows": {"test": len(on_test), "out_of_fold": len(folds)},
-        "folds": OUT_OF_FOLD_FOLDS,
+        "rows": {"test": len(on_test), "out_of_fold": len(held)},
+        "folds": folds,
         "note": BASELINE_NOTE,
     }
 
@@ -294,6 +297,7 @@ def _out_of_fold(
     threshold: float | None,
     positive: int,
     exclude: pd.Index | None = None,
+    folds: int = OUT_OF_FOLD_FOLDS,
 ) -> pd.DataFrame:
     """Up to `rows` rows of `x` (none whose index is in `exclude`: already in the reference), each
     predicted by `model` refitted on the other folds; only as many folds are fitted as it takes
@@ -305,8 +309,7 @@ def _out_of_fold(
     chosen = np.zeros(len(x), dtype=bool)
     classes = list(model.classes_) if task == "classification" else None
     predicted = np.zeros((len(x), len(classes))) if classes is not None else np.zeros(len(x))
-    folds = KFold(OUT_OF_FOLD_FOLDS, shuffle=True, random_state=seed)
-    for train_idx, held_idx in folds.split(x):
+    for train_idx, held_idx in KFold(folds, shuffle=True, random_state=seed).split(x):
         missing = rows - int(chosen.sum())
         if missing <= 0:
             break

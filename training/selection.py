@@ -202,7 +202,8 @@ class _SearchRun:
         members = config.ensemble.size if config.ensemble.enabled else 1
         done = [f.result for f in self.searches]
         return budget.reserve_seconds(done, folds=self.folds, rows=all_rows, members=members,
-                                      after=self.after)  # fmt: skip
+                                      after=self.after,
+                                      baseline_folds=config.publish.baseline_folds)  # fmt: skip
 
     def end(self) -> float:
         """The search's deadline: the budget less the later steps and growing's first rung."""

@@ -146,6 +146,7 @@ def _add_baseline(
         threshold=chosen.threshold if chosen else None,
         positive=chosen.positive if chosen else 1,
         say=say,
+        folds=prepared.config.publish.baseline_folds,
     )
     if baseline is not None:  # a key the section keeps as set (ReferenceSample allows extras)
         setattr(reference, "baseline", baseline)  # noqa: B010

@@ -16,6 +16,7 @@ from tests.data import classification_frame
 from training.budget import (
     RESERVE_FITS,
     after_seconds,
+    baseline_fits,
     calibrate,
     reserve_seconds,
     rungs_for,
@@ -162,6 +163,16 @@ def test_the_reserve_is_measured_fits_of_the_best_families_on_every_row() -> Non
     two = reserve_seconds(results, folds=3, rows=1000, members=2, after=7.0)
     assert two == pytest.approx(RESERVE_FITS * (5.0 + 10.0) + 7.0 + rescore)
     assert reserve_seconds([], folds=3, rows=1000, members=3, after=7.0) == 7.0
+
+
+def test_the_reserve_keeps_back_the_baselines_copies() -> None:
+    """publish.baseline_folds: k copies of the tested configuration, each calibrated (three
+    fits) on (k - 1) / k of the rows: 3 (k - 1) fits more; none without a baseline."""
+    results = [_result("a", 0.9, 3.0)]
+    plain = reserve_seconds(results, folds=3, rows=1000, members=1, after=0.0)
+    with_five = reserve_seconds(results, folds=3, rows=1000, members=1, after=0.0, baseline_folds=5)
+    assert with_five - plain == pytest.approx(12 * 5.0)
+    assert baseline_fits(0) == baseline_fits(1) == 0 and baseline_fits(2) == 3
 
 
 def test_what_fits_nothing_grows_with_test_cells_and_the_machines_slowdown() -> None:

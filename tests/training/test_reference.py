@@ -147,6 +147,20 @@ def test_no_baseline_without_enough_rows_or_a_model_that_can_be_refitted() -> No
     assert unseen_baseline(fitted, (x_test, y_test), few, "classification", 0) is None
 
 
+def test_baseline_folds_sets_the_copies_and_zero_turns_the_baseline_off() -> None:
+    """publish.baseline_folds: k copies (every fitted row predicted once either way); 0 and 1
+    leave the test score as the baseline."""
+    x_fit, y_fit = data(300, 4)
+    x_test, y_test = data(50, 5)
+    fitted = LogisticRegression().fit(x_fit, y_fit)
+    both = ((x_test, y_test), (x_fit, y_fit), "classification", 0)
+    three = unseen_baseline(fitted, *both, folds=3)
+    assert three is not None and three["folds"] == 3
+    assert three["rows"] == {"test": 50, "out_of_fold": 300}
+    assert unseen_baseline(fitted, *both, folds=0) is None
+    assert unseen_baseline(fitted, *both, folds=1) is None
+
+
 def test_a_trained_version_records_its_baseline(trained_registry: Path) -> None:
     manifest = Registry(trained_registry).raw_manifest("demo", 1)
     baseline = manifest["reference"]["baseline"]
