@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +24,7 @@ from core.registry import Registry
 from training.candidates import Choice, Space
 from training.config import TrainConfig
 from training.errors import TrainingError
-from training.prepare import Prepared, Progress, prepare, quiet
+from training.prepare import Prepared, Progress, prepare, quiet, search_rows
 from training.publishing import Promote
 from training.search import (
     FamilyResult,
@@ -38,7 +37,7 @@ from training.search import (
     run_family,
     suggest,
 )
-from training.selection import search
+from training.selection import Selection, search
 from training.train import TrainResult, run_training
 
 STORAGE_ENV = "SERVEWATCH_STUDY_STORAGE"
@@ -456,15 +455,17 @@ def halving_refused() -> str:
 
 def work(
     config: TrainConfig, spec: StudySpec, worker: int, mode: Mode, say: Progress
-) -> tuple[Prepared, float]:
-    """Prepare and draw trials from the study until none is left (no re-scoring on more rows:
-    the finishing step does that; in wait mode, until no trial runs anywhere); the prepared
-    data and the run's start (its budget counts from it)."""
+) -> tuple[Prepared, bool, float]:
+    """Prepare the search's rows (a source's sample drawn in it, else every row) and draw
+    trials from the study until none is left (no re-scoring on more rows: the finishing step
+    does that; in wait mode, until no trial runs anywhere); the search's rows, whether they are
+    a sample (the final fit then reads every row), and the run's start (the budget's)."""
     shared = SharedSearch(spec, worker, mode)
     try:
         shared.register(config)
         started = time.monotonic()
-        prepared = prepare(config, say)
+        sample = search_rows(config, say)
+        prepared = prepare(config, say) if sample is None else sample
         families: list[SharedFamilySearch] = []
 
         def family(*args: Any, **kwargs: Any) -> SharedFamilySearch:
@@ -475,7 +476,7 @@ def work(
         if mode == "wait":
             for f in families:
                 f.settle()
-        return prepared, started
+        return prepared, sample is not None, started
     finally:
         shared.close()
 
@@ -516,7 +517,7 @@ def train(
         p.start()
     try:
         mode: Mode = "wait" if index == 0 else "work"
-        prepared, started = work(config, spec, index * workers, mode, say)
+        rows, sampled, started = work(config, spec, index * workers, mode, say)
         for p in extras:
             p.join()
             if p.exitcode:  # its running trial, if any, was redone by a worker still alive
@@ -524,6 +525,11 @@ def train(
         if index != 0:
             return None
         shared = SharedSearch(spec, 0, "read")
+
+        def select(_all: Prepared, say: Progress, started: float) -> Selection:
+            """The study's trials, read on the rows the workers searched."""
+            return search(rows, say, started, family_search=shared.family)
+
         try:
             return shared.finish(
                 lambda: run_training(
@@ -531,8 +537,8 @@ def train(
                     registry,
                     progress=say,
                     promote=promote,
-                    select=partial(search, family_search=shared.family),
-                    prepared=prepared,
+                    select=select,
+                    prepared=prepare(config, say, rows) if sampled else rows,
                     started=started,
                 ),
                 say,

@@ -1,18 +1,21 @@
-"""Prepare: read the data, check the columns, infer task and features, gate quality, split."""
+"""Prepare: read the data (a source: the search's sample first), check, infer, gate, split."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core import labels
 from core import metrics as metric_contract
-from training import data, quality
+from training import data, quality, sources
 from training.config import TrainConfig
 from training.errors import TrainingError
+from training.sources import Loaded
 
 Progress = Callable[[str], None]
 
@@ -52,14 +55,44 @@ class Prepared:
         return len(self.classes) if self.classes else 0
 
 
-def prepare(config: TrainConfig, say: Progress) -> Prepared:
-    """Everything before any fitting. Raises TrainingError naming the column or rule."""
+def search_rows(config: TrainConfig, say: Progress) -> Prepared | None:
+    """The search's rows drawn in the source (a PostgreSQL query or table, a Parquet dataset),
+    checked like every row, when the final fit reads more (`prepare(config, say, rows)` then
+    reads them all, these pinned to train); None for a file, a demo, a time column (its search
+    takes the latest rows) or a source no bigger than the search's share."""
+    if not config.data or config.time_column or not sources.is_source(config.data):
+        return None
+    keep = (1 - config.split.test_size) * (1 - config.split.validation_size)
+    wanted = math.ceil(config.search.max_rows / keep)  # the sample's train part: max_rows
+    loaded = sources.search_sample(config.data, config.source, wanted, config.seed)
+    if loaded is None:
+        return None
+    say(f"the search's {len(loaded.frame):,} rows drawn in {config.data}")
+    return _prepared(config, say, loaded)
+
+
+def prepare(config: TrainConfig, say: Progress, search: Prepared | None = None) -> Prepared:
+    """Everything before any fitting; `search` (search_rows'): its rows go to train, never to
+    validation or test. Raises TrainingError naming the column or rule."""
     if not config.data:
         raise TrainingError("no data: pass --data FILE (or data: in the config)")
     if not config.target:
         raise TrainingError("no target: pass --target COLUMN (or target: in the config)")
     say(f"reading {config.data}")
     loaded = data.read_data(config.data, config.source, config.seed)
+    pinned = None
+    if search is not None:
+        pinned = np.isin(data.row_keys(loaded.frame), data.row_keys(search.raw))
+        taken = {"rows": len(search.raw), "in_train": int(pinned.sum())}
+        loaded = Loaded(loaded.frame, {**loaded.record, "search_sample": taken})
+    return _prepared(config, say, loaded, pinned)
+
+
+def _prepared(
+    config: TrainConfig, say: Progress, loaded: Loaded, pinned: np.ndarray | None = None
+) -> Prepared:
+    """prepare's checks, inference, gate and split of the rows `loaded`."""
+    assert config.target is not None
     frame = loaded.frame.copy()  # the typed copy; loaded.frame stays as read
     target = config.target
     declared = _check_columns(frame, config)
@@ -109,7 +142,7 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
         kinds=kinds,
         keep=keep,
         report=report,
-        splits=data.split(frame[keep], target, task, config),
+        splits=data.split(frame[keep], target, task, config, pinned),
         source=loaded.record,
     )
 
