@@ -59,8 +59,12 @@ def search_rows(config: TrainConfig, say: Progress) -> Prepared | None:
     """The search's rows drawn in the source (a PostgreSQL query or table, a Parquet dataset),
     checked like every row, when the final fit reads more (`prepare(config, say, rows)` then
     reads them all, these pinned to train); None for a file, a demo, a time column (its search
-    takes the latest rows) or a source no bigger than the search's share."""
-    if not config.data or config.time_column or not sources.is_source(config.data):
+    takes the latest rows), a budgeted search (its reserve for the final steps is sized on
+    every row), svm among the families (skipped on more than svm_max_rows training rows) or a
+    source no bigger than the search's share."""
+    if not config.data or not sources.is_source(config.data):
+        return None
+    if config.time_column or config.search.budget_seconds or "svm" in config.models:
         return None
     keep = (1 - config.split.test_size) * (1 - config.split.validation_size)
     wanted = math.ceil(config.search.max_rows / keep)  # the sample's train part: max_rows

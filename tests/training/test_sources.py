@@ -338,3 +338,21 @@ def test_the_search_runs_on_rows_drawn_in_the_source_none_of_them_held_out(
     held = prepared.raw.loc[[*splits.x_val.index, *splits.x_test.index]]
     assert not keys & set(data.row_keys(held))  # a proper hold-out
     assert keys <= set(data.row_keys(prepared.raw.loc[splits.x_train.index]))
+
+
+def test_no_sample_in_the_source_where_the_search_needs_the_rows_read_whole(dataset: Path) -> None:
+    """A time column (the search takes the latest rows), a budget (its reserve is sized on every
+    row), svm (skipped on large data) or a source no bigger than the search's share: no sample."""
+    from training.prepare import quiet, search_rows
+
+    base = {"name": "s", "data": str(dataset), "target": "label"}
+    search = {"method": "random", "trials": 2, "max_rows": 300}
+    sampled = search_rows(fast_config(**base, search=search), quiet)
+    assert sampled is not None and len(sampled.splits.x_train) <= 300
+    for extra in (
+        {"search": search, "time_column": "when"},
+        {"search": {**search, "budget_seconds": 60}},
+        {"search": search, "models": ["linear", "svm"]},
+        {"search": {**search, "max_rows": 2000}},
+    ):
+        assert search_rows(fast_config(**{**base, **extra}), quiet) is None, extra
