@@ -60,7 +60,7 @@ def test_junk_in_a_numeric_column_names_the_column() -> None:
 def test_time_ordered_split_never_trains_on_the_future() -> None:
     frame = classification_frame(300).sample(frac=1, random_state=1)  # shuffled on purpose
     cfg = fast_config(time_column="when")
-    s = data.data.split(frame, "label", "classification", cfg)
+    s = data.split(frame, "label", "classification", cfg)
     assert s.x_train["when"].max() < s.x_val["when"].min()
     assert s.x_val["when"].max() < s.x_test["when"].min()
     assert len(s.x_test) == 60
@@ -68,7 +68,7 @@ def test_time_ordered_split_never_trains_on_the_future() -> None:
 
 def test_random_split_is_stratified_and_disjoint() -> None:
     frame = classification_frame(400)
-    s = data.data.split(frame, "label", "classification", fast_config())
+    s = data.split(frame, "label", "classification", fast_config())
     assert set(s.x_train.index).isdisjoint(s.x_test.index)
     assert set(s.x_val.index).isdisjoint(s.x_test.index)
     share = (frame["label"] == "yes").mean()
@@ -120,7 +120,7 @@ def test_copies_are_kept_together_in_a_time_ordered_split() -> None:
     frame = classification_frame(300)
     frame["when"] = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(300) // 20, "h")
     frame = pd.concat([frame, frame.iloc[::2]], ignore_index=True).sample(frac=1, random_state=2)
-    s = data.data.split(frame, "label", "classification", fast_config(time_column="when"))
+    s = data.split(frame, "label", "classification", fast_config(time_column="when"))
     assert s.copies == 300
     assert key(s.x_test).isdisjoint(key(s.x_train) | key(s.x_val))
     assert key(s.x_val).isdisjoint(key(s.x_train))
@@ -134,7 +134,7 @@ def test_keeping_copies_together_can_be_turned_off_and_natural_repeats_are_split
     off = cfg.model_copy(
         update={"split": cfg.split.model_copy(update={"keep_copies_together": False})}
     )
-    s = data.data.split(frame, "label", "classification", off)
+    s = data.split(frame, "label", "classification", off)
     assert s.copies == 0 and not key(s.x_test).isdisjoint(key(s.x_train))
     # two binary columns: four distinct rows, each repeated ~100 times, split like any rows
     rng = np.random.default_rng(0)
