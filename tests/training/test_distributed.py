@@ -367,6 +367,27 @@ def test_workers_on_one_machine_regression_grid(tmp_path: Path, study_url: str) 
         assert sorted(int(t.user_attrs["proposal"]) for t in kept) == [0, 1, 2, 3]
 
 
+def test_workers_on_a_parquet_dataset_search_its_sample_and_worker_0_reads_every_row(
+    tmp_path: Path, study_url: str
+) -> None:
+    """Every worker searches the rows drawn in the source (the same on each: the study accepts
+    them); worker 0 then reads every row for the final fit, the sample pinned to train."""
+    frame = classification_frame(2400).drop(columns=["when"])
+    frame["part"] = frame.index % 3
+    frame.to_parquet(tmp_path / "rides", partition_cols=["part"], row_group_size=200)
+    config = write_config(tmp_path, "classification", "random")
+    raw = yaml.safe_load(config.read_text())
+    raw.update(data=str(tmp_path / "rides"), target="label")
+    raw["search"]["max_rows"] = 300
+    config.write_text(yaml.safe_dump(raw))
+    env = {"SERVEWATCH_STUDY_STORAGE": study_url}
+    spread = manifest(train(config, tmp_path / "reg", "--study", "p", "--workers", "2", env=env))
+    read = spread["data"]["read"]
+    assert read["rows_read"] == 2400 and read["search_sample"]["in_train"] > 300
+    assert spread["model"]["search"]["rows"] <= 300 and spread["data"]["rows"] == 2400
+    assert Registry(tmp_path / "reg").versions("m") == [1]
+
+
 def test_a_budgeted_search_spread_over_two_processes_publishes_once(
     tmp_path: Path, study_url: str
 ) -> None:
