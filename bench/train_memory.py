@@ -47,8 +47,10 @@ def build(folder: Path, rows: int) -> None:
 def peak_mb(tree: str, args: list[str], env: dict[str, str]) -> float:
     """The maximum RSS in MB of `python -m servewatch train ARGS` run with `tree`'s code."""
     cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "servewatch", "train", *args]
-    env = {**os.environ, **env, "PYTHONPATH": str(Path(tree).resolve())}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    tree = str(Path(tree).resolve())
+    env = {**os.environ, **env, "PYTHONPATH": tree}
+    # run from the tree: `python -m` puts the working directory first on sys.path
+    proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{tree}: train failed:\n{proc.stderr[-2000:]}")
     return int(proc.stderr.strip().splitlines()[-1]) / 1024
