@@ -329,10 +329,11 @@ def test_the_search_runs_on_rows_drawn_in_the_source_none_of_them_held_out(
     keep = (1 - cfg.split.test_size) * (1 - cfg.split.validation_size)
     sample = sources.search_sample(data_at, cfg.source, math.ceil(300 / keep), cfg.seed)
     assert sample is not None and len(sample.frame) < 3000
-    read = candidate.manifest["data"]["read"]
+    body = candidate.manifest.body()
+    read = body["data"]["read"]
     n = len(sample.frame)
     assert read["rows_read"] == 3000 and read["search_sample"] == {"rows": n, "in_train": n}
-    assert candidate.manifest["model"]["search"]["rows"] <= 300
+    assert body["model"]["search"]["rows"] <= 300
     prepared, splits = candidate.prepared, candidate.prepared.splits
     keys = set(data.row_keys(sample.frame))
     held = prepared.raw.loc[[*splits.x_val.index, *splits.x_test.index]]
