@@ -174,7 +174,8 @@ def main() -> None:
     print(f"load average before: {load_average()}")
     print(f"PostgreSQL round trip (SELECT 1, median): {round_trip_ms(url):.2f} ms")
     try:
-        rows = []
+        rows: list[list[Any]] = []
+        speedups: dict[str, float] = {}
         for family in filter(None, args.families.split(",")):
             times: dict[str, float] = {}
             cpus: dict[str, float] = {}
@@ -190,6 +191,7 @@ def main() -> None:
                         f"{seconds:.1f}",
                         f"{60 * done / seconds:.1f}",
                         f"{times['memory'] / times[kind]:.2f}x",
+                        f"{times['1 worker'] / times[kind]:.2f}x" if kind != "memory" else "-",
                         f"{cpus[kind]:.3f}",
                         f"{cpus[kind] / cpus['memory'] - 1:+.1%}" if kind == "1 worker" else "-",
                         sql if kind != "memory" else "-",
@@ -197,6 +199,7 @@ def main() -> None:
                     ]
                 )
                 print(" | ".join(map(str, rows[-1])), flush=True)
+            speedups[family] = times["1 worker"] / times["2 workers"]
         print(
             table(
                 [
@@ -206,6 +209,7 @@ def main() -> None:
                     "seconds",
                     "trials/min",
                     "vs memory",
+                    "vs 1 worker",
                     "CPU s/trial (w0)",
                     "CPU overhead",
                     "SQL (w0)",
@@ -213,6 +217,12 @@ def main() -> None:
                 ],
                 rows,
             )  # fmt: skip
+        )
+        mean = float(np.exp(np.mean(np.log(list(speedups.values())))))
+        print(
+            "2 workers against 1 worker (trials per minute): "
+            + ", ".join(f"{f} {v:.2f}x" for f, v in speedups.items())
+            + f"; geometric mean {mean:.2f}x (goal >= 1.7x; needs 2 idle cores)"
         )
         # The storage's own cost: an empty trial (a constant scorer on 60 rows, one fold).
         empty = []

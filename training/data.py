@@ -276,8 +276,28 @@ def _expand(positions: np.ndarray, members: list[np.ndarray] | None) -> np.ndarr
     return np.concatenate([members[i] for i in positions])
 
 
-def split(frame: pd.DataFrame, target: str, task: str, config: TrainConfig) -> Splits:
-    """Hold out the test set first, then split the rest into train and validation.
+def row_keys(frame: pd.DataFrame) -> np.ndarray:
+    """A content hash per row, the same whichever read of one source the row came from (numbers
+    hashed as floats, since a column read with NULLs turns float; anything else as text)."""
+    norm = {
+        c: frame[c].astype(float)
+        if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])
+        else frame[c].astype(str)
+        for c in sorted(map(str, frame.columns))
+    }
+    return pd.util.hash_pandas_object(pd.DataFrame(norm), index=False).to_numpy()
+
+
+def split(
+    frame: pd.DataFrame,
+    target: str,
+    task: str,
+    config: TrainConfig,
+    pinned: np.ndarray | None = None,
+) -> Splits:
+    """Hold out the test set first, then split the rest into train and validation; rows
+    `pinned` (a mask: the search's sample, drawn in the source) always go to train, so the
+    search never saw a validation or test row. Not with a time column.
 
     With a time column every split is ordered in time: test is the latest rows, validation
     the latest of the rest, so no future row is ever used for training. Copies (rows identical
@@ -289,6 +309,7 @@ def split(frame: pd.DataFrame, target: str, task: str, config: TrainConfig) -> S
     groups = copy_groups(x) if s.keep_copies_together else None
     copies = 0 if groups is None else int((np.bincount(groups)[groups] > 1).sum())
     if config.time_column:
+        assert pinned is None, "a time-ordered split takes no pinned rows"
         order = np.argsort(frame[config.time_column].to_numpy(), kind="stable")
         x, y = x.iloc[order], y.iloc[order]
         n_test = max(1, int(round(len(x) * s.test_size)))
@@ -308,23 +329,28 @@ def split(frame: pd.DataFrame, target: str, task: str, config: TrainConfig) -> S
         )
     reps, members = (np.arange(len(x)), None) if groups is None else group_members(groups)
     strat = y.iloc[reps] if task == "classification" else None
+    held = np.zeros(len(reps), dtype=bool)
+    if pinned is not None:  # a group of copies is pinned when any of its rows is
+        held = pinned[reps] if members is None else np.array([pinned[m].any() for m in members])
+    free, fixed = np.flatnonzero(~held), np.flatnonzero(held)
     try:
         rest, test = train_test_split(
-            np.arange(len(reps)),
+            free,
             test_size=_held_out(len(reps), s.test_size, strat),
             random_state=config.seed,
-            stratify=strat,
+            stratify=None if strat is None else strat.iloc[free],
         )
         strat_rest = strat.iloc[rest] if strat is not None else None
         tr, va = train_test_split(
             rest,
-            test_size=_held_out(len(rest), s.validation_size, strat_rest),
+            test_size=_held_out(len(rest) + len(fixed), s.validation_size, strat_rest),
             random_state=config.seed,
             stratify=strat_rest,
         )
     except ValueError as exc:
-        raise TrainingError(f"cannot split the data: {exc}") from None
-    tr, va, te = (_expand(p, members) for p in (tr, va, test))
+        hint = f" ({len(fixed)} rows are the search's sample)" if len(fixed) else ""
+        raise TrainingError(f"cannot split the data: {exc}{hint}") from None
+    tr, va, te = (_expand(p, members) for p in (np.concatenate([tr, fixed]), va, test))
     return Splits(x.iloc[tr], y.iloc[tr], x.iloc[va], y.iloc[va], x.iloc[te], y.iloc[te], copies)
 
 

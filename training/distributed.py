@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +24,7 @@ from core.registry import Registry
 from training.candidates import Choice, Space
 from training.config import TrainConfig
 from training.errors import TrainingError
-from training.prepare import Prepared, Progress, prepare, quiet
+from training.prepare import Prepared, Progress, prepare, quiet, search_rows
 from training.publishing import Promote
 from training.search import (
     FamilyResult,
@@ -38,7 +37,7 @@ from training.search import (
     run_family,
     suggest,
 )
-from training.selection import search
+from training.selection import Selection, search
 from training.train import TrainResult, run_training
 
 STORAGE_ENV = "SERVEWATCH_STUDY_STORAGE"
@@ -94,7 +93,8 @@ class StudySpec:
 
 
 class Stray(ServewatchError):
-    """A trial a worker created in a queue that another worker had just emptied: dropped."""
+    """A trial a worker created for a configuration (or TPE slot) that another worker claimed
+    first: marked `stray`, failed, and counted nowhere."""
 
 
 class SharedSearch:
@@ -238,10 +238,12 @@ class SharedSearch:
 
 class SharedFamilySearch(FamilySearch):
     """One family's search on the shared study, a trial at a time like FamilySearch: study
-    `NAME/<family>/fixed` holds the untuned default and the grid or random proposals, the k-th
-    trial created there running the k-th (the same sequence on every worker, so the same as one
-    process); `NAME/<family>/bayes` the TPE trials, sampled from every worker's results. A trial
-    whose worker died is redone with its configuration. `result` holds every worker's trials."""
+    `NAME/<family>/fixed` holds the untuned default and the grid or random proposals (the same
+    sequence on every worker, so the same as one process), each trial claiming the next one not
+    yet claimed (`_claim`: exactly once per configuration, whatever the workers racing);
+    `NAME/<family>/bayes` the TPE trials, sampled from every worker's results, each claiming a
+    slot under the cap. A trial whose worker died is redone with its claim. `result` holds every
+    worker's trials."""
 
     def __init__(self, shared: SharedSearch, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -284,7 +286,7 @@ class SharedFamilySearch(FamilySearch):
 
         fixed = self.fixed.get_trials(deepcopy=False)
         tpe = self.tpe.get_trials(deepcopy=False) if self.tpe is not None else []
-        self._next = len(fixed) - sum(map(_not_fresh, fixed))  # the next fresh trial's index
+        self._claimed = len(_claims(fixed, "proposal"))
         self._counts = Counter(
             (t.state, study is tpe)
             for study in (fixed, tpe)
@@ -307,7 +309,7 @@ class SharedFamilySearch(FamilySearch):
         waiting = counts[(S.WAITING, False)], counts[(S.WAITING, True)]
         if self.cap is not None and taken >= self.cap and not any(waiting):
             return None
-        if waiting[0] or self._at(self._next) is not None:
+        if waiting[0] or self._at(self._claimed) is not None:
             return self.fixed
         return self.tpe
 
@@ -349,20 +351,38 @@ class SharedFamilySearch(FamilySearch):
             if study is not None:
                 optuna.storages.fail_stale_trials(study)
 
+    def _claim(self, trial: Any, key: str) -> int | None:
+        """Claim for `trial` the next `key` of its family not yet claimed (`proposal`: the index
+        in the fixed sequence; `slot`: a TPE trial's place under the cap), compare-and-set under
+        the family's advisory lock: the claims are read from the storage itself (not Optuna's
+        per-process cache) and this one written before the lock is released, so no two trials
+        ever hold one claim. None, and the trial is marked stray, when none is left."""
+        with self.shared._locked(f"claim:{self.shared.spec.name}/{self.result.family}"):
+            studies = [s for s in (self.fixed, self.tpe) if s is not None]
+            read = self.shared.storage.get_all_trials
+            taken = [_claims(read(s._study_id, deepcopy=False), k) for s, k in
+                     zip(studies, ("proposal", "slot"), strict=False)]  # fmt: skip
+            mine = len(taken[0]) if key == "proposal" else len(taken[1])
+            left = self.cap is None or sum(map(len, taken)) < self.cap
+            if left and (key == "slot" or self._at(mine) is not None):
+                trial.set_user_attr(key, mine)
+                return mine
+        trial.set_user_attr("stray", True)
+        return None
+
     def _fixed_objective(self, trial: Any) -> float:
-        index = trial.user_attrs.get("proposal")
-        if index is None:  # a fresh trial: the next configuration of the sequence
-            earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
-            index = trial.number - sum(map(_not_fresh, earlier))
-        params = self._at(int(index))
-        if params is None:  # a grid's end passed by two workers at once
-            trial.set_user_attr("stray", True)
+        index = trial.user_attrs.get("proposal")  # a dead worker's trial redone: its claim
+        if index is None:
+            index = self._claim(trial, "proposal")
+        params = None if index is None else self._at(int(index))
+        if params is None:  # claimed by another worker first (the cap, a grid's end)
             raise Stray()
-        trial.set_user_attr("proposal", index)  # a retry of this trial runs the same one
         default = index == 0 and self._default is not None
         return self._run(trial, params, None, default)
 
     def _tpe_objective(self, trial: Any) -> float:
+        if "slot" not in trial.user_attrs and self._claim(trial, "slot") is None:
+            raise Stray()
         return self._run(trial, suggest(trial, self.space), pruning_report(trial), False)
 
     def _run(
@@ -385,18 +405,26 @@ class SharedFamilySearch(FamilySearch):
         return t.score if np.isfinite(t.score) else -1e12
 
 
-def _not_fresh(trial: Any) -> bool:
-    """A retry of a dead worker's trial, or a stray: a trial that took no new configuration."""
-    return "failed_trial" in trial.system_attrs or bool(trial.user_attrs.get("stray"))
+def _claims(trials: list[Any], key: str) -> set[int]:
+    """The `key` claims (proposal or slot) the trials hold: 0, 1, ... (a retry holds its
+    original's)."""
+    return {int(t.user_attrs[key]) for t in trials if key in t.user_attrs}
+
+
+def _claim_of(trial: Any) -> int:
+    """A trial's claim (its proposal or TPE slot), else its number."""
+    attrs = trial.user_attrs
+    return int(attrs.get("proposal", attrs.get("slot", trial.number)))
 
 
 def _results(trials: list[Any], params: Callable[[Any], dict[str, Any] | None]) -> list[Trial]:
-    """The finished ones of a study's trials (in the order they were drawn) as search Trials."""
+    """The finished ones of a study's trials as search Trials, in the order of their claims (a
+    fixed study's: the one process's order, a redone trial in its place)."""
     from optuna.trial import TrialState as S
 
     finished = [t for t in trials if t.state in (S.COMPLETE, S.PRUNED)]
     out = []
-    for t in sorted(finished, key=lambda t: t.number):
+    for t in sorted(finished, key=lambda t: (_claim_of(t), t.number)):
         r, p = t.user_attrs.get("result"), params(t)
         if r is not None and p is not None:
             out.append(
@@ -427,15 +455,17 @@ def halving_refused() -> str:
 
 def work(
     config: TrainConfig, spec: StudySpec, worker: int, mode: Mode, say: Progress
-) -> tuple[Prepared, float]:
-    """Prepare and draw trials from the study until none is left (no re-scoring on more rows:
-    the finishing step does that; in wait mode, until no trial runs anywhere); the prepared
-    data and the run's start (its budget counts from it)."""
+) -> tuple[Prepared, bool, float]:
+    """Prepare the search's rows (a source's sample drawn in it, else every row) and draw
+    trials from the study until none is left (no re-scoring on more rows: the finishing step
+    does that; in wait mode, until no trial runs anywhere); the search's rows, whether they are
+    a sample (the final fit then reads every row), and the run's start (the budget's)."""
     shared = SharedSearch(spec, worker, mode)
     try:
         shared.register(config)
         started = time.monotonic()
-        prepared = prepare(config, say)
+        sample = search_rows(config, say)
+        prepared = prepare(config, say) if sample is None else sample
         families: list[SharedFamilySearch] = []
 
         def family(*args: Any, **kwargs: Any) -> SharedFamilySearch:
@@ -446,7 +476,7 @@ def work(
         if mode == "wait":
             for f in families:
                 f.settle()
-        return prepared, started
+        return prepared, sample is not None, started
     finally:
         shared.close()
 
@@ -487,7 +517,7 @@ def train(
         p.start()
     try:
         mode: Mode = "wait" if index == 0 else "work"
-        prepared, started = work(config, spec, index * workers, mode, say)
+        rows, sampled, started = work(config, spec, index * workers, mode, say)
         for p in extras:
             p.join()
             if p.exitcode:  # its running trial, if any, was redone by a worker still alive
@@ -495,6 +525,11 @@ def train(
         if index != 0:
             return None
         shared = SharedSearch(spec, 0, "read")
+
+        def select(_all: Prepared, say: Progress, started: float) -> Selection:
+            """The study's trials, read on the rows the workers searched."""
+            return search(rows, say, started, family_search=shared.family)
+
         try:
             return shared.finish(
                 lambda: run_training(
@@ -502,8 +537,8 @@ def train(
                     registry,
                     progress=say,
                     promote=promote,
-                    select=partial(search, family_search=shared.family),
-                    prepared=prepared,
+                    select=select,
+                    prepared=prepare(config, say, rows) if sampled else rows,
                     started=started,
                 ),
                 say,

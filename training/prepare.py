@@ -1,18 +1,21 @@
-"""Prepare: read the data, check the columns, infer task and features, gate quality, split."""
+"""Prepare: read the data (a source: the search's sample first), check, infer, gate, split."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core import labels
 from core import metrics as metric_contract
-from training import data, quality
+from training import data, quality, sources
 from training.config import TrainConfig
 from training.errors import TrainingError
+from training.sources import Loaded
 
 Progress = Callable[[str], None]
 
@@ -52,37 +55,53 @@ class Prepared:
         return len(self.classes) if self.classes else 0
 
 
-def prepare(config: TrainConfig, say: Progress) -> Prepared:
-    """Everything before any fitting. Raises TrainingError naming the column or rule."""
+def search_rows(config: TrainConfig, say: Progress) -> Prepared | None:
+    """The search's rows drawn in the source (a PostgreSQL query or table, a Parquet dataset),
+    checked like every row, when the final fit reads more (`prepare(config, say, rows)` then
+    reads them all, these pinned to train); None for a file, a demo, a time column (its search
+    takes the latest rows), a budgeted search (its reserve for the final steps is sized on
+    every row), svm among the families (skipped on more than svm_max_rows training rows) or a
+    source no bigger than the search's share."""
+    if not config.data or not sources.is_source(config.data):
+        return None
+    if config.time_column or config.search.budget_seconds or "svm" in config.models:
+        return None
+    keep = (1 - config.split.test_size) * (1 - config.split.validation_size)
+    wanted = math.ceil(config.search.max_rows / keep)  # the sample's train part: max_rows
+    loaded = sources.search_sample(config.data, config.source, wanted, config.seed)
+    if loaded is None:
+        return None
+    say(f"the search's {len(loaded.frame):,} rows drawn in {config.data}")
+    return _prepared(config, say, loaded)
+
+
+def prepare(config: TrainConfig, say: Progress, search: Prepared | None = None) -> Prepared:
+    """Everything before any fitting; `search` (search_rows'): its rows go to train, never to
+    validation or test. Raises TrainingError naming the column or rule."""
     if not config.data:
         raise TrainingError("no data: pass --data FILE (or data: in the config)")
     if not config.target:
         raise TrainingError("no target: pass --target COLUMN (or target: in the config)")
     say(f"reading {config.data}")
     loaded = data.read_data(config.data, config.source, config.seed)
+    pinned = None
+    if search is not None:
+        pinned = np.isin(data.row_keys(loaded.frame), data.row_keys(search.raw))
+        taken = {"rows": len(search.raw), "in_train": int(pinned.sum())}
+        loaded = Loaded(loaded.frame, {**loaded.record, "search_sample": taken})
+    return _prepared(config, say, loaded, pinned)
+
+
+def _prepared(
+    config: TrainConfig, say: Progress, loaded: Loaded, pinned: np.ndarray | None = None
+) -> Prepared:
+    """prepare's checks, inference, gate and split of the rows `loaded`."""
+    assert config.target is not None
     frame = loaded.frame.copy()  # the typed copy; loaded.frame stays as read
     target = config.target
-    data.require_columns(frame, [target], "target")
-    feats = config.features
-    declared = [*(feats.numeric or []), *(feats.categorical or []), *feats.datetime]
-    data.require_columns(frame, declared + feats.drop + feats.personal, "feature")
-    data.require_columns(frame, config.fairness.sensitive, "sensitive")
-    if config.time_column:
-        data.require_columns(frame, [config.time_column], "time")
-    task = config.task or data.infer_task(frame[target])
-    label_type: labels.LabelType = "float"
-    if task == "classification":
-        label_type = labels.label_type_of(frame[target].dropna().unique().tolist())
-        frame[target] = frame[target].where(frame[target].isna(), frame[target].astype(str))
-    elif not pd.api.types.is_numeric_dtype(frame[target]):
-        raise TrainingError(f"target {target!r} must be numeric for regression")
-
-    excluded = {target, *feats.drop, *feats.personal}
-    if not config.fairness.include_in_model:
-        excluded |= set(config.fairness.sensitive)
-    if config.time_column and config.time_column not in feats.datetime:
-        excluded.add(config.time_column)
-    kinds = data.infer_feature_kinds(frame, config, excluded)
+    declared = _check_columns(frame, config)
+    task, label_type = _label(frame, config)
+    kinds = data.infer_feature_kinds(frame, config, _excluded(config))
     if not kinds.all:
         raise TrainingError("no feature columns left after excluding target, drop and personal")
     frame = data.coerce_types(frame, kinds)
@@ -97,7 +116,7 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
         target=target,
         task=task,
         kinds=kinds,
-        declared=set(declared),
+        declared=declared,
         rules=config.quality,
         seed=config.seed,
         sensitive=config.fairness.sensitive,
@@ -105,25 +124,17 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
         times=times,
     )
     report.raise_if_failed()
+    dropped = set(report.dropped_columns)
     kinds = data.FeatureKinds(
-        numeric=[c for c in kinds.numeric if c not in report.dropped_columns],
-        categorical=[c for c in kinds.categorical if c not in report.dropped_columns],
-        datetime=[c for c in kinds.datetime if c not in report.dropped_columns],
+        numeric=[c for c in kinds.numeric if c not in dropped],
+        categorical=[c for c in kinds.categorical if c not in dropped],
+        datetime=[c for c in kinds.datetime if c not in dropped],
     )
     classes = sorted(frame[target].unique().tolist()) if task == "classification" else None
-    metric = config.objective.metric or metric_contract.default_metric(
-        task, len(classes) if classes else 0
-    )
-    if config.objective.metric is None:
-        config = config.model_copy(
-            update={"objective": config.objective.model_copy(update={"metric": metric})}
-        )
-    TrainConfig.model_validate({**config.model_dump(), "task": task})  # metric fits the task
-
+    config, metric = _with_metric(config, task, classes)
     keep = [*kinds.all, target, *[c for c in config.fairness.sensitive if c not in kinds.all]]
     if config.time_column and config.time_column not in keep:
         keep.append(config.time_column)
-    splits = data.split(frame[keep], target, task, config)
     return Prepared(
         config=config,
         frame=frame,
@@ -135,6 +146,62 @@ def prepare(config: TrainConfig, say: Progress) -> Prepared:
         kinds=kinds,
         keep=keep,
         report=report,
-        splits=splits,
+        splits=data.split(frame[keep], target, task, config, pinned),
         source=loaded.record,
     )
+
+
+def _check_columns(frame: pd.DataFrame, config: TrainConfig) -> set[str]:
+    """TrainingError naming a configured column the data lacks; the declared feature columns."""
+    assert config.target is not None
+    data.require_columns(frame, [config.target], "target")
+    feats = config.features
+    declared = [*(feats.numeric or []), *(feats.categorical or []), *feats.datetime]
+    data.require_columns(frame, declared + feats.drop + feats.personal, "feature")
+    data.require_columns(frame, config.fairness.sensitive, "sensitive")
+    if config.time_column:
+        data.require_columns(frame, [config.time_column], "time")
+    return set(declared)
+
+
+def _label(frame: pd.DataFrame, config: TrainConfig) -> tuple[str, labels.LabelType]:
+    """The task (configured or inferred) and the labels' type; a classifier's labels become text
+    in `frame`. TrainingError for a regression on a non-numeric target."""
+    target = config.target
+    assert target is not None
+    task = config.task or data.infer_task(frame[target])
+    label_type: labels.LabelType = "float"
+    if task == "classification":
+        label_type = labels.label_type_of(frame[target].dropna().unique().tolist())
+        frame[target] = frame[target].where(frame[target].isna(), frame[target].astype(str))
+    elif not pd.api.types.is_numeric_dtype(frame[target]):
+        raise TrainingError(f"target {target!r} must be numeric for regression")
+    return task, label_type
+
+
+def _excluded(config: TrainConfig) -> set[str]:
+    """The columns that are never features: target, drop, personal, the time column unless it
+    is a datetime feature, and the sensitive ones unless fairness includes them in the model."""
+    feats = config.features
+    excluded = {str(config.target), *feats.drop, *feats.personal}
+    if not config.fairness.include_in_model:
+        excluded |= set(config.fairness.sensitive)
+    if config.time_column and config.time_column not in feats.datetime:
+        excluded.add(config.time_column)
+    return excluded
+
+
+def _with_metric(
+    config: TrainConfig, task: str, classes: list[str] | None
+) -> tuple[TrainConfig, str]:
+    """The config with the objective's metric filled in (the task's default when unset), and
+    that metric; TrainingError when it does not fit the task."""
+    metric = config.objective.metric or metric_contract.default_metric(
+        task, len(classes) if classes else 0
+    )
+    if config.objective.metric is None:
+        config = config.model_copy(
+            update={"objective": config.objective.model_copy(update={"metric": metric})}
+        )
+    TrainConfig.model_validate({**config.model_dump(), "task": task})  # metric fits the task
+    return config, metric

@@ -108,12 +108,17 @@ def load(data: str, options: SourceOptions, seed: int) -> Loaded:
     return Loaded(frame, record)
 
 
-def search_sample(data: str, options: SourceOptions, rows: int, seed: int) -> pd.DataFrame:
-    """`rows` rows drawn in the source (all of them when it has fewer): the rows a search
-    worker needs, without reading the rest."""
+def search_sample(data: str, options: SourceOptions, rows: int, seed: int) -> Loaded | None:
+    """`rows` rows drawn in the source (the search's), without reading the others; None when
+    the final fit reads no more than that (the source's rows, or `source.max_rows`)."""
     source = open_source(data, options)
     total = source.count()
-    return source.read() if total <= rows else source.sample(rows, seed)
+    if total <= rows or (options.max_rows is not None and options.max_rows <= rows):
+        return None
+    check_memory(data, options, total, rows, row_bytes(source.head(WIDTH_ROWS)))
+    frame = source.sample(rows, seed)
+    record = {**source.record(), "rows_in_source": total, "rows_read": len(frame)}
+    return Loaded(frame, {**record, "sampled_in_source": {"rows": rows, "seed": seed}})
 
 
 def row_bytes(head: pd.DataFrame) -> float:

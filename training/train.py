@@ -18,7 +18,7 @@ from training.config import TrainConfig
 from training.fingerprints import RowPrints
 from training.fitting import Fitted, fit_and_calibrate
 from training.manifest import build_manifest
-from training.prepare import Prepared, Progress, prepare, quiet
+from training.prepare import Prepared, Progress, prepare, quiet, search_rows
 from training.publishing import (
     Alias,
     Promote,
@@ -74,15 +74,23 @@ def train_candidate(
     prepared: Prepared | None = None,
     started: float | None = None,
 ) -> Candidate:
-    """Prepare (unless `prepared` is given), search (`select`), fit and calibrate, evaluate,
-    build the manifest: everything but publishing; the run's budget counts from `started`
-    (default: now, on time.monotonic). Raises TrainingError; writes nothing."""
+    """Prepare (unless `prepared` is given; a source's search on its sample first), search
+    (`select`), fit and calibrate, evaluate, build the manifest: everything but publishing; the
+    run's budget counts from `started` (default: now, on time.monotonic). Raises TrainingError;
+    writes nothing."""
     started = time.monotonic() if started is None else started
-    prepared = prepare(config, say) if prepared is None else prepared
+    selection = None
+    if prepared is None:  # a source: search on its sample, then read every row (docs/scaling.md)
+        sample = search_rows(config, say)
+        if sample is not None:
+            mitigation.check(sample)
+            threshold.check(sample)
+            selection = select(sample, say, started)
+        prepared = prepare(config, say, sample)
     raw, rows = fingerprints.of_run(prepared)
     mitigation.check(prepared)
     threshold.check(prepared)
-    selection = select(prepared, say, started)
+    selection = select(prepared, say, started) if selection is None else selection
     fitted = fit_and_calibrate(prepared, selection, say)
     fitted = ensemble.consider(prepared, selection, fitted, say)
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)

@@ -213,3 +213,23 @@ def test_unreadable_times_fail_a_time_ordered_run_naming_column_count_and_exampl
     )
     with pytest.raises(TrainingError, match="'when' is missing in 2 of 300 rows"):
         prepare(as_feature, quiet)
+
+
+def test_pinned_rows_stay_in_train_and_the_split_is_unchanged_without_them() -> None:
+    """The search's sample (pinned) never lands in validation or test; no pin: today's split."""
+    frame = classification_frame(600).drop(columns=["when"])
+    cfg = fast_config(data="x.csv", target="label")
+    plain = data.split(frame, "label", "classification", cfg)
+    same = data.split(frame, "label", "classification", cfg, np.zeros(len(frame), dtype=bool))
+    for a, b in zip(
+        (plain.x_train, plain.x_val, plain.x_test),
+        (same.x_train, same.x_val, same.x_test),
+        strict=True,
+    ):
+        assert sorted(a.index) == sorted(b.index)
+    pinned = np.zeros(len(frame), dtype=bool)
+    pinned[plain.x_test.index[:40]] = True  # rows that were test rows
+    moved = data.split(frame, "label", "classification", cfg, pinned)
+    assert set(frame.index[pinned]) <= set(moved.x_train.index)
+    assert not set(frame.index[pinned]) & (set(moved.x_val.index) | set(moved.x_test.index))
+    assert len(moved.x_test) == len(plain.x_test)  # the same share, drawn from the other rows

@@ -73,7 +73,9 @@ def test_query_is_sampled_by_a_keyed_hash(pg_url: str) -> None:  # noqa: F811
     assert got.record["query"] == query
     assert got.record["rows_in_source"] == int((frame["color"] != "red").sum())
     again = sources.search_sample(pg_url, SourceOptions(query=query), 300, seed=7)
-    pd.testing.assert_frame_equal(got.frame, again)
+    assert again is not None
+    pd.testing.assert_frame_equal(got.frame, again.frame)
+    assert sources.search_sample(pg_url, SourceOptions(query=query), 10**6, seed=7) is None
 
 
 def test_parquet_dataset_folder_whole_and_by_row_groups(dataset: Path) -> None:
@@ -304,3 +306,54 @@ def test_a_parquet_sample_never_holds_a_whole_row_group(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak = int(out.stdout.split()[-1])
     assert peak < table.nbytes / 3, (peak, table.nbytes)
+
+
+@pytest.mark.parametrize("where", ["parquet", "table"])
+def test_the_search_runs_on_rows_drawn_in_the_source_none_of_them_held_out(
+    where: str, dataset: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The search's rows are drawn in the source and prepared first; the final fit then reads
+    every row, the search's pinned to train: no validation or test row was seen by the search."""
+    import math
+
+    from training import data
+    from training.train import train_candidate
+
+    data_at, source = str(dataset), {}
+    if where == "table":
+        data_at, source = request.getfixturevalue("pg_url"), {"table": "rides"}
+        _table(data_at, classification_frame(3000, seed=3))
+    search = {"method": "random", "trials": 2, "max_rows": 300}
+    cfg = fast_config(name="s", data=data_at, target="label", source=source, search=search)
+    candidate = train_candidate(cfg, Registry(tmp_path / "reg"))
+    keep = (1 - cfg.split.test_size) * (1 - cfg.split.validation_size)
+    sample = sources.search_sample(data_at, cfg.source, math.ceil(300 / keep), cfg.seed)
+    assert sample is not None and len(sample.frame) < 3000
+    body = candidate.manifest.body()
+    read = body["data"]["read"]
+    n = len(sample.frame)
+    assert read["rows_read"] == 3000 and read["search_sample"] == {"rows": n, "in_train": n}
+    assert body["model"]["search"]["rows"] <= 300
+    prepared, splits = candidate.prepared, candidate.prepared.splits
+    keys = set(data.row_keys(sample.frame))
+    held = prepared.raw.loc[[*splits.x_val.index, *splits.x_test.index]]
+    assert not keys & set(data.row_keys(held))  # a proper hold-out
+    assert keys <= set(data.row_keys(prepared.raw.loc[splits.x_train.index]))
+
+
+def test_no_sample_in_the_source_where_the_search_needs_the_rows_read_whole(dataset: Path) -> None:
+    """A time column (the search takes the latest rows), a budget (its reserve is sized on every
+    row), svm (skipped on large data) or a source no bigger than the search's share: no sample."""
+    from training.prepare import quiet, search_rows
+
+    base = {"name": "s", "data": str(dataset), "target": "label"}
+    search = {"method": "random", "trials": 2, "max_rows": 300}
+    sampled = search_rows(fast_config(**base, search=search), quiet)
+    assert sampled is not None and len(sampled.splits.x_train) <= 300
+    for extra in (
+        {"search": search, "time_column": "when"},
+        {"search": {**search, "budget_seconds": 60}},
+        {"search": search, "models": ["linear", "svm"]},
+        {"search": {**search, "max_rows": 2000}},
+    ):
+        assert search_rows(fast_config(**{**base, **extra}), quiet) is None, extra
