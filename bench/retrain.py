@@ -15,9 +15,9 @@ from pathlib import Path
 
 from bench.common import ensure_demo_model, machine, table
 from core.registry import Registry
-from monitoring.retrain import retrain
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
+from servewatch.retrain import retrain
 from service.inference.model import LoadedModel
 from training.demo import FEATURES, TARGET, load_flights
 from training.errors import TrainingError

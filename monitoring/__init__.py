@@ -7,4 +7,5 @@ __all__ = [
     "loop",
     "routes",
     "store",
+    "summary",
 ]

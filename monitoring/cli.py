@@ -1,23 +1,23 @@
-"""`servewatch monitor run|export`: a monitoring run from the command line (or a CronJob)."""
+"""`servewatch monitor run|ui|export`: a monitoring run from the command line (or a CronJob)."""
 
 from __future__ import annotations
 
 import json
 import re
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from monitoring.config import MonitorSettings
-from monitoring.summary import REPORT_FILE
+from monitoring.summary import REPORT_FILE, MonitorSummary
+
+if TYPE_CHECKING:  # the loop brings the runner and the registry: imported when a run starts
+    from monitoring.loop import Retrain
 
 console = Console(stderr=True, soft_wrap=True)
-monitor_app = typer.Typer(
-    help="Drift and performance over the prediction log; alerts.", no_args_is_help=True
-)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -30,7 +30,8 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def _settings(registry: Path | None, database_url: str | None) -> MonitorSettings:
+def monitor_settings(registry: Path | None, database_url: str | None) -> MonitorSettings:
+    """The monitoring settings, the command's options over SERVEWATCH_ variables."""
     overrides = {
         k: v
         for k, v in {"registry": registry, "database_url": database_url}.items()
@@ -45,43 +46,76 @@ DbOpt = Annotated[
 ]
 
 
-@monitor_app.command("run")
-def run(
-    model: Annotated[str | None, typer.Option(help="Model name.")] = None,
-    all_models: Annotated[
-        bool, typer.Option("--all", help="Every model in the registry (the CronJob's mode).")
-    ] = False,
-    version: Annotated[
-        int | None, typer.Option(help="Version (default: production/newest).")
-    ] = None,
-    since: Annotated[str | None, typer.Option(help="Window: the last 30m, 6h, 7d ...")] = None,
-    last: Annotated[int | None, typer.Option(help="Window: the newest N predictions.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    shard: Annotated[
-        str | None,
-        typer.Option(help="With --all: only shard K/N of the models (K from 0; e.g. 0/2)."),
-    ] = None,
-    slot: Annotated[
-        str | None,
-        typer.Option(help="With --all: a model run once in this slot (10m ...) is not run again."),
-    ] = None,
-    registry: RegistryOpt = None,
-    database_url: DbOpt = None,
+def make_monitor_app(retrain: Retrain | None = None) -> typer.Typer:
+    """The `monitor` commands; `run --all` hands each model's summary to `retrain` (the composition
+    root's gated retrain, `servewatch.auto_retrain.maybe_retrain`; None: no automatic retrain)."""
+    app = typer.Typer(
+        help="Drift and performance over the prediction log; alerts.", no_args_is_help=True
+    )
+    app.command("run")(_run_command(retrain))
+    app.command("ui")(ui)
+    app.command("export")(export)
+    return app
+
+
+def _run_command(retrain: Retrain | None) -> Callable[..., None]:
+    """`monitor run`, its fleet mode handed `retrain`."""
+
+    def run(
+        model: Annotated[str | None, typer.Option(help="Model name.")] = None,
+        all_models: Annotated[
+            bool, typer.Option("--all", help="Every model in the registry (the CronJob's mode).")
+        ] = False,
+        version: Annotated[
+            int | None, typer.Option(help="Version (default: production/newest).")
+        ] = None,
+        since: Annotated[str | None, typer.Option(help="Window: the last 30m, 6h, 7d ...")] = None,
+        last: Annotated[int | None, typer.Option(help="Window: the newest N predictions.")] = None,
+        json_out: Annotated[
+            bool, typer.Option("--json", help="Print the summary as JSON.")
+        ] = False,
+        shard: Annotated[
+            str | None,
+            typer.Option(help="With --all: only shard K/N of the models (K from 0; e.g. 0/2)."),
+        ] = None,
+        slot: Annotated[
+            str | None,
+            typer.Option(
+                help="With --all: a model run once in this slot (10m ...) is not run again."
+            ),
+        ] = None,
+        registry: RegistryOpt = None,
+        database_url: DbOpt = None,
+    ) -> None:
+        """One monitoring run. Exit code 0 whether or not alerts fire; 2 when the run cannot
+        happen."""
+        settings = monitor_settings(registry, database_url)
+        if all_models:
+            _run_fleet(settings, shard, slot, json_out, retrain)
+            return
+        if shard or slot:
+            console.print("[red]error:[/red] --shard and --slot go with --all")
+            raise typer.Exit(2)
+        if model is None:
+            console.print("[red]error:[/red] pass --model NAME or --all")
+            raise typer.Exit(2)
+        _run_model(settings, model, version, since, last, json_out)
+
+    return run
+
+
+def _run_model(
+    settings: MonitorSettings,
+    model: str,
+    version: int | None,
+    since: str | None,
+    last: int | None,
+    json_out: bool,
 ) -> None:
-    """One monitoring run. Exit code 0 whether or not alerts fire; 2 when the run cannot happen."""
+    """`monitor run --model`: one run, its summary printed (as JSON with `json_out`)."""
     from monitoring.runner import MonitorError, Settling, run_monitoring
     from predlog.store import PredictionStore
 
-    settings = _settings(registry, database_url)
-    if all_models:
-        _run_fleet(settings, shard, slot, json_out)
-        return
-    if shard or slot:
-        console.print("[red]error:[/red] --shard and --slot go with --all")
-        raise typer.Exit(2)
-    if model is None:
-        console.print("[red]error:[/red] pass --model NAME or --all")
-        raise typer.Exit(2)
     ago = parse_duration(since) if since else None  # before the database's clock
     try:
         summary = run_monitoring(
@@ -101,6 +135,13 @@ def run(
     if json_out:
         typer.echo(json.dumps(summary, default=str))
         return
+    _print_figures(model, summary)
+    _print_canary(summary)
+    _print_outcome(summary)
+
+
+def _print_figures(model: str, summary: MonitorSummary) -> None:
+    """The run's rows, drift share, estimated and realised figures and their noise bands."""
     drift = summary.get("drift")
     perf = summary["performance"]
     console.print(
@@ -126,8 +167,13 @@ def run(
                 f"noise band at {noise['confidence']:.0%}: {'; '.join(bands)} ({noise['note']})",
                 highlight=False,
             )
+
+
+def _print_canary(summary: MonitorSummary) -> None:
+    """The canary's judgement, when the run judged one."""
     canary = summary.get("canary")
     if canary:
+        metric = summary.get("metric")
         judged = (
             f"{metric} {canary['realised']:.4g} vs production {canary['production']:.4g}, "
             f"limit {canary['limit']:.4g}"
@@ -139,6 +185,10 @@ def run(
             f"canary v{canary['version']}: {canary['labelled_rows']} labels; {judged}",
             highlight=False,
         )
+
+
+def _print_outcome(summary: MonitorSummary) -> None:
+    """The reference sample's note, the alerts, the report and the Evidently snapshot."""
     reference = summary.get("reference")
     if reference and not reference["unseen"]:
         console.print(f"reference sample: {reference['note']}", highlight=False)
@@ -159,7 +209,11 @@ def run(
 
 
 def _run_fleet(
-    settings: MonitorSettings, shard: str | None, slot: str | None, json_out: bool
+    settings: MonitorSettings,
+    shard: str | None,
+    slot: str | None,
+    json_out: bool,
+    retrain: Retrain | None,
 ) -> None:
     """`monitor run --all [--shard K/N] [--slot 10m]`: exit 1 when a model's run failed."""
     from dataclasses import asdict
@@ -177,7 +231,7 @@ def _run_fleet(
     if seconds is not None and seconds <= 0:
         console.print(f"[red]error:[/red] --slot {slot}: must be longer than 0s", highlight=False)
         raise typer.Exit(2)
-    outcome = run_fleet(settings, PredictionStore(settings.database_url), part, seconds)
+    outcome = run_fleet(settings, PredictionStore(settings.database_url), part, seconds, retrain)
     if json_out:
         typer.echo(json.dumps(asdict(outcome)))
     else:
@@ -191,7 +245,6 @@ def _run_fleet(
         raise typer.Exit(1)
 
 
-@monitor_app.command("ui")
 def ui(
     workspace: Annotated[
         str | None,
@@ -227,7 +280,6 @@ def ui(
     os.execve(sys.executable, [sys.executable, "-m", "evidently.cli", *args], env)
 
 
-@monitor_app.command("export")
 def export(
     model: Annotated[str, typer.Option(help="Model name.")],
     out: Annotated[Path, typer.Option(help="CSV or Parquet file to write.")],
@@ -246,7 +298,7 @@ def export(
     from core.registry import Registry
     from predlog.store import PredictionStore
 
-    settings = _settings(registry, database_url)
+    settings = monitor_settings(registry, database_url)
     try:
         target = (
             Registry(settings.registry)
@@ -277,58 +329,3 @@ def export(
     else:
         frame.to_csv(out, index=False)
     console.print(f"wrote {len(frame)} rows to {out} (target column {target!r})")
-
-
-def retrain_cmd(
-    model: Annotated[str, typer.Option(help="Model name (its production version is the parent).")],
-    since: Annotated[
-        str | None, typer.Option(help="Only log rows from the last 30d, 12h ...")
-    ] = None,
-    margin: Annotated[float, typer.Option(help="Largest allowed drop of the metric.")] = 0.01,
-    holdout_share: Annotated[
-        float, typer.Option(help="Newest share of the labelled window kept for the gate.")
-    ] = 0.3,
-    dry_run: Annotated[
-        bool, typer.Option(help="Show the gate's verdict; publish nothing.")
-    ] = False,
-    incremental: Annotated[
-        bool, typer.Option(help="Update the production model from the new window only.")
-    ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
-    registry: RegistryOpt = None,
-    database_url: DbOpt = None,
-) -> None:
-    """Retrain from the original data plus the labelled log; promote only through the gate."""
-    from core.errors import ServewatchError
-    from core.registry import Registry
-    from monitoring.retrain import retrain, summary_lines
-    from predlog.store import PredictionStore
-
-    settings = _settings(registry, database_url)
-    since_ts = time.time() - parse_duration(since) if since else None
-    try:
-        result = retrain(
-            registry=Registry(settings.registry),
-            store=PredictionStore(settings.database_url),
-            model=model,
-            since=since_ts,
-            margin=margin,
-            holdout_share=holdout_share,
-            dry_run=dry_run,
-            incremental=incremental,
-        )
-    except ServewatchError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    if json_out:
-        typer.echo(json.dumps(result.manifest, default=str))
-        return
-    for line in summary_lines(result):
-        console.print(line, highlight=False)
-    if dry_run:
-        console.print("dry run: nothing published")
-    else:
-        console.print(
-            f"published {model} v{result.version}; "
-            f"{'promoted to production' if result.promoted_to else 'not promoted'}"
-        )

@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
@@ -29,8 +30,17 @@ class RetrainOutcome(TypedDict, total=False):
     promoted: str | None
 
 
-def run_all(settings: MonitorSettings, store: PredictionStore) -> list[str]:
-    """One run per model in the registry, under a file lock so one worker of N does the work.
+Retrain = Callable[[MonitorSettings, PredictionStore, str, MonitorSummary], RetrainOutcome | None]
+"""What a model's run hands its summary to: a gated retrain when `retrain_reason` gives one
+(`servewatch.auto_retrain.maybe_retrain`: retraining needs training/, so the composition root
+hands it in, as it hands `create_app` its routes); never raises."""
+
+
+def run_all(
+    settings: MonitorSettings, store: PredictionStore, retrain: Retrain | None = None
+) -> list[str]:
+    """One run per model in the registry, under a file lock so one worker of N does the work;
+    after each, `retrain` (None: no automatic retrain).
 
     Returns the models whose run failed unexpectedly (too little data is not a failure).
     """
@@ -43,7 +53,7 @@ def run_all(settings: MonitorSettings, store: PredictionStore) -> list[str]:
         except BlockingIOError:
             return failed  # another worker is running this round
         try:
-            failed = run_fleet(settings, store).failed
+            failed = run_fleet(settings, store, retrain=retrain).failed
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
     return failed
@@ -54,11 +64,13 @@ def run_fleet(
     store: PredictionStore,
     shard: fleet.Shard | None = None,
     slot_seconds: float | None = None,
+    retrain: Retrain | None = None,
 ) -> fleet.FleetOutcome:
     """A run of each model of `shard` (every model without one), each under its lock (a model
-    another process is running is left to it); with `slot_seconds`, a model whose run of the
-    current slot finished is skipped and each run finished is recorded (monitoring/fleet.py).
-    ValueError for a slot of 0 seconds or less (it would run every model every time)."""
+    another process is running is left to it), then `retrain`; with `slot_seconds`, a model
+    whose run of the current slot finished is skipped and each run finished is recorded
+    (monitoring/fleet.py). ValueError for a slot of 0 seconds or less (it would run every
+    model every time)."""
     if slot_seconds is not None and slot_seconds <= 0:
         raise ValueError(f"--slot: {slot_seconds:g} seconds; a slot must be longer than 0s")
     outcome = fleet.FleetOutcome()
@@ -73,7 +85,7 @@ def run_fleet(
             if slot is not None and fleet.slot_done(store, model, slot):
                 outcome.done.append(model)
                 continue
-            if not run_one(settings, store, model):
+            if not run_one(settings, store, model, retrain):
                 outcome.failed.append(model)
                 continue
             outcome.ran.append(model)
@@ -82,12 +94,15 @@ def run_fleet(
     return outcome
 
 
-def run_one(settings: MonitorSettings, store: PredictionStore, model: str) -> bool:
-    """One model's run and the retrain it may ask for; False when it failed unexpectedly (too
-    little data is not a failure). Logs, never raises."""
+def run_one(
+    settings: MonitorSettings, store: PredictionStore, model: str, retrain: Retrain | None = None
+) -> bool:
+    """One model's run and the retrain it may ask for (`retrain`; None: none); False when it
+    failed unexpectedly (too little data is not a failure). Logs, never raises."""
     try:
         s = run_monitoring(settings=settings, store=store, model=model)
-        maybe_retrain(settings, store, model, s)
+        if retrain is not None:
+            retrain(settings, store, model, s)
         drift = s.get("drift")
         log.info(
             "monitoring %s v%s: %d rows, drift share %s, alerts %s",
@@ -105,17 +120,20 @@ def run_one(settings: MonitorSettings, store: PredictionStore, model: str) -> bo
     return True
 
 
-async def monitor_loop(settings: MonitorSettings, store: PredictionStore) -> None:
-    """Every `monitor_interval` seconds, off the event loop (Evidently is CPU-bound). Run under
-    the service's supervisor: an error outside a model's run (which `run_all` logs and goes
-    on from) is logged, counted and retried, never swallowed."""
+async def monitor_loop(
+    settings: MonitorSettings, store: PredictionStore, retrain: Retrain | None = None
+) -> None:
+    """Every `monitor_interval` seconds, off the event loop (Evidently is CPU-bound), each
+    model's run then `retrain`. Run under the service's supervisor: an error outside a model's
+    run (which `run_all` logs and goes on from) is logged, counted and retried, never
+    swallowed."""
     # imported here, in the service's process: service.supervise brings the service's metrics,
     # which a `monitor run` job (the CronJob, no PROMETHEUS_MULTIPROC_DIR of its own) must not load
     from service.supervise import healthy
 
     while True:
         await asyncio.sleep(settings.monitor_interval)
-        await asyncio.to_thread(run_all, settings, store)
+        await asyncio.to_thread(run_all, settings, store, retrain)
         healthy()
 
 
@@ -133,43 +151,3 @@ def retrain_reason(settings: MonitorSettings, model: str, summary: MonitorSummar
         if not stamp.exists() or time.time() - stamp.stat().st_mtime >= settings.retrain_interval:
             return "scheduled"
     return None
-
-
-def maybe_retrain(
-    settings: MonitorSettings, store: PredictionStore, model: str, summary: MonitorSummary
-) -> RetrainOutcome | None:
-    """Start a gated retrain when an alert or the schedule asks; never raises."""
-    reason = retrain_reason(settings, model, summary)
-    if reason is None:
-        return None
-    from core.errors import ServewatchError
-    from monitoring.retrain import retrain
-
-    stamp = settings.monitor_reports_dir / f".retrain-{model}"
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.touch()
-    try:
-        result = retrain(
-            registry=Registry(settings.registry),
-            store=store,
-            model=model,
-            incremental=settings.retrain_incremental,
-        )
-    except (ServewatchError, OSError) as exc:
-        log.warning("automatic retrain of %s (%s) did not run: %s", model, reason, exc)
-        return {"reason": reason, "error": str(exc)}
-    gate = result.manifest["gate"]
-    log.warning(
-        "automatic retrain of %s (%s): v%s, gate %s%s",
-        model,
-        reason,
-        result.version,
-        "passed" if gate["passed"] else "refused",
-        ", promoted to production" if result.promoted_to else "",
-    )
-    return {
-        "reason": reason,
-        "version": result.version,
-        "gate_passed": gate["passed"],
-        "promoted": result.promoted_to,
-    }

@@ -14,12 +14,14 @@ from monitoring.loop import monitor_loop
 from monitoring.routes import make_router
 from monitoring.store import MonitorStore
 from predlog.store import PredictionStore
+from servewatch.auto_retrain import maybe_retrain
 from service.config import Settings
 from service.main import create_app
 
 
 def build() -> FastAPI:
-    """Build the service from SERVEWATCH_ settings and hand it the monitoring parts.
+    """Build the service from SERVEWATCH_ settings and hand it the monitoring parts (the
+    monitoring loop handed the gated retrain, which imports training only when a run asks).
 
     Evidently is imported only inside a monitoring run, never at start-up.
     """
@@ -35,7 +37,7 @@ def build() -> FastAPI:
             "run `servewatch monitor run --all` where it is (the full image, as the CronJob does)"
         )
     elif msettings.monitor_interval > 0:
-        background["monitoring"] = lambda: monitor_loop(msettings, mstore.store)
+        background["monitoring"] = lambda: monitor_loop(msettings, mstore.store, maybe_retrain)
     return create_app(
         settings,
         extra_collectors=[MonitoringCollector(mstore)],

@@ -3,29 +3,83 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
+import time
+from typing import Annotated
 
 import typer
 
-from monitoring.cli import monitor_app, retrain_cmd
+from monitoring.cli import (
+    DbOpt,
+    RegistryOpt,
+    console,
+    make_monitor_app,
+    monitor_settings,
+    parse_duration,
+)
+from servewatch.auto_retrain import maybe_retrain
 from servewatch.log import log_app
 from servewatch.models import show
 from servewatch.serve import serve
 from training.cli import models_app, train
 
-app = typer.Typer(
-    help="servewatch: train scikit-learn models, serve them, and watch them in production.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.command("train")(train)
-models_app.command("show")(show)
-app.add_typer(models_app, name="models")
-app.command("serve")(serve)
-app.add_typer(monitor_app, name="monitor")
-app.command("retrain")(retrain_cmd)
-app.add_typer(log_app, name="log")
+
+def retrain_command(
+    model: Annotated[str, typer.Option(help="Model name (its production version is the parent).")],
+    since: Annotated[
+        str | None, typer.Option(help="Only log rows from the last 30d, 12h ...")
+    ] = None,
+    margin: Annotated[float, typer.Option(help="Largest allowed drop of the metric.")] = 0.01,
+    holdout_share: Annotated[
+        float, typer.Option(help="Newest share of the labelled window kept for the gate.")
+    ] = 0.3,
+    dry_run: Annotated[
+        bool, typer.Option(help="Show the gate's verdict; publish nothing.")
+    ] = False,
+    incremental: Annotated[
+        bool, typer.Option(help="Update the production model from the new window only.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    registry: RegistryOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Retrain from the original data plus the labelled log; promote only through the gate."""
+    from core.errors import ServewatchError
+    from core.registry import Registry
+    from predlog.store import PredictionStore
+    from servewatch.retrain import retrain, summary_lines
+
+    settings = monitor_settings(registry, database_url)
+    since_ts = time.time() - parse_duration(since) if since else None
+    try:
+        result = retrain(
+            registry=Registry(settings.registry),
+            store=PredictionStore(settings.database_url),
+            model=model,
+            since=since_ts,
+            margin=margin,
+            holdout_share=holdout_share,
+            dry_run=dry_run,
+            incremental=incremental,
+        )
+    except ServewatchError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(json.dumps(result.manifest, default=str))
+        return
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
+    if dry_run:
+        console.print("dry run: nothing published")
+    else:
+        console.print(
+            f"published {model} v{result.version}; "
+            f"{'promoted to production' if result.promoted_to else 'not promoted'}"
+        )
+
 
 # Packages some commands import when they run, by the extra that installs them (the `serve`
 # image has none of these; the `full` image has all).
@@ -88,3 +142,17 @@ def main() -> None:
         if root not in EXTRA_OF:
             raise
         _missing(root, argv)
+
+
+app = typer.Typer(
+    help="servewatch: train scikit-learn models, serve them, and watch them in production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("train")(train)
+models_app.command("show")(show)
+app.add_typer(models_app, name="models")
+app.command("serve")(serve)
+app.add_typer(make_monitor_app(retrain=maybe_retrain), name="monitor")
+app.command("retrain")(retrain_command)
+app.add_typer(log_app, name="log")

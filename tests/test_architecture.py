@@ -15,7 +15,7 @@ ALLOWED = {
     "predlog": {"core"},
     "training": {"core"},
     "service": {"core", "predlog"},
-    "monitoring": {"core", "predlog", "service", "training"},
+    "monitoring": {"core", "predlog", "service"},
     "servewatch": {"core", "predlog", "training", "service", "monitoring"},
 }
 

@@ -36,10 +36,10 @@ from core import metrics as metric_contract
 from core.registry import Registry
 from monitoring.alerts import AlertRules
 from monitoring.config import MonitorSettings
-from monitoring.retrain import retrain
 from monitoring.runner import run_monitoring
 from predlog.store import PredictionStore
 from servewatch.cli import app as cli
+from servewatch.retrain import retrain
 from tests.service.conftest import Server
 from training.config import TrainConfig
 from training.train import run_training

@@ -22,7 +22,7 @@ from predlog.backfill import backfill
 from predlog.store import PredictionStore
 from servewatch.cli import app
 from service.inference.model import LoadedModel
-from tests.monitoring.conftest import FEATURES, traffic
+from tests.monitoring.conftest import FEATURES, log_traffic, traffic
 from tests.service.conftest import pg_url  # noqa: F401  (the fixture)
 
 
@@ -173,3 +173,44 @@ def test_a_slot_of_zero_is_refused(tmp_path: Path) -> None:
     store = PredictionStore(settings.database_url)
     with pytest.raises(ValueError, match="--slot"):
         run_fleet(settings, store, None, 0)
+
+
+def test_each_run_hands_its_summary_to_the_retrain_it_is_given(
+    registry_copy: Path, store: PredictionStore, tmp_path: Path
+) -> None:
+    """Monitoring imports no training module: the retrain is handed in, and called once per run."""
+    settings = MonitorSettings(
+        registry=registry_copy, database_url=store.url, monitor_reports_dir=tmp_path / "reports"
+    )
+    log_traffic(store, registry_copy, traffic(120, seed=1), at=time.time() - 600)
+    seen: list[tuple[str, int]] = []
+    outcome = run_fleet(
+        settings,
+        store,
+        retrain=lambda _s, _st, model, summary: seen.append((model, summary["version"])),
+    )
+    assert outcome.ran == ["demo"] and seen == [("demo", 1)]
+    assert run_fleet(settings, store).ran == ["demo"]  # none handed: none called
+
+
+def test_the_cli_hands_monitor_run_all_the_gated_retrain(
+    registry_copy: Path, store: PredictionStore, tmp_path: Path
+) -> None:
+    """`servewatch monitor run --all` on a retrain schedule starts the composition root's retrain
+    (its stamp is written before it runs); the monitor commands built without one start none."""
+    from monitoring.cli import make_monitor_app
+
+    log_traffic(store, registry_copy, traffic(120, seed=1), labelled=False, at=time.time() - 600)
+    reports = tmp_path / "reports"
+    env = {
+        "SERVEWATCH_REGISTRY": str(registry_copy),
+        "SERVEWATCH_DATABASE_URL": store.url,
+        "SERVEWATCH_MONITOR_REPORTS_DIR": str(reports),
+        "SERVEWATCH_RETRAIN_INTERVAL": "3600",
+    }
+    bare = CliRunner().invoke(make_monitor_app(), ["run", "--all"], env=env)
+    assert bare.exit_code == 0, bare.output
+    assert not (reports / ".retrain-demo").exists()
+    res = CliRunner().invoke(app, ["monitor", "run", "--all"], env=env)
+    assert res.exit_code == 0, res.output
+    assert (reports / ".retrain-demo").exists()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.rows import FeedbackRow
-from monitoring import retrain
 from predlog.store import PredictionStore, prediction_rows
+from servewatch import retrain
 from tests.monitoring.conftest import log_traffic, traffic
 from tests.service.conftest import pg_url  # noqa: F401 - a fixture
 

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from core.registry import Registry
-from monitoring.retrain import retrain
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
+from servewatch.retrain import retrain
 from service.inference.model import LoadedModel
 from tests.conftest import fast_config
 from training import fingerprints

@@ -11,10 +11,10 @@ from sklearn.metrics import log_loss
 from typer.testing import CliRunner
 
 from core.registry import Registry
-from monitoring.retrain import retrain
 from predlog.backfill import backfill
 from predlog.store import PredictionStore
 from servewatch.cli import app as cli
+from servewatch.retrain import retrain
 from service.inference.model import LoadedModel
 from training.config import TrainConfig
 from training.demo import FEATURES, TARGET, load_flights
@@ -211,7 +211,8 @@ def test_an_alert_triggers_a_gated_retrain(
     setup: tuple[Registry, PredictionStore], tmp_path: Path
 ) -> None:
     from monitoring.config import MonitorSettings
-    from monitoring.loop import maybe_retrain, retrain_reason
+    from monitoring.loop import retrain_reason
+    from servewatch.auto_retrain import maybe_retrain
 
     registry, store = setup
     settings = MonitorSettings(registry=registry.root, database_url=store.url,
