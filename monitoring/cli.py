@@ -46,13 +46,18 @@ DbOpt = Annotated[
 ]
 
 
+RUN_HELP = (
+    "One monitoring run. Exit code 0 whether or not alerts fire; 2 when the run cannot happen."
+)
+
+
 def make_monitor_app(retrain: Retrain | None = None) -> typer.Typer:
     """The `monitor` commands; `run --all` hands each model's summary to `retrain` (the composition
     root's gated retrain, `servewatch.auto_retrain.maybe_retrain`; None: no automatic retrain)."""
     app = typer.Typer(
         help="Drift and performance over the prediction log; alerts.", no_args_is_help=True
     )
-    app.command("run")(_run_command(retrain))
+    app.command("run", help=RUN_HELP)(_run_command(retrain))
     app.command("ui")(ui)
     app.command("export")(export)
     return app
@@ -87,8 +92,7 @@ def _run_command(retrain: Retrain | None) -> Callable[..., None]:
         registry: RegistryOpt = None,
         database_url: DbOpt = None,
     ) -> None:
-        """One monitoring run. Exit code 0 whether or not alerts fire; 2 when the run cannot
-        happen."""
+        """`monitor run` (its help: `RUN_HELP`)."""
         settings = monitor_settings(registry, database_url)
         if all_models:
             _run_fleet(settings, shard, slot, json_out, retrain)
@@ -296,7 +300,7 @@ def export(
     import pandas as pd
 
     from core.registry import Registry
-    from predlog.store import PredictionStore
+    from predlog.store import PredictionStore, WindowQuery
 
     settings = monitor_settings(registry, database_url)
     try:
@@ -309,11 +313,8 @@ def export(
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     store = PredictionStore(settings.database_url)
-    rows = (
-        store.read_labelled(model, version=version, cap=max_rows)
-        if labelled
-        else store.read_window(model, version=version, limit=max_rows)
-    )
+    window = WindowQuery(model, version=version, labelled=labelled)
+    rows = store.read_log_window(window, cap=max_rows)
     records = []
     for r in rows:
         rec = orjson.loads(r["inputs"])

@@ -12,9 +12,15 @@ import orjson
 import pandas as pd
 import sqlalchemy as sa
 
-from predlog.store import PredictionStore, feedback, labelled, predictions
-
-SAMPLE_HEX = 4  # the last 4 hex digits of an id (random bits) decide sampling
+from predlog.store import (
+    LoggedRow,
+    PredictionStore,
+    WindowQuery,
+    feedback,
+    labelled,
+    met_between,
+    predictions,
+)
 
 JsonScalar = str | int | float | bool | None
 """A logged prediction or label: a JSON value of the version's label type (or a number)."""
@@ -39,33 +45,16 @@ class Window:
         return len(self.predictions)
 
 
-def _filters(
-    model: str, version: int, since: float | None, until: float | None
-) -> list[sa.ColumnElement[bool]]:
+def _rows(model: str, version: int, since: float | None, until: float | None) -> WindowQuery:
     """Rows of the version that reached the store in (since, until]: by ingest time, not by
     prediction time, so a row that arrives late still falls into a later window."""
-    f = [
-        predictions.c.model == model,
-        predictions.c.version == version,
-        predictions.c.shadow.is_(False),
-    ]
-    if since is not None:
-        f.append(predictions.c.ingested_at > since)
-    if until is not None:
-        f.append(predictions.c.ingested_at <= until)
-    return f
+    return WindowQuery(model, version, since, until, clock="ingested", labelled=False)
 
 
 def count(
     store: PredictionStore, model: str, version: int, since: float | None, until: float | None
 ) -> int:
-    stmt = (
-        sa.select(sa.func.count())
-        .select_from(predictions)
-        .where(*_filters(model, version, since, until))
-    )
-    with store.engine.connect() as conn:
-        return int(conn.execute(stmt).scalar_one())
+    return store.count_window(_rows(model, version, since, until))
 
 
 def settling(
@@ -73,20 +62,7 @@ def settling(
 ) -> tuple[int, float | None]:
     """Rows of the version ingested after `until` (inside the settle window), and the newest
     one's ingest time."""
-    stmt = sa.select(sa.func.count(), sa.func.max(predictions.c.ingested_at)).where(
-        *_filters(model, version, until, None)
-    )
-    with store.engine.connect() as conn:
-        n, newest = conn.execute(stmt).one()
-    return int(n), None if newest is None else float(newest)
-
-
-def _sampled(column: sa.ColumnElement[str], total: int, cap: int) -> sa.ColumnElement[bool]:
-    """Ids whose random low bits fall under the share cap/total: every row can be drawn, and the
-    same rows always give the same sample."""
-    keep = max(1, int(16**SAMPLE_HEX * cap / total))
-    bound = f"{min(keep, 16**SAMPLE_HEX - 1):0{SAMPLE_HEX}x}"
-    return sa.func.substr(column, 33 - SAMPLE_HEX, SAMPLE_HEX) < bound
+    return store.window_size(_rows(model, version, until, None))
 
 
 def read_window(
@@ -105,45 +81,16 @@ def read_window(
 
     Over the cap, rows are sampled in the database by the random low bits of their ids (not by
     their time: every row of the window can be drawn), so the same window always gives the same
-    sample and memory never holds more than `cap` rows.
+    sample and memory never holds more than `cap` rows (`PredictionStore.read_log_window`).
     """
-    total = count(store, model, version, since, until)
+    rows = _rows(model, version, since, until)
+    total = store.count_window(rows)
     if last is not None:
         total = min(total, last)
-    cond = _filters(model, version, since, until)
-    order: sa.ColumnElement[object] = predictions.c.ingested_at.desc()
-    if last is None and total > cap:
-        cond.append(_sampled(predictions.c.id, total, cap))
-        order = sa.func.substr(predictions.c.id, 33 - SAMPLE_HEX, SAMPLE_HEX)
-    stmt = (
-        sa.select(
-            predictions.c.created_at,
-            predictions.c.inputs,
-            predictions.c.prediction,
-            predictions.c.probabilities,
-            feedback.c.label,
-        )
-        .select_from(labelled(predictions))
-        .where(*cond)
-        .order_by(order)
-        .limit(min(cap, last) if last is not None else cap)
-    )
-    return _window(store, stmt, classes, total, until, inputs=True)
-
-
-def _met(
-    since: float | None, until: float | None, rows: sa.FromClause = predictions
-) -> list[list[sa.ColumnElement[bool]]]:
-    """A label met its prediction at the later of the label's arrival and the prediction's ingest
-    (a label can reach the store before a spooled prediction does). Meetings in (since, until] as
-    two disjoint sets of conditions each index can serve: labels that arrived in the span (their
-    predictions ingested by its end), and predictions ingested in it whose labels came before.
-    `rows`: the predictions table or an alias of it."""
-    got, ingested = feedback.c.received_at, rows.c.ingested_at
-    upper = [] if until is None else [got <= until, ingested <= until]
-    if since is None:
-        return [upper]
-    return [[got > since, *upper], [ingested > since, got <= since, *upper[1:]]]
+        logged = store.read_log_window(rows, cap=min(cap, last))
+    else:
+        logged = store.read_log_window(rows, cap=cap, sample_over=total)
+    return _window(logged, classes, total, until, inputs=True)
 
 
 def read_labels(
@@ -160,53 +107,30 @@ def read_labels(
     whenever the prediction itself was made or judged: a label that arrives days after its
     prediction's window ran is judged by the run that sees it, against that prediction's
     version. Sampled by id bits over `cap` like `read_window`; `inputs` is left empty."""
-    j = labelled(predictions, inner=True)
-    mine = [
-        predictions.c.model == model,
-        predictions.c.version == version,
-        predictions.c.shadow.is_(False),
-    ]
-    branches = [[*mine, *met] for met in _met(since, until)]
-    with store.engine.connect() as conn:
-        total = sum(
-            int(conn.execute(sa.select(sa.func.count()).select_from(j).where(*b)).scalar_one())
-            for b in branches
-        )
-    if total > cap:
-        branches = [[*b, _sampled(predictions.c.id, total, cap)] for b in branches]
-    columns = (
-        predictions.c.id,
-        predictions.c.created_at,
-        predictions.c.prediction,
-        predictions.c.probabilities,
-        feedback.c.label,
-    )
-    both = sa.union_all(*(sa.select(*columns).select_from(j).where(*b) for b in branches))
-    rows = both.subquery()
-    stmt = (
-        sa.select(rows).order_by(sa.func.substr(rows.c.id, 33 - SAMPLE_HEX, SAMPLE_HEX)).limit(cap)
-    )
-    return _window(store, stmt, classes, total, until, inputs=False)
+    labels = WindowQuery(model, version, since, until, clock="met")
+    total = store.count_window(labels)
+    logged = store.read_log_window(labels, cap=cap, sample_over=total, inputs=False)
+    return _window(logged, classes, total, until, inputs=False)
 
 
 def _window(
-    store: PredictionStore,
-    stmt: sa.Select[tuple[object, ...]],
+    logged: list[LoggedRow],
     classes: list[str] | None,
     total: int,
     until: float | None,
     *,
     inputs: bool,
 ) -> Window:
+    """The rows read, parsed: inputs (with `inputs`), predictions, probabilities in `classes`'
+    order, labels."""
     times, rows, preds, probs, labels = [], [], [], [], []
-    with store.engine.connect() as conn:
-        for r in conn.execute(stmt):
-            times.append(r.created_at)
-            if inputs:
-                rows.append(orjson.loads(r.inputs))
-            preds.append(orjson.loads(r.prediction))
-            probs.append(orjson.loads(r.probabilities) if r.probabilities else None)
-            labels.append(orjson.loads(r.label) if r.label is not None else None)
+    for r in logged:
+        times.append(r["created_at"])
+        if inputs:
+            rows.append(orjson.loads(r["inputs"]))
+        preds.append(orjson.loads(r["prediction"]))
+        probs.append(orjson.loads(r["probabilities"]) if r["probabilities"] else None)
+        labels.append(orjson.loads(r["label"]) if r["label"] is not None else None)
     proba = None
     if classes is not None and probs and all(p is not None for p in probs):
         proba = np.array(
@@ -258,7 +182,7 @@ def read_shadow(
     )
     cond = [shadow.c.model == model, shadow.c.shadow.is_(True)]
     if labels_met:
-        branches = _met(since, until, prod)
+        branches = met_between(since, until, prod)
         cond.append(sa.or_(*(sa.and_(sa.true(), *b) for b in branches)))
     else:
         if since is not None:

@@ -14,10 +14,11 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 import orjson
 import sqlalchemy as sa
@@ -533,39 +534,163 @@ class PredictionStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
-    def read_labelled(
+    def count_window(self, window: WindowQuery) -> int:
+        """The rows `window` holds (before any cap)."""
+        return self.window_size(window)[0]
+
+    def window_size(self, window: WindowQuery) -> tuple[int, float | None]:
+        """The rows `window` holds (before any cap), and the newest one's time by its clock."""
+        j = labelled(predictions, inner=window.labelled)
+        when = _clock_time(window.clock)
+        n, newest = 0, None
+        with self.engine.connect() as conn:
+            for branch in _branches(window):
+                stmt = sa.select(sa.func.count(), sa.func.max(when)).select_from(j).where(*branch)
+                rows, last = conn.execute(stmt).one()
+                n += int(rows)
+                if last is not None:
+                    newest = float(last) if newest is None else max(newest, float(last))
+        return n, newest
+
+    def read_log_window(
         self,
-        model: str,
+        window: WindowQuery,
         *,
         cap: int,
-        version: int | None = None,
-        since: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """The newest `cap` answered predictions of `model` that have a label (made at or after
-        `since`), newest first: `id`, `version`, `created_at`, `inputs` and `label` as logged
-        (JSON text). The filter and the cap run in the database: memory holds `cap` rows at
-        most, however long the log."""
-        stmt = (
-            sa.select(
-                predictions.c.id,
-                predictions.c.version,
-                predictions.c.created_at,
-                predictions.c.inputs,
-                feedback.c.label,
-            )
-            .select_from(labelled(predictions, inner=True))
-            .where(predictions.c.model == model, predictions.c.shadow.is_(False))
-        )
-        if version is not None:
-            stmt = stmt.where(predictions.c.version == version)
-        if since is not None:
-            stmt = stmt.where(predictions.c.created_at >= since)
-        stmt = stmt.order_by(predictions.c.created_at.desc()).limit(cap)
+        sample_over: int | None = None,
+        inputs: bool = True,
+    ) -> list[LoggedRow]:
+        """The log's one window query: the answered predictions (never shadow rows) of
+        `window.model` (and version) whose time by `window.clock` falls in (since, until] (`made`:
+        at or after `since`), with their labels (only labelled ones with `window.labelled`): `id`,
+        `version`, `created_at`, `inputs` (left out without `inputs`), `prediction`,
+        `probabilities` and `label` as logged (JSON text; `label` None: no label yet).
+
+        At most `cap` rows, chosen in the database (memory holds `cap` rows at most, however long
+        the log): with `sample_over` (the window's size, `count_window`) above the cap, the rows
+        whose ids' random low bits fall under the share cap/size, ordered by those bits (every
+        row can be drawn, and the same window gives the same sample); otherwise the newest by the
+        clock's column, newest first (the `met` clock, which has no one column: by id bits).
+        """
+        j = labelled(predictions, inner=window.labelled)
+        columns = [
+            predictions.c.id,
+            predictions.c.version,
+            predictions.c.created_at,
+            *([predictions.c.inputs] if inputs else []),
+            predictions.c.prediction,
+            predictions.c.probabilities,
+            feedback.c.label,
+        ]
+        branches = _branches(window)
+        sampled = sample_over is not None and sample_over > cap
+        if sampled:
+            assert sample_over is not None
+            branches = [[*b, sampled_ids(predictions.c.id, sample_over, cap)] for b in branches]
+        if window.clock == "met":
+            rows = sa.union_all(
+                *(sa.select(*columns).select_from(j).where(*b) for b in branches)
+            ).subquery()
+            stmt = sa.select(rows).order_by(id_bits(rows.c.id)).limit(cap)
+        else:
+            order = id_bits(predictions.c.id) if sampled else _clock_time(window.clock).desc()
+            stmt = sa.select(*columns).select_from(j).where(*branches[0]).order_by(order)
+            stmt = stmt.limit(cap)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(stmt)]
+            return [cast(LoggedRow, dict(r._mapping)) for r in conn.execute(stmt)]
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+SAMPLE_HEX = 4
+"""The last 4 hex digits of an id (random bits) decide a window's sample."""
+
+Clock = Literal["made", "ingested", "met"]
+"""The time a window's (since, until] bounds: `made`, the prediction's (`created_at`: retraining's
+and export's windows); `ingested`, when its row reached the store (monitoring's rows windows: a row
+that arrives late falls into a later window); `met`, when its label met it, the later of the
+label's arrival and the row's ingest (monitoring's labels windows: a late label is judged by the
+run that sees it)."""
+
+
+@dataclass(frozen=True)
+class WindowQuery:
+    """Which rows of the log a window holds: the answered predictions of `model` (and
+    `version`; None: every version) in (since, until] by `clock` (`made`: at or after `since`),
+    with a label only when `labelled`."""
+
+    model: str
+    version: int | None = None
+    since: float | None = None
+    until: float | None = None
+    clock: Clock = "made"
+    labelled: bool = True
+
+
+class LoggedRow(TypedDict):
+    """A logged prediction with its label, as `read_log_window` reads it (JSON text as logged)."""
+
+    id: str
+    version: int
+    created_at: float
+    inputs: NotRequired[str]
+    prediction: str
+    probabilities: str | None
+    label: str | None
+
+
+def id_bits(column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """The random low bits of an id (its last `SAMPLE_HEX` hex digits), which samples follow."""
+    return sa.func.substr(column, 33 - SAMPLE_HEX, SAMPLE_HEX)
+
+
+def sampled_ids(column: sa.ColumnElement[str], total: int, cap: int) -> sa.ColumnElement[bool]:
+    """Ids whose random low bits fall under the share cap/total: every row can be drawn, and the
+    same rows always give the same sample."""
+    keep = max(1, int(16**SAMPLE_HEX * cap / total))
+    bound = f"{min(keep, 16**SAMPLE_HEX - 1):0{SAMPLE_HEX}x}"
+    return id_bits(column) < bound
+
+
+def met_between(
+    since: float | None, until: float | None, rows: sa.FromClause = predictions
+) -> list[list[sa.ColumnElement[bool]]]:
+    """A label met its prediction at the later of the label's arrival and the prediction's ingest
+    (a label can reach the store before a spooled prediction does). Meetings in (since, until] as
+    two disjoint sets of conditions each index can serve: labels that arrived in the span (their
+    predictions ingested by its end), and predictions ingested in it whose labels came before.
+    `rows`: the predictions table or an alias of it."""
+    got, ingested = feedback.c.received_at, rows.c.ingested_at
+    upper = [] if until is None else [got <= until, ingested <= until]
+    if since is None:
+        return [upper]
+    return [[got > since, *upper], [ingested > since, got <= since, *upper[1:]]]
+
+
+def _clock_time(clock: Clock) -> sa.ColumnElement[float]:
+    """A row's time by `clock`."""
+    if clock == "made":
+        return predictions.c.created_at
+    if clock == "ingested":
+        return predictions.c.ingested_at
+    got, ingested = feedback.c.received_at, predictions.c.ingested_at
+    return sa.case((got > ingested, got), else_=ingested)
+
+
+def _branches(window: WindowQuery) -> list[list[sa.ColumnElement[bool]]]:
+    """`window`'s conditions: one set, or (the `met` clock) two disjoint sets whose rows add up."""
+    mine = [predictions.c.model == window.model, predictions.c.shadow.is_(False)]
+    if window.version is not None:
+        mine.append(predictions.c.version == window.version)
+    if window.clock == "met":
+        return [[*mine, *met] for met in met_between(window.since, window.until)]
+    at = _clock_time(window.clock)
+    if window.since is not None:
+        mine.append(at >= window.since if window.clock == "made" else at > window.since)
+    if window.until is not None:
+        mine.append(at <= window.until)
+    return [mine]
 
 
 def labelled(rows: sa.FromClause, *, inner: bool = False) -> sa.Join:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.rows import FeedbackRow
-from predlog.store import PredictionStore, prediction_rows
+from predlog.store import PredictionStore, WindowQuery, prediction_rows
 from servewatch import retrain
 from tests.monitoring.conftest import log_traffic, traffic
 from tests.service.conftest import pg_url  # noqa: F401 - a fixture
@@ -49,14 +49,62 @@ def test_only_labelled_rows_of_the_model_newest_first_capped(
     store.write_labels(
         [FeedbackRow(prediction_id="s" * 32, model="demo", label='"no"', received_at=now)]
     )
-    every = store.read_labelled("demo", cap=1000)
+    every = store.read_log_window(WindowQuery("demo"), cap=1000)
     assert [r["id"] for r in every] == ids[::2][::-1]
     assert {r["label"] for r in every} == {'"yes"'}
-    assert [r["id"] for r in store.read_labelled("demo", cap=10)] == ids[::2][::-1][:10]
-    since = store.read_labelled("demo", cap=1000, since=t0 + 100 * 1e-4)  # rows 100 onwards
-    assert [r["id"] for r in since] == ids[100::2][::-1]
-    assert store.read_labelled("other", cap=1000) == []
-    assert store.read_labelled("demo", cap=1000, version=2) == []
+    assert [r["id"] for r in store.read_log_window(WindowQuery("demo"), cap=10)] == ids[::2][::-1][
+        :10
+    ]
+    since = store.read_log_window(WindowQuery("demo", since=t0 + 100 * 1e-4), cap=1000)
+    assert [r["id"] for r in since] == ids[100::2][::-1]  # rows 100 onwards
+    assert store.read_log_window(WindowQuery("other"), cap=1000) == []
+    assert store.read_log_window(WindowQuery("demo", version=2), cap=1000) == []
+    assert store.count_window(WindowQuery("demo")) == len(ids[::2])
+    # unlabelled ones too: the answered rows only, never the shadow's (export --no-labelled)
+    rows = store.read_log_window(WindowQuery("demo", labelled=False), cap=1000)
+    assert [r["id"] for r in rows] == ids[::-1] and "s" * 32 not in {r["id"] for r in rows}
+    store.engine.dispose()
+
+
+def test_the_same_query_reads_by_ingest_time_and_by_when_a_label_met_its_row(
+    any_store: PredictionStore, registry_copy: Path
+) -> None:
+    """Monitoring's windows through the one query: rows made a day ago and ingested now fall in
+    the ingest window, not the prediction-time one; labels by when they met their prediction;
+    shadow rows never; over the cap, the same sample by id bits every time."""
+    store = any_store
+    ids = log_traffic(
+        store, registry_copy, traffic(200, seed=6), labelled=False, at=time.time() - 86400
+    )
+    shadow = prediction_rows(
+        ids=["s" * 32], model="demo", version=1, created_at=time.time(), inputs=[{}],
+        predictions=["no"], probabilities=None, latency_ms=0.0, shadow=True, ref_ids=[ids[0]],
+    )  # fmt: skip
+    store.write_predictions(shadow)
+    now = store.now()
+    made = WindowQuery("demo", 1, since=now - 3600, until=now + 60, labelled=False)
+    assert store.count_window(made) == 0
+    rows = WindowQuery(
+        "demo", 1, since=now - 3600, until=now + 60, clock="ingested", labelled=False
+    )
+    size, newest = store.window_size(rows)
+    assert size == 200 and newest is not None and now - 3600 < newest <= now + 60
+    every = store.read_log_window(rows, cap=1000, sample_over=size)
+    assert sorted(r["id"] for r in every) == sorted(ids)
+    sample = store.read_log_window(rows, cap=50, sample_over=size, inputs=False)
+    assert 0 < len(sample) <= 50 and "inputs" not in sample[0]
+    bits = [r["id"][-4:] for r in sample]
+    assert bits == sorted(bits)  # drawn by the ids' random bits, in their order
+    again = store.read_log_window(rows, cap=50, sample_over=size, inputs=False)
+    assert [r["id"] for r in again] == [r["id"] for r in sample]
+    store.write_labels(
+        [FeedbackRow(prediction_id=i, model="demo", label='"yes"', received_at=now + 10)
+         for i in [*ids[:60], "s" * 32]]
+    )  # fmt: skip
+    met = WindowQuery("demo", 1, since=now + 5, until=now + 20, clock="met")
+    assert store.count_window(met) == 60
+    assert sorted(r["id"] for r in store.read_log_window(met, cap=1000)) == sorted(ids[:60])
+    assert store.count_window(WindowQuery("demo", 1, since=now + 20, clock="met")) == 0
     store.engine.dispose()
 
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from monitoring.window import read_window
 from predlog.ids import IdKeys
-from predlog.store import PredictionStore, feedback, prediction_rows
+from predlog.store import PredictionStore, WindowQuery, feedback, prediction_rows
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.main import create_app
@@ -165,7 +165,7 @@ def test_labels_match_model_and_id_when_read(settings: Settings) -> None:
             )
         )
     assert store.read_window("demo")[0]["label"] is None
-    assert store.read_labelled("demo", cap=10) == []
+    assert store.read_log_window(WindowQuery("demo"), cap=10) == []
     window = read_window(
         store, model="demo", version=1, since=None, last=None, cap=10, classes=None
     )
@@ -176,7 +176,7 @@ def test_labels_match_model_and_id_when_read(settings: Settings) -> None:
     store.write_labels(
         [FeedbackRow(prediction_id="a" * 32, model="demo", label='"yes"', received_at=time.time())]
     )
-    assert [r["label"] for r in store.read_labelled("demo", cap=10)] == ['"yes"']
+    assert [r["label"] for r in store.read_log_window(WindowQuery("demo"), cap=10)] == ['"yes"']
 
 
 def test_ids_from_before_tags_are_accepted_where_the_log_holds_them(twin: Settings) -> None:
