@@ -11,13 +11,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from core.errors import first_line
 from monitoring.store import MonitorStore
-from monitoring.summary import StoredRun
+from monitoring.summary import MonitorSummary, StoredRun
 
 log = logging.getLogger("servewatch.monitor")
 
@@ -43,7 +44,32 @@ class MonitoringCollector(Collector):
             return runs
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        runs = self._latest_runs()
+        """The gauges of each model's latest scheduled run."""
+        gauges = _Gauges.empty()
+        for run in self._latest_runs():
+            gauges.add(run)
+        yield from gauges.in_order()
+
+
+@dataclass
+class _Gauges:
+    """The monitoring gauges one scrape fills."""
+
+    share: GaugeMetricFamily
+    score: GaugeMetricFamily
+    drifted: GaugeMetricFamily
+    perf: GaugeMetricFamily
+    band: GaugeMetricFamily
+    contrib: GaugeMetricFamily
+    alerts: GaugeMetricFamily
+    last: GaugeMetricFamily
+    rows: GaugeMetricFamily
+    pending: GaugeMetricFamily
+    project: GaugeMetricFamily
+
+    @classmethod
+    def empty(cls) -> _Gauges:
+        """Every gauge, with its help text and labels, holding no sample yet."""
         share = GaugeMetricFamily(
             "servewatch_drift_share",
             "Share of features drifted in the latest monitoring run.",
@@ -102,57 +128,67 @@ class MonitoringCollector(Collector):
             "1 per model with its Evidently project's id (the Grafana dashboard links to it).",
             labels=["model", "project_id"],
         )
-        for run in runs:
-            s = run["summary"]
-            workspace = s.get("evidently")
-            if workspace:
-                pending.add_metric([s["model"]], workspace.get("pending", 0))
-                if workspace.get("project_id"):
-                    project.add_metric([s["model"], workspace["project_id"]], 1.0)
-            model, version = s["model"], str(s["version"])
-            last.add_metric([model], run["finished_at"])
-            rows.add_metric([model, version], s["rows"])
-            drift = s.get("drift")
-            if drift:
-                share.add_metric([model, version], drift["drifted_share"])
-                for feat, d in drift["columns"].items():
-                    score.add_metric([model, version, feat, d["method"]], d["score"])
-                    drifted.add_metric([model, version, feat], 1.0 if d["drifted"] else 0.0)
-            performance = s.get("performance")
-            measured = {
-                "realised": performance.get("realised") if performance else None,
-                "estimated": performance.get("estimated") if performance else None,
-            }
-            for kind, scores in measured.items():
-                # NaN (e.g. ROC AUC of a single-class window) is stored as null: skip both.
-                stored: Mapping[str, object] = scores or {}
-                for metric, value in stored.items():
-                    if isinstance(value, int | float) and value == value:
-                        perf.add_metric([model, version, metric, kind], value)
-            noise = performance.get("noise") if performance else None
-            bands = {
-                "realised": noise.get("realised") if noise else None,
-                "estimated": noise.get("estimated") if noise else None,
-            }
-            for kind, spread in bands.items():
-                for metric, width in (spread["widths"] if spread else {}).items():
-                    band.add_metric([model, version, metric, kind], width)
-            explanation = s.get("explanation_drift")
-            for feat, c in (explanation.get("features", {}) if explanation else {}).items():
-                contrib.add_metric([model, version, feat, "reference"], c["reference"])
-                contrib.add_metric([model, version, feat, "current"], c["current"])
-            for a in s.get("alerts", []):
-                alerts.add_metric([model, version, a["rule"], a["severity"]], 1.0)
-        yield from (
-            share,
-            score,
-            drifted,
-            perf,
-            band,
-            contrib,
-            alerts,
-            last,
-            rows,
-            pending,
-            project,
+        return cls(share, score, drifted, perf, band, contrib, alerts, last, rows, pending, project)
+
+    def in_order(self) -> tuple[GaugeMetricFamily, ...]:
+        """The gauges in the order a scrape shows them."""
+        return (
+            self.share,
+            self.score,
+            self.drifted,
+            self.perf,
+            self.band,
+            self.contrib,
+            self.alerts,
+            self.last,
+            self.rows,
+            self.pending,
+            self.project,
         )
+
+    def add(self, run: StoredRun) -> None:
+        """One stored run's samples."""
+        s = run["summary"]
+        workspace = s.get("evidently")
+        if workspace:
+            self.pending.add_metric([s["model"]], workspace.get("pending", 0))
+            if workspace.get("project_id"):
+                self.project.add_metric([s["model"], workspace["project_id"]], 1.0)
+        model, version = s["model"], str(s["version"])
+        self.last.add_metric([model], run["finished_at"])
+        self.rows.add_metric([model, version], s["rows"])
+        drift = s.get("drift")
+        if drift:
+            self.share.add_metric([model, version], drift["drifted_share"])
+            for feat, d in drift["columns"].items():
+                self.score.add_metric([model, version, feat, d["method"]], d["score"])
+                self.drifted.add_metric([model, version, feat], 1.0 if d["drifted"] else 0.0)
+        self._add_performance(model, version, s)
+        explanation = s.get("explanation_drift")
+        for feat, c in (explanation.get("features", {}) if explanation else {}).items():
+            self.contrib.add_metric([model, version, feat, "reference"], c["reference"])
+            self.contrib.add_metric([model, version, feat, "current"], c["current"])
+        for a in s.get("alerts", []):
+            self.alerts.add_metric([model, version, a["rule"], a["severity"]], 1.0)
+
+    def _add_performance(self, model: str, version: str, s: MonitorSummary) -> None:
+        """Realised and estimated figures, and their noise bands."""
+        performance = s.get("performance")
+        measured = {
+            "realised": performance.get("realised") if performance else None,
+            "estimated": performance.get("estimated") if performance else None,
+        }
+        for kind, scores in measured.items():
+            # NaN (e.g. ROC AUC of a single-class window) is stored as null: skip both.
+            stored: Mapping[str, object] = scores or {}
+            for metric, value in stored.items():
+                if isinstance(value, int | float) and value == value:
+                    self.perf.add_metric([model, version, metric, kind], value)
+        noise = performance.get("noise") if performance else None
+        bands = {
+            "realised": noise.get("realised") if noise else None,
+            "estimated": noise.get("estimated") if noise else None,
+        }
+        for kind, spread in bands.items():
+            for metric, width in (spread["widths"] if spread else {}).items():
+                self.band.add_metric([model, version, metric, kind], width)

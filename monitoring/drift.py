@@ -103,7 +103,6 @@ def run_drift(
     (`monitoring.workspace.SNAPSHOT_FILE`) for the run's workspace.
     """
     from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset, DataSummaryPreset
 
     _register()
     columns = [*numeric, *categorical]
@@ -125,14 +124,7 @@ def run_drift(
     )
     ref = Dataset.from_pandas(reference[tested], data_definition=definition)
     cur = Dataset.from_pandas(current[tested], data_definition=definition)
-    if method:
-        preset = DataDriftPreset(columns=tested, method=method)
-    else:
-        preset = DataDriftPreset(
-            columns=tested,
-            per_column_method=dict(plan),
-            per_column_threshold=dict.fromkeys(tested, cutoff),
-        )
+    preset = _preset(tested, plan, cutoff, method)
     data: dict[str, Any] = {}
     snapshot = None
     if tested:
@@ -149,41 +141,82 @@ def run_drift(
             sections.append(
                 ("Columns with no value", f"not tested (no value on one side): {missing}")
             )
-        one_class = (
-            labelled is not None
-            and labelled.task == "classification"
-            and labelled.current[TARGET].nunique() < 2
-        )
-        if labelled is not None and one_class:
-            only = labelled.current[TARGET].iloc[0] if len(labelled.current) else None
-            result.performance_error = (
-                f"The window's {len(labelled.current)} labelled rows all hold one class "
-                f"({only!r}): Evidently's classification report needs two. The metrics these "
-                "labels define (accuracy among them) are in the run's summary, which names the "
-                "ones they do not define (performance.undefined)."
-            )
-            sections.append(("Performance (labelled rows)", result.performance_error))
-        elif labelled is not None:
-            try:
-                title, perf = _performance_section(labelled)
-                result.performance_json = perf.dict()
-                sections.append((title, perf))
-            except Exception as exc:  # a window Evidently cannot score keeps its drift report
-                result.performance_error = f"{type(exc).__name__}: {exc}"[:300]
-                sections.append(("Performance (labelled rows)", result.performance_error))
-        every = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-        summary = Report([DataSummaryPreset(columns=columns)]).run(
-            Dataset.from_pandas(current[columns], data_definition=every),
-            Dataset.from_pandas(reference[columns], data_definition=every),
-        )
-        sections.append(("Data summary of the window", summary))
-        html_path.write_text(_page(sections), encoding="utf-8")
-        from monitoring.workspace import SNAPSHOT_FILE, write_parts
+        if labelled is not None:
+            sections.append(_performance_part(labelled, result))
+        _write_report(html_path, sections, reference, current, numeric, categorical)
+    _read_columns(data, result)
+    result.columns = {c: result.columns[c] for c in columns if c in result.columns}
+    drifted = [c for c, d in result.columns.items() if d.drifted]
+    result.drifted_count = len(drifted)
+    result.drifted_share = len(drifted) / max(1, len(columns))
+    return result
 
-        # Evidently's own sections only: a note (text) or servewatch's band tables are not
-        # snapshots (a table here made the merge fail, and the run's snapshot lost them all)
-        parts = [s for _, s in sections if not isinstance(s, (str, Table))]
-        write_parts(html_path.with_name(SNAPSHOT_FILE), parts)
+
+def _preset(tested: list[str], plan: dict[str, str], cutoff: float, method: str | None) -> Any:
+    """Evidently's drift preset: `method` for every column at its own threshold, else each
+    column's planned test at the one Benjamini-Hochberg `cutoff`."""
+    from evidently.presets import DataDriftPreset
+
+    if method:
+        return DataDriftPreset(columns=tested, method=method)
+    return DataDriftPreset(
+        columns=tested,
+        per_column_method=dict(plan),
+        per_column_threshold=dict.fromkeys(tested, cutoff),
+    )
+
+
+def _performance_part(labelled: Labelled, result: DriftResult) -> tuple[str, Any]:
+    """The report's performance section (its JSON or the reason it has none kept in `result`)."""
+    one_class = labelled.task == "classification" and labelled.current[TARGET].nunique() < 2
+    if one_class:
+        only = labelled.current[TARGET].iloc[0] if len(labelled.current) else None
+        result.performance_error = (
+            f"The window's {len(labelled.current)} labelled rows all hold one class "
+            f"({only!r}): Evidently's classification report needs two. The metrics these "
+            "labels define (accuracy among them) are in the run's summary, which names the "
+            "ones they do not define (performance.undefined)."
+        )
+        return ("Performance (labelled rows)", result.performance_error)
+    try:
+        title, perf = _performance_section(labelled)
+        result.performance_json = perf.dict()
+        return (title, perf)
+    except Exception as exc:  # a window Evidently cannot score keeps its drift report
+        result.performance_error = f"{type(exc).__name__}: {exc}"[:300]
+        return ("Performance (labelled rows)", result.performance_error)
+
+
+def _write_report(
+    html_path: Path,
+    sections: list[tuple[str, Any]],
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+) -> None:
+    """The HTML report with the window's data summary last, and its Evidently snapshot beside."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataSummaryPreset
+
+    from monitoring.workspace import SNAPSHOT_FILE, write_parts
+
+    columns = [*numeric, *categorical]
+    every = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    summary = Report([DataSummaryPreset(columns=columns)]).run(
+        Dataset.from_pandas(current[columns], data_definition=every),
+        Dataset.from_pandas(reference[columns], data_definition=every),
+    )
+    sections.append(("Data summary of the window", summary))
+    html_path.write_text(_page(sections), encoding="utf-8")
+    # Evidently's own sections only: a note (text) or servewatch's band tables are not
+    # snapshots (a table here made the merge fail, and the run's snapshot lost them all)
+    parts = [s for _, s in sections if not isinstance(s, (str, Table))]
+    write_parts(html_path.with_name(SNAPSHOT_FILE), parts)
+
+
+def _read_columns(data: dict[str, Any], result: DriftResult) -> None:
+    """Each tested column's drift as Evidently's report judged it, into `result.columns`."""
     verdicts = {
         t["metric_config"]["metric_id"]: t["status"] != "SUCCESS"
         for t in data.get("tests", [])
@@ -201,11 +234,6 @@ def run_drift(
                 threshold=float(cfg.get("threshold") or 0.0),
                 drifted=bool(verdicts.get(m["id"], False)),
             )
-    result.columns = {c: result.columns[c] for c in columns if c in result.columns}
-    drifted = [c for c, d in result.columns.items() if d.drifted]
-    result.drifted_count = len(drifted)
-    result.drifted_share = len(drifted) / max(1, len(columns))
-    return result
 
 
 def _empty(values: pd.Series) -> bool:

@@ -31,7 +31,7 @@ from core.registry import (
     Registry,
     RowFingerprints,
 )
-from predlog.store import PredictionStore
+from predlog.store import PredictionStore, WindowQuery
 from training import data, fingerprints
 from training.config import TrainConfig
 from training.errors import TrainingError
@@ -135,12 +135,13 @@ def labelled_window(
     store: PredictionStore, model: str, target: str, *, since: float | None, time_column: str | None
 ) -> pd.DataFrame:
     """Logged inputs with their feedback labels, oldest first, one row per prediction id: the
-    newest `LABELLED_CAP` labelled rows, read by the store's labelled-window query."""
-    rows = store.read_labelled(model, cap=LABELLED_CAP, since=since)
+    newest `LABELLED_CAP` labelled rows made at or after `since`, read by the log's window query
+    (filtered and capped in the database)."""
+    rows = store.read_log_window(WindowQuery(model, since=since), cap=LABELLED_CAP)
     records = []
     for r in reversed(rows):
         rec = orjson.loads(r["inputs"])
-        rec[target] = orjson.loads(r["label"])
+        rec[target] = orjson.loads(r["label"] or "null")  # a labelled window: never None
         rec["__id"] = r["id"]
         rec["__logged_at"] = r["created_at"]
         records.append(rec)
@@ -174,6 +175,26 @@ def _usable_labels(window: pd.DataFrame, target: str, manifest: Manifest) -> pd.
     return window[keep].assign(**{target: values[keep]}).reset_index(drop=True)
 
 
+def _enough_labels(
+    store: PredictionStore,
+    model: str,
+    manifest: Manifest,
+    since: float | None,
+    time_column: str | None,
+    min_rows: int,
+) -> pd.DataFrame:
+    """The labelled window's rows with usable labels; TrainingError below `min_rows`."""
+    target = manifest.target
+    window = labelled_window(store, model, target, since=since, time_column=time_column)
+    window = _usable_labels(window, target, manifest)
+    if len(window) < min_rows:
+        raise TrainingError(
+            f"only {len(window)} labelled predictions for {model}; "
+            f"at least {min_rows} are needed to retrain"
+        )
+    return window
+
+
 def retrain(
     *,
     registry: Registry,
@@ -203,13 +224,7 @@ def retrain(
     if not config.data:
         raise TrainingError(f"{model} v{parent} records no training data to start from")
     original = data.load_dataset(config.data, config.source, config.seed)
-    window = labelled_window(store, model, target, since=since, time_column=config.time_column)
-    window = _usable_labels(window, target, raw)
-    if len(window) < min_rows:
-        raise TrainingError(
-            f"only {len(window)} labelled predictions for {model}; "
-            f"at least {min_rows} are needed to retrain"
-        )
+    window = _enough_labels(store, model, raw, since, config.time_column, min_rows)
     n_hold = max(1, int(len(window) * holdout_share))
     recent = window.iloc[-n_hold:]
     fresh = window.iloc[:-n_hold]
@@ -223,16 +238,6 @@ def retrain(
     test_index, rebuilt = original_test(prints, raw, original, config, champ_kinds)
     orig = data.coerce_types(original.loc[test_index], champ_kinds)
     test, y_test_orig = orig[features], orig[target]
-    # The challenger never trains on the rows it will be judged on: the original test split stays
-    # held out, as it was for the champion.
-    rest = original.drop(index=test_index)
-    if config.time_column and not pd.api.types.is_datetime64_any_dtype(rest[config.time_column]):
-        # parsed as training parses it (its time_format, or the reading that leaves fewer values
-        # unread): the log's rows carry their times as timestamps
-        times = original[config.time_column]
-        parsed = data.parse_times(times, config.time_column, config.time_format).values
-        rest[config.time_column] = parsed.loc[rest.index]
-    combined = pd.concat([rest, fresh.drop(columns=["__id", "__logged_at"])], ignore_index=True)
     recent_rows = Rows(data.coerce_types(recent, champ_kinds)[features], recent[target])
     sensitive = [c for c in config.fairness.sensitive if c in recent.columns]
     gate = Gate(
@@ -247,22 +252,7 @@ def retrain(
         champion_decision=raw.decided,
         recorded=_recorded_test(raw, metric),
     )
-    lineage: Lineage = {
-        "parent_version": parent,
-        "original": {
-            "source": config.data,
-            "rows": len(original),
-            "test_rows": len(test_index),
-            "test_rebuilt_from": rebuilt,
-        },
-        "log_window": {
-            "from": float(window["__logged_at"].min()),
-            "to": float(window["__logged_at"].max()),
-            "labelled_rows": len(window),
-            "used_for_training": len(fresh),
-            "held_out_for_gate": len(recent),
-        },
-    }
+    lineage = _lineage(parent, config, original, (test_index, rebuilt), window, len(recent))
     # The recorded config names the original source: a later retrain starts from it again.
     extra = {"config": json.loads(config.model_dump_json()), "lineage": lineage}
     if incremental:
@@ -280,7 +270,67 @@ def retrain(
             dry_run=dry_run,
             rows=_with_window(prints, fresh),
         )
-    say = progress or quiet
+    combined = _training_rows(original, test_index, fresh, config)
+    return _full(registry, config, combined, gate, extra, dry_run=dry_run, say=progress or quiet)
+
+
+def _training_rows(
+    original: pd.DataFrame, test_index: pd.Index, fresh: pd.DataFrame, config: TrainConfig
+) -> pd.DataFrame:
+    """The original rows but the parent's test rows, then the window's rows used for training.
+
+    The challenger never trains on the rows it will be judged on: the original test split stays
+    held out, as it was for the champion."""
+    rest = original.drop(index=test_index)
+    if config.time_column and not pd.api.types.is_datetime64_any_dtype(rest[config.time_column]):
+        # parsed as training parses it (its time_format, or the reading that leaves fewer values
+        # unread): the log's rows carry their times as timestamps
+        times = original[config.time_column]
+        parsed = data.parse_times(times, config.time_column, config.time_format).values
+        rest[config.time_column] = parsed.loc[rest.index]
+    return pd.concat([rest, fresh.drop(columns=["__id", "__logged_at"])], ignore_index=True)
+
+
+def _lineage(
+    parent: int,
+    config: TrainConfig,
+    original: pd.DataFrame,
+    test: tuple[pd.Index, Rebuilt],
+    window: pd.DataFrame,
+    held_out: int,
+) -> Lineage:
+    """Where the retrained version comes from: the parent, its original data, the log window."""
+    test_index, rebuilt = test
+    return {
+        "parent_version": parent,
+        "original": {
+            "source": config.data,
+            "rows": len(original),
+            "test_rows": len(test_index),
+            "test_rebuilt_from": rebuilt,
+        },
+        "log_window": {
+            "from": float(window["__logged_at"].min()),
+            "to": float(window["__logged_at"].max()),
+            "labelled_rows": len(window),
+            "used_for_training": len(window) - held_out,
+            "held_out_for_gate": held_out,
+        },
+    }
+
+
+def _full(
+    registry: Registry,
+    config: TrainConfig,
+    combined: pd.DataFrame,
+    gate: Gate,
+    extra: dict[str, Any],
+    *,
+    dry_run: bool,
+    say: Progress,
+) -> RetrainResult:
+    """Train a challenger on `combined` with the parent's config, gate it, publish and promote
+    through the gate (`dry_run`: publish nothing)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "retrain.parquet"
         for col in combined.columns:
@@ -302,6 +352,7 @@ def retrain(
 
 
 def summary_lines(result: RetrainResult) -> list[str]:
+    """The gate's verdict as the lines `servewatch retrain` prints."""
     g = result.verdict
     lines = [
         f"gate {'PASSED' if g['passed'] else 'REFUSED'} on {g['metric']} (margin {g['margin']})"
