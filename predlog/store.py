@@ -536,21 +536,27 @@ class PredictionStore:
 
     def count_window(self, window: WindowQuery) -> int:
         """The rows `window` holds (before any cap)."""
-        return self.window_size(window)[0]
+        return self._size(window, newest=False)[0]
 
     def window_size(self, window: WindowQuery) -> tuple[int, float | None]:
         """The rows `window` holds (before any cap), and the newest one's time by its clock."""
-        j = labelled(predictions, inner=window.labelled)
-        when = _clock_time(window.clock)
-        n, newest = 0, None
+        return self._size(window, newest=True)
+
+    def _size(self, window: WindowQuery, *, newest: bool) -> tuple[int, float | None]:
+        """Count (and with `newest` the newest time of) `window`'s rows, branch by branch; an
+        unlabelled window is counted on the predictions alone (a row joins one label at most)."""
+        rows = labelled(predictions, inner=True) if window.labelled else predictions
+        measures = [sa.func.count()]
+        if newest:
+            measures.append(sa.func.max(_clock_time(window.clock)))
+        n, latest = 0, None
         with self.engine.connect() as conn:
             for branch in _branches(window):
-                stmt = sa.select(sa.func.count(), sa.func.max(when)).select_from(j).where(*branch)
-                rows, last = conn.execute(stmt).one()
-                n += int(rows)
-                if last is not None:
-                    newest = float(last) if newest is None else max(newest, float(last))
-        return n, newest
+                got = conn.execute(sa.select(*measures).select_from(rows).where(*branch)).one()
+                n += int(got[0])
+                if newest and got[1] is not None:
+                    latest = float(got[1]) if latest is None else max(latest, float(got[1]))
+        return n, latest
 
     def read_log_window(
         self,
@@ -597,7 +603,9 @@ class PredictionStore:
             stmt = sa.select(*columns).select_from(j).where(*branches[0]).order_by(order)
             stmt = stmt.limit(cap)
         with self.engine.connect() as conn:
-            return [cast(LoggedRow, dict(r._mapping)) for r in conn.execute(stmt)]
+            result = conn.execute(stmt)
+            keys = tuple(result.keys())  # rows as plain dicts, built without SQLAlchemy's mapping
+            return [cast(LoggedRow, dict(zip(keys, r, strict=True))) for r in result]
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -680,6 +688,8 @@ def _clock_time(clock: Clock) -> sa.ColumnElement[float]:
 
 def _branches(window: WindowQuery) -> list[list[sa.ColumnElement[bool]]]:
     """`window`'s conditions: one set, or (the `met` clock) two disjoint sets whose rows add up."""
+    if window.clock == "met" and not window.labelled:
+        raise ValueError("the met clock is a label's: a window by it holds labelled rows only")
     mine = [predictions.c.model == window.model, predictions.c.shadow.is_(False)]
     if window.version is not None:
         mine.append(predictions.c.version == window.version)

@@ -105,6 +105,8 @@ def test_the_same_query_reads_by_ingest_time_and_by_when_a_label_met_its_row(
     assert store.count_window(met) == 60
     assert sorted(r["id"] for r in store.read_log_window(met, cap=1000)) == sorted(ids[:60])
     assert store.count_window(WindowQuery("demo", 1, since=now + 20, clock="met")) == 0
+    with pytest.raises(ValueError, match="labelled rows only"):
+        store.count_window(WindowQuery("demo", clock="met", labelled=False))
     store.engine.dispose()
 
 
