@@ -546,7 +546,7 @@ class PredictionStore:
         """Count (and with `newest` the newest time of) `window`'s rows, branch by branch; an
         unlabelled window is counted on the predictions alone (a row joins one label at most)."""
         rows = labelled(predictions, inner=True) if window.labelled else predictions
-        measures = [sa.func.count()]
+        measures: list[sa.ColumnElement[Any]] = [sa.func.count()]
         if newest:
             measures.append(sa.func.max(_clock_time(window.clock)))
         n, latest = 0, None
