@@ -82,33 +82,12 @@ def test_each_package_goes_into_the_image(package: str) -> None:
     assert f"COPY {package} ./{package}" in (ROOT / "Dockerfile").read_text()
 
 
-SHORT = ("monitoring", "predlog", "servewatch")
-"""Packages held to functions of at most `LONGEST` lines (issue 29)."""
-LONGEST = 80
-
-
-def long_functions(path: Path, longest: int = LONGEST) -> list[str]:
-    """The functions (methods and nested ones included) of a module longer than `longest`
-    lines, decorators and docstring included."""
-    return [
-        f"{node.name} {node.end_lineno - node.lineno + 1}"
-        for node in ast.walk(ast.parse(path.read_text(), str(path)))
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.end_lineno is not None
-        and node.end_lineno - node.lineno + 1 > longest
-    ]
-
-
-@pytest.mark.parametrize("package", SHORT)
+@pytest.mark.parametrize("package", ["monitoring", "predlog", "servewatch"])
 def test_no_function_is_longer_than_80_lines(package: str) -> None:
-    found = {
-        str(path.relative_to(ROOT)): long_functions(path)
-        for path in sorted((ROOT / package).rglob("*.py"))
-    }
-    assert {k: v for k, v in found.items() if v} == {}
+    """Issue 29, by the check tests/training/test_short_functions.py runs on training/ and core/."""
+    from tests.training.test_short_functions import long_functions
 
-
-def test_the_length_check_sees_a_long_function(tmp_path: Path) -> None:
-    module = tmp_path / "m.py"
-    module.write_text("class C:\n    def f(self):\n" + "        x = 1\n" * 80)
-    assert long_functions(module) == ["f 81"]
+    found: dict[str, int] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        found |= long_functions(path, ROOT)
+    assert found == {}
