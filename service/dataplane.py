@@ -1,8 +1,9 @@
-"""DataPlane: predict, explain and feedback behind thin routes.
+"""DataPlane: predict, explain and feedback, whichever protocol asked.
 
-Canary routing, validation, micro-batched model calls, shadow calls, ids, the prediction log and
-the request metrics live here; the routes only read the body and hand it in (as MLServer's
-endpoints delegate to its data plane). A request's version is chosen after its body has arrived.
+Canary routing, validation against the version's schema, micro-batched model calls, shadow calls,
+ids, the prediction log and the request metrics live here. A protocol (service/protocols/) decodes
+its request into instances (one dict per row) and renders the `Answer` it gets back, as MLServer's
+`DataPlane.infer` takes a decoded request. A request's version is chosen after its body arrived.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import Any
 
-import orjson
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
@@ -49,9 +50,34 @@ KEY_RELOAD_S = 10.0
 """Least time between two reads of the log's id keys (an id no known key tagged may be another
 process's, made while the store was away and added since)."""
 
-# Builds a protocol's reply from the answering model, its outputs and the prediction ids
-# (the Open Inference Protocol's routes hand one in; /v1's reply is the default).
-Render = Callable[[LoadedModel, Outputs, list[str]], bytes]
+Instances = list[dict[str, Any]]
+"""A request's rows as decoded by its protocol: feature name -> value, one dict per row."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a predict or explain request gets back, for its protocol to render: the model that
+    answered, its outputs and the rows' prediction ids (and, explaining, each row's extras)."""
+
+    name: str
+    model: LoadedModel
+    outputs: Outputs
+    ids: list[str]
+    extras: list[dict[str, Any]] | None = None
+
+    @property
+    def version(self) -> int:
+        return self.model.version
+
+
+def count_invalid(name: str, known: set[str], problems: Iterable[tuple[str, str]]) -> None:
+    """The validation-error metric for refused rows, whichever protocol found the problems
+    (feature, rule): a name the model does not know (a client chooses it) counts under one label
+    value, `_unknown`; a problem of a whole row under `_instance`."""
+    for feature, rule in problems:
+        if rule == "unknown" or (feature and feature not in known):
+            feature = "_unknown"
+        metrics.VALIDATION_ERRORS.labels(name, feature or "_instance", rule).inc()
 
 
 class Call:
@@ -150,18 +176,23 @@ class DataPlane:
         if call.canary is not None and name in manager.canary and name in manager.staging:
             manager.guard(name).record(is_canary=bool(call.canary), status=status, seconds=elapsed)
 
+    def production(self, call: Call) -> Slot:
+        """The production slot of the call's model (404 when there is none), its version
+        recorded on the call: what a request's errors count against until a version answers."""
+        slot = self.manager.get(call.name)
+        call.version = str(slot.model.version)
+        return slot
+
     async def predict(
         self,
         call: Call,
-        body: Any,
+        instances: Instances,
         request_key: str | None,
         *,
         version: int | None = None,
-        render: Render | None = None,
-    ) -> bytes:
-        """Answer the instances in `body` (canary and shadow as configured); the reply, built by
-        `render` (default: /v1's JSON). A `version` must be production's: it answers, never
-        the canary."""
+    ) -> Answer:
+        """Answer the decoded `instances` (canary and shadow as configured). A `version` must be
+        production's: it answers, never the canary."""
         name, manager = call.name, self.manager
         prod = manager.get(name)
         if version is not None and version != prod.model.version:
@@ -170,7 +201,7 @@ class DataPlane:
             )
         call.version = str(prod.model.version)
         # Clients speak the production schema; a canary answers only what it can read from it.
-        instances, checked = self.check(prod, name, body)
+        instances, checked = self.check(prod, name, instances)
         slot = prod
         # the request key matters only when a canary is configured
         if name in manager.canary and version is None:
@@ -184,7 +215,7 @@ class DataPlane:
         call.version = str(slot.model.version)
         out = await slot.batcher.predict(checked.columns, len(instances))
         ids = self.ids.new(len(instances), name)
-        reply = await self.answer(call, slot.model, instances, out, ids, render=render)
+        answer = await self.answer(call, slot.model, instances, out, ids)
         shadow = manager.staging.get(name) if name in manager.shadow else None
         if shadow is not None:
             if self._shadows >= self.settings.shadow_max_inflight:  # bounded: dropped, counted
@@ -193,29 +224,31 @@ class DataPlane:
             else:
                 self._shadows += 1
                 manager.spawn(self.shadow_predict(name, shadow, instances, ids))
-        return reply
+        return answer
 
-    async def explain(self, call: Call, body: Any) -> bytes:
-        """Predictions with each input feature's contribution; the JSON reply. At most
-        `explain_max_instances` rows (422 beyond), computed on the explain threads (a 503 when
-        four requests per thread already wait), never on the model thread or the event loop."""
-        slot = self.manager.get(call.name)
-        call.version = str(slot.model.version)
+    def explain_limit(self, given: int) -> None:
+        """At most `explain_max_instances` rows to explain (422 beyond)."""
         limit = self.settings.explain_max_instances
-        given = body.get("instances") if isinstance(body, dict) else None
-        if isinstance(given, list) and len(given) > limit:
+        if given > limit:
             raise InvalidInstances(
-                f"{len(given)} instances to explain; the limit is {limit} "
+                f"{given} instances to explain; the limit is {limit} "
                 "(SERVEWATCH_EXPLAIN_MAX_INSTANCES)",
                 [
-                    _problem(
+                    problem(
                         "instances",
                         "explain_max_instances",
                         f"at most {limit} instances per explain request",
                     )
                 ],
             )
-        instances, checked = self.check(slot, call.name, body)
+
+    async def explain(self, call: Call, instances: Instances) -> Answer:
+        """Predictions with each input feature's contribution (`explain_limit` rows at most),
+        computed on the explain threads (a 503 when four requests per thread already wait),
+        never on the model thread or the event loop."""
+        slot = self.production(call)
+        self.explain_limit(len(instances))
+        instances, checked = self.check(slot, call.name, instances)
         model = slot.model
         if self._explains >= 4 * self.settings.explain_threads:
             raise Unavailable("explanations are busy; retry later")
@@ -232,23 +265,11 @@ class DataPlane:
         ids = self.ids.new(len(instances), call.name)
         return await self.answer(call, model, instances, out, ids, extras)
 
-    def check(self, slot: Slot, name: str, body: Any) -> tuple[list[dict[str, Any]], Checked]:
-        """The body's instances, checked against the version's schema (422 naming each problem)."""
-        if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
-            raise InvalidInstances(
-                'body must be {"instances": [{feature: value, ...}, ...]}',
-                [_problem("instances", "required", "a list of instances is required")],
-            )
-        extra = sorted(k for k in body if k != "instances")
-        if extra:
-            raise InvalidInstances(
-                f"unknown top-level field(s): {extra}",
-                [_problem(k, "unknown", "unknown field") for k in extra],
-            )
-        instances: list[dict[str, Any]] = body["instances"]
+    def check(self, slot: Slot, name: str, instances: Instances) -> tuple[Instances, Checked]:
+        """The instances, checked against the version's schema (422 naming each problem)."""
         if not instances:
             raise InvalidInstances(
-                "instances is empty", [_problem("instances", "min_items", "at least one instance")]
+                "instances is empty", [problem("instances", "min_items", "at least one instance")]
             )
         if len(instances) > self.settings.max_instances:
             raise PayloadTooLarge(
@@ -256,10 +277,7 @@ class DataPlane:
             )
         checked = slot.model.validator.check(instances)
         if isinstance(checked, list):
-            for p in checked:
-                # a client chooses unknown field names: one label value for all of them
-                feature = "_unknown" if p.rule == "unknown" else p.feature or "_instance"
-                metrics.VALIDATION_ERRORS.labels(name, feature, p.rule).inc()
+            count_invalid(name, slot.model.validator.known, ((p.feature, p.rule) for p in checked))
             raise InvalidInstances(
                 f"{len(checked)} problem(s) in the instances",
                 [p.as_dict() for p in checked[:MAX_PROBLEMS]],
@@ -312,10 +330,8 @@ class DataPlane:
         out: Outputs,
         ids: list[str],
         extras: list[dict[str, Any]] | None = None,
-        *,
-        render: Render | None = None,
-    ) -> bytes:
-        """Queue each prediction's log row, count it, and build the reply."""
+    ) -> Answer:
+        """Queue each prediction's log row, count it; the answer for the protocol to render."""
         name = call.name
         latency_ms = (time.perf_counter() - call.started) * 1000
         rows = self.log_rows(name, model, instances, out, ids, latency_ms=latency_ms)
@@ -334,17 +350,7 @@ class DataPlane:
             hist = metrics.PREDICTION_VALUES.labels(name, version)
             for v in out.predictions:
                 hist.observe(v)
-        if render is not None:
-            return render(model, out, ids)
-        preds = []
-        for i in range(len(instances)):
-            item: dict[str, Any] = {"prediction_id": ids[i], "prediction": out.predictions[i]}
-            if out.probabilities is not None:
-                item["probabilities"] = out.probabilities[i]
-            if extras is not None:
-                item.update(extras[i])
-            preds.append(item)
-        return orjson.dumps({"model": name, "version": model.version, "predictions": preds})
+        return Answer(name, model, out, ids, extras)
 
     async def shadow_predict(
         self, name: str, slot: Slot, instances: list[dict[str, Any]], parent_ids: list[str]
@@ -460,7 +466,8 @@ def _id_problem(field: str, rule: str, message: str) -> dict[str, Any]:
     return {"field": field, "rule": rule, "message": message}
 
 
-def _problem(feature: str, rule: str, message: str) -> dict[str, Any]:
+def problem(feature: str, rule: str, message: str) -> dict[str, Any]:
+    """An error detail about the request as a whole (no one instance)."""
     return {"instance": None, "feature": feature, "rule": rule, "message": message}
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.dataplane import DataPlane
+from service.protocols import v1
 from service.protocols.body import read_json
 from service.protocols.schemas import ERRORS, INSTANCES_BODY, ExplainResponse
 
@@ -24,4 +25,9 @@ async def explain(request: Request) -> Response:
     with plane.call("explain", request.path_params["name"]) as call:
         plane.manager.get(call.name)
         body = await read_json(request, plane.max_body_bytes)
-        return Response(await plane.explain(call, body), media_type="application/json")
+        plane.production(call)
+        rows = v1.given(body)
+        if rows is not None:  # the limit before the envelope's other rules, as it always was
+            plane.explain_limit(len(rows))
+        answer = await plane.explain(call, v1.instances(body))
+        return Response(v1.reply(answer), media_type="application/json")

@@ -1,4 +1,5 @@
-"""POST /v1/models/{name}/predict and /feedback: read the body, hand it to the data plane."""
+"""POST /v1/models/{name}/predict and /feedback: read the body, hand its instances to the data
+plane, render the answer (service/protocols/v1.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.dataplane import DataPlane
+from service.protocols import v1
 from service.protocols.body import collect, decode_json, json_type, read_json
 from service.protocols.deps import FeedbackAuthDep, StateDep
 from service.protocols.schemas import (
@@ -59,7 +61,10 @@ async def answer(
         plane.manager.get(call.name)
         json_type(ctype or "")
         raw = await collect(length or "", chunks, plane.max_body_bytes)
-        return await plane.predict(call, decode_json(raw), key)
+        body = decode_json(raw)
+        plane.production(call)
+        instances = v1.instances(body)
+        return v1.reply(await plane.predict(call, instances, key))
 
 
 @router.post(

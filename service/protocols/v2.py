@@ -8,10 +8,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from core.digits import whole_number
-from service import metrics
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, count_invalid
 from service.errors import InvalidInstances, NotFound, ProtocolError, ServiceError
-from service.inference.model import LoadedModel, Outputs
 from service.models import Slot
 from service.protocols import oip
 from service.protocols.body import read_bytes
@@ -117,7 +115,7 @@ def _slot(state: AppState, name: str, version: str | None) -> Slot:
     try:
         slot = state.manager.get(name)
     except NotFound as exc:
-        raise ProtocolError(404, exc.message) from None
+        raise as_protocol_error(exc) from None
     if version is not None and _version(name, version) != slot.model.version:
         raise ProtocolError(
             404, f"version {version} of {name!r} is not served here (serving {slot.model.version})"
@@ -192,29 +190,18 @@ async def _infer(request: Request, version: str | None) -> Response:
             except oip.Malformed as exc:
                 raise ProtocolError(400, str(exc)) from None
             except oip.Rejected as exc:
-                for feature, rule, _ in exc.problems:
-                    known = feature in slot.model.validator.known
-                    metrics.VALIDATION_ERRORS.labels(
-                        name, feature if known else "_unknown", rule
-                    ).inc()
+                known = slot.model.validator.known
+                count_invalid(name, known, ((feature, rule) for feature, rule, _ in exc.problems))
                 raise ProtocolError(422, str(exc)) from None
-
-            def render(model: LoadedModel, out: Outputs, ids: list[str]) -> bytes:
-                return oip.render(name, model, out, ids, req.id, req.outputs)
-
-            reply = await plane.predict(
+            answer = await plane.predict(
                 call,
-                {"instances": rows},
+                rows,
                 request.headers.get("x-request-key"),
                 version=None if version is None else int(version),
-                render=render,
             )
-        except InvalidInstances as exc:
-            raise ProtocolError(422, _problems(exc)) from None
-        except ProtocolError:
-            raise
         except ServiceError as exc:
-            raise ProtocolError(exc.status_code, exc.message) from None
+            raise as_protocol_error(exc) from None
+        reply = oip.render(name, answer.model, answer.outputs, answer.ids, req.id, req.outputs)
         return Response(reply, media_type="application/json")
 
 
@@ -232,6 +219,16 @@ def _headers(request: Request) -> tuple[str | None, str | None]:
         elif key == _HEADER_LENGTH and header_length is None:
             header_length = value.decode("latin-1")
     return encoding, header_length
+
+
+def as_protocol_error(exc: ServiceError) -> ProtocolError:
+    """A domain error in /v2's shape: its status and message; the schema's problems as one
+    message naming each input, row and rule."""
+    if isinstance(exc, ProtocolError):
+        return exc
+    if isinstance(exc, InvalidInstances):
+        return ProtocolError(422, _problems(exc))
+    return ProtocolError(exc.status_code, exc.message)
 
 
 def _problems(exc: InvalidInstances) -> str:
