@@ -64,7 +64,7 @@ def main() -> None:
         name = f"flights-{family}"
         model = LoadedModel.load(reg, name, reg.resolve(name))
         x = np.asarray(model.pipeline[:-1].transform(frame), dtype=np.float64)
-        for est in trees_of(model._final)[:1]:
+        for est in trees_of(model.final)[:1]:
             want = est.predict_proba(x)
             compiled = CompiledTrees.from_estimator(est)
             assert compiled is not None

@@ -28,6 +28,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from core.registry import Manifest
 from service.inference import compiled as compiled_module
 from service.inference.compiled import CompiledTrees
+from service.inference.equality import same_rows
 from service.inference.fastpath import FastEstimator
 from service.inference.model import LoadedModel
 from tests.service.test_fastpath import KINDS, awkward_columns, fitted, loaded
@@ -225,7 +226,7 @@ def test_a_compiled_model_that_differs_is_not_used(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(CompiledTrees, "predict_proba", off_by_a_little)
     model = loaded(pipe, frame, KINDS)
     model.enable_fast_path(frame[KINDS.all].head(50))
-    assert model._fast_est is None and model.serving_path == "mixed"
+    assert model.serving.estimator is None and model.serving_path == "mixed"
 
 
 def test_a_tie_broken_the_other_way_is_a_difference() -> None:
@@ -241,8 +242,8 @@ def test_a_tie_broken_the_other_way_is_a_difference() -> None:
         return np.array([[0.5 - 1e-12, 0.5 + 1e-12], [0.2, 0.8]])
 
     x = np.zeros((2, 1))
-    assert LoadedModel._same_rows(sklearn_like, sklearn_like, x)
-    assert not LoadedModel._same_rows(flipped, sklearn_like, x)
+    assert same_rows(sklearn_like, sklearn_like, x)
+    assert not same_rows(flipped, sklearn_like, x)
 
 
 def test_without_onnxruntime_trees_stay_on_scikit_learn(
@@ -253,7 +254,7 @@ def test_without_onnxruntime_trees_stay_on_scikit_learn(
     model = loaded(pipe, frame, KINDS)
     with caplog.at_level("WARNING", logger="servewatch.model"):
         model.enable_fast_path(frame[KINDS.all].head(50))
-    assert model.serving_path == "mixed" and model._fast_est is None
+    assert model.serving_path == "mixed" and model.serving.estimator is None
     assert "onnxruntime is not installed" in caplog.text
     out = model.predict_columns(awkward_columns(frame))
     assert len(out.predictions) == 40
@@ -340,13 +341,13 @@ def test_the_load_check_asks_each_side_once_per_batch_or_row() -> None:
         return answer
 
     x = np.array([[1.0], [2.0], [3.0]])
-    assert LoadedModel._same_rows(counted("mine", True), counted("theirs", True), x)
+    assert same_rows(counted("mine", True), counted("theirs", True), x)
     assert calls == {"mine": 1, "theirs": 1}
     calls.update(mine=0, theirs=0)
     x[1, 0] = 1e308  # refused: row by row, the refused row alike on both sides
-    assert LoadedModel._same_rows(counted("mine", True), counted("theirs", True), x)
+    assert same_rows(counted("mine", True), counted("theirs", True), x)
     assert calls == {"mine": 3, "theirs": 4}  # theirs: the batch, then each row
-    assert not LoadedModel._same_rows(counted("mine", False), counted("theirs", True), x)
+    assert not same_rows(counted("mine", False), counted("theirs", True), x)
 
 
 def test_a_soft_voting_ensemble_serves_on_its_members_fast_paths() -> None:
@@ -381,7 +382,7 @@ def test_a_soft_voting_ensemble_serves_on_its_members_fast_paths() -> None:
             if voting == "hard":
                 assert not used and model.serving_path == "sklearn"
                 continue
-            paths = {m.serving_path for m in model._members}
+            paths = {m.serving_path for m in model.serving.members}
             # the forest compiled; the linear member replayed (two classes) or, for three,
             # its preprocessing replayed and scikit-learn's multi-class SGD
             assert used and "compiled" in paths and paths <= {"numpy", "compiled", "mixed"}
@@ -421,7 +422,7 @@ def test_dropped_members_and_their_weights_are_left_out_as_scikit_learn_leaves_t
     pipe = Pipeline([("model", VotingClassifier(members, voting="soft", weights=[2, 1, 5]))])
     pipe.fit(frame[KINDS.all], frame["label"])
     model = loaded(pipe, frame, KINDS)
-    assert model.enable_fast_path(frame[KINDS.all].head(50)) and model._weights == [2, 5]
+    assert model.enable_fast_path(frame[KINDS.all].head(50)) and model.serving.weights == [2, 5]
     cols = awkward_columns(frame)
     got = [
         [p[c] for c in model.classes or []] for p in model.predict_columns(cols).probabilities or []
@@ -451,7 +452,7 @@ def test_an_ensemble_that_refuses_a_check_row_stays_on_scikit_learn_and_says_so(
     model = loaded(pipe, x.assign(label=frame["label"]), kinds)
     with caplog.at_level("WARNING"):
         assert not model.enable_fast_path(x.head(50))
-    assert model.serving_path == "sklearn" and not model._members
+    assert model.serving_path == "sklearn" and not model.serving.members
     assert "stays on scikit-learn" in caplog.text
 
 
@@ -462,7 +463,7 @@ def test_an_ensemble_whose_average_differs_stays_on_scikit_learn(
     from sklearn.ensemble import VotingClassifier
     from sklearn.pipeline import Pipeline
 
-    from service.inference import model as model_module
+    from service.inference import plan as plan_module
     from tests.data import classification_frame
     from training.config import Preprocessing
     from training.pipeline import build_pipeline
@@ -474,8 +475,8 @@ def test_an_ensemble_whose_average_differs_stays_on_scikit_learn(
     )  # fmt: skip
     pipe = Pipeline([("model", VotingClassifier([("f", forest)], voting="soft"))])
     pipe.fit(frame[KINDS.all], frame["label"])
-    real = model_module._average
-    monkeypatch.setattr(model_module, "_average", lambda *a: real(*a) * 0.999 + 0.0005)
+    real = plan_module.average
+    monkeypatch.setattr(plan_module, "average", lambda *a: real(*a) * 0.999 + 0.0005)
     model = loaded(pipe, frame, KINDS)
     assert not model.enable_fast_path(frame[KINDS.all].head(50))
-    assert model.serving_path == "sklearn" and not model._members
+    assert model.serving_path == "sklearn" and not model.serving.members

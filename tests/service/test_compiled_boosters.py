@@ -185,5 +185,5 @@ def test_a_boosting_model_that_answers_otherwise_is_not_used(
     pipe = build_pipeline(KINDS, _model("xgboost", "binary"), family="hgb", prep=Preprocessing())
     pipe.fit(frame[KINDS.all], y)
     model = _served(pipe, frame, "binary", "integer")
-    assert model._fast_est is None and model.serving_path == "mixed"
+    assert model.serving.estimator is None and model.serving_path == "mixed"
     assert len(model.predict_columns(awkward_columns(frame)).predictions) == 40

@@ -57,7 +57,7 @@ def test_explanations_on_the_numpy_path_equal_the_pipelines(settings: Settings) 
     reg = Registry(settings.registry)
     fast = LoadedModel.load(reg, "demo", 1)
     slow = LoadedModel.load(reg, "demo", 1, fast_path=False)
-    assert fast._fast is not None and slow._fast is None
+    assert fast.serving.pre is not None and slow.serving.pre is None
     cols = {k: [v, v] for k, v in example().items()}
     cols["x1"][1] = None  # a missing value, imputed by both
     assert fast.explain_columns(cols) == slow.explain_columns(cols)

@@ -202,10 +202,10 @@ def test_a_replay_that_differs_is_not_used(monkeypatch: pytest.MonkeyPatch) -> N
 
     model = build()
     assert model.enable_fast_path(sample)
-    assert model._fast is not None and model._fast_est is not None
+    assert model.serving.pre is not None and model.serving.estimator is not None
     cols = awkward_columns(frame)
     slow = pipe.predict_proba(model.frame(cols))
-    np.testing.assert_allclose(model._estimate(cols, "predict_proba"), slow, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.estimate(cols, "predict_proba"), slow, rtol=0, atol=1e-12)
 
     real = FastEstimator.from_estimator
     monkeypatch.setattr(
@@ -221,8 +221,9 @@ def test_a_replay_that_differs_is_not_used(monkeypatch: pytest.MonkeyPatch) -> N
     )
     model = build()
     model.enable_fast_path(sample)
-    assert model._fast is not None and model._fast_est is None  # off by 1e-6: not used
-    np.testing.assert_allclose(model._estimate(cols, "predict_proba"), slow, rtol=0, atol=1e-12)
+    # the estimator is off by 1e-6: not used
+    assert model.serving.pre is not None and model.serving.estimator is None
+    np.testing.assert_allclose(model.estimate(cols, "predict_proba"), slow, rtol=0, atol=1e-12)
 
 
 def dated_model(family: str = "linear") -> tuple[LoadedModel, Any, pd.DataFrame]:
@@ -245,7 +246,7 @@ def test_one_parser_reads_edge_timestamps_alike_on_both_paths() -> None:
     for value in [*EDGE_TIMESTAMPS, "2024-02-01T10:30:00"]:
         cols: dict[str, list[Any]] = {"x1": [0.5], "color": ["red"], "when": [value]}
         slow = pipe.predict_proba(model.frame(cols))
-        np.testing.assert_allclose(model._estimate(cols, "predict_proba"), slow, atol=1e-12)
+        np.testing.assert_allclose(model.estimate(cols, "predict_proba"), slow, atol=1e-12)
     # what the one parser says, for both: out of the datetime64[ns] range is missing
     assert parse_timestamp("9999-12-31T00:00:00") is None
     assert parse_timestamp("0001-01-01T00:00:00+01:00") is None  # overflowed the replay before
@@ -315,7 +316,7 @@ def test_load_check_feeds_what_reference_rows_lack(
     monkeypatch.setattr(cls, "__init__", broken_init)
     model = loaded(pipe, frame, KINDS)
     model.enable_fast_path(clean)
-    assert model._fast is None
+    assert model.serving.pre is None
     assert model.serving_path == "mixed"  # the estimator's replay is right and still used
 
 

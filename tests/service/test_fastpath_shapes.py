@@ -224,7 +224,7 @@ def requests(x: pd.DataFrame) -> dict[str, list[Any]]:
 
 def answers(model: LoadedModel, columns: dict[str, list[Any]]) -> np.ndarray[Any, Any]:
     method = "predict_proba" if model.classes is not None else "predict"
-    return np.asarray(model._estimate(columns, method), dtype=float)
+    return np.asarray(model.estimate(columns, method), dtype=float)
 
 
 def assert_serves_as_trained(s: Served) -> None:
