@@ -182,100 +182,99 @@ class Validator:
     def _check_each(self, instances: list[Any]) -> Checked | list[Problem]:
         problems: list[Problem] = []
         columns: dict[str, list[Any]] = {n: [] for n in self.names}
-        out_of_range: dict[str, int] = {}
-        unseen: dict[str, int] = {}
-        coerced = False
+        tally = _Tally()
         for i, inst in enumerate(instances):
             if not isinstance(inst, dict):
                 problems.append(Problem(i, "", "type", "each instance must be a JSON object"))
                 continue
-            for key in inst:
-                if key not in self.known:
-                    problems.append(
-                        Problem(
-                            i,
-                            str(key),
-                            "unknown",
-                            f"{short_repr(key)} is not a feature of this model",
-                        )
-                    )
+            problems += [
+                Problem(i, str(key), "unknown", f"{short_repr(key)} is not a feature of this model")
+                for key in inst
+                if key not in self.known
+            ]
             for f in self.features:
-                name = f.name
-                if name not in inst:
-                    why = getattr(f, "required_for", None)  # e.g. postprocess: thresholds per group
-                    because = f" (the model's {why} step reads it)" if why else ""
-                    problems.append(Problem(i, name, "required", f"{name!r} is required{because}"))
-                    continue
-                value = inst[name]
-                if value is None:
-                    if not f.nullable:
-                        problems.append(Problem(i, name, "not_null", f"{name!r} may not be null"))
-                    columns[name].append(None)
-                    continue
-                if f.kind == "numeric":
-                    num = _as_number(value)
-                    if num is None:
-                        problems.append(
-                            Problem(
-                                i,
-                                name,
-                                "type",
-                                f"{name!r} must be {EXPECTS[f.kind]}, got {short_repr(value)}",
-                            )
-                        )
-                        continue
-                    if self.float32 and abs(num) > FLOAT32_MAX:
-                        problems.append(
-                            Problem(
-                                i,
-                                name,
-                                "float32_range",
-                                f"{name!r} is {num:g}; this model reads float32, which holds "
-                                f"numbers up to {FLOAT32_MAX:.7g} in magnitude",
-                            )
-                        )
-                        continue
-                    if (f.min is not None and num < f.min) or (f.max is not None and num > f.max):
-                        out_of_range[name] = out_of_range.get(name, 0) + 1
-                    coerced = coerced or isinstance(value, str)
-                    columns[name].append(num)
-                elif f.kind == "categorical":
-                    if not isinstance(value, str | int | float):  # bool is an int
-                        problems.append(
-                            Problem(
-                                i,
-                                name,
-                                "type",
-                                f"{name!r} must be {EXPECTS[f.kind]}, got {short_repr(value)}",
-                            )
-                        )
-                        continue
-                    text = value if isinstance(value, str) else _num_to_str(value)
-                    coerced = coerced or text is not value
-                    if len(text) > MAX_TEXT:
-                        problems.append(
-                            Problem(
-                                i,
-                                name,
-                                "max_length",
-                                f"{name!r} is longer than {MAX_TEXT} characters",
-                            )
-                        )
-                        continue
-                    cats = self._cats.get(name)
-                    if cats is not None and text not in cats:
-                        unseen[name] = unseen.get(name, 0) + 1
-                    columns[name].append(text)
-                else:
-                    if not isinstance(value, str) or _as_datetime(value) is None:
-                        problems.append(
-                            Problem(i, name, "type", f"{name!r} must be {EXPECTS[f.kind]}")
-                        )
-                        continue
-                    columns[name].append(value)
+                value, problem = self._field(i, f, inst, tally)
+                if problem is not None:
+                    problems.append(problem)
+                if value is not _NOTHING:
+                    columns[f.name].append(value)
         if problems:
             return problems
-        return Checked(columns, out_of_range, unseen, coerced)
+        return Checked(columns, tally.out_of_range, tally.unseen, tally.coerced)
+
+    def _field(
+        self, i: int, f: FeatureSchema, inst: dict[str, Any], tally: _Tally
+    ) -> tuple[Any, Problem | None]:
+        """One feature of instance `i`: the value the model reads (`_NOTHING`: none) and the
+        problem with it, if any."""
+        name = f.name
+        if name not in inst:
+            why = getattr(f, "required_for", None)  # e.g. postprocess: thresholds per group
+            because = f" (the model's {why} step reads it)" if why else ""
+            return _NOTHING, Problem(i, name, "required", f"{name!r} is required{because}")
+        value = inst[name]
+        if value is None:
+            problem = (
+                None if f.nullable else Problem(i, name, "not_null", f"{name!r} may not be null")
+            )
+            return None, problem
+        if f.kind == "numeric":
+            return self._number(i, f, value, tally)
+        if f.kind == "categorical":
+            return self._category(i, f, value, tally)
+        if not isinstance(value, str) or _as_datetime(value) is None:
+            return _NOTHING, Problem(i, name, "type", f"{name!r} must be {EXPECTS[f.kind]}")
+        return value, None
+
+    def _number(
+        self, i: int, f: FeatureSchema, value: Any, tally: _Tally
+    ) -> tuple[Any, Problem | None]:
+        name = f.name
+        num = _as_number(value)
+        if num is None:
+            got = f"{name!r} must be {EXPECTS[f.kind]}, got {short_repr(value)}"
+            return _NOTHING, Problem(i, name, "type", got)
+        if self.float32 and abs(num) > FLOAT32_MAX:
+            too_large = (
+                f"{name!r} is {num:g}; this model reads float32, which holds "
+                f"numbers up to {FLOAT32_MAX:.7g} in magnitude"
+            )
+            return _NOTHING, Problem(i, name, "float32_range", too_large)
+        if (f.min is not None and num < f.min) or (f.max is not None and num > f.max):
+            tally.out_of_range[name] = tally.out_of_range.get(name, 0) + 1
+        tally.coerced = tally.coerced or isinstance(value, str)
+        return num, None
+
+    def _category(
+        self, i: int, f: FeatureSchema, value: Any, tally: _Tally
+    ) -> tuple[Any, Problem | None]:
+        name = f.name
+        if not isinstance(value, str | int | float):  # bool is an int
+            got = f"{name!r} must be {EXPECTS[f.kind]}, got {short_repr(value)}"
+            return _NOTHING, Problem(i, name, "type", got)
+        text = value if isinstance(value, str) else _num_to_str(value)
+        tally.coerced = tally.coerced or text is not value
+        if len(text) > MAX_TEXT:
+            too_long = f"{name!r} is longer than {MAX_TEXT} characters"
+            return _NOTHING, Problem(i, name, "max_length", too_long)
+        cats = self._cats.get(name)
+        if cats is not None and text not in cats:
+            tally.unseen[name] = tally.unseen.get(name, 0) + 1
+        return text, None
+
+
+_NOTHING = object()
+"""No value for the column (the problem says why)."""
+
+
+@dataclass
+class _Tally:
+    """What checking the instances one by one counts: values out of the training range and
+    unseen categories per feature, and whether a value was converted."""
+
+    out_of_range: dict[str, int] = field(default_factory=dict)
+    unseen: dict[str, int] = field(default_factory=dict)
+    coerced: bool = False
 
 
 _NUMBER_TYPES = {int, float}

@@ -231,10 +231,10 @@ def uvicorn_drain_s(settings: Any) -> float:
 
 
 def writer_join_s(settings: Any) -> float:
-    """The log writer's close timeout as the service's shutdown calls it (service/main.py)."""
+    """The log writer's close timeout as the service's shutdown calls it (service/runtime.py)."""
     from predlog.logwriter import LogWriter
 
-    path = ROOT / "service/main.py"
+    path = ROOT / "service/runtime.py"
     found = []
     for c in calls(path):
         if ast.unparse(c.func) == "writer.close":
