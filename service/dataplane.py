@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
 
 from core import labels
 from core.rows import FeedbackRow, PredictionRow
@@ -37,11 +36,9 @@ from service.errors import (
     NotFound,
     PayloadTooLarge,
     Unavailable,
-    schema_details,
 )
 from service.inference.model import LoadedModel, Outputs, redact
 from service.models import ModelManager, Slot
-from service.protocols.schemas import FeedbackRequest, FeedbackResponse
 from service.validation import Checked
 
 log = logging.getLogger("servewatch.predict")
@@ -384,11 +381,12 @@ class DataPlane:
             return
         metrics.SHADOW_PREDICTIONS.labels(name, version, "logged").inc(len(instances))
 
-    async def feedback(self, name: str, body: Any) -> FeedbackResponse:
-        """Store ground-truth labels for earlier predictions; labels are checked against the
-        production version's label type and classes, ids against the rules of `id_problems`.
-        A 422 names the refused items; nothing is stored then."""
-        given = feedback_labels(body, self.manager.get(name).model)
+    async def feedback(self, name: str, items: list[tuple[str, Any]]) -> tuple[int, list[str]]:
+        """Store ground-truth labels (prediction id, label as sent) for earlier predictions, as
+        decoded by the protocol; labels are checked against the production version's label type
+        and classes, ids against the rules of `id_problems`. A 422 names the refused items;
+        nothing is stored then. The labels stored (an id given twice: once) and the ids given."""
+        given = feedback_labels(items, self.manager.get(name).model)
         ids = [pid for pid, _ in given]
         try:  # up to 10,000 tags to check, and maybe the log to ask: off the event loop
             problems = await run_in_threadpool(self.id_problems, name, ids)
@@ -411,13 +409,7 @@ class DataPlane:
             metrics.FEEDBACK.labels(name, "store_down").inc(len(ids))
             raise Unavailable("the prediction log store is unreachable; retry later") from None
         metrics.FEEDBACK.labels(name, "stored").inc(len(rows))
-        return FeedbackResponse.model_validate(
-            {
-                "stored": len(rows),
-                "unknown": 0,
-                "items": [{"prediction_id": pid, "status": "stored"} for pid in ids],
-            }
-        )
+        return len(rows), ids
 
     def id_problems(self, name: str, ids: list[str]) -> list[dict[str, Any]]:
         """A problem per id feedback may not label: not shaped like ours (`id_format`), dated
@@ -477,25 +469,18 @@ def project(instances: list[dict[str, Any]], slot: Slot) -> list[dict[str, Any]]
     return [{k: v for k, v in inst.items() if k in known} for inst in instances]
 
 
-def feedback_labels(body: Any, model: LoadedModel) -> list[tuple[str, Any]]:
+def feedback_labels(items: list[tuple[str, Any]], model: LoadedModel) -> list[tuple[str, Any]]:
     """(prediction id, label in the model's type) per item, or one 422 naming every bad item and
     the rule it breaks."""
-    try:
-        request = FeedbackRequest.model_validate(body)
-    except ValidationError as exc:
-        raise InvalidRequest(
-            "the feedback body breaks the schema",
-            schema_details(exc.errors()[:MAX_PROBLEMS]),
-        ) from None
     out, problems = [], []
-    for i, item in enumerate(request.labels):
+    for i, (prediction_id, given) in enumerate(items):
         try:
-            label = labels.coerce(item.label, model.label_type, model.answers or None)
+            label = labels.coerce(given, model.label_type, model.answers or None)
         except ValueError as exc:
             rule, _, message = str(exc).partition(": ")
             problems.append({"field": f"labels.{i}.label", "rule": rule, "message": message})
             continue
-        out.append((normalise(item.prediction_id), label))
+        out.append((normalise(prediction_id), label))
     if problems:
         raise InvalidRequest(f"{len(problems)} label(s) rejected", problems[:MAX_PROBLEMS])
     return out

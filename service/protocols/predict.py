@@ -82,4 +82,5 @@ async def feedback(
     the clock nor past the log's retention (a 422 names each refused item and its rule)."""
     state.plane.manager.get(name)
     body = await read_json(request, state.plane.max_body_bytes)
-    return await state.plane.feedback(name, body)
+    stored, ids = await state.plane.feedback(name, v1.feedback_items(body))
+    return v1.feedback_reply(stored, ids)

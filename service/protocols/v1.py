@@ -1,13 +1,16 @@
-"""/v1's envelope: a body `{"instances": [...]}` checked into instances, an answer as its reply."""
+"""/v1's envelopes: `{"instances": [...]}` checked into instances and an answer as its reply; a
+feedback body checked into (prediction id, label) items and the ids stored as its reply."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from service.dataplane import Answer, Instances, problem
-from service.errors import InvalidInstances
+from service.errors import MAX_PROBLEMS, InvalidInstances, InvalidRequest, schema_details
+from service.protocols.schemas import FeedbackRequest, FeedbackResponse
 
 
 def given(body: Any) -> list[Any] | None:
@@ -47,3 +50,27 @@ def reply(answer: Answer) -> bytes:
             item.update(extras[i])
         preds.append(item)
     return orjson.dumps({"model": answer.name, "version": answer.version, "predictions": preds})
+
+
+def feedback_items(body: Any) -> list[tuple[str, Any]]:
+    """A feedback body's (prediction id, label) items; a 422 when it breaks the schema."""
+    try:
+        request = FeedbackRequest.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            "the feedback body breaks the schema",
+            schema_details(exc.errors()[:MAX_PROBLEMS]),
+        ) from None
+    return [(item.prediction_id, item.label) for item in request.labels]
+
+
+def feedback_reply(stored: int, ids: list[str]) -> FeedbackResponse:
+    """The feedback reply: the labels stored, and every id given as stored (a refused one is a
+    422 for them all)."""
+    return FeedbackResponse.model_validate(
+        {
+            "stored": stored,
+            "unknown": 0,
+            "items": [{"prediction_id": pid, "status": "stored"} for pid in ids],
+        }
+    )

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from service.dataplane import Answer, DataPlane, count_invalid
-from service.errors import InvalidInstances
+from service.errors import InvalidInstances, InvalidRequest
 from service.protocols import v1
 from tests.service.conftest import example
 
@@ -41,6 +41,15 @@ def test_the_data_plane_answers_instances_and_each_protocol_renders_the_answer(
     assert reply["model"] == "demo" and reply["version"] == 1
     assert [p["prediction_id"] for p in reply["predictions"]] == answer.ids
     assert "explanation" not in reply["predictions"][0]
+
+
+def test_a_feedback_body_is_decoded_by_the_v1_protocol() -> None:
+    assert v1.feedback_items({"labels": [{"prediction_id": "a1", "label": 1}]}) == [("a1", 1)]
+    with pytest.raises(InvalidRequest) as caught:
+        v1.feedback_items({"labels": []})
+    assert caught.value.details and caught.value.details[0]["field"] == "labels"
+    reply = v1.feedback_reply(1, ["a1", "a1"])
+    assert (reply.stored, [i.prediction_id for i in reply.items]) == (1, ["a1", "a1"])
 
 
 def test_the_v1_envelope_is_checked_by_the_v1_protocol() -> None:
@@ -86,8 +95,6 @@ def test_the_data_plane_imports_no_protocol_and_writes_no_reply() -> None:
     source = ROOT / "service" / "dataplane.py"
     imports = imported_modules(source)
     assert "orjson" not in imports  # the replies are the protocols' to write
-    assert not {
-        m for m in imports if m.startswith(("service.protocols.v", "service.protocols.oip"))
-    }
+    assert not {m for m in imports if m.startswith(("service.protocols", "fastapi.routing"))}
     text = source.read_text()
     assert '{"instances"' not in text and "render=" not in text
