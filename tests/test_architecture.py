@@ -82,7 +82,7 @@ def test_each_package_goes_into_the_image(package: str) -> None:
     assert f"COPY {package} ./{package}" in (ROOT / "Dockerfile").read_text()
 
 
-@pytest.mark.parametrize("package", ["monitoring", "predlog", "servewatch"])
+@pytest.mark.parametrize("package", ["monitoring", "predlog", "service", "servewatch"])
 def test_no_function_is_longer_than_80_lines(package: str) -> None:
     """Issue 29, by the check tests/training/test_short_functions.py runs on training/ and core/."""
     from tests.training.test_short_functions import long_functions

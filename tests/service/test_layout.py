@@ -1,4 +1,5 @@
-"""service/ in rooms: inference and protocols apart, no import circle, no function over 80 lines."""
+"""service/ in rooms: inference and protocols apart, no import circle, create_app a route table
+(its functions' length: tests/test_architecture.py)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ROOT / "service"
-LONGEST = 80
-
-
-def long_functions(root: Path, longest: int = LONGEST) -> list[str]:
-    """`path:line name (lines)` of every function or method longer than `longest` lines."""
-    found = []
-    for path in sorted(root.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                lines = (node.end_lineno or node.lineno) - node.lineno + 1
-                if lines > longest:
-                    found.append(
-                        f"{path.relative_to(root.parent)}:{node.lineno} {node.name} ({lines})"
-                    )
-    return found
 
 
 def imports(path: Path) -> set[str]:
@@ -32,17 +18,6 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
     return found
-
-
-def test_no_function_in_the_service_is_over_80_lines() -> None:
-    assert long_functions(SERVICE) == []
-
-
-def test_the_length_check_sees_a_long_function(tmp_path: Path) -> None:
-    (tmp_path / "pkg").mkdir()
-    body = "\n".join(f"    x{i} = {i}" for i in range(LONGEST))
-    (tmp_path / "pkg" / "m.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}\n")
-    assert long_functions(tmp_path / "pkg") == ["pkg/m.py:5 long (81)"]
 
 
 def test_the_compiled_trees_modules_import_each_other_one_way() -> None:
