@@ -254,3 +254,18 @@ def test_a_slow_notifier_is_cut_off_by_its_timeout() -> None:
     finally:
         server.shutdown()
     assert len(problems) == 1 and "Timeout" in problems[0]
+
+
+def test_an_alert_as_json_has_exactly_the_alert_records_keys_in_order() -> None:
+    """One record: `Alert`'s fields are `AlertDict`'s keys (the summary's and notifiers' JSON)."""
+    from dataclasses import fields
+
+    from monitoring.alerts import Alert
+    from monitoring.summary import AlertDict
+
+    assert [f.name for f in fields(Alert)] == list(AlertDict.__annotations__)
+    alert = Alert("m", 2, "dataset_drift", "firing", "critical", 0.5, 0.3, "drifted", 1.0)
+    assert alert.as_dict() == {
+        "model": "m", "version": 2, "rule": "dataset_drift", "status": "firing",
+        "severity": "critical", "value": 0.5, "threshold": 0.3, "message": "drifted", "since": 1.0,
+    }  # fmt: skip
