@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,25 +76,42 @@ def log_later_months(root: Path, store: PredictionStore, months: list[int], n: i
     )
 
 
-def logged_copy(champion: Path, tmp_path: Path) -> tuple[Registry, PredictionStore]:
-    """A private copy of the champion's registry and a log of 6,000 labelled July/August flights."""
-    import shutil
-
-    shutil.copytree(champion / "registry", tmp_path / "registry")
-    store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
+def logged(champion: Path, folder: Path) -> Path:
+    """`folder` with a copy of the champion's registry and a log of 6,000 labelled July/August
+    flights (log.db): made once per champion, copied by each test."""
+    shutil.copytree(champion / "registry", folder / "registry")
+    store = PredictionStore(f"sqlite:///{folder}/log.db")
     store.create_schema()
     log_later_months(champion, store, [7, 8], 6000)
-    return Registry(tmp_path / "registry"), store
+    store.dispose()  # the WAL is checkpointed into log.db: one file to copy
+    return folder
+
+
+def logged_copy(template: Path, tmp_path: Path) -> tuple[Registry, PredictionStore]:
+    """A private copy of a logged template (registry and log) that a test may change."""
+    shutil.copytree(template / "registry", tmp_path / "registry")
+    shutil.copyfile(template / "log.db", tmp_path / "log.db")
+    return Registry(tmp_path / "registry"), PredictionStore(f"sqlite:///{tmp_path}/log.db")
+
+
+@pytest.fixture(scope="module")
+def logged_champion(champion: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return logged(champion, tmp_path_factory.mktemp("logged"))
+
+
+@pytest.fixture(scope="module")
+def logged_linear_champion(linear_champion: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return logged(linear_champion, tmp_path_factory.mktemp("logged-linear"))
 
 
 @pytest.fixture
-def setup(champion: Path, tmp_path: Path) -> tuple[Registry, PredictionStore]:
-    return logged_copy(champion, tmp_path)
+def setup(logged_champion: Path, tmp_path: Path) -> tuple[Registry, PredictionStore]:
+    return logged_copy(logged_champion, tmp_path)
 
 
 @pytest.fixture
-def linear_setup(linear_champion: Path, tmp_path: Path) -> tuple[Registry, PredictionStore]:
-    return logged_copy(linear_champion, tmp_path)
+def linear_setup(logged_linear_champion: Path, tmp_path: Path) -> tuple[Registry, PredictionStore]:
+    return logged_copy(logged_linear_champion, tmp_path)
 
 
 def test_retrain_on_later_months_beats_the_old_version_and_is_promoted(
@@ -128,7 +147,7 @@ def test_the_gate_refuses_a_deliberately_worse_challenger(
 
 
 def test_dry_run_publishes_nothing_and_too_few_labels_fail_clearly(
-    setup: tuple[Registry, PredictionStore], tmp_path: Path
+    setup: tuple[Registry, PredictionStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry, store = setup
     result = retrain(registry=registry, store=store, model="flights", dry_run=True)
@@ -138,6 +157,15 @@ def test_dry_run_publishes_nothing_and_too_few_labels_fail_clearly(
     empty.create_schema()
     with pytest.raises(TrainingError, match="only 0 labelled predictions"):
         retrain(registry=registry, store=empty, model="flights")
+    # the command: what it passes to retrain and prints of the dry run's result (the retraining
+    # itself is the one above: a second one here would cost as much and prove nothing more)
+    calls: list[dict[str, Any]] = []
+
+    def recorded(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return result
+
+    monkeypatch.setattr("monitoring.retrain.retrain", recorded)
     res = CliRunner().invoke(
         cli,
         [
@@ -153,6 +181,10 @@ def test_dry_run_publishes_nothing_and_too_few_labels_fail_clearly(
     )
     assert res.exit_code == 0, res.output
     assert "gate" in res.output and "dry run: nothing published" in res.output
+    (call,) = calls
+    assert call["dry_run"] is True and call["model"] == "flights"
+    assert call["registry"].root == registry.root and call["store"].url == store.url
+    assert registry.versions("flights") == [1]
 
 
 def test_incremental_update_learns_from_the_window_only(
