@@ -24,12 +24,13 @@ from servewatch.cli import app as cli
 from tests.data import classification_frame, regression_frame
 from tests.service.conftest import pg_url  # noqa: F401 - the fixture
 from training.candidates import Choice, FloatRange, IntRange, Space, make_estimator
-from training.config import Preprocessing
+from training.config import Preprocessing, load_config
 from training.data import FeatureKinds
 from training.distributed import GRACE_BEATS, SharedSearch, StudySpec
 from training.errors import TrainingError
 from training.pipeline import build_pipeline
 from training.search import FamilyResult, make_cv, run_family, search_family
+from training.train import run_training
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE: Space = {
@@ -332,6 +333,14 @@ def cli_train(config: Path, registry: Path, *extra: str, env: dict[str, str]) ->
     return CliRunner().invoke(cli, args, env=env)
 
 
+def one_process(config: Path, registry: Path) -> dict[str, Any]:
+    """The manifest `servewatch train --json` prints for a run without a study, trained in this
+    process (the reference the spread runs are compared with; a subprocess adds its imports)."""
+    result = run_training(load_config(config, {}), Registry(registry))
+    out: dict[str, Any] = json.loads(json.dumps(result.manifest, default=str))
+    return out
+
+
 def manifest(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
@@ -347,7 +356,7 @@ def test_two_finishers_at_once_publish_once_what_one_process_chooses(
     tmp_path: Path, study_url: str
 ) -> None:
     config = write_config(tmp_path, "classification", "random")
-    alone = manifest(train(config, tmp_path / "one"))
+    alone = one_process(config, tmp_path / "one")
     env = {"SERVEWATCH_STUDY_STORAGE": study_url}
     both = [train(config, tmp_path / "shared", "--study", "e2e", env=env) for _ in range(2)]
     first, second = (manifest(p) for p in both)  # both are worker 0: both try to finish
@@ -362,7 +371,7 @@ def test_two_finishers_at_once_publish_once_what_one_process_chooses(
 
 def test_workers_on_one_machine_regression_grid(tmp_path: Path, study_url: str) -> None:
     config = write_config(tmp_path, "regression", "grid")
-    alone = manifest(train(config, tmp_path / "one"))
+    alone = one_process(config, tmp_path / "one")
     env = {"SERVEWATCH_STUDY_STORAGE": study_url}
     spread = manifest(train(config, tmp_path / "shared", "--study", "g", "--workers", "2", env=env))
     assert chosen(spread) == chosen(alone)
