@@ -165,7 +165,7 @@ def test_dry_run_publishes_nothing_and_too_few_labels_fail_clearly(
         calls.append(kwargs)
         return result
 
-    monkeypatch.setattr("monitoring.retrain.retrain", recorded)
+    monkeypatch.setattr("servewatch.retrain.retrain", recorded)
     res = CliRunner().invoke(
         cli,
         [
