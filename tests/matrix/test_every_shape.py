@@ -46,11 +46,8 @@ from training.train import run_training
 
 pytestmark = pytest.mark.slow
 
-# One trial (each family's untuned default, search.default_first) and two folds: the matrix is
-# about every shape through the loop, not the search (tests/training covers the search); the
-# retraining gate's challenger is trained the same way.
-FAST = {"search": {"method": "random", "trials": 1, "budget_seconds": 20},
-        "split": {"cv_folds": 2}, "reference_rows": 400, "calibration": "none"}  # fmt: skip
+FAST = {"search": {"method": "random", "trials": 2, "budget_seconds": 20},
+        "split": {"cv_folds": 3}, "reference_rows": 400, "calibration": "none"}  # fmt: skip
 RULES = AlertRules(min_rows=80, min_labelled_rows=50, max_drop=0.15, drift_share=0.5)
 
 
