@@ -28,7 +28,7 @@ from bench.common import ROOT, load_average, machine, table
 from training.candidates import default_params, make_estimator, model_space
 from training.config import Preprocessing
 from training.data import FeatureKinds
-from training.distributed import SharedSearch, StudySpec
+from training.distributed import SharedSearch, StudySpec, shared_cores
 from training.pipeline import build_pipeline
 from training.search import FamilyResult, make_cv, search_family
 
@@ -79,7 +79,8 @@ def worker(url: str, name: str, family: str, rows: int, trials: int, scoring: st
     frame(rows)
     print("ready", flush=True)
     sys.stdin.readline()
-    family_trials(shared, family, rows, trials, scoring)
+    with shared_cores(2):  # as `train --workers 2` limits each of its workers
+        family_trials(shared, family, rows, trials, scoring)
     shared.close()
 
 
@@ -153,7 +154,8 @@ def timed(
         if other is not None and other.stdin:
             other.stdin.write("go\n")
             other.stdin.close()
-        result = family_trials(shared, family, rows, trials, scoring)
+        with shared_cores(2 if other is not None else 1):
+            result = family_trials(shared, family, rows, trials, scoring)
         if other is not None:
             other.wait()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -481,10 +481,33 @@ def work(
         shared.close()
 
 
-def _extra_worker(config: TrainConfig, spec: StudySpec, worker: int) -> None:
+def worker_threads(workers: int, cpus: int | None = None) -> int:
+    """Native threads (OpenMP, BLAS) each of `workers` local workers may use: the machine's
+    cores shared out, at least one. Unlimited, every worker's HistGradientBoosting or LightGBM
+    starts a thread per core and the spinning threads of N workers on the same cores cost several
+    times the work (bench/distributed_search.py: 2 workers at 0.16x of one on 2 cores)."""
+    cores = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    return max(1, cores // max(1, workers))
+
+
+@contextmanager
+def shared_cores(workers: int) -> Iterator[None]:
+    """This process's native thread pools limited to its share of the cores while `workers`
+    local workers search (a pod of a Kubernetes Job is limited by its OMP_NUM_THREADS)."""
+    from threadpoolctl import threadpool_limits
+
+    if workers <= 1:
+        yield
+        return
+    with threadpool_limits(worker_threads(workers)):
+        yield
+
+
+def _extra_worker(config: TrainConfig, spec: StudySpec, worker: int, workers: int) -> None:
     """A local worker process (`--workers N`): draws trials, never finishes."""
     try:
-        work(config, spec, worker, "work", quiet)
+        with shared_cores(workers):
+            work(config, spec, worker, "work", quiet)
     except TrainingError as exc:
         sys.exit(f"worker {worker}: {exc}")
 
@@ -510,14 +533,15 @@ def train(
     say = progress or quiet
     ctx = multiprocessing.get_context("spawn")
     extras = [
-        ctx.Process(target=_extra_worker, args=(config, spec, index * workers + k))
+        ctx.Process(target=_extra_worker, args=(config, spec, index * workers + k, workers))
         for k in range(1, workers)
     ]
     for p in extras:
         p.start()
     try:
         mode: Mode = "wait" if index == 0 else "work"
-        rows, sampled, started = work(config, spec, index * workers, mode, say)
+        with shared_cores(workers):  # the final fit, after the search, has every core
+            rows, sampled, started = work(config, spec, index * workers, mode, say)
         for p in extras:
             p.join()
             if p.exitcode:  # its running trial, if any, was redone by a worker still alive

@@ -42,6 +42,10 @@ def test_each_pod_is_one_worker_of_one_study_and_a_lost_pod_is_retried() -> None
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     env = {e["name"]: e for e in c["env"]}
     assert NAME_RULE.fullmatch(env["SERVEWATCH_STUDY"]["value"])
+    # each pod's native threads are its CPU request, not the node's cores
+    threads = env["OMP_NUM_THREADS"]["valueFrom"]["resourceFieldRef"]
+    assert threads["resource"] == "requests.cpu" and threads["containerName"] == c["name"]
+    assert "cpu" in c["resources"]["requests"]
 
 
 def test_the_args_are_ones_servewatch_train_takes() -> None:

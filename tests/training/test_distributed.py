@@ -469,3 +469,21 @@ def test_halving_is_refused_with_a_study(tmp_path: Path, study_url: str) -> None
     res = cli_train(config, tmp_path / "reg", "--study", "h", env=env)
     assert res.exit_code == 2 and "search.halving cannot be spread" in res.stderr, res.output
     assert isinstance(res.exception, SystemExit)
+
+
+def test_local_workers_share_the_cores_out() -> None:
+    """`train --workers N` on one machine: each worker's native thread pools get its share of
+    the cores (at least one), so N workers' OpenMP threads do not oversubscribe them."""
+    from threadpoolctl import threadpool_info
+
+    from training.distributed import shared_cores, worker_threads
+
+    assert worker_threads(2, cpus=2) == 1 and worker_threads(3, cpus=8) == 2
+    assert worker_threads(4, cpus=2) == 1 and worker_threads(1, cpus=6) == 6
+    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime, when it has one)
+
+    before = {i["internal_api"]: i["num_threads"] for i in threadpool_info()}
+    with shared_cores(64):
+        inside = {i["internal_api"]: i["num_threads"] for i in threadpool_info()}
+    assert inside and all(n == 1 for n in inside.values())
+    assert {i["internal_api"]: i["num_threads"] for i in threadpool_info()} == before
