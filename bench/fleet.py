@@ -32,7 +32,6 @@ MODES: dict[str, list[str | None]] = {
     "2 shards (--shard 0/2, 1/2)": ["0/2", "1/2"],
     "2 shards + an overlapping pod on 0/2": ["0/2", "1/2", "0/2"],
 }
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 TABLES = ("sw_monitor_runs", "sw_monitor_cursors", "sw_monitor_alerts", "sw_monitor_slots")
 
 
@@ -81,10 +80,6 @@ def run_mode(shards: list[str | None], env: dict[str, str]) -> float:
     """The pods of one mode started together; the wall time until the last one ends."""
     t0 = time.perf_counter()
     procs = []
-    # each pod's native threads are its share of the cores, as the CronJob's OMP_NUM_THREADS
-    # from its CPU request: unlimited, N processes' BLAS and OpenMP threads oversubscribe them
-    threads = str(max(1, len(os.sched_getaffinity(0)) // len(shards)))
-    env = {**env, **dict.fromkeys(THREAD_VARS, threads)}
     for shard in shards:
         args = [sys.executable, "-m", "servewatch", "monitor", "run", "--all", "--slot", "1h"]
         procs.append(

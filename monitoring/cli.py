@@ -314,7 +314,7 @@ def export(
         raise typer.Exit(2) from None
     store = PredictionStore(settings.database_url)
     window = WindowQuery(model, version=version, labelled=labelled)
-    rows = store.read_log_window(window, cap=max_rows)
+    rows = store.read_log_window(window, cap=max_rows, outputs=False)
     records = []
     for r in rows:
         rec = orjson.loads(r["inputs"])

@@ -565,12 +565,14 @@ class PredictionStore:
         cap: int,
         sample_over: int | None = None,
         inputs: bool = True,
+        outputs: bool = True,
     ) -> list[LoggedRow]:
         """The log's one window query: the answered predictions (never shadow rows) of
         `window.model` (and version) whose time by `window.clock` falls in (since, until] (`made`:
         at or after `since`), with their labels (only labelled ones with `window.labelled`): `id`,
-        `version`, `created_at`, `inputs` (left out without `inputs`), `prediction`,
-        `probabilities` and `label` as logged (JSON text; `label` None: no label yet).
+        `version`, `created_at`, `inputs` (left out without `inputs`), `prediction` and
+        `probabilities` (left out without `outputs`: retraining and export use neither) and
+        `label` as logged (JSON text; `label` None: no label yet).
 
         At most `cap` rows, chosen in the database (memory holds `cap` rows at most, however long
         the log): with `sample_over` (the window's size, `count_window`) above the cap, the rows
@@ -584,8 +586,7 @@ class PredictionStore:
             predictions.c.version,
             predictions.c.created_at,
             *([predictions.c.inputs] if inputs else []),
-            predictions.c.prediction,
-            predictions.c.probabilities,
+            *([predictions.c.prediction, predictions.c.probabilities] if outputs else []),
             feedback.c.label,
         ]
         branches = _branches(window)
@@ -643,8 +644,8 @@ class LoggedRow(TypedDict):
     version: int
     created_at: float
     inputs: NotRequired[str]
-    prediction: str
-    probabilities: str | None
+    prediction: NotRequired[str]
+    probabilities: NotRequired[str | None]
     label: str | None
 
 

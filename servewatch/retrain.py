@@ -137,7 +137,7 @@ def labelled_window(
     """Logged inputs with their feedback labels, oldest first, one row per prediction id: the
     newest `LABELLED_CAP` labelled rows made at or after `since`, read by the log's window query
     (filtered and capped in the database)."""
-    rows = store.read_log_window(WindowQuery(model, since=since), cap=LABELLED_CAP)
+    rows = store.read_log_window(WindowQuery(model, since=since), cap=LABELLED_CAP, outputs=False)
     records = []
     for r in reversed(rows):
         rec = orjson.loads(r["inputs"])

@@ -118,9 +118,16 @@ def test_retraining_reads_at_most_its_cap_of_labelled_rows(
     store.create_schema()
     ids = log_traffic(store, registry_copy, traffic(200, seed=5), at=time.time() - 1000)
     monkeypatch.setattr(retrain, "LABELLED_CAP", 30)
+    read = store.read_log_window
+    asked: list[dict[str, object]] = []
+    monkeypatch.setattr(store, "read_log_window", lambda *a, **k: asked.append(k) or read(*a, **k))
     frame = retrain.labelled_window(store, "demo", "label", since=None, time_column=None)
     assert list(frame["__id"]) == ids[-30:]
     assert frame["label"].notna().all()
+    # it reads the inputs and labels only, not the logged outputs (memory: 200,000 rows)
+    assert asked == [{"cap": 30, "outputs": False}]
+    (row,) = read(WindowQuery("demo"), cap=1, outputs=False)
+    assert set(row) == {"id", "version", "created_at", "inputs", "label"}
     store.engine.dispose()
 
 
