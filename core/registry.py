@@ -30,6 +30,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     PrivateAttr,
+    SerializationInfo,
     SerializerFunctionWrapHandler,
     ValidatorFunctionWrapHandler,
     model_serializer,
@@ -79,14 +80,38 @@ class Section(BaseModel):
             self._order.append(name)
 
     @model_serializer(mode="wrap")
-    def _in_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """The section's keys in their order (given, then set; undeclared order: declared)."""
+    def _in_order(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        """The section's keys in their order (given, then set; undeclared order: declared); with
+        `exclude_unset`, also the fields left at a default that was changed in place since."""
         out: dict[str, Any] = handler(self)
+        if info.exclude_unset:
+            out.update(self._changed_defaults(str(info.mode), out))
         place = {k: i for i, k in enumerate(self._order)}
         return dict(sorted(out.items(), key=lambda kv: place.get(kv[0], len(place))))
 
+    def _changed_defaults(self, mode: str, written: dict[str, Any]) -> dict[str, Any]:
+        """Fields never given or set whose value is no longer their default: a default section
+        (or list, dict) changed in place, as `manifest.model.family = "hgb"` on a manifest built
+        without `model`. `exclude_unset` alone would drop the change; written after the others,
+        a section as its own `body` (its changed defaults included)."""
+        out: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            if name in written or name in self.model_fields_set or field.is_required():
+                continue
+            value, default = getattr(self, name), field.get_default(call_default_factory=True)
+            if isinstance(value, BaseModel):
+                same = isinstance(default, BaseModel) and value.model_dump() == default.model_dump()
+                if not same:
+                    out[name] = value.model_dump(mode=mode, exclude_unset=True)
+            elif value != default:
+                out[name] = self.model_dump(mode=mode, include={name})[name]
+        return out
+
     def body(self) -> dict[str, Any]:
-        """The section as its JSON object holds it: the keys given or set, in their order."""
+        """The section as its JSON object holds it: the keys given or set, in their order, and
+        any default changed in place since (`_changed_defaults`)."""
         return self.model_dump(exclude_unset=True)
 
 
@@ -375,6 +400,17 @@ def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:
     return problems
 
 
+def _as_written(staged: Manifest, written: dict[str, Any]) -> None:
+    """`staged` (the typed manifest a publish wrote) given what `written` added: schema version,
+    name, version, files and the signature, which it loses when the version is unsigned."""
+    staged.schema_version, staged.name = written["schema_version"], written["name"]
+    staged.version, staged.files = written["version"], written["files"]
+    if "signature" in written:
+        setattr(staged, "signature", written["signature"])  # noqa: B010 (an undeclared key)
+    elif "signature" in (staged.model_extra or {}):
+        delattr(staged, "signature")
+
+
 def split_ref(text: str) -> tuple[str, str | None]:
     """NAME, NAME:VERSION or NAME@ALIAS as (name, ref) for `Registry.resolve`: ("m", "3"),
     ("m", "@staging") or ("m", None)."""
@@ -482,8 +518,8 @@ class Registry:
 
         The version number is taken at the rename: two concurrent runs never share one, and a
         crash leaves only a hidden staging folder that the next publish removes. A typed
-        manifest returned by `stage` gains the `schema_version`, `name`, `version` and `files`
-        written.
+        manifest returned by `stage` gains the `schema_version`, `name`, `version`, `files` and
+        `signature` (removed when unsigned) written: its `body()` is what manifest.json holds.
         """
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -514,8 +550,7 @@ class Registry:
                         continue
                     raise
                 if isinstance(staged, Manifest):
-                    staged.schema_version, staged.name = MANIFEST_SCHEMA, name
-                    staged.version, staged.files = version, files
+                    _as_written(staged, manifest)
                 return version
             raise RegistryError(f"could not find a free version number for {name}")
         except BaseException:

@@ -272,10 +272,12 @@ class Publish(_Strict):
     saw. False: the tested model itself is published."""
     baseline_folds: int = Field(5, ge=0, le=20)
     """Folds of the realised-performance baseline (`reference.baseline`): the tested model's
-    configuration refitted this many times, each without one fold, so every train and validation
-    row is predicted by a copy that never saw it; with the test rows, the baseline monitoring
-    judges drops from. Each copy costs about one fit of the final model (a budgeted search keeps
-    that time back). 0: no baseline, monitoring judges against the test score alone (1: as 0)."""
+    configuration refitted this many times, each without one fold (split as the search's: a
+    row's copies in its fold), so every train and validation row is predicted by a copy that
+    never saw it; with the test rows, the baseline monitoring judges drops from. With a
+    `time_column`, the test rows alone (no copy fitted). Each copy costs about one fit of the
+    final model (a budgeted search keeps that time back). 0: no baseline, monitoring judges
+    against the test score alone (1: as 0)."""
 
 
 class TrainConfig(_Strict):

@@ -28,9 +28,11 @@ from core.registry import (
 )
 from training import card
 from training.assessment import Champion
+from training.budget import baseline_copies
 from training.errors import TrainingError
 from training.fingerprints import RowPrints
 from training.prepare import Progress
+from training.search import make_cv
 
 Promote = Literal["auto", "always", "never"]
 """auto: production when there is none or the new version beats it, else staging."""
@@ -182,6 +184,8 @@ def unseen_reference(
     positive: int = 1,
     validation: tuple[BaseEstimator, pd.DataFrame, pd.Series] | None = None,
     say: Progress | None = None,
+    ordered: bool = False,
+    keep_copies: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """`reference.parquet` from rows the model never trained on, and the manifest's `reference`
     record saying what it was drawn from.
@@ -190,8 +194,9 @@ def unseen_reference(
     up with the validation rows as predicted by the same model fitted on the training rows only
     (`validation`: that model, x, y; it never saw them, and costs no fit), then with out-of-fold
     predictions of rows the final model was fitted on (`fitted_on`): each predicted by a copy of
-    the model refitted without its fold, only as many folds as needed. A model that cannot be
-    refitted (some mitigations) keeps what it has."""
+    the model refitted without its fold, the folds split as the search's (`_out_of_fold`:
+    copies together unless not `keep_copies`, forward in time when `ordered`), only as many folds
+    as needed. A model that cannot be refitted (some mitigations) keeps what it has."""
     x_test, y_test = test
     parts = [
         reference_frame(
@@ -211,15 +216,15 @@ def unseen_reference(
         wanted -= len(parts[-1])
     x_fit, y_fit = fitted_on
     if wanted > 0 and len(x_fit) >= OUT_OF_FOLD_FOLDS * 2:
+        used = validation[1].index if validation is not None else pd.Index([])
+        folds = Folds(OUT_OF_FOLD_FOLDS, ordered, keep_copies)
         try:
-            used = validation[1].index if validation is not None else pd.Index([])
-            parts.append(
-                _out_of_fold(
-                    model, x_fit, y_fit, task, wanted, seed, threshold, positive, exclude=used
-                )
+            held, split = _out_of_fold(
+                model, x_fit, y_fit, task, wanted, seed, threshold, positive, folds, exclude=used
             )
-            record["rows"]["out_of_fold"] = len(parts[-1])
-            record["folds"] = OUT_OF_FOLD_FOLDS
+            parts.append(held)
+            record["rows"]["out_of_fold"] = len(held)
+            record["folds"] = split
         except Exception as exc:  # what there is is still honest
             if say is not None:
                 say(f"reference: no out-of-fold rows ({type(exc).__name__} refitting the model)")
@@ -229,11 +234,20 @@ def unseen_reference(
 
 
 BASELINE_NOTE = (
-    "the watched metrics on every row the tested model was scored on without fitting it: the "
-    "test rows (the tested model) and out-of-fold predictions of the train and validation rows "
-    "(copies, each fitted without one fold: publish.baseline_folds): the realised-performance "
-    "alerts' baseline, measured on more rows than the test score (a 1,000-row window's drop is "
+    "the watched metrics on rows the tested model was scored on without fitting it: the test "
+    "rows (the tested model) and out-of-fold predictions of the train and validation rows "
+    "(copies, each fitted without one fold, the folds split as the search's cross-validation: "
+    "a row's duplicates in its fold, publish.baseline_folds): the realised-performance alerts' "
+    "baseline, measured on more rows than the test score (a 1,000-row window's drop is "
     "otherwise blurred by the test rows' own sampling error)"
+)
+ORDERED_BASELINE_NOTE = (
+    "the watched metrics on the test rows alone (the tested model): with a time column no "
+    "out-of-fold copy is honest. Shuffled folds predict past rows from later ones (0.783 where "
+    "the test rows read 0.721 on a drifting relation); forward folds are other models, fitted "
+    "on fewer rows, each predicting the period right after its rows: a shorter horizon than the "
+    "tested model's to its test rows. The test rows are the only ones the tested model predicts "
+    "as it will predict live traffic: after every row it learnt"
 )
 
 
@@ -248,29 +262,52 @@ def unseen_baseline(
     positive: int = 1,
     say: Progress | None = None,
     folds: int = OUT_OF_FOLD_FOLDS,
+    ordered: bool = False,
+    keep_copies: bool = True,
 ) -> dict[str, Any] | None:
     """The manifest's `reference.baseline`: every metric on the test rows as `model` predicts
-    them plus every fitted row predicted out of fold (`_out_of_fold` over all folds), with the
-    rows each part holds; None when the copies cannot be fitted (some mitigations) or there are
-    too few rows for the folds."""
+    them plus every fitted row predicted out of fold (`_out_of_fold` over all folds, split as the
+    search's: a row's copies in its fold unless not `keep_copies`), with the rows each part
+    holds; with a time column (`ordered`) the test rows alone (ORDERED_BASELINE_NOTE says why).
+    None when there is no baseline (`budget.baseline_copies`: folds below 2, too few rows) or
+    the copies cannot be fitted (some mitigations)."""
     x_fit, y_fit = fitted_on
-    if folds < 2 or len(x_fit) < folds * 2:
+    if not baseline_copies(folds, len(x_fit)):
         return None
     x_test, y_test = test
+    on_test = reference_frame(
+        model, x_test, y_test, task, len(x_test), seed, threshold=threshold, positive=positive
+    )
+    plan = Folds(folds, ordered, keep_copies)
+    if ordered:
+        return _baseline_record(model, task, [on_test], threshold, positive, plan, 0)
     try:
         if say is not None:
             say(f"baseline: out-of-fold predictions of {len(x_fit):,} rows")
-        on_test = reference_frame(
-            model, x_test, y_test, task, len(x_test), seed, threshold=threshold, positive=positive
-        )
-        held = _out_of_fold(
-            model, x_fit, y_fit, task, len(x_fit), seed, threshold, positive, folds=folds
+        held, split = _out_of_fold(
+            model, x_fit, y_fit, task, len(x_fit), seed, threshold, positive, plan
         )
     except Exception as exc:  # the test score stays the baseline
         if say is not None:
             say(f"baseline: none ({type(exc).__name__} refitting the model)")
         return None
-    rows = pd.concat([on_test, held], ignore_index=True)
+    return _baseline_record(model, task, [on_test, held], threshold, positive, plan, split)
+
+
+def _baseline_record(
+    model: BaseEstimator,
+    task: str,
+    parts: list[pd.DataFrame],
+    threshold: float | None,
+    positive: int,
+    plan: Folds,
+    split: int,
+) -> dict[str, Any]:
+    """`reference.baseline` from its parts (the test rows, then any out-of-fold rows): every
+    metric over them, the rows of each, the folds split (0: none), how they were split
+    (`copies_together`, `ordered`: monitoring trusts the out-of-fold rows of a record that says)
+    and the note."""
+    rows = pd.concat(parts, ignore_index=True)
     if task == "classification":
         classes = list(model.classes_)
         proba = rows[[f"{PROBA_PREFIX}{c}" for c in classes]].to_numpy(float)
@@ -279,12 +316,35 @@ def unseen_baseline(
         )
     else:
         scores = metric_contract.regression_metrics(rows[LABEL_COL], rows[PREDICTION_COL])
+    counts = dict(zip(("test", "out_of_fold"), map(len, parts), strict=False))
     return {
         "metrics": {k: float(v) for k, v in scores.items()},
-        "rows": {"test": len(on_test), "out_of_fold": len(held)},
-        "folds": folds,
-        "note": BASELINE_NOTE,
+        "rows": counts,
+        "folds": split,
+        "copies_together": plan.keep_copies,
+        "ordered": plan.ordered,
+        "note": ORDERED_BASELINE_NOTE if plan.ordered else BASELINE_NOTE,
     }
+
+
+@dataclass(frozen=True)
+class Folds:
+    """How out-of-fold copies are split: as the search's cross-validation
+    (`training.search.make_cv`), `folds` of them (fewer on small data), a row's copies (identical
+    feature rows) in its fold unless not `keep_copies`, forward in time when `ordered`."""
+
+    folds: int = OUT_OF_FOLD_FOLDS
+    ordered: bool = False
+    keep_copies: bool = True
+
+    def split(
+        self, x: pd.DataFrame, y: pd.Series, task: str, seed: int
+    ) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]]:
+        """(train, held out) positions of each fold; forward folds latest first (the copies
+        fitted on the most rows; the earliest rows are never held out)."""
+        cv = make_cv(task, self.folds, self.ordered, seed, self.keep_copies)
+        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(x, y)]
+        return splits[::-1] if self.ordered else splits
 
 
 def _out_of_fold(
@@ -296,20 +356,22 @@ def _out_of_fold(
     seed: int,
     threshold: float | None,
     positive: int,
+    folds: Folds,
     exclude: pd.Index | None = None,
-    folds: int = OUT_OF_FOLD_FOLDS,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, int]:
     """Up to `rows` rows of `x` (none whose index is in `exclude`: already in the reference), each
-    predicted by `model` refitted on the other folds; only as many folds are fitted as it takes
-    to reach `rows` (one, when a fold holds enough)."""
+    predicted by `model` refitted on its fold's training part (`folds`: a plain shuffled KFold
+    fitted a row's duplicates beside it, its baseline read 0.957 where the test rows read
+    0.630); only as many folds are fitted as it takes to reach `rows` (one, when a fold holds
+    enough). Returns the rows and the folds split."""
     from sklearn.base import clone
-    from sklearn.model_selection import KFold
 
     rng = np.random.default_rng(seed)
     chosen = np.zeros(len(x), dtype=bool)
     classes = list(model.classes_) if task == "classification" else None
     predicted = np.zeros((len(x), len(classes))) if classes is not None else np.zeros(len(x))
-    for train_idx, held_idx in KFold(folds, shuffle=True, random_state=seed).split(x):
+    splits = folds.split(x, y, task, seed)
+    for train_idx, held_idx in splits:
         missing = rows - int(chosen.sum())
         if missing <= 0:
             break
@@ -330,4 +392,5 @@ def _out_of_fold(
             if labels.key(c) in own:
                 predicted[held_idx, j] = proba[:, own.index(labels.key(c))]
     idx = np.flatnonzero(chosen)
-    return _frame(x.iloc[idx], y.iloc[idx], task, predicted[idx], classes, threshold, positive)
+    frame = _frame(x.iloc[idx], y.iloc[idx], task, predicted[idx], classes, threshold, positive)
+    return frame, len(splits)

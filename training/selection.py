@@ -193,7 +193,8 @@ class _SearchRun:
         return x[prepared.features], y, fit_params
 
     def reserve(self) -> float:
-        """What the steps after the search need (budgeted runs), from the trials so far."""
+        """What the steps after the search need (budgeted runs), from the trials so far; the
+        baseline's copies only when they will be fitted (`budget.baseline_copies`)."""
         if not self.given:
             return 0.0
         splits = self.prepared.splits
@@ -201,9 +202,14 @@ class _SearchRun:
         all_rows = len(splits.x_train) + len(splits.x_val) + len(splits.x_test)
         members = config.ensemble.size if config.ensemble.enabled else 1
         done = [f.result for f in self.searches]
+        copies = budget.baseline_copies(
+            config.publish.baseline_folds,
+            len(splits.x_train) + len(splits.x_val),
+            mitigated=config.fairness.mitigation != "none",
+            ordered=bool(config.time_column),
+        )
         return budget.reserve_seconds(done, folds=self.folds, rows=all_rows, members=members,
-                                      after=self.after,
-                                      baseline_folds=config.publish.baseline_folds)  # fmt: skip
+                                      after=self.after, baseline_folds=copies)  # fmt: skip
 
     def end(self) -> float:
         """The search's deadline: the budget less the later steps and growing's first rung."""

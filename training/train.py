@@ -123,6 +123,8 @@ def train_candidate(
         positive=chosen.positive if chosen else 1,
         validation=validation,
         say=say,
+        ordered=bool(cfg.time_column),
+        keep_copies=cfg.split.keep_copies_together,
     )
     manifest.reference = ReferenceSample.model_validate(drawn)
     # the reference above is the tested model's; the model published may be its refit on all rows
@@ -143,18 +145,22 @@ def _add_baseline(
     say: Progress,
 ) -> None:
     """`reference.baseline` (`publishing.unseen_baseline`): the tested model's metrics on its
-    test rows and its fitted rows predicted out of fold; left out when it cannot be measured."""
+    test rows and its fitted rows predicted out of fold, split as the search's (the test rows alone
+    with a time column); left out when it cannot be measured."""
     splits, columns = prepared.splits, list(fitted.x_full.columns)
+    config = prepared.config
     baseline = unseen_baseline(
         fitted.model,
         (splits.x_test[columns], splits.y_test),
         (fitted.x_full, fitted.y_full),
         prepared.task,
-        prepared.config.seed,
+        config.seed,
         threshold=chosen.threshold if chosen else None,
         positive=chosen.positive if chosen else 1,
         say=say,
-        folds=prepared.config.publish.baseline_folds,
+        folds=config.publish.baseline_folds,
+        ordered=bool(config.time_column),
+        keep_copies=config.split.keep_copies_together,
     )
     if baseline is not None:  # a key the section keeps as set (ReferenceSample allows extras)
         setattr(reference, "baseline", baseline)  # noqa: B010

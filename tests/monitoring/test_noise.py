@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from core.metrics import class_codes, classification_metrics, regression_metrics
-from core.registry import LABEL_COL, MANIFEST, PREDICTION_COL
-from monitoring import noise
+from core.registry import LABEL_COL, MANIFEST, PREDICTION_COL, Manifest
+from monitoring import noise, runner
 from monitoring.alerts import AlertRules, conditions
 from monitoring.collector import MonitoringCollector
 from monitoring.config import MonitorSettings
@@ -379,3 +379,40 @@ def test_the_report_names_the_realised_baseline_beside_the_test_score() -> None:
     (table,) = bands.tables(summary, AlertRules())
     assert "realised baseline 0.459 on 30,000 unseen rows (test+out_of_fold)" in table.note
     assert "realised_performance: BREACHED" in table.note  # 0.40 < 0.459 - 0.04
+
+
+def _with_baseline(baseline: dict[str, Any], split: dict[str, Any]) -> Manifest:
+    return Manifest.model_validate(
+        {
+            "name": "m", "version": 1, "created_at": "now", "task": "classification",
+            "target": "y", "classes": ["no", "yes"], "features": [],
+            "objective": {"metric": "roc_auc", "test_score": 0.63},
+            "reference": {"drawn_from": "test", "unseen": True, "rows": {"test": 600},
+                          "baseline": baseline},
+            "data": {"split": split},
+        }
+    )  # fmt: skip
+
+
+def test_the_baseline_counts_only_rows_that_were_unseen() -> None:
+    """A baseline published before its folds were split as the search's (plain shuffled folds:
+    no `copies_together`) predicted rows of data with copies by copies fitted on their
+    duplicates, and with a time column on later rows (0.957 where the test rows read 0.630):
+    such a version is judged against its test score, its band widened for the test rows alone.
+    Without copies or a time column, or with the record saying how it split, every row counts."""
+    old = {"metrics": {"roc_auc": 0.957}, "rows": {"test": 600, "out_of_fold": 2400}, "folds": 5}
+    plain = {"train": 1920, "validation": 480, "test": 600, "copies_kept_together": 0,
+             "ordered_by": None}  # fmt: skip
+    expected = {"score": 0.957, "rows": 3000, "drawn_from": "test+out_of_fold"}
+    assert runner._baseline(_with_baseline(old, plain), "roc_auc") == expected
+    for split in ({**plain, "copies_kept_together": 3000}, {**plain, "ordered_by": "when"}):
+        manifest = _with_baseline(old, split)
+        assert runner._baseline(manifest, "roc_auc") is None
+        assert runner._baseline_rows(manifest) == 600
+    new = {**old, "copies_together": True, "ordered": False}
+    copied = _with_baseline(new, {**plain, "copies_kept_together": 3000})
+    assert runner._baseline(copied, "roc_auc") == expected
+    assert runner._baseline_rows(copied) == 3000
+    ordered = {**new, "rows": {"test": 600}, "folds": 0, "ordered": True}
+    by_time = _with_baseline(ordered, {**plain, "ordered_by": "when"})
+    assert runner._baseline(by_time, "roc_auc") == {**expected, "rows": 600, "drawn_from": "test"}

@@ -16,6 +16,7 @@ from tests.data import classification_frame
 from training.budget import (
     RESERVE_FITS,
     after_seconds,
+    baseline_copies,
     baseline_fits,
     calibrate,
     reserve_seconds,
@@ -228,3 +229,46 @@ def test_a_budget_means_bayes_unless_set_and_halving_needs_trials() -> None:
         from training.config import load_config
 
         load_config(None, {"search.halving": True, "search.budget_seconds": 30})
+
+
+def test_the_baseline_fits_copies_only_when_there_will_be_a_baseline() -> None:
+    """publish.baseline_folds copies, but none without a baseline (a fairness mitigation, fewer
+    than two rows a fold, folds below 2) or with a time column (the test rows alone)."""
+    assert baseline_copies(5, 1000) == 5 and baseline_copies(3, 6) == 3
+    assert baseline_copies(5, 1000, mitigated=True) == 0
+    assert baseline_copies(5, 1000, ordered=True) == 0
+    assert baseline_copies(5, 9) == baseline_copies(1, 1000) == baseline_copies(0, 1000) == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "copies"),
+    [
+        ({}, 5),
+        ({"fairness": {"sensitive": ["group"], "mitigation": "postprocess"}}, 0),
+        ({"time_column": "when"}, 0),
+        ({"publish": {"refit_all": False, "baseline_folds": 0}}, 0),
+    ],
+    ids=["baseline", "mitigated", "time-ordered", "no-baseline"],
+)
+def test_the_search_reserves_the_baselines_fits_only_when_they_will_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any], copies: int
+) -> None:
+    """A budgeted search keeps back the baseline's copies' fits, not when none will be fitted:
+    with a fairness mitigation the version has no baseline, with a time column it is the test
+    rows alone."""
+    from training import budget, selection
+
+    path = tmp_path / "clf.csv"
+    classification_frame(300).to_csv(path, index=False)
+    cfg = fast_config(data=str(path), target="label", search={"budget_seconds": 30}, **overrides)
+    prepared = prepare(cfg, lambda _m: None)
+    seen: list[int] = []
+
+    def reserve(*_a: Any, baseline_folds: int = 0, **_k: Any) -> float:
+        seen.append(baseline_folds)
+        return 0.0
+
+    monkeypatch.setattr(budget, "calibrate", lambda: 1.0)
+    monkeypatch.setattr(budget, "reserve_seconds", reserve)
+    run = selection._SearchRun.plan(prepared, lambda _m: None, 0.0, lambda: 0.0, False)
+    assert run.reserve() == 0.0 and seen == [copies]

@@ -13,9 +13,11 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from core.registry import Manifest, ManifestDraft, Registry
+from core.registry import Manifest, ManifestDraft, Registry, verify_signature
+from tests.conftest import fast_config
 from tests.data import classification_frame
 from training.importer import import_pipeline
+from training.train import run_training
 
 BEFORE = Path(__file__).parents[1] / "fixtures" / "manifest-before-29"
 PRE_CORE = Path(__file__).parents[1] / "fixtures" / "registry-pre-core"
@@ -145,3 +147,65 @@ def test_publishing_a_draft_fills_it_in_and_an_invalid_one_writes_nothing(tmp_pa
     with pytest.raises(ValidationError):
         reg.publish("m", stage)
     assert reg.versions("m") == [1] and not list((tmp_path / "m").glob(".staging-*"))
+
+
+def test_a_section_left_at_its_default_and_changed_in_place_is_written() -> None:
+    """`exclude_unset` wrote only the sections given or set: a change made inside a default
+    section (`model`, `reference`) or list was silently dropped from manifest.json."""
+    manifest = Manifest(
+        name="m", version=1, created_at="now", task="classification", target="y", features=[]
+    )
+    assert not {"model", "reference", "plots"} & set(manifest.body())
+    manifest.model.family = "hgb"
+    manifest.reference.predicted_by = "tested model"
+    manifest.plots.append("roc.png")
+    body = manifest.body()
+    assert body["model"] == {"family": "hgb"}
+    assert body["reference"] == {
+        "drawn_from": "train+validation",
+        "unseen": False,
+        "predicted_by": "tested model",
+    }
+    assert list(body)[-3:] == ["model", "reference", "plots"] and body["plots"] == ["roc.png"]
+    assert json.loads(manifest.model_dump_json(exclude_unset=True)) == body
+    again = Manifest.model_validate(body)
+    assert again.model.family == "hgb" and again.reference.predicted_by == "tested model"
+    fresh = Manifest(
+        name="n", version=2, created_at="now", task="classification", target="y", features=[]
+    )
+    assert fresh.model.family is None and fresh.reference.predicted_by is None  # not shared
+
+
+def test_a_signed_version_returns_the_manifest_it_wrote_signature_included(
+    tmp_path: Path,
+) -> None:
+    """The typed manifest a publish wrote gains its signature (and loses one when unsigned)."""
+    before = json.loads((BEFORE / "imported.json").read_text())
+    draft = ManifestDraft.model_validate(
+        {k: v for k, v in before.items() if k not in {"name", "version", "files"}}
+    )
+
+    def stage(folder: Path) -> ManifestDraft:
+        (folder / "model.joblib").write_bytes(b"x")
+        return draft
+
+    signed = Registry(tmp_path, signing_key="secret")
+    assert signed.publish("m", stage) == 1
+    written = signed.raw_manifest("m", 1)
+    assert isinstance(written.get("signature"), str)
+    assert draft.body() == written and list(draft.body()) == list(written)
+    assert verify_signature(draft.body(), "secret") is None
+    unsigned = Registry(tmp_path, signing_key="")
+    assert unsigned.publish("m", stage) == 2
+    assert "signature" not in draft.body() and draft.body() == unsigned.raw_manifest("m", 2)
+
+
+def test_run_training_returns_the_signed_manifest_it_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "clf.csv"
+    classification_frame(200).to_csv(path, index=False)
+    cfg = fast_config(data=str(path), target="label", models=["linear"])
+    reg = Registry(tmp_path / "reg", signing_key="secret")
+    result = run_training(cfg, reg)
+    assert result.version == 1 and "signature" in result.manifest
+    assert result.manifest == reg.raw_manifest(cfg.name, 1)
+    assert reg.read_verified(cfg.name, 1).problems == []

@@ -6,11 +6,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.tree import DecisionTreeClassifier
 
 from core.metrics import classification_metrics
-from core.registry import LABEL_COL, PROBA_PREFIX, Registry
+from core.registry import LABEL_COL, PREDICTION_COL, PROBA_PREFIX, Registry
 from tests.conftest import fast_config
 from training.prepare import prepare, quiet
 from training.publishing import (
@@ -193,3 +196,118 @@ def test_an_incremental_update_does_not_carry_its_parents_baseline() -> None:
     manifest = incremental.updated_manifest(parent, model, x, y, rows=300, seconds=0.1, extra={})
     assert manifest.reference.body() == reference
     assert parent.reference.body()["baseline"] == baseline  # the parent's record is untouched
+
+
+class Memorizer(RegressorMixin, BaseEstimator):
+    """Predicts 1 for a row identical to one it was fitted on, else 0; and the latest `t` it
+    was fitted on (`t_seen_`) for `latest`: which rows a copy saw, read from its predictions."""
+
+    def __init__(self, latest: bool = False) -> None:
+        self.latest = latest
+
+    def fit(self, x: pd.DataFrame, y: pd.Series) -> "Memorizer":
+        self.seen_ = set(map(tuple, x.to_numpy().tolist()))
+        self.t_seen_ = float(x["t"].max())
+        return self
+
+    def predict(self, x: pd.DataFrame) -> np.ndarray:
+        if self.latest:
+            return np.full(len(x), self.t_seen_)
+        return np.array([float(tuple(r) in self.seen_) for r in x.to_numpy().tolist()])
+
+
+def copies(records: int, times: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    """`records` rows each appearing `times` times (features and label), shuffled."""
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame({"t": np.arange(records, dtype=float), "a": rng.normal(size=records)})
+    y = pd.Series(np.where(x["a"] + 2 * rng.normal(size=records) > 0, "yes", "no"))
+    order = rng.permutation(np.repeat(np.arange(records), times))
+    return x.iloc[order].reset_index(drop=True), y.iloc[order].reset_index(drop=True)
+
+
+def test_no_out_of_fold_row_is_predicted_by_a_copy_fitted_on_its_duplicate() -> None:
+    """The folds are the search's: a row's copies stay in its fold (a plain shuffled KFold put
+    two of every three copies in the training part, and the baseline read what the model
+    remembers); unless split.keep_copies_together is false."""
+    x_fit, y_fit = copies(300, 3, 10)
+    y_num = (y_fit == "yes").astype(float)
+    model = Memorizer().fit(x_fit, y_num)
+    x_test, y_test = x_fit.iloc[:0], y_num.iloc[:0]
+    ref, record = unseen_reference(
+        model, (x_test, y_test), (x_fit, y_num), "regression", 900, 0
+    )
+    assert record["rows"] == {"test": 0, "out_of_fold": 900}
+    assert (ref[PREDICTION_COL] == 0.0).all()  # never seen by the copy that predicted it
+    both = ((x_fit.iloc[:30], y_num.iloc[:30]), (x_fit, y_num), "regression", 0)
+    baseline = unseen_baseline(model, *both)
+    assert baseline is not None and baseline["copies_together"] is True
+    assert baseline["rows"] == {"test": 30, "out_of_fold": 900}
+    # the 30 test rows are the model's own rows here (1.0); the 900 out-of-fold rows all 0.0
+    truth = y_num.to_numpy()
+    expected = np.sqrt(np.mean(np.r_[1.0 - truth[:30], -truth] ** 2))
+    assert baseline["metrics"]["rmse"] == pytest.approx(expected)
+    apart = unseen_baseline(model, *both, keep_copies=False)
+    assert apart is not None and apart["copies_together"] is False
+    assert apart["metrics"]["rmse"] != pytest.approx(expected)
+
+
+def test_with_duplicates_the_baseline_stays_within_noise_of_unseen_records() -> None:
+    """1,000 records each appearing 3 times, a random forest (it remembers its rows): a plain
+    shuffled KFold's baseline read 0.957 where the test rows read 0.630, so every healthy window
+    read 34% below it; with the copies in one fold it is what unseen records score."""
+    x, y = copies(1000, 3, 11)
+    x = x.drop(columns="t").assign(b=lambda f: f["a"] ** 2)
+    test = x.index[x["a"].rank(method="dense") % 5 == 0]  # every copy of a fifth of the records
+    fit = x.index.difference(test)
+    model = RandomForestClassifier(n_estimators=60, random_state=0, n_jobs=1)
+    model.fit(x.loc[fit], y.loc[fit])
+    record = unseen_baseline(
+        model, (x.loc[test], y.loc[test]), (x.loc[fit], y.loc[fit]), "classification", 0
+    )
+    assert record is not None and record["rows"] == {"test": 600, "out_of_fold": 2400}
+    fresh_x, fresh_y = copies(6000, 1, 12)  # records the model never saw, many of them
+    fresh_x = fresh_x.drop(columns="t").assign(b=lambda f: f["a"] ** 2)
+    truth = roc_auc_score(fresh_y == "yes", model.predict_proba(fresh_x)[:, 1])
+    assert record["metrics"]["roc_auc"] == pytest.approx(truth, abs=0.04)
+
+
+def drifting(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    """Rows in time order whose label's relation to `a` turns over time (from + to -)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=float)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    slope = 1.5 - 2.0 * t / n
+    y = np.where(slope * a + 0.7 * b + rng.normal(size=n) > 0, "yes", "no")
+    return pd.DataFrame({"t": t, "a": a, "b": b}), pd.Series(y)
+
+
+def test_with_a_time_column_the_baseline_is_the_test_rows_alone() -> None:
+    """Shuffled folds predict past rows from later ones (0.783 where the test rows read 0.721):
+    with a time column the baseline is the test rows' figure, which the tested model predicts
+    as it will predict live traffic, after every row it learnt; no copy is fitted."""
+    x, y = drifting(3000, 13)
+    model = HistGradientBoostingClassifier(max_iter=60, random_state=0)
+    model.fit(x[:2400], y[:2400])
+    test, fitted_on = (x[2400:], y[2400:]), (x[:2400], y[:2400])
+    record = unseen_baseline(model, test, fitted_on, "classification", 0, ordered=True)
+    assert record is not None
+    assert record["rows"] == {"test": 600} and record["folds"] == 0 and record["ordered"] is True
+    on_test = roc_auc_score(y[2400:] == "yes", model.predict_proba(x[2400:])[:, 1])
+    assert record["metrics"]["roc_auc"] == pytest.approx(on_test)
+    assert "time column" in record["note"]
+    assert unseen_baseline(model, test, fitted_on, "classification", 0, folds=0, ordered=True) is None
+
+
+def test_with_a_time_column_each_out_of_fold_row_is_predicted_from_earlier_rows_only() -> None:
+    """The reference's top-up with a time column: forward folds, the latest first (their copies
+    fitted on the most rows); a copy never saw a row later than the one it predicts."""
+    x, y = drifting(600, 14)
+    y_num = (y == "yes").astype(float)
+    model = Memorizer(latest=True).fit(x, y_num)
+    ref, record = unseen_reference(
+        model, (x[:0], y_num[:0]), (x, y_num), "regression", 400, 0, ordered=True
+    )
+    held = ref.iloc[record["rows"]["test"] :]
+    assert record["rows"]["out_of_fold"] == 400 and record["folds"] == 5
+    assert (held[PREDICTION_COL] < held["t"]).all()  # fitted on earlier rows only
+    assert held["t"].min() == 600 - 400  # the latest four folds of 100 rows; the first never
