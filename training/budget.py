@@ -79,7 +79,9 @@ def baseline_fits(folds: int) -> int:
     return 3 * (folds - 1) if folds >= 2 else 0
 
 
-def baseline_copies(folds: int, rows: int, *, mitigated: bool = False, ordered: bool = False) -> int:
+def baseline_copies(
+    folds: int, rows: int, *, mitigated: bool = False, ordered: bool = False
+) -> int:
     """How many copies the realised-performance baseline fits (`publishing.unseen_baseline`) on
     `rows` train and validation rows: publish.baseline_folds, but none when there is no baseline
     (folds below 2, fewer than two rows a fold, a fairness mitigation: its copies would be fitted

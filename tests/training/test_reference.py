@@ -233,9 +233,7 @@ def test_no_out_of_fold_row_is_predicted_by_a_copy_fitted_on_its_duplicate() -> 
     y_num = (y_fit == "yes").astype(float)
     model = Memorizer().fit(x_fit, y_num)
     x_test, y_test = x_fit.iloc[:0], y_num.iloc[:0]
-    ref, record = unseen_reference(
-        model, (x_test, y_test), (x_fit, y_num), "regression", 900, 0
-    )
+    ref, record = unseen_reference(model, (x_test, y_test), (x_fit, y_num), "regression", 900, 0)
     assert record["rows"] == {"test": 0, "out_of_fold": 900}
     assert (ref[PREDICTION_COL] == 0.0).all()  # never seen by the copy that predicted it
     both = ((x_fit.iloc[:30], y_num.iloc[:30]), (x_fit, y_num), "regression", 0)
@@ -295,7 +293,9 @@ def test_with_a_time_column_the_baseline_is_the_test_rows_alone() -> None:
     on_test = roc_auc_score(y[2400:] == "yes", model.predict_proba(x[2400:])[:, 1])
     assert record["metrics"]["roc_auc"] == pytest.approx(on_test)
     assert "time column" in record["note"]
-    assert unseen_baseline(model, test, fitted_on, "classification", 0, folds=0, ordered=True) is None
+    assert (
+        unseen_baseline(model, test, fitted_on, "classification", 0, folds=0, ordered=True) is None
+    )
 
 
 def test_with_a_time_column_each_out_of_fold_row_is_predicted_from_earlier_rows_only() -> None:
