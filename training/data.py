@@ -305,7 +305,7 @@ def _value_keys(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         gap = np.isnan(values)
         kind[:] = np.where(gap, _NULL, _NUMBER)
-        number[~gap] = values[~gap]
+        number[~gap] = values[~gap] + 0.0  # -0.0 as 0.0: the hash reads the bits
         return kind, number, text
     for i, value in enumerate(series.to_numpy(dtype=object)):
         if isinstance(value, str):
@@ -315,7 +315,7 @@ def _value_keys(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if math.isnan(f):
                 kind[i] = _NULL
             else:
-                kind[i], number[i] = _NUMBER, f
+                kind[i], number[i] = _NUMBER, f + 0.0
         elif value is None or value is pd.NA or value is pd.NaT or _is_nat(value):
             kind[i] = _NULL
         else:
