@@ -109,8 +109,8 @@ def _stands_for(sample: Prepared, config: TrainConfig) -> str | None:
         return f"the target has over {sources.TARGET_VALUES:,} classes"
     whole = pd.Series(counts.to_numpy(), index=values.where(values.isna(), values.astype(str)))
     whole = whole[whole.index.notna()]
-    if sorted(whole.index) != sample.classes:
-        return f"it holds the classes {sample.classes}, every row {sorted(whole.index)}"
+    if apart := sorted(set(whole.index) ^ set(sample.classes or [])):
+        return f"its classes and every row's differ in {apart[:5]}"
     metric = config.objective.metric or metric_contract.default_metric(task, len(whole))
     if metric != sample.metric:
         return f"its metric is {sample.metric}, every row's {metric}"
