@@ -70,9 +70,7 @@ def search_rows(config: TrainConfig, say: Progress) -> Prepared | None:
         return None
     keep = (1 - config.split.test_size) * (1 - config.split.validation_size)
     wanted = math.ceil(config.search.max_rows / keep)  # the sample's train part: max_rows
-    loaded = sources.search_sample(
-        config.data, config.source, wanted, config.seed, held=1 - keep
-    )
+    loaded = sources.search_sample(config.data, config.source, wanted, config.seed, held=1 - keep)
     if loaded is None:
         return None
     say(f"the search's {len(loaded.frame):,} rows drawn in {config.data}")
