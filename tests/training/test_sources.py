@@ -369,9 +369,14 @@ def _source(
         url = request.getfixturevalue("pg_url")
         _table(url, frame)
         return url, {"table": "rides"}
+    return _parquet(frame, tmp_path / "rides"), {}
+
+
+def _parquet(frame: pd.DataFrame, folder: Path) -> str:
+    """`frame` as a hive-partitioned Parquet dataset in `folder` (part=0/1/2, row groups of 200)."""
     frame = frame.assign(part=np.arange(len(frame)) % 3)
-    frame.to_parquet(tmp_path / "rides", partition_cols=["part"], row_group_size=200)
-    return str(tmp_path / "rides"), {}
+    frame.to_parquet(folder, partition_cols=["part"], row_group_size=200)
+    return str(folder)
 
 
 @pytest.mark.parametrize("where", ["parquet", "table"])
@@ -483,3 +488,32 @@ def test_a_rare_class_the_sample_misses_or_underfills_searches_every_row(
     assert candidate.prepared.classes == ["maybe", "no", "yes"]
     assert candidate.prepared.metric == "accuracy"
     assert "search_sample" not in candidate.manifest.body()["data"]["read"]
+
+
+def test_a_class_the_sample_missed_makes_the_search_run_on_every_row(tmp_path: Path) -> None:
+    """A third class of 6 rows, none of them among the Parquet sample's rows (drawn by
+    position, whatever the rows hold): the sample is binary (roc_auc) while every row has 3
+    classes; the source's class counts show it, so the search runs on every row (accuracy)."""
+    import math
+
+    from training.prepare import search_rows
+    from training.train import train_candidate
+
+    frame = classification_frame(3000, seed=3)
+    data_at = _parquet(frame, tmp_path / "first")
+    search = {"method": "random", "trials": 2, "max_rows": 300}
+    cfg = fast_config(name="s", data=data_at, target="label", search=search)
+    keep = (1 - cfg.split.test_size) * (1 - cfg.split.validation_size)
+    drawn = sources.search_sample(
+        data_at, cfg.source, math.ceil(300 / keep), cfg.seed, held=1 - keep
+    )
+    assert drawn is not None
+    outside = frame.index[~frame["x1"].isin(drawn.frame["x1"])][::400][:6]
+    frame.loc[outside, "label"] = "maybe"
+    data_at = _parquet(frame, tmp_path / "again")
+    said: list[str] = []
+    assert search_rows(cfg.model_copy(update={"data": data_at}), said.append) is None
+    assert any("classes and every row's differ in ['maybe']" in line for line in said), said
+    candidate = train_candidate(cfg.model_copy(update={"data": data_at}), Registry(tmp_path / "r"))
+    assert candidate.prepared.classes == ["maybe", "no", "yes"]
+    assert candidate.prepared.metric == "accuracy"
