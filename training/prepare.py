@@ -151,8 +151,8 @@ def prepare(config: TrainConfig, say: Progress, search: Prepared | None = None) 
             return replace(prepared, source={**prepared.source, "search_sample": taken})
         why = f"the rows read give task, classes, metric {got}, the sample {had}"
     say(f"the search's sample is not used: {why}; the search runs again on every row read")
-    taken = {"rows": len(drawn), "found": found, "not_used": why}
-    return _prepared(config, say, Loaded(loaded.frame, {**loaded.record, "search_sample": taken}))
+    record = {"rows": len(drawn), "found": found, "not_used": why}
+    return _prepared(config, say, Loaded(loaded.frame, {**loaded.record, "search_sample": record}))
 
 
 def sample_pinned(prepared: Prepared) -> bool:
