@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import hashlib
 import math
@@ -276,16 +277,54 @@ def _expand(positions: np.ndarray, members: list[np.ndarray] | None) -> np.ndarr
     return np.concatenate([members[i] for i in positions])
 
 
+_NUMBERS = (bool, int, float, decimal.Decimal, np.number, np.bool_)
+_NULL, _NUMBER, _TEXT = 0, 1, 2
+
+
 def row_keys(frame: pd.DataFrame) -> np.ndarray:
-    """A content hash per row, the same whichever read of one source the row came from (numbers
-    hashed as floats, since a column read with NULLs turns float; anything else as text)."""
-    norm = {
-        c: frame[c].astype(float)
-        if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])
-        else frame[c].astype(str)
-        for c in sorted(map(str, frame.columns))
-    }
+    """A content hash per row, the same whichever read of one source the row came from: each
+    VALUE normalised, whatever dtype its column was read as (a bool column with a NULL reads as
+    object, an int column with a NULL as float, a chunk of NULLs as object): a bool, an integer,
+    a Decimal or any number as a float, None, NaN, pd.NA and NaT as one null, anything else as
+    its text."""
+    norm: dict[str, np.ndarray] = {}
+    for col in sorted(frame.columns, key=str):
+        kind, number, text = _value_keys(frame[col])
+        norm[f"{col}\0k"], norm[f"{col}\0n"], norm[f"{col}\0t"] = kind, number, text
     return pd.util.hash_pandas_object(pd.DataFrame(norm), index=False).to_numpy()
+
+
+def _value_keys(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per value: its kind (null, number, text), its float (0.0 unless a number) and its text
+    ("" unless text)."""
+    n = len(series)
+    kind = np.full(n, _TEXT, dtype=np.int8)
+    number = np.zeros(n, dtype=np.float64)
+    text = np.full(n, "", dtype=object)
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        gap = np.isnan(values)
+        kind[:] = np.where(gap, _NULL, _NUMBER)
+        number[~gap] = values[~gap] + 0.0  # -0.0 as 0.0: the hash reads the bits
+        return kind, number, text
+    for i, value in enumerate(series.to_numpy(dtype=object)):
+        if isinstance(value, str):
+            text[i] = value
+        elif isinstance(value, _NUMBERS):
+            f = float(value)
+            if math.isnan(f):
+                kind[i] = _NULL
+            else:
+                kind[i], number[i] = _NUMBER, f + 0.0
+        elif value is None or value is pd.NA or value is pd.NaT or _is_nat(value):
+            kind[i] = _NULL
+        else:
+            text[i] = str(value)
+    return kind, number, text
+
+
+def _is_nat(value: object) -> bool:
+    return isinstance(value, np.datetime64) and bool(np.isnat(value))
 
 
 def split(

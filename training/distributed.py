@@ -24,7 +24,7 @@ from core.registry import Registry
 from training.candidates import Choice, Space
 from training.config import TrainConfig
 from training.errors import TrainingError
-from training.prepare import Prepared, Progress, prepare, quiet, search_rows
+from training.prepare import Prepared, Progress, prepare, quiet, sample_pinned, search_rows
 from training.publishing import Promote
 from training.search import (
     FamilyResult,
@@ -550,8 +550,11 @@ def train(
             return None
         shared = SharedSearch(spec, 0, "read")
 
-        def select(_all: Prepared, say: Progress, started: float) -> Selection:
-            """The study's trials, read on the rows the workers searched."""
+        def select(every: Prepared, say: Progress, started: float) -> Selection:
+            """The study's trials, read on the rows the workers searched; a sample that
+            prepare did not pin (not found among the rows read): a search here, on every row."""
+            if sampled and not sample_pinned(every):
+                return search(every, say, started)
             return search(rows, say, started, family_search=shared.family)
 
         try:

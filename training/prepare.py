@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -60,36 +60,105 @@ def search_rows(config: TrainConfig, say: Progress) -> Prepared | None:
     checked like every row, when the final fit reads more (`prepare(config, say, rows)` then
     reads them all, these pinned to train); None for a file, a demo, a time column (its search
     takes the latest rows), a budgeted search (its reserve for the final steps is sized on
-    every row), svm among the families (skipped on more than svm_max_rows training rows) or a
-    source no bigger than the search's share."""
+    every row), svm among the families (skipped on more than svm_max_rows training rows), a
+    source too small for the sample and a hold-out from the other rows, and a sample that does
+    not stand for the whole (`_stands_for`: its gate fails, or its task, classes or metric
+    differ from every row's): the search then runs on every row read, as before."""
     if not config.data or not sources.is_source(config.data):
         return None
     if config.time_column or config.search.budget_seconds or "svm" in config.models:
         return None
     keep = (1 - config.split.test_size) * (1 - config.split.validation_size)
     wanted = math.ceil(config.search.max_rows / keep)  # the sample's train part: max_rows
-    loaded = sources.search_sample(config.data, config.source, wanted, config.seed)
+    loaded = sources.search_sample(config.data, config.source, wanted, config.seed, held=1 - keep)
     if loaded is None:
         return None
     say(f"the search's {len(loaded.frame):,} rows drawn in {config.data}")
-    return _prepared(config, say, loaded)
+    _check_columns(loaded.frame, config)  # a missing column fails here, not after a read
+    try:
+        sample = _prepared(config, say, loaded)
+        differs = _stands_for(sample, config)
+    except TrainingError as exc:
+        differs = f"it fails a check every row may pass ({exc})"
+    if differs is None:
+        return sample
+    say(f"the search's sample is not used: {differs}; the search runs on every row read")
+    return None
+
+
+def _stands_for(sample: Prepared, config: TrainConfig) -> str | None:
+    """What the search's sample gets wrong about every row of the source, or None: the task,
+    the classes and the metric read from the target's counts in the source (one column), and
+    for each class enough rows outside the sample for validation and test (every sample row
+    goes to train)."""
+    assert config.data is not None
+    counts = sources.target_counts(config.data, config.source, sample.target)
+    values = pd.Series(counts.index)
+    task = config.task or (
+        "regression"  # more values than a classifier lists: numbers only (data.infer_task)
+        if len(counts) > sources.TARGET_VALUES and pd.api.types.is_numeric_dtype(values)
+        else data.infer_task(values)
+    )
+    if task != sample.task:
+        return f"its target reads as {sample.task}, every row's as {task}"
+    if task != "classification":
+        return None
+    if len(counts) > sources.TARGET_VALUES:
+        return f"the target has over {sources.TARGET_VALUES:,} classes"
+    whole = pd.Series(counts.to_numpy(), index=values.where(values.isna(), values.astype(str)))
+    whole = whole[whole.index.notna()]
+    if apart := sorted(set(whole.index) ^ set(sample.classes or [])):
+        return f"its classes and every row's differ in {apart[:5]}"
+    metric = config.objective.metric or metric_contract.default_metric(task, len(whole))
+    if metric != sample.metric:
+        return f"its metric is {sample.metric}, every row's {metric}"
+    drawn = sample.frame[sample.target].value_counts()
+    short = [c for c in whole.index if whole[c] - drawn.get(c, 0) < quality.MIN_CLASS_ROWS]
+    if short:
+        return (
+            f"class {short[0]!r} keeps fewer than {quality.MIN_CLASS_ROWS} rows outside it "
+            "for validation and test"
+        )
+    return None
 
 
 def prepare(config: TrainConfig, say: Progress, search: Prepared | None = None) -> Prepared:
     """Everything before any fitting; `search` (search_rows'): its rows go to train, never to
-    validation or test. Raises TrainingError naming the column or rule."""
+    validation or test. When they are not all found among the rows read (and `source.max_rows`
+    did not draw a sample of its own), or these rows' task, classes or metric differ from the
+    sample's, nothing is pinned, the manifest's `data.read.search_sample` says why and
+    `sample_pinned` is False: the search runs again, on these rows. Raises TrainingError naming
+    the column or rule."""
     if not config.data:
         raise TrainingError("no data: pass --data FILE (or data: in the config)")
     if not config.target:
         raise TrainingError("no target: pass --target COLUMN (or target: in the config)")
     say(f"reading {config.data}")
     loaded = data.read_data(config.data, config.source, config.seed)
-    pinned = None
-    if search is not None:
-        pinned = np.isin(data.row_keys(loaded.frame), data.row_keys(search.raw))
-        taken = {"rows": len(search.raw), "in_train": int(pinned.sum())}
-        loaded = Loaded(loaded.frame, {**loaded.record, "search_sample": taken})
-    return _prepared(config, say, loaded, pinned)
+    if search is None:
+        return _prepared(config, say, loaded)
+    keys, drawn = data.row_keys(loaded.frame), data.row_keys(search.raw)
+    pinned = np.isin(keys, drawn)
+    found = int(np.isin(drawn, keys).sum())
+    if found < len(drawn) and "sampled_in_source" not in loaded.record:
+        why = f"only {found:,} of its {len(drawn):,} rows are among the rows read"
+    else:
+        prepared = _prepared(config, say, loaded, pinned)
+        got = (prepared.task, prepared.classes, prepared.metric)
+        had = (search.task, search.classes, search.metric)
+        if got == had:
+            taken = {"rows": len(drawn), "in_train": int(pinned.sum())}
+            return replace(prepared, source={**prepared.source, "search_sample": taken})
+        why = f"the rows read give task, classes, metric {got}, the sample {had}"
+    say(f"the search's sample is not used: {why}; the search runs again on every row read")
+    record = {"rows": len(drawn), "found": found, "not_used": why}
+    return _prepared(config, say, Loaded(loaded.frame, {**loaded.record, "search_sample": record}))
+
+
+def sample_pinned(prepared: Prepared) -> bool:
+    """True when `prepare(..., search)` pinned the search's sample to train (the search on it
+    stands); False without a sample or when it was not used."""
+    return "in_train" in prepared.source.get("search_sample", {})
 
 
 def _prepared(

@@ -30,6 +30,13 @@ BATCH_ROWS = 10_000
 """Rows of a Parquet row group decoded at a time when sampling it."""
 WIDTH_ROWS = 1000
 """Rows read first to measure a row's width in memory (pandas, strings included)."""
+HOLD_OUT_MARGIN = 1.1
+"""The search's sample is drawn only when the rows outside it can hold validation and test at
+their shares, with 10% to spare (a pinned row takes its copies to train; stratified shares
+round up per class)."""
+TARGET_VALUES = 1000
+"""Values of the target counted in the source at most (a classifier with more classes reads
+every row for its search)."""
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _PLAIN = (str, int, float, bool, decimal.Decimal, np.generic, pd.Timestamp)
 
@@ -41,6 +48,7 @@ class Source(Protocol):
     def head(self, n: int) -> pd.DataFrame: ...
     def read(self) -> pd.DataFrame: ...
     def sample(self, n: int, seed: int) -> pd.DataFrame: ...
+    def counts(self, column: str, limit: int) -> pd.Series: ...
     def record(self) -> dict[str, Any]: ...
 
 
@@ -108,17 +116,30 @@ def load(data: str, options: SourceOptions, seed: int) -> Loaded:
     return Loaded(frame, record)
 
 
-def search_sample(data: str, options: SourceOptions, rows: int, seed: int) -> Loaded | None:
+def search_sample(
+    data: str, options: SourceOptions, rows: int, seed: int, *, held: float
+) -> Loaded | None:
     """`rows` rows drawn in the source (the search's), without reading the others; None when
-    the final fit reads no more than that (the source's rows, or `source.max_rows`)."""
+    the final fit's rows (the source's, or `source.max_rows`) less these could not hold the
+    share `held` of them that validation and test take (HOLD_OUT_MARGIN to spare): every
+    sample row goes to train, so the hold-out comes from the rest."""
     source = open_source(data, options)
     total = source.count()
-    if total <= rows or (options.max_rows is not None and options.max_rows <= rows):
+    final = total if options.max_rows is None else min(total, options.max_rows)
+    if final - rows < math.ceil(final * held * HOLD_OUT_MARGIN):
         return None
     check_memory(data, options, total, rows, row_bytes(source.head(WIDTH_ROWS)))
     frame = source.sample(rows, seed)
     record = {**source.record(), "rows_in_source": total, "rows_read": len(frame)}
     return Loaded(frame, {**record, "sampled_in_source": {"rows": rows, "seed": seed}})
+
+
+def target_counts(data: str, options: SourceOptions, column: str) -> pd.Series:
+    """The rows of each value of `column` in the source (NULL included), read without reading
+    the other columns, indexed by the values as a whole read types them (a NULL makes an int
+    column float); at most TARGET_VALUES + 1 values (more: the column has too many to list)."""
+    counts = open_source(data, options).counts(column, TARGET_VALUES + 1)
+    return counts[counts > 0]  # a categorical column lists its unused categories
 
 
 def row_bytes(head: pd.DataFrame) -> float:
@@ -279,6 +300,14 @@ class PostgresSource:
         sql = f"SELECT * FROM (SELECT * FROM {self._from}) AS s ORDER BY {key} LIMIT %s"
         return self._frame(sql, (seed, n))
 
+    def counts(self, column: str, limit: int) -> pd.Series:
+        """Rows per value of `column` (GROUP BY in the server), at most `limit` values."""
+        name = '"' + column.replace('"', '""') + '"'
+        sql = f"SELECT {name}, count(*) FROM {self._from} GROUP BY 1 LIMIT %s"
+        frame = self._frame(sql, (limit,))
+        values, rows = frame.iloc[:, 0], frame.iloc[:, 1].astype("int64")
+        return pd.Series(rows.to_numpy(), index=pd.Index(values), name=column)
+
     def _samplable(self) -> bool:
         """True for a table or materialized view (TABLESAMPLE applies to them, not to a view or
         a foreign table)."""
@@ -371,6 +400,11 @@ class ParquetDataset:
                 parts.append(self._rows_of(fragment, group, mine))
             start += rows
         return self._pandas(pa.concat_tables(parts))
+
+    def counts(self, column: str, limit: int) -> pd.Series:
+        """Rows per value of `column`, that one column read (Arrow), at most `limit` values."""
+        values = self._pandas(self.dataset.to_table(columns=[column]))[column]
+        return values.value_counts(dropna=False, sort=False).head(limit)
 
     def _rows_of(self, fragment: Any, group: int, rows: Any) -> Any:
         """The rows at positions `rows` (sorted) of one row group, as a table of the dataset's

@@ -18,7 +18,7 @@ from training.config import TrainConfig
 from training.fingerprints import RowPrints
 from training.fitting import Fitted, fit_and_calibrate
 from training.manifest import build_manifest
-from training.prepare import Prepared, Progress, prepare, quiet, search_rows
+from training.prepare import Prepared, Progress, prepare, quiet, sample_pinned, search_rows
 from training.publishing import (
     Alias,
     Promote,
@@ -87,6 +87,8 @@ def train_candidate(
             threshold.check(sample)
             selection = select(sample, say, started)
         prepared = prepare(config, say, sample)
+        if not sample_pinned(prepared):  # the sample was not used: search every row read
+            selection = None
     raw, rows = fingerprints.of_run(prepared)
     mitigation.check(prepared)
     threshold.check(prepared)

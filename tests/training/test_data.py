@@ -233,3 +233,37 @@ def test_pinned_rows_stay_in_train_and_the_split_is_unchanged_without_them() -> 
     assert set(frame.index[pinned]) <= set(moved.x_train.index)
     assert not set(frame.index[pinned]) & (set(moved.x_val.index) | set(moved.x_test.index))
     assert len(moved.x_test) == len(plain.x_test)  # the same share, drawn from the other rows
+
+
+def test_row_keys_match_a_row_whatever_dtype_its_read_gave_each_column() -> None:
+    """Two reads of one source type a column by what they hold (a bool column with a NULL reads
+    as object, an int column with one as float, a chunk of NULLs as object of None): each value
+    is keyed, not each dtype, so a row keys the same in both; distinct rows keep distinct keys."""
+    import decimal
+
+    full = pd.DataFrame(
+        {
+            "flag": pd.Series([True, False, None, True], dtype=object),
+            "n": [1.0, 2.0, np.nan, 4.0],
+            "d": [decimal.Decimal("1.5"), decimal.Decimal("2"), None, decimal.Decimal("-3")],
+            "t": ["x", "y", None, "1"],
+            "gap": pd.Series([None, None, None, None], dtype=object),
+        }
+    )
+    sample = pd.DataFrame(  # rows 0, 1 and 3 read on their own: no NULL among them
+        {
+            "flag": [True, False, True],
+            "n": np.array([1, 2, 4], dtype=np.int64),
+            "d": [1.5, 2.0, -3.0],
+            "t": ["x", "y", "1"],
+            "gap": [np.nan, pd.NA, pd.NaT],
+        }
+    )
+    keys = data.row_keys(full)
+    assert list(data.row_keys(sample)) == list(keys[[0, 1, 3]])
+    assert len(set(keys)) == 4
+    nulls = pd.DataFrame({"v": pd.Series([None, np.nan, pd.NA, pd.NaT], dtype=object)})
+    assert len(set(data.row_keys(nulls))) == 1  # one null, whatever its spelling
+    as_text = pd.DataFrame({"flag": ["True", "1"]})  # text is not the number it spells
+    assert not set(data.row_keys(as_text)) & set(data.row_keys(full[["flag"]]))
+    assert list(data.row_keys(full.iloc[::-1, ::-1])) == list(keys[::-1])  # column order

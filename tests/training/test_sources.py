@@ -72,10 +72,10 @@ def test_query_is_sampled_by_a_keyed_hash(pg_url: str) -> None:  # noqa: F811
     assert "red" not in set(got.frame["color"])
     assert got.record["query"] == query
     assert got.record["rows_in_source"] == int((frame["color"] != "red").sum())
-    again = sources.search_sample(pg_url, SourceOptions(query=query), 300, seed=7)
+    again = sources.search_sample(pg_url, SourceOptions(query=query), 300, seed=7, held=0.36)
     assert again is not None
     pd.testing.assert_frame_equal(got.frame, again.frame)
-    assert sources.search_sample(pg_url, SourceOptions(query=query), 10**6, seed=7) is None
+    assert sources.search_sample(pg_url, SourceOptions(query=query), 10**6, 7, held=0.36) is None
 
 
 def test_parquet_dataset_folder_whole_and_by_row_groups(dataset: Path) -> None:
@@ -327,7 +327,9 @@ def test_the_search_runs_on_rows_drawn_in_the_source_none_of_them_held_out(
     cfg = fast_config(name="s", data=data_at, target="label", source=source, search=search)
     candidate = train_candidate(cfg, Registry(tmp_path / "reg"))
     keep = (1 - cfg.split.test_size) * (1 - cfg.split.validation_size)
-    sample = sources.search_sample(data_at, cfg.source, math.ceil(300 / keep), cfg.seed)
+    sample = sources.search_sample(
+        data_at, cfg.source, math.ceil(300 / keep), cfg.seed, held=1 - keep
+    )
     assert sample is not None and len(sample.frame) < 3000
     body = candidate.manifest.body()
     read = body["data"]["read"]
@@ -357,3 +359,161 @@ def test_no_sample_in_the_source_where_the_search_needs_the_rows_read_whole(data
         {"search": {**search, "max_rows": 2000}},
     ):
         assert search_rows(fast_config(**{**base, **extra}), quiet) is None, extra
+
+
+def _source(
+    where: str, frame: pd.DataFrame, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[str, dict[str, str]]:
+    """`frame` written as a Parquet dataset or a PostgreSQL table: (data, source options)."""
+    if where == "table":
+        url = request.getfixturevalue("pg_url")
+        _table(url, frame)
+        return url, {"table": "rides"}
+    return _parquet(frame, tmp_path / "rides"), {}
+
+
+def _parquet(frame: pd.DataFrame, folder: Path) -> str:
+    """`frame` as a hive-partitioned Parquet dataset in `folder` (part=0/1/2, row groups of 200)."""
+    frame = frame.assign(part=np.arange(len(frame)) % 3)
+    frame.to_parquet(folder, partition_cols=["part"], row_group_size=200)
+    return str(folder)
+
+
+@pytest.mark.parametrize("where", ["parquet", "table"])
+def test_a_sample_whose_bool_column_drew_no_null_is_found_and_kept_out_of_the_hold_out(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A bool column with one NULL reads as object in the whole read, as bool in a sample that
+    drew no NULL: the sample's rows are still found (each value keyed, not each dtype), all
+    pinned to train, none in validation or test (checked on x1, unique per row)."""
+    import math
+
+    from training.train import train_candidate
+
+    frame = classification_frame(3000, seed=3)
+    frame["flag"] = pd.Series(frame["x1"] > 0, dtype=object)
+    frame.loc[0, "flag"] = None
+    data_at, source = _source(where, frame, tmp_path, request)
+    search = {"method": "random", "trials": 2, "max_rows": 300}
+    cfg = fast_config(name="s", data=data_at, target="label", source=source, search=search)
+    keep = (1 - cfg.split.test_size) * (1 - cfg.split.validation_size)
+    sample = sources.search_sample(
+        data_at, cfg.source, math.ceil(300 / keep), cfg.seed, held=1 - keep
+    )
+    assert sample is not None and sample.frame["flag"].dtype == bool  # it drew no NULL
+    candidate = train_candidate(cfg, Registry(tmp_path / "reg"))
+    assert candidate.prepared.raw["flag"].dtype == object
+    n = len(sample.frame)
+    assert candidate.manifest.body()["data"]["read"]["search_sample"] == {"rows": n, "in_train": n}
+    splits = candidate.prepared.splits
+    held = set(splits.x_val["x1"]) | set(splits.x_test["x1"])
+    assert not set(sample.frame["x1"]) & held
+    assert set(sample.frame["x1"]) <= set(splits.x_train["x1"])
+
+
+def test_a_sample_not_found_among_the_rows_read_is_not_used_and_the_search_runs_again(
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Rows of the sample gone by the whole read (deleted in between): nothing is pinned, the
+    manifest says why, and the search runs again on every row read (fail closed)."""
+    from training.prepare import Prepared, Progress, sample_pinned
+    from training.selection import Selection, search
+    from training.train import train_candidate
+
+    _table(pg_url, classification_frame(3000, seed=3))
+    cfg = fast_config(
+        name="s",
+        data=pg_url,
+        target="label",
+        source={"table": "rides"},
+        search={"method": "random", "trials": 2, "max_rows": 300},
+    )
+    searched: list[int] = []
+
+    def select(rows: Prepared, say: Progress, started: float) -> Selection:
+        if not searched:  # the sample's search: three of its rows deleted meanwhile
+            gone = ", ".join(repr(float(v)) for v in rows.raw["x1"].iloc[:3])
+            _sql(pg_url, f"DELETE FROM rides WHERE x1 IN ({gone})")
+        searched.append(len(rows.frame))
+        return search(rows, say, started)
+
+    said: list[str] = []
+    candidate = train_candidate(cfg, Registry(tmp_path / "reg"), said.append, select=select)
+    assert searched[1] == 2997 and searched[0] < 1000  # the sample's search, then every row's
+    taken = candidate.manifest.body()["data"]["read"]["search_sample"]
+    assert taken["found"] == taken["rows"] - 3 and "among the rows read" in taken["not_used"]
+    assert not sample_pinned(candidate.prepared)
+    assert any("sample is not used" in line for line in said)
+
+
+def test_a_source_under_the_samples_hold_out_share_is_searched_whole_and_trains(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """3,000 rows with search.max_rows 1,500 (a sample of 2,344, every one pinned to train):
+    the other 656 cannot hold validation and test (1,080), so no sample is drawn and the run
+    trains on every row read, as before the sample; 1,100 (1,719 drawn) still leaves room."""
+    from training.train import train_candidate
+
+    search = {"method": "random", "trials": 2, "max_rows": 1500}
+    cfg = fast_config(name="s", data=str(dataset), target="label", search=search)
+    assert sources.search_sample(str(dataset), cfg.source, 2344, 0, held=0.36) is None
+    assert sources.search_sample(str(dataset), cfg.source, 1719, 0, held=0.36) is not None
+    candidate = train_candidate(cfg, Registry(tmp_path / "reg"))
+    read = candidate.manifest.body()["data"]["read"]
+    assert read["rows_read"] == 3000 and "search_sample" not in read
+    assert len(candidate.prepared.splits.x_test) == 600
+
+
+@pytest.mark.parametrize("where", ["parquet", "table"])
+def test_a_rare_class_the_sample_misses_or_underfills_searches_every_row(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A third class of 6 rows in 3,000 (the whole read passes the gate): the ~470-row sample
+    holds none of it (binary, roc_auc) or too few for the gate; the source's class counts show
+    it, so the sample is not used and the search runs on every row, with 3 classes and
+    accuracy, as the final fit."""
+    from training.prepare import quiet, search_rows
+    from training.train import train_candidate
+
+    frame = classification_frame(3000, seed=3)
+    frame.loc[frame.index[::500], "label"] = "maybe"
+    data_at, source = _source(where, frame, tmp_path, request)
+    search = {"method": "random", "trials": 2, "max_rows": 300}
+    cfg = fast_config(name="s", data=data_at, target="label", source=source, search=search)
+    said: list[str] = []
+    assert search_rows(cfg, said.append) is None
+    assert any("sample is not used" in line for line in said), said
+    candidate = train_candidate(cfg, Registry(tmp_path / "reg"), quiet)
+    assert candidate.prepared.classes == ["maybe", "no", "yes"]
+    assert candidate.prepared.metric == "accuracy"
+    assert "search_sample" not in candidate.manifest.body()["data"]["read"]
+
+
+def test_a_class_the_sample_missed_makes_the_search_run_on_every_row(tmp_path: Path) -> None:
+    """A third class of 6 rows, none of them among the Parquet sample's rows (drawn by
+    position, whatever the rows hold): the sample is binary (roc_auc) while every row has 3
+    classes; the source's class counts show it, so the search runs on every row (accuracy)."""
+    import math
+
+    from training.prepare import search_rows
+    from training.train import train_candidate
+
+    frame = classification_frame(3000, seed=3)
+    data_at = _parquet(frame, tmp_path / "first")
+    search = {"method": "random", "trials": 2, "max_rows": 300}
+    cfg = fast_config(name="s", data=data_at, target="label", search=search)
+    keep = (1 - cfg.split.test_size) * (1 - cfg.split.validation_size)
+    drawn = sources.search_sample(
+        data_at, cfg.source, math.ceil(300 / keep), cfg.seed, held=1 - keep
+    )
+    assert drawn is not None
+    outside = frame.index[~frame["x1"].isin(drawn.frame["x1"])][::400][:6]
+    frame.loc[outside, "label"] = "maybe"
+    data_at = _parquet(frame, tmp_path / "again")
+    said: list[str] = []
+    assert search_rows(cfg.model_copy(update={"data": data_at}), said.append) is None
+    assert any("classes and every row's differ in ['maybe']" in line for line in said), said
+    candidate = train_candidate(cfg.model_copy(update={"data": data_at}), Registry(tmp_path / "r"))
+    assert candidate.prepared.classes == ["maybe", "no", "yes"]
+    assert candidate.prepared.metric == "accuracy"
