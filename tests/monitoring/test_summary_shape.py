@@ -74,7 +74,7 @@ def test_summary_shape_is_the_same_in_the_return_value_the_files_the_store_and_h
     top = [k for k, _ in skeleton(stored)]
     assert top == [
         "model", "version", "status", "manual", "started_at", "window", "rows", "rows_in_window",
-        "labelled_rows", "metric", "test_score", "reference", "quality", "performance",
+        "labelled_rows", "metric", "test_score", "reference", "baseline", "quality", "performance",
         "canary", "explanation_drift", "drift", "prediction_drift", "alerts", "transitions",
         "notifier_errors", "finished_at", "seconds", "report_dir", "evidently",
     ]  # fmt: skip
