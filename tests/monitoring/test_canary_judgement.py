@@ -203,16 +203,16 @@ def test_a_canary_equal_to_production_stays_and_the_cli_shows_its_band(
     assert Registry(msettings.registry).alias_version("demo", "staging") == 2
 
 
-def test_a_manual_run_reports_a_worse_canary_but_withdraws_nothing(
-    two_versions: Any, tmp_path: Path
-) -> None:
-    """A manual run (`--last`) moves nothing: the canary it finds worse stays at staging, and
-    the next scheduled run judges the same labels and withdraws it."""
-    root, registry, frame, metric = two_versions
+def worse_canary(
+    two_versions: Any, tmp_path: Path, seed: int
+) -> tuple[Registry, PredictionStore, MonitorSettings]:
+    """Version 2 of model m at staging as the canary, 300 rows logged for each version with
+    their labels: production's right, the canary's wrong (3 sd off for rmse, flipped otherwise)."""
+    _root, registry, frame, metric = two_versions
     registry.set_alias("m", "staging", 2)
     store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
     store.create_schema()
-    rows = frame.sample(300, random_state=2)
+    rows = frame.sample(300, random_state=seed)
     truth = rows["target"].tolist()
     off = (
         [v + 3 * float(frame["target"].std()) for v in truth]
@@ -224,6 +224,15 @@ def test_a_manual_run_reports_a_worse_canary_but_withdraws_nothing(
     settings = MonitorSettings(
         registry=registry.root, database_url=store.url, monitor_reports_dir=tmp_path / "r"
     )
+    return registry, store, settings
+
+
+def test_a_manual_run_reports_a_worse_canary_but_withdraws_nothing(
+    two_versions: Any, tmp_path: Path
+) -> None:
+    """A manual run (`--last`) moves nothing: the canary it finds worse stays at staging, and
+    the next scheduled run judges the same labels and withdraws it."""
+    registry, store, settings = worse_canary(two_versions, tmp_path, 2)
     try:
         manual = run_monitoring(settings=settings, store=store, model="m", notifiers=[], last=300)
         assert manual["manual"] and manual["canary"]["worse"] is True

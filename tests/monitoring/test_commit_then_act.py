@@ -17,7 +17,7 @@ from monitoring.runner import MonitorError, run_monitoring
 from monitoring.store import MonitorStore
 from predlog.store import PredictionStore
 from tests.monitoring.conftest import log_traffic, traffic
-from tests.monitoring.test_canary_judgement import log, two_versions  # noqa: F401  (fixture)
+from tests.monitoring.test_canary_judgement import two_versions, worse_canary  # noqa: F401
 
 
 class Recorder:
@@ -105,22 +105,7 @@ def test_a_worse_canary_is_withdrawn_only_after_the_run_is_committed(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    root, registry, frame, metric = two_versions
-    registry.set_alias("m", "staging", 2)
-    store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
-    store.create_schema()
-    rows = frame.sample(300, random_state=3)
-    truth = rows["target"].tolist()
-    off = (
-        [v + 3 * float(frame["target"].std()) for v in truth]
-        if metric == "rmse"
-        else [1 - v for v in truth]
-    )
-    log(store, registry, 1, rows, truth)
-    log(store, registry, 2, rows, off)
-    settings = MonitorSettings(
-        registry=registry.root, database_url=store.url, monitor_reports_dir=tmp_path / "r"
-    )
+    registry, store, settings = worse_canary(two_versions, tmp_path, 3)
     recorder = Recorder(store, "m")
     withdrawn_after: list[int] = []
     real_clear = Registry.clear_alias
