@@ -113,8 +113,9 @@ class Validator:
                 if f.kind == "numeric":
                     if not types <= _NUMBER_TYPES:
                         return None
+                    floats = list(map(float, present))
                     if present:
-                        if not math.isfinite(sum(map(float, present))):
+                        if not math.isfinite(sum(floats)):
                             return None  # an infinite value (or a sum that overflows): look closer
                         if self.float32 and max(map(abs, present)) > FLOAT32_MAX:
                             return None
@@ -122,7 +123,8 @@ class Validator:
                         high = f.max is not None and max(present) > f.max
                         if low or high:
                             out_of_range[f.name] = _count_outside(present, f.min, f.max)
-                    col = [v if v is None else float(v) for v in col] if int in types else col
+                    if int in types:  # the model reads floats: 3 -> 3.0 (each value once)
+                        col = floats if present is col else _with_none(col, floats)
                 elif f.kind == "categorical":
                     if not types <= {str} or (present and max(map(len, present)) > MAX_TEXT):
                         return None
@@ -284,6 +286,12 @@ def _one(names: list[str]) -> Callable[[Any], tuple[Any]]:
     """An instance's values as a 1-tuple (`itemgetter` of one name returns the bare value)."""
     (name,) = names or [""]
     return lambda inst: (inst[name],)
+
+
+def _with_none(col: list[Any], floats: list[float]) -> list[Any]:
+    """`col` with its values replaced by `floats` (in order), its Nones kept."""
+    it = iter(floats)
+    return [None if v is None else next(it) for v in col]
 
 
 def _count_outside(values: list[Any], low: float | None, high: float | None) -> int:

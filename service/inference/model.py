@@ -346,7 +346,7 @@ class LoadedModel:
             proba = np.asarray(self.estimate(columns, "predict_proba"), dtype=float)
             idx = self.decide(proba)
             answers = self.answers
-            preds = [answers[i] for i in idx]
+            preds = [answers[i] for i in idx.tolist()]  # Python ints index faster
             rounded = np.round(proba, 6).tolist()
             probs = [dict(zip(self.classes, row, strict=True)) for row in rounded]
             return Outputs(preds, probs)

@@ -238,3 +238,28 @@ def test_batched_inserts_skip_what_is_there_and_keep_every_value(any_store_url: 
     assert seventh["probabilities"] == '{"1": 0.25}'
     assert by_id[old_release["id"]]["ref_id"] is None
     store.dispose()
+
+
+def test_a_batch_is_stamped_once_by_the_databases_clock_and_stored_as_before(
+    tmp_path: Path,
+) -> None:
+    """SQLite: the ingest time is read from the database's clock once per batch and bound, every
+    row of the batch (both chunks of it) gets that one value; the values bound in their cheaper
+    form are stored as before: `shadow` as the integers 0 and 1, a missing `ref_id` as NULL."""
+    store = PredictionStore(f"sqlite:///{tmp_path}/log.db")
+    store.create_schema()
+    batch = [{**r, "created_at": r["created_at"] - 3600} for r in rows(700)]  # two chunks
+    batch[3] = {**batch[3], "shadow": True, "ref_id": "f" * 32}
+    before = store.now()
+    store.write_predictions(batch)
+    after = store.now()
+    with store.engine.connect() as conn:
+        stamps = conn.exec_driver_sql("SELECT DISTINCT ingested_at FROM sw_predictions").all()
+        stored = conn.exec_driver_sql(
+            "SELECT typeof(shadow), shadow, typeof(ref_id), count(*) FROM sw_predictions "
+            "GROUP BY 1, 2, 3 ORDER BY 2"
+        ).all()
+    assert len(stamps) == 1 and before <= stamps[0][0] <= after
+    assert [tuple(r) for r in stored] == [("integer", 0, "null", 699), ("integer", 1, "text", 1)]
+    assert store.read_window("m", limit=1000)[0]["shadow"] in (False, True)
+    store.dispose()
