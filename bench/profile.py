@@ -9,7 +9,11 @@ validation, the model call, the log rows, metrics and the rest. The log writer's
 most of its time in SQLite with the GIL released, so it is one row of its own.
 
     python -m bench.profile [--model flights-linear] [--rows 32] [--connections 16]
-                            [--seconds 10] [--baseline REF]
+                            [--seconds 10] [--baseline REF] [--perf]
+
+py-spy's `--gil` samples are wall-clock time with the GIL held: a thread put off the CPU inside a
+syscall (a loaded machine) is charged to the line that made it. `--perf` adds each thread's CPU
+split by library from `perf record` (CPU samples; needs perf and the right to trace the server).
 
 Needs py-spy (`pip install py-spy`) and wrk. Sampling costs the server a little; the split, not
 the total, is what this measures (totals and ratios: `bench.against`).
@@ -67,13 +71,65 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return out
 
 
+# (library, substrings of a perf sample's DSO path), first match wins; the rest: "other native"
+LIBRARIES: list[tuple[str, tuple[str, ...]]] = [
+    ("Python interpreter", ("libpython",)),
+    ("numpy", ("numpy",)),
+    ("kernel", ("[kernel",)),
+    ("libc", ("libc.so", "libm.so")),
+    ("orjson", ("orjson",)),
+    ("SQLite", ("libsqlite3", "_sqlite3")),
+    ("uvloop, httptools", ("uvloop", "httptools")),
+    ("hashes (BLAKE2)", ("_blake2", "_hashlib")),
+]  # fmt: skip
+
+
+def perf_start(pid: int, seconds: float) -> tuple[subprocess.Popen[bytes], Path]:
+    """`perf record` of every thread of `pid` for `seconds` (CPU samples, 999 Hz)."""
+    out = Path(tempfile.mkstemp(prefix="sw-perf-", suffix=".data")[1])
+    cmd = ["perf", "record", "-F", "999", "-p", str(pid), "-o", str(out), "--", "sleep"]
+    proc = subprocess.Popen(
+        [*cmd, str(round(seconds))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return proc, out
+
+
+def perf_split(data: Path, labels: dict[int, str], us: dict[int, float]) -> dict[str, float]:
+    """Each thread's CPU per request (`us`, from /proc) split by the libraries its perf samples
+    were in: what py-spy's wall-clock samples cannot tell (time off the CPU with the GIL held)."""
+    script = subprocess.run(
+        ["perf", "script", "-G", "-i", str(data), "-F", "tid,ip,dso"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    data.unlink(missing_ok=True)
+    counts: dict[int, Counter[str]] = {}
+    for line in script.splitlines():
+        field, _, rest = line.strip().partition(" ")
+        dso = rest.rpartition(" ")[2]  # "(path)" after the address
+        if not field.isdigit():
+            continue
+        lib = next((n for n, marks in LIBRARIES if any(m in dso for m in marks)), "other native")
+        counts.setdefault(int(field), Counter())[lib] += 1
+    found: dict[str, float] = {}
+    for tid, libs in counts.items():
+        total = sum(libs.values())
+        for lib, n in libs.items():
+            key = f"{labels.get(tid, 'other threads')}: {lib}"
+            found[key] = found.get(key, 0.0) + us.get(tid, 0.0) * n / total
+    return found
+
+
 def profile(
-    tree: Tree, model: str, rows: int, connections: int, seconds: float
-) -> dict[str, float]:
-    """CPU microseconds per request by part (the event loop thread's split by its samples)."""
+    tree: Tree, model: str, rows: int, connections: int, seconds: float, *, perf: bool = False
+) -> tuple[dict[str, float], dict[str, float]]:
+    """CPU microseconds per request by part (the event loop thread's split by its samples) and,
+    with `perf`, by thread and library (perf's CPU samples)."""
     body = {"instances": instances(rows)}
     url = f"{tree.url}/v1/models/{model}/predict"
     wrk(url, body, connections=4, seconds=1)  # warm-up
+    perfed = perf_start(tree.proc.pid, seconds) if perf else None
     out = Path(tempfile.mkstemp(prefix="sw-spy-", suffix=".txt")[1])
     spy = subprocess.Popen(
         [
@@ -108,6 +164,8 @@ def profile(
     spy.wait()
     t.join()
     after = thread_cpu(tree.proc.pid)
+    if perfed is not None:
+        perfed[0].wait()
     us = {tid: (used - before.get(tid, 0.0)) / requests[0] * 1e6 for tid, used in after.items()}
     counts: Counter[str] = Counter()
     names: dict[int, str] = {}
@@ -121,15 +179,24 @@ def profile(
         if tid == tree.proc.pid:
             counts[part_of(stack)] += int(n)
     out.unlink(missing_ok=True)
+    labels = {tid: thread_label(names.get(tid, "")) for tid in us}
+    labels[tree.proc.pid] = "event loop"
+    by_library = perf_split(perfed[1], labels, us) if perfed is not None else {}
     main_us = us.pop(tree.proc.pid, 0.0)
     found = {part: main_us * n / max(1, sum(counts.values())) for part, n in counts.items()}
     for tid, cost in us.items():
-        name = names.get(tid, "other threads")
-        label = "log writer thread (SQLite insert)" if name == "log-writer" else (
-            "model thread" if name.startswith("model") else "other threads")  # fmt: skip
+        label = f"{labels[tid]} thread" if labels[tid] != "other threads" else labels[tid]
+        label = label.replace("log writer thread", "log writer thread (SQLite insert)")
         found[label] = found.get(label, 0.0) + cost
     found["all (server CPU per request, from /proc)"] = main_us + sum(us.values())
-    return found
+    return found, by_library
+
+
+def thread_label(name: str) -> str:
+    """A thread's row in the tables, by its name."""
+    if name == "log-writer":
+        return "log writer"
+    return "model" if name.startswith("model") else "other threads"
 
 
 def main() -> None:
@@ -140,6 +207,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--baseline", help="git ref whose code to profile beside this tree's")
+    ap.add_argument(
+        "--perf", action="store_true", help="also split each thread's CPU by library (perf)"
+    )
     args = ap.parse_args()
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
         sys.exit("py-spy is not installed (pip install py-spy)")
@@ -153,8 +223,9 @@ def main() -> None:
         if args.baseline:
             sha, path = checkout(args.baseline, worktrees)
             trees.append(Tree(f"baseline {sha}", path, registry, model=args.model))
-        found = {t.label: profile(t, args.model, args.rows, args.connections, args.seconds)
-                 for t in trees}  # fmt: skip
+        both = {t.label: profile(t, args.model, args.rows, args.connections, args.seconds,
+                                 perf=args.perf)
+                for t in trees}  # fmt: skip
     finally:
         for t in trees:
             t.stop()
@@ -172,12 +243,30 @@ def main() -> None:
         "other threads",
         "all (server CPU per request, from /proc)",
     ]
+    found = {label: parts for label, (parts, _) in both.items()}
     head = ["part", *(f"{label}: CPU us/req" for label in found)]
     rows = [
         [part, *(f"{parts.get(part.removeprefix('event loop: '), parts.get(part, 0.0)):,.0f}"
                  for parts in found.values())]
         for part in labels
     ]  # fmt: skip
+    print(table(head, rows))
+    if args.perf:
+        print_libraries({label: libs for label, (_, libs) in both.items()})
+
+
+def print_libraries(found: dict[str, dict[str, float]]) -> None:
+    """Each thread's CPU per request by library (perf's CPU samples), largest first."""
+
+    def order(key: str) -> tuple[str, float]:
+        return key.split(": ")[0], -max(libs.get(key, 0.0) for libs in found.values())
+
+    keys = sorted({k for libs in found.values() for k, us in libs.items() if us >= 0.5}, key=order)
+    print(
+        "\nCPU by thread and library (perf record, 999 Hz; each thread's /proc CPU by its samples)"
+    )
+    head = ["thread: library", *(f"{label}: CPU us/req" for label in found)]
+    rows = [[k, *(f"{libs.get(k, 0.0):,.0f}" for libs in found.values())] for k in keys]
     print(table(head, rows))
 
 
