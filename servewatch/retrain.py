@@ -40,6 +40,7 @@ from training.gate import Gate, GateVerdict, Rows
 from training.incremental import update, updated_manifest, updated_reference
 from training.prepare import Progress, quiet
 from training.publishing import Release, promote_through_gate, publish
+from training.refit import ExtraRows
 from training.train import TrainResult, train_candidate
 
 # `from` is a Python keyword, hence the functional form.
@@ -111,13 +112,22 @@ def _with_window(prints: RowPrints | None, window: pd.DataFrame) -> RowPrints | 
     return fingerprints.with_rows(prints, window, "train")
 
 
+def _learnt_test(parent: Manifest) -> bool:
+    """Whether the parent's published model learnt its test rows (refitted on all rows)."""
+    return "test" in fingerprints.learned(parent)
+
+
 def _recorded_test(parent: Manifest, metric: str) -> dict[str, float]:
     """The gate's recorded champion figures: a champion refitted on all rows learnt its original
-    test rows, so its tested model's test score on them is compared there."""
+    test rows, so its tested model's test score on them is compared there (with the challenger's
+    tested model's)."""
     tested = parent.metrics.get("test") or {}
-    if fingerprints.learned(parent) != fingerprints.SPLITS or metric not in tested:
+    if not _learnt_test(parent) or metric not in tested:
         return {}
     return {"original_test": float(tested[metric])}
+
+
+PARENT_TEST_ROWS = "the parent's test rows (its refit on all rows learnt them)"
 
 
 @dataclass
@@ -229,11 +239,7 @@ def retrain(
     recent = window.iloc[-n_hold:]
     fresh = window.iloc[:-n_hold]
     champion = load_model(registry.path(model, parent) / MODEL_FILE)
-    champ_kinds = data.FeatureKinds(
-        numeric=[f.name for f in raw.features if f.kind == "numeric"],
-        categorical=[f.name for f in raw.features if f.kind == "categorical"],
-        datetime=[f.name for f in raw.features if f.kind == "datetime"],
-    )
+    champ_kinds = _kinds(raw)
     prints = fingerprints.load(registry.path(model, parent), raw)
     test_index, rebuilt = original_test(prints, raw, original, config, champ_kinds)
     orig = data.coerce_types(original.loc[test_index], champ_kinds)
@@ -271,7 +277,20 @@ def retrain(
             rows=_with_window(prints, fresh),
         )
     combined = _training_rows(original, test_index, fresh, config)
-    return _full(registry, config, combined, gate, extra, dry_run=dry_run, say=progress or quiet)
+    # A champion refitted on all rows learnt its test rows (on time-ordered data the newest before
+    # the window): the challenger's refit learns them too, its tested model never does.
+    learnt = ExtraRows(original.loc[test_index], PARENT_TEST_ROWS) if _learnt_test(raw) else None
+    say = progress or quiet
+    return _full(registry, config, combined, gate, extra, dry_run=dry_run, say=say, learnt=learnt)
+
+
+def _kinds(manifest: Manifest) -> data.FeatureKinds:
+    """The version's input features by kind, as its manifest records them."""
+    return data.FeatureKinds(
+        numeric=[f.name for f in manifest.features if f.kind == "numeric"],
+        categorical=[f.name for f in manifest.features if f.kind == "categorical"],
+        datetime=[f.name for f in manifest.features if f.kind == "datetime"],
+    )
 
 
 def _training_rows(
@@ -328,9 +347,11 @@ def _full(
     *,
     dry_run: bool,
     say: Progress,
+    learnt: ExtraRows | None,
 ) -> RetrainResult:
-    """Train a challenger on `combined` with the parent's config, gate it, publish and promote
-    through the gate (`dry_run`: publish nothing)."""
+    """Train a challenger on `combined` with the parent's config (its refit on all rows also
+    learning `learnt`'s rows), gate it, publish and promote through the gate (`dry_run`: publish
+    nothing)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "retrain.parquet"
         for col in combined.columns:
@@ -338,11 +359,12 @@ def _full(
                 combined[col] = combined[col].map(lambda v: None if v is None or v != v else v)
         combined.to_parquet(path, index=False)
         cfg = config.model_copy(update={"data": str(path)})
-        candidate = train_candidate(cfg, registry, say)
+        candidate = train_candidate(cfg, registry, say, refit_extra=learnt)
         manifest = candidate.manifest
         manifest.config, manifest.lineage = extra["config"], extra["lineage"]
         say("promotion gate")
-        verdict = gate.verdict(candidate.model, manifest.classes, manifest.decided)
+        tested = candidate.model if candidate.tested is None else candidate.tested
+        verdict = gate.verdict(candidate.model, manifest.classes, manifest.decided, tested)
         manifest.gate = dict(verdict)
         if dry_run:
             return RetrainResult(cfg.name, None, manifest.body(), None, verdict)

@@ -15,8 +15,11 @@ from core.registry import Manifest
 from training.prepare import Prepared
 
 ROWS_FILE = "training_rows.parquet"
-"""Columns `hash` (uint64) and `split` (train, validation, test); listed and hashed in `files`."""
+"""Columns `hash` (uint64) and `split` (train, validation, test, refit); listed and hashed in
+`files`."""
 SPLITS = ("train", "validation", "test")
+REFIT = "refit"
+"""Rows only the refit on all rows learnt (a retrain's parent's test rows, training/refit.py)."""
 LEARNED = ("train", "validation")
 """The splits a tested model learnt from (its final fit is on train + validation); a version
 refitted on all rows (`model.refit.all_rows`, training/refit.py) learnt every split."""
@@ -25,10 +28,10 @@ Hashes = npt.NDArray[np.uint64]
 
 
 def learned(manifest: Manifest) -> tuple[str, ...]:
-    """The splits a version's published model learnt from: every split when it was refitted on
-    all rows (`model.refit.all_rows`), else train and validation."""
+    """The splits a version's published model learnt from: every split and its refit's own rows
+    when it was refitted on all rows (`model.refit.all_rows`), else train and validation."""
     refit = manifest.model.refit
-    return SPLITS if refit is not None and refit.all_rows else LEARNED
+    return (*SPLITS, REFIT) if refit is not None and refit.all_rows else LEARNED
 
 
 _MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: combines the column hashes
@@ -100,11 +103,10 @@ class RowPrints:
     def record(self) -> dict[str, Any]:
         """The manifest's `data.row_fingerprints`."""
         counts = self.table["split"].value_counts()
-        return {
-            "file": ROWS_FILE,
-            "columns": self.columns,
-            "rows": {s: int(counts.get(s, 0)) for s in SPLITS},
-        }
+        rows = {s: int(counts.get(s, 0)) for s in SPLITS}
+        if counts.get(REFIT, 0):
+            rows[REFIT] = int(counts[REFIT])
+        return {"file": ROWS_FILE, "columns": self.columns, "rows": rows}
 
     def save(self, folder: Path) -> None:
         table = self.table.assign(split=self.table["split"].astype(str))

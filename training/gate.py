@@ -25,6 +25,10 @@ class GateCheck(TypedDict):
     passed: bool  # worse_by <= margin
     champion_from: NotRequired[str]
     """Set when the champion's figure is its manifest's test score rather than measured here."""
+    challenger_from: NotRequired[str]
+    """Set with `champion_from`: the challenger's figure is its tested model's too."""
+    note: NotRequired[str]
+    """Set when both models learnt these rows (an incremental update of a refitted champion)."""
 
 
 class FairnessVerdict(TypedDict, total=False):
@@ -73,29 +77,31 @@ class Gate:
     """The champion's threshold (None: argmax) and positive column, from its manifest."""
     recorded: dict[str, float] = field(default_factory=dict)
     """Checks whose champion figure is recorded, not measured: a champion refitted on all rows
-    learnt its original test rows, so its tested model's test score stands for it there."""
+    learnt its original test rows, so its tested model's test score stands for it there, against
+    the challenger's tested model (`verdict`'s `tested`) on the same rows."""
 
     def verdict(
         self,
         challenger: BaseEstimator,
         classes: Sequence[object] | None,
         decision: Decision = (None, 1),
+        tested: BaseEstimator | None = None,
     ) -> GateVerdict:
         """Judge `challenger`, its classes decided by its own `decision` (threshold, positive
-        column; the champion's by `champion_decision`); `classes` are its manifest's."""
+        column; the champion's by `champion_decision`); `classes` are its manifest's. On the
+        `recorded` checks the challenger is judged by `tested`, its model before a refit on all
+        rows (None: `challenger` itself is the tested model); with no tested model there (an
+        incremental update, which learnt what the champion learnt) both published models are
+        measured."""
         judge = metric_contract.get(self.metric)
         checks: dict[str, GateCheck] = {}
         champ_d = self.champion_decision
         for label, rows in self.checks.items():
-            if label in self.recorded:
-                champ_s = self.recorded[label]
-            else:
-                champ_s = evaluate.score_model(self.champion, rows.x, rows.y, self.task, *champ_d)[
-                    self.metric
-                ]
-            chall_s = evaluate.score_model(challenger, rows.x, rows.y, self.task, *decision)[
-                self.metric
-            ]
+            recorded = label in self.recorded and tested is not None
+            champ_s = (
+                self.recorded[label] if recorded else self._score(self.champion, rows, champ_d)
+            )
+            chall_s = self._score(tested if recorded else challenger, rows, decision)
             worse_by = judge.worse_by(champ_s, chall_s)
             checks[label] = {
                 "champion": champ_s,
@@ -104,9 +110,18 @@ class Gate:
                 "worse_by": worse_by,
                 "passed": bool(worse_by <= self.margin),
             }
-            if label in self.recorded:
+            if recorded:
                 checks[label]["champion_from"] = (
                     "its manifest's metrics.test: the tested model, before its refit on all rows"
+                )
+                checks[label]["challenger_from"] = (
+                    "its tested model, before its refit on all rows (which learnt these rows, "
+                    "as the champion's did)"
+                )
+            elif label in self.recorded:
+                checks[label]["note"] = (
+                    "both models learnt these rows (the champion by its refit on all rows, the "
+                    "challenger from it): both published models measured"
                 )
         fair = self._fairness(challenger, classes, decision)
         passed = all(c["passed"] for c in checks.values()) and fair.get("passed", True)
@@ -119,6 +134,10 @@ class Gate:
             "fairness": fair,
             "data_quality": "passed (the run would have failed otherwise)",
         }
+
+    def _score(self, model: BaseEstimator | None, rows: Rows, decision: Decision) -> float:
+        scores = evaluate.score_model(model, rows.x, rows.y, self.task, *decision)
+        return scores[self.metric]
 
     def _fairness(
         self, challenger: BaseEstimator, classes: Sequence[object] | None, decision: Decision

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from core.registry import ManifestDraft, ReferenceSample, Refit, Registry
+from core.registry import ManifestDraft, ReferenceSample, Refit, Registry, RowFingerprints
 from training import ensemble, fingerprints, mitigation, publishing, refit, threshold
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
@@ -55,6 +55,9 @@ class Candidate:
     manifest: ManifestDraft
     champion: Champion | None
     rows: RowPrints  # the row fingerprints of its train, validation and test rows
+    tested: Pipeline | None = None
+    """The tested model (fitted on train + validation; metrics.test are its figures) when `model`
+    is its refit on all rows; None when `model` is the tested model."""
 
     def release(self) -> Release:
         reports = partial(save_reports, prepared=self.prepared, assessment=self.assessment)
@@ -73,11 +76,13 @@ def train_candidate(
     select: Select = search,
     prepared: Prepared | None = None,
     started: float | None = None,
+    refit_extra: refit.ExtraRows | None = None,
 ) -> Candidate:
     """Prepare (unless `prepared` is given; a source's search on its sample first), search
     (`select`), fit and calibrate, evaluate, build the manifest: everything but publishing; the
-    run's budget counts from `started` (default: now, on time.monotonic). Raises TrainingError;
-    writes nothing."""
+    run's budget counts from `started` (default: now, on time.monotonic); a refit on all rows
+    also learns `refit_extra`'s rows (recorded as the fingerprints' `refit` split). Raises
+    TrainingError; writes nothing."""
     started = time.monotonic() if started is None else started
     selection = None
     if prepared is None:  # a source: search on its sample, then read every row (docs/scaling.md)
@@ -133,10 +138,15 @@ def train_candidate(
     manifest.reference.predicted_by = "tested model"
     if mitigated is None:  # a mitigated model's copies would be fitted without its mitigation
         _add_baseline(manifest.reference, prepared, fitted, chosen, say)
-    model, refitted = refit.all_rows(prepared, fitted, say)
+    model, refitted = refit.all_rows(prepared, fitted, say, refit_extra)
     manifest.model.refit = Refit.model_validate(refitted)
+    if refitted["all_rows"] and refit_extra is not None:
+        rows = fingerprints.with_rows(rows, refit_extra.raw, fingerprints.REFIT)
+        if manifest.data is not None:
+            manifest.data.row_fingerprints = RowFingerprints.model_validate(rows.record())
     manifest.training_seconds = round(time.monotonic() - started, 1)
-    return Candidate(prepared, assessment, model, reference, manifest, champion, rows)
+    tested = fitted.model if refitted["all_rows"] else None
+    return Candidate(prepared, assessment, model, reference, manifest, champion, rows, tested)
 
 
 def _add_baseline(

@@ -24,14 +24,18 @@ from training.errors import TrainingError
 from training.train import run_training
 
 # A search budget no machine hits: both trials always run, so the champion (and what its
-# incremental update learns) does not depend on the machine's load. The tested models are published
-# (publish.refit_all false): a champion refitted on all of January to April learnt April, its test
-# rows, which the challenger leaves out to be judged on them, and scores 0.712 on the July/August
-# window against 0.667 as tested (the challenger 0.684-0.691): these tests are about the retraining
-# loop; the refitted champion's gate is in tests/matrix/test_every_shape.py.
+# incremental update learns) does not depend on the machine's load. The champion is published
+# refitted on all of January to April (publish.refit_all, the default), so it learnt April, its
+# test rows: the challenger's refit learns them too (its tested model never does), else it is
+# judged on the window against a champion that learnt the newest months it was denied. The window
+# is June/July: on July/August a refitted champion scores 0.712 on the newest 1,800 rows and a
+# challenger that learnt 4,200 July/August rows as well 0.695 (retraining does not help there).
 FAST = {"models": ["hgb"], "search": {"method": "random", "trials": 2, "budget_seconds": 3600,
         "max_rows": 5000}, "split": {"cv_folds": 2}, "reference_rows": 500,
-        "calibration": "none", "publish": {"refit_all": False}}  # fmt: skip
+        "calibration": "none"}  # fmt: skip
+
+
+WINDOW = [6, 7]  # the months logged after the champion's publication
 
 
 def train_champion(root: Path, family: str) -> Path:
@@ -77,12 +81,12 @@ def log_later_months(root: Path, store: PredictionStore, months: list[int], n: i
 
 
 def logged(champion: Path, folder: Path) -> Path:
-    """`folder` with a copy of the champion's registry and a log of 6,000 labelled July/August
+    """`folder` with a copy of the champion's registry and a log of 6,000 labelled June/July
     flights (log.db): made once per champion, copied by each test."""
     shutil.copytree(champion / "registry", folder / "registry")
     store = PredictionStore(f"sqlite:///{folder}/log.db")
     store.create_schema()
-    log_later_months(champion, store, [7, 8], 6000)
+    log_later_months(champion, store, WINDOW, 6000)
     store.dispose()  # the WAL is checkpointed into log.db: one file to copy
     return folder
 
@@ -125,6 +129,15 @@ def test_retrain_on_later_months_beats_the_old_version_and_is_promoted(
     recent = gate["checks"]["recent_window"]
     assert recent["challenger"] > recent["champion"]
     assert gate["passed"] and result.promoted_to == "production"
+    # the champion learnt its test rows (April) by its refit on all rows: the challenger's refit
+    # learnt them too, and on them the two tested models are compared, neither having learnt them
+    refit, rows = result.manifest["model"]["refit"], result.manifest["data"]["row_fingerprints"]
+    assert registry.raw_manifest("flights", 1)["model"]["refit"]["all_rows"] is True
+    assert refit["all_rows"] and refit["extra_rows"] == rows["rows"]["refit"] == 1600
+    assert refit["rows"] == sum(rows["rows"].values())
+    original = gate["checks"]["original_test"]
+    assert original["rows"] == 1600 and "tested model" in original["challenger_from"]
+    assert original["champion"] == registry.raw_manifest("flights", 1)["metrics"]["test"]["roc_auc"]
     assert registry.resolve("flights") == result.version == 2
     lineage = registry.raw_manifest("flights", 2)["lineage"]
     assert lineage["parent_version"] == 1
@@ -197,16 +210,22 @@ def test_incremental_update_learns_from_the_window_only(
     assert m["model"]["incremental_update"]["rows"] == 4200
     assert "recent_window" in m["gate"]["checks"] and "original_test" in m["gate"]["checks"]
     assert result.verdict == m["gate"]
+    # the champion's refit learnt its test rows and the update starts from it: both published
+    # models are measured there, never the champion's tested score against a model that learnt them
+    original, parent = m["gate"]["checks"]["original_test"], registry.raw_manifest("flights", 1)
+    assert parent["model"]["refit"]["all_rows"] is True
+    assert "champion_from" not in original and "both models learnt" in original["note"]
+    assert original["champion"] != parent["metrics"]["test"][m["objective"]["metric"]]
     assert result.promoted_to == ("production" if result.verdict["passed"] else None)
     assert m["objective"]["test_score"] == m["metrics"]["test"][m["objective"]["metric"]]
     assert m["plots"] == [] and "model_card.md" in m["files"]
     assert result.version == 2 and registry.manifest("flights", 2).version == 2
     new = LoadedModel.load(registry, "flights", 2)  # hashes match, it loads and warms up
     old = LoadedModel.load(registry, "flights", 1)
-    # It learnt from the later months (summer has more delays): on July/August flights its
+    # It learnt from the later months (summer has more delays): on June/July flights its
     # probabilities score better than the old version's (log loss; an update that overshoots, as
     # the SGD update at the fit's own late step did, scores worse: 0.623 -> 0.725).
-    later = load_flights([7, 8]).sample(2000, random_state=5)
+    later = load_flights(WINDOW).sample(2000, random_state=5)
     rows = later[FEATURES].astype(object).where(later[FEATURES].notna(), None)
     cols = {k: rows[k].tolist() for k in FEATURES}
     truth = later[TARGET].to_numpy()

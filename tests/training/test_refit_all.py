@@ -11,7 +11,10 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
 
 from core.registry import PROBA_PREFIX, Manifest, Registry
 from tests.conftest import fast_config
@@ -129,7 +132,18 @@ def test_the_gate_takes_a_recorded_champion_score_where_the_champion_saw_the_row
         groups=pd.DataFrame(index=x.index),
         recorded={"original_test": 0.5},
     )
-    verdict = gate.verdict(champion, ["0", "1"])
+    # the challenger's tested model (one feature: it scores below its refit) stands for it where
+    # the champion's tested score does; its published model everywhere else
+    one = ColumnTransformer([("c", "passthrough", ["c"])])
+    tested = make_pipeline(one, LogisticRegression()).fit(x, y)
+    verdict = gate.verdict(champion, ["0", "1"], tested=tested)
     test, recent = verdict["checks"]["original_test"], verdict["checks"]["recent_window"]
     assert test["champion"] == 0.5 and "before its refit on all rows" in test["champion_from"]
+    assert test["challenger"] == pytest.approx(roc_auc_score(y, tested.predict_proba(x)[:, 1]))
+    assert test["challenger"] < recent["challenger"] and "tested model" in test["challenger_from"]
     assert recent["champion"] == recent["challenger"] > 0.5 and "champion_from" not in recent
+    # no tested model (an incremental update, which learnt what the champion learnt): both
+    # published models are measured there
+    both = gate.verdict(champion, ["0", "1"])["checks"]["original_test"]
+    assert both["champion"] == both["challenger"] == recent["champion"]
+    assert "champion_from" not in both and "both models learnt" in both["note"]
