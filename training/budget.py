@@ -11,20 +11,35 @@ from training import fresh, noise
 from training.growing import GROW_FACTOR, finalists
 from training.search import FamilyResult, FamilySearch
 
+REFITTABLE_MITIGATIONS = ("none", "reweight")
+"""Mitigations a refit repeats as they were fitted (reweight: weights over every row). The
+others are published as tested: postprocess fits its per-group thresholds on the validation rows
+(on all rows they would be fitted on rows the model learnt), and resample, reductions and
+adversarial refit their own way."""
+
 RESERVE_FITS = 12
-"""Fits of each family's chosen configuration the steps after the search make: calibration
-(the plain fit and two calibrated ones of three folds: 7 on the training rows), the final fit and
-a refit on every row (calibrated: 3 each, on more rows: counted on every row). An ensemble's
-members are each counted as many times."""
+"""The most fits of each family's chosen configuration the steps after the search make, counted
+on every row (`chosen_fits` counts them by the configuration; this is its bound)."""
+CALIBRATED_FIT = 2.0
+"""A calibrated fit (CalibratedClassifierCV, three folds) in fits on its rows: three fits on
+two thirds of them."""
 AFTER_BASE_SECONDS = 1.0
 """Seconds the steps after the search take whatever the rows (the model card, reports, writing
 the version), at the calibration speed (`bench/budget.py`: breast cancer, diabetes and wine runs
 with their test rows x features, fitted by least squares)."""
-AFTER_CELL_SECONDS = 1.5e-3
-"""Seconds per test row and feature of the steps after the search that predict rather than fit:
-permutation importance (five passes per feature over the test rows), contributions, their plots,
-slices, the reference sample; at the calibration speed, from the same runs (breast cancer: 114 x
-30 cells, about 5.3 s besides fits; diabetes 89 x 10, 1.6 s; wine 36 x 13, 2.6 s)."""
+AFTER_FEATURE_SECONDS = 0.12
+"""Seconds per feature of the steps after the search that predict rather than fit, at the
+calibration speed: permutation importance (five passes per feature), contributions, their plots,
+slices, the reference sample cost per pass over the test rows about as much whatever their
+number (hundreds to a few thousand: a pass is mostly the pipeline's own overhead). Breast cancer
+(114 test rows x 30 features) about 5.3 s besides fits, diabetes (89 x 10) 1.6 s, wine (36 x 13)
+2.6 s; digits (360 x 64) about 5.8 s with a linear model, flights (1,200 x 16) 2 s: per cell the
+last two were a sixth and a tenth of the first three's figure."""
+AFTER_CELL_SECONDS = 1.5e-4
+"""Seconds per test row (at most IMPORTANCE_ROWS) and feature besides AFTER_FEATURE_SECONDS: the
+part of a pass that grows with the rows (a tree ensemble's or a multi-class model's predictions)."""
+IMPORTANCE_ROWS = 2000
+"""The most test rows permutation importance passes over (training/evaluate.py `importance`)."""
 CALIBRATION_SECONDS = 0.04
 """What `calibrate`'s workload took when AFTER_* were measured (2 cores, load ~6, nice 19)."""
 
@@ -55,10 +70,27 @@ def calibrate() -> float:
     return max(1.0, min(_workload() for _ in range(2)) / CALIBRATION_SECONDS)
 
 
-def after_seconds(cells: int, speed: float) -> float:
-    """Seconds the steps after the search need besides fits, for `cells` test rows x features,
-    at `speed` (calibrate's figure)."""
-    return speed * (AFTER_BASE_SECONDS + AFTER_CELL_SECONDS * cells)
+def after_seconds(rows: int, features: int, speed: float) -> float:
+    """Seconds the steps after the search need besides fits, for `rows` test rows of `features`
+    features, at `speed` (calibrate's figure)."""
+    cells = min(rows, IMPORTANCE_ROWS) * features
+    return speed * (
+        AFTER_BASE_SECONDS + AFTER_FEATURE_SECONDS * features + AFTER_CELL_SECONDS * cells
+    )
+
+
+def chosen_fits(
+    *, calibration: str, classification: bool, fit_share: float, train_share: float, refit: bool
+) -> float:
+    """Fits of the chosen configuration after the search, in fits on every row
+    (training/fitting.py): on the training rows (`train_share` of every row) the plain fit and one
+    calibrated fit per calibration tried (`calibration` auto: sigmoid and isotonic; a classifier
+    only), the final fit on train + validation (`fit_share`) and the refit on every row
+    (`refit`), both calibrated when a calibration may be kept (at most RESERVE_FITS)."""
+    tried = {"auto": 2, "none": 0}.get(calibration, 1) if classification else 0
+    each = CALIBRATED_FIT if tried else 1.0
+    fits = (1 + tried * CALIBRATED_FIT) * train_share + each * fit_share + each * refit
+    return min(float(RESERVE_FITS), fits)
 
 
 def fit_seconds(result: FamilyResult, folds: int, rows: int) -> float:
@@ -72,11 +104,12 @@ def fit_seconds(result: FamilyResult, folds: int, rows: int) -> float:
     return best.seconds / folds * rows / fold_rows
 
 
-def baseline_fits(folds: int) -> int:
-    """Fits the realised-performance baseline's copies take (publish.baseline_folds): each copy
-    of the tested configuration on (folds - 1) / folds of the rows, calibrated (three fits), so
-    about 3 * (folds - 1) fits on every row; none without a baseline."""
-    return 3 * (folds - 1) if folds >= 2 else 0
+def baseline_fits(folds: int, each: float = 3.0, fit_share: float = 1.0) -> float:
+    """Fits the realised-performance baseline's copies take (publish.baseline_folds), in fits on
+    every row: each copy of the tested configuration on (folds - 1) / folds of the train and
+    validation rows (`fit_share` of every row), `each` fits a copy (a calibrated one:
+    CALIBRATED_FIT); none without a baseline."""
+    return each * (folds - 1) * fit_share if folds >= 2 else 0.0
 
 
 def baseline_copies(
@@ -91,6 +124,20 @@ def baseline_copies(
     return folds
 
 
+MITIGATION_FITS = {"none": 0, "reweight": 1, "resample": 1, "postprocess": 1, "reductions": 51}
+"""Fits of the chosen configuration `fairness.mitigation` makes (training/mitigation.py), on
+train + validation: reweight the unmitigated model it is compared with, resample the model on the
+resampled rows, postprocess the model on the training rows (when the fit left none), reductions
+ExponentiatedGradient's (at most max_iter 50, and the final one). adversarial fits a network of
+its own, not the chosen configuration: 0 (not foreseen)."""
+
+
+def mitigation_fits(method: str) -> int:
+    """Fits of the chosen configuration the fairness mitigation `method` makes (MITIGATION_FITS;
+    an unknown method none)."""
+    return MITIGATION_FITS.get(method, 0)
+
+
 def reserve_seconds(
     results: Sequence[FamilyResult],
     *,
@@ -99,18 +146,24 @@ def reserve_seconds(
     members: int,
     after: float,
     baseline_folds: int = 0,
+    mitigation: int = 0,
+    fits: float = RESERVE_FITS,
+    copy_fits: float = 3.0,
 ) -> float:
-    """Seconds the steps after the search need: RESERVE_FITS fits (and the baseline's,
-    `baseline_fits`) on `rows` rows of each of the best `members` families (the chosen one and
-    an ensemble's other members), plus `after` (what fits nothing: after_seconds), plus the
-    re-scoring of each family's top and default on fresh folds (training.fresh: their trials'
-    measured seconds)."""
+    """Seconds the steps after the search need: `fits` fits (`chosen_fits`) and the baseline's
+    copies (`baseline_fits` of `baseline_folds` copies of `copy_fits` fits each) on `rows` rows
+    of each of the best `members` families (the chosen one and an ensemble's other members),
+    `mitigation` fits of the best (`mitigation_fits`), plus `after` (what fits nothing:
+    after_seconds), plus the re-scoring of each family's top and default on fresh folds
+    (training.fresh: their trials' measured seconds)."""
     ranked = sorted(
         (r for r in results if r.best is not None),
         key=lambda r: -r.best.score,  # type: ignore[union-attr]
     )
-    fits = sum(fit_seconds(r, folds, rows) for r in ranked[:members])
-    return (RESERVE_FITS + baseline_fits(baseline_folds)) * fits + after + fresh.seconds(results)
+    one = sum(fit_seconds(r, folds, rows) for r in ranked[:members])
+    mitigated = mitigation * fit_seconds(ranked[0], folds, rows) if ranked else 0.0
+    each = fits + baseline_fits(baseline_folds, copy_fits)
+    return each * one + mitigated + after + fresh.seconds(results)
 
 
 def grow_seconds(results: Sequence[FamilyResult], per_family: int) -> float:

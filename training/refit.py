@@ -14,14 +14,9 @@ from sklearn.pipeline import Pipeline
 
 from core import labels
 from training import data, fairness
+from training.budget import REFITTABLE_MITIGATIONS
 from training.fitting import Fitted, fit_rows
 from training.prepare import Prepared, Progress
-
-REFITTABLE_MITIGATIONS = ("none", "reweight")
-"""Mitigations a refit repeats as they were fitted (reweight: weights over every row). The
-others are published as tested: postprocess fits its per-group thresholds on the validation rows
-(on all rows they would be fitted on rows the model learnt), and resample, reductions and
-adversarial refit their own way."""
 
 
 @dataclass(frozen=True)

@@ -172,9 +172,12 @@ class _SearchRun:
             deadline = (started if started is not None else clock()) + given
         else:  # the search's own bound, from now
             deadline = clock() + UNBUDGETED_SECONDS
-        cells = len(splits.x_test) * len(prepared.features)
         speed = budget.calibrate() if given else 1.0
-        after = budget.after_seconds(cells, speed) if given else 0.0
+        after = (
+            budget.after_seconds(len(splits.x_test), len(prepared.features), speed)
+            if given
+            else 0.0
+        )
         grows = grow_rows and config.search.grow_rows and start < total
         return cls(prepared, say, clock, start, cv, folds, size, scoring, families, skipped,
                    deadline, given, grows, speed, after)  # fmt: skip
@@ -194,7 +197,8 @@ class _SearchRun:
 
     def reserve(self) -> float:
         """What the steps after the search need (budgeted runs), from the trials so far; the
-        baseline's copies only when they will be fitted (`budget.baseline_copies`)."""
+        baseline's copies only when they will be fitted (`budget.baseline_copies`), and the
+        fairness mitigation's fits (`budget.mitigation_fits`)."""
         if not self.given:
             return 0.0
         splits = self.prepared.splits
@@ -208,8 +212,22 @@ class _SearchRun:
             mitigated=config.fairness.mitigation != "none",
             ordered=bool(config.time_column),
         )
+        mitigation = config.fairness.mitigation
+        fit_share = (all_rows - len(splits.x_test)) / all_rows
+        classification = self.prepared.task == "classification"
+        fits = budget.chosen_fits(
+            calibration=config.calibration,
+            classification=classification,
+            fit_share=fit_share,
+            train_share=len(splits.x_train) / all_rows,
+            refit=config.publish.refit_all and mitigation in budget.REFITTABLE_MITIGATIONS,
+        )
+        calibrated = classification and config.calibration != "none"
+        copy_fits = (budget.CALIBRATED_FIT if calibrated else 1.0) * fit_share
         return budget.reserve_seconds(done, folds=self.folds, rows=all_rows, members=members,
-                                      after=self.after, baseline_folds=copies)  # fmt: skip
+                                      after=self.after, baseline_folds=copies,
+                                      mitigation=budget.mitigation_fits(mitigation),
+                                      fits=fits, copy_fits=copy_fits)  # fmt: skip
 
     def end(self) -> float:
         """The search's deadline: the budget less the later steps and growing's first rung."""

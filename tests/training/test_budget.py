@@ -19,6 +19,8 @@ from training.budget import (
     baseline_copies,
     baseline_fits,
     calibrate,
+    chosen_fits,
+    mitigation_fits,
     reserve_seconds,
     rungs_for,
     spend,
@@ -176,10 +178,45 @@ def test_the_reserve_keeps_back_the_baselines_copies() -> None:
     assert baseline_fits(0) == baseline_fits(1) == 0 and baseline_fits(2) == 3
 
 
-def test_what_fits_nothing_grows_with_test_cells_and_the_machines_slowdown() -> None:
-    assert after_seconds(10_000, 2.0) == pytest.approx(2 * after_seconds(10_000, 1.0))
-    assert after_seconds(20_000, 1.0) > after_seconds(10_000, 1.0) > after_seconds(0, 1.0) > 0
+def test_what_fits_nothing_grows_with_features_and_test_rows_and_the_machines_slowdown() -> None:
+    assert after_seconds(500, 20, 2.0) == pytest.approx(2 * after_seconds(500, 20, 1.0))
+    assert after_seconds(500, 40, 1.0) > after_seconds(500, 20, 1.0) > after_seconds(0, 0, 1.0) > 0
+    assert after_seconds(1000, 20, 1.0) > after_seconds(500, 20, 1.0)
+    # a pass over the test rows costs mostly its overhead: per feature, not per cell (digits'
+    # 360 x 64 and the mitigation test's flights 1,200 x 16 were reserved 35 and 30 s at 1.5 ms a
+    # cell where their steps took about 6 and 2 s), and permutation importance passes over at
+    # most 2,000 rows
+    assert after_seconds(360, 64, 1.0) < 15 and after_seconds(1200, 16, 1.0) < 6
+    assert after_seconds(100_000, 16, 1.0) == after_seconds(2000, 16, 1.0)
     assert calibrate() > 0
+
+
+def test_the_fits_after_the_search_are_counted_by_the_configuration() -> None:
+    """On the training rows the plain fit and one calibrated fit (three folds on two thirds:
+    two fits) per calibration tried, then the final fit and the refit, calibrated when a
+    calibration may be kept: a regressor makes a fraction of a classifier's fits."""
+    shares = {"fit_share": 0.8, "train_share": 0.64}
+    regressor = chosen_fits(calibration="auto", classification=False, refit=True, **shares)
+    assert regressor == pytest.approx(0.64 + 0.8 + 1.0)
+    auto = chosen_fits(calibration="auto", classification=True, refit=True, **shares)
+    assert auto == pytest.approx(0.64 * 5 + 2 * 0.8 + 2 * 1.0) and auto < RESERVE_FITS
+    plain = chosen_fits(calibration="none", classification=True, refit=False, **shares)
+    assert plain == pytest.approx(0.64 + 0.8)
+    one = chosen_fits(calibration="sigmoid", classification=True, refit=True, **shares)
+    assert plain < one < auto
+    results = [_result("a", 0.9, 3.0)]
+    counted = reserve_seconds(results, folds=3, rows=1000, members=1, after=0.0, fits=auto)
+    assert counted == pytest.approx(auto * 5.0 + 3.0)  # and the fresh re-scoring
+
+
+def test_the_reserve_keeps_back_the_mitigations_fits() -> None:
+    results = [_result("a", 0.9, 3.0), _result("b", 0.8, 6.0)]
+    plain = reserve_seconds(results, folds=3, rows=1000, members=2, after=0.0)
+    resampled = reserve_seconds(results, folds=3, rows=1000, members=2, after=0.0, mitigation=1)
+    assert resampled - plain == pytest.approx(5.0)  # one fit of the best family on every row
+    assert mitigation_fits("none") == mitigation_fits("adversarial") == 0
+    assert mitigation_fits("resample") == mitigation_fits("reweight") == 1
+    assert mitigation_fits("reductions") == 51
 
 
 # --- search() end to end: the configuration decides the mode --------------------------------
@@ -191,9 +228,15 @@ def _prepared(tmp_path: Path, **search_cfg: Any) -> Any:
     return prepare(cfg, lambda _m: None)
 
 
-def test_search_spends_the_run_budget_on_a_ticking_clock(tmp_path: Path) -> None:
+def test_search_spends_the_run_budget_on_a_ticking_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every look at this clock moves it 0.01 s: the search runs until its end, far past the
-    8 trials a family gets without a budget, and records what it spent."""
+    8 trials a family gets without a budget, and records what it spent (the machine's slowdown
+    taken as 1: the reserve for what fits nothing is then 1.6 s of the 3)."""
+    from training import budget
+
+    monkeypatch.setattr(budget, "calibrate", lambda: 1.0)
     ticks = [0.0]
 
     def clock() -> float:
