@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import r2_score, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
@@ -115,6 +116,17 @@ def _oof_tree(values: np.ndarray, t: np.ndarray, task: str, folds: list[Any], se
     return out
 
 
+def _aucs(pred: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Each column's ROC AUC of `pred` for the 0/1 truth in the same column of `t`, all at once:
+    the Mann-Whitney statistic on average ranks (ties count a half, as in `roc_auc_score`,
+    which costs ~5 ms a call in input checks: 1,280 calls for digits' 64 features, 6 s)."""
+    ranks = np.asarray(rankdata(pred, axis=0), dtype=float)
+    pos = t.sum(axis=0)
+    neg = len(t) - pos
+    aucs: np.ndarray = ((ranks * t).sum(axis=0) - pos * (pos + 1) / 2) / (pos * neg)
+    return aucs
+
+
 def _score(pred: np.ndarray, t: np.ndarray, task: str) -> float:
     """ROC AUC (either direction) for two classes; for more, the lowest of each class's
     one-vs-rest ROC AUC (a leak tells every class apart; an honest strong feature, such as
@@ -122,9 +134,9 @@ def _score(pred: np.ndarray, t: np.ndarray, task: str) -> float:
     if task != "classification":
         return float(r2_score(t[:, 0], pred[:, 0]))
     if t.shape[1] == 2:
-        auc = float(roc_auc_score(t[:, 1], pred[:, 1]))
+        auc = float(_aucs(pred[:, 1:], t[:, 1:])[0])
         return max(auc, 1 - auc)
-    return min(float(roc_auc_score(t[:, j], pred[:, j])) for j in range(t.shape[1]))
+    return float(_aucs(pred, t).min())
 
 
 def _single_feature_score(x: pd.Series, y: pd.Series, task: str, seed: int) -> float:

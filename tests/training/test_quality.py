@@ -206,3 +206,25 @@ def test_honest_strong_features_of_the_packaged_data_sets_are_not_leaks() -> Non
             seed=0,
         )
         assert not report.failures, report.failures
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10])
+def test_the_leakage_checks_auc_is_roc_auc_score_with_ties(classes: int) -> None:
+    """The leakage check scores features with a rank-based AUC (sklearn's costs ~5 ms a call
+    in input checks); it must equal roc_auc_score, ties (a shallow tree's few distinct
+    outputs) counted a half."""
+    from sklearn.metrics import roc_auc_score
+
+    from training.quality import _aucs, _score
+
+    rng = np.random.default_rng(classes)
+    labels = rng.integers(0, classes, size=400)
+    t = np.eye(classes)[labels]
+    pred = np.round(rng.random((400, classes)) + 0.3 * t, 1)  # few distinct values: ties
+    want = [roc_auc_score(t[:, j], pred[:, j]) for j in range(classes)]
+    np.testing.assert_allclose(_aucs(pred, t), want, rtol=0, atol=1e-12)
+    if classes == 2:
+        assert _score(pred, t, "classification") == pytest.approx(max(want[1], 1 - want[1]))
+        assert _score(1 - pred, t, "classification") == pytest.approx(max(want[1], 1 - want[1]))
+    else:
+        assert _score(pred, t, "classification") == pytest.approx(min(want))
