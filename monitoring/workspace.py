@@ -62,14 +62,42 @@ def remote(location: str) -> bool:
 
 def open_workspace(settings: MonitorSettings) -> WorkspaceBase:
     """The configured workspace: a local folder (created), or an Evidently UI by URL."""
-    from evidently.ui.workspace import RemoteWorkspace, Workspace
+    from evidently.ui.workspace import RemoteWorkspace
 
     location = settings.evidently_workspace.strip()
     if remote(location):
         token = settings.evidently_token.get_secret_value() if settings.evidently_token else None
         return RemoteWorkspace(location.rstrip("/"), secret=token)
     Path(location).mkdir(parents=True, exist_ok=True)
-    return Workspace.create(location)
+    return local_workspace(location)
+
+
+def local_workspace(location: str) -> WorkspaceBase:
+    """Evidently's local `Workspace` on `location`, opened without reading its snapshots.
+
+    Evidently 0.7's `Workspace(path)` also builds the datasets API, whose project manager loads
+    the folder whole: it parses every snapshot of every project (about 40 ms of CPU for each of
+    ours, ~480 KB), and a run opens the workspace once. So each run cost more the more runs the
+    workspace held, for every model (a fleet's 50 models every 10 minutes add 7,200 a day), and
+    one corrupt snapshot anywhere failed every model's. A run only needs the folder's project,
+    dashboard and snapshot files, which `Workspace`'s own methods read and write one at a time
+    through `state`: this opens those and builds the rest (datasets, artifacts, prompts,
+    configs: servewatch uses none) only if something asks for it."""
+    from evidently.ui.storage.local.base import LocalState
+    from evidently.ui.workspace import Workspace
+
+    class FileWorkspace(Workspace):
+        def __init__(self, path: str) -> None:  # Workspace.__init__ only on demand (above)
+            self.path = path
+            self.state = LocalState(path)
+
+        def __getattr__(self, name: str) -> Any:
+            if name in {"datasets", "dataset_links", "artifacts", "prompts", "configs"}:
+                Workspace.__init__(self, self.path)
+                return getattr(self, name)
+            raise AttributeError(name)
+
+    return FileWorkspace(location)
 
 
 def write_parts(path: Path, snapshots: Iterable[Any]) -> None:

@@ -305,6 +305,34 @@ def test_servewatch_values_carry_their_metric_type(
     assert removed == 1 and list(ws.list_runs(project.id)) == []
 
 
+def test_a_run_reads_no_other_snapshot_of_the_workspace(
+    msettings: MonitorSettings, store: PredictionStore, tmp_path: Path
+) -> None:
+    """Opening a local workspace reads no snapshot: Evidently's `Workspace(path)` parses every
+    snapshot of every project (its datasets API loads the folder), so each run cost ~40 ms of
+    CPU per snapshot the workspace held, growing without end, and one corrupt snapshot of
+    another model failed every model's. Here another model's project holds a cut-short
+    snapshot: this model's run still saves its own."""
+    from evidently.sdk.models import ProjectModel
+
+    from monitoring.workspace import local_workspace, project_uuid
+
+    location = tmp_path / "ws"
+    other = local_workspace(str(location)).add_project(
+        ProjectModel(id=project_uuid("other"), name="other")
+    )
+    snapshots = location / str(other.id) / "snapshots"
+    snapshots.mkdir(parents=True)
+    (snapshots / "01a2475e-dad1-7e48-b5c6-c378faa5bdad.json").write_text('{"id": "01a24')
+    settings = msettings.model_copy(
+        update={"evidently_workspace": str(location), "monitor_settle_s": 0.0}
+    )
+    log_traffic(store, settings.registry, traffic(300, seed=75), at=time.time() - 60)
+    s = run_monitoring(settings=settings, store=store, model="demo", notifiers=[])
+    assert s["evidently"]["saved"] is True, s["evidently"]
+    assert s["evidently"]["project_id"] == str(project_uuid("demo"))
+
+
 def test_the_dashboard_follows_the_features_without_duplicates_and_keeps_added_panels(
     tmp_path: Path,
 ) -> None:
