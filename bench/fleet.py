@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from bench.against import checkout
 from bench.common import ROOT, load_average, machine, table
 
-SCHEMA = "bench_fleet"
+SCHEMA = f"bench_fleet_{os.getpid()}"
 MODES: dict[str, tuple[str, list[str | None]]] = {
     "one": ("one process (--all)", [None]),
     "two": ("2 shards (--shard 0/2, 1/2)", ["0/2", "1/2"]),
