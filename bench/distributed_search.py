@@ -6,7 +6,10 @@ the RDB storage costs per trial (a real trial, and an empty one, with its SQL st
         [--families linear,tree,hgb]
 
 Trials are the flights demo's (random search, 3 folds on `--rows` rows); the machine's load
-average is printed beside the figures (the 2-worker ratio needs 2 idle cores).
+average is printed beside the figures (the 2-worker ratio needs 2 idle cores). The CPU columns
+do not depend on the load: each worker's own CPU time over its trials, and that of the
+PostgreSQL backends serving the workers' connections (found by their `application_name` in
+`pg_stat_activity`, their CPU read from /proc by a sampling process of its own).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,6 +50,10 @@ def frame(rows: int) -> tuple[pd.DataFrame, pd.Series, FeatureKinds]:
     return x, data[TARGET].astype(str), kinds
 
 
+METHOD = {"method": "random"}
+"""The search method of every measured search (`--method`)."""
+
+
 def family_trials(
     shared: SharedSearch | None, family: str, rows: int, trials: int, scoring: str
 ) -> FamilyResult:
@@ -60,7 +68,7 @@ def family_trials(
 
     args = (family, space, build, x, y)
     options: dict[str, Any] = {
-        "method": "random",
+        "method": METHOD["method"],
         "cv": make_cv("classification", 3, False, 0),
         "scoring": scoring,
         "seed": 0,
@@ -74,14 +82,75 @@ def family_trials(
 
 def worker(url: str, name: str, family: str, rows: int, trials: int, scoring: str) -> None:
     """A second worker process (run by this script with `python -c`): ready (imports and data
-    loaded) before the clock starts, as in a search longer than a process start."""
+    loaded) before the clock starts, as in a search longer than a process start; prints the CPU
+    seconds its trials took."""
     shared = SharedSearch(StudySpec(name, url), 1, "work")
     frame(rows)
     print("ready", flush=True)
     sys.stdin.readline()
+    cpu = time.process_time()
     with shared_cores(2):  # as `train --workers 2` limits each of its workers
         family_trials(shared, family, rows, trials, scoring)
+    print(f"cpu {time.process_time() - cpu}", flush=True)
     shared.close()
+
+
+def backends(url: str, app: str) -> None:
+    """Run by `timed` in a process of its own (its CPU counted nowhere): every 0.1 s, the CPU
+    seconds of each PostgreSQL backend whose `application_name` is `app`, read from /proc, until
+    stdin closes; then the CPU they used since this started (a backend alive at the start
+    counted from there)."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from bench.common import cpu_seconds
+
+    engine = sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1].split("?")[0])
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    query = sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :app")
+    started = False
+    with engine.connect() as conn:
+        while True:
+            pids = conn.execute(query, {"app": app}).scalars().all()
+            conn.rollback()
+            for pid in pids:
+                try:
+                    last[pid] = cpu_seconds(pid)
+                except OSError:
+                    continue
+                first.setdefault(pid, last[pid] if not started else 0.0)
+            if not started:
+                started = True
+                print("ready", flush=True)
+            if stop.is_set():
+                break
+            time.sleep(0.1)
+    engine.dispose()
+    print(f"{sum(last[p] - first[p] for p in last)} {len(last)}", flush=True)
+
+
+class Backends:
+    """`backends` in a process of its own: `stop()` gives the CPU seconds and the number of
+    PostgreSQL backends seen."""
+
+    def __init__(self, url: str, app: str) -> None:
+        code = f"from bench.distributed_search import backends; backends({url!r}, {app!r})"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout and self.proc.stdout.readline().strip() == "ready"
+
+    def stop(self) -> tuple[float, int]:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.close()
+        cpu, count = self.proc.stdout.readline().split()
+        self.proc.wait()
+        return float(cpu), int(count)
 
 
 def schema_url(url: str) -> tuple[str, Callable[[], None]]:
@@ -119,14 +188,34 @@ def round_trip_ms(url: str, n: int = 200) -> float:
     return statistics.median(times)
 
 
+@dataclass
+class Timed:
+    """One measured search: its seconds and trials, worker 0's SQL statements, the CPU seconds
+    of worker 0, of worker 1 and of the PostgreSQL backends serving them."""
+
+    seconds: float
+    trials: int
+    statements: int
+    cpu_w0: float
+    cpu_w1: float = 0.0
+    cpu_pg: float = 0.0
+    backends: int = 0
+
+    @property
+    def cpu_all(self) -> float:
+        return self.cpu_w0 + self.cpu_w1 + self.cpu_pg
+
+
 def timed(
     kind: str, url: str, family: str, rows: int, trials: int, scoring: str = "roc_auc"
-) -> tuple[float, int, int, float]:
-    """Seconds for the family's trials, trials done, SQL statements sent by this process, and
-    this process's CPU seconds (what the storage costs a worker, whatever the machine's load)."""
+) -> Timed:
+    """The family's trials in memory, from the study with 1 worker or with 2 (`kind`): seconds,
+    trials done, SQL statements sent by worker 0, and the CPU the workers and their PostgreSQL
+    backends used (what the storage costs, whatever the machine's load)."""
     import sqlalchemy as sa
 
     name = f"bench-{uuid.uuid4().hex[:6]}"
+    url = f"{url}&application_name=sw-{name}"
     statements = 0
 
     def count(*_: Any) -> None:
@@ -136,8 +225,8 @@ def timed(
     other = None
     if kind == "2 workers":
         code = (
-            "from bench.distributed_search import worker; "
-            f"worker({url!r}, {name!r}, {family!r}, {rows}, {trials}, {scoring!r})"
+            f"from bench import distributed_search as d; d.METHOD.update({METHOD!r}); "
+            f"d.worker({url!r}, {name!r}, {family!r}, {rows}, {trials}, {scoring!r})"
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         other = subprocess.Popen(
@@ -146,8 +235,10 @@ def timed(
         )  # fmt: skip
         assert other.stdin and other.stdout and other.stdout.readline().strip() == "ready"
     shared = SharedSearch(StudySpec(name, url), 0, "wait")  # once per worker, not per trial
+    pg = Backends(url, f"sw-{name}") if kind != "memory" else None
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
     start, cpu = time.perf_counter(), time.process_time()
+    cpu_w1 = 0.0
     if kind == "memory":
         result = family_trials(None, family, rows, trials, scoring)
     else:
@@ -156,12 +247,76 @@ def timed(
             other.stdin.close()
         with shared_cores(2 if other is not None else 1):
             result = family_trials(shared, family, rows, trials, scoring)
-        if other is not None:
+        if other is not None and other.stdout:
+            cpu_w1 = float(other.stdout.readline().split()[1])
             other.wait()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    shared.close()
     sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
-    return seconds, len(result.trials), statements, cpu
+    cpu_pg, seen = pg.stop() if pg is not None else (0.0, 0)
+    shared.close()
+    return Timed(seconds, len(result.trials), statements, cpu, cpu_w1, cpu_pg, seen)
+
+
+KINDS = ("memory", "1 worker", "2 workers")
+
+
+def measure(
+    url: str, family: str, rows: int, trials: int, rounds: int, scoring: str = "roc_auc"
+) -> dict[str, Timed]:
+    """Each kind `rounds` times, alternating their order round to round; per kind the round of
+    median CPU per trial (workers and backends)."""
+    runs: dict[str, list[Timed]] = {k: [] for k in KINDS}
+    for r in range(rounds):
+        for kind in KINDS if r % 2 == 0 else KINDS[::-1]:
+            family_trials(None, family, rows, 1, scoring)  # warm caches
+            runs[kind].append(timed(kind, url, family, rows, trials, scoring))
+    return {k: sorted(v, key=lambda t: t.cpu_all / t.trials)[len(v) // 2] for k, v in runs.items()}
+
+
+def family_rows(family: str, got: dict[str, Timed]) -> list[list[Any]]:
+    """The table's rows of one family."""
+    mem = got["memory"]
+    per = {k: t.seconds / t.trials for k, t in got.items()}
+    out = []
+    for kind, t in got.items():
+        study = kind != "memory"
+        out.append(
+            [
+                family,
+                kind,
+                t.trials,
+                f"{t.seconds:.1f}",
+                f"{60 * t.trials / t.seconds:.1f}",
+                f"{per['memory'] / per[kind]:.2f}x",
+                f"{per['1 worker'] / per[kind]:.2f}x" if study else "-",
+                f"{t.cpu_w0 / t.trials:.3f}",
+                f"{t.cpu_all / t.trials:.3f}",
+                f"{1000 * t.cpu_pg / t.trials:.1f}" if study else "-",
+                f"{t.cpu_all / t.trials / (mem.cpu_all / mem.trials) - 1:+.1%}"
+                if kind == "1 worker"
+                else "-",
+                f"{t.statements / t.trials:.0f}" if study else "-",
+                load_average().split(",")[0],
+            ]
+        )
+    return out
+
+
+HEADERS = [
+    "family",
+    "study",
+    "trials",
+    "seconds",
+    "trials/min",
+    "vs memory",
+    "vs 1 worker",
+    "CPU s/trial (w0)",
+    "CPU s/trial (all)",
+    "PG CPU ms/trial",
+    "CPU overhead (all)",
+    "SQL/trial (w0)",
+    "load 1m",
+]
 
 
 def main() -> None:
@@ -170,7 +325,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8000)
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--families", default="linear,tree,hgb")
+    ap.add_argument("--rounds", type=int, default=1, help="each measured this often (median)")
+    ap.add_argument("--empty", type=int, default=40, help="near-empty trials (0: none)")
+    ap.add_argument("--method", choices=["random", "bayes"], default="random")
     args = ap.parse_args()
+    METHOD["method"] = args.method
     url, drop = schema_url(args.url)
     print(machine())
     print(f"load average before: {load_average()}")
@@ -179,67 +338,49 @@ def main() -> None:
         rows: list[list[Any]] = []
         speedups: dict[str, float] = {}
         for family in filter(None, args.families.split(",")):
-            times: dict[str, float] = {}
-            cpus: dict[str, float] = {}
-            for kind in ("memory", "1 worker", "2 workers"):
-                family_trials(None, family, args.rows, 1, "roc_auc")  # warm caches
-                seconds, done, sql, cpu = timed(kind, url, family, args.rows, args.trials)
-                times[kind], cpus[kind] = seconds / done, cpu / done
-                rows.append(
-                    [
-                        family,
-                        kind,
-                        done,
-                        f"{seconds:.1f}",
-                        f"{60 * done / seconds:.1f}",
-                        f"{times['memory'] / times[kind]:.2f}x",
-                        f"{times['1 worker'] / times[kind]:.2f}x" if kind != "memory" else "-",
-                        f"{cpus[kind]:.3f}",
-                        f"{cpus[kind] / cpus['memory'] - 1:+.1%}" if kind == "1 worker" else "-",
-                        sql if kind != "memory" else "-",
-                        load_average().split(",")[0],
-                    ]
-                )
-                print(" | ".join(map(str, rows[-1])), flush=True)
-            speedups[family] = times["1 worker"] / times["2 workers"]
-        print(
-            table(
-                [
-                    "family",
-                    "study",
-                    "trials",
-                    "seconds",
-                    "trials/min",
-                    "vs memory",
-                    "vs 1 worker",
-                    "CPU s/trial (w0)",
-                    "CPU overhead",
-                    "SQL (w0)",
-                    "load 1m",
-                ],
-                rows,
-            )  # fmt: skip
-        )
-        mean = float(np.exp(np.mean(np.log(list(speedups.values())))))
-        print(
-            "2 workers against 1 worker (trials per minute): "
-            + ", ".join(f"{f} {v:.2f}x" for f, v in speedups.items())
-            + f"; geometric mean {mean:.2f}x (goal >= 1.7x; needs 2 idle cores)"
-        )
-        # The storage's own cost: an empty trial (a constant scorer on 60 rows, one fold).
-        empty = []
-        for kind in ("memory", "1 worker", "2 workers"):
-            seconds, done, sql, cpu = timed(kind, url, "linear", 60, 40, scoring="neg_log_loss")
-            empty.append([kind, done, f"{1000 * seconds / done:.1f}", f"{1000 * cpu / done:.1f}",
-                          f"{done / seconds:.1f}",
-                          f"{sql / done:.0f}" if kind != "memory" else "-"])  # fmt: skip
-        print("\nnear-empty trials (linear on 60 rows): the storage's cost per trial")
-        print(
-            table(
-                ["study", "trials", "ms/trial", "CPU ms/trial (w0)", "trials/s", "SQL/trial (w0)"],
-                empty,
+            got = measure(url, family, args.rows, args.trials, args.rounds)
+            rows += family_rows(family, got)
+            print(" | ".join(map(str, rows[-1])), flush=True)
+            one, two = got["1 worker"], got["2 workers"]
+            speedups[family] = (one.seconds / one.trials) / (two.seconds / two.trials)
+        print(table(HEADERS, rows))
+        if speedups:
+            mean = float(np.exp(np.mean(np.log(list(speedups.values())))))
+            print(
+                "2 workers against 1 worker (trials per minute): "
+                + ", ".join(f"{f} {v:.2f}x" for f, v in speedups.items())
+                + f"; geometric mean {mean:.2f}x (goal >= 1.7x; needs 2 idle cores)"
             )
-        )
+        if args.empty:  # the storage's own cost: a constant scorer on 60 rows
+            got = measure(url, "linear", 60, args.empty, args.rounds, scoring="neg_log_loss")
+            print("\nnear-empty trials (linear on 60 rows): the storage's cost per trial")
+            print(
+                table(
+                    [
+                        "study",
+                        "trials",
+                        "ms/trial",
+                        "CPU ms/trial (w0)",
+                        "CPU ms/trial (all)",
+                        "PG CPU ms/trial",
+                        "SQL/trial (w0)",
+                        "backends",
+                    ],
+                    [
+                        [
+                            k,
+                            t.trials,
+                            f"{1000 * t.seconds / t.trials:.1f}",
+                            f"{1000 * t.cpu_w0 / t.trials:.1f}",
+                            f"{1000 * t.cpu_all / t.trials:.1f}",
+                            f"{1000 * t.cpu_pg / t.trials:.1f}",
+                            f"{t.statements / t.trials:.0f}" if k != "memory" else "-",
+                            t.backends,
+                        ]
+                        for k, t in got.items()
+                    ],
+                )  # fmt: skip
+            )
         print(f"PostgreSQL round trip (SELECT 1, median): {round_trip_ms(url):.2f} ms")
         print(f"load average after: {load_average()}")
     finally:

@@ -30,10 +30,10 @@ from training.search import (
     FamilyResult,
     FamilySearch,
     FoldReport,
+    Pruned,
     Trial,
     create_study,
     evaluate_trial,
-    pruning_report,
     run_family,
     suggest,
 )
@@ -130,9 +130,10 @@ class SharedSearch:
         )
 
     @contextmanager
-    def _locked(self, key: str, session: bool = False) -> Iterator[None]:
-        """A PostgreSQL advisory lock on `key` in this study's schema: for one transaction, or
-        (session) until the block ends, even when it runs for minutes."""
+    def _locked(self, key: str, session: bool = False) -> Iterator[Any]:
+        """A PostgreSQL advisory lock on `key` in this study's schema: for one transaction (the
+        block gets its connection, inside that transaction), or (session) until the block ends,
+        even when it runs for minutes."""
         import sqlalchemy as sa
 
         args = {"k": f"servewatch-study:{self.spec.name}:{key}"}
@@ -140,13 +141,13 @@ class SharedSearch:
         if not session:
             with self.engine.begin() as conn:
                 conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({lock})"), args)
-                yield
+                yield conn
             return
         with self.engine.connect() as conn:
             conn.execute(sa.text(f"SELECT pg_advisory_lock({lock})"), args)
             conn.commit()
             try:
-                yield
+                yield conn
             finally:
                 conn.execute(sa.text(f"SELECT pg_advisory_unlock({lock})"), args)
                 conn.commit()
@@ -286,6 +287,7 @@ class SharedFamilySearch(FamilySearch):
 
         fixed = self.fixed.get_trials(deepcopy=False)
         tpe = self.tpe.get_trials(deepcopy=False) if self.tpe is not None else []
+        self._tpe_trials = tpe
         self._claimed = len(_claims(fixed, "proposal"))
         self._counts = Counter(
             (t.state, study is tpe)
@@ -357,13 +359,11 @@ class SharedFamilySearch(FamilySearch):
         the family's advisory lock: the claims are read from the storage itself (not Optuna's
         per-process cache) and this one written before the lock is released, so no two trials
         ever hold one claim. None, and the trial is marked stray, when none is left."""
-        with self.shared._locked(f"claim:{self.shared.spec.name}/{self.result.family}"):
-            studies = [s for s in (self.fixed, self.tpe) if s is not None]
-            read = self.shared.storage.get_all_trials
-            taken = [_claims(read(s._study_id, deepcopy=False), k) for s, k in
-                     zip(studies, ("proposal", "slot"), strict=False)]  # fmt: skip
-            mine = len(taken[0]) if key == "proposal" else len(taken[1])
-            left = self.cap is None or sum(map(len, taken)) < self.cap
+        with self.shared._locked(f"claim:{self.shared.spec.name}/{self.result.family}") as conn:
+            tpe = None if self.tpe is None else self.tpe._study_id
+            taken = claims_taken(conn, self.fixed._study_id, tpe)
+            mine = len(taken["proposal"] if key == "proposal" else taken["slot"])
+            left = self.cap is None or sum(map(len, taken.values())) < self.cap
             if left and (key == "slot" or self._at(mine) is not None):
                 trial.set_user_attr(key, mine)
                 return mine
@@ -383,7 +383,31 @@ class SharedFamilySearch(FamilySearch):
     def _tpe_objective(self, trial: Any) -> float:
         if "slot" not in trial.user_attrs and self._claim(trial, "slot") is None:
             raise Stray()
-        return self._run(trial, suggest(trial, self.space), pruning_report(trial), False)
+        return self._run(trial, suggest(trial, self.space), self._pruning(trial), False)
+
+    def _pruning(self, trial: Any) -> FoldReport:
+        """pruning_report's twin on the shared study: each fold's mean is reported to the study
+        (where other workers' pruners compare with it once the trial completes) and judged by
+        the study's pruner against the family's TPE trials completed as last read (`_sync`,
+        just before this trial), instead of `trial.should_prune()`, which reads the study from
+        the storage again at every fold (six statements, and every unfinished trial built).
+        With one worker that is the same judgement; with several, a trial another worker
+        completes meanwhile counts from the next trial on."""
+        from optuna.trial import TrialState
+
+        assert self.tpe is not None
+        done = [t for t in self._tpe_trials if t.state == TrialState.COMPLETE]
+        study = Completed(self.tpe.direction, done)
+        reported: dict[int, float] = {}
+
+        def report(fold: int, mean: float) -> None:
+            trial.report(mean, fold)
+            reported[fold] = float(mean)
+            judged = Reported(fold, dict(reported))
+            if self.tpe is not None and self.tpe.pruner.prune(study, judged):
+                raise Pruned(mean)
+
+        return report
 
     def _run(
         self, trial: Any, params: dict[str, Any], report: FoldReport | None, default: bool
@@ -403,6 +427,50 @@ class SharedFamilySearch(FamilySearch):
         if t.pruned:
             raise optuna.TrialPruned()
         return t.score if np.isfinite(t.score) else -1e12
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What an Optuna pruner reads of a study: its direction and its completed trials."""
+
+    direction: Any
+    trials: list[Any]
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+        return [t for t in self.trials if states is None or t.state in states]
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What an Optuna pruner reads of the trial it judges: its fold means so far."""
+
+    last_step: int
+    intermediate_values: dict[int, float]
+
+
+def claims_taken(conn: Any, fixed: int, tpe: int | None) -> dict[str, set[int]]:
+    """The claims the family's trials hold, read on `conn` (inside the claim's lock): the
+    fixed study's `proposal`s and the TPE study's `slot`s (a retry holds its original's).
+
+    One query on Optuna's own tables (`trials`, `trial_user_attributes`: its RDB schema since
+    Optuna 2) instead of the storage's `get_all_trials`, which builds every trial of both studies
+    with its parameters, values and attributes (six statements, and CPU growing with the
+    trials) for each trial claimed."""
+    import sqlalchemy as sa
+
+    rows = conn.execute(
+        sa.text(
+            "SELECT a.key, a.value_json FROM trial_user_attributes a"
+            " JOIN trials t ON t.trial_id = a.trial_id"
+            " WHERE (t.study_id = :fixed AND a.key = 'proposal')"
+            " OR (t.study_id = :tpe AND a.key = 'slot')"
+        ),
+        {"fixed": fixed, "tpe": -1 if tpe is None else tpe},
+    )
+    taken: dict[str, set[int]] = {"proposal": set(), "slot": set()}
+    for key, value in rows:
+        taken[key].add(int(json.loads(value)))
+    return taken
 
 
 def _claims(trials: list[Any], key: str) -> set[int]:
