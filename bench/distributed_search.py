@@ -110,7 +110,12 @@ def backends(url: str, app: str) -> None:
     first: dict[int, float] = {}
     last: dict[int, float] = {}
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def watch() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
     query = sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :app")
     started = False
     with engine.connect() as conn:

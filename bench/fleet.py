@@ -160,7 +160,8 @@ def main() -> None:
         conn.execute(sa.text(f"CREATE SCHEMA {SCHEMA}"))
     url = f"{args.url}?options=-csearch_path%3D{SCHEMA}"
     tmp = Path(tempfile.mkdtemp(prefix="sw-bench-fleet-"))
-    trees, worktrees = [("this tree", ROOT)], []
+    trees: list[tuple[str, Path]] = [("this tree", ROOT)]
+    worktrees: list[Path] = []
     if args.baseline:
         sha, path = checkout(args.baseline, worktrees)
         trees.append((sha, path))

@@ -86,7 +86,7 @@ def local_workspace(location: str) -> WorkspaceBase:
     from evidently.ui.storage.local.base import LocalState
     from evidently.ui.workspace import Workspace
 
-    class FileWorkspace(Workspace):
+    class FileWorkspace(Workspace):  # type: ignore[misc]  # evidently is untyped here
         def __init__(self, path: str) -> None:  # Workspace.__init__ only on demand (above)
             self.path = path
             self.state = LocalState(path)
