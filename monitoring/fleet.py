@@ -67,11 +67,14 @@ class FleetOutcome:
 @contextmanager
 def model_lock(store: PredictionStore, model: str, lock_dir: Path) -> Iterator[bool]:
     """True while this process holds the model's lock, False when another holds it.
-    PostgreSQL: a session advisory lock (pg_try_advisory_lock on a hash of the name; a dead pod's
-    session ends and frees it); SQLite: an flock on a file per model next to the reports."""
+    PostgreSQL: a session advisory lock (pg_try_advisory_lock on a hash of the schema and the
+    name: advisory locks are the database's, and two deployments in two schemas of one database
+    have models of the same name; a dead pod's session ends and frees it); SQLite: an flock on a
+    file per model next to the reports."""
     if store.engine.dialect.name == "postgresql":
         with store.engine.connect() as conn:
-            key = sa.text("SELECT hashtextextended(:name, 0)").bindparams(name=LOCK_PREFIX + model)
+            key = sa.text("SELECT hashtextextended(current_schema() || ':' || :name, 0)")
+            key = key.bindparams(name=LOCK_PREFIX + model)
             lock_id = conn.execute(key).scalar_one()
             got = bool(
                 conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_id}).scalar()
@@ -104,7 +107,8 @@ def create_schema(store: PredictionStore) -> None:
 
     with store.engine.begin() as conn:
         if store.engine.dialect.name == "postgresql":
-            lock = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")
+            key = "hashtextextended(current_schema() || ':' || :name, 0)"
+            lock = sa.text(f"SELECT pg_advisory_xact_lock({key})")
             conn.execute(lock, {"name": LOCK_PREFIX + "schema"})
         monitoring_tables.create_all(conn)
         metadata.create_all(conn)

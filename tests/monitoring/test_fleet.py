@@ -119,6 +119,29 @@ def test_a_model_locked_elsewhere_is_left_to_that_run(
     assert run_fleet(settings, store).ran == names
 
 
+def test_a_lock_held_in_another_schema_of_the_database_does_not_block(
+    pg_fleet: tuple[MonitorSettings, PredictionStore, list[str]],
+) -> None:
+    """Advisory locks belong to the database: another deployment in another schema of it, with a
+    model of the same name, holds its own lock, not this one's."""
+    settings, store, names = pg_fleet
+    schema = f"sw_other_{time.time_ns()}"
+    admin = sa.create_engine(store.engine.url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        url = settings.database_url.rsplit("%3D", 1)[0] + f"%3D{schema}"
+        elsewhere = PredictionStore(url)
+        with fleet.model_lock(elsewhere, names[0], settings.monitor_reports_dir / "o") as held:
+            assert held
+            assert sorted(run_fleet(settings, store).ran) == sorted(names)
+        elsewhere.engine.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
 def test_the_lock_on_sqlite_is_a_file_per_model(
     registry_copy: Path, store: PredictionStore, tmp_path: Path
 ) -> None:
