@@ -310,10 +310,8 @@ def project_for(
     once (sharded CronJobs) write the same project, never two."""
     from evidently.sdk.models import ProjectModel
 
-    found = sorted(ws.search_project(model), key=lambda p: str(p.id))
-    if found:
-        project_id = found[0].id
-    else:
+    project_id = _existing_project(ws, model)
+    if project_id is None:
         description = f"servewatch monitoring runs of the model {model}"
         project_id = ws.add_project(
             ProjectModel(id=project_uuid(model), name=model, description=description)
@@ -322,6 +320,30 @@ def project_for(
     if updated is not None:
         ws.save_dashboard(project_id, updated)
     return uuid.UUID(str(project_id))
+
+
+def _existing_project(ws: WorkspaceBase, model: str) -> Any:
+    """The model's project id if it has one: first by its derived id, which reads that project's
+    file alone (a search reads every project's, and another run may be writing one: Evidently
+    writes them in place), then by name for projects made before ids were derived."""
+    own = project_uuid(model)
+    try:
+        if ws.get_project(own) is not None:
+            return own
+    except ValueError:  # its file half-written by a run creating it now: the id is ours
+        return own
+    except Exception:  # noqa: BLE001 - a remote UI answers an unknown id with an error
+        pass
+    for attempt in range(3):
+        try:
+            found = sorted(ws.search_project(model), key=lambda p: str(p.id))
+            return found[0].id if found else None
+        except ValueError as exc:  # another model's project file being written: read again
+            if attempt == 2:
+                log.warning("%s: a project file of the workspace is unreadable (%s)", model, exc)
+            else:
+                time.sleep(0.2)
+    return None
 
 
 def project_uuid(model: str) -> uuid.UUID:

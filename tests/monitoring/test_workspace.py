@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -480,3 +481,24 @@ def test_a_failed_send_releases_its_claim_and_a_dead_runs_claim_is_released_late
     os.utime(dead, (old, old))
     sent = send_pending(ws, project, waiting)
     assert sorted(sent) == ["000000000001", "000000000002"] and list(waiting.iterdir()) == []
+
+
+def test_a_project_file_being_written_by_another_run_fails_no_model(tmp_path: Path) -> None:
+    """Evidently writes a project's file in place, so a run creating one model's project while
+    another model's run looks for its own leaves that run reading half a file. The lookup reads
+    the model's own project by its derived id alone; a new model's project is still made when
+    another's file cannot be read (a legacy project found by name otherwise)."""
+    from evidently.sdk.models import ProjectModel
+
+    from monitoring.workspace import local_workspace, project_for, project_uuid
+
+    location = tmp_path / "ws"
+    ws = local_workspace(str(location))
+    mine = project_for(ws, "mine", ["a"], "roc_auc")
+    legacy = ws.add_project(ProjectModel(id=uuid.uuid4(), name="legacy")).id
+    other = ws.add_project(ProjectModel(id=project_uuid("other"), name="other"))
+    assert project_for(ws, "legacy", ["a"], "roc_auc") == uuid.UUID(str(legacy))
+    (location / str(other.id) / "metadata.json").write_text('{"id": "01a24')  # mid-write
+    assert project_for(ws, "mine", ["a"], "roc_auc") == mine == project_uuid("mine")
+    assert project_for(ws, "new", ["a"], "roc_auc") == project_uuid("new")
+    assert ws.get_project(project_uuid("new")) is not None
