@@ -29,6 +29,9 @@ class GateCheck(TypedDict):
     """Set with `champion_from`: the challenger's figure is its tested model's too."""
     note: NotRequired[str]
     """Set when both models learnt these rows (an incremental update of a refitted champion)."""
+    counts: NotRequired[bool]
+    """False when the check is for information only and does not decide the verdict (with
+    `note`: a score on rows both models learnt)."""
 
 
 class FairnessVerdict(TypedDict, total=False):
@@ -119,12 +122,15 @@ class Gate:
                     "as the champion's did)"
                 )
             elif label in self.recorded:
+                checks[label]["counts"] = False
                 checks[label]["note"] = (
                     "both models learnt these rows (the champion by its refit on all rows, the "
-                    "challenger from it): both published models measured"
+                    "challenger from it): both published models measured, for information only "
+                    "(a score on learnt rows rewards memorising them: it does not decide)"
                 )
         fair = self._fairness(challenger, classes, decision)
-        passed = all(c["passed"] for c in checks.values()) and fair.get("passed", True)
+        deciding = [c for c in checks.values() if c.get("counts", True)]
+        passed = all(c["passed"] for c in deciding) and fair.get("passed", True)
         return {
             "passed": bool(passed),
             "metric": self.metric,

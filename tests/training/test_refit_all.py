@@ -4,6 +4,7 @@ reference sample and the champion comparison stay the tested model's."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 
 from core.registry import PROBA_PREFIX, Manifest, Registry
@@ -147,3 +149,14 @@ def test_the_gate_takes_a_recorded_champion_score_where_the_champion_saw_the_row
     both = gate.verdict(champion, ["0", "1"])["checks"]["original_test"]
     assert both["champion"] == both["challenger"] == recent["champion"]
     assert "champion_from" not in both and "both models learnt" in both["note"]
+    assert both["counts"] is False and "counts" not in recent
+    # for information only: a challenger worse on rows both learnt is not refused for that (it
+    # memorised the recent rows: better there, worse on the others)
+    split = dataclasses.replace(
+        gate,
+        checks={"recent_window": Rows(x[:200], y[:200]), "original_test": Rows(x[200:], y[200:])},
+    )
+    memo = KNeighborsClassifier(n_neighbors=1).fit(x[:200], y[:200])
+    only = split.verdict(memo, ["0", "1"])
+    assert only["checks"]["recent_window"]["passed"]
+    assert not only["checks"]["original_test"]["passed"] and only["passed"]
