@@ -117,14 +117,23 @@ def _learnt_test(parent: Manifest) -> bool:
     return "test" in fingerprints.learned(parent)
 
 
-def _recorded_test(parent: Manifest, metric: str) -> dict[str, float]:
-    """The gate's recorded champion figures: a champion refitted on all rows learnt its original
-    test rows, so its tested model's test score on them is compared there (with the challenger's
-    tested model's)."""
+def _whole_test(prints: RowPrints | None, test_index: pd.Index) -> bool:
+    """Whether the data file holds every one of the parent's test rows (a retrained parent's
+    test split also drew on its log window, which the file lacks)."""
+    return prints is None or len(test_index) >= len(prints.of("test"))
+
+
+def _recorded_test(parent: Manifest, metric: str, *, whole: bool) -> dict[str, Any]:
+    """The gate's recorded champion figures (`Gate.recorded`): a champion refitted on all rows
+    learnt its original test rows, so its tested model's test score on them is compared there
+    (with the challenger's tested model's). Only where the rows found are the ones that score
+    covers (`whole`); otherwise the check is for information only (`Gate.partial`)."""
     tested = parent.metrics.get("test") or {}
     if not _learnt_test(parent) or metric not in tested:
         return {}
-    return {"original_test": float(tested[metric])}
+    if not whole:
+        return {"partial": frozenset({"original_test"})}
+    return {"recorded": {"original_test": float(tested[metric])}}
 
 
 PARENT_TEST_ROWS = "the parent's test rows (its refit on all rows learnt them)"
@@ -256,7 +265,7 @@ def retrain(
         fairness_rows=recent_rows,
         groups=recent[sensitive],
         champion_decision=raw.decided,
-        recorded=_recorded_test(raw, metric),
+        **_recorded_test(raw, metric, whole=_whole_test(prints, test_index)),
     )
     lineage = _lineage(parent, config, original, (test_index, rebuilt), window, len(recent))
     # The recorded config names the original source: a later retrain starts from it again.

@@ -82,6 +82,10 @@ class Gate:
     """Checks whose champion figure is recorded, not measured: a champion refitted on all rows
     learnt its original test rows, so its tested model's test score stands for it there, against
     the challenger's tested model (`verdict`'s `tested`) on the same rows."""
+    partial: frozenset[str] = frozenset()
+    """Checks whose rows are only part of the rows a recorded figure covers (a retrained parent's
+    test rows partly came from its log window, not the data file): both published models are
+    measured there, for information only (the champion learnt those rows by its refit)."""
 
     def verdict(
         self,
@@ -113,7 +117,14 @@ class Gate:
                 "worse_by": worse_by,
                 "passed": bool(worse_by <= self.margin),
             }
-            if recorded:
+            if label in self.partial:
+                checks[label]["counts"] = False
+                checks[label]["note"] = (
+                    "only part of the champion's test rows (the rest came from its log window): "
+                    "both published models measured, for information only (the champion learnt "
+                    "these rows by its refit on all rows)"
+                )
+            elif recorded:
                 checks[label]["champion_from"] = (
                     "its manifest's metrics.test: the tested model, before its refit on all rows"
                 )

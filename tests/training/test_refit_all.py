@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import joblib
@@ -160,3 +161,39 @@ def test_the_gate_takes_a_recorded_champion_score_where_the_champion_saw_the_row
     only = split.verdict(memo, ["0", "1"])
     assert only["checks"]["recent_window"]["passed"]
     assert not only["checks"]["original_test"]["passed"] and only["passed"]
+
+
+def test_a_retrained_parents_test_rows_partly_outside_the_file_decide_nothing() -> None:
+    """A retrained parent's test split drew on its log window too, which the data file lacks:
+    its recorded test score covers rows the gate cannot rebuild, so the champion's figure is not
+    taken as recorded there; both published models are measured, for information only."""
+    from servewatch.retrain import _recorded_test, _whole_test
+
+    frame = noisy(400, 2)
+    x, y = frame[["a", "b", "c"]], frame["y"].astype(str)
+    refit = SimpleNamespace(all_rows=True)
+    parent: Any = SimpleNamespace(
+        model=SimpleNamespace(refit=refit), metrics={"test": {"roc_auc": 0.9}}
+    )
+    prints = SimpleNamespace(of=lambda *_s: np.arange(300))
+    assert _whole_test(prints, pd.RangeIndex(300)) and _whole_test(None, pd.RangeIndex(3))
+    assert not _whole_test(prints, pd.RangeIndex(120))
+    assert _recorded_test(parent, "roc_auc", whole=True) == {"recorded": {"original_test": 0.9}}
+    part = _recorded_test(parent, "roc_auc", whole=False)
+    assert part == {"partial": frozenset({"original_test"})}
+    memo = KNeighborsClassifier(n_neighbors=1).fit(x[:200], y[:200])
+    gate = Gate(
+        champion=LogisticRegression().fit(x, y),
+        task="classification",
+        metric="roc_auc",
+        margin=0.01,
+        fairness_margin=0.05,
+        checks={"recent_window": Rows(x[:200], y[:200]), "original_test": Rows(x[200:], y[200:])},
+        fairness_rows=Rows(x, y),
+        groups=pd.DataFrame(index=x.index),
+        **part,
+    )
+    verdict = gate.verdict(memo, ["0", "1"], tested=memo)
+    test = verdict["checks"]["original_test"]
+    assert test["counts"] is False and "only part" in test["note"] and not test["passed"]
+    assert "champion_from" not in test and verdict["passed"]
