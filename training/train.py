@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from core.registry import ManifestDraft, ReferenceSample, Refit, Registry, RowFingerprints
-from training import ensemble, fingerprints, mitigation, publishing, refit, threshold
+from training import ensemble, fingerprints, mitigation, publishing, refit, shortfall, threshold
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
 from training.fingerprints import RowPrints
@@ -98,8 +98,12 @@ def train_candidate(
     mitigation.check(prepared)
     threshold.check(prepared)
     selection = select(prepared, say, started) if selection is None else selection
-    fitted = fit_and_calibrate(prepared, selection, say)
-    fitted = ensemble.consider(prepared, selection, fitted, say)
+    skipped = {s["step"] for s in shortfall.decide(prepared, selection, started, say)}
+    fitted = fit_and_calibrate(prepared, selection, say, calibrate="calibration" not in skipped)
+    if "ensemble" in skipped:
+        fitted = ensemble.skipped(fitted, "skipped for the budget (model.search.budget)")
+    else:
+        fitted = ensemble.consider(prepared, selection, fitted, say)
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)
     fitted, chosen = threshold.step(prepared, fitted, say)
     assessment = assess(prepared, fitted, selection, say, chosen)
@@ -136,7 +140,8 @@ def train_candidate(
     manifest.reference = ReferenceSample.model_validate(drawn)
     # the reference above is the tested model's; the model published may be its refit on all rows
     manifest.reference.predicted_by = "tested model"
-    if mitigated is None:  # a mitigated model's copies would be fitted without its mitigation
+    # a mitigated model's copies would be fitted without its mitigation
+    if mitigated is None and "baseline" not in skipped:
         _add_baseline(manifest.reference, prepared, fitted, chosen, say)
     model, refitted = refit.all_rows(prepared, fitted, say, refit_extra)
     manifest.model.refit = Refit.model_validate(refitted)
