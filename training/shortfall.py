@@ -89,7 +89,8 @@ def costs(
     calibration = one * (CALIBRATIONS_TRIED * CALIBRATED_FITS * train + (each - 1) * (full + refit))
     members = _members(prepared, results)
     group = sum(by_family.get(f, 0.0) for f in members)
-    others = group - one if members else 0.0
+    # the chosen family's fit on the training rows is reused; the other members are fitted
+    others = sum(by_family.get(f, 0.0) for f in members if f != family)
     stack = config.split.cv_folds * train * group if _stacks(prepared) else 0.0
     ensemble = (
         others * (1 + CALIBRATIONS_TRIED * CALIBRATED_FITS) * train

@@ -144,3 +144,21 @@ def test_the_floor_is_heard_once_before_the_first_trial_past_the_end() -> None:
     # a and b ran within 3 s of search, c's first trial past the end; then every first trial is in
     assert heard == [["c"], []]
     assert all(f.result.trials for f in fams)
+
+
+def test_an_ensemble_without_the_chosen_family_counts_every_member(tmp_path: Path) -> None:
+    """The noise rule may choose a family the ensemble's best-scored members leave out: each
+    member is then fitted (its cost never goes below zero, the step is still dropped)."""
+    from training.prepare import prepare
+
+    cfg = fast_config(
+        data=str(_wine(tmp_path)), target="cultivar", ensemble={"enabled": True, "size": 2},
+        search={"budget_seconds": 60, "max_rows": 1000},
+    )  # fmt: skip
+    prepared = prepare(cfg, lambda _m: None)
+    rows = len(prepared.splits.x_train)
+    results = [_trial("linear", 0.9, 1.0, rows), _trial("tree", 0.85, 1.0, rows),
+               _trial("hgb", 0.8, 50.0, rows)]  # fmt: skip
+    estimate = costs(prepared, results, "hgb", 2, 0.0)
+    assert estimate.optional["ensemble"] > 0
+    assert _steps(plan(estimate.required + 1.0, estimate)) == list(DROP_ORDER)
