@@ -299,37 +299,39 @@ class _SearchRun:
     def below_floor(self, waiting: list[str]) -> None:
         """Say, as soon as it shows, that the budget is below the run's floor: the search's time
         is spent while the families `waiting` have still to run their first trial (which always
-        runs), with the floor's estimate (the seconds spent, the remaining first trials at the
-        median first trial so far, the reserve for the steps after the search); once every
-        first trial has run (`waiting` empty), the floor measured: the seconds spent and what
-        the steps after the search need whatever they drop (training/shortfall.py)."""
+        runs), with the floor's estimate (a lower bound: the seconds spent, the remaining first
+        trials at the median first trial so far, what the steps after the search need whatever
+        they drop: training/shortfall.py); once every first trial has run (`waiting` empty), the
+        floor measured. Nothing is said, or recorded, while the estimate is within the budget."""
         given = self.given or 0.0
         spent = self.clock() - (self.deadline - given)
         results = [f.result for f in self.searches if f.result.best is not None]
-        if not waiting:
+        required = self.after
+        if results:
             best = max(results, key=lambda r: r.best.score)  # type: ignore[union-attr]
-            after = shortfall.costs(self.prepared, results, best.family, self.folds, self.after)
-            self.floor = spent + after.required
-            if self.floor <= given:
-                return
+            estimate = shortfall.costs(self.prepared, results, best.family, self.folds, self.after)
+            required = estimate.required
+        firsts = sorted(r.trials[0].seconds for r in results)
+        median = firsts[len(firsts) // 2] if firsts else 0.0
+        floor = spent + median * len(waiting) + required
+        if floor <= given:
+            return
+        self.floor = floor
+        if not waiting:
             self.say(
                 f"search.budget_seconds {given:g} is below this run's floor: every family's "
                 f"first trial took {spent:.0f}s from the run's start, and the steps after the "
-                f"search need about {after.required:.0f}s whatever they drop (floor about "
-                f"{self.floor:.0f}s); optional steps are skipped for the budget"
+                f"search need about {required:.0f}s whatever they drop (floor about "
+                f"{floor:.0f}s); optional steps are skipped for the budget"
             )
             return
-        firsts = sorted(r.trials[0].seconds for r in results)
-        median = firsts[len(firsts) // 2] if firsts else 0.0
-        self.floor = spent + median * len(waiting) + self.reserve()
         each = f"about {median:.1f}s each" if firsts else "their cost not measured yet"
         self.say(
             f"search.budget_seconds {given:g} is below this run's floor (estimated at least "
-            f"{self.floor:.0f}s: {spent:.0f}s spent, the first trials of {', '.join(waiting)} "
-            f"still to run, {each}, as every family's first trial always "
-            f"runs, and {self.reserve():.0f}s for the steps after the search): the run will "
-            f"end past its budget; give search.budget_seconds {self.floor:.0f} or more, or fewer "
-            "families (models)"
+            f"{floor:.0f}s: {spent:.0f}s spent, the first trials of {', '.join(waiting)} still "
+            f"to run, {each}, as every family's first trial always runs, and {required:.0f}s "
+            "for the steps after the search that always run): the run will end past its "
+            f"budget; give search.budget_seconds {floor:.0f} or more, or fewer families (models)"
         )
 
     def grow(self, results: list[FamilyResult]) -> list[int]:

@@ -97,6 +97,10 @@ def test_the_costs_count_each_member_and_calibration_on_a_multiclass_run(tmp_pat
     # every member counts in the ensemble and the baseline's copies (of the ensemble)
     for step in ("ensemble", "baseline"):
         assert slow.optional[step] > 4 * fast.optional[step] > 0
+    # the assessment of a 2-member ensemble predicts through both: `after` once more
+    slower = costs(prepared, selection(1.0).results, "linear", 2, 5.0)
+    assert slower.optional["ensemble"] == pytest.approx(fast.optional["ensemble"] + 5.0)
+    assert slower.required == pytest.approx(fast.required + 5.0)
     alone = fast_config(**{**cfg.model_dump(), "ensemble": {"enabled": False}})
     single = of(selection(10.0), prepare(alone, lambda _m: None))
     assert single.optional["ensemble"] == 0.0
