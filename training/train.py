@@ -98,12 +98,7 @@ def train_candidate(
     mitigation.check(prepared)
     threshold.check(prepared)
     selection = select(prepared, say, started) if selection is None else selection
-    skipped = {s["step"] for s in shortfall.decide(prepared, selection, started, say)}
-    fitted = fit_and_calibrate(prepared, selection, say, calibrate="calibration" not in skipped)
-    if "ensemble" in skipped:
-        fitted = ensemble.skipped(fitted, "skipped for the budget (model.search.budget)")
-    else:
-        fitted = ensemble.consider(prepared, selection, fitted, say)
+    fitted, skipped = _fit_within(prepared, selection, started, say)
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)
     fitted, chosen = threshold.step(prepared, fitted, say)
     assessment = assess(prepared, fitted, selection, say, chosen)
@@ -152,6 +147,18 @@ def train_candidate(
     manifest.training_seconds = round(time.monotonic() - started, 1)
     tested = fitted.model if refitted["all_rows"] else None
     return Candidate(prepared, assessment, model, reference, manifest, champion, rows, tested)
+
+
+def _fit_within(
+    prepared: Prepared, selection: Selection, started: float, say: Progress
+) -> tuple[Fitted, set[str]]:
+    """Fit, calibrate and consider an ensemble, without the optional steps a budgeted run
+    skips (training/shortfall.py); the fitted model and the steps skipped."""
+    skipped = {s["step"] for s in shortfall.decide(prepared, selection, started, say)}
+    fitted = fit_and_calibrate(prepared, selection, say, calibrate="calibration" not in skipped)
+    if "ensemble" in skipped:
+        return ensemble.skipped(fitted, "skipped for the budget (model.search.budget)"), skipped
+    return ensemble.consider(prepared, selection, fitted, say), skipped
 
 
 def _add_baseline(
