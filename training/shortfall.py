@@ -150,9 +150,52 @@ def decide(
     after = float(spent.get("reserved_besides_fits_seconds") or 0.0)
     left = started + given - clock()
     estimate = costs(prepared, selection.results, selection.family, selection.folds, after)
-    skipped = plan(left, estimate)
+    # the baseline, dropped first, gets what is left last (`keep_baseline`)
+    optional = {k: v for k, v in estimate.optional.items() if k != "baseline"}
+    return _record(spent, plan(left, AfterCosts(estimate.required, optional)), say)
+
+
+def _record(
+    spent: dict[str, Any], skipped: list[dict[str, Any]], say: Progress
+) -> list[dict[str, Any]]:
     for s in skipped:
         about = f"about {s['estimated_seconds']:.0f}s; {s['reason']}"
         say(f"skipped for the budget: {s['step']} ({about})")
-    spent.setdefault("shortfall", {})["skipped"] = skipped
+    spent.setdefault("shortfall", {}).setdefault("skipped", []).extend(skipped)
     return skipped
+
+
+def keep_baseline(
+    prepared: Prepared,
+    selection: Selection,
+    members: Sequence[str],
+    calibrated: bool,
+    started: float,
+    say: Progress,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Whether the realised-performance baseline's copies run: the first optional step dropped,
+    so decided last, on the model as it came out (its `members`: the chosen family or a
+    published ensemble's; `calibrated`: each fit counted as budget.CALIBRATED_FIT) and what is
+    left then, the refit on every row still to pay for. Always without a budget; a skip is said
+    and recorded as `decide`'s."""
+    given = prepared.config.search.budget_seconds
+    spent = selection.spent
+    if not given or spent is None:
+        return True
+    config, splits = prepared.config, prepared.splits
+    n_fit = len(splits.x_train) + len(splits.x_val)
+    rows = n_fit + len(splits.x_test)
+    by_family = {r.family: budget.fit_seconds(r, selection.folds, rows) for r in selection.results}
+    each = budget.CALIBRATED_FIT if calibrated else 1.0
+    one = each * sum(by_family.get(f, 0.0) for f in members)  # a calibrated fit on every row
+    copies = budget.baseline_copies(
+        config.publish.baseline_folds,
+        n_fit,
+        mitigated=config.fairness.mitigation != "none",
+        ordered=bool(config.time_column),
+    )
+    baseline = copies * (copies - 1) / max(copies, 1) * n_fit / rows * one
+    refit = one if config.publish.refit_all else 0.0
+    left = started + given - clock()
+    return not _record(spent, plan(left, AfterCosts(refit, {"baseline": baseline})), say)

@@ -123,7 +123,8 @@ def test_a_budgeted_multiclass_run_below_its_floor_says_so_and_records_what_it_s
     manifest = candidate.manifest.body()
     budget = manifest["model"]["search"]["budget"]
     shortfall = budget["shortfall"]
-    assert _steps(shortfall["skipped"]) == list(DROP_ORDER)
+    # the ensemble and calibration before the fits; the baseline, dropped first, decided last
+    assert _steps(shortfall["skipped"]) == ["ensemble", "calibration", "baseline"]
     assert shortfall["floor_estimate_seconds"] > 0.5
     floor = [m for m in said if "below this run's floor" in m]
     assert len(floor) == 2 and all("search.budget_seconds 0.5" in m for m in floor)
@@ -166,3 +167,36 @@ def test_an_ensemble_without_the_chosen_family_counts_every_member(tmp_path: Pat
     estimate = costs(prepared, results, "hgb", 2, 0.0)
     assert estimate.optional["ensemble"] > 0
     assert _steps(plan(estimate.required + 1.0, estimate)) == list(DROP_ORDER)
+
+
+def test_the_baseline_gets_what_is_left_last_on_an_injected_clock(tmp_path: Path) -> None:
+    """keep_baseline: the copies of the model as it came out (its members, calibrated or not)
+    run when what is left pays for them and the refit; else skipped and recorded."""
+    from training.prepare import prepare
+    from training.selection import Selection
+    from training.shortfall import keep_baseline
+
+    cfg = fast_config(
+        data=str(_wine(tmp_path)), target="cultivar", publish={"refit_all": True},
+        search={"budget_seconds": 60, "max_rows": 1000},
+    )  # fmt: skip
+    prepared = prepare(cfg, lambda _m: None)
+    rows = len(prepared.splits.x_train)
+    results = [_trial("linear", 0.9, 2.0, rows), _trial("hgb", 0.8, 20.0, rows)]
+    best = results[0].best
+    assert best is not None
+    sel = Selection(results=results, family="linear", best=best, skipped=[],
+                    scoring="accuracy", rows=rows, rungs=[rows], folds=2,
+                    size=None, leader="linear", within_noise=(), spent={})  # type: ignore[arg-type]  # fmt: skip
+
+    def keep(members: list[str], now: float) -> bool:
+        return keep_baseline(prepared, sel, members, True, 0.0, lambda _m: None, lambda: now)
+
+    # linear: about 3 s a fit on every row, 6.6 calibrated: 5 copies and the refit about 28 s
+    assert keep(["linear"], 20.0)
+    assert sel.spent == {} or sel.spent["shortfall"]["skipped"] == []
+    assert not keep(["linear", "hgb"], 20.0)  # an ensemble's copies: 11x the fits
+    assert _steps(sel.spent["shortfall"]["skipped"]) == ["baseline"]
+    assert not keep(["linear"], 59.0)  # one second left
+    unbudgeted = Selection(**{**sel.__dict__, "spent": None})
+    assert keep_baseline(prepared, unbudgeted, ["hgb"], True, 0.0, print, lambda: 1e9)
