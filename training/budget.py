@@ -197,6 +197,7 @@ def spend(
     *,
     clock: Callable[[], float] = time.monotonic,
     say: Callable[[str], None] = lambda _m: None,
+    floor: Callable[[list[str]], None] = lambda _f: None,
 ) -> list[list[str]]:
     """Run trials until `end()` (the search's deadline, recomputed before every trial), by
     successive halving over families: a rung of n families gets 1 / (1 + ceil(log2 n)) of what
@@ -204,9 +205,12 @@ def spend(
     before the end (and, after the family's first trial of the rung, in its share); a family's
     first trial always runs. After each rung `survivors` go on; a family at its trial cap or out
     of configurations leaves the race, and when every racing family has, the time goes back to
-    the others. Returns the families of each rung."""
+    the others. The first time a first trial starts past the end, `floor` hears the families
+    whose first trial is still to run (the budget is below the run's floor), and again, with none,
+    once every family has run it. Returns the families of each rung."""
     racing = list(searches)
     rungs: list[list[str]] = []
+    warned = False
     while True:
         active = [s for s in racing if not s.done]
         if not active:
@@ -224,12 +228,17 @@ def spend(
             share_end = clock() + (rung_end - clock()) / (len(active) - i)
             first = True
             while not s.done:
+                if not s.result.trials and clock() >= end() and not warned:
+                    floor([f.result.family for f in searches if not f.result.trials])
+                    warned = True
                 fits = clock() + s.cost <= end()
                 if s.result.trials and not (fits and (first or clock() + s.cost <= share_end)):
                     break
                 s.step()
                 ran, first = ran + 1, False
         rungs.append(names)
+        if warned and len(rungs) == 1:
+            floor([])
         if not ran:
             break
         racing = survivors(active)

@@ -311,6 +311,11 @@ def _final(
     )
 
 
+def skipped(fitted: Fitted, reason: str) -> Fitted:
+    """`fitted` with the ensemble step's record when it did not run (`reason`)."""
+    return _with(fitted, {"published": False, "reason": reason})
+
+
 def selection_params(selection: Selection, family: str) -> dict[str, Any]:
     """The best hyperparameters the search found for `family`."""
     for r in selection.results:

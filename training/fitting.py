@@ -51,10 +51,16 @@ class TrainFit:
 
 
 def fit_on_train(
-    prepared: Prepared, family: str, params: dict[str, Any], size: Any, say: Progress
+    prepared: Prepared,
+    family: str,
+    params: dict[str, Any],
+    size: Any,
+    say: Progress,
+    calibrate: bool = True,
 ) -> TrainFit:
     """Fit a candidate on train and keep the calibration with the lowest validation Brier
-    score (`auto`), as every published model is calibrated."""
+    score (`auto`), as every published model is calibrated; not `calibrate`: no calibration
+    tried (a budgeted run's shortfall, training/shortfall.py)."""
     config, task, splits = prepared.config, prepared.task, prepared.splits
     features = prepared.features
     sens = config.fairness.sensitive
@@ -75,7 +81,7 @@ def fit_on_train(
         if family == "svm" and task == "classification":
             calibration = "sigmoid (built into the svm family)"
             fitted[calibration] = fitted["none"]
-        elif task == "classification" and config.calibration != "none":
+        elif task == "classification" and config.calibration != "none" and calibrate:
             options = (
                 ["sigmoid", "isotonic"] if config.calibration == "auto" else [config.calibration]
             )
@@ -91,13 +97,17 @@ def fit_on_train(
     return TrainFit(fitted[calibration], calibration, pipeline)
 
 
-def fit_and_calibrate(prepared: Prepared, selection: Selection, say: Progress) -> Fitted:
-    """Fit on train, keep the calibration with the lowest validation Brier score (`auto`), then
-    refit on train + validation."""
+def fit_and_calibrate(
+    prepared: Prepared, selection: Selection, say: Progress, calibrate: bool = True
+) -> Fitted:
+    """Fit on train, keep the calibration with the lowest validation Brier score (`auto`; none
+    tried unless `calibrate`), then refit on train + validation."""
     config, task, splits = prepared.config, prepared.task, prepared.splits
     features = prepared.features
     sens = config.fairness.sensitive
-    chosen = fit_on_train(prepared, selection.family, selection.best.params, selection.size, say)
+    chosen = fit_on_train(
+        prepared, selection.family, selection.best.params, selection.size, say, calibrate
+    )
     x_tr, y_tr = splits.x_train[features], splits.y_train
     x_val, y_val = splits.x_val[features], splits.y_val
     val_metrics = evaluate.score_model(chosen.model, x_val, y_val, task)

@@ -199,7 +199,9 @@ def _budget_record(selection: Selection) -> dict[str, Any] | None:
     if selection.spent is None:
         return None
     after = None if selection.ended is None else round(time.monotonic() - selection.ended, 2)
-    return {**selection.spent, "after_search_seconds": after}
+    spent = dict(selection.spent)
+    shortfall = spent.pop("shortfall", None)  # issue 32's later key, kept last
+    return {**spent, "after_search_seconds": after, "shortfall": shortfall}
 
 
 def _noise_record(result: FamilyResult) -> dict[str, Any]:

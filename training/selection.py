@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
 from core import metrics as metric_contract
-from training import budget, data, fairness, fresh, noise
+from training import budget, data, fairness, fresh, noise, shortfall
 from training.candidates import (
     calibrated,
     default_params,
@@ -135,6 +135,7 @@ class _SearchRun:
     after: float  # seconds the steps after the final fits need (budgeted runs)
     searches: list[FamilySearch] = field(default_factory=list)
     builds: dict[str, Callable[[dict[str, Any]], Pipeline]] = field(default_factory=dict)
+    floor: float | None = None  # the floor's estimate, when the budget is below it
 
     @classmethod
     def plan(
@@ -286,13 +287,52 @@ class _SearchRun:
         of the search's own bound; the rungs and the schedule's name."""
         clock = self.clock
         if self.given:
-            return budget.spend(self.searches, self.end, clock=clock, say=self.say), (
-                "halving over families"
+            rungs = budget.spend(
+                self.searches, self.end, clock=clock, say=self.say, floor=self.below_floor
             )
+            return rungs, "halving over families"
         for i, fs in enumerate(self.searches):
             share = clock() + (self.deadline - clock()) / (len(self.searches) - i)
             run_family(fs, share, self.prepared.config.search.halving)
         return [list[str](self.families)], "equal shares"
+
+    def below_floor(self, waiting: list[str]) -> None:
+        """Say, as soon as it shows, that the budget is below the run's floor: the search's time
+        is spent while the families `waiting` have still to run their first trial (which always
+        runs), with the floor's estimate (a lower bound: the seconds spent, the remaining first
+        trials at the median first trial so far, what the steps after the search need whatever
+        they drop: training/shortfall.py); once every first trial has run (`waiting` empty), the
+        floor measured. Nothing is said, or recorded, while the estimate is within the budget."""
+        given = self.given or 0.0
+        spent = self.clock() - (self.deadline - given)
+        results = [f.result for f in self.searches if f.result.best is not None]
+        required = self.after
+        if results:
+            best = max(results, key=lambda r: r.best.score)  # type: ignore[union-attr]
+            estimate = shortfall.costs(self.prepared, results, best.family, self.folds, self.after)
+            required = estimate.required
+        firsts = sorted(r.trials[0].seconds for r in results)
+        median = firsts[len(firsts) // 2] if firsts else 0.0
+        floor = spent + median * len(waiting) + required
+        if floor <= given:
+            return
+        self.floor = floor
+        if not waiting:
+            self.say(
+                f"search.budget_seconds {given:g} is below this run's floor: every family's "
+                f"first trial took {spent:.0f}s from the run's start, and the steps after the "
+                f"search need about {required:.0f}s whatever they drop (floor about "
+                f"{floor:.0f}s); optional steps are skipped for the budget"
+            )
+            return
+        each = f"about {median:.1f}s each" if firsts else "their cost not measured yet"
+        self.say(
+            f"search.budget_seconds {given:g} is below this run's floor (estimated at least "
+            f"{floor:.0f}s: {spent:.0f}s spent, the first trials of {', '.join(waiting)} still "
+            f"to run, {each}, as every family's first trial always runs, and {required:.0f}s "
+            "for the steps after the search that always run): the run will end past its "
+            f"budget; give search.budget_seconds {floor:.0f} or more, or fewer families (models)"
+        )
 
     def grow(self, results: list[FamilyResult]) -> list[int]:
         """The finalists re-scored on more rows (search.grow_rows); the rows of each rung."""
@@ -347,6 +387,13 @@ class _SearchRun:
             "fresh_folds_seed": config.seed + fresh.SEED_OFFSET,
             "reserved_besides_fits_seconds": round(self.after, 2) if given else None,
             "calibration_slowdown": round(self.speed, 2) if given else None,
+            # training/shortfall.py: the floor said early, the steps skipped after the search
+            "shortfall": {
+                "floor_estimate_seconds": None if self.floor is None else round(self.floor, 1),
+                "skipped": [],
+            }
+            if given
+            else None,
         }
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from core.registry import ManifestDraft, ReferenceSample, Refit, Registry, RowFingerprints
-from training import ensemble, fingerprints, mitigation, publishing, refit, threshold
+from training import ensemble, fingerprints, mitigation, publishing, refit, shortfall, threshold
 from training.assessment import Assessment, Champion, assess, save_reports, score_champion
 from training.config import TrainConfig
 from training.fingerprints import RowPrints
@@ -98,8 +98,7 @@ def train_candidate(
     mitigation.check(prepared)
     threshold.check(prepared)
     selection = select(prepared, say, started) if selection is None else selection
-    fitted = fit_and_calibrate(prepared, selection, say)
-    fitted = ensemble.consider(prepared, selection, fitted, say)
+    fitted = _fit_within(prepared, selection, started, say)
     fitted, mitigated = mitigation.apply(prepared, selection, fitted, say)
     fitted, chosen = threshold.step(prepared, fitted, say)
     assessment = assess(prepared, fitted, selection, say, chosen)
@@ -136,7 +135,8 @@ def train_candidate(
     manifest.reference = ReferenceSample.model_validate(drawn)
     # the reference above is the tested model's; the model published may be its refit on all rows
     manifest.reference.predicted_by = "tested model"
-    if mitigated is None:  # a mitigated model's copies would be fitted without its mitigation
+    # a mitigated model's copies would be fitted without its mitigation
+    if mitigated is None and _baseline_fits(prepared, selection, fitted, started, say):
         _add_baseline(manifest.reference, prepared, fitted, chosen, say)
     model, refitted = refit.all_rows(prepared, fitted, say, refit_extra)
     manifest.model.refit = Refit.model_validate(refitted)
@@ -147,6 +147,27 @@ def train_candidate(
     manifest.training_seconds = round(time.monotonic() - started, 1)
     tested = fitted.model if refitted["all_rows"] else None
     return Candidate(prepared, assessment, model, reference, manifest, champion, rows, tested)
+
+
+def _fit_within(prepared: Prepared, selection: Selection, started: float, say: Progress) -> Fitted:
+    """Fit, calibrate and consider an ensemble, without the optional steps a budgeted run
+    skips (training/shortfall.py)."""
+    skipped = {s["step"] for s in shortfall.decide(prepared, selection, started, say)}
+    fitted = fit_and_calibrate(prepared, selection, say, calibrate="calibration" not in skipped)
+    if "ensemble" in skipped:
+        return ensemble.skipped(fitted, "skipped for the budget (model.search.budget)")
+    return ensemble.consider(prepared, selection, fitted, say)
+
+
+def _baseline_fits(
+    prepared: Prepared, selection: Selection, fitted: Fitted, started: float, say: Progress
+) -> bool:
+    """Whether what is left of a budget pays for the baseline's copies of the model as fitted
+    (training/shortfall.py `keep_baseline`)."""
+    ens = fitted.ensemble or {}
+    members = ens["members"] if ens.get("published") else [selection.family]
+    calibrated = prepared.task == "classification" and fitted.calibration != "none"
+    return shortfall.keep_baseline(prepared, selection, members, calibrated, started, say)
 
 
 def _add_baseline(
