@@ -163,6 +163,26 @@ def pg_url() -> Iterator[str]:
     admin.dispose()
 
 
+def end_sessions(admin: Any, role: str) -> None:
+    """End every session of `role` (which can no longer log in) until none is left: one that
+    authenticated just before NOLOGIN may show in pg_stat_activity a moment later."""
+    import sqlalchemy as sa
+
+    deadline = time.monotonic() + 10
+    while True:
+        with admin.begin() as conn:
+            ended = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE usename = :role"
+                ),
+                {"role": role},
+            ).scalar_one()
+        if not ended or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
 def registry_of(path: Path) -> Registry:
     return Registry(path)
 
