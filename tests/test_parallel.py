@@ -46,10 +46,9 @@ def test_a_worker_gets_a_database_of_its_own_and_drops_it(monkeypatch: pytest.Mo
 
     monkeypatch.setenv(parallel.PG_ENV, server)
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw7")
-    config = SimpleNamespace(workerinput={"testrunuid": os.urandom(4).hex()})
-    assert parallel.create_worker_database(config) == server  # type: ignore[arg-type]
-    own = os.environ[parallel.PG_ENV]
-    assert own != server and own.rsplit("/", 1)[1].startswith(server.rsplit("/", 1)[1] + "_gw7_")
+    run = os.urandom(4).hex()
+    expected = parallel.worker_database_url(server, "gw7", run)
+    config = SimpleNamespace(workerinput={"testrunuid": run})
 
     def exists(url: str) -> bool:
         engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -61,9 +60,18 @@ def test_a_worker_gets_a_database_of_its_own_and_drops_it(monkeypatch: pytest.Mo
         finally:
             engine.dispose()
 
-    assert exists(own)
-    parallel.drop_worker_database(server)
-    assert os.environ[parallel.PG_ENV] == server and not exists(own)
+    try:
+        assert parallel.create_worker_database(config) == server  # type: ignore[arg-type]
+        assert os.environ[parallel.PG_ENV] == expected != server
+        assert exists(expected)
+        parallel.drop_worker_database(server)
+        assert os.environ[parallel.PG_ENV] == server and not exists(expected)
+    finally:  # a failed check leaves no database behind
+        admin = sa.create_engine(server.replace("postgresql://", "postgresql+psycopg://", 1))
+        with admin.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+            name = expected.rsplit("/", 1)[1]
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def test_off_xdist_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
