@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests import parallel
-from tests.service.conftest import postgres_url
+from tests.service.conftest import postgres_url, server_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,3 +79,20 @@ def test_off_xdist_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     before = os.environ.get(parallel.PG_ENV)
     assert parallel.create_worker_database(SimpleNamespace()) is None  # type: ignore[arg-type]
     assert os.environ.get(parallel.PG_ENV) == before
+
+
+def test_a_test_server_keeps_its_monitoring_files_out_of_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module-scoped fixture's server starts before the autouse fixture empties the Evidently
+    workspace: without these, its monitoring loop wrote var/reports and var/evidently in the
+    checkout, shared by the workers."""
+    monkeypatch.delenv("SERVEWATCH_EVIDENTLY_WORKSPACE")
+    monkeypatch.delenv("SERVEWATCH_MONITOR_REPORTS_DIR", raising=False)
+    env = server_environment({"SERVEWATCH_SPOOL_DIR": str(tmp_path / "spool")})
+    assert env["SERVEWATCH_MONITOR_REPORTS_DIR"] == str(tmp_path / "monitor-reports")
+    assert env["SERVEWATCH_EVIDENTLY_WORKSPACE"] == ""
+    named = {"SERVEWATCH_MONITOR_REPORTS_DIR": "/r", "SERVEWATCH_EVIDENTLY_WORKSPACE": "/e"}
+    assert server_environment(named).items() >= named.items()
+    bare = Path(server_environment({})["SERVEWATCH_MONITOR_REPORTS_DIR"])
+    assert not bare.is_relative_to(ROOT)

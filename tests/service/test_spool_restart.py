@@ -10,7 +10,6 @@ folder the second, no longer running, worker left behind.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ import sqlalchemy as sa
 
 from predlog.logwriter import Spool
 from predlog.store import normalise_url
-from tests.service.conftest import Server, end_sessions, free_port
+from tests.service.conftest import Server, end_sessions, free_port, server_environment
 from tests.service.test_http import hammer
 
 pytestmark = pytest.mark.postgres
@@ -41,7 +40,7 @@ class StoreDownServer(Server):
         cmd = [sys.executable, "-m", "servewatch", "serve", "--port", str(self.port)]
         self.proc = subprocess.Popen(
             [*cmd, "--workers", str(workers)],
-            env={**os.environ, **env},
+            env=server_environment(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
