@@ -13,6 +13,7 @@ from types import ModuleType
 import pytest
 
 from core.registry import Registry
+from tests import parallel
 from tests.data import classification_frame
 from training.config import TrainConfig
 from training.train import run_training
@@ -21,6 +22,29 @@ REQUIRE_TOOLS = "SERVEWATCH_REQUIRE_TOOLS"
 # Tests log rows and monitor them at once: windows reach up to now (in production they end
 # SERVEWATCH_MONITOR_SETTLE_S before the run so rows still in a store transaction are not skipped).
 os.environ.setdefault("SERVEWATCH_MONITOR_SETTLE_S", "0")
+
+
+_PG_SERVER: list[str] = []  # this xdist worker's server URL, when it made a database of its own
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On an xdist worker: its own PostgreSQL database (tests/parallel.py)."""
+    server = parallel.create_worker_database(config)
+    if server is not None:
+        _PG_SERVER.append(server)
+
+
+def pytest_unconfigure() -> None:
+    while _PG_SERVER:
+        parallel.drop_worker_database(_PG_SERVER.pop())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadgroup` (pyproject's addopts): whole files, and xdist_group marks, per worker."""
+    if config.getvalue("dist") == "loadgroup":
+        return parallel.make_scheduler(config, log)
+    return None
 
 
 def _missing(what: str, hint: str) -> None:

@@ -30,7 +30,9 @@ from tests.service.conftest import free_port
 from training.config import TrainConfig
 from training.train import run_training
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs both files, one after the other (tests/parallel.py): the images and
+# containers on the one Docker engine, and the previous release's servers under timed load
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deploy_serial")]
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRE_DOCKER = "SERVEWATCH_REQUIRE_DOCKER"

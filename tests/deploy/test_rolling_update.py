@@ -32,7 +32,9 @@ import sqlalchemy as sa
 from predlog.store import normalise_url
 from tests.service.conftest import Server, example, pg_url  # noqa: F401  (the fixture)
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs both files, one after the other (tests/parallel.py): the images and
+# containers on the one Docker engine, and the previous release's servers under timed load
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deploy_serial")]
 
 # The last commit before the prediction log was partitioned (88934ef, "Prediction log partitioned
 # by ingest time on PostgreSQL"): the release whose pods still run while this one's pods start and

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +54,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def server_environment(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a test's `servewatch serve`: its monitoring loop's reports beside its
+    spool folder and no Evidently snapshots unless `env` names them. Their defaults are under the
+    working folder's var/: the checkout's, shared by every xdist worker's servers (one loop's
+    .loop.lock would make the other's skip its round) and never a test's to write."""
+    full = {**os.environ, **env}
+    if "SERVEWATCH_MONITOR_REPORTS_DIR" not in full:
+        spool = full.get("SERVEWATCH_SPOOL_DIR")
+        base = Path(spool).parent if spool else Path(tempfile.mkdtemp(prefix="sw-serve-"))
+        full["SERVEWATCH_MONITOR_REPORTS_DIR"] = str(base / "monitor-reports")
+    full.setdefault("SERVEWATCH_EVIDENTLY_WORKSPACE", "")
+    return full
+
+
 class Server:
     """`servewatch serve` in a subprocess on 127.0.0.1 (real HTTP through uvicorn)."""
 
@@ -61,7 +76,7 @@ class Server:
         path, before PYTHONPATH)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **env}
+        full_env = server_environment(env)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -161,6 +176,26 @@ def pg_url() -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
+
+
+def end_sessions(admin: Any, role: str) -> None:
+    """End every session of `role` (which can no longer log in) until none is left: one that
+    authenticated just before NOLOGIN may show in pg_stat_activity a moment later."""
+    import sqlalchemy as sa
+
+    deadline = time.monotonic() + 10
+    while True:
+        with admin.begin() as conn:
+            ended = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE usename = :role"
+                ),
+                {"role": role},
+            ).scalar_one()
+        if not ended or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def registry_of(path: Path) -> Registry:

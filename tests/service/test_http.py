@@ -10,7 +10,7 @@ import pytest
 
 from predlog.store import PredictionStore
 from tests.conftest import require_tool
-from tests.service.conftest import Server, example
+from tests.service.conftest import Server, end_sessions, example
 
 
 def hammer(
@@ -170,14 +170,9 @@ def test_postgresql_outage_during_load_loses_nothing_and_doubles_nothing(
         for t in threads:
             t.start()
         time.sleep(1.0)
-        with admin.begin() as conn:
+        with admin.begin() as conn:  # committed before the sessions end (end_sessions)
             conn.execute(sa.text(f"ALTER ROLE {role} NOLOGIN"))
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE usename = '{role}'"
-                )
-            )
+        end_sessions(admin, role)
         time.sleep(2.5)
         during_outage = len(answered)
         with admin.begin() as conn:

@@ -10,7 +10,6 @@ folder the second, no longer running, worker left behind.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ import sqlalchemy as sa
 
 from predlog.logwriter import Spool
 from predlog.store import normalise_url
-from tests.service.conftest import Server, free_port
+from tests.service.conftest import Server, end_sessions, free_port, server_environment
 from tests.service.test_http import hammer
 
 pytestmark = pytest.mark.postgres
@@ -41,7 +40,7 @@ class StoreDownServer(Server):
         cmd = [sys.executable, "-m", "servewatch", "serve", "--port", str(self.port)]
         self.proc = subprocess.Popen(
             [*cmd, "--workers", str(workers)],
-            env={**os.environ, **env},
+            env=server_environment(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -72,14 +71,12 @@ class Outage:
         self.url = f"postgresql://{self.role}@{base}"
 
     def down(self) -> None:
+        """NOLOGIN committed first, then the role's sessions ended: a login in between (a
+        server's second worker still starting on a loaded machine) would otherwise outlive the
+        outage, as when both were one transaction."""
         with self.admin.begin() as conn:
             conn.execute(sa.text(f"ALTER ROLE {self.role} NOLOGIN"))
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE usename = '{self.role}'"
-                )
-            )
+        end_sessions(self.admin, self.role)
 
     def up(self) -> None:
         with self.admin.begin() as conn:
