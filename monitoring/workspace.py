@@ -83,19 +83,7 @@ def local_workspace(location: str) -> WorkspaceBase:
     dashboard and snapshot files, which `Workspace`'s own methods read and write one at a time
     through `state`: this opens those and builds the rest (datasets, artifacts, prompts,
     configs: servewatch uses none) only if something asks for it."""
-    from evidently.ui.storage.local.base import LocalState
-    from evidently.ui.workspace import Workspace
-
-    class FileWorkspace(Workspace):  # type: ignore[misc]  # evidently is untyped here
-        def __init__(self, path: str) -> None:  # Workspace.__init__ only on demand (above)
-            self.path = path
-            self.state = LocalState(path)
-
-        def __getattr__(self, name: str) -> Any:
-            if name in {"datasets", "dataset_links", "artifacts", "prompts", "configs"}:
-                Workspace.__init__(self, self.path)
-                return getattr(self, name)
-            raise AttributeError(name)
+    from monitoring.localspace import FileWorkspace
 
     return FileWorkspace(location)
 

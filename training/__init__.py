@@ -10,6 +10,7 @@ __all__ = [
     "incremental",
     "prepare",
     "publishing",
+    "refit",
     "train",
     "transformers",
 ]
