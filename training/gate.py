@@ -55,6 +55,12 @@ class GateVerdict(TypedDict):
     data_quality: str
 
 
+INFORMATIONAL = (
+    "for information only (a score on rows the champion learnt rewards memorising them: it does "
+    "not decide)"
+)
+
+
 @dataclass(frozen=True)
 class Rows:
     """Rows both models are judged on: inputs in the champion's schema and true labels."""
@@ -87,6 +93,18 @@ class Gate:
     test rows partly came from its log window, not the data file): both published models are
     measured there, for information only (the champion learnt those rows by its refit)."""
 
+    def _informational(self, label: str) -> str | None:
+        """Why the check on `label` decides nothing (both published models learnt its rows), or
+        None when it decides."""
+        if label in self.partial:
+            return "only part of the champion's test rows (the rest came from its log window)"
+        if label in self.recorded:
+            return (
+                "both models learnt these rows (the champion by its refit on all rows, the "
+                "challenger from it)"
+            )
+        return None
+
     def verdict(
         self,
         challenger: BaseEstimator,
@@ -117,14 +135,7 @@ class Gate:
                 "worse_by": worse_by,
                 "passed": bool(worse_by <= self.margin),
             }
-            if label in self.partial:
-                checks[label]["counts"] = False
-                checks[label]["note"] = (
-                    "only part of the champion's test rows (the rest came from its log window): "
-                    "both published models measured, for information only (the champion learnt "
-                    "these rows by its refit on all rows)"
-                )
-            elif recorded:
+            if recorded:
                 checks[label]["champion_from"] = (
                     "its manifest's metrics.test: the tested model, before its refit on all rows"
                 )
@@ -132,13 +143,9 @@ class Gate:
                     "its tested model, before its refit on all rows (which learnt these rows, "
                     "as the champion's did)"
                 )
-            elif label in self.recorded:
+            elif (why := self._informational(label)) is not None:
                 checks[label]["counts"] = False
-                checks[label]["note"] = (
-                    "both models learnt these rows (the champion by its refit on all rows, the "
-                    "challenger from it): both published models measured, for information only "
-                    "(a score on learnt rows rewards memorising them: it does not decide)"
-                )
+                checks[label]["note"] = f"{why}: both published models measured, {INFORMATIONAL}"
         fair = self._fairness(challenger, classes, decision)
         deciding = [c for c in checks.values() if c.get("counts", True)]
         passed = all(c["passed"] for c in deciding) and fair.get("passed", True)
