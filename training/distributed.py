@@ -257,6 +257,8 @@ class SharedFamilySearch(FamilySearch):
         elif not space:
             self._sequence.append({})  # nothing to search: the estimator as it is, once
         self._more = bool(space) and not self._bayes  # grid/random: proposals follow
+        self._running_ids: set[int] = set()
+        self._orphans = Orphans(shared.spec.heartbeat_seconds * GRACE_BEATS)
         name = shared.spec.name
         self.fixed = shared._study(f"{name}/{family}/fixed")
         data = pd.util.hash_pandas_object(pd.concat([self.x, self.y], axis=1), index=True)
@@ -300,6 +302,7 @@ class SharedFamilySearch(FamilySearch):
         result.trials += _results(tpe, lambda t: _decode(self.space, t.params))
         self.result = result
         self._running = sum(n for (state, _), n in self._counts.items() if state == S.RUNNING)
+        self._running_ids = {t._trial_id for s in (fixed, tpe) for t in s if t.state == S.RUNNING}
 
     def _left(self) -> Any:
         """The study to draw the next trial from (None: none left), as last read."""
@@ -347,8 +350,13 @@ class SharedFamilySearch(FamilySearch):
             self._sync()
 
     def _fail_stale(self) -> None:
+        """Fail, and queue again, the trials whose worker died (Optuna's heartbeat check), once
+        an orphan (a trial without a heartbeat: see `Orphans`) has been given one."""
         import optuna
 
+        with self.shared.engine.connect() as conn:
+            for trial_id in self._orphans.due(self._running_ids, conn):
+                self.shared.storage.record_heartbeat(trial_id)
         for study in (self.fixed, self.tpe):
             if study is not None:
                 optuna.storages.fail_stale_trials(study)
@@ -446,6 +454,39 @@ class Reported:
 
     last_step: int
     intermediate_values: dict[int, float]
+
+
+class Orphans:
+    """Running trials that have no heartbeat after the grace period: their worker died between
+    creating the trial and its heartbeat thread's first beat (a kill at that moment, seen under
+    load). Optuna's stale check passes over a trial without a heartbeat, so a finishing worker
+    would wait on it forever; given one heartbeat, it turns stale one grace period later and is
+    failed and redone like any other dead worker's trial."""
+
+    def __init__(self, grace_seconds: float) -> None:
+        self.grace = grace_seconds
+        self.first_seen: dict[int, float] = {}
+        self.given: set[int] = set()
+
+    def due(self, running: set[int], conn: Any) -> list[int]:
+        """Of the `running` trial ids, those seen running for longer than the grace period with
+        no heartbeat row (read on `conn` only when some are that old), each returned once."""
+        import sqlalchemy as sa
+
+        now = time.monotonic()
+        old = sorted(t for t in running if now - self.first_seen.setdefault(t, now) > self.grace)
+        old = [t for t in old if t not in self.given]
+        if not old:
+            return []
+        query = sa.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids")
+        beating = {
+            r[0]
+            for r in conn.execute(
+                query.bindparams(sa.bindparam("ids", expanding=True)), {"ids": old}
+            )
+        }
+        self.given.update(old)
+        return [t for t in old if t not in beating]
 
 
 def claims_taken(conn: Any, fixed: int, tpe: int | None) -> dict[str, set[int]]:

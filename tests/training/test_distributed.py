@@ -263,6 +263,34 @@ def test_a_killed_worker_loses_one_trial_which_is_redone(study_url: str) -> None
     shared.close()
 
 
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_redone(study_url: str) -> None:
+    """A worker killed between creating its trial and its heartbeat's first beat (the CI run
+    that hung for 600 s at load 10): Optuna's stale check passes over a trial without a
+    heartbeat, so the finishing worker waited on it forever; it is now failed and redone."""
+    import threading
+
+    import optuna
+
+    shared = SharedSearch(StudySpec("o", study_url, heartbeat_seconds=1), 0, "wait")
+    with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize"
+        warnings.simplefilter("ignore", UserWarning)
+        orphan = shared._study("o/tree/fixed").ask()  # RUNNING, and no heartbeat ever written
+    results: list[FamilyResult] = []
+    waiting = threading.Thread(
+        target=lambda: results.append(family_search(shared, "random", trials=3, slow=True)),
+        daemon=True,  # on the old code it never ends: left behind, the test fails below
+    )
+    waiting.start()
+    waiting.join(timeout=120)
+    assert not waiting.is_alive(), "the finishing worker still waits on the orphaned trial"
+    study = optuna.load_study(study_name="o/tree/fixed", storage=shared.storage)
+    states = {t.number: t.state.name for t in study.trials if not t.user_attrs.get("stray")}
+    assert states.pop(orphan.number) == "FAIL"
+    assert sorted(states.values()) == ["COMPLETE"] * 3, states
+    assert len(results[0].trials) == 3
+    shared.close()
+
+
 def test_a_worker_with_another_config_or_data_is_refused(study_url: str) -> None:
     family_search(SharedSearch(StudySpec("c", study_url), 0, "wait"), "random")
     with pytest.raises(TrainingError, match="proposals or search rows differ"):
