@@ -1,6 +1,6 @@
 """The predict and infer routes served in front of FastAPI (service/protocols/hotpath.py) answer
-as FastAPI's routes: the same statuses, headers and error bodies for every kind of bad request, the
-same predictions, and the same metrics and log rows; other routes and methods still reach FastAPI."""
+as FastAPI's routes: the same statuses, headers and error bodies for every kind of bad request,
+the same predictions, metrics and log rows; other routes and methods still reach FastAPI."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def _no_framework(client: TestClient) -> list[str]:
     assert isinstance(hot, HotPath)
     reached: list[str] = []
 
-    async def stack(scope: Any, receive: Any, send: Any) -> None:
+    async def stack(scope: Any, _receive: Any, send: Any) -> None:
         reached.append(scope["path"])
         await send({"type": "http.response.start", "status": 418, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -206,3 +206,55 @@ def test_both_prediction_routes_bypass_fastapi(both: tuple[TestClient, TestClien
     ):
         assert fast.request(method, path, json={}).status_code == 418, (method, path)
     assert len(reached) == 6
+
+
+def test_hot_routes_skip_fastapis_entry_unless_under_a_root_path(
+    both: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, _ = both
+    app = fast.app
+    checked: list[str] = []
+    telemetry = app._native_telemetry  # type: ignore[attr-defined]
+    enabled = telemetry.enabled
+
+    def counted() -> bool:
+        checked.append("x")
+        return bool(enabled())
+
+    monkeypatch.setattr(telemetry, "enabled", counted)
+    assert fast.post("/v1/models/demo/predict", json={"instances": [example()]}).status_code == 200
+    assert fast.post("/v2/models/demo/infer", json=tensors(rows(1))).status_code == 200
+    assert checked == []  # FastAPI.__call__ (its telemetry check) not run for the hot routes
+    assert fast.get("/v1/models/demo").status_code == 200
+    assert checked == ["x"]  # every other route still goes through it
+    reached = _no_framework(fast)
+    monkeypatch.setattr(app, "root_path", "/api")
+    assert fast.post("/v1/models/demo/predict", json={"instances": [example()]}).status_code == 418
+    assert reached == ["/v1/models/demo/predict"]
+
+
+def _by_class(client: TestClient) -> dict[str, float]:
+    text = client.get("/metrics").text
+    found = re.findall(r"servewatch_predictions_total\{([^}]*)\} (\S+)", text)
+    out: dict[str, float] = {}
+    for labels, value in found:
+        got = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if got["model"] == "demo":
+            out[got["class"]] = out.get(got["class"], 0.0) + float(value)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_predictions_are_counted_by_class(both: tuple[TestClient, TestClient], n: int) -> None:
+    fast, _ = both
+    before = _by_class(fast)
+    batch = rows(n)
+    for row in batch:  # single rows, then the same rows in one request
+        fast.post("/v1/models/demo/predict", json={"instances": [row]})
+    answer = fast.post("/v1/models/demo/predict", json={"instances": batch}).json()
+    after = _by_class(fast)
+    grown = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    want: dict[str, float] = {}
+    for p in answer["predictions"]:
+        want[str(p["prediction"])] = want.get(str(p["prediction"]), 0.0) + 2
+    assert grown == want
