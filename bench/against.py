@@ -8,7 +8,7 @@ other work shares the machine). Ratios, not absolute figures: the machine is sha
 
     python -m bench.against --baseline HEAD~1 [--current HEAD] [--rounds 5] [--seconds 5]
                             [--connections 16] [--rows 1,32] [--models flights-linear,...]
-                            [--ceiling]
+                            [--ceiling] [--protocol v1|v2]
 
 Issue 28: `--models flights-linear,flights-forest,flights-hgb --rows 1,32 --ceiling` (the
 constant endpoint of bench.compare loaded in the same rounds for the single-row goal).
@@ -42,7 +42,9 @@ from bench.common import (
     wait_ready,
     wrk,
 )
+from bench.oip import tensors
 from bench.serving import instances
+from core.registry import Registry
 
 
 class Tree:
@@ -77,7 +79,9 @@ class Tree:
         )
         wait_ready(self.url, started)
 
-    def route(self, model: str) -> str:
+    def route(self, model: str, protocol: str = "v1") -> str:
+        if protocol == "v2":
+            return f"/v2/models/{model}/infer"
         return f"/v1/models/{model}/predict"
 
     def stop(self) -> None:
@@ -112,7 +116,7 @@ class Ceiling(Tree):
         self.stop()
         raise RuntimeError("the constant endpoint did not start")
 
-    def route(self, model: str) -> str:
+    def route(self, model: str, protocol: str = "v1") -> str:
         return "/predict"
 
 
@@ -153,6 +157,12 @@ def main() -> None:
         action="store_true",
         help="single-row requests also to the constant endpoint of bench.compare",
     )
+    ap.add_argument(
+        "--protocol",
+        choices=("v1", "v2"),
+        default="v1",
+        help="v1: POST /v1/models/NAME/predict; v2: the Open Inference Protocol's infer route",
+    )
     args = ap.parse_args()
     models = args.models.split(",")
     if models == ["flights"]:
@@ -181,10 +191,11 @@ def main() -> None:
                         out += measure(
                             [*trees, *ceiling],
                             model,
-                            rows,
+                            body_for(args.protocol, registry, model, rows),
                             args.rounds,
                             args.seconds,
                             args.connections,
+                            protocol=args.protocol,
                         )
                     finally:
                         for c in ceiling:
@@ -207,22 +218,41 @@ def main() -> None:
     print(table(head, out))
 
 
+def body_for(protocol: str, registry: Path, model: str, rows: int) -> dict[str, Any]:
+    """`rows` flights as /v1 instances, or (v2) as one tensor per feature."""
+    batch = instances(rows)
+    if protocol == "v1":
+        return {"instances": batch}
+    reg = Registry(registry)
+    manifest = reg.manifest(model, reg.resolve(model))
+    return tensors(batch, {f.name: f.kind for f in manifest.features})
+
+
 def measure(
-    trees: list[Tree], model: str, rows: int, rounds: int, seconds: float, connections: int
+    trees: list[Tree],
+    model: str,
+    body: dict[str, Any],
+    rounds: int,
+    seconds: float,
+    connections: int,
+    *,
+    protocol: str = "v1",
 ) -> list[list[Any]]:
     """Table rows for `trees` (this one first, the baseline second) loaded in turn; ratios to
     the baseline."""
-    body = {"instances": instances(rows)}
+    rows = len(body["instances"]) if "instances" in body else body["inputs"][0]["shape"][0]
     runs: dict[str, list[float]] = {t.label: [] for t in trees}
     p99: dict[str, list[float]] = {t.label: [] for t in trees}
     cpu: dict[str, list[float]] = {t.label: [] for t in trees}  # server CPU us per request
     errors = dict.fromkeys(runs, 0)
     for t in trees:  # warm-up: first calls, caches, the heap frozen after load
-        wrk(t.url + t.route(model), body, connections=4, seconds=1)
+        wrk(t.url + t.route(model, protocol), body, connections=4, seconds=1)
     for r in range(rounds):
         for t in trees if r % 2 == 0 else trees[::-1]:
             used = cpu_seconds(t.proc.pid)
-            res = wrk(t.url + t.route(model), body, connections=connections, seconds=seconds)
+            res = wrk(
+                t.url + t.route(model, protocol), body, connections=connections, seconds=seconds
+            )
             used = cpu_seconds(t.proc.pid) - used
             runs[t.label].append(res.rps)
             cpu[t.label].append(used / (res.rps * round(seconds)) * 1e6)

@@ -279,10 +279,10 @@ class DataPlane:
                 f"{len(checked)} problem(s) in the instances",
                 [p.as_dict() for p in checked[:MAX_PROBLEMS]],
             )
-        for feat, n in checked.out_of_range.items():
-            metrics.OUT_OF_RANGE.labels(name, feat).inc(n)
+        for feat, n in checked.out_of_range.items():  # features of the schema: a bounded set
+            metrics.child(metrics.OUT_OF_RANGE, name, feat).inc(n)
         for feat, n in checked.unseen.items():
-            metrics.UNSEEN_CATEGORIES.labels(name, feat).inc(n)
+            metrics.child(metrics.UNSEEN_CATEGORIES, name, feat).inc(n)
         if checked.coerced:  # logged (and monitored) as the model read them: 1.0 -> "1"
             cols = checked.columns
             instances = [
@@ -338,7 +338,9 @@ class DataPlane:
         except LogFull as exc:
             raise Unavailable(str(exc)) from None
         version = str(model.version)
-        if out.probabilities is not None:
+        if out.probabilities is not None and len(out.predictions) == 1:  # no Counter for one
+            metrics.child(metrics.PREDICTIONS, name, version, labels.key(out.predictions[0])).inc()
+        elif out.probabilities is not None:
             # counted in C; one model's classes are of one type, so no two of them are equal
             for cls, n in Counter(out.predictions).items():
                 metrics.child(metrics.PREDICTIONS, name, version, labels.key(cls)).inc(n)

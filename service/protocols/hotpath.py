@@ -1,12 +1,12 @@
-"""HotPath: POST /v1/models/{name}/predict served in front of FastAPI's middleware and routing.
+"""HotPath: POST /v1/models/{name}/predict and /v2's infer routes served in front of FastAPI.
 
 FastAPI and Starlette cost about 60 us of a request's CPU (their middleware layers, routing,
 the request object; measured: uvicorn answering a constant from a bare ASGI app 35 us, from a
-FastAPI route 95 us). The predict route does none of what they add (no dependencies, no
-response model), so this ASGI layer, put in front of the app's middleware stack, hands that
-route's requests to the data plane itself: same checks in the same order, same errors, same
-answer. Everything else (and every request when OpenTelemetry or user middleware is on) goes
-through FastAPI as before; the FastAPI route stays for the OpenAPI document.
+FastAPI route 95 us). The prediction routes do none of what they add (no dependencies, no
+response model), so this ASGI layer, put in front of the app's middleware stack, hands their
+requests to the data plane itself: same checks in the same order, same errors, same answer.
+Everything else (and every request when OpenTelemetry or user middleware is on) goes through
+FastAPI as before; the FastAPI routes stay for the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.errors import ServiceError
 from service.protocols.errors import INTERNAL, error_response, render
 from service.protocols.predict import answer
+from service.protocols.v2 import HEADER_LENGTH, InferHeaders, infer_answer
 
-PREFIX, SUFFIX = "/v1/models/", "/predict"
+V1_PREFIX, V1_SUFFIX = "/v1/models/", "/predict"
+V2_PREFIX, V2_SUFFIX = "/v2/models/", "/infer"
 JSON_HEADER = (b"content-type", b"application/json")
 
 
@@ -30,45 +32,90 @@ class ServiceApp(FastAPI):
     """FastAPI with `HotPath` in front of its middleware stack (unless `hot_path` is False)."""
 
     hot_path = True
+    """False when FastAPI's own telemetry is on (create_app: OpenTelemetry), which the hot routes
+    would skip."""
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
         return HotPath(self, stack) if self.hot_path and not self.user_middleware else stack
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A hot route's request straight to `HotPath.serve`, past FastAPI's and Starlette's
+        entry (its telemetry check: 2-3% of a single-row request's CPU in process); the rest,
+        and every request under a root path, through them."""
+        hot = self.middleware_stack
+        if isinstance(hot, HotPath) and not self.root_path:
+            found = hot.found(scope)
+            if found is not None:
+                scope["app"] = self
+                await hot.serve(*found, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def route(method: str, path: str) -> tuple[str, str, str | None] | None:
+    """("v1", name, None), ("v2", name, version or None) for a path the hot routes serve (as
+    FastAPI's routes match it: each path parameter one non-empty segment), else None."""
+    if method != "POST":
+        return None
+    if path.startswith(V1_PREFIX) and path.endswith(V1_SUFFIX):
+        name = path[len(V1_PREFIX) : -len(V1_SUFFIX)]
+        return ("v1", name, None) if name and "/" not in name else None
+    if path.startswith(V2_PREFIX) and path.endswith(V2_SUFFIX):
+        parts = path[len(V2_PREFIX) : -len(V2_SUFFIX)].split("/")
+        if len(parts) == 1 and parts[0]:
+            return "v2", parts[0], None
+        if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+            return "v2", parts[0], parts[2]
+    return None
+
 
 class HotPath:
-    """ASGI: the predict route straight to the data plane, the rest to FastAPI's stack."""
+    """ASGI: the predict and infer routes straight to the data plane, the rest to FastAPI's
+    stack."""
 
     def __init__(self, app: FastAPI, stack: ASGIApp) -> None:
         self.app = app
         self.stack = stack
 
+    def found(self, scope: Scope) -> tuple[Any, tuple[str, str, str | None]] | None:
+        """The app's state and the hot route of a request this layer serves, else None."""
+        if scope["type"] == "http" and not scope.get("root_path"):
+            found = route(scope["method"], scope["path"])
+            state = getattr(self.app.state, "sw", None)
+            if found is not None and state is not None:
+                return state, found
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            path: str = scope["path"]
-            if path.startswith(PREFIX) and path.endswith(SUFFIX):
-                name = path[len(PREFIX) : -len(SUFFIX)]
-                state = getattr(self.app.state, "sw", None)
-                if name and "/" not in name and state is not None:
-                    await self.predict(state.plane, name, scope, receive, send)
-                    return
+        found = self.found(scope)
+        if found is not None:
+            await self.serve(*found, scope, receive, send)
+            return
         await self.stack(scope, receive, send)
 
-    async def predict(
-        self, plane: Any, name: str, scope: Scope, receive: Receive, send: Send
+    async def serve(
+        self,
+        state: Any,
+        found: tuple[str, str, str | None],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
-        """service.protocols.predict.answer on the raw ASGI messages, its errors rendered as the
-        app's exception handlers and ServerErrorMiddleware would."""
-        ctype = length = key = None
-        for k, v in scope["headers"]:  # the first of each, as Starlette's headers.get
-            if k == b"content-type" and ctype is None:
-                ctype = v.decode("latin-1")
-            elif k == b"content-length" and length is None:
-                length = v.decode("latin-1")
-            elif k == b"x-request-key" and key is None:
-                key = v.decode("latin-1")
+        """service.protocols.predict.answer or v2.infer_answer on the raw ASGI messages, their
+        errors rendered as the app's exception handlers and ServerErrorMiddleware would."""
+        protocol, name, version = found
+        h = _headers(scope["headers"])
         try:
-            reply = await answer(plane, name, ctype, length, _chunks(receive), key)
+            if protocol == "v1":
+                reply = await answer(
+                    state.plane, name, h.get(b"content-type"), h.get(b"content-length"),
+                    _chunks(receive), h.get(b"x-request-key"),
+                )  # fmt: skip
+            else:
+                reply = await infer_answer(
+                    state, name, version, _infer_headers(h), _chunks(receive)
+                )
         except ServiceError as exc:
             await render(exc)(scope, receive, send)
             return
@@ -86,6 +133,30 @@ class HotPath:
             }
         )
         await send({"type": "http.response.body", "body": reply})
+
+
+WANTED = frozenset(
+    (b"content-type", b"content-length", b"x-request-key", b"content-encoding", HEADER_LENGTH)
+)
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """The first value of each header the hot routes read (as Starlette's headers.get), by its
+    name in lower case (as ASGI gives it)."""
+    found: dict[bytes, str] = {}
+    for k, v in raw:
+        if k in WANTED and k not in found:
+            found[k] = v.decode("latin-1")
+    return found
+
+
+def _infer_headers(h: dict[bytes, str]) -> InferHeaders:
+    return InferHeaders(
+        h.get(b"content-encoding"),
+        h.get(HEADER_LENGTH),
+        h.get(b"content-length"),
+        h.get(b"x-request-key"),
+    )
 
 
 async def _chunks(receive: Receive) -> AsyncIterator[bytes]:

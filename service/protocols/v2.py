@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +14,7 @@ from service.dataplane import DataPlane, count_invalid
 from service.errors import InvalidInstances, NotFound, ProtocolError, ServiceError
 from service.models import Slot
 from service.protocols import oip
-from service.protocols.body import read_bytes
+from service.protocols.body import collect
 from service.protocols.deps import AppState, StateDep
 from service.protocols.health import readiness_problems
 from service.protocols.schemas import (
@@ -173,20 +175,53 @@ async def version_ready(name: str, version: str, state: StateDep) -> OipModelRea
 
 
 async def _infer(request: Request, version: str | None) -> Response:
-    state: AppState = request.app.state.sw
+    encoding, header_length = _headers(request.scope["headers"])
+    headers = request.headers
+    reply = await infer_answer(
+        request.app.state.sw,
+        request.path_params["name"],
+        version,
+        InferHeaders(
+            encoding, header_length, headers.get("content-length"), headers.get("x-request-key")
+        ),
+        request.stream(),
+    )
+    return Response(reply, media_type="application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class InferHeaders:
+    """What an infer request's headers say (the first of each): Content-Encoding,
+    Inference-Header-Content-Length, Content-Length and X-Request-Key."""
+
+    encoding: str | None
+    header_length: str | None
+    length: str | None
+    key: str | None
+
+
+async def infer_answer(
+    state: AppState,
+    name: str,
+    version: str | None,
+    headers: InferHeaders,
+    chunks: AsyncIterator[bytes],
+) -> bytes:
+    """The infer routes' work, for these routes and for service.protocols.hotpath alike: an
+    unknown model or version is a 404 before the body is read, then the encoding, the size
+    limit, the decoding and the data plane's answer; errors in the protocol's shape."""
     plane: DataPlane = state.plane
     # counted under endpoint="predict" like /v1: one operation, whichever protocol asked
-    with plane.call("predict", request.path_params["name"]) as call:
-        name = call.name
+    with plane.call("predict", name) as call:
         slot = _slot(state, name, version)  # an unknown model is a 404 before its body is read
         call.version = str(slot.model.version)
         try:
-            encoding, header_length = _headers(request)
+            encoding = headers.encoding
             if encoding is not None and encoding.lower() != "identity":
                 raise ProtocolError(400, "compressed request bodies are not supported")
-            raw = await read_bytes(request, plane.max_body_bytes)
+            raw = await collect(headers.length or "", chunks, plane.max_body_bytes)
             try:
-                req, rows = oip.decode(raw, header_length, slot.model.validator)
+                req, rows = oip.decode(raw, headers.header_length, slot.model.validator)
             except oip.Malformed as exc:
                 raise ProtocolError(400, str(exc)) from None
             except oip.Rejected as exc:
@@ -194,29 +229,26 @@ async def _infer(request: Request, version: str | None) -> Response:
                 count_invalid(name, known, ((feature, rule) for feature, rule, _ in exc.problems))
                 raise ProtocolError(422, str(exc)) from None
             answer = await plane.predict(
-                call,
-                rows,
-                request.headers.get("x-request-key"),
-                version=None if version is None else int(version),
+                call, rows, headers.key, version=None if version is None else int(version)
             )
         except ServiceError as exc:
             raise as_protocol_error(exc) from None
-        reply = oip.render(name, answer.model, answer.outputs, answer.ids, req.id, req.outputs)
-        return Response(reply, media_type="application/json")
+        return oip.render(name, answer.model, answer.outputs, answer.ids, req.id, req.outputs)
 
 
 _ENCODING = b"content-encoding"
-_HEADER_LENGTH = oip.BINARY_HEADER.encode()
+HEADER_LENGTH = oip.BINARY_HEADER.encode()
+"""Inference-Header-Content-Length as ASGI names it."""
 
 
-def _headers(request: Request) -> tuple[str | None, str | None]:
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
     """Content-Encoding and Inference-Header-Content-Length (the first of each), in one pass
     over the request's raw headers (ASGI gives their names in lower case)."""
     encoding = header_length = None
-    for key, value in request.scope["headers"]:
+    for key, value in raw:
         if key == _ENCODING and encoding is None:
             encoding = value.decode("latin-1")
-        elif key == _HEADER_LENGTH and header_length is None:
+        elif key == HEADER_LENGTH and header_length is None:
             header_length = value.decode("latin-1")
     return encoding, header_length
 
