@@ -163,6 +163,8 @@ def _hist_boosting(est: Any, ens: Ensemble, offset: int) -> Member:
     ):
         raise TypeError(f"loss={est.loss!r}")  # poisson, gamma: another inverse link
     order, categories = _hgb_layout(est)
+    for feature in order[: len(categories)]:
+        ens.categorical(int(feature), "hgb")
     iterations = est._predictors
     for iteration in iterations:
         for k, predictor in enumerate(iteration):

@@ -41,12 +41,21 @@ def _xgboost_codes(col: Matrix) -> Matrix:
     return out
 
 
+def _hgb_values(col: Matrix) -> Matrix:
+    """HistGradientBoosting's categorical column as it is (its encoder matches values); its
+    encoder refuses an infinite one, and so does this."""
+    if np.isinf(col).any():
+        raise ValueError("Input contains infinity or a value too large for dtype('float64').")
+    return col
+
+
 CODES: dict[str, Callable[[Matrix], Matrix]] = {
     "lightgbm": _lightgbm_codes,
     "xgboost": _xgboost_codes,
+    "hgb": _hgb_values,
 }
 """How a library reads a categorical column's value as a category (the column rewritten so that
-the operator's equality test matches the library's integer test)."""
+the operator's equality test matches the library's integer test), or refuses it."""
 
 
 @dataclass
