@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from sklearn.preprocessing import OrdinalEncoder
 from core.registry import Manifest
 from service.inference.compiled import CompiledTrees
 from service.inference.model import LoadedModel
-from service.inference.trees import MEMBER, Ensemble
+from service.inference.trees import Ensemble
 from tests.conftest import require_module
 from training.candidates import categories_space, default_params, make_estimator, model_space
 from training.config import Preprocessing, TrainConfig
@@ -196,19 +197,18 @@ def test_a_trained_pipeline_with_native_categories_is_served_compiled(
     pipe = build_pipeline(KINDS, est, family=family, prep=Preprocessing(), categories="native")
     pipe.fit(frame[KINDS.all], y)
     model = pipe.named_steps["model"]
-    assert _member_nodes(model) > 0  # it did split the codes as categories
+    assert _categorical_splits(model) > 0  # it did split the codes as categories
     _assert_served_as_pipeline(pipe, frame, None if clf == "regression" else model.classes_)
 
 
-def _member_nodes(est: Any) -> int:
-    compiled = CompiledTrees([est])
-    ens = Ensemble(mode=1 if compiled._reads == "xgboost" else 0)
-    from service.inference.compiled import _builder
-
-    found = _builder(est)
-    assert found is not None
-    found[0](est, ens, 0)
-    return ens.modes.count(MEMBER)
+def _categorical_splits(est: Any) -> int:
+    """Categorical splits in a fitted model, as its library records them."""
+    if hasattr(est, "_predictors"):
+        return sum(int(p.nodes["is_categorical"].sum()) for it in est._predictors for p in it)
+    if hasattr(est, "booster_"):
+        return sum(t.get("num_cat", 0) for t in est.booster_.dump_model()["tree_info"])
+    trees = json.loads(est.get_booster().save_raw("json"))["learner"]["gradient_booster"]
+    return sum(sum(t["split_type"]) for t in trees["model"]["trees"])
 
 
 @pytest.mark.parametrize("lib", ["lightgbm", "xgboost"])
@@ -233,17 +233,21 @@ def test_an_imported_pipeline_with_native_categories_is_served_compiled(lib: str
             n_estimators=30, enable_categorical=True, feature_types=["c", "c", "q", "q"]
         )
         pipe = make_pipeline(encode, est).fit(frame[KINDS.all], y)
-    assert _member_nodes(est) > 0
+    assert _categorical_splits(est) > 0
     _assert_served_as_pipeline(pipe, frame, est.classes_)
 
 
 def test_categories_a_library_recodes_from_a_data_frame_stay_on_the_library() -> None:
     """XGBoost fitted on a pandas category column re-codes its input's categories itself (as
-    LightGBM's `pandas_categorical` and HGB's own encoder of strings do): refused."""
+    LightGBM's `pandas_categorical` and HGB's own encoder of strings do): refused, where the
+    same model fitted on the codes is compiled."""
     x, score = _codes(600, 3)
-    frame = pd.DataFrame({"a": x[:, 0], "c": pd.Categorical(np.nan_to_num(x[:, 1]).astype(str))})
-    est = xgboost.XGBRegressor(n_estimators=5, enable_categorical=True).fit(frame, score)
-    assert CompiledTrees.from_estimator(est) is None
+    codes = np.nan_to_num(x[:, 1])
+    frame = pd.DataFrame({"a": x[:, 0], "c": pd.Categorical(codes.astype(str))})
+    est = xgboost.XGBRegressor(n_estimators=5, enable_categorical=True, max_cat_to_onehot=1)
+    assert CompiledTrees.from_estimator(est.fit(frame, score)) is None
+    est.set_params(feature_types=["q", "c"])
+    assert CompiledTrees.from_estimator(est.fit(np.column_stack([x[:, 0], codes]), score))
 
 
 def test_a_feature_read_two_ways_or_an_empty_set_is_refused() -> None:
