@@ -107,7 +107,15 @@ def build_preprocessor(
     if kinds.categorical:
         cat = Pipeline(
             [
-                ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+                # native: a column empty in training stays (a code column each, as declared)
+                (
+                    "impute",
+                    SimpleImputer(
+                        strategy="constant",
+                        fill_value=MISSING_CATEGORY,
+                        keep_empty_features=native,
+                    ),
+                ),
                 ("encode", encoder),
             ]
         )
