@@ -8,14 +8,16 @@ codes split as numbers ("ordinal") or as categories ("native"):
   small-group settings (min_data_per_group 5, cat_smooth 1: its defaults, 100 and 10, forbid
   groups of gapminder's ~10 rows a country);
 - searched: `servewatch train` with that family only and `preprocessing.categorical_splits`
-  fixed to the mode, a short budget (`--budget`).
+  fixed to the mode, a short budget (`--budget`); `--default-search FAMILY...`: the default
+  (`search`: native and ordinal both searched) instead.
 
-Then each native model served compiled (service/inference/compiled.py, categorical splits as
-BRANCH_MEMBER sets) against its library's own predict on the preprocessed test rows: equal
+Then each model (seed 0) served compiled (service/inference/compiled.py; native: categorical
+splits as BRANCH_MEMBER sets) against its library's own predict on the preprocessed test rows: equal
 answers (largest difference), and CPU time per call of one row and of the whole test set, as a
 ratio measured in one run (the machine is shared: CPU seconds, never wall clock).
 
     nice -n 10 python -m bench.native_categories [--budget 20] [--seeds 0 1 2] [--no-search]
+        [--default-search FAMILY...]
 """
 
 from __future__ import annotations
@@ -89,8 +91,10 @@ def searched(ds: Any, seed: int, family: str, mode: str, budget: float) -> float
                 "ensemble": {"max_row_ms": None},
             }
         )
-        model = train_candidate(config, Registry(work / "registry")).model
-        out = model.predict(test[features(ds, test).columns])
+        candidate = train_candidate(config, Registry(work / "registry"))
+        out = candidate.model.predict(test[features(ds, test).columns])
+    params = candidate.manifest.body()["model"]["params"]
+    print(f"  {family} {mode} seed {seed}: {params.get('pre_categories')}", flush=True)
     return float(np.sqrt(np.mean((out - test[ds.target]) ** 2)))
 
 
@@ -131,8 +135,19 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=20.0)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--no-search", action="store_true")
+    ap.add_argument(
+        "--default-search",
+        nargs="+",
+        metavar="FAMILY",
+        help="only `servewatch train` of these families with categorical_splits: search",
+    )
     args = ap.parse_args()
     ds = data_set("gapminder (plotly)")
+    if args.default_search:
+        for family in args.default_search:
+            scores = [searched(ds, s, family, "search", args.budget) for s in args.seeds]
+            print(f"{family} search (both): {_ms(scores)}", flush=True)
+        return
     variants: list[tuple[str, str, dict[str, Any]]] = [
         (f, m, {}) for f in FAMILIES for m in ("ordinal", "native")
     ]
@@ -146,14 +161,13 @@ def main() -> None:
             cells.append("" if extra else _ms([searched(ds, s, family, mode, args.budget)
                                               for s in args.seeds]))  # fmt: skip
         rows.append(cells)
-        if mode == "native":
-            served.append([name, *speed(*found[0][1])])
+        served.append([name, *speed(*found[0][1])])
         print(cells, flush=True)
     head = ["variant", "untuned RMSE (seeds, mean)"]
     if not args.no_search:
         head.append(f"searched {args.budget:.0f} s RMSE")
     print(table(head, rows))
-    print(table(["native model (seed 0)", "max |diff|", "1 row: library / compiled us",
+    print(table(["model (seed 0)", "max |diff|", "1 row: library / compiled us",
                  "test set: library / compiled us", "rows"], served))  # fmt: skip
 
 
