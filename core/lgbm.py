@@ -9,14 +9,21 @@ import lightgbm
 
 from core.boosters import PATIENCE, EarlyStopped
 
+# `categorical_feature` given as a parameter (training/pipeline.py: native categorical splits on
+# the code columns) reaches the Dataset all the same; LightGBM still warns that it would not
+_CATEGORICAL_PARAM = "categorical_feature keyword has been found in `params`"
+
 
 class _Stopping(EarlyStopped):
     def _fit_all(self, x: Any, y: Any, weight: Any) -> Any:
-        return super(EarlyStopped, self).fit(x, y, sample_weight=weight)  # type: ignore[misc]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _CATEGORICAL_PARAM)
+            return super(EarlyStopped, self).fit(x, y, sample_weight=weight)  # type: ignore[misc]
 
     def _stop_round(self, x: Any, y: Any, x_stop: Any, y_stop: Any, w: Any, w_stop: Any) -> int:
         with warnings.catch_warnings():  # eval_set: eval_X and eval_y from LightGBM 4.7 only
             warnings.filterwarnings("ignore", "The argument 'eval_set' is deprecated")
+            warnings.filterwarnings("ignore", _CATEGORICAL_PARAM)
             super(EarlyStopped, self).fit(  # type: ignore[misc]
                 x,
                 y,

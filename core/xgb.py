@@ -11,6 +11,16 @@ from core.boosters import PATIENCE, EarlyStopped
 
 
 class _Stopping(EarlyStopped):
+    feature_types: Any
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Any:  # noqa: N803 (scikit-learn)
+        """Fit; `feature_types` naming only the first columns (training/pipeline.py: the
+        category codes, "c") is completed with numbers ("q") for the rest."""
+        types, width = self.feature_types, np.shape(X)[1]
+        if types is not None and len(types) < width:
+            self.feature_types = [*types, *["q"] * (width - len(types))]
+        return super().fit(X, y, sample_weight)
+
     def _codes(self, y: Any) -> Any:
         return y
 

@@ -20,7 +20,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from training.config import TrainConfig
 from training.data import DataSize
-from training.pipeline import TREE_FAMILIES
+from training.pipeline import NATIVE_CATEGORIES, TREE_FAMILIES
 
 EARLY_STOPPING_MIN_ROWS = 1000
 """Below this many training rows, MLP and HistGradientBoosting train without early stopping:
@@ -94,6 +94,23 @@ def preprocessing_space(family: str, config: TrainConfig, size: DataSize | None 
             space["pre_interactions"] = Choice((False, True))
     if fe.pca and (size is None or fe.pca < min(size.rows, size.features)):
         space["pre_pca"] = Choice((None, fe.pca))
+    return space
+
+
+def categories_space(family: str, config: TrainConfig, n_categorical: int) -> Space:
+    """Native or ordinal category splits for hgb, lightgbm and xgboost when there are categorical
+    columns (`preprocessing.categorical_splits`), and LightGBM's small-group settings (its
+    defaults, 100 rows per category group and smoothing 10, forbid groups of a few rows)."""
+    prep = config.preprocessing
+    if family not in NATIVE_CATEGORIES or not n_categorical or prep.encoding == "onehot":
+        return {}
+    mode = prep.categorical_splits
+    space: Space = {
+        "pre_categories": Choice(("native", "ordinal") if mode == "search" else (mode,))
+    }
+    if family == "lightgbm" and mode != "ordinal":
+        space["min_data_per_group"] = IntRange(1, 100, log=True)
+        space["cat_smooth"] = FloatRange(1.0, 50.0)
     return space
 
 
@@ -173,10 +190,16 @@ def default_params(family: str, task: str, space: Space) -> dict[str, Any]:
         },
     }
     model = defaults.get(family, {})
-    pre: dict[str, Any] = {"pre_interactions": False, "pre_pca": None}
+    pre: dict[str, Any] = {"pre_interactions": False, "pre_pca": None, "pre_categories": None}
     scalers = space.get("pre_scaler")
     if isinstance(scalers, Choice):
         pre["pre_scaler"] = "standard" if "standard" in scalers.values else scalers.values[0]
+    categories = space.get("pre_categories")
+    if isinstance(categories, Choice):  # measured (docs/benchmarks.md): native by default only
+        # for XGBoost; HGB's and LightGBM's defaults lose with it on gapminder
+        only = len(categories.values) == 1
+        native = "native" in categories.values and (family == "xgboost" or only)
+        pre["pre_categories"] = "native" if native else "ordinal"
     return {**{k: v for k, v in pre.items() if k in space}, **model}
 
 

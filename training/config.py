@@ -87,6 +87,10 @@ class Preprocessing(_Strict):
     encoding: Literal["onehot", "ordinal", "auto"] = "auto"
     """auto: one-hot for linear, SVM and MLP models, ordinal for tree models."""
     max_categories: int = Field(30, ge=2)
+    categorical_splits: Literal["search", "native", "ordinal"] = "search"
+    """How hgb, lightgbm and xgboost split the ordinal category codes: native (a set of
+    categories goes one way), ordinal (as numbers), or search (both searched; the untuned default
+    trial native for xgboost, ordinal for hgb and lightgbm)."""
 
 
 class FeatureEngineering(_Strict):

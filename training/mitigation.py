@@ -160,6 +160,7 @@ def _apply(
             scaler=str(pre.get("scaler", "standard")),
             interactions=bool(pre.get("interactions", False)),
             pca=pre.get("pca"),
+            categories=str(pre.get("categories") or "ordinal"),
         )
         model.fit(x_full, y_full, model__sensitive_features=groups.to_numpy())
     else:  # adversarial: fairlearn's predictor network on the deep family's preprocessing

@@ -24,8 +24,15 @@ from training.data import FeatureKinds
 
 MISSING_CATEGORY = "__missing__"
 TREE_FAMILIES = {"tree", "forest", "hgb", "lightgbm", "xgboost"}
-"""Families fed unscaled numbers and ordinal category codes (LightGBM and XGBoost split on the codes
-as numbers: no native categorical splits, which the compiled service would refuse)."""
+"""Families fed unscaled numbers and ordinal category codes."""
+NATIVE_CATEGORIES = {"hgb", "lightgbm", "xgboost"}
+"""Families that may split the code columns as categories (`categories="native"`: a set of
+categories goes one way, HistGradientBoosting's `categorical_features`, LightGBM's
+`categorical_feature`, XGBoost's "c" feature type) instead of as numbers; served compiled
+(service/inference/trees.py). The code columns then come first."""
+HGB_MAX_CATEGORIES = 255
+"""Levels HistGradientBoosting's native categories take (its `max_bins`): rarer levels beyond
+share the infrequent code."""
 ORDINAL_MAX_CATEGORIES = 500
 """Levels an ordinal encoding keeps (tree families, LightGBM, XGBoost, the deep family's
 embeddings): one code column whatever their number, so not one-hot's `max_categories` (a
@@ -56,9 +63,11 @@ def build_preprocessor(
     scaler: str = "standard",
     interactions: bool = False,
     unseen_missing: bool = False,
+    native: bool = False,
 ) -> ColumnTransformer:
     """Impute (with indicators), clip, scale and encode; unseen categories never fail (with
-    `unseen_missing`, an ordinal encoding codes them NaN, else -1)."""
+    `unseen_missing`, an ordinal encoding codes them NaN, else -1). `native`: the ordinal codes
+    come first, for a model that splits them as categories."""
     numeric_steps: list[tuple[str, Any]] = []
     if prep.clip_quantiles is not None:
         lo, hi = prep.clip_quantiles
@@ -84,10 +93,13 @@ def build_preprocessor(
             sparse_output=False,
         )
     else:
+        levels = max(ORDINAL_MAX_CATEGORIES, prep.max_categories)
         encoder = OrdinalEncoder(
             handle_unknown="use_encoded_value",
             unknown_value=np.nan if unseen_missing else -1,
-            max_categories=max(ORDINAL_MAX_CATEGORIES, prep.max_categories),
+            max_categories=min(levels, HGB_MAX_CATEGORIES)
+            if native and family == "hgb"
+            else levels,
         )
     transformers: list[tuple[str, Any, list[str]]] = []
     if kinds.numeric:
@@ -95,13 +107,21 @@ def build_preprocessor(
     if kinds.categorical:
         cat = Pipeline(
             [
-                ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)),
+                # native: a column empty in training stays (a code column each, as declared)
+                (
+                    "impute",
+                    SimpleImputer(
+                        strategy="constant",
+                        fill_value=MISSING_CATEGORY,
+                        keep_empty_features=native,
+                    ),
+                ),
                 ("encode", encoder),
             ]
         )
-        # the deep family reads its category codes from the first columns
+        # the deep family and native categories read the category codes from the first columns
         transformers.insert(
-            0 if family == "deep" else len(transformers), ("cat", cat, kinds.categorical)
+            0 if family == "deep" or native else len(transformers), ("cat", cat, kinds.categorical)
         )
     if kinds.datetime:
         dt_steps: list[tuple[str, Any]] = [
@@ -114,6 +134,18 @@ def build_preprocessor(
     return ColumnTransformer(transformers, sparse_threshold=0.0, remainder="drop")
 
 
+def _native_categories(estimator: Any, family: str, n: int) -> None:
+    """Declare the first `n` columns (the category codes) categorical to the family's library."""
+    inner = getattr(estimator, "estimator", estimator)  # inside CalibratedClassifierCV
+    first = list(range(n))
+    if family == "hgb":
+        inner.set_params(categorical_features=first)
+    elif family == "lightgbm":
+        inner.set_params(categorical_feature=first)
+    else:  # core.xgb completes the types of the other columns ("q") when it is fitted
+        inner.set_params(enable_categorical=True, feature_types=["c"] * n)
+
+
 def build_pipeline(
     kinds: FeatureKinds,
     estimator: Any,
@@ -123,8 +155,18 @@ def build_pipeline(
     scaler: str = "standard",
     interactions: bool = False,
     pca: int | None = None,
+    categories: str = "ordinal",
 ) -> Pipeline:
-    """The exported object: raw feature columns in, predictions out."""
+    """The exported object: raw feature columns in, predictions out. `categories="native"`:
+    a family of NATIVE_CATEGORIES splits the category codes as categories (not under a PCA, nor
+    with a one-hot `encoding`)."""
+    native = (
+        categories == "native"
+        and family in NATIVE_CATEGORIES
+        and bool(kinds.categorical)
+        and prep.encoding != "onehot"
+        and not pca
+    )
     steps: list[tuple[str, Any]] = [
         (
             "preprocess",
@@ -135,6 +177,7 @@ def build_pipeline(
                 scaler=scaler,
                 interactions=interactions,
                 unseen_missing=family in UNSEEN_AS_MISSING and not pca,
+                native=native,
             ),
         )
     ]
@@ -144,5 +187,7 @@ def build_pipeline(
         ordinal = prep.encoding != "onehot" and not interactions and not pca
         inner = getattr(estimator, "estimator", estimator)  # inside CalibratedClassifierCV
         inner.set_params(n_categorical=len(kinds.categorical) if ordinal else 0)
+    if native:
+        _native_categories(estimator, family, len(kinds.categorical))
     steps.append(("model", estimator))
     return Pipeline(steps)

@@ -16,6 +16,7 @@ from core import metrics as metric_contract
 from training import budget, data, fairness, fresh, noise, shortfall
 from training.candidates import (
     calibrated,
+    categories_space,
     default_params,
     make_estimator,
     model_space,
@@ -255,6 +256,7 @@ class _SearchRun:
         task, opts = prepared.task, config.search
         space = {
             **preprocessing_space(family, config, size),
+            **categories_space(family, config, len(prepared.kinds.categorical)),
             **model_space(family, task, size),
         }
 
@@ -480,4 +482,5 @@ def candidate_pipeline(
         scaler=pre.get("scaler", "standard"),
         interactions=bool(pre.get("interactions", False)),
         pca=pre.get("pca"),
+        categories=str(pre.get("categories") or "ordinal"),
     )

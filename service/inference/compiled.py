@@ -9,7 +9,8 @@ every split compares what scikit-learn compares:
   float32 before the walk; so does `CompiledTrees` (then back to float64 for the op), and an
   input that overflows float32 is refused as scikit-learn refuses it.
 - HistGradientBoosting*: float64 input against float64 thresholds, NaN sent the way each split
-  learned; categorical splits (bitsets) are not compiled.
+  learned; a categorical split (a bitset of its own codes) tests set membership on the input
+  values those codes stand for, a value it never saw going the missing way, as in scikit-learn.
 
 skl2onnx was measured first (docs/benchmarks.md): it converts the first four (in float32, which
 scikit-learn's own float32 walk matches) but fails on HistGradientBoosting with scikit-learn 1.9
@@ -45,7 +46,7 @@ from sklearn.ensemble import (
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from service.inference import compiled_boosters
-from service.inference.trees import Builder, Ensemble, Matrix, Member
+from service.inference.trees import CODES, Builder, Ensemble, Matrix, Member, Sets
 
 # The `fast` extra; without it every tree model runs on scikit-learn (and says so). Imported
 # only when a tree model is compiled (about 0.4 s): a service of linear models never pays it.
@@ -116,29 +117,68 @@ def _boosting(est: Any, ens: Ensemble, offset: int) -> Member:
     return Member(offset, trees.shape[1], classes, baseline, 1)
 
 
+def _hgb_layout(est: Any) -> tuple[Matrix, list[Matrix]]:
+    """HistGradientBoosting's own encoding of categorical features (scikit-learn 1.9: an
+    OrdinalEncoder whose output puts them first): each tree feature's input column, and per
+    categorical tree feature the input values of its codes (NaN left out: it is missing)."""
+    pre = getattr(est, "_preprocessor", None)
+    if pre is None:
+        return np.arange(est.n_features_in_), []
+    is_cat = np.asarray(est.is_categorical_, dtype=bool)
+    if pre.output_indices_["encoder"] != slice(0, int(is_cat.sum())):
+        raise TypeError("categorical features not first")
+    order = np.concatenate([np.flatnonzero(is_cat), np.flatnonzero(~is_cat)])
+    categories = []
+    for found in pre.named_transformers_["encoder"].categories_:
+        values = np.asarray(found, dtype=np.float64)  # strings: ValueError, refused
+        categories.append(values[~np.isnan(values)])
+    return order, categories
+
+
+def _hgb_sets(predictor: Any, categories: list[Matrix]) -> Sets:
+    """A tree's categorical nodes as input values: the codes going left (NaN and an unknown
+    value, which the encoder makes NaN, go the missing way): the left set, or, when missing
+    goes left, the known codes going right."""
+    nodes, sets = predictor.nodes, Sets()
+    bitsets = np.asarray(predictor.raw_left_cat_bitsets, dtype=np.uint32)
+    for node in np.flatnonzero(nodes["is_categorical"] & ~nodes["is_leaf"].astype(bool)):
+        values = categories[int(nodes["feature_idx"][node])]
+        bits = bitsets[int(nodes["bitset_idx"][node])]
+        codes = np.arange(len(values))
+        left = (bits[codes // 32] >> (codes % 32).astype(np.uint32)) & 1 == 1
+        if nodes["missing_go_to_left"][node]:
+            sets[int(node)] = (values[~left], False)
+        else:
+            sets[int(node)] = (values[left], True)
+    return sets
+
+
 def _hist_boosting(est: Any, ens: Ensemble, offset: int) -> Member:
-    """HistGradientBoosting: the baseline plus the trees' raw values per class."""
+    """HistGradientBoosting: the baseline plus the trees' raw values per class; a categorical
+    split tests the input's value against the categories' own values (see `_hgb_sets`)."""
     if not hasattr(est, "classes_") and getattr(est, "loss", "squared_error") not in (
         "squared_error",
         "absolute_error",
         "quantile",
     ):
         raise TypeError(f"loss={est.loss!r}")  # poisson, gamma: another inverse link
+    order, categories = _hgb_layout(est)
+    for feature in order[: len(categories)]:
+        ens.categorical(int(feature), "hgb")
     iterations = est._predictors
     for iteration in iterations:
         for k, predictor in enumerate(iteration):
             nodes = predictor.nodes
-            if nodes["is_categorical"].any():
-                raise TypeError("categorical splits")
             is_leaf = nodes["is_leaf"].astype(bool)
             ens.add(
                 np.where(is_leaf, -1, nodes["left"].astype(np.int64)),
                 nodes["right"].astype(np.int64),
-                nodes["feature_idx"],
+                order[nodes["feature_idx"]],
                 nodes["num_threshold"],
                 nodes["missing_go_to_left"],
                 nodes["value"],
                 offset + k,
+                _hgb_sets(predictor, categories) if categories else None,
             )
     baseline = np.ravel(np.asarray(est._baseline_prediction, dtype=np.float64))
     classes = len(est.classes_) if hasattr(est, "classes_") else 0
@@ -205,6 +245,9 @@ class CompiledTrees:
         if self._reads == "xgboost" and len(self.members) > 1:
             raise TypeError("XGBoost models as calibration members")
         self.n_classes = self.members[0].n_classes
+        if set(ens.codes) & ens.numeric:  # its values rewritten as categories for every split
+            raise TypeError("a feature split both as categories and as a number")
+        self._codes = [(feature, CODES[kind]) for feature, kind in sorted(ens.codes.items())]
         self._session = ens.session(
             self.n_features,
             sum(m.n_targets for m in self.members),
@@ -234,11 +277,22 @@ class CompiledTrees:
             with np.errstate(over="ignore"):
                 x32 = x.astype(np.float32)
             if self._reads == "xgboost":  # which sends what overflows float32 as infinity
+                x32 = self._categories(x32)
                 return np.asarray(self._session.run(None, {"X": x32})[0], dtype=np.float64)
             if np.isinf(x32).any():  # scikit-learn's trees refuse it
                 raise ValueError("Input contains infinity or a value too large for float32.")
             x = x32.astype(np.float64)
+        x = self._categories(x)
         return np.asarray(self._session.run(None, {"X": np.ascontiguousarray(x)})[0])
+
+    def _categories(self, x: Matrix) -> Matrix:
+        """`x` with its categorical columns read as the library reads a category (a copy)."""
+        if not self._codes:
+            return x
+        x = x.copy()
+        for feature, read in self._codes:
+            x[:, feature] = read(x[:, feature])
+        return x
 
     @staticmethod
     def _raw(member: Member, out: Matrix) -> Matrix:

@@ -9,7 +9,13 @@
   after it in float32, the order and precision of XGBoost's own predictor, so the margins are
   bit for bit XGBoost's; its float32 sigmoid and softmax repeated step by step.
 
-Refused (None: the model stays on its library, and says so): categorical splits, LightGBM's
+A categorical split is a set-membership node (service/inference/trees.py): LightGBM sends the
+categories of its "==" threshold ("1||3||5") left, int(x) being x's category and NaN or a negative
+one going right; XGBoost (split_type 1) sends the categories it lists right, int(x) of the
+float32 value being its category, NaN its default side, a negative one or one past 2**24 left.
+
+Refused (None: the model stays on its library, and says so): categories re-coded from a pandas
+data frame's (LightGBM's `pandas_categorical`, XGBoost's stored categories), LightGBM's
 zero-as-missing, linear trees, random-forest mode and other objectives than regression, binary
 and multi-class softmax; XGBoost's dart and linear boosters, multi-output trees, a `missing`
 other than NaN, and other objectives than squared error, binary logistic and multi-class
@@ -26,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from core.ecosystem import is_lightgbm, is_xgboost
-from service.inference.trees import Builder, Ensemble, Matrix, Member
+from service.inference.trees import Builder, Ensemble, Matrix, Member, Sets
 
 
 def _libm() -> Any:
@@ -64,8 +70,9 @@ def builder(est: Any) -> tuple[Builder, str] | None:
     return None
 
 
-def _flatten_lightgbm(root: dict[str, Any]) -> dict[str, Matrix]:
-    """One dumped LightGBM tree (nested dicts) as node arrays, the root first."""
+def _flatten_lightgbm(root: dict[str, Any]) -> dict[str, Any]:
+    """One dumped LightGBM tree (nested dicts) as node arrays, the root first, and its
+    categorical ("==") nodes' sets, the categories going left."""
     nodes: list[dict[str, Any]] = []
     left: list[int] = []
     right: list[int] = []
@@ -79,16 +86,22 @@ def _flatten_lightgbm(root: dict[str, Any]) -> dict[str, Matrix]:
         if parent >= 0:
             (right if is_right else left)[parent] = idx
         if "split_feature" in node:
-            if node.get("decision_type") != "<=":
-                raise TypeError("categorical split")
+            if node.get("decision_type") not in ("<=", "=="):
+                raise TypeError(f"decision type {node.get('decision_type')!r}")
             stack.append((node["right_child"], idx, True))
             stack.append((node["left_child"], idx, False))
     feature = np.array([n.get("split_feature", 0) for n in nodes], dtype=np.int64)
-    threshold = np.array([n.get("threshold", 0.0) for n in nodes], dtype=np.float64)
+    threshold = np.zeros(len(nodes), dtype=np.float64)
     missing_left = np.zeros(len(nodes), dtype=np.int64)
+    sets: Sets = {}
     for i, n in enumerate(nodes):
         if "split_feature" not in n:
             continue
+        if n["decision_type"] == "==":  # NaN, like any value read as no category, goes right
+            cats = np.array([float(c) for c in str(n["threshold"]).split("||")])
+            sets[i] = (cats, True)
+            continue
+        threshold[i] = n["threshold"]
         kind = n.get("missing_type", "None")
         if kind == "NaN":
             missing_left[i] = int(bool(n["default_left"]))
@@ -104,6 +117,7 @@ def _flatten_lightgbm(root: dict[str, Any]) -> dict[str, Matrix]:
         "threshold": threshold,
         "missing_left": missing_left,
         "leaf": leaf,
+        "sets": sets,
     }
 
 
@@ -116,8 +130,10 @@ def _lightgbm(est: Any, ens: Ensemble, offset: int) -> Member:
     """LightGBM: the raw score is the sum of the trees' leaves (its start folded into the
     first trees); binary: 1 / (1 + exp(-sigmoid x raw)), multi-class: softmax."""
     dump = est.booster_.dump_model()
-    if dump.get("average_output") or any(t.get("num_cat", 0) for t in dump["tree_info"]):
-        raise TypeError("random-forest mode or categorical splits")
+    if dump.get("average_output"):
+        raise TypeError("random-forest mode")
+    if est.booster_.pandas_categorical:  # its input's categories re-coded from a data frame's
+        raise TypeError("pandas categories")
     if est.booster_.params.get("linear_tree"):
         raise TypeError("linear trees")
     objective = str(dump["objective"]).split()
@@ -133,7 +149,10 @@ def _lightgbm(est: Any, ens: Ensemble, offset: int) -> Member:
             tree["missing_left"],
             tree["leaf"],
             offset + k % per_iteration,
+            tree["sets"],
         )
+        for node in tree["sets"]:
+            ens.categorical(int(tree["feature"][node]), "lightgbm")
     link: Any
     if objective[0] == "binary" and classes == 2 and per_iteration == 1:
         scale = float(objective[1].split(":")[1]) if len(objective) > 1 else 1.0
@@ -180,6 +199,18 @@ def _xgb_margin(base: float, objective: str) -> np.float32:
     return p
 
 
+def _xgb_sets(tree: dict[str, Any]) -> Sets:
+    """A tree's categorical nodes (split_type 1): the categories listed go right."""
+    if not any(tree.get("split_type") or []):
+        return {}
+    cats = np.asarray(tree["categories"], dtype=np.float64)
+    starts, sizes = tree["categories_segments"], tree["categories_sizes"]
+    return {
+        int(node): (cats[int(start) : int(start) + int(size)], False)
+        for node, start, size in zip(tree["categories_nodes"], starts, sizes, strict=True)
+    }
+
+
 def _xgboost(est: Any, ens: Ensemble, offset: int) -> Member:
     """XGBoost gbtree: base margin + the trees of the iterations predict_proba uses."""
     missing = getattr(est, "missing", np.nan)
@@ -217,18 +248,25 @@ def _xgboost(est: Any, ens: Ensemble, offset: int) -> Member:
     indptr = booster["model"].get("iteration_indptr")
     if last > 0 and indptr:
         trees, groups = trees[indptr[first] : indptr[last]], groups[indptr[first] : indptr[last]]
+    if any(booster["model"].get("cats", {}).get("enc") or []):
+        raise TypeError("categories re-coded from a data frame's")
     for tree, group in zip(trees, groups, strict=True):
-        if any(tree["split_type"]) or int(tree["tree_param"].get("size_leaf_vector", "1")) > 1:
-            raise TypeError("categorical split or vector leaf")
+        if int(tree["tree_param"].get("size_leaf_vector", "1")) > 1:
+            raise TypeError("vector leaf")
         left = np.asarray(tree["left_children"], dtype=np.int64)
         values = np.asarray(tree["split_conditions"], dtype=np.float32).astype(np.float64)
+        features = np.asarray(tree["split_indices"], dtype=np.int64)
+        sets = _xgb_sets(tree)
         ens.add(
             left,
             np.asarray(tree["right_children"], dtype=np.int64),
-            np.asarray(tree["split_indices"], dtype=np.int64),
+            features,
             values,
             np.asarray(tree["default_left"], dtype=np.int64),
             values,  # a leaf's value is kept where a branch keeps its split
             offset + int(group),
+            sets,
         )
+        for node in sets:
+            ens.categorical(int(features[node]), "xgboost")
     return Member(offset, n_targets, classes, np.zeros(n_targets), 1, link)

