@@ -193,9 +193,11 @@ def keep_baseline(
 ) -> bool:
     """Whether the realised-performance baseline's copies run: the first optional step dropped,
     so decided last, on the model as it came out (its `members`: the chosen family or a
-    published ensemble's; `calibrated`: each fit counted as budget.CALIBRATED_FIT) and what is
-    left then, the refit on every row still to pay for. Always without a budget; a skip is said
-    and recorded as `decide`'s."""
+    published ensemble's; `calibrated`: each fit counted as budget.CALIBRATED_FIT, each
+    prediction as budget.CALIBRATED_PREDICTS) and what is left then, the refit on every row still
+    to pay for. The copies cost their fits and their predictions of the rows each held out (every
+    train and validation row once, at the members' measured seconds a row). Always without a
+    budget; a skip is said and recorded as `decide`'s."""
     given = prepared.config.search.budget_seconds
     spent = selection.spent
     if not given or spent is None:
@@ -212,7 +214,13 @@ def keep_baseline(
         mitigated=config.fairness.mitigation != "none",
         ordered=bool(config.time_column),
     )
-    baseline = copies * (copies - 1) / max(copies, 1) * n_fit / rows * one
+    # the copies predict their held-out folds: every train and validation row once
+    speed = float(spent.get("calibration_slowdown") or 1.0)
+    published = [r for r in selection.results if r.family in members]
+    per_row = sum(budget.rates(r, selection.folds, speed).predict for r in published)
+    through = budget.CALIBRATED_PREDICTS if calibrated else 1.0
+    held_out = n_fit * per_row * through if copies else 0.0
+    baseline = copies * (copies - 1) / max(copies, 1) * n_fit / rows * one + held_out
     refit = one if config.publish.refit_all else 0.0
     left = started + given - clock()
     return not _record(spent, plan(left, AfterCosts(refit, {"baseline": baseline})), say)

@@ -140,3 +140,40 @@ def test_the_explanation_counts_by_how_the_family_is_explained() -> None:
     # permutation importance passes over at most IMPORTANCE_ROWS test rows
     far = budget.predicted_rows("linear", 100_000, 10) - budget.predicted_rows("linear", 2000, 10)
     assert far == budget.TEST_PASSES * 98_000
+
+
+def test_the_baselines_copies_count_their_predictions_of_the_rows_they_held_out(
+    tmp_path: Path,
+) -> None:
+    """shortfall.keep_baseline: five copies of a model that fits fast but predicts slowly
+    (10 ms a row) predict every train and validation row once; with 2 s left they do not fit,
+    where their fits alone would; with the time they need, they run."""
+    from training.prepare import prepare
+    from training.selection import Selection
+
+    path = tmp_path / "clf.csv"
+    classification_frame(400).to_csv(path, index=False)
+    cfg = fast_config(data=str(path), target="label", search={"budget_seconds": 100},
+                      publish={"refit_all": False, "baseline_folds": 5})  # fmt: skip
+    prepared = prepare(cfg, lambda _m: None)
+    n_fit = len(prepared.splits.x_train) + len(prepared.splits.x_val)
+    assert n_fit * 0.01 > 2  # the copies' predictions alone: more than is left
+
+    def keeps(left: float, scoring: float) -> tuple[bool, dict[str, Any]]:
+        result = _result("forest", 0.9, fit=0.01, scoring=scoring)
+        best = result.best
+        assert best is not None
+        spent: dict[str, Any] = {"calibration_slowdown": 1.0}
+        sel = Selection(results=[result], family="forest", best=best, skipped=[],
+                        scoring="roc_auc", rows=300, rungs=[300], folds=3, size=None,  # type: ignore[arg-type]
+                        spent=spent)  # fmt: skip
+        kept = shortfall.keep_baseline(prepared, sel, ["forest"], False, 0.0, lambda _m: None,
+                                       clock=lambda: 100.0 - left)  # fmt: skip
+        return kept, spent
+
+    quick = budget.PASS_SECONDS * 3  # the overhead alone: no seconds a row
+    assert keeps(2.0, quick)[0]
+    kept, spent = keeps(2.0, quick + 3.0)  # 3 s for 300 rows
+    assert not kept
+    assert [s["step"] for s in spent["shortfall"]["skipped"]] == ["baseline"]
+    assert keeps(n_fit * 0.01 + 1.0, quick + 3.0)[0]
