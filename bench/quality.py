@@ -11,15 +11,20 @@ use) as a subprocess. Training is niced and single-threaded; figures are the tes
 sd over seeds, the wall-clock training time, the model chosen, and per budget a summary: each
 contender's mean rank over the data sets, its wins, and its difference from servewatch.
 
-    python -m bench.quality [--budgets 60,300] [--seeds 0,1,2] [--only breast_cancer,diabetes]
+    python -m bench.quality [--budgets 60,300] [--seeds 0,1,2] [--datasets breast_cancer,wine]
                             [--max-rows 50000] [--contenders servewatch,FLAML,...]
                             [--jobs 2] [--hours 1] [--results bench/results/quality.jsonl]
+                            [--redo] [--report-only]
 
-Each cell (budget, data set, seed, contender) is appended to --results as it finishes, and a run
-skips the cells already there (--fresh measures them again): the full run takes hours, so it can
-be filled over several runs, each cell recording its commit and the machine's load. With --jobs 2
-on an idle 2-core machine servewatch and FLAML of the same seed run side by side, each on one
-core, under the same conditions. The tables cover the data sets whose servewatch seeds are all in.
+Each cell (budget, data set, seed, contender; and servewatch's extra search settings) is
+appended to --results as it finishes, and a run skips the cells already there, whatever commit
+measured them (--redo measures them again): the full run takes hours, so it can be filled over
+several runs and sessions, split by --datasets (-- only: name prefixes), --seeds, --contenders,
+--budgets or --hours, each cell recording its commit and the machine's load. With --jobs 2 on an
+idle 2-core machine servewatch and FLAML of the same seed run side by side, each on one core,
+under the same conditions. The tables (--report-only: from the cells recorded, running none)
+cover the data sets whose servewatch seeds are all in; a budget with cells still missing says
+how many and which, in its heading.
 """
 
 from __future__ import annotations
@@ -498,11 +503,13 @@ def _worker_init(nice: int) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"  # FLAML's subprocess
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="60,300", help="search seconds, every contender")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--only", default="", help="comma-separated data set names")
+    parser.add_argument(
+        "--datasets", "--only", dest="only", default="", help="comma-separated name prefixes"
+    )
     parser.add_argument(
         "--max-rows", type=int, default=0, help="skip data sets of more rows (0: none skipped)"
     )
@@ -531,16 +538,27 @@ def main() -> None:
         "FLAML of the same seed side by side, under the same conditions",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines, appended")
-    parser.add_argument("--fresh", action="store_true", help="measure cells already in --results")
+    parser.add_argument(
+        "--redo", "--fresh", dest="fresh", action="store_true",
+        help="measure cells already in --results again",
+    )  # fmt: skip
+    parser.add_argument(
+        "--report-only", action="store_true", help="print the tables of the cells recorded"
+    )
     parser.add_argument(
         "--hours", type=float, default=0.0, help="start no cell after this long (0: no limit)"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     search = json.dumps(json.loads(args.search), sort_keys=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [float(b) for b in args.budgets.split(",")]
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    py, how = flaml_python() if "FLAML" in contenders else (None, "not run")
+    wants_flaml = "FLAML" in contenders and not args.report_only
+    py, how = flaml_python() if wants_flaml else (None, "not run")
     chosen = [
         ds.name
         for ds in datasets()
@@ -550,7 +568,7 @@ def main() -> None:
     cells = [
         Cell(b, name, seed, c, search if c == "servewatch" else "{}")
         for b in budgets for name in chosen for seed in seeds for c in contenders
-        if c != "FLAML" or py is not None
+        if c != "FLAML" or py is not None or args.report_only
     ]  # fmt: skip
     done = {} if args.fresh else load_results(args.results)
     todo = [c for c in cells if c.key() not in done or "error" in done[c.key()]]
@@ -563,7 +581,8 @@ def main() -> None:
         f"{args.results}; {len(todo)} to run, {args.jobs} at once",
         flush=True,
     )
-    measure(todo, py, commit, args)
+    if not args.report_only:
+        measure(todo, py, commit, args)
     report_all(load_results(args.results), budgets, seeds, chosen, contenders, search)
 
 
@@ -597,6 +616,34 @@ def measure(todo: list[Cell], py: Path | None, commit: str, args: argparse.Names
                 )
 
 
+def missing_cells(
+    found: dict[Key, dict[str, Any]],
+    budget: float,
+    seeds: list[int],
+    chosen: list[str],
+    contenders: list[str],
+    search: str,
+) -> dict[str, int]:
+    """The cells of `budget` not (or not successfully) measured yet, counted by data set."""
+    missing: dict[str, int] = {}
+    for name in chosen:
+        for seed in seeds:
+            for c in contenders:
+                cell = Cell(budget, name, seed, c, search if c == "servewatch" else "{}")
+                r = found.get(cell.key())
+                if not r or "score" not in r:
+                    missing[name] = missing.get(name, 0) + 1
+    return missing
+
+
+def incomplete(missing: dict[str, int], total: int) -> str:
+    """A budget heading's mark of the cells still missing ('' when none is)."""
+    if not missing:
+        return ""
+    which = ", ".join(f"{name} {n}" for name, n in missing.items())
+    return f"; INCOMPLETE: {sum(missing.values())} of {total} cells missing ({which})"
+
+
 def report_all(
     found: dict[Key, dict[str, Any]],
     budgets: list[float],
@@ -606,7 +653,7 @@ def report_all(
     search: str,
 ) -> None:
     """The tables of every budget from the recorded cells, over the data sets where every seed
-    of servewatch has been measured."""
+    of servewatch has been measured; a budget with cells missing is marked so."""
     for budget in budgets:
         rows: list[list[str]] = []
         scores: dict[str, dict[str, list[float]]] = {}
@@ -629,9 +676,13 @@ def report_all(
             scores[name] = per[0]
             done.append(data_set(name))
             rows += table_rows(data_set(name), contenders, *per)
-        if done:
-            print(f"\nservewatch commits measured: {', '.join(sorted(commits))}")
-            report(budget, seeds, rows, done, scores, contenders)
+        missing = missing_cells(found, budget, seeds, chosen, contenders, search)
+        mark = incomplete(missing, len(chosen) * len(seeds) * len(contenders))
+        if not done:
+            print(f"\nbudget {budget:g} s: no data set with every servewatch seed yet{mark}")
+            continue
+        print(f"\nservewatch commits measured: {', '.join(sorted(commits))}")
+        report(budget, seeds, rows, done, scores, contenders, mark)
 
 
 def report(
@@ -641,10 +692,11 @@ def report(
     done: list[DataSet],
     scores: dict[str, dict[str, list[float]]],
     contenders: list[str],
+    mark: str = "",
 ) -> None:
-    """The tables of one budget over the data sets done so far."""
+    """The tables of one budget over the data sets done so far (`mark`: the cells missing)."""
     print()
-    print(f"budget {budget:g} s, seeds {seeds}, {len(done)} data sets")
+    print(f"budget {budget:g} s, seeds {seeds}, {len(done)} data sets{mark}")
     print(table(["data set", "rows", "contender", "test score", "train s", "model"], rows))
     summary_rows, verdicts = summary(done, scores, contenders)
     print()

@@ -1,11 +1,12 @@
 """Spend a time budget on the search: successive halving over families until what is left is
-what the steps after the search need (estimated from measured fit times)."""
+what the steps after the search need (estimated from the trials' measured fit and predict times)."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from training import fresh, noise
 from training.growing import GROW_FACTOR, finalists
@@ -29,17 +30,39 @@ the version), at the calibration speed (`bench/budget.py`: breast cancer, diabet
 with their test rows x features, fitted by least squares)."""
 AFTER_FEATURE_SECONDS = 0.12
 """Seconds per feature of the steps after the search that predict rather than fit, at the
-calibration speed: permutation importance (five passes per feature), contributions, their plots,
-slices, the reference sample cost per pass over the test rows about as much whatever their
-number (hundreds to a few thousand: a pass is mostly the pipeline's own overhead). Breast cancer
-(114 test rows x 30 features) about 5.3 s besides fits, diabetes (89 x 10) 1.6 s, wine (36 x 13)
-2.6 s; digits (360 x 64) about 5.8 s with a linear model, flights (1,200 x 16) 2 s: per cell the
-last two were a sixth and a tenth of the first three's figure."""
-AFTER_CELL_SECONDS = 1.5e-4
-"""Seconds per test row (at most IMPORTANCE_ROWS) and feature besides AFTER_FEATURE_SECONDS: the
-part of a pass that grows with the rows (a tree ensemble's or a multi-class model's predictions)."""
+calibration speed, besides the predictions themselves (`predict_seconds`): permutation
+importance's five passes per feature, contributions, their plots, slices, the reference sample
+cost per pass about as much whatever the rows (hundreds to a few thousand: a pass is mostly the
+pipeline's own overhead). Breast cancer (114 test rows x 30 features) about 5.3 s besides fits,
+diabetes (89 x 10) 1.6 s, wine (36 x 13) 2.6 s with a linear model."""
 IMPORTANCE_ROWS = 2000
 """The most test rows permutation importance passes over (training/evaluate.py `importance`)."""
+IMPORTANCE_REPEATS = 5
+"""Passes per feature of permutation importance (training/evaluate.py `importance`)."""
+PASS_SECONDS = AFTER_FEATURE_SECONDS / IMPORTANCE_REPEATS
+"""What one scoring pass costs whatever its rows, at the calibration speed (AFTER_FEATURE_SECONDS'
+share of a pass): taken off a trial's scoring seconds, once a fold, before they are shared out
+per row (`rates`), since AFTER_FEATURE_SECONDS already counts it."""
+TEST_PASSES = 4
+"""Passes over the test rows besides permutation importance: the test metrics, the predictions
+the slices, fairness and error analysis read, the reference sample, the threshold's validation
+rows (counted as test rows)."""
+EXPLAINED_ROWS = 300
+"""Test rows the model card's contributions explain (core/explain.py `global_summary`)."""
+SAMPLED_PERMUTATIONS = 8
+"""Permutations a sampled Shapley row predicts (features + 1) rows each (core/explain.py)."""
+TREE_SHAP_PREDICTS = 300.0
+"""A row's TreeSHAP (tree families, core/explain.py), in predictions of one row by the same
+model: TreeSHAP grows with leaves x depth, a prediction with depth, so no ratio holds for every
+tree model; 300 is a 100-tree forest's on digits (measured 12 for HGB on digits and 4,000 for a
+300-tree forest on 100 features fitted on 4,000 rows, CPU seconds, shap 0.51)."""
+CALIBRATED_PREDICTS = 3.0
+"""A calibrated model's prediction in the predictions of its model: CalibratedClassifierCV
+(three folds, training/candidates.py `calibration_folds`) predicts through each fold's copy."""
+EXACT_FAMILIES = frozenset({"linear"})
+"""Families explained exactly from their coefficients: one pass over the explained rows."""
+TREE_FAMILIES = frozenset({"tree", "forest", "hgb", "lightgbm", "xgboost"})
+"""Families explained by TreeSHAP (TREE_SHAP_PREDICTS); the others are sampled."""
 CALIBRATION_SECONDS = 0.04
 """What `calibrate`'s workload took when AFTER_* were measured (2 cores, load ~6, nice 19)."""
 
@@ -71,12 +94,83 @@ def calibrate() -> float:
 
 
 def after_seconds(rows: int, features: int, speed: float) -> float:
-    """Seconds the steps after the search need besides fits, for `rows` test rows of `features`
-    features, at `speed` (calibrate's figure)."""
-    cells = min(rows, IMPORTANCE_ROWS) * features
-    return speed * (
-        AFTER_BASE_SECONDS + AFTER_FEATURE_SECONDS * features + AFTER_CELL_SECONDS * cells
+    """Seconds the steps after the search need besides fits and the chosen model's own
+    predictions (`predict_seconds`), for `rows` test rows of `features` features, at `speed`
+    (calibrate's figure): the passes' overhead, whatever the model."""
+    del rows  # a pass's overhead does not grow with its rows: its predictions do
+    return speed * (AFTER_BASE_SECONDS + AFTER_FEATURE_SECONDS * features)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What a family's chosen configuration took per row in its CV trial, on the search's clock
+    (so at the machine's speed as it ran)."""
+
+    fit: float  # seconds a fit takes per row it learns (the trial's seconds besides scoring)
+    predict: float  # seconds a prediction takes per row, a pass's overhead (PASS_SECONDS) aside
+
+
+def rates(result: FamilyResult, folds: int, speed: float = 1.0) -> Rates:
+    """The family's chosen configuration's fit and predict seconds per row, from its CV trial:
+    the trial's seconds besides its scoring over the rows its folds' fits learnt (the build, the
+    splits: a pessimistic figure), its scoring seconds less a pass's overhead a fold (PASS_SECONDS
+    at `speed`) over the rows it predicted. A trial without that split (a distributed search's
+    older record) counts all its seconds as `folds` fits on (folds - 1) / folds of its rows and
+    predicts for nothing."""
+    best = result.best
+    if best is None or best.rows <= 0:
+        return Rates(0.0, 0.0)
+    if best.fit_rows > 0:
+        overhead = len(best.folds) * speed * PASS_SECONDS
+        predict = max(0.0, best.score_seconds - overhead) / max(best.scored_rows, 1)
+        return Rates(max(0.0, best.seconds - best.score_seconds) / best.fit_rows, predict)
+    if folds < 2:
+        return Rates(0.0, 0.0)
+    return Rates(best.seconds / (best.rows * (folds - 1)), 0.0)
+
+
+def predicted_rows(family: str, rows: int, features: int) -> float:
+    """Rows the steps after the search predict through one model of `family`, for `rows` test
+    rows of `features` features: TEST_PASSES over the test rows, permutation importance
+    (IMPORTANCE_REPEATS passes a feature and one more over at most IMPORTANCE_ROWS), and the
+    contributions of at most EXPLAINED_ROWS: exact (one pass), TreeSHAP (TREE_SHAP_PREDICTS a row)
+    or sampled (SAMPLED_PERMUTATIONS x (features + 1) a row)."""
+    explained = min(rows, EXPLAINED_ROWS)
+    if family in EXACT_FAMILIES:
+        each = 1.0
+    elif family in TREE_FAMILIES:
+        each = TREE_SHAP_PREDICTS
+    else:
+        each = float(SAMPLED_PERMUTATIONS * (features + 1))
+    importance = (IMPORTANCE_REPEATS * features + 1) * min(rows, IMPORTANCE_ROWS)
+    return TEST_PASSES * rows + importance + explained * each
+
+
+def predict_seconds(
+    results: Sequence[FamilyResult],
+    rows: int,
+    features: int,
+    speed: float = 1.0,
+    calibrated: bool = False,
+) -> float:
+    """Seconds the steps after the search spend in the predictions of the models of `results`
+    (the chosen family, or an ensemble's members: the assessment predicts through each): each
+    one's measured predict seconds a row (`rates`) times its `predicted_rows`, CALIBRATED_PREDICTS
+    times that when `calibrated`."""
+    each = CALIBRATED_PREDICTS if calibrated else 1.0
+    return each * sum(
+        rates(r, 0, speed).predict * predicted_rows(r.family, rows, features) for r in results
     )
+
+
+def leading(results: Sequence[FamilyResult], n: int) -> list[FamilyResult]:
+    """The `n` families with the highest CV score of their chosen configuration, best first:
+    the ones the reserve counts and an ensemble combines (the one ranking of both)."""
+    ranked = sorted(
+        (r for r in results if r.best is not None),
+        key=lambda r: -r.best.score,  # type: ignore[union-attr]
+    )
+    return ranked[:n]
 
 
 def chosen_fits(
@@ -95,13 +189,8 @@ def chosen_fits(
 
 def fit_seconds(result: FamilyResult, folds: int, rows: int) -> float:
     """Seconds one fit of the family's chosen configuration takes on `rows` rows, from its CV
-    trial: `folds` fits on (folds - 1) / folds of the trial's rows (and their scoring: a
-    pessimistic figure), scaled linearly in the rows."""
-    best = result.best
-    if best is None or best.rows <= 0 or folds < 2:
-        return 0.0
-    fold_rows = best.rows * (folds - 1) / folds
-    return best.seconds / folds * rows / fold_rows
+    trial (`rates`), scaled linearly in the rows."""
+    return rates(result, folds).fit * rows
 
 
 def baseline_fits(folds: int, each: float = 3.0, fit_share: float = 1.0) -> float:
@@ -149,21 +238,25 @@ def reserve_seconds(
     mitigation: int = 0,
     fits: float = RESERVE_FITS,
     copy_fits: float = 3.0,
+    test_rows: int = 0,
+    features: int = 0,
+    speed: float = 1.0,
+    calibrated: bool = False,
 ) -> float:
     """Seconds the steps after the search need: `fits` fits (`chosen_fits`) and the baseline's
     copies (`baseline_fits` of `baseline_folds` copies of `copy_fits` fits each) on `rows` rows
-    of each of the best `members` families (the chosen one and an ensemble's other members),
-    `mitigation` fits of the best (`mitigation_fits`), plus `after` (what fits nothing:
-    after_seconds), plus the re-scoring of each family's top and default on fresh folds
-    (training.fresh: their trials' measured seconds)."""
-    ranked = sorted(
-        (r for r in results if r.best is not None),
-        key=lambda r: -r.best.score,  # type: ignore[union-attr]
-    )
-    one = sum(fit_seconds(r, folds, rows) for r in ranked[:members])
+    of each of the `leading` `members` families (the chosen one and an ensemble's other
+    members), `mitigation` fits of the best (`mitigation_fits`), their predictions of
+    `test_rows` test rows of `features` features (`predict_seconds`: each one's measured predict
+    seconds a row, through a calibrated model's copies when `calibrated`), plus `after` (the
+    passes' overhead: after_seconds), plus the re-scoring of each family's top and default on
+    fresh folds (training.fresh: their trials' measured seconds)."""
+    ranked = leading(results, members)
+    one = sum(fit_seconds(r, folds, rows) for r in ranked)
     mitigated = mitigation * fit_seconds(ranked[0], folds, rows) if ranked else 0.0
     each = fits + baseline_fits(baseline_folds, copy_fits)
-    return each * one + mitigated + after + fresh.seconds(results)
+    predicted = predict_seconds(ranked, test_rows, features, speed, calibrated)
+    return each * one + mitigated + predicted + after + fresh.seconds(results)
 
 
 def grow_seconds(results: Sequence[FamilyResult], per_family: int) -> float:

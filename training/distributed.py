@@ -428,7 +428,9 @@ class SharedFamilySearch(FamilySearch):
         trial.set_user_attr(
             "result",
             {"score": t.score, "std": t.std, "seconds": t.seconds, "rows": t.rows,
-             "folds": list(t.folds), "default": default},
+             "folds": list(t.folds), "default": default, "fit_seconds": t.fit_seconds,
+             "score_seconds": t.score_seconds, "fit_rows": t.fit_rows,
+             "scored_rows": t.scored_rows},
         )  # fmt: skip
         if self.on_trial:
             self.on_trial(self.result.family, len(self.result.trials) + 1, t.score)
@@ -538,7 +540,8 @@ def _results(trials: list[Any], params: Callable[[Any], dict[str, Any] | None]) 
         if r is not None and p is not None:
             out.append(
                 Trial(p, r["score"], r["std"], r["seconds"], r["rows"], t.state == S.PRUNED,
-                      tuple(r["folds"]), r["default"])
+                      tuple(r["folds"]), r["default"], r.get("fit_seconds", 0.0),
+                      r.get("score_seconds", 0.0), r.get("fit_rows", 0), r.get("scored_rows", 0))
             )  # fmt: skip
     return out
 

@@ -177,6 +177,10 @@ class Trial:
     pruned: bool = False  # stopped after some folds by the Bayesian search's pruner
     folds: tuple[float, ...] = ()  # the score of each CV fold (empty when pruned or failed)
     default: bool = False  # the family's untuned default configuration
+    fit_seconds: float = 0.0  # of `seconds`, the folds' fits (training/budget.py `rates`)
+    score_seconds: float = 0.0  # of `seconds`, the folds' scoring: predictions and the metric
+    fit_rows: int = 0  # rows the folds' fits learnt, added up (0: not measured)
+    scored_rows: int = 0  # rows the folds' scoring predicted, added up
 
 
 @dataclass
@@ -233,6 +237,19 @@ class Pruned(ServewatchError):
 FoldReport = Callable[[int, float], None]
 
 
+@dataclass
+class Timing:
+    """What a trial's folds spent fitting and scoring, on the search's clock, and on how many
+    rows (filled fold by fold: a pruned trial keeps the folds it ran)."""
+
+    clock: Callable[[], float] = time.perf_counter
+    last: float = 0.0  # the clock's last reading (a fold's fit starts where the last one ended)
+    fit_seconds: float = 0.0
+    score_seconds: float = 0.0
+    fit_rows: int = 0
+    scored_rows: int = 0
+
+
 def _cv_score(
     pipe: Pipeline,
     x: pd.DataFrame,
@@ -241,15 +258,25 @@ def _cv_score(
     scoring: Scoring,
     fit_params: dict[str, Any] | None,
     report: FoldReport | None = None,
+    timing: Timing | None = None,
 ) -> list[float]:
     """The score of `scoring` on each fold of `cv`; after each fold `report(fold, running mean)`
-    may raise Pruned."""
+    may raise Pruned. `timing` adds up each fold's fit and scoring seconds and rows."""
     scorer = get_scorer(scoring)
+    if timing is None:
+        timing = Timing()
+        timing.last = timing.clock()
     scores: list[float] = []
     for i, (tr, te) in enumerate(cv.split(x, y)):
         params = {k: np.asarray(v)[tr] for k, v in (fit_params or {}).items()}
         est = clone(pipe).fit(x.iloc[tr], y.iloc[tr], **params)
+        fitted = timing.clock()
         scores.append(float(scorer(est, x.iloc[te], y.iloc[te])))
+        timing.fit_seconds += fitted - timing.last
+        timing.last = timing.clock()
+        timing.score_seconds += timing.last - fitted
+        timing.fit_rows += len(tr)
+        timing.scored_rows += len(te)
         if report is not None:
             report(i, float(np.mean(scores)))
     return scores
@@ -264,24 +291,29 @@ def evaluate_trial(
     scoring: Scoring,
     fit_params: dict[str, Any] | None = None,
     report: FoldReport | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Trial:
     """One configuration cross-validated on `x`, `y`: a failed fit scores -inf, a pruned one its
-    running mean (marked `pruned`)."""
-    start = time.perf_counter()
+    running mean (marked `pruned`); its seconds, and its folds' fit and scoring seconds and rows,
+    on `clock`."""
+    start = clock()
     pruned = False
     folds: list[float] = []
+    timing = Timing(clock, start)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", message=".*number of unique classes.*")
         try:
-            folds = _cv_score(build(params), x, y, cv, scoring, fit_params, report)
+            folds = _cv_score(build(params), x, y, cv, scoring, fit_params, report, timing)
             score, std = float(np.mean(folds)), float(np.std(folds))
         except Pruned as exc:
             score, std, pruned = float(exc.args[0]), float("nan"), True
         except (ValueError, ArithmeticError):
             score, std = float("-inf"), float("nan")
-    seconds = time.perf_counter() - start
-    return Trial(params, score, std, seconds, len(x), pruned, tuple(folds))
+    seconds = clock() - start
+    return Trial(params, score, std, seconds, len(x), pruned, tuple(folds),
+                 fit_seconds=timing.fit_seconds, score_seconds=timing.score_seconds,
+                 fit_rows=timing.fit_rows, scored_rows=timing.scored_rows)  # fmt: skip
 
 
 def _grid(space: Space, seed: int) -> list[dict[str, Any]]:
@@ -383,9 +415,10 @@ class FamilySearch:
         if rows is not None:
             xs, ys = self.x.iloc[rows], self.y.iloc[rows]
             fp = {k: np.asarray(v)[rows] for k, v in (self.fit_params or {}).items()} or None
-        start = self.clock()
-        trial = evaluate_trial(self.build, params, xs, ys, self.cv, self.scoring, fp, report)
-        trial.seconds, trial.default = self.clock() - start, default
+        trial = evaluate_trial(
+            self.build, params, xs, ys, self.cv, self.scoring, fp, report, self.clock
+        )
+        trial.default = default
         self.result.trials.append(trial)
         if self.on_trial:
             self.on_trial(self.result.family, len(self.result.trials), trial.score)

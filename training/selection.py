@@ -198,9 +198,11 @@ class _SearchRun:
         return x[prepared.features], y, fit_params
 
     def reserve(self) -> float:
-        """What the steps after the search need (budgeted runs), from the trials so far; the
-        baseline's copies only when they will be fitted (`budget.baseline_copies`), and the
-        fairness mitigation's fits (`budget.mitigation_fits`)."""
+        """What the steps after the search need (budgeted runs), from the trials so far: the
+        leading families' measured fit and predict seconds a row times the rows of the fits
+        and of the assessment's predictions (`budget.reserve_seconds`); the baseline's copies
+        only when they will be fitted (`budget.baseline_copies`), and the fairness mitigation's
+        fits (`budget.mitigation_fits`)."""
         if not self.given:
             return 0.0
         splits = self.prepared.splits
@@ -229,7 +231,10 @@ class _SearchRun:
         return budget.reserve_seconds(done, folds=self.folds, rows=all_rows, members=members,
                                       after=self.after, baseline_folds=copies,
                                       mitigation=budget.mitigation_fits(mitigation),
-                                      fits=fits, copy_fits=copy_fits)  # fmt: skip
+                                      fits=fits, copy_fits=copy_fits,
+                                      test_rows=len(splits.x_test),
+                                      features=len(self.prepared.features),
+                                      speed=self.speed, calibrated=calibrated)  # fmt: skip
 
     def end(self) -> float:
         """The search's deadline: the budget less the later steps and growing's first rung."""
@@ -311,7 +316,9 @@ class _SearchRun:
         required = self.after
         if results:
             best = max(results, key=lambda r: r.best.score)  # type: ignore[union-attr]
-            estimate = shortfall.costs(self.prepared, results, best.family, self.folds, self.after)
+            estimate = shortfall.costs(
+                self.prepared, results, best.family, self.folds, self.after, self.speed
+            )
             required = estimate.required
         firsts = sorted(r.trials[0].seconds for r in results)
         median = firsts[len(firsts) // 2] if firsts else 0.0

@@ -65,40 +65,58 @@ def costs(
     family: str,
     folds: int,
     after: float,
+    speed: float = 1.0,
 ) -> AfterCosts:
     """The steps after the search in seconds, `family` chosen among `results` (searched on
-    `folds` folds), from each family's measured CV trial
-    (`budget.fit_seconds`, one fit on every row; a multi-class model's trees per class are in
-    that measure) and `after` (what fits nothing). A classifier's calibration multiplies its
-    fits (`budget.CALIBRATED_FIT`); an ensemble's members each count, in its fits and in what
-    fits nothing (its assessment predicts through each)."""
+    `folds` folds), from each family's measured CV trial: its fit seconds a row times the rows
+    of each fit (`budget.fit_seconds`; a multi-class model's trees per class are in that
+    measure), its predict seconds a row times the rows the assessment predicts
+    (`budget.predict_seconds`, a pass's overhead at `speed` aside), and `after` (the passes'
+    overhead). A classifier's calibration multiplies its fits (`budget.CALIBRATED_FIT`); an
+    ensemble's members each count, in its fits and in its predictions (its assessment predicts
+    through each)."""
     config, splits = prepared.config, prepared.splits
     n_train, n_val = len(splits.x_train), len(splits.x_val)
     rows = n_train + n_val + len(splits.x_test)
     train, full = n_train / rows, (n_train + n_val) / rows
     refit = 1.0 if config.publish.refit_all else 0.0
     by_family = {r.family: budget.fit_seconds(r, folds, rows) for r in results}
+    test_rows, features = len(splits.x_test), len(prepared.features)
+
+    def predicted(families: Sequence[str]) -> float:
+        chosen = [r for r in results if r.family in families]
+        return budget.predict_seconds(chosen, test_rows, features, speed)
+
     one = by_family.get(family, 0.0)
     calibrates = prepared.task == "classification" and family != "svm"
     auto = calibrates and config.calibration == "auto"
     calibrates = calibrates and config.calibration != "none"
     calibrated = budget.CALIBRATED_FIT
     each = calibrated if calibrates else 1.0
+    # a calibrated model predicts through each fold's copy (budget.CALIBRATED_PREDICTS)
+    through = budget.CALIBRATED_PREDICTS - 1.0 if calibrates else 0.0
     explicit = calibrated * train if calibrates and config.calibration != "auto" else 0.0
-    required = after + one * (train + explicit + (1.0 if auto else each) * (full + refit))
-    calibration = one * (CALIBRATIONS_TRIED * calibrated * train + (each - 1) * (full + refit))
+    required = (
+        after
+        + predicted([family]) * (1.0 + (0.0 if auto else through))
+        + one * (train + explicit + (1.0 if auto else each) * (full + refit))
+    )
+    calibration = one * (
+        CALIBRATIONS_TRIED * calibrated * train + (each - 1) * (full + refit)
+    ) + through * predicted([family])
     members = _members(prepared, results)
     group = sum(by_family.get(f, 0.0) for f in members)
     # the chosen family's fit on the training rows is reused; the other members are fitted
-    others = sum(by_family.get(f, 0.0) for f in members if f != family)
+    others = [f for f in members if f != family]
     stack = config.split.cv_folds * train * group if _stacks(prepared) else 0.0
     ensemble = (
-        others * (1 + CALIBRATIONS_TRIED * calibrated) * train
+        sum(by_family.get(f, 0.0) for f in others) * (1 + CALIBRATIONS_TRIED * calibrated) * train
         + stack
         + each * group * (full + refit)
         # the assessment and the reference sample predict through every member (digits, 3
-        # members: 34.8 CPU s against 10.4 for one model)
+        # members: 34.8 CPU s against 10.4 for one model): each one's passes and predictions
         + after * (len(members) - 1)
+        + predicted(others) * (1.0 + through)
         if members
         else 0.0
     )
@@ -117,14 +135,12 @@ def costs(
 
 
 def _members(prepared: Prepared, results: Sequence[FamilyResult]) -> list[str]:
-    """The families an ensemble would combine (none when the ensemble step will not run)."""
+    """The families an ensemble would combine (`budget.leading`: none when the ensemble step
+    will not run)."""
     cfg = prepared.config.ensemble
     if not cfg.enabled or prepared.config.fairness.mitigation != "none":
         return []
-    ranked = sorted(
-        (r for r in results if r.best is not None),
-        key=lambda r: -r.best.score,  # type: ignore[union-attr]
-    )[: cfg.size]
+    ranked = budget.leading(results, cfg.size)
     return [r.family for r in ranked] if len(ranked) >= 2 else []
 
 
@@ -148,8 +164,9 @@ def decide(
     if not given or spent is None:
         return []
     after = float(spent.get("reserved_besides_fits_seconds") or 0.0)
+    speed = float(spent.get("calibration_slowdown") or 1.0)
     left = started + given - clock()
-    estimate = costs(prepared, selection.results, selection.family, selection.folds, after)
+    estimate = costs(prepared, selection.results, selection.family, selection.folds, after, speed)
     # the baseline, dropped first, gets what is left last (`keep_baseline`)
     optional = {k: v for k, v in estimate.optional.items() if k != "baseline"}
     return _record(spent, plan(left, AfterCosts(estimate.required, optional)), say)
@@ -176,9 +193,11 @@ def keep_baseline(
 ) -> bool:
     """Whether the realised-performance baseline's copies run: the first optional step dropped,
     so decided last, on the model as it came out (its `members`: the chosen family or a
-    published ensemble's; `calibrated`: each fit counted as budget.CALIBRATED_FIT) and what is
-    left then, the refit on every row still to pay for. Always without a budget; a skip is said
-    and recorded as `decide`'s."""
+    published ensemble's; `calibrated`: each fit counted as budget.CALIBRATED_FIT, each
+    prediction as budget.CALIBRATED_PREDICTS) and what is left then, the refit on every row still
+    to pay for. The copies cost their fits and their predictions of the rows each held out (every
+    train and validation row once, at the members' measured seconds a row). Always without a
+    budget; a skip is said and recorded as `decide`'s."""
     given = prepared.config.search.budget_seconds
     spent = selection.spent
     if not given or spent is None:
@@ -195,7 +214,13 @@ def keep_baseline(
         mitigated=config.fairness.mitigation != "none",
         ordered=bool(config.time_column),
     )
-    baseline = copies * (copies - 1) / max(copies, 1) * n_fit / rows * one
+    # the copies predict their held-out folds: every train and validation row once
+    speed = float(spent.get("calibration_slowdown") or 1.0)
+    published = [r for r in selection.results if r.family in members]
+    per_row = sum(budget.rates(r, selection.folds, speed).predict for r in published)
+    through = budget.CALIBRATED_PREDICTS if calibrated else 1.0
+    held_out = n_fit * per_row * through if copies else 0.0
+    baseline = copies * (copies - 1) / max(copies, 1) * n_fit / rows * one + held_out
     refit = one if config.publish.refit_all else 0.0
     left = started + given - clock()
     return not _record(spent, plan(left, AfterCosts(refit, {"baseline": baseline})), say)

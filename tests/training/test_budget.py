@@ -178,16 +178,17 @@ def test_the_reserve_keeps_back_the_baselines_copies() -> None:
     assert baseline_fits(0) == baseline_fits(1) == 0 and baseline_fits(2) == 3
 
 
-def test_what_fits_nothing_grows_with_features_and_test_rows_and_the_machines_slowdown() -> None:
+def test_what_fits_nothing_grows_with_features_and_the_machines_slowdown_not_rows() -> None:
+    """The passes' overhead (after_seconds) grows with the features and the slowdown; the part
+    that grows with the test rows is the chosen model's own predictions, measured in its trials
+    (budget.predict_seconds: tests/training/test_reserve.py)."""
     assert after_seconds(500, 20, 2.0) == pytest.approx(2 * after_seconds(500, 20, 1.0))
     assert after_seconds(500, 40, 1.0) > after_seconds(500, 20, 1.0) > after_seconds(0, 0, 1.0) > 0
-    assert after_seconds(1000, 20, 1.0) > after_seconds(500, 20, 1.0)
+    assert after_seconds(1000, 20, 1.0) == after_seconds(500, 20, 1.0)
     # a pass over the test rows costs mostly its overhead: per feature, not per cell (digits'
     # 360 x 64 and the mitigation test's flights 1,200 x 16 were reserved 35 and 30 s at 1.5 ms a
-    # cell where their steps took about 6 and 2 s), and permutation importance passes over at
-    # most 2,000 rows
+    # cell where their steps took about 6 and 2 s)
     assert after_seconds(360, 64, 1.0) < 15 and after_seconds(1200, 16, 1.0) < 6
-    assert after_seconds(100_000, 16, 1.0) == after_seconds(2000, 16, 1.0)
     assert calibrate() > 0
 
 
@@ -231,9 +232,10 @@ def _prepared(tmp_path: Path, **search_cfg: Any) -> Any:
 def test_search_spends_the_run_budget_on_a_ticking_clock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every look at this clock moves it 0.01 s: the search runs until its end, far past the
-    8 trials a family gets without a budget, and records what it spent (the machine's slowdown
-    taken as 1: the reserve for what fits nothing is then 1.6 s of the 3)."""
+    """Every look at this clock moves it 0.01 s (a trial looks at it before and after each
+    fold's fit and scoring, budget.rates): the search runs until its end, far past the 8 trials
+    a family gets without a budget, and records what it spent (the machine's slowdown taken as
+    1: the reserve for what fits nothing is then 1.5 s of the 5)."""
     from training import budget
 
     monkeypatch.setattr(budget, "calibrate", lambda: 1.0)
@@ -243,14 +245,14 @@ def test_search_spends_the_run_budget_on_a_ticking_clock(
         ticks[0] += 0.01
         return ticks[0]
 
-    prepared = _prepared(tmp_path, budget_seconds=3, method="random")
+    prepared = _prepared(tmp_path, budget_seconds=5, method="random")
     said: list[str] = []
     selection = search(prepared, said.append, started=0.0, clock=clock)
     spent = selection.spent
-    assert spent is not None and spent["budget_seconds"] == 3
+    assert spent is not None and spent["budget_seconds"] == 5
     assert spent["schedule"] == "halving over families" and spent["trial_cap"] is None
     assert sum(len(r.trials) for r in selection.results) > 2 * 8
-    assert 0 < spent["reserved_seconds"] < 3 and spent["seconds"] <= 3
+    assert 0 < spent["reserved_seconds"] < 5 and spent["seconds"] <= 5
     assert any("s of the search left" in m for m in said)  # progress shows the time left
     assert spent["rungs"][0] == ["linear", "tree"]
 
