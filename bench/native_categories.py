@@ -35,14 +35,14 @@ from bench.common import table
 from bench.quality import data_set, features, split
 from core.registry import Registry
 from service.inference.compiled import CompiledTrees
-from training.candidates import categories_space, default_params, model_space
+from training.candidates import LIGHTGBM_SMALL_GROUPS, categories_space, default_params, model_space
 from training.config import TrainConfig
 from training.data import FeatureKinds
 from training.selection import candidate_pipeline
 from training.train import train_candidate
 
 FAMILIES = ("hgb", "lightgbm", "xgboost")
-SMALL_GROUPS = {"min_data_per_group": 5, "cat_smooth": 1.0}
+SMALL_GROUPS = LIGHTGBM_SMALL_GROUPS
 
 
 def _config(ds: Any, seed: int) -> TrainConfig:

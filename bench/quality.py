@@ -508,7 +508,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--budgets", default="60,300", help="search seconds, every contender")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
-        "--datasets", "--only", dest="only", default="", help="comma-separated name prefixes"
+        "--datasets",
+        "--only",
+        dest="only",
+        default="",
+        help="data sets, comma-separated (';' when a name holds a comma): a name that is some "
+        "data set's whole name selects only it, any other selects the names it begins",
     )
     parser.add_argument(
         "--max-rows", type=int, default=0, help="skip data sets of more rows (0: none skipped)"
@@ -551,6 +556,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _named(names: list[str], wanted: str) -> set[str]:
+    """The data sets `--datasets` selects: each part is a whole name (that one only) or a prefix
+    (every name it begins); parts split on ';' when there is one, else on ','."""
+    parts = [p.strip() for p in wanted.split(";" if ";" in wanted else ",") if p.strip()]
+    return {n for p in parts for n in names if n == p or (p not in names and n.startswith(p))}
+
+
 def main() -> None:
     args = _parser().parse_args()
     search = json.dumps(json.loads(args.search), sort_keys=True)
@@ -559,10 +571,12 @@ def main() -> None:
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     wants_flaml = "FLAML" in contenders and not args.report_only
     py, how = flaml_python() if wants_flaml else (None, "not run")
+    every = datasets()
+    named = _named([ds.name for ds in every], args.only)
     chosen = [
         ds.name
-        for ds in datasets()
-        if (not args.only or any(ds.name.startswith(o) for o in args.only.split(",")))
+        for ds in every
+        if (not args.only or ds.name in named)
         and (not args.max_rows or len(ds.frame) <= args.max_rows)
     ]
     cells = [

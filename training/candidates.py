@@ -97,6 +97,10 @@ def preprocessing_space(family: str, config: TrainConfig, size: DataSize | None 
     return space
 
 
+LIGHTGBM_SMALL_GROUPS = {"min_data_per_group": 5, "cat_smooth": 1.0}
+"""LightGBM's untuned trial with native category splits (bench/native_categories.py)."""
+
+
 def categories_space(family: str, config: TrainConfig, n_categorical: int) -> Space:
     """Native or ordinal category splits for hgb, lightgbm and xgboost when there are categorical
     columns (`preprocessing.categorical_splits`), and LightGBM's small-group settings (its
@@ -105,10 +109,12 @@ def categories_space(family: str, config: TrainConfig, n_categorical: int) -> Sp
     if family not in NATIVE_CATEGORIES or not n_categorical or prep.encoding == "onehot":
         return {}
     mode = prep.categorical_splits
+    if mode == "ordinal":  # nothing to choose: the space (and the trials drawn) as before
+        return {}
     space: Space = {
         "pre_categories": Choice(("native", "ordinal") if mode == "search" else (mode,))
     }
-    if family == "lightgbm" and mode != "ordinal":
+    if family == "lightgbm":
         space["min_data_per_group"] = IntRange(1, 100, log=True)
         space["cat_smooth"] = FloatRange(1.0, 50.0)
     return space
@@ -200,6 +206,9 @@ def default_params(family: str, task: str, space: Space) -> dict[str, Any]:
         only = len(categories.values) == 1
         native = "native" in categories.values and (family == "xgboost" or only)
         pre["pre_categories"] = "native" if native else "ordinal"
+        if native and "min_data_per_group" in space:  # LightGBM's own defaults (100 rows a
+            # group, smoothing 10) forbid the small groups native splits need
+            model = {**model, **LIGHTGBM_SMALL_GROUPS}
     return {**{k: v for k, v in pre.items() if k in space}, **model}
 
 

@@ -476,7 +476,8 @@ class Orphans:
         import sqlalchemy as sa
 
         now = time.monotonic()
-        old = sorted(t for t in running if now - self.first_seen.setdefault(t, now) > self.grace)
+        self.first_seen = {t: self.first_seen.get(t, now) for t in running}  # ended: forgotten
+        old = sorted(t for t in running if now - self.first_seen[t] > self.grace)
         old = [t for t in old if t not in self.given]
         if not old:
             return []

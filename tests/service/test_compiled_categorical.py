@@ -277,9 +277,13 @@ def test_the_search_chooses_between_native_and_ordinal_categories() -> None:
         assert space["pre_categories"].values == ("native", "ordinal")
         default = default_params(family, "classification", space)["pre_categories"]
         assert default == ("native" if family == "xgboost" else "ordinal")
-        assert _space(family, categorical_splits="ordinal")["pre_categories"].values == ("ordinal",)
+        ordinal = _space(family, categorical_splits="ordinal")  # the space before native splits
+        assert ordinal == model_space(family, "classification")
         fixed = _space(family, categorical_splits="native")
-        assert default_params(family, "classification", fixed)["pre_categories"] == "native"
+        native = default_params(family, "classification", fixed)
+        assert native["pre_categories"] == "native"
+        if family == "lightgbm":  # its own 100 rows a group forbid small groups
+            assert (native["min_data_per_group"], native["cat_smooth"]) == (5, 1.0)
         assert "pre_categories" not in _space(family, encoding="onehot")
     assert "min_data_per_group" in _space("lightgbm")
     assert "pre_categories" not in _space("forest")
