@@ -510,7 +510,8 @@ class ParquetDataset:
         import pyarrow.dataset as ds
 
         try:
-            table = self.dataset.to_table(filter=ds.field(column) == value)
+            # one thread: the rows in file order, so every worker draws the same ones
+            table = self.dataset.to_table(filter=ds.field(column) == value, use_threads=False)
         except Exception as exc:  # pyarrow: ArrowInvalid, ArrowNotImplementedError, ...
             raise TrainingError(
                 f"data {self.path}: cannot filter {column!r} ({first_line(exc, None, named=True)})"
