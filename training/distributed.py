@@ -118,15 +118,21 @@ class SharedSearch:
 
     @staticmethod
     def _storage(spec: StudySpec) -> Any:
+        """Optuna's RDB storage with heartbeats, in the cache that keeps this process's running
+        trials (one for every study of the search, so each is read incrementally)."""
         import optuna
 
-        return optuna.storages.RDBStorage(
-            spec.sqlalchemy_url,
-            heartbeat_interval=spec.heartbeat_seconds,
-            grace_period=spec.heartbeat_seconds * GRACE_BEATS,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=RETRIES
-            ),
+        from training.studystore import OwnTrialsStorage
+
+        return OwnTrialsStorage(
+            optuna.storages.RDBStorage(
+                spec.sqlalchemy_url,
+                heartbeat_interval=spec.heartbeat_seconds,
+                grace_period=spec.heartbeat_seconds * GRACE_BEATS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=RETRIES
+                ),
+            )
         )
 
     @contextmanager
@@ -234,7 +240,7 @@ class SharedSearch:
 
     def close(self) -> None:
         self.engine.dispose()
-        self.storage.remove_session()
+        self.storage._backend.remove_session()
 
 
 class SharedFamilySearch(FamilySearch):
@@ -266,6 +272,9 @@ class SharedFamilySearch(FamilySearch):
         shared.sign(
             self.fixed, _digest(repr(first) + str(self.scoring) + data.to_numpy().tobytes().hex())
         )
+        from training.studystore import FixedTrials
+
+        self._fixed = FixedTrials(self.fixed._study_id, ("proposal", "stray", "result"))
         self.tpe = None
         if self._bayes:  # worker 0 draws what one process would; the others are seeded apart
             seed = self.seed if shared.worker == 0 else self.seed + 7919 * shared.worker
@@ -284,10 +293,13 @@ class SharedFamilySearch(FamilySearch):
 
     def _sync(self) -> None:
         """Read the family's trials once (every worker's): their states, and `result`: the
-        finished ones, the fixed sequence's first."""
+        finished ones, the fixed sequence's first. The fixed study in one statement (its
+        trials' states and the attributes read here), the TPE study through Optuna's cache
+        (which its sampler reads too)."""
         from optuna.trial import TrialState as S
 
-        fixed = self.fixed.get_trials(deepcopy=False)
+        with self.shared.engine.connect() as conn:
+            fixed = self._fixed.read(conn)
         tpe = self.tpe.get_trials(deepcopy=False) if self.tpe is not None else []
         self._tpe_trials = tpe
         self._claimed = len(_claims(fixed, "proposal"))

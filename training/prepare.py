@@ -70,14 +70,20 @@ def search_rows(config: TrainConfig, say: Progress) -> Prepared | None:
         return None
     keep = (1 - config.split.test_size) * (1 - config.split.validation_size)
     wanted = math.ceil(config.search.max_rows / keep)  # the sample's train part: max_rows
-    loaded = sources.search_sample(config.data, config.source, wanted, config.seed, held=1 - keep)
+    counts, classes = _strata(config)
+    loaded = sources.search_sample(
+        config.data, config.source, wanted, config.seed, held=1 - keep, classes=classes
+    )
     if loaded is None:
         return None
     say(f"the search's {len(loaded.frame):,} rows drawn in {config.data}")
     _check_columns(loaded.frame, config)  # a missing column fails here, not after a read
+    if counts is None:
+        assert config.target is not None
+        counts = sources.target_counts(config.data, config.source, config.target)
     try:
         sample = _prepared(config, say, loaded)
-        differs = _stands_for(sample, config)
+        differs = _stands_for(sample, config, counts)
     except TrainingError as exc:
         differs = f"it fails a check every row may pass ({exc})"
     if differs is None:
@@ -86,19 +92,40 @@ def search_rows(config: TrainConfig, say: Progress) -> Prepared | None:
     return None
 
 
-def _stands_for(sample: Prepared, config: TrainConfig) -> str | None:
-    """What the search's sample gets wrong about every row of the source, or None: the task,
-    the classes and the metric read from the target's counts in the source (one column), and
-    for each class enough rows outside the sample for validation and test (every sample row
-    goes to train)."""
-    assert config.data is not None
-    counts = sources.target_counts(config.data, config.source, sample.target)
+def _strata(config: TrainConfig) -> tuple[pd.Series | None, tuple[str, pd.Series] | str]:
+    """The target's rows per value in the source (None when they cannot be read: a missing
+    column is named once the sample is read), and what stratifies the search's sample: a
+    classification's target and its counts, else why not."""
+    assert config.data is not None and config.target is not None
+    try:
+        counts = sources.target_counts(config.data, config.source, config.target)
+    except TrainingError as exc:
+        return None, f"the target's classes could not be counted ({exc})"
+    task = _source_task(counts, config)
+    if task != "classification":
+        return counts, f"the task is {task}"
+    if len(counts) > sources.TARGET_VALUES:
+        return counts, f"the target has over {sources.TARGET_VALUES:,} classes"
+    return counts, (config.target, counts)
+
+
+def _source_task(counts: pd.Series, config: TrainConfig) -> str:
+    """The task every row of the source gives, from the target's counts in it."""
     values = pd.Series(counts.index)
-    task = config.task or (
+    return config.task or (
         "regression"  # more values than a classifier lists: numbers only (data.infer_task)
         if len(counts) > sources.TARGET_VALUES and pd.api.types.is_numeric_dtype(values)
         else data.infer_task(values)
     )
+
+
+def _stands_for(sample: Prepared, config: TrainConfig, counts: pd.Series) -> str | None:
+    """What the search's sample gets wrong about every row of the source, or None: the task,
+    the classes and the metric read from the target's counts in the source (`counts`, one
+    column), and for each class enough rows outside the sample for validation and test (every
+    sample row goes to train)."""
+    values = pd.Series(counts.index)
+    task = _source_task(counts, config)
     if task != sample.task:
         return f"its target reads as {sample.task}, every row's as {task}"
     if task != "classification":
@@ -147,12 +174,18 @@ def prepare(config: TrainConfig, say: Progress, search: Prepared | None = None) 
         got = (prepared.task, prepared.classes, prepared.metric)
         had = (search.task, search.classes, search.metric)
         if got == had:
-            taken = {"rows": len(drawn), "in_train": int(pinned.sum())}
+            taken = {"rows": len(drawn), "in_train": int(pinned.sum()), **_stratified(search)}
             return replace(prepared, source={**prepared.source, "search_sample": taken})
         why = f"the rows read give task, classes, metric {got}, the sample {had}"
     say(f"the search's sample is not used: {why}; the search runs again on every row read")
     record = {"rows": len(drawn), "found": found, "not_used": why}
     return _prepared(config, say, Loaded(loaded.frame, {**loaded.record, "search_sample": record}))
+
+
+def _stratified(search: Prepared) -> dict[str, Any]:
+    """The search sample's `stratified` record (sources.search_sample), for the manifest."""
+    drawn = search.source.get("sampled_in_source", {})
+    return {"stratified": drawn["stratified"]} if "stratified" in drawn else {}
 
 
 def sample_pinned(prepared: Prepared) -> bool:

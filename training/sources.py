@@ -37,6 +37,15 @@ round up per class)."""
 TARGET_VALUES = 1000
 """Values of the target counted in the source at most (a classifier with more classes reads
 every row for its search)."""
+STRATUM_FLOOR = 30
+"""A classification search's sample holds at least this many rows of each class (fewer when
+the class has fewer: at most its train share, and never so many that fewer than
+quality.MIN_CLASS_ROWS are left for validation and test)."""
+MAX_TOPPED = 50
+"""Classes under their floor drawn one by one (one query or Arrow scan each) at most; past it,
+the sample is not stratified."""
+MIN_LEFT = 5
+"""Rows of a class the sample always leaves for validation and test (quality.MIN_CLASS_ROWS)."""
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _PLAIN = (str, int, float, bool, decimal.Decimal, np.generic, pd.Timestamp)
 
@@ -49,6 +58,7 @@ class Source(Protocol):
     def read(self) -> pd.DataFrame: ...
     def sample(self, n: int, seed: int) -> pd.DataFrame: ...
     def counts(self, column: str, limit: int) -> pd.Series: ...
+    def stratum(self, column: str, value: Any, n: int, seed: int) -> pd.DataFrame: ...
     def record(self) -> dict[str, Any]: ...
 
 
@@ -117,12 +127,23 @@ def load(data: str, options: SourceOptions, seed: int) -> Loaded:
 
 
 def search_sample(
-    data: str, options: SourceOptions, rows: int, seed: int, *, held: float
+    data: str,
+    options: SourceOptions,
+    rows: int,
+    seed: int,
+    *,
+    held: float,
+    classes: tuple[str, pd.Series] | str | None = None,
 ) -> Loaded | None:
     """`rows` rows drawn in the source (the search's), without reading the others; None when
     the final fit's rows (the source's, or `source.max_rows`) less these could not hold the
     share `held` of them that validation and test take (HOLD_OUT_MARGIN to spare): every
-    sample row goes to train, so the hold-out comes from the rest."""
+    sample row goes to train, so the hold-out comes from the rest.
+
+    `classes` (a classification's target column and its rows per class in the source,
+    `target_counts`) stratifies the sample by the target (`stratify`: each class keeps its
+    floor); a text says why it is not stratified. The record's `sampled_in_source.stratified`
+    says which."""
     source = open_source(data, options)
     total = source.count()
     final = total if options.max_rows is None else min(total, options.max_rows)
@@ -130,8 +151,75 @@ def search_sample(
         return None
     check_memory(data, options, total, rows, row_bytes(source.head(WIDTH_ROWS)))
     frame = source.sample(rows, seed)
+    if isinstance(classes, tuple):
+        frame, stratified = stratify(
+            source, frame, *classes, seed=seed, share=rows / total, held=held
+        )
+    else:
+        stratified = {"by": None, "why": classes or "not asked"}
     record = {**source.record(), "rows_in_source": total, "rows_read": len(frame)}
-    return Loaded(frame, {**record, "sampled_in_source": {"rows": rows, "seed": seed}})
+    drawn = {"rows": rows, "seed": seed, "stratified": stratified}
+    return Loaded(frame, {**record, "sampled_in_source": drawn})
+
+
+def floors(counts: pd.Series, share: float, held: float) -> pd.DataFrame:
+    """Per class of the target (not NULL), the rows a stratified sample must hold (`floor`:
+    STRATUM_FLOOR, at most the class's train share, 1 - `held`, and never leaving fewer than
+    MIN_LEFT of its rows out) and those it draws of a class under that (`draw`: its share of
+    the class, at least the floor, within the same limits)."""
+    counts = counts[counts.index.notna()]
+    rows = counts.to_numpy(dtype=float)
+    most = np.minimum(np.floor(rows * (1 - held)), rows - MIN_LEFT).clip(min=0)
+    floor = np.minimum(STRATUM_FLOOR, most).astype("int64")
+    draw = np.minimum(np.ceil(rows * share).clip(min=STRATUM_FLOOR), most).astype("int64")
+    return pd.DataFrame({"floor": floor, "draw": draw}, index=counts.index)
+
+
+def stratify(
+    source: Source,
+    frame: pd.DataFrame,
+    column: str,
+    counts: pd.Series,
+    *,
+    seed: int,
+    share: float,
+    held: float,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The sample `frame` with each class under its floor (`floors`: a rare class the sample
+    drew too few of, or none) drawn again in the source on its own (`Source.stratum`: a keyed
+    sample of that class in SQL, that class's rows filtered in Arrow) and put in place of the
+    rows the sample drew of it; the others are as drawn. The frame, and what the manifest
+    records; unchanged, with the reason, when it cannot be done."""
+    if column not in frame.columns:
+        return frame, {"by": None, "why": f"the sample has no column {column!r}"}
+    want = floors(counts, share, held)
+    drawn = frame[column].value_counts()
+    least: dict[Any, int] = want["floor"].to_dict()
+    draw: dict[Any, int] = want["draw"].to_dict()
+    short = [v for v in want.index if drawn.get(v, 0) < least[v]]
+    done: dict[str, Any] = {"by": column, "floor": STRATUM_FLOOR, "topped_up": {}}
+    if len(short) > MAX_TOPPED:
+        return frame, {
+            "by": None,
+            "why": f"{len(short)} classes under their floor, more than {MAX_TOPPED} to draw "
+            "one by one",
+        }
+    parts = [frame[~frame[column].isin(short)]]
+    for value in short:
+        try:
+            rows = source.stratum(column, _plain(value), int(draw[value]), seed)
+        except TrainingError as exc:
+            return frame, {"by": None, "why": f"class {value!r} cannot be drawn alone ({exc})"}
+        parts.append(rows)
+        done["topped_up"][str(value)] = len(rows)
+    if not short:
+        return frame, done
+    return pd.concat(parts, ignore_index=True), done
+
+
+def _plain(value: Any) -> Any:
+    """A class value as the drivers take it (a numpy scalar as Python's)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def target_counts(data: str, options: SourceOptions, column: str) -> pd.Series:
@@ -308,6 +396,16 @@ class PostgresSource:
         values, rows = frame.iloc[:, 0], frame.iloc[:, 1].astype("int64")
         return pd.Series(rows.to_numpy(), index=pd.Index(values), name=column)
 
+    def stratum(self, column: str, value: Any, n: int, seed: int) -> pd.DataFrame:
+        """`n` rows whose `column` is `value`, drawn by the keyed hash among that class's rows
+        (one scan of the source, a top-n sort over the class)."""
+        name = '"' + column.replace('"', '""') + '"'
+        sql = (
+            f"SELECT * FROM (SELECT * FROM {self._from}) AS s WHERE s.{name} = %s "
+            "ORDER BY hashtextextended(s::text, %s) LIMIT %s"
+        )
+        return self._frame(sql, (value, seed, n))
+
     def _samplable(self) -> bool:
         """True for a table or materialized view (TABLESAMPLE applies to them, not to a view or
         a foreign table)."""
@@ -405,6 +503,22 @@ class ParquetDataset:
         """Rows per value of `column`, that one column read (Arrow), at most `limit` values."""
         values = self._pandas(self.dataset.to_table(columns=[column]))[column]
         return values.value_counts(dropna=False, sort=False).head(limit)
+
+    def stratum(self, column: str, value: Any, n: int, seed: int) -> pd.DataFrame:
+        """`n` rows whose `column` is `value`, drawn at random (seeded) among that class's rows,
+        which Arrow filters while it scans (only the class's rows are held)."""
+        import pyarrow.dataset as ds
+
+        try:
+            # one thread: the rows in file order, so every worker draws the same ones
+            table = self.dataset.to_table(filter=ds.field(column) == value, use_threads=False)
+        except Exception as exc:  # pyarrow: ArrowInvalid, ArrowNotImplementedError, ...
+            raise TrainingError(
+                f"data {self.path}: cannot filter {column!r} ({first_line(exc, None, named=True)})"
+            ) from None
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.choice(table.num_rows, min(n, table.num_rows), replace=False))
+        return self._pandas(table.take(keep))
 
     def _rows_of(self, fragment: Any, group: int, rows: Any) -> Any:
         """The rows at positions `rows` (sorted) of one row group, as a table of the dataset's

@@ -20,6 +20,9 @@ from training.config import SourceOptions
 from training.errors import TrainingError
 from training.train import run_training
 
+STRATIFIED = {"by": "label", "floor": sources.STRATUM_FLOOR, "topped_up": {}}
+"""What the manifest records of a sample stratified by `label` that no class was short in."""
+
 
 def _table(url: str, frame: pd.DataFrame, name: str = "rides") -> None:
     engine = sa.create_engine(normalise_url(url))
@@ -334,7 +337,11 @@ def test_the_search_runs_on_rows_drawn_in_the_source_none_of_them_held_out(
     body = candidate.manifest.body()
     read = body["data"]["read"]
     n = len(sample.frame)
-    assert read["rows_read"] == 3000 and read["search_sample"] == {"rows": n, "in_train": n}
+    assert read["rows_read"] == 3000 and read["search_sample"] == {
+        "rows": n,
+        "in_train": n,
+        "stratified": STRATIFIED,
+    }
     assert body["model"]["search"]["rows"] <= 300
     prepared, splits = candidate.prepared, candidate.prepared.splits
     keys = set(data.row_keys(sample.frame))
@@ -404,7 +411,11 @@ def test_a_sample_whose_bool_column_drew_no_null_is_found_and_kept_out_of_the_ho
     candidate = train_candidate(cfg, Registry(tmp_path / "reg"))
     assert candidate.prepared.raw["flag"].dtype == object
     n = len(sample.frame)
-    assert candidate.manifest.body()["data"]["read"]["search_sample"] == {"rows": n, "in_train": n}
+    assert candidate.manifest.body()["data"]["read"]["search_sample"] == {
+        "rows": n,
+        "in_train": n,
+        "stratified": STRATIFIED,
+    }
     splits = candidate.prepared.splits
     held = set(splits.x_val["x1"]) | set(splits.x_test["x1"])
     assert not set(sample.frame["x1"]) & held
@@ -513,7 +524,111 @@ def test_a_class_the_sample_missed_makes_the_search_run_on_every_row(tmp_path: P
     data_at = _parquet(frame, tmp_path / "again")
     said: list[str] = []
     assert search_rows(cfg.model_copy(update={"data": data_at}), said.append) is None
-    assert any("classes and every row's differ in ['maybe']" in line for line in said), said
+    # stratified, the sample holds the one row of it the hold-out can spare: too few for the gate
+    assert any("sample is not used" in line and "'maybe'" in line for line in said), said
     candidate = train_candidate(cfg.model_copy(update={"data": data_at}), Registry(tmp_path / "r"))
     assert candidate.prepared.classes == ["maybe", "no", "yes"]
     assert candidate.prepared.metric == "accuracy"
+
+
+def _rare_class_outside_the_sample(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest, rare: int = 60
+) -> tuple[str, dict[str, str], pd.DataFrame]:
+    """3,000 rows with a third class `maybe` of `rare` rows, none of which the unstratified
+    sample of the search's 469 rows draws (rows relabelled until it draws none: a table's keyed
+    hash covers the label): (data, source options, frame)."""
+    frame = classification_frame(3000, seed=3)
+    labels = frame["label"].copy()
+    for attempt in range(20):
+        if where == "table" and attempt:
+            _sql(request.getfixturevalue("pg_url"), "DROP TABLE rides")
+        folder = tmp_path / f"rides{attempt}"
+        folder.mkdir()
+        data_at, source = _source(where, frame, folder, request)
+        drawn = sources.open_source(data_at, SourceOptions(**source)).sample(469, 42)
+        inside = frame["x1"].isin(drawn["x1"])
+        chosen = frame["label"] == "maybe"
+        if chosen.sum() == rare and not (chosen & inside).any():
+            return data_at, source, frame
+        frame.loc[chosen & inside, "label"] = labels[chosen & inside]
+        free = frame.index[~inside & (frame["label"] != "maybe")]
+        more = rare - int((frame["label"] == "maybe").sum())
+        frame.loc[free[::17][:more], "label"] = "maybe"
+    raise AssertionError("no labelling kept the rare class out of the sample")
+
+
+@pytest.mark.parametrize("where", ["parquet", "table"])
+def test_a_rare_class_the_unstratified_sample_loses_is_drawn_to_its_floor(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """60 rows of a third class (2%), none among the rows the sample draws unstratified: the
+    search's sample is stratified by the target, so that class is drawn on its own in the
+    source to its floor (30 rows: under its train share, 38), the sample stands for every row
+    (3 classes, accuracy) and the search runs on it; the manifest records it. Before, the
+    sample missed the class and the search ran on every row."""
+    from training.prepare import search_rows
+    from training.train import train_candidate
+
+    data_at, source, frame = _rare_class_outside_the_sample(where, tmp_path, request)
+    search = {"method": "random", "trials": 2, "max_rows": 300}
+    cfg = fast_config(name="s", data=data_at, target="label", source=source, search=search)
+    assert cfg.seed == 42  # the unstratified draw above used it
+    said: list[str] = []
+    sample = search_rows(cfg, said.append)
+    assert sample is not None, said
+    assert sample.classes == ["maybe", "no", "yes"] and sample.metric == "accuracy"
+    assert (sample.raw["label"] == "maybe").sum() == sources.STRATUM_FLOOR
+    topped = {"by": "label", "floor": sources.STRATUM_FLOOR, "topped_up": {"maybe": 30}}
+    assert sample.source["sampled_in_source"]["stratified"] == topped
+    candidate = train_candidate(cfg, Registry(tmp_path / "reg"))
+    taken = candidate.manifest.body()["data"]["read"]["search_sample"]
+    assert taken == {"rows": len(sample.raw), "in_train": len(sample.raw), "stratified": topped}
+    splits = candidate.prepared.splits
+    held = set(splits.x_val["x1"]) | set(splits.x_test["x1"])
+    assert not set(sample.raw["x1"]) & held  # the class's other 30 rows hold validation, test
+    rare_x = set(frame.loc[frame["label"] == "maybe", "x1"])
+    assert rare_x & held
+
+
+class _Classes:
+    """A Source whose classes can each be drawn alone, or (fail) none."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.asked = fail, []
+
+    def stratum(self, column: str, value: object, n: int, seed: int) -> pd.DataFrame:
+        self.asked.append((value, n))
+        if self.fail:
+            raise TrainingError("the query fails (UndefinedFunction: operator does not exist)")
+        return pd.DataFrame({column: [value] * n})
+
+
+def test_a_sample_is_not_stratified_where_it_cannot_be_and_says_why() -> None:
+    """Too many classes under their floor (one query each), a class that cannot be drawn alone,
+    a sample without the target: the sample as drawn, and the reason."""
+    frame = pd.DataFrame({"y": ["a"] * 100})
+    many = pd.Series([1000] + [40] * (sources.MAX_TOPPED + 1))
+    many.index = ["a"] + [f"c{i}" for i in range(sources.MAX_TOPPED + 1)]
+    got, record = sources.stratify(_Classes(), frame, "y", many, seed=0, share=0.1, held=0.36)
+    assert got is frame and record["by"] is None and "more than 50" in record["why"]
+    few = pd.Series([1000, 40], index=["a", "b"])
+    failing = _Classes(fail=True)
+    got, record = sources.stratify(failing, frame, "y", few, seed=0, share=0.1, held=0.36)
+    assert got is frame and "class 'b' cannot be drawn alone" in record["why"]
+    assert failing.asked == [("b", 25)]  # its floor, 30, is over its train share: 40 x 0.64
+    got, record = sources.stratify(_Classes(), frame, "z", few, seed=0, share=0.1, held=0.36)
+    assert got is frame and record == {"by": None, "why": "the sample has no column 'z'"}
+    got, record = sources.stratify(_Classes(), frame, "y", few, seed=0, share=0.1, held=0.36)
+    assert record["topped_up"] == {"b": 25} and (got["y"] == "b").sum() == 25
+
+
+def test_a_regression_sample_is_not_stratified_and_says_why(dataset: Path) -> None:
+    from training.prepare import search_rows
+
+    search = {"method": "random", "trials": 2, "max_rows": 300}
+    cfg = fast_config(name="s", data=str(dataset), target="x1", task="regression", search=search)
+    said: list[str] = []
+    sample = search_rows(cfg, said.append)
+    assert sample is not None, said
+    stratified = sample.source["sampled_in_source"]["stratified"]
+    assert stratified == {"by": None, "why": "the task is regression"}
