@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common import table
-from bench.quality import data_set, features, split
+from bench.quality import data_set, features, servewatch_config, split
 from core.registry import Registry
 from service.inference.compiled import CompiledTrees
 from training.candidates import LIGHTGBM_SMALL_GROUPS, categories_space, default_params, model_space
@@ -75,21 +75,8 @@ def searched(ds: Any, seed: int, family: str, mode: str, budget: float) -> float
         work = Path(tmp)
         path = work / "train.parquet"
         train.to_parquet(path)
-        config = TrainConfig.model_validate(
-            {
-                "name": "native",
-                "data": str(path),
-                "target": ds.target,
-                "task": ds.task,
-                "seed": seed,
-                "objective": {"metric": ds.metric},
-                "features": {"categorical": ds.categorical},
-                "split": {"test_size": 0.05},
-                "search": {"budget_seconds": budget},
-                "models": [family],
-                "preprocessing": {"categorical_splits": mode},
-                "ensemble": {"max_row_ms": None},
-            }
+        config = servewatch_config(
+            ds, path, seed, budget, models=[family], preprocessing={"categorical_splits": mode}
         )
         candidate = train_candidate(config, Registry(work / "registry"))
         out = candidate.model.predict(test[features(ds, test).columns])

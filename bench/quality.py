@@ -167,18 +167,17 @@ def features(ds: DataSet, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- contenders -------------------------------------------------------------------------------
-def run_servewatch(
+def servewatch_config(
     ds: DataSet,
-    train: pd.DataFrame,
-    test: pd.DataFrame,
+    path: Path,
     seed: int,
     budget: float,
-    work: Path,
     search: dict[str, Any] | None = None,
-) -> tuple[float, float, str]:
-    path = work / "train.parquet"
-    train.to_parquet(path)
-    config = TrainConfig.model_validate(
+    **more: Any,
+) -> TrainConfig:
+    """servewatch's configuration in this benchmark for `ds`'s training rows at `path` (`more`:
+    other top-level settings, e.g. `models`)."""
+    return TrainConfig.model_validate(
         {
             "name": "quality",
             "data": str(path),
@@ -196,8 +195,23 @@ def run_servewatch(
             # quality alone: what the trainer reaches, ensembles however slow they serve (the
             # default, ensemble.max_row_ms 10, refuses those whose members take longer a row)
             "ensemble": {"max_row_ms": None},
+            **more,
         }
     )
+
+
+def run_servewatch(
+    ds: DataSet,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    seed: int,
+    budget: float,
+    work: Path,
+    search: dict[str, Any] | None = None,
+) -> tuple[float, float, str]:
+    path = work / "train.parquet"
+    train.to_parquet(path)
+    config = servewatch_config(ds, path, seed, budget, search)
     started = time.monotonic()
     candidate = train_candidate(config, Registry(work / "registry"))
     seconds = time.monotonic() - started

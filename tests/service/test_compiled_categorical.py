@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,11 +13,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from core.registry import Manifest
 from service.inference.compiled import CompiledTrees
 from service.inference.model import LoadedModel
 from service.inference.trees import Ensemble
 from tests.conftest import require_module
+from tests.service.test_fastpath_shapes import served
 from training.candidates import categories_space, default_params, make_estimator, model_space
 from training.config import Preprocessing, TrainConfig
 from training.data import FeatureKinds
@@ -121,29 +120,10 @@ LABELS = {
 
 
 def _served(pipe: Any, frame: pd.DataFrame, classes: list[Any] | None) -> LoadedModel:
-    features: list[dict[str, Any]] = [
-        {"name": c, "kind": "numeric", "dtype": "float", "nullable": True,
-         "min": float(frame[c].min()), "max": float(frame[c].max())}
-        for c in KINDS.numeric
-    ] + [
-        {"name": c, "kind": "categorical", "dtype": "str", "nullable": True,
-         "categories": sorted(frame[c].dropna().unique().tolist())}
-        for c in KINDS.categorical
-    ]  # fmt: skip
-    body: dict[str, Any] = {
-        "name": "native",
-        "version": 1,
-        "created_at": "2026-01-01T00:00:00Z",
-        "task": "regression" if classes is None else "classification",
-        "target": "y",
-        "features": features,
-    }
-    if classes is not None:
-        body["classes"] = [str(c) for c in classes]
-        body["label_type"] = "integer" if isinstance(classes[0], int | np.integer) else "string"
-    model = LoadedModel(Manifest.model_validate(body), pipe, Path("."))
-    model.enable_fast_path(frame[KINDS.all].head(100))
-    return model
+    """`pipe` as the service loads it (test_fastpath_shapes.served: the schema read off `frame`)."""
+    task = "regression" if classes is None else "classification"
+    labels = pd.Series(classes if classes is not None else [], dtype=object)
+    return served(pipe, frame[KINDS.all], labels, task, KINDS).model
 
 
 def _columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
