@@ -4,6 +4,7 @@ Parquet dataset folder of many files (training/sources.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -632,3 +633,21 @@ def test_a_regression_sample_is_not_stratified_and_says_why(dataset: Path) -> No
     assert sample is not None, said
     stratified = sample.source["sampled_in_source"]["stratified"]
     assert stratified == {"by": None, "why": "the task is regression"}
+
+
+@pytest.mark.parametrize("where", ["parquet", "table"])
+@pytest.mark.parametrize(
+    ("column", "value"), [("code", 7), ("code", 7.0), ("flag", True)], ids=["int", "float", "bool"]
+)
+def test_a_class_of_an_integer_or_boolean_target_is_drawn_alone(
+    where: str, column: str, value: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Stratification's draw of one class (`Source.stratum`) on integer and boolean targets, the
+    value as a whole read types it (a NULL elsewhere makes an int column float): that class's
+    rows only, as many as asked."""
+    frame = classification_frame(600, seed=1)
+    rare = np.arange(len(frame)) % 40 == 0
+    frame = frame.assign(code=np.where(rare, 7, 3), flag=rare)
+    data_at, source = _source(where, frame, tmp_path, request)
+    drawn = sources.open_source(data_at, SourceOptions(**source)).stratum(column, value, 10, 1)
+    assert len(drawn) == 10 and set(drawn[column].tolist()) == {value}
